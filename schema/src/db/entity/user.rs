@@ -1,0 +1,30 @@
+//! A person who gets notifications: from the Telegram bot or the command line.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "users")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub name: String,
+    #[sea_orm(unique)]
+    pub telegram_chat_id: Option<i64>,
+    /// `en` or `ko`.
+    pub language: String,
+    /// Consented to notifications and reachable.
+    pub active: bool,
+    /// `user` or `admin`.
+    pub role: String,
+    /// JSON object: event kind → `on` | `silent` | `off`.
+    pub prefs: String,
+    /// Why notifications stopped (e.g. the bot was blocked); told on the next `/start`.
+    pub paused_reason: Option<String>,
+    /// Created by `tickwatch run`'s first start; removable with `tickwatch user remove --demo`.
+    pub demo: bool,
+    pub created_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,18 @@
+//! Migrations, one per file, applied in order.
+use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_initial;
+pub mod m20261121_000002_seed_symbols;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261121_000001_initial::Migration),
+            Box::new(m20261121_000002_seed_symbols::Migration),
+        ]
+    }
+}

@@ -1,0 +1,141 @@
+//! The database: sea-orm entities, migrations, and the conversions between stored rows and
+//! the shared models. SQLite (the default, a file) and PostgreSQL both work; every value
+//! that must stay exact (prices, thresholds) is stored as text.
+
+pub mod entity;
+pub mod migration;
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+
+use crate::error::{Error, Result};
+use crate::rule::{AlertRule, Condition, RuleSpec, Subscription, Trigger};
+use crate::wire::{Grade, Interval, SignalKind};
+
+pub use migration::Migrator;
+pub use sea_orm;
+
+/// The default database: a SQLite file in the working directory, created on first use.
+pub const DEFAULT_URL: &str = "sqlite://tickwatch.db?mode=rwc";
+
+/// Opens a pool on `url` (`sqlite://…` or `postgres://…`).
+pub async fn connect(url: &str) -> Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .max_connections(16)
+        .connect_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        // WAL lets readers (the API) run beside the writers (consumers) in one process.
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    Ok(Database::connect(options).await?)
+}
+
+/// Applies every pending migration.
+pub async fn migrate_up(db: &DatabaseConnection) -> Result<()> {
+    Ok(Migrator::up(db, None).await?)
+}
+
+/// Rolls back the last `steps` applied migrations.
+pub async fn migrate_down(db: &DatabaseConnection, steps: u32) -> Result<()> {
+    Ok(Migrator::down(db, Some(steps)).await?)
+}
+
+/// Each known migration and whether it is applied.
+pub async fn migration_status(db: &DatabaseConnection) -> Result<Vec<(String, bool)>> {
+    let migrations = Migrator::get_migration_with_status(db).await?;
+    Ok(migrations
+        .iter()
+        .map(|m| {
+            (
+                m.name().to_string(),
+                m.status() == sea_orm_migration::MigrationStatus::Applied,
+            )
+        })
+        .collect())
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn stored_decimal(field: &'static str, text: Option<&str>) -> Result<Option<Decimal>> {
+    text.map(|t| {
+        t.parse::<Decimal>()
+            .map_err(|e| Error::invalid(field, format!("stored value `{t}`: {e}")))
+    })
+    .transpose()
+}
+
+/// A stored rule row as the shared model.
+pub fn rule_from_row(row: &entity::alert_rule::Model) -> Result<AlertRule> {
+    let spec = RuleSpec {
+        venue: row.venue.clone(),
+        symbol: row.symbol.clone(),
+        condition: row.condition.parse::<Condition>()?,
+        threshold: stored_decimal("threshold", row.threshold.as_deref())?,
+        low: stored_decimal("low", row.low.as_deref())?,
+        high: stored_decimal("high", row.high.as_deref())?,
+        pct: stored_decimal("pct", row.pct.as_deref())?,
+        window_s: row.window_s.map(|w| w.max(0) as u64),
+        trigger: row.trigger.parse::<Trigger>()?,
+        interval: row.interval.as_deref().map(str::parse::<Interval>).transpose()?,
+        cooldown_s: row.cooldown_s.max(0) as u64,
+        expires_at: row.expires_at,
+        hysteresis_pct: stored_decimal("hysteresis_pct", row.hysteresis_pct.as_deref())?,
+        template: row.template.clone(),
+    };
+    Ok(AlertRule {
+        id: row.id,
+        user_id: row.user_id,
+        spec,
+        active: row.active,
+        version: row.version,
+        created_at: row.created_at,
+    })
+}
+
+/// The columns of a rule spec, for inserting or updating a row.
+pub fn rule_spec_columns(
+    spec: &RuleSpec,
+    row: &mut entity::alert_rule::ActiveModel,
+) {
+    use sea_orm::ActiveValue::Set;
+    let text = |d: Option<Decimal>| d.map(|d| d.normalize().to_string());
+    row.venue = Set(spec.venue.clone());
+    row.symbol = Set(spec.symbol.clone());
+    row.condition = Set(spec.condition.as_str().to_string());
+    row.threshold = Set(text(spec.threshold));
+    row.low = Set(text(spec.low));
+    row.high = Set(text(spec.high));
+    row.pct = Set(text(spec.pct));
+    row.window_s = Set(spec.window_s.map(|w| w as i64));
+    row.trigger = Set(spec.trigger.as_str().to_string());
+    row.interval = Set(spec.interval.map(|i| i.as_str().to_string()));
+    row.cooldown_s = Set(spec.cooldown_s as i64);
+    row.expires_at = Set(spec.expires_at);
+    row.hysteresis_pct = Set(text(spec.hysteresis_pct));
+    row.template = Set(spec.template.clone());
+}
+
+/// A stored subscription row as the shared model.
+pub fn subscription_from_row(row: &entity::subscription::Model) -> Result<Subscription> {
+    Ok(Subscription {
+        id: row.id,
+        user_id: row.user_id,
+        kind: row.kind.parse::<SignalKind>()?,
+        symbol: row.symbol.clone(),
+        min_grade: row.min_grade.parse::<Grade>()?,
+        active: row.active,
+        version: row.version,
+    })
+}

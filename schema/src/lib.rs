@@ -1,0 +1,18 @@
+//! tickwatch-schema: the data shapes every tickwatch role shares.
+//!
+//! - [`wire`]: the broker messages of contract v1 (`Tick`, `Candle`, `Signal`,
+//!   `AlertTriggered`, `Notification`, `Control`), their AMQP metadata, and the
+//!   decode-and-validate step that turns a bad body into a precise [`Error`].
+//! - [`names`]: every exchange, queue and routing-key name, under one prefix.
+//! - [`rule`]: the alert rule and signal subscription models, with the one validation the
+//!   API, the bot and the alerts engine share.
+//! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
+
+pub mod db;
+pub mod error;
+pub mod history;
+pub mod names;
+pub mod rule;
+pub mod wire;
+
+pub use error::{Error, Result};

@@ -1,0 +1,400 @@
+//! The alert rule and signal subscription models: one shape and one validation, shared by
+//! the HTTP API, the Telegram bot, the database and the alerts engine.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::wire::{
+    Grade, Interval, SignalKind, str_enum, validate_price, validate_symbol, validate_ts,
+    validate_venue,
+};
+
+str_enum!(
+    /// When a price rule is true, as TradingView users know the conditions.
+    Condition, "condition" {
+        GreaterThan => "greater_than",
+        LessThan => "less_than",
+        Crossing => "crossing",
+        CrossingUp => "crossing_up",
+        CrossingDown => "crossing_down",
+        EnteringChannel => "entering_channel",
+        ExitingChannel => "exiting_channel",
+        MovingUpPct => "moving_up_pct",
+        MovingDownPct => "moving_down_pct",
+    }
+);
+
+impl Condition {
+    /// Parses the condition as users type it in the bot: the full name or a short form
+    /// (`>`, `<`, `cross`, `cross_up`, `x>`, `up%` …).
+    pub fn parse_loose(text: &str) -> Result<Self> {
+        let lowered = text.trim().to_ascii_lowercase();
+        let by_alias = match lowered.as_str() {
+            ">" | ">=" | "above" | "gt" => Some(Condition::GreaterThan),
+            "<" | "<=" | "below" | "lt" => Some(Condition::LessThan),
+            "cross" | "crosses" | "x" => Some(Condition::Crossing),
+            "cross_up" | "crosses_up" | "x>" | "↑" => Some(Condition::CrossingUp),
+            "cross_down" | "crosses_down" | "x<" | "↓" => Some(Condition::CrossingDown),
+            "enter" | "entering" => Some(Condition::EnteringChannel),
+            "exit" | "exiting" => Some(Condition::ExitingChannel),
+            "up%" | "moving_up" => Some(Condition::MovingUpPct),
+            "down%" | "moving_down" => Some(Condition::MovingDownPct),
+            _ => None,
+        };
+        match by_alias {
+            Some(c) => Ok(c),
+            None => lowered.parse(),
+        }
+    }
+
+    pub fn is_channel(self) -> bool {
+        matches!(self, Condition::EnteringChannel | Condition::ExitingChannel)
+    }
+
+    pub fn is_moving(self) -> bool {
+        matches!(self, Condition::MovingUpPct | Condition::MovingDownPct)
+    }
+}
+
+str_enum!(
+    /// How often a rule may fire.
+    Trigger, "trigger" {
+        Once => "once",
+        OncePerBar => "once_per_bar",
+        EveryTime => "every_time",
+    }
+);
+
+/// The longest cooldown, window or similar duration a rule may ask for: 30 days.
+pub const MAX_DURATION_S: u64 = 30 * 24 * 3600;
+/// The longest message template.
+pub const MAX_TEMPLATE_CHARS: usize = 1_000;
+
+/// What a user asks for: the body of `POST /v1/alerts` and of `/alert` in the bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    pub venue: String,
+    pub symbol: String,
+    pub condition: Condition,
+    #[serde(
+        default,
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub threshold: Option<Decimal>,
+    #[serde(
+        default,
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub low: Option<Decimal>,
+    #[serde(
+        default,
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub high: Option<Decimal>,
+    #[serde(
+        default,
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pct: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u64>,
+    #[serde(default = "default_trigger")]
+    pub trigger: Trigger,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    #[serde(default)]
+    pub cooldown_s: u64,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Re-arm band in percent: after firing, the price must move this far back across the
+    /// threshold before the rule can fire again (default: the engine's setting).
+    #[serde(
+        default,
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hysteresis_pct: Option<Decimal>,
+    /// The message, with placeholders such as `{{symbol}}` and `{{price}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+fn default_trigger() -> Trigger {
+    Trigger::Once
+}
+
+impl RuleSpec {
+    /// Every field a client may send; anything else is refused by [`RuleSpec::from_json_strict`].
+    pub const FIELDS: &'static [&'static str] = &[
+        "venue",
+        "symbol",
+        "condition",
+        "threshold",
+        "low",
+        "high",
+        "pct",
+        "window_s",
+        "trigger",
+        "interval",
+        "cooldown_s",
+        "expires_at",
+        "hysteresis_pct",
+        "template",
+    ];
+
+    /// A price rule with the defaults: fires once.
+    pub fn price(venue: &str, symbol: &str, condition: Condition, threshold: Decimal) -> Self {
+        RuleSpec {
+            venue: venue.to_string(),
+            symbol: symbol.to_string(),
+            condition,
+            threshold: Some(threshold),
+            low: None,
+            high: None,
+            pct: None,
+            window_s: None,
+            trigger: Trigger::Once,
+            interval: None,
+            cooldown_s: 0,
+            expires_at: None,
+            hysteresis_pct: None,
+            template: None,
+        }
+    }
+
+    /// Decodes a client's JSON, refusing unknown fields (a typo such as `treshold` must not
+    /// silently make a rule without a threshold) and validating the result.
+    pub fn from_json_strict(value: &serde_json::Value) -> Result<Self> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| Error::BadValue("the alert rule must be a JSON object".into()))?;
+        if let Some(unknown) = object.keys().find(|k| !Self::FIELDS.contains(&k.as_str())) {
+            return Err(Error::BadValue(format!(
+                "unknown field `{unknown}`; the fields are {}",
+                Self::FIELDS.join(", ")
+            )));
+        }
+        let spec: RuleSpec =
+            serde_json::from_value(value.clone()).map_err(Error::from_json)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks that the fields fit together; names the first field that does not.
+    pub fn validate(&self) -> Result<()> {
+        validate_venue(&self.venue)?;
+        validate_symbol(&self.symbol)?;
+        let (needs_threshold, needs_channel, needs_moving) = (
+            !self.condition.is_channel() && !self.condition.is_moving(),
+            self.condition.is_channel(),
+            self.condition.is_moving(),
+        );
+        let forbid = |field: &'static str, present: bool| -> Result<()> {
+            if present {
+                Err(Error::invalid(
+                    field,
+                    format!("does not apply to `{}`", self.condition),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if needs_threshold {
+            let threshold = self.threshold.ok_or_else(|| {
+                Error::invalid("threshold", format!("is required for `{}`", self.condition))
+            })?;
+            validate_price("threshold", threshold)?;
+        } else {
+            forbid("threshold", self.threshold.is_some())?;
+        }
+        if needs_channel {
+            let low = self.low.ok_or_else(|| {
+                Error::invalid("low", format!("is required for `{}`", self.condition))
+            })?;
+            let high = self.high.ok_or_else(|| {
+                Error::invalid("high", format!("is required for `{}`", self.condition))
+            })?;
+            validate_price("low", low)?;
+            validate_price("high", high)?;
+            if low >= high {
+                return Err(Error::invalid(
+                    "low",
+                    format!("{low} must be below high {high}"),
+                ));
+            }
+        } else {
+            forbid("low", self.low.is_some())?;
+            forbid("high", self.high.is_some())?;
+        }
+        if needs_moving {
+            let pct = self.pct.ok_or_else(|| {
+                Error::invalid("pct", format!("is required for `{}`", self.condition))
+            })?;
+            if pct <= Decimal::ZERO || pct > Decimal::from(1000) {
+                return Err(Error::invalid("pct", format!("{pct} is not in (0, 1000]")));
+            }
+            let window = self.window_s.ok_or_else(|| {
+                Error::invalid("window_s", format!("is required for `{}`", self.condition))
+            })?;
+            if window == 0 || window > MAX_DURATION_S {
+                return Err(Error::invalid(
+                    "window_s",
+                    format!("{window} is not between 1 and {MAX_DURATION_S} seconds"),
+                ));
+            }
+        } else {
+            forbid("pct", self.pct.is_some())?;
+            forbid("window_s", self.window_s.is_some())?;
+        }
+        match self.trigger {
+            Trigger::OncePerBar if self.interval.is_none() => {
+                return Err(Error::invalid(
+                    "interval",
+                    "is required for `once_per_bar` (e.g. \"1h\")",
+                ));
+            }
+            Trigger::OncePerBar => {}
+            _ if self.interval.is_some() => {
+                return Err(Error::invalid(
+                    "interval",
+                    format!("applies only to `once_per_bar`, not `{}`", self.trigger),
+                ));
+            }
+            _ => {}
+        }
+        if self.cooldown_s > MAX_DURATION_S {
+            return Err(Error::invalid(
+                "cooldown_s",
+                format!("{} is above {MAX_DURATION_S} seconds", self.cooldown_s),
+            ));
+        }
+        if let Some(expires_at) = self.expires_at {
+            validate_ts("expires_at", expires_at)?;
+        }
+        if let Some(h) = self.hysteresis_pct {
+            if h < Decimal::ZERO || h > Decimal::from(50) {
+                return Err(Error::invalid("hysteresis_pct", format!("{h} is not in [0, 50]")));
+            }
+        }
+        if let Some(template) = &self.template {
+            if template.trim().is_empty() {
+                return Err(Error::invalid("template", "is empty"));
+            }
+            if template.chars().count() > MAX_TEMPLATE_CHARS {
+                return Err(Error::invalid(
+                    "template",
+                    format!("is longer than {MAX_TEMPLATE_CHARS} characters"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`RuleSpec::validate`], and refuses an expiry already past at `now_ms`.
+    pub fn validate_at(&self, now_ms: i64) -> Result<()> {
+        self.validate()?;
+        match self.expires_at {
+            Some(at) if at <= now_ms => Err(Error::invalid("expires_at", "is in the past")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The value a firing reports as its threshold: the threshold, or the channel bound
+    /// that matters, or the percentage.
+    pub fn reported_threshold(&self, crossed_high: bool) -> Decimal {
+        match self.condition {
+            c if c.is_channel() => {
+                if crossed_high {
+                    self.high.unwrap_or_default()
+                } else {
+                    self.low.unwrap_or_default()
+                }
+            }
+            c if c.is_moving() => self.pct.unwrap_or_default(),
+            _ => self.threshold.unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.venue, self.symbol, self.condition)?;
+        if let Some(t) = self.threshold {
+            write!(f, " {t}")?;
+        }
+        if let (Some(l), Some(h)) = (self.low, self.high) {
+            write!(f, " [{l}, {h}]")?;
+        }
+        if let (Some(p), Some(w)) = (self.pct, self.window_s) {
+            write!(f, " {p}% in {w}s")?;
+        }
+        write!(f, " ({}", self.trigger)?;
+        if let Some(i) = self.interval {
+            write!(f, " {i}")?;
+        }
+        if self.cooldown_s > 0 {
+            write!(f, ", cooldown {}s", self.cooldown_s)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A stored rule: the spec plus its identity, owner and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRule {
+    pub id: i64,
+    pub user_id: i64,
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+    pub active: bool,
+    /// Bumped on every change; an alerts instance ignores an update older than what it holds.
+    pub version: i64,
+    pub created_at: i64,
+}
+
+/// A user's subscription to a kind of signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: i64,
+    pub user_id: i64,
+    pub kind: SignalKind,
+    /// `None`: every symbol.
+    #[serde(default)]
+    pub symbol: Option<String>,
+    pub min_grade: Grade,
+    pub active: bool,
+    pub version: i64,
+}
+
+impl Subscription {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(symbol) = &self.symbol {
+            validate_symbol(symbol)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a signal of this kind, symbol and grade is one the user asked for.
+    pub fn matches(&self, kind: SignalKind, symbol: &str, grade: Grade) -> bool {
+        self.active
+            && self.kind == kind
+            && self.symbol.as_deref().is_none_or(|s| s == symbol)
+            && grade.meets(self.min_grade)
+    }
+}
+
+impl FromStr for RuleSpec {
+    type Err = Error;
+    fn from_str(json: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(Error::from_json)?;
+        RuleSpec::from_json_strict(&value)
+    }
+}
