@@ -1,1 +1,34 @@
-//! (in progress)
+//! tickwatch-broker: everything tickwatch does with RabbitMQ, and the only crate that
+//! imports lapin.
+//!
+//! - [`config`]: settings with defaults and validation.
+//! - [`connection`]: the [`Broker`] handle — a connection pool shared by the process,
+//!   reconnect backoff, health for `/readyz`.
+//! - [`topology`]: every exchange, queue, binding and argument as data; apply and show.
+//! - [`publisher`]: persistent, confirmed, pipelined publishing that republishes what was
+//!   unconfirmed when a connection drops.
+//! - [`consumer`]: the consumer runtime — manual acks after the handler succeeded, retry
+//!   tiers, dead-lettering with reasons, panics caught, graceful shutdown, reconnect.
+//! - [`dlq`]: list, show, replay and purge dead-lettered messages.
+//! - [`headers`]: header names, typed header access, W3C trace context in headers.
+//! - [`management`]: the RabbitMQ management API, for diagnostics and tests.
+
+pub mod bench;
+pub mod config;
+pub mod connection;
+pub mod consumer;
+pub mod dlq;
+pub mod error;
+pub mod headers;
+pub mod management;
+pub mod publisher;
+pub mod topology;
+
+pub use config::BrokerConfig;
+pub use connection::{Broker, Health};
+pub use consumer::{
+    ConsumeOptions, DeadReason, Handler, HandlerError, Incoming, consume, consume_with,
+};
+pub use error::{Error, Result};
+pub use publisher::{Confirm, OutgoingMessage, Publisher};
+pub use topology::{Topology, WorkQueueSpec};

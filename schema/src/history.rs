@@ -170,18 +170,40 @@ pub fn open(
     let symbol = symbol
         .map(str::to_string)
         .or(inferred.symbol)
-        .ok_or_else(|| csv_error(&shown, 0, "cannot tell the symbol from the file name; give --symbol"))?;
-    let interval = interval
-        .or(inferred.interval)
-        .ok_or_else(|| csv_error(&shown, 0, "cannot tell the interval from the file name (e.g. `_1m`); give --interval"))?;
+        .ok_or_else(|| {
+            csv_error(
+                &shown,
+                0,
+                "cannot tell the symbol from the file name; give --symbol",
+            )
+        })?;
+    let interval = interval.or(inferred.interval).ok_or_else(|| {
+        csv_error(
+            &shown,
+            0,
+            "cannot tell the interval from the file name (e.g. `_1m`); give --interval",
+        )
+    })?;
     let venue = venue
         .map(str::to_string)
         .or(inferred.venue)
-        .ok_or_else(|| csv_error(&shown, 0, "cannot tell the venue of this symbol; give --venue"))?;
+        .ok_or_else(|| {
+            csv_error(
+                &shown,
+                0,
+                "cannot tell the venue of this symbol; give --venue",
+            )
+        })?;
     crate::wire::validate_symbol(&symbol)?;
     crate::wire::validate_venue(&venue)?;
     let file = std::fs::File::open(path).map_err(|e| csv_error(&shown, 0, e))?;
-    HistoryReader::new(std::io::BufReader::new(file), &shown, &venue, &symbol, interval)
+    HistoryReader::new(
+        std::io::BufReader::new(file),
+        &shown,
+        &venue,
+        &symbol,
+        interval,
+    )
 }
 
 fn csv_error(path: &str, line: usize, message: impl ToString) -> Error {
@@ -297,11 +319,17 @@ mod tests {
         assert_eq!(i.interval, Some(Interval::M1));
         assert_eq!(i.venue.as_deref(), Some("binance"));
         let i = infer_from_path(Path::new("005930_1d.csv"));
-        assert_eq!((i.venue.as_deref(), i.interval), (Some("krx"), Some(Interval::D1)));
+        assert_eq!(
+            (i.venue.as_deref(), i.interval),
+            (Some("krx"), Some(Interval::D1))
+        );
         let i = infer_from_path(Path::new("AAPL_1d.csv"));
         assert_eq!(i.venue.as_deref(), Some("nasdaq"));
         let i = infer_from_path(Path::new("mystery.csv"));
-        assert_eq!((i.symbol.as_deref(), i.interval, i.venue), (Some("MYSTERY"), None, None));
+        assert_eq!(
+            (i.symbol.as_deref(), i.interval, i.venue),
+            (Some("MYSTERY"), None, None)
+        );
     }
 
     #[test]
@@ -322,10 +350,16 @@ mod tests {
         let err = rows[1].as_ref().expect_err("bad high").to_string();
         assert!(err.starts_with("t.csv:3: high `oops`"), "{err}");
         let err = rows[2].as_ref().expect_err("high below low").to_string();
-        assert!(err.starts_with("t.csv:5:") && err.contains("below low"), "{err}");
+        assert!(
+            err.starts_with("t.csv:5:") && err.contains("below low"),
+            "{err}"
+        );
         let err = HistoryReader::new("a,b\n".as_bytes(), "x.csv", "v", "S", Interval::M1)
             .expect_err("bad header")
             .to_string();
-        assert!(err.contains("expected `ts,open,high,low,close,volume`"), "{err}");
+        assert!(
+            err.contains("expected `ts,open,high,low,close,volume`"),
+            "{err}"
+        );
     }
 }

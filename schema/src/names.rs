@@ -111,7 +111,9 @@ impl Names {
             return Err(bad("the prefix must be 1 to 100 characters"));
         }
         if prefix.split('.').any(str::is_empty) {
-            return Err(bad("the prefix may not start or end with a dot or hold `..`"));
+            return Err(bad(
+                "the prefix may not start or end with a dot or hold `..`",
+            ));
         }
         if !prefix
             .chars()
@@ -205,7 +207,10 @@ mod tests {
         let names = Names::default();
         assert_eq!(names.exchange(Exchange::Market), "tw.market");
         assert_eq!(names.exchange(Exchange::DeadLetter), "tw.dlx");
-        assert_eq!(names.queue(WorkQueue::NotifyTelegram), "tw.notify.telegram.q");
+        assert_eq!(
+            names.queue(WorkQueue::NotifyTelegram),
+            "tw.notify.telegram.q"
+        );
         assert_eq!(Names::retry_queue("tw.alerts.q", 2), "tw.alerts.q.retry.2");
         assert_eq!(Names::dlq("tw.alerts.q"), "tw.alerts.q.dlq");
         assert_eq!(

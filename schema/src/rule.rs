@@ -182,8 +182,7 @@ impl RuleSpec {
                 Self::FIELDS.join(", ")
             )));
         }
-        let spec: RuleSpec =
-            serde_json::from_value(value.clone()).map_err(Error::from_json)?;
+        let spec: RuleSpec = serde_json::from_value(value.clone()).map_err(Error::from_json)?;
         spec.validate()?;
         Ok(spec)
     }
@@ -279,10 +278,13 @@ impl RuleSpec {
         if let Some(expires_at) = self.expires_at {
             validate_ts("expires_at", expires_at)?;
         }
-        if let Some(h) = self.hysteresis_pct {
-            if h < Decimal::ZERO || h > Decimal::from(50) {
-                return Err(Error::invalid("hysteresis_pct", format!("{h} is not in [0, 50]")));
-            }
+        if let Some(h) = self.hysteresis_pct
+            && (h < Decimal::ZERO || h > Decimal::from(50))
+        {
+            return Err(Error::invalid(
+                "hysteresis_pct",
+                format!("{h} is not in [0, 50]"),
+            ));
         }
         if let Some(template) = &self.template {
             if template.trim().is_empty() {

@@ -392,15 +392,22 @@ fn default_event_kind() -> EventKind {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Control {
     /// A rule was created or changed (the rule carries its new version).
-    RuleUpserted { rule: AlertRule },
+    RuleUpserted {
+        rule: AlertRule,
+    },
     /// A rule was deleted; `version` orders it against upserts.
     RuleDeleted {
         rule_id: i64,
         user_id: i64,
         version: i64,
     },
-    SubscriptionUpserted { subscription: Subscription },
-    SubscriptionDeleted { subscription_id: i64, version: i64 },
+    SubscriptionUpserted {
+        subscription: Subscription,
+    },
+    SubscriptionDeleted {
+        subscription_id: i64,
+        version: i64,
+    },
     /// An admin held all notifications in the queue.
     Halt {
         #[serde(default)]
@@ -418,9 +425,17 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: MessageKind;
     fn routing_key(&self) -> String;
     fn validate(&self) -> Result<()>;
+    /// What a sharded queue spreads on, so one symbol always lands on one shard:
+    /// `<venue>.<symbol>` for market data, `None` for the rest.
+    fn shard_key(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Message for Tick {
+    fn shard_key(&self) -> Option<String> {
+        Some(format!("{}.{}", self.venue, self.symbol))
+    }
     const KIND: MessageKind = MessageKind::Tick;
     fn routing_key(&self) -> String {
         routing::tick(&self.venue, &self.symbol)
@@ -431,16 +446,19 @@ impl Message for Tick {
         validate_price("price", self.price)?;
         validate_non_negative("qty", self.qty)?;
         validate_ts("ts", self.ts)?;
-        if let Some(id) = &self.trade_id {
-            if id.is_empty() || id.len() > 64 {
-                return Err(Error::invalid("trade_id", "must be 1 to 64 characters"));
-            }
+        if let Some(id) = &self.trade_id
+            && (id.is_empty() || id.len() > 64)
+        {
+            return Err(Error::invalid("trade_id", "must be 1 to 64 characters"));
         }
         Ok(())
     }
 }
 
 impl Message for Candle {
+    fn shard_key(&self) -> Option<String> {
+        Some(format!("{}.{}", self.venue, self.symbol))
+    }
     const KIND: MessageKind = MessageKind::Candle;
     fn routing_key(&self) -> String {
         routing::candle(&self.venue, &self.symbol, self.interval)
@@ -467,6 +485,9 @@ impl Message for Candle {
 }
 
 impl Message for Signal {
+    fn shard_key(&self) -> Option<String> {
+        Some(format!("{}.{}", self.venue, self.symbol))
+    }
     const KIND: MessageKind = MessageKind::Signal;
     fn routing_key(&self) -> String {
         routing::signal(self.kind, &self.symbol)
@@ -477,13 +498,19 @@ impl Message for Signal {
         validate_ts("ts", self.ts)?;
         validate_price("price", self.price)?;
         if self.score > 100 {
-            return Err(Error::invalid("score", format!("{} is above 100", self.score)));
+            return Err(Error::invalid(
+                "score",
+                format!("{} is above 100", self.score),
+            ));
         }
         Ok(())
     }
 }
 
 impl Message for AlertTriggered {
+    fn shard_key(&self) -> Option<String> {
+        Some(format!("{}.{}", self.venue, self.symbol))
+    }
     const KIND: MessageKind = MessageKind::Alert;
     fn routing_key(&self) -> String {
         routing::alert(&self.symbol)
@@ -701,9 +728,7 @@ pub fn validate_ts(field: &'static str, ts: i64) -> Result<()> {
     if ts > MAX_TS_MS {
         return Err(Error::invalid(
             field,
-            format!(
-                "{ts} is after 2100-01-01 in epoch milliseconds — micro- or nanoseconds?"
-            ),
+            format!("{ts} is after 2100-01-01 in epoch milliseconds — micro- or nanoseconds?"),
         ));
     }
     Ok(())

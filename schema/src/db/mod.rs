@@ -88,7 +88,11 @@ pub fn rule_from_row(row: &entity::alert_rule::Model) -> Result<AlertRule> {
         pct: stored_decimal("pct", row.pct.as_deref())?,
         window_s: row.window_s.map(|w| w.max(0) as u64),
         trigger: row.trigger.parse::<Trigger>()?,
-        interval: row.interval.as_deref().map(str::parse::<Interval>).transpose()?,
+        interval: row
+            .interval
+            .as_deref()
+            .map(str::parse::<Interval>)
+            .transpose()?,
         cooldown_s: row.cooldown_s.max(0) as u64,
         expires_at: row.expires_at,
         hysteresis_pct: stored_decimal("hysteresis_pct", row.hysteresis_pct.as_deref())?,
@@ -105,10 +109,7 @@ pub fn rule_from_row(row: &entity::alert_rule::Model) -> Result<AlertRule> {
 }
 
 /// The columns of a rule spec, for inserting or updating a row.
-pub fn rule_spec_columns(
-    spec: &RuleSpec,
-    row: &mut entity::alert_rule::ActiveModel,
-) {
+pub fn rule_spec_columns(spec: &RuleSpec, row: &mut entity::alert_rule::ActiveModel) {
     use sea_orm::ActiveValue::Set;
     let text = |d: Option<Decimal>| d.map(|d| d.normalize().to_string());
     row.venue = Set(spec.venue.clone());

@@ -4,7 +4,12 @@ use sea_orm_migration::{prelude::*, schema::*};
 #[derive(Debug, DeriveMigrationName)]
 pub struct Migration;
 
-fn index(name: &str, table: &'static str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
+fn index(
+    name: &str,
+    table: &'static str,
+    cols: &[&'static str],
+    unique: bool,
+) -> IndexCreateStatement {
     let mut stmt = Index::create();
     stmt.name(name).table(table);
     for col in cols {
@@ -80,8 +85,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("symbols_venue_symbol", "symbols", &["venue", "symbol"], true))
-            .await?;
+        m.create_index(index(
+            "symbols_venue_symbol",
+            "symbols",
+            &["venue", "symbol"],
+            true,
+        ))
+        .await?;
         m.create_table(
             Table::create()
                 .table("alert_rules")
@@ -116,8 +126,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("alert_rules_user", "alert_rules", &["user_id"], false))
-            .await?;
+        m.create_index(index(
+            "alert_rules_user",
+            "alert_rules",
+            &["user_id"],
+            false,
+        ))
+        .await?;
         m.create_index(index(
             "alert_rules_symbol",
             "alert_rules",
@@ -145,8 +160,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("subscriptions_user", "subscriptions", &["user_id"], false))
-            .await?;
+        m.create_index(index(
+            "subscriptions_user",
+            "subscriptions",
+            &["user_id"],
+            false,
+        ))
+        .await?;
         m.create_table(
             Table::create()
                 .table("alert_events")
@@ -165,8 +185,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("alert_events_rule", "alert_events", &["rule_id", "ts"], false))
-            .await?;
+        m.create_index(index(
+            "alert_events_rule",
+            "alert_events",
+            &["rule_id", "ts"],
+            false,
+        ))
+        .await?;
         m.create_index(index(
             "alert_events_unpublished",
             "alert_events",
@@ -194,8 +219,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("signals_symbol_ts", "signals", &["symbol", "ts"], false))
-            .await?;
+        m.create_index(index(
+            "signals_symbol_ts",
+            "signals",
+            &["symbol", "ts"],
+            false,
+        ))
+        .await?;
         m.create_index(index("signals_kind_ts", "signals", &["kind", "ts"], false))
             .await?;
         m.create_table(

@@ -1,0 +1,232 @@
+//! `tickwatch bench broker`: raw lapin against tickwatch's publisher and consumer runtime,
+//! in one run on the same broker, with the same persistent ~150-byte messages on quorum
+//! queues. Each side publishes with a window of pipelined confirms while consuming with
+//! manual acks; the figure is messages per second from the first publish to the last
+//! message consumed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tickwatch_schema::names::{Exchange, routing};
+use tickwatch_schema::wire::{self, Tick};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{Handler, HandlerError, Incoming, consume};
+use crate::error::{Error, Result};
+use crate::publisher::Publisher;
+use crate::topology::{ExchangeDecl, Topology};
+use crate::{Broker, BrokerConfig};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerBench {
+    pub messages: u64,
+    pub body_bytes: usize,
+    pub raw_msgs_per_s: f64,
+    pub runtime_msgs_per_s: f64,
+    pub ratio: f64,
+}
+
+fn sample_tick(seq: u64) -> Tick {
+    Tick {
+        venue: "binance".into(),
+        symbol: format!("SYM{:03}", seq % 100),
+        price: Decimal::new(6_432_112 + (seq % 997) as i64, 2),
+        qty: Decimal::new(13, 3),
+        ts: 1_763_762_400_123 + seq as i64,
+        trade_id: Some(format!("{:012}", seq)),
+    }
+}
+
+/// Runs both sides with `messages` each under a throwaway prefix, and cleans up.
+pub async fn run(mut config: BrokerConfig, messages: u64) -> Result<BrokerBench> {
+    config.prefix = format!(
+        "twbench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let broker = Broker::connect(config.clone(), &config.prefix).await?;
+    let body_bytes = wire::encode(&sample_tick(0))?.body.len();
+    let raw = raw_lapin(&broker, messages).await;
+    let runtime = through_runtime(&broker, &config, messages).await;
+    broker.close();
+    let (raw, runtime) = (raw?, runtime?);
+    Ok(BrokerBench {
+        messages,
+        body_bytes,
+        raw_msgs_per_s: raw,
+        runtime_msgs_per_s: runtime,
+        ratio: runtime / raw,
+    })
+}
+
+/// Straight lapin, as a careful user writes it: a confirm window of 1,000, one ack per
+/// message, prefetch 256.
+async fn raw_lapin(broker: &Broker, messages: u64) -> Result<f64> {
+    let queue = format!("{}.raw", broker.config().prefix);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let setup = broker.channel().await?;
+    setup
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await?;
+    let consumer_channel = broker.channel().await?;
+    consumer_channel
+        .basic_qos(256, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let start = Instant::now();
+    let consuming = tokio::spawn(async move {
+        let mut n = 0;
+        while n < messages {
+            match consumer.next().await {
+                Some(Ok(delivery)) => {
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    n += 1;
+                }
+                Some(Err(e)) => return Err(Error::Amqp(e)),
+                None => return Err(Error::Closed),
+            }
+        }
+        Ok::<Instant, Error>(Instant::now())
+    });
+    let publish_channel = broker.channel().await?;
+    publish_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut window = VecDeque::new();
+    for seq in 0..messages {
+        let encoded = wire::encode(&sample_tick(seq))?;
+        let properties = lapin::BasicProperties::default()
+            .with_content_type(wire::CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_message_id(encoded.meta.message_id.to_string().as_str().into())
+            .with_type("tick".into());
+        let confirm = publish_channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &encoded.body,
+                properties,
+            )
+            .await?;
+        window.push_back(confirm);
+        if window.len() >= 1_000
+            && let Some(front) = window.pop_front()
+        {
+            front.await?;
+        }
+    }
+    for confirm in window {
+        confirm.await?;
+    }
+    let end = consuming.await.map_err(|e| Error::Dlq(e.to_string()))??;
+    let _ = setup
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = consumer_channel.close(200, "OK".into()).await;
+    let _ = publish_channel.close(200, "OK".into()).await;
+    Ok(messages as f64 / (end - start).as_secs_f64())
+}
+
+struct Count(Arc<AtomicU64>, Arc<tokio::sync::Notify>, u64);
+
+impl Handler for Count {
+    async fn handle(&mut self, _message: &Incoming) -> std::result::Result<(), HandlerError> {
+        if self.0.fetch_add(1, Ordering::Relaxed) + 1 == self.2 {
+            self.1.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The same traffic through [`Publisher`] (typed messages, full contract properties,
+/// mandatory) and [`consume`] (a work queue with retry tiers and DLQ).
+async fn through_runtime(broker: &Broker, config: &BrokerConfig, messages: u64) -> Result<f64> {
+    let names = broker.names().clone();
+    let mut topology = Topology::default();
+    for (exchange, kind) in [
+        (Exchange::Market, "topic"),
+        (Exchange::DeadLetter, "direct"),
+    ] {
+        topology.exchanges.push(ExchangeDecl {
+            name: names.exchange(exchange),
+            kind: kind.into(),
+            args: Default::default(),
+        });
+    }
+    let queue = format!("{}.runtime.q", config.prefix);
+    topology.add_work_queue(
+        config,
+        &queue,
+        &[(names.exchange(Exchange::Market), routing::ALL_TICKS.into())],
+        1,
+    )?;
+    topology.apply(broker).await?;
+    let spec = topology.work_queues[0].clone();
+    let count = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn({
+        let (b, s, h, t) = (
+            broker.clone(),
+            spec.clone(),
+            Count(count.clone(), done.clone(), messages),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &s, h, t).await }
+    });
+    let publisher = Publisher::start(broker, "bench");
+    let finished = done.notified();
+    let start = Instant::now();
+    let mut confirms = VecDeque::new();
+    for seq in 0..messages {
+        confirms.push_back(publisher.send(Exchange::Market, &sample_tick(seq)).await?);
+        if confirms.len() >= 1_000
+            && let Some(front) = confirms.pop_front()
+        {
+            front.wait().await?;
+        }
+    }
+    for confirm in confirms {
+        confirm.wait().await?;
+    }
+    tokio::time::timeout(Duration::from_secs(600), finished)
+        .await
+        .map_err(|_| Error::Timeout(Duration::from_secs(600)))?;
+    let elapsed = start.elapsed();
+    shutdown.cancel();
+    let _ = consumer.await;
+    publisher.close().await;
+    topology.delete(broker).await?;
+    Ok(messages as f64 / elapsed.as_secs_f64())
+}

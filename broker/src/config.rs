@@ -1,0 +1,325 @@
+//! Broker settings: serde defaults, validated at start with a message naming the bad key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tickwatch_schema::names::Names;
+
+use crate::error::{Error, Result};
+
+/// The broker URL used when none is configured.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `amqp://user:pass@host:port/vhost` (env `AMQP_URL`).
+    pub url: String,
+    /// Prefix of every exchange and queue name (`tw` → `tw.market`, `tw.alerts.q`, …).
+    pub prefix: String,
+    /// The management HTTP API (`http://user:pass@host:15672`); derived from `url` if unset.
+    pub management_url: Option<String>,
+    /// Unacknowledged deliveries a consumer may hold. 1 is slow on quorum queues.
+    pub prefetch: u16,
+    /// One retry tier per entry: the delay before attempt 2, 3, … (milliseconds).
+    pub retry_delays_ms: Vec<u64>,
+    /// The broker-side guard: a message redelivered this many times goes to the DLQ.
+    pub delivery_limit: u32,
+    /// Published messages awaiting their confirm at once, per publisher channel.
+    pub confirm_window: usize,
+    /// How long `publish` waits for the broker's confirm before giving up.
+    pub publish_timeout_ms: u64,
+    /// A handler still running after this long counts as a transient failure.
+    pub handler_timeout_ms: u64,
+    /// Finished deliveries acknowledged together (`multiple = true`).
+    pub ack_batch: u16,
+    /// The longest a finished delivery waits for its batched ack.
+    pub ack_flush_ms: u64,
+    /// Reconnect backoff: first delay and cap (milliseconds), with jitter.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Connections in the process-wide pool shared by publishers and consumers.
+    pub pool_size: usize,
+    /// Work queues split into N shards on a consistent-hash exchange, by role:
+    /// `{ alerts = 4 }`. Needs the `rabbitmq_consistent_hash_exchange` plugin.
+    pub shards: BTreeMap<String, usize>,
+    /// Declare work queues with `x-single-active-consumer`: a second instance of a role
+    /// waits as a standby instead of splitting a symbol's messages.
+    pub single_active_consumer: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            url: DEFAULT_URL.to_string(),
+            prefix: tickwatch_schema::names::DEFAULT_PREFIX.to_string(),
+            management_url: None,
+            prefetch: 256,
+            retry_delays_ms: vec![1_000, 10_000, 60_000],
+            delivery_limit: 20,
+            confirm_window: 1_000,
+            publish_timeout_ms: 30_000,
+            handler_timeout_ms: 60_000,
+            ack_batch: 128,
+            ack_flush_ms: 10,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 30_000,
+            pool_size: 2,
+            shards: BTreeMap::new(),
+            single_active_consumer: true,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks every key; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Config(format!("broker.{key}: {why}")));
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return bad(
+                "url",
+                format!(
+                    "`{}` must start with amqp:// or amqps://",
+                    mask_url(&self.url)
+                ),
+            );
+        }
+        if let Err(e) = self.url.parse::<lapin::uri::AMQPUri>() {
+            return bad(
+                "url",
+                format!("`{}` is not an AMQP URL: {e}", mask_url(&self.url)),
+            );
+        }
+        if let Err(e) = Names::new(self.prefix.clone()) {
+            return bad("prefix", e.to_string());
+        }
+        if let Some(m) = &self.management_url
+            && !(m.starts_with("http://") || m.starts_with("https://"))
+        {
+            return bad(
+                "management_url",
+                "must start with http:// or https://".into(),
+            );
+        }
+        if self.prefetch == 0 {
+            return bad("prefetch", "must be at least 1".into());
+        }
+        if self.retry_delays_ms.len() > 10 {
+            return bad("retry_delays_ms", "at most 10 retry tiers".into());
+        }
+        if let Some(d) = self
+            .retry_delays_ms
+            .iter()
+            .find(|d| **d == 0 || **d > 86_400_000)
+        {
+            return bad(
+                "retry_delays_ms",
+                format!("{d} is not between 1 ms and one day"),
+            );
+        }
+        if self.delivery_limit < 2 {
+            return bad("delivery_limit", "must be at least 2".into());
+        }
+        if self.confirm_window == 0 {
+            return bad("confirm_window", "must be at least 1".into());
+        }
+        if self.publish_timeout_ms == 0 || self.handler_timeout_ms == 0 {
+            return bad(
+                "publish_timeout_ms/handler_timeout_ms",
+                "must be above 0".into(),
+            );
+        }
+        if self.ack_batch == 0 || self.ack_batch > self.prefetch {
+            return bad(
+                "ack_batch",
+                format!("must be between 1 and prefetch ({})", self.prefetch),
+            );
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            return bad(
+                "reconnect_min_ms",
+                "must be above 0 and at most reconnect_max_ms".into(),
+            );
+        }
+        if self.pool_size == 0 {
+            return bad("pool_size", "must be at least 1".into());
+        }
+        const ROLES: [&str; 4] = ["signals", "alerts", "recorder", "notifier"];
+        for (role, n) in &self.shards {
+            if !ROLES.contains(&role.as_str()) {
+                return bad(
+                    "shards",
+                    format!("`{role}` is not a role; use one of {}", ROLES.join(", ")),
+                );
+            }
+            if *n == 0 || *n > 64 {
+                return bad("shards", format!("{role} = {n}: use 1 to 64 shards"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn names(&self) -> Result<Names> {
+        Names::new(self.prefix.clone()).map_err(Error::from)
+    }
+
+    pub fn reconnect_min(&self) -> Duration {
+        Duration::from_millis(self.reconnect_min_ms)
+    }
+
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_ms)
+    }
+
+    /// The management API base URL: configured, or the AMQP host on port 15672 with the
+    /// same credentials.
+    pub fn management_base(&self) -> Result<(String, String, String, String)> {
+        let uri: lapin::uri::AMQPUri = self
+            .url
+            .parse()
+            .map_err(|e| Error::Config(format!("broker.url: {e}")))?;
+        let (user, pass) = (
+            uri.authority.userinfo.username.clone(),
+            uri.authority.userinfo.password.clone(),
+        );
+        let vhost = uri.vhost.clone();
+        let base = match &self.management_url {
+            Some(m) => m.trim_end_matches('/').to_string(),
+            None => format!("http://{}:15672", uri.authority.host),
+        };
+        Ok((base, user, pass, vhost))
+    }
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &mask_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field(
+                "management_url",
+                &self.management_url.as_deref().map(mask_url),
+            )
+            .field("prefetch", &self.prefetch)
+            .field("retry_delays_ms", &self.retry_delays_ms)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("confirm_window", &self.confirm_window)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides the password of a URL (`amqp://guest:****@host/`), for logs and error messages.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:****")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_keys_are_named() {
+        BrokerConfig::default()
+            .validate()
+            .expect("defaults are valid");
+        let cases: Vec<(BrokerConfig, &str)> = vec![
+            (
+                BrokerConfig {
+                    url: "http://x".into(),
+                    ..Default::default()
+                },
+                "broker.url",
+            ),
+            (
+                BrokerConfig {
+                    prefix: "a b".into(),
+                    ..Default::default()
+                },
+                "broker.prefix",
+            ),
+            (
+                BrokerConfig {
+                    prefetch: 0,
+                    ..Default::default()
+                },
+                "broker.prefetch",
+            ),
+            (
+                BrokerConfig {
+                    retry_delays_ms: vec![0],
+                    ..Default::default()
+                },
+                "broker.retry_delays_ms",
+            ),
+            (
+                BrokerConfig {
+                    ack_batch: 1000,
+                    ..Default::default()
+                },
+                "broker.ack_batch",
+            ),
+            (
+                BrokerConfig {
+                    shards: [("sigs".to_string(), 2)].into(),
+                    ..Default::default()
+                },
+                "broker.shards",
+            ),
+        ];
+        for (config, key) in cases {
+            let err = config.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:****@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(mask_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        let shown = format!(
+            "{:?}",
+            BrokerConfig {
+                url: "amqp://u:hunter2@h/".into(),
+                ..Default::default()
+            }
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn management_url_is_derived_from_the_amqp_url() {
+        let config = BrokerConfig {
+            url: "amqp://bob:pw@rabbit:5672/prod".into(),
+            ..Default::default()
+        };
+        let (base, user, pass, vhost) = config.management_base().expect("valid");
+        assert_eq!(
+            (base.as_str(), user.as_str(), pass.as_str(), vhost.as_str()),
+            ("http://rabbit:15672", "bob", "pw", "prod")
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The process's handle on RabbitMQ: a pool of connections shared by every publisher and
+//! consumer of the process (each takes its own channel), the reconnect backoff, and the
+//! health state `/readyz` reports.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_lapin::{Config as PoolSettings, PoolConfig, Runtime, Timeouts};
+use lapin::{Channel, ConnectionProperties};
+use rand::Rng;
+use tickwatch_schema::names::Names;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerConfig, mask_url};
+use crate::error::{Error, Result};
+
+/// Connections, configuration and health, cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    names: Names,
+    pool: deadpool_lapin::Pool,
+    health: Health,
+    app_id: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.inner.config)
+            .field("app_id", &self.inner.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Prepares the pool without connecting; `role` names the process (`tickwatch/<role>`).
+    pub fn new(config: BrokerConfig, role: &str) -> Result<Self> {
+        config.validate()?;
+        let names = config.names()?;
+        let app_id = format!("tickwatch/{role}");
+        let connection_name = app_id.clone();
+        let settings = PoolSettings {
+            url: Some(config.url.clone()),
+            pool: Some(PoolConfig {
+                max_size: config.pool_size,
+                timeouts: Timeouts {
+                    wait: Some(Duration::from_secs(10)),
+                    create: Some(Duration::from_secs(10)),
+                    recycle: Some(Duration::from_secs(5)),
+                },
+                ..PoolConfig::default()
+            }),
+        };
+        let pool = settings
+            .create_pool(
+                move || {
+                    ConnectionProperties::default()
+                        .with_connection_name(connection_name.clone().into())
+                },
+                Runtime::Tokio1,
+            )
+            .map_err(|e| Error::Config(format!("broker pool: {e}")))?;
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                config,
+                names,
+                pool,
+                health: Health::default(),
+                app_id,
+            }),
+        })
+    }
+
+    /// Prepares the pool and checks now that RabbitMQ answers, so a wrong URL is reported
+    /// at start with where tickwatch looked and how to start a broker.
+    pub async fn connect(config: BrokerConfig, role: &str) -> Result<Self> {
+        let broker = Broker::new(config, role)?;
+        broker.channel().await?.close(200, "OK".into()).await?;
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.inner.names
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.inner.health
+    }
+
+    /// `tickwatch/<role>`, the `app_id` of everything this process publishes.
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// A new channel on a pooled connection. The connection goes back to the pool at
+    /// once: lapin channels stay usable, so every user of the pool shares its connections.
+    pub async fn channel(&self) -> Result<Channel> {
+        let connection = self.inner.pool.get().await.map_err(|e| Error::Connect {
+            url: mask_url(&self.inner.config.url),
+            reason: pool_error_text(&e),
+        })?;
+        Ok(connection.create_channel().await?)
+    }
+
+    /// Keeps trying [`Broker::channel`] with backoff until it succeeds; `None` if shut
+    /// down first. `component` names the caller in logs and health.
+    pub async fn channel_with_retry(
+        &self,
+        component: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Channel> {
+        let mut backoff =
+            Backoff::new(self.config().reconnect_min(), self.config().reconnect_max());
+        loop {
+            match self.channel().await {
+                Ok(channel) => return Some(channel),
+                Err(e) => {
+                    self.health().set(component, false, &e.to_string());
+                    let delay = backoff.next_delay();
+                    tracing::warn!(component, error = %e, retry_in = ?delay, "broker unavailable");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the pooled connections (after publishers and consumers are done).
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+}
+
+fn pool_error_text(e: &deadpool_lapin::PoolError) -> String {
+    match e {
+        deadpool_lapin::PoolError::Backend(inner) => inner.to_string(),
+        deadpool_lapin::PoolError::Timeout(_) => "timed out connecting".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Exponential backoff with full jitter, reset after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    /// The next delay: a random point in [min, current], then current doubles (capped).
+    pub fn next_delay(&mut self) -> Duration {
+        let upper = self.current.max(self.min);
+        let delay = rand::rng().random_range(self.min..=upper);
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// What each component of the process last reported about its broker link.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    components: Arc<Mutex<BTreeMap<String, ComponentHealth>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentHealth {
+    pub up: bool,
+    pub detail: String,
+}
+
+impl Health {
+    pub fn set(&self, component: &str, up: bool, detail: &str) {
+        if let Ok(mut map) = self.components.lock() {
+            map.insert(
+                component.to_string(),
+                ComponentHealth {
+                    up,
+                    detail: detail.to_string(),
+                },
+            );
+        }
+    }
+
+    pub fn remove(&self, component: &str) {
+        if let Ok(mut map) = self.components.lock() {
+            map.remove(component);
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, ComponentHealth> {
+        self.components
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// True when every registered component is up.
+    pub fn all_up(&self) -> bool {
+        self.snapshot().values().all(|c| c.up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        for _ in 0..10 {
+            let d = b.next_delay();
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(800));
+        }
+        assert_eq!(b.current, Duration::from_millis(800));
+        b.reset();
+        assert_eq!(b.current, Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,533 @@
+//! The consumer runtime and publisher against the real local RabbitMQ.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::{Fixture, Recording, kill_connections, tick, wait_until};
+use tickwatch_broker::publisher::OutgoingMessage;
+use tickwatch_broker::{DeadReason, HandlerError, Publisher, consume, dlq, headers};
+use tickwatch_schema::names::Exchange;
+use tickwatch_schema::wire::Tick;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn fails_twice_then_succeeds_with_growing_delays_and_is_acked() {
+    let fx = Fixture::new("retry").await;
+    let handler = Recording::new(|_, seen| {
+        if seen <= 2 {
+            Err(HandlerError::Transient(format!("flaky #{seen}")))
+        } else {
+            Ok(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    publisher
+        .publish(Exchange::Market, &tick("AAA", 1))
+        .await
+        .expect("published");
+    assert!(
+        wait_until(WAIT, || handler.calls().len() >= 3).await,
+        "three calls"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = handler.calls();
+    assert_eq!(calls.len(), 3, "called exactly three times");
+    assert_eq!(
+        calls.iter().map(|c| c.message.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let gap1 = calls[1].at - calls[0].at;
+    let gap2 = calls[2].at - calls[1].at;
+    assert!(
+        gap1 >= Duration::from_millis(150),
+        "first retry waits tier 1: {gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(300),
+        "second retry waits tier 2: {gap2:?}"
+    );
+    assert!(gap2 > gap1, "delays grow: {gap1:?} then {gap2:?}");
+    // The retried copy still says where it was first published.
+    assert_eq!(calls[2].message.routing_key, "tick.test.AAA");
+    shutdown.cancel();
+    task.await.expect("join").expect("consumer ends cleanly");
+    publisher.close().await;
+    assert!(
+        fx.wait_depth(&fx.queue.name, (0, 0)).await,
+        "acked: nothing left in the queue"
+    );
+    assert!(
+        fx.wait_depth(&fx.queue.dlq, (0, 0)).await,
+        "nothing dead-lettered"
+    );
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn always_failing_ends_in_the_dlq_exhausted_with_full_headers() {
+    let fx = Fixture::new("exhaust").await;
+    let handler = Recording::new(|_, _| Err(HandlerError::Transient("database is down".into())));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    let id = publisher
+        .publish(Exchange::Market, &tick("BBB", 7))
+        .await
+        .expect("published");
+    assert!(
+        wait_until(WAIT, || handler.calls().len() >= 4).await,
+        "1 + 3 tiers"
+    );
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dlq::show(&fx.broker, &fx.queue.dlq, 10)
+            .await
+            .expect("show");
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(handler.calls().len(), 4, "no attempt after the last tier");
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.message_id.as_deref(), Some(id.to_string().as_str()));
+    assert_eq!(m.reason, DeadReason::Exhausted.as_str());
+    assert_eq!(m.error.as_deref(), Some("database is down"));
+    assert_eq!(m.attempts, Some(4));
+    assert_eq!(
+        m.original_exchange.as_deref(),
+        Some(format!("{}.market", fx.broker.config().prefix).as_str())
+    );
+    assert_eq!(m.original_routing_key.as_deref(), Some("tick.test.BBB"));
+    assert!(m.first_failure_ms.is_some() && m.dead_at_ms >= m.first_failure_ms);
+    assert_eq!(m.body["symbol"], "BBB");
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn malformed_json_goes_to_the_dlq_at_once_and_the_queue_keeps_flowing() {
+    let fx = Fixture::new("poison").await;
+    let handler = Recording::new(|m, _| m.decode::<Tick>().map(|_| ()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    let market = format!("{}.market", fx.broker.config().prefix);
+    let mut bad_headers = lapin_free_headers();
+    headers::set_i64(&mut bad_headers, headers::HEADER_SCHEMA, 1);
+    let poison = OutgoingMessage {
+        exchange: market.clone(),
+        routing_key: "tick.test.CCC".into(),
+        body: b"{\"venue\":\"test\",\"symbol\":".to_vec(),
+        properties: tickwatch_broker::publisher::json_properties("tick", bad_headers),
+        mandatory: true,
+    };
+    publisher
+        .publish_raw(poison)
+        .await
+        .expect("poison published");
+    let mut wrong_schema = lapin_free_headers();
+    headers::set_i64(&mut wrong_schema, headers::HEADER_SCHEMA, 2);
+    let body = serde_json::to_vec(&tick("CCC", 2)).expect("json");
+    publisher
+        .publish_raw(OutgoingMessage {
+            exchange: market,
+            routing_key: "tick.test.CCC".into(),
+            body,
+            properties: tickwatch_broker::publisher::json_properties("tick", wrong_schema),
+            mandatory: true,
+        })
+        .await
+        .expect("published");
+    for seq in 3..=5 {
+        publisher
+            .publish(Exchange::Market, &tick("CCC", seq))
+            .await
+            .expect("good one");
+    }
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dlq::show(&fx.broker, &fx.queue.dlq, 10)
+            .await
+            .expect("show");
+        if dead.len() >= 2 && handler.calls().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 2, "both poison messages dead-lettered");
+    assert!(
+        dead.iter()
+            .all(|m| m.reason == "invalid" && m.attempts == Some(1))
+    );
+    assert!(
+        dead[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("malformed JSON"),
+        "{:?}",
+        dead[0].error
+    );
+    assert!(
+        dead[1]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("schema version"),
+        "{:?}",
+        dead[1].error
+    );
+    // The malformed one reached the handler once (which refused it); the wrong-schema one
+    // never did; the three good ones behind them were processed.
+    let good: Vec<_> = handler
+        .calls()
+        .into_iter()
+        .filter(|c| c.message.decode::<Tick>().is_ok())
+        .collect();
+    assert_eq!(good.len(), 3);
+    assert_eq!(handler.calls().len(), 4);
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+fn lapin_free_headers() -> tickwatch_broker::publisher::Headers {
+    tickwatch_broker::publisher::Headers::default()
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_retried_and_the_consumer_survives() {
+    let fx = Fixture::new("panic").await;
+    let handler = Recording::new(|_, seen| {
+        if seen == 1 {
+            panic!("boom");
+        }
+        Ok(())
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    publisher
+        .publish(Exchange::Market, &tick("DDD", 1))
+        .await
+        .expect("published");
+    publisher
+        .publish(Exchange::Market, &tick("DDD", 2))
+        .await
+        .expect("published");
+    assert!(
+        wait_until(WAIT, || handler.calls().len() >= 4).await,
+        "each panics once, then succeeds"
+    );
+    assert!(!task.is_finished(), "the consumer is still running");
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unroutable_message_is_an_error_not_a_silent_drop() {
+    let fx = Fixture::new("route").await;
+    let publisher = Publisher::start(&fx.broker, "test");
+    let candle_key = OutgoingMessage {
+        exchange: format!("{}.market", fx.broker.config().prefix),
+        routing_key: "candle.test.EEE.1m".into(),
+        body: b"{}".to_vec(),
+        properties: tickwatch_broker::publisher::json_properties("candle", Default::default()),
+        mandatory: true,
+    };
+    let err = publisher
+        .publish_raw(candle_key)
+        .await
+        .expect_err("no queue binds candles here");
+    assert!(
+        matches!(err, tickwatch_broker::Error::Unroutable { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("candle.test.EEE.1m"));
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn no_message_is_lost_when_connections_are_killed_twice() {
+    const N: u64 = 10_000;
+    let fx = Fixture::new("loss").await;
+    let seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, u32>>> = Default::default();
+    let handler = {
+        let seen = seen.clone();
+        Recording::new(move |m, _| {
+            if let Some(id) = &m.message_id {
+                *seen.lock().expect("lock").entry(id.clone()).or_default() += 1;
+            }
+            Ok(())
+        })
+    };
+    // Keep the recorder from holding every call: only the count map matters here.
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    // Publishing runs paced in its own task while this test's connections are killed
+    // twice from the broker side, so the kills land with messages in flight both ways.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let kills_done = std::sync::Arc::new(tokio::sync::Notify::new());
+    let sender = tokio::spawn({
+        let (publisher, progress, kills_done) =
+            (publisher.clone(), progress.clone(), kills_done.clone());
+        async move {
+            let mut ids = HashSet::new();
+            let mut confirms = Vec::new();
+            for seq in 0..N {
+                if seq == N - 1_000 {
+                    // Keep the stream going until both kills happened.
+                    kills_done.notified().await;
+                }
+                confirms.push(
+                    publisher
+                        .send(Exchange::Market, &tick("LOSS", seq))
+                        .await
+                        .expect("enqueued"),
+                );
+                progress.store(seq + 1, std::sync::atomic::Ordering::SeqCst);
+                if seq % 4 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if confirms.len() >= 500 {
+                    for c in confirms.drain(..) {
+                        ids.insert(c.wait().await.expect("confirmed despite the kills"));
+                    }
+                }
+            }
+            for c in confirms.drain(..) {
+                ids.insert(c.wait().await.expect("confirmed"));
+            }
+            ids
+        }
+    });
+    let config = fx.broker.config().clone();
+    let mut kills = 0;
+    for threshold in [1_000, 4_000] {
+        while progress.load(std::sync::atomic::Ordering::SeqCst) < threshold {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The management API lists a new connection only after its stats arrive.
+        for _ in 0..300 {
+            let n = kill_connections(&config).await;
+            if n > 0 {
+                kills += n;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    kills_done.notify_one();
+    let ids = sender.await.expect("sender");
+    assert!(kills >= 2, "connections were killed ({kills})");
+    assert_eq!(ids.len() as u64, N);
+    let all_arrived = wait_until(Duration::from_secs(60), || {
+        let seen = seen.lock().expect("lock");
+        ids.iter().all(|id| seen.contains_key(&id.to_string()))
+    })
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    let missing = ids
+        .iter()
+        .filter(|id| !seen.contains_key(&id.to_string()))
+        .count();
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    println!(
+        "loss test: {N} published, {} distinct received, {duplicates} duplicate deliveries, {kills} connections killed",
+        seen.len()
+    );
+    assert!(all_arrived, "{missing} messages never arrived");
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn shutdown_mid_stream_leaves_nothing_unacked_and_loses_nothing() {
+    const N: u64 = 400;
+    let fx = Fixture::new("shutdown").await;
+    let handler = Recording::new(|_, _| {
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    let mut confirms = Vec::new();
+    for seq in 0..N {
+        confirms.push(
+            publisher
+                .send(Exchange::Market, &tick("STOP", seq))
+                .await
+                .expect("enqueued"),
+        );
+    }
+    for c in confirms {
+        c.wait().await.expect("confirmed");
+    }
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    assert!(wait_until(WAIT, || handler.calls().len() >= 100).await);
+    shutdown.cancel();
+    task.await.expect("join").expect("clean shutdown");
+    let processed = handler.calls().len() as u64;
+    assert!(processed < N, "stopped mid-stream ({processed})");
+    let mut depth = (0, 0);
+    for _ in 0..60 {
+        depth = fx.depth(&fx.queue.name).await;
+        if depth.1 == 0 && depth.0 + processed == N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(depth.1, 0, "nothing unacked after shutdown");
+    assert_eq!(
+        depth.0 + processed,
+        N,
+        "processed + still queued = published"
+    );
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn replayed_dead_letters_arrive_exactly_as_published() {
+    let fx = Fixture::new("replay").await;
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let handler = {
+        let fail = fail.clone();
+        Recording::new(move |_, _| {
+            if fail.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(HandlerError::Rejected("downstream refused".into()))
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    for seq in 0..3 {
+        publisher
+            .publish(Exchange::Market, &tick("RPL", seq))
+            .await
+            .expect("published");
+    }
+    assert!(wait_until(WAIT, || handler.calls().len() >= 3).await);
+    let originals: Vec<_> = handler.calls().into_iter().map(|c| c.message).collect();
+    let mut summary = Vec::new();
+    for _ in 0..50 {
+        summary = dlq::list(&fx.broker, &fx.topology).await.expect("list");
+        if summary[0].depth == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(summary[0].depth, 3);
+    assert_eq!(summary[0].by_reason.get("rejected"), Some(&3));
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let report = dlq::replay(&fx.broker, &fx.queue.dlq, 100, Some("rejected"))
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed, 3);
+    assert!(wait_until(WAIT, || handler.calls().len() >= 6).await);
+    let replayed: Vec<_> = handler
+        .calls()
+        .into_iter()
+        .skip(3)
+        .map(|c| c.message)
+        .collect();
+    for (original, again) in originals.iter().zip(&replayed) {
+        assert_eq!(again.body, original.body);
+        assert_eq!(again.message_id, original.message_id);
+        assert_eq!(again.kind, original.kind);
+        assert_eq!(again.routing_key, original.routing_key);
+        assert_eq!(again.attempt, 1);
+        assert_eq!(
+            again.properties.headers(),
+            original.properties.headers(),
+            "headers as published"
+        );
+    }
+    assert_eq!(
+        dlq::show(&fx.broker, &fx.queue.dlq, 10)
+            .await
+            .expect("show")
+            .len(),
+        0
+    );
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    fx.cleanup().await;
+}

@@ -1,0 +1,154 @@
+//! Operator commands: database migrations, broker topology, dead-letter queues, benchmarks.
+
+use anyhow::Context;
+use tickwatch_broker::{Broker, Topology, dlq};
+
+use crate::config::Config;
+
+/// `tickwatch migrate up|down|status`.
+pub async fn migrate(config: &Config, action: &str, steps: u32) -> anyhow::Result<()> {
+    let db = tickwatch_schema::db::connect(&config.database.url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database {}",
+                tickwatch_broker::config::mask_url(&config.database.url)
+            )
+        })?;
+    match action {
+        "up" => {
+            tickwatch_schema::db::migrate_up(&db).await?;
+            crate::say!("migrations applied");
+        }
+        "down" => {
+            tickwatch_schema::db::migrate_down(&db, steps).await?;
+            crate::say!("rolled back {steps} migration(s)");
+        }
+        _ => {}
+    }
+    for (name, applied) in tickwatch_schema::db::migration_status(&db).await? {
+        crate::say!("{} {name}", if applied { "applied" } else { "pending" });
+    }
+    Ok(())
+}
+
+pub async fn broker(config: &Config, role: &str) -> anyhow::Result<Broker> {
+    Ok(Broker::connect(config.broker.clone(), role).await?)
+}
+
+/// `tickwatch topology apply|show|export`.
+pub async fn topology(config: &Config, action: &str) -> anyhow::Result<()> {
+    let topology = Topology::standard(&config.broker)?;
+    match action {
+        "apply" => {
+            let broker = broker(config, "topology").await?;
+            topology.apply(&broker).await?;
+            broker.close();
+            crate::say!(
+                "topology applied: {} exchanges, {} queues, {} bindings",
+                topology.exchanges.len(),
+                topology.queues.len(),
+                topology.bindings.len()
+            );
+        }
+        "export" => {
+            let (_, _, _, vhost) = config.broker.management_base()?;
+            crate::say!(
+                "{}",
+                serde_json::to_string_pretty(&topology.definitions(&vhost))?
+            );
+        }
+        _ => crate::say(topology.to_string()),
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub enum DlqAction {
+    List,
+    Show {
+        queue: String,
+        limit: usize,
+    },
+    Replay {
+        queue: String,
+        limit: usize,
+        reason: Option<String>,
+    },
+    Purge {
+        queue: String,
+    },
+}
+
+/// `tickwatch dlq list|show|replay|purge`.
+pub async fn dlq(config: &Config, action: DlqAction) -> anyhow::Result<()> {
+    let topology = Topology::standard(&config.broker)?;
+    let broker = broker(config, "dlq").await?;
+    let resolve = |q: &str| dlq::resolve(&topology, broker.names(), q);
+    match action {
+        DlqAction::List => {
+            crate::say!("{:<40} {:>7}  reasons", "dlq", "depth");
+            for s in dlq::list(&broker, &topology).await? {
+                let reasons: Vec<String> = s
+                    .by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r}={n}"))
+                    .collect();
+                let note = if (s.scanned as u32) < s.depth {
+                    format!(" (first {} read)", s.scanned)
+                } else {
+                    String::new()
+                };
+                crate::say!("{:<40} {:>7}  {}{note}", s.dlq, s.depth, reasons.join(" "));
+            }
+        }
+        DlqAction::Show { queue, limit } => {
+            let name = resolve(&queue)?;
+            let messages = dlq::show(&broker, &name, limit).await?;
+            if messages.is_empty() {
+                crate::say!("{name} is empty");
+            }
+            for m in messages {
+                crate::say!("{}", serde_json::to_string_pretty(&m)?);
+            }
+        }
+        DlqAction::Replay {
+            queue,
+            limit,
+            reason,
+        } => {
+            let name = resolve(&queue)?;
+            let report = dlq::replay(&broker, &name, limit, reason.as_deref()).await?;
+            crate::say!(
+                "replayed {} from {name}; {} skipped, {} failed (left in the DLQ)",
+                report.replayed,
+                report.skipped,
+                report.failed
+            );
+        }
+        DlqAction::Purge { queue } => {
+            let name = resolve(&queue)?;
+            let n = dlq::purge(&broker, &name).await?;
+            crate::say!("purged {n} message(s) from {name}");
+        }
+    }
+    broker.close();
+    Ok(())
+}
+
+/// `tickwatch bench broker`.
+pub async fn bench_broker(config: &Config, messages: u64) -> anyhow::Result<()> {
+    eprintln!(
+        "publishing and consuming {messages} persistent messages twice (raw lapin, then tickwatch)…"
+    );
+    let report = tickwatch_broker::bench::run(config.broker.clone(), messages).await?;
+    crate::say!(
+        "broker bench: {} messages of {} bytes on quorum queues\n  raw lapin:          {:>9.0} msg/s\n  tickwatch runtime:  {:>9.0} msg/s\n  ratio:              {:>9.2}",
+        report.messages,
+        report.body_bytes,
+        report.raw_msgs_per_s,
+        report.runtime_msgs_per_s,
+        report.ratio
+    );
+    Ok(())
+}
