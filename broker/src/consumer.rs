@@ -326,7 +326,7 @@ impl<H: Handler> Runtime<H> {
         self.broker.health().set(&self.component, true, "consuming");
         tracing::info!(queue = %self.queue.name, "consuming");
         let flush_after = Duration::from_millis(config.ack_flush_ms);
-        let ack_batch = usize::from(config.ack_batch);
+        let ack_batch = usize::from(config.ack_batch.min(config.prefetch));
         let mut acks = AckBatch::default();
         let end = loop {
             if let Some(pause) = self.options.pause.as_mut()

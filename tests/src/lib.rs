@@ -1,1 +1,32 @@
-//! (in progress)
+//! tickwatch-tests: support for tickwatch's end-to-end tests.
+//!
+//! - [`fake_telegram`]: a fake Telegram Bot API server (axum) that teloxide can be pointed
+//!   at; records and scripts calls, checks MarkdownV2 strictly, measures rate limits.
+//! - [`db`]: fresh migrated test databases (SQLite in a temporary directory, or a new
+//!   PostgreSQL database on the local server).
+//! - [`bench`]: the notification burst benchmark, measured at the fake.
+
+pub mod bench;
+pub mod db;
+pub mod fake_telegram;
+
+pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};
+
+/// What can go wrong while setting up test support.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] tickwatch_schema::Error),
+}
+
+impl Error {
+    /// A local socket or a database may come back; nothing else here does.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io(_) => true,
+            Error::Db(e) => e.is_retryable(),
+        }
+    }
+}

@@ -1,1 +1,32 @@
-//! (in progress)
+//! tickwatch-notifier: delivers `Notification`s to Telegram, once per dedupe key, within
+//! Telegram's limits; no broker code (the broker adapter calls [`Notifier::handle`]).
+//!
+//! - [`markdown`]: MarkdownV2 escaping, a safe builder, splitting over 4,096 characters.
+//! - [`limiter`]: per-chat and overall rate limits (30/s, 1/s per chat, 20/min per group).
+//! - [`sender`]: [`TelegramSender`] (Bot API over teloxide's `Bot`, outcomes classified as
+//!   delivered / retry-after / transient / unreachable / rejected) and [`LogSender`] (no
+//!   token: the log, clearly labelled as not sent).
+//! - [`breaker`]: the circuit breaker that pauses consumption while Telegram is down.
+//! - [`record`]: the delivery record in the `notifications` table, user preferences.
+//! - [`notifier`]: [`Notifier`], which combines them.
+//! - [`config`]: the configuration, [`NotifierConfig`].
+//!
+//! See README.md for the delivery guarantees and the one window where a crash can repeat a
+//! message.
+
+pub mod breaker;
+pub mod config;
+mod error;
+pub mod limiter;
+pub mod markdown;
+pub mod notifier;
+pub mod record;
+pub mod sender;
+
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use config::{NotifierConfig, Secret};
+pub use error::Error;
+pub use limiter::{Limiter, RateLimits};
+pub use markdown::MarkdownV2;
+pub use notifier::{Notifier, Outcome};
+pub use sender::{LogSender, OutgoingMessage, SendOutcome, Sender, TelegramSender};

@@ -11,7 +11,8 @@ pub struct Model {
     pub chat_id: i64,
     pub kind: String,
     pub text: String,
-    /// `pending`, `sent` or `failed`.
+    /// `pending`, `sent`, `failed` (not final: a DLQ replay tries again), `skipped` (the
+    /// user turned this kind off) or `logged` (no Telegram token: written to the log only).
     pub status: String,
     pub attempts: i32,
     pub last_error: Option<String>,
