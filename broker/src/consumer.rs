@@ -185,15 +185,31 @@ pub trait Handler: Send + 'static {
 }
 
 /// Optional behaviour of a consumer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConsumeOptions {
     /// While `true`, no new delivery is taken (messages stay queued); used for an admin's
-    /// global halt.
+    /// global halt and for a circuit breaker.
     pub pause: Option<watch::Receiver<bool>>,
-    /// Declared again on every (re)connect before consuming (e.g. an exclusive queue).
+    /// Declared again on every (re)connect before consuming, on the consumer's own channel
+    /// (a private queue belongs to its connection).
     pub declare: Option<Arc<Topology>>,
+    /// Deliveries handled at once. Above 1, deliveries with the same `tw-shard-key` header
+    /// (a symbol, a chat) still run one after another, in queue order; needs a `Clone`
+    /// handler, see [`consume_concurrent`].
+    pub concurrency: usize,
     /// Extra `basic.consume` arguments.
     pub arguments: FieldTable,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions {
+            pause: None,
+            declare: None,
+            concurrency: 1,
+            arguments: FieldTable::default(),
+        }
+    }
 }
 
 enum SessionEnd {
@@ -201,6 +217,7 @@ enum SessionEnd {
     Broken(String),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Processed {
     Finished,
     /// Shutdown came while the handler asked to hold the delivery: leave it unacked.
@@ -217,34 +234,109 @@ pub async fn consume<H: Handler>(
     consume_with(broker, queue, handler, shutdown, ConsumeOptions::default()).await
 }
 
-/// [`consume`] with options.
+/// [`consume`] with options; deliveries one at a time (`options.concurrency` is ignored).
 pub async fn consume_with<H: Handler>(
+    broker: &Broker,
+    queue: &WorkQueueSpec,
+    mut handler: H,
+    shutdown: CancellationToken,
+    options: ConsumeOptions,
+) -> Result<()> {
+    run_sessions(broker, queue, &shutdown, &options, Sequential(&mut handler)).await
+}
+
+/// [`consume_with`] handling up to `options.concurrency` deliveries at once, each on a
+/// clone of `handler`; per `tw-shard-key` in queue order. Acknowledgements still only
+/// cover deliveries whose every predecessor finished.
+pub async fn consume_concurrent<H: Handler + Clone + Sync>(
     broker: &Broker,
     queue: &WorkQueueSpec,
     handler: H,
     shutdown: CancellationToken,
     options: ConsumeOptions,
 ) -> Result<()> {
+    run_sessions(broker, queue, &shutdown, &options, Concurrent(handler)).await
+}
+
+/// What every delivery of one consumer shares.
+struct Ctx {
+    broker: Broker,
+    queue: WorkQueueSpec,
+    failures: Publisher,
+    component: String,
+    handler_timeout: Duration,
+    options: ConsumeOptions,
+}
+
+/// The reconnect loop around sessions.
+/// One way of running a session on a fresh channel: one delivery at a time, or several.
+trait Sessions {
+    fn session(
+        &mut self,
+        ctx: Arc<Ctx>,
+        channel: Channel,
+        shutdown: CancellationToken,
+        backoff: &mut Backoff,
+    ) -> impl Future<Output = Result<SessionEnd>> + Send;
+}
+
+struct Sequential<'h, H>(&'h mut H);
+
+impl<H: Handler> Sessions for Sequential<'_, H> {
+    async fn session(
+        &mut self,
+        ctx: Arc<Ctx>,
+        channel: Channel,
+        shutdown: CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<SessionEnd> {
+        sequential_session(ctx, channel, &shutdown, backoff, self.0).await
+    }
+}
+
+struct Concurrent<H>(H);
+
+impl<H: Handler + Clone + Sync> Sessions for Concurrent<H> {
+    async fn session(
+        &mut self,
+        ctx: Arc<Ctx>,
+        channel: Channel,
+        shutdown: CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<SessionEnd> {
+        concurrent_session(ctx, channel, &shutdown, backoff, self.0.clone()).await
+    }
+}
+
+async fn run_sessions<S: Sessions>(
+    broker: &Broker,
+    queue: &WorkQueueSpec,
+    shutdown: &CancellationToken,
+    options: &ConsumeOptions,
+    mut session: S,
+) -> Result<()> {
     let component = format!("consumer:{}", queue.name);
     let failures = Publisher::start(broker, &format!("{component}:failures"));
-    let mut runtime = Runtime {
+    let ctx = Arc::new(Ctx {
         broker: broker.clone(),
         queue: queue.clone(),
-        handler,
         failures: failures.clone(),
         component: component.clone(),
         handler_timeout: Duration::from_millis(broker.config().handler_timeout_ms),
-        options,
-    };
+        options: options.clone(),
+    });
     let mut backoff = Backoff::new(
         broker.config().reconnect_min(),
         broker.config().reconnect_max(),
     );
     let result = loop {
-        let Some(channel) = broker.channel_with_retry(&component, &shutdown).await else {
+        let Some(channel) = broker.channel_with_retry(&component, shutdown).await else {
             break Ok(());
         };
-        let reason = match runtime.session(&channel, &shutdown, &mut backoff).await {
+        let reason = match session
+            .session(ctx.clone(), channel.clone(), shutdown.clone(), &mut backoff)
+            .await
+        {
             Ok(SessionEnd::Shutdown) => {
                 let _ = channel.close(200, "OK".into()).await;
                 break Ok(());
@@ -264,16 +356,6 @@ pub async fn consume_with<H: Handler>(
     failures.close().await;
     broker.health().remove(&component);
     result
-}
-
-struct Runtime<H> {
-    broker: Broker,
-    queue: WorkQueueSpec,
-    handler: H,
-    failures: Publisher,
-    component: String,
-    handler_timeout: Duration,
-    options: ConsumeOptions,
 }
 
 /// Finished deliveries not yet acknowledged: the newest one's acker acks them all.
@@ -300,260 +382,423 @@ impl AckBatch {
     }
 }
 
-impl<H: Handler> Runtime<H> {
-    async fn session(
-        &mut self,
-        channel: &Channel,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-    ) -> Result<SessionEnd> {
-        let config = self.broker.config();
-        if let Some(topology) = &self.options.declare {
-            topology.apply(&self.broker).await?;
-        }
-        channel
-            .basic_qos(config.prefetch, BasicQosOptions { global: false })
-            .await?;
-        let tag = format!("{}:{}", self.broker.app_id(), uuid::Uuid::now_v7());
-        let mut consumer = channel
-            .basic_consume(
-                self.queue.name.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                self.options.arguments.clone(),
-            )
-            .await?;
-        self.broker.health().set(&self.component, true, "consuming");
-        tracing::info!(queue = %self.queue.name, "consuming");
-        let flush_after = Duration::from_millis(config.ack_flush_ms);
-        let ack_batch = usize::from(config.ack_batch.min(config.prefetch));
-        let mut acks = AckBatch::default();
-        let end = loop {
-            if let Some(pause) = self.options.pause.as_mut()
-                && *pause.borrow()
-            {
-                acks.flush(&self.queue.name).await?;
-                tracing::info!(queue = %self.queue.name, "paused: messages stay queued");
-                self.broker.health().set(&self.component, true, "paused");
-                let resumed = tokio::select! {
-                    r = pause.wait_for(|paused| !*paused) => r.is_ok(),
-                    _ = shutdown.cancelled() => false,
-                };
-                if !resumed {
-                    break SessionEnd::Shutdown;
-                }
-                tracing::info!(queue = %self.queue.name, "resumed");
-                self.broker.health().set(&self.component, true, "consuming");
+/// Declares what must be, sets the prefetch and starts consuming on `channel`.
+async fn start_consuming(ctx: &Ctx, channel: &Channel) -> Result<lapin::Consumer> {
+    let config = ctx.broker.config();
+    if let Some(topology) = &ctx.options.declare {
+        topology.apply_on(&ctx.broker, channel).await?;
+    }
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions { global: false })
+        .await?;
+    let tag = format!("{}:{}", ctx.broker.app_id(), uuid::Uuid::now_v7());
+    let consumer = channel
+        .basic_consume(
+            ctx.queue.name.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            ctx.options.arguments.clone(),
+        )
+        .await?;
+    ctx.broker.health().set(&ctx.component, true, "consuming");
+    tracing::info!(queue = %ctx.queue.name, "consuming");
+    Ok(consumer)
+}
+
+/// Waits while paused; `false` if shut down meanwhile.
+async fn wait_while_paused(
+    ctx: &Ctx,
+    pause: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+) -> bool {
+    tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
+    ctx.broker.health().set(&ctx.component, true, "paused");
+    let resumed = tokio::select! {
+        r = pause.wait_for(|paused| !*paused) => r.is_ok(),
+        _ = shutdown.cancelled() => false,
+    };
+    if resumed {
+        tracing::info!(queue = %ctx.queue.name, "resumed");
+        ctx.broker.health().set(&ctx.component, true, "consuming");
+    }
+    resumed
+}
+
+fn ack_batch_size(ctx: &Ctx) -> usize {
+    let config = ctx.broker.config();
+    usize::from(config.ack_batch.min(config.prefetch))
+}
+
+async fn sequential_session<H: Handler>(
+    ctx: Arc<Ctx>,
+    channel: Channel,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+    handler: &mut H,
+) -> Result<SessionEnd> {
+    let mut consumer = start_consuming(&ctx, &channel).await?;
+    let flush_after = Duration::from_millis(ctx.broker.config().ack_flush_ms);
+    let ack_batch = ack_batch_size(&ctx);
+    let mut pause = ctx.options.pause.clone();
+    let mut acks = AckBatch::default();
+    let end = loop {
+        if let Some(pause) = pause.as_mut()
+            && *pause.borrow()
+        {
+            acks.flush(&ctx.queue.name).await?;
+            if !wait_while_paused(&ctx, pause, shutdown).await {
+                break SessionEnd::Shutdown;
             }
-            let next = if acks.count > 0 {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-                    next = tokio::time::timeout(flush_after, consumer.next()) => match next {
-                        Ok(next) => next,
-                        Err(_) => {
-                            acks.flush(&self.queue.name).await?;
-                            continue;
+        }
+        let next = if acks.count > 0 {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                next = tokio::time::timeout(flush_after, consumer.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => {
+                        acks.flush(&ctx.queue.name).await?;
+                        continue;
+                    }
+                },
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                next = consumer.next() => next,
+            }
+        };
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => break SessionEnd::Broken(e.to_string()),
+            None => break SessionEnd::Broken("the broker cancelled the consumer".into()),
+        };
+        backoff.reset();
+        match handle_delivery(&ctx, handler, &delivery, shutdown).await? {
+            Processed::Finished => {
+                acks.add(delivery.acker.clone());
+                if acks.count >= ack_batch {
+                    acks.flush(&ctx.queue.name).await?;
+                }
+            }
+            Processed::Interrupted => break SessionEnd::Shutdown,
+        }
+    };
+    if let SessionEnd::Shutdown = end {
+        // Everything finished is acknowledged; the caller then closes the channel, which
+        // returns the deliveries still buffered to the queue. No `basic.cancel` first:
+        // with a single active consumer, cancelling would hand the queue to a standby
+        // while those deliveries are still out, and the standby would see later
+        // messages of a symbol before the returned earlier ones.
+        acks.flush(&ctx.queue.name).await?;
+    }
+    Ok(end)
+}
+
+/// A delivery in the concurrent window, in arrival order.
+struct Slot {
+    tag: u64,
+    acker: Acker,
+    state: Option<Processed>,
+}
+
+type Running = tokio::task::JoinSet<(u64, Option<String>, Result<Processed>)>;
+
+async fn concurrent_session<H: Handler + Clone + Sync>(
+    ctx: Arc<Ctx>,
+    channel: Channel,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+    handler: H,
+) -> Result<SessionEnd> {
+    let mut consumer = start_consuming(&ctx, &channel).await?;
+    let flush_after = Duration::from_millis(ctx.broker.config().ack_flush_ms);
+    let ack_batch = ack_batch_size(&ctx);
+    let concurrency = ctx.options.concurrency.max(1);
+    let mut pause = ctx.options.pause.clone();
+    let mut window: std::collections::VecDeque<Slot> = Default::default();
+    let mut running: Running = tokio::task::JoinSet::new();
+    // Deliveries waiting behind a running one with the same key.
+    let mut waiting: std::collections::HashMap<String, std::collections::VecDeque<Delivery>> =
+        Default::default();
+    let mut acks = AckBatch::default();
+    let mut flush_at: Option<tokio::time::Instant> = None;
+    let spawn = |running: &mut Running, delivery: Delivery, key: Option<String>| {
+        let (ctx, mut handler, shutdown) = (ctx.clone(), handler.clone(), shutdown.clone());
+        running.spawn(async move {
+            let tag = delivery.delivery_tag;
+            let result = handle_delivery(&ctx, &mut handler, &delivery, &shutdown).await;
+            (tag, key, result)
+        });
+    };
+    let end = loop {
+        let paused = pause.as_ref().is_some_and(|p| *p.borrow());
+        let held = window.len();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+            joined = running.join_next(), if !running.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let (tag, key, result) = joined.map_err(|e| Error::Dlq(format!("consumer task failed: {e}")))?;
+                let processed = match result {
+                    Ok(p) => p,
+                    Err(e) if e.is_retryable() => break SessionEnd::Broken(e.to_string()),
+                    Err(e) => return Err(e),
+                };
+                if let Some(slot) = window.iter_mut().find(|s| s.tag == tag) {
+                    slot.state = Some(processed);
+                }
+                if let Some(key) = key {
+                    let next = waiting.get_mut(&key).and_then(|q| q.pop_front());
+                    match next {
+                        Some(delivery) => spawn(&mut running, delivery, Some(key)),
+                        None => { waiting.remove(&key); }
+                    }
+                }
+                // Acknowledge the finished prefix: a multiple ack must not cover a delivery
+                // still running before it.
+                while window.front().is_some_and(|s| s.state == Some(Processed::Finished)) {
+                    if let Some(slot) = window.pop_front() {
+                        acks.add(slot.acker);
+                    }
+                }
+                if acks.count >= ack_batch {
+                    acks.flush(&ctx.queue.name).await?;
+                    flush_at = None;
+                } else if acks.count > 0 && flush_at.is_none() {
+                    flush_at = Some(tokio::time::Instant::now() + flush_after);
+                }
+            }
+            _ = async { if let Some(at) = flush_at { tokio::time::sleep_until(at).await } }, if flush_at.is_some() => {
+                acks.flush(&ctx.queue.name).await?;
+                flush_at = None;
+            }
+            _ = async { if let Some(p) = pause.as_mut() { let _ = p.changed().await; } }, if paused => {}
+            next = consumer.next(), if !paused && held < concurrency => {
+                let delivery = match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(e)) => break SessionEnd::Broken(e.to_string()),
+                    None => break SessionEnd::Broken("the broker cancelled the consumer".into()),
+                };
+                backoff.reset();
+                window.push_back(Slot { tag: delivery.delivery_tag, acker: delivery.acker.clone(), state: None });
+                let key = headers::get_str(delivery.properties.headers().as_ref(), headers::SHARD_KEY);
+                match key {
+                    Some(key) => match waiting.get_mut(&key) {
+                        Some(queue) => queue.push_back(delivery),
+                        None => {
+                            waiting.insert(key.clone(), Default::default());
+                            spawn(&mut running, delivery, Some(key));
                         }
                     },
+                    None => spawn(&mut running, delivery, None),
                 }
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-                    next = consumer.next() => next,
-                }
+            }
+        }
+    };
+    if let SessionEnd::Shutdown = end {
+        // Let what runs finish (a handler holding a delivery stops at once), then
+        // acknowledge every finished delivery: the prefix together, the rest one by one.
+        while let Some(joined) = running.join_next().await {
+            if let Ok((tag, _, Ok(processed))) = joined
+                && let Some(slot) = window.iter_mut().find(|s| s.tag == tag)
+            {
+                slot.state = Some(processed);
+            }
+        }
+        while window
+            .front()
+            .is_some_and(|s| s.state == Some(Processed::Finished))
+        {
+            if let Some(slot) = window.pop_front() {
+                acks.add(slot.acker);
+            }
+        }
+        acks.flush(&ctx.queue.name).await?;
+        for slot in window
+            .iter()
+            .filter(|s| s.state == Some(Processed::Finished))
+        {
+            slot.acker.ack(BasicAckOptions { multiple: false }).await?;
+        }
+    } else {
+        running.abort_all();
+    }
+    Ok(end)
+}
+
+/// Runs the handler on one delivery and settles its failure, if any.
+async fn handle_delivery<H: Handler>(
+    ctx: &Ctx,
+    handler: &mut H,
+    delivery: &Delivery,
+    shutdown: &CancellationToken,
+) -> Result<Processed> {
+    let incoming = Incoming::from_delivery(&ctx.queue.name, delivery);
+    let queue = ctx.queue.name.clone();
+    metrics::counter!("tw_messages_consumed_total", "queue" => queue.clone()).increment(1);
+    let span = tracing::info_span!(
+        "consume",
+        queue = %queue,
+        message_id = incoming.message_id.as_deref().unwrap_or(""),
+        kind = incoming.kind.as_deref().unwrap_or(""),
+        routing_key = %incoming.routing_key,
+        attempt = incoming.attempt,
+    );
+    let _ = span.set_parent(incoming.trace_context());
+    async {
+        let schema = incoming.header(headers::HEADER_SCHEMA);
+        if let Err(e) = wire::check_schema_version(schema.as_deref()) {
+            settle_failure(
+                ctx,
+                delivery,
+                &incoming,
+                DeadReason::Invalid,
+                &e.to_string(),
+            )
+            .await?;
+            return Ok(Processed::Finished);
+        }
+        loop {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(
+                ctx.handler_timeout,
+                AssertUnwindSafe(handler.handle(&incoming)).catch_unwind(),
+            )
+            .await;
+            metrics::histogram!("tw_handler_seconds", "queue" => queue.clone())
+                .record(started.elapsed().as_secs_f64());
+            let result = match outcome {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => Err(HandlerError::Transient(format!(
+                    "handler panicked: {}",
+                    panic_text(&panic)
+                ))),
+                Err(_) => Err(HandlerError::Transient(format!(
+                    "handler did not finish within {:?}",
+                    ctx.handler_timeout
+                ))),
             };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => break SessionEnd::Broken(e.to_string()),
-                None => break SessionEnd::Broken("the broker cancelled the consumer".into()),
+            let (reason, error) = match result {
+                Ok(()) => return Ok(Processed::Finished),
+                Err(HandlerError::Backoff(delay)) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(Processed::Interrupted),
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+                Err(HandlerError::Transient(error)) => {
+                    retry_or_exhaust(ctx, delivery, &incoming, &error).await?;
+                    return Ok(Processed::Finished);
+                }
+                Err(HandlerError::Invalid(error)) => (DeadReason::Invalid, error),
+                Err(HandlerError::Rejected(error)) => (DeadReason::Rejected, error),
             };
-            backoff.reset();
-            match self.process(&delivery, shutdown).await? {
-                Processed::Finished => {
-                    acks.add(delivery.acker.clone());
-                    if acks.count >= ack_batch {
-                        acks.flush(&self.queue.name).await?;
-                    }
-                }
-                Processed::Interrupted => break SessionEnd::Shutdown,
-            }
-        };
-        if let SessionEnd::Shutdown = end {
-            // Everything finished is acknowledged; the caller then closes the channel, which
-            // returns the deliveries still buffered to the queue. No `basic.cancel` first:
-            // with a single active consumer, cancelling would hand the queue to a standby
-            // while those deliveries are still out, and the standby would see later
-            // messages of a symbol before the returned earlier ones.
-            acks.flush(&self.queue.name).await?;
+            settle_failure(ctx, delivery, &incoming, reason, &error).await?;
+            return Ok(Processed::Finished);
         }
-        Ok(end)
     }
+    .instrument(span)
+    .await
+}
 
-    async fn process(
-        &mut self,
-        delivery: &Delivery,
-        shutdown: &CancellationToken,
-    ) -> Result<Processed> {
-        let incoming = Incoming::from_delivery(&self.queue.name, delivery);
-        let queue = self.queue.name.clone();
-        metrics::counter!("tw_messages_consumed_total", "queue" => queue.clone()).increment(1);
-        let span = tracing::info_span!(
-            "consume",
-            queue = %queue,
-            message_id = incoming.message_id.as_deref().unwrap_or(""),
-            kind = incoming.kind.as_deref().unwrap_or(""),
-            routing_key = %incoming.routing_key,
-            attempt = incoming.attempt,
-        );
-        let _ = span.set_parent(incoming.trace_context());
-        async {
-            let schema = incoming.header(headers::HEADER_SCHEMA);
-            if let Err(e) = wire::check_schema_version(schema.as_deref()) {
-                self.dead_letter(delivery, &incoming, DeadReason::Invalid, &e.to_string())
-                    .await?;
-                return Ok(Processed::Finished);
-            }
-            loop {
-                let started = Instant::now();
-                let outcome = tokio::time::timeout(
-                    self.handler_timeout,
-                    AssertUnwindSafe(self.handler.handle(&incoming)).catch_unwind(),
-                )
-                .await;
-                metrics::histogram!("tw_handler_seconds", "queue" => queue.clone())
-                    .record(started.elapsed().as_secs_f64());
-                let result = match outcome {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(panic)) => Err(HandlerError::Transient(format!(
-                        "handler panicked: {}",
-                        panic_text(&panic)
-                    ))),
-                    Err(_) => Err(HandlerError::Transient(format!(
-                        "handler did not finish within {:?}",
-                        self.handler_timeout
-                    ))),
-                };
-                match result {
-                    Ok(()) => return Ok(Processed::Finished),
-                    Err(HandlerError::Backoff(delay)) => {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(Processed::Interrupted),
-                            _ = tokio::time::sleep(delay) => continue,
-                        }
-                    }
-                    Err(HandlerError::Transient(error)) => {
-                        self.retry_or_exhaust(delivery, &incoming, &error).await?;
-                        return Ok(Processed::Finished);
-                    }
-                    Err(HandlerError::Invalid(error)) => {
-                        self.dead_letter(delivery, &incoming, DeadReason::Invalid, &error)
-                            .await?;
-                        return Ok(Processed::Finished);
-                    }
-                    Err(HandlerError::Rejected(error)) => {
-                        self.dead_letter(delivery, &incoming, DeadReason::Rejected, &error)
-                            .await?;
-                        return Ok(Processed::Finished);
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await
+/// Headers of a failure copy: the original route and first failure time are recorded once
+/// and carried along.
+fn failure_headers(delivery: &Delivery, incoming: &Incoming) -> FieldTable {
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    if headers::get_str(Some(&table), headers::ORIGINAL_EXCHANGE).is_none() {
+        headers::set_str(&mut table, headers::ORIGINAL_EXCHANGE, &incoming.exchange);
     }
-
-    /// Headers of a failure copy: the original route and first failure time are recorded
-    /// once and carried along.
-    fn failure_headers(&self, delivery: &Delivery, incoming: &Incoming) -> FieldTable {
-        let mut table = delivery.properties.headers().clone().unwrap_or_default();
-        let existing = Some(&table);
-        if headers::get_str(existing, headers::ORIGINAL_EXCHANGE).is_none() {
-            headers::set_str(&mut table, headers::ORIGINAL_EXCHANGE, &incoming.exchange);
-        }
-        if headers::get_str(Some(&table), headers::ORIGINAL_ROUTING_KEY).is_none() {
-            headers::set_str(
-                &mut table,
-                headers::ORIGINAL_ROUTING_KEY,
-                &incoming.routing_key,
-            );
-        }
-        if headers::get_i64(Some(&table), headers::FIRST_FAILURE).is_none() {
-            headers::set_i64(&mut table, headers::FIRST_FAILURE, now_ms());
-        }
-        table
-    }
-
-    async fn retry_or_exhaust(
-        &mut self,
-        delivery: &Delivery,
-        incoming: &Incoming,
-        error: &str,
-    ) -> Result<()> {
-        let attempt = incoming.attempt as usize;
-        let Some(tier) = self.queue.retry_queues.get(attempt - 1) else {
-            return self
-                .dead_letter(delivery, incoming, DeadReason::Exhausted, error)
-                .await;
-        };
-        let mut table = self.failure_headers(delivery, incoming);
-        headers::set_i64(&mut table, headers::HEADER_ATTEMPT, attempt as i64 + 1);
-        tracing::warn!(queue = %self.queue.name, attempt, retry_queue = %tier, %error, "handler failed; retrying later");
-        metrics::counter!("tw_messages_retried_total", "queue" => self.queue.name.clone())
-            .increment(1);
-        self.failures
-            .publish_raw(OutgoingMessage {
-                exchange: String::new(),
-                routing_key: tier.clone(),
-                body: delivery.data.clone(),
-                properties: delivery.properties.clone().with_headers(table),
-                mandatory: true,
-            })
-            .await
-    }
-
-    async fn dead_letter(
-        &mut self,
-        delivery: &Delivery,
-        incoming: &Incoming,
-        reason: DeadReason,
-        error: &str,
-    ) -> Result<()> {
-        let mut table = self.failure_headers(delivery, incoming);
-        headers::set_str(&mut table, headers::DEAD_REASON, reason.as_str());
-        headers::set_str(&mut table, headers::DEAD_ERROR, &truncate(error, 2_000));
-        headers::set_str(&mut table, headers::DEAD_QUEUE, &self.queue.name);
-        headers::set_i64(&mut table, headers::DEAD_AT, now_ms());
-        headers::set_i64(
+    if headers::get_str(Some(&table), headers::ORIGINAL_ROUTING_KEY).is_none() {
+        headers::set_str(
             &mut table,
-            headers::HEADER_ATTEMPT,
-            i64::from(incoming.attempt),
+            headers::ORIGINAL_ROUTING_KEY,
+            &incoming.routing_key,
         );
-        tracing::error!(
-            queue = %self.queue.name,
-            dlq = %self.queue.dlq,
-            reason = reason.as_str(),
-            attempts = incoming.attempt,
-            %error,
-            "message dead-lettered"
-        );
-        metrics::counter!(
-            "tw_messages_dead_lettered_total",
-            "queue" => self.queue.name.clone(),
-            "reason" => reason.as_str()
-        )
-        .increment(1);
-        self.failures
-            .publish_raw(OutgoingMessage {
-                exchange: self.queue.dead_letter_exchange.clone(),
-                routing_key: self.queue.name.clone(),
-                body: delivery.data.clone(),
-                properties: delivery.properties.clone().with_headers(table),
-                mandatory: true,
-            })
-            .await
     }
+    if headers::get_i64(Some(&table), headers::FIRST_FAILURE).is_none() {
+        headers::set_i64(&mut table, headers::FIRST_FAILURE, now_ms());
+    }
+    table
+}
+
+async fn retry_or_exhaust(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    incoming: &Incoming,
+    error: &str,
+) -> Result<()> {
+    let attempt = incoming.attempt as usize;
+    let Some(tier) = ctx.queue.retry_queues.get(attempt - 1) else {
+        return settle_failure(ctx, delivery, incoming, DeadReason::Exhausted, error).await;
+    };
+    let mut table = failure_headers(delivery, incoming);
+    headers::set_i64(&mut table, headers::HEADER_ATTEMPT, attempt as i64 + 1);
+    tracing::warn!(queue = %ctx.queue.name, attempt, retry_queue = %tier, %error, "handler failed; retrying later");
+    metrics::counter!("tw_messages_retried_total", "queue" => ctx.queue.name.clone()).increment(1);
+    ctx.failures
+        .publish_raw(OutgoingMessage {
+            exchange: String::new(),
+            routing_key: tier.clone(),
+            body: delivery.data.clone(),
+            properties: delivery.properties.clone().with_headers(table),
+            mandatory: true,
+        })
+        .await
+}
+
+/// Dead-letters a delivery with the reason, or drops it (logged) from a private queue.
+async fn settle_failure(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    incoming: &Incoming,
+    reason: DeadReason,
+    error: &str,
+) -> Result<()> {
+    metrics::counter!(
+        "tw_messages_dead_lettered_total",
+        "queue" => ctx.queue.name.clone(),
+        "reason" => reason.as_str()
+    )
+    .increment(1);
+    if ctx.queue.discard_failures {
+        tracing::warn!(
+            queue = %ctx.queue.name,
+            reason = reason.as_str(),
+            message_id = incoming.message_id.as_deref().unwrap_or(""),
+            %error,
+            "message dropped (a private queue has no DLQ)"
+        );
+        return Ok(());
+    }
+    let mut table = failure_headers(delivery, incoming);
+    headers::set_str(&mut table, headers::DEAD_REASON, reason.as_str());
+    headers::set_str(&mut table, headers::DEAD_ERROR, &truncate(error, 2_000));
+    headers::set_str(&mut table, headers::DEAD_QUEUE, &ctx.queue.name);
+    headers::set_i64(&mut table, headers::DEAD_AT, now_ms());
+    headers::set_i64(
+        &mut table,
+        headers::HEADER_ATTEMPT,
+        i64::from(incoming.attempt),
+    );
+    tracing::error!(
+        queue = %ctx.queue.name,
+        dlq = %ctx.queue.dlq,
+        reason = reason.as_str(),
+        attempts = incoming.attempt,
+        %error,
+        "message dead-lettered"
+    );
+    ctx.failures
+        .publish_raw(OutgoingMessage {
+            exchange: ctx.queue.dead_letter_exchange.clone(),
+            routing_key: ctx.queue.name.clone(),
+            body: delivery.data.clone(),
+            properties: delivery.properties.clone().with_headers(table),
+            mandatory: true,
+        })
+        .await
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

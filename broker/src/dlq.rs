@@ -85,7 +85,7 @@ pub fn resolve(topology: &Topology, names: &Names, given: &str) -> Result<String
 /// Depth and reasons of every DLQ of the topology.
 pub async fn list(broker: &Broker, topology: &Topology) -> Result<Vec<DlqSummary>> {
     let mut out = Vec::new();
-    for work in &topology.work_queues {
+    for work in topology.work_queues.iter().filter(|w| !w.discard_failures) {
         let (depth, messages) = peek(broker, &work.dlq, SCAN_LIMIT).await?;
         let mut by_reason = BTreeMap::new();
         for m in &messages {
@@ -211,22 +211,26 @@ pub async fn replay(
     reason: Option<&str>,
 ) -> Result<ReplayReport> {
     let channel = broker.channel().await?;
-    let available = depth(&channel, dlq).await? as usize;
+    depth(&channel, dlq).await?;
     let publisher = Publisher::start(broker, &format!("dlq-replay:{dlq}"));
     let mut report = ReplayReport::default();
     let mut pending: Vec<(crate::publisher::Confirm, Acker)> = Vec::new();
-    let mut seen = 0usize;
-    while report.replayed + pending.len() < limit && seen < available {
-        let Some(message) = channel
-            .basic_get(dlq.into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+    // A message that fails again at once comes back while the replay runs: it is left
+    // for the next replay instead of going round in a loop.
+    let mut replayed_ids = std::collections::HashSet::new();
+    while report.replayed + pending.len() < limit {
+        let Some(message) = get_settled(&channel, dlq).await? else {
             break;
         };
-        seen += 1;
         let delivery = message.delivery;
         let described = describe(&delivery.properties, &delivery.data);
         if reason.is_some_and(|r| r != described.reason) {
+            report.skipped += 1;
+            continue;
+        }
+        if let Some(id) = &described.message_id
+            && !replayed_ids.insert(id.clone())
+        {
             report.skipped += 1;
             continue;
         }
@@ -258,6 +262,25 @@ pub async fn replay(
     // Skipped and failed messages go back to the DLQ with the channel.
     let _ = channel.close(200, "OK".into()).await;
     Ok(report)
+}
+
+/// The next message; an empty answer is asked again a few times, because messages a
+/// just-closed channel was looking at (`list`, `show`) return to a quorum queue a moment
+/// after the close.
+async fn get_settled(
+    channel: &Channel,
+    dlq: &str,
+) -> Result<Option<lapin::message::BasicGetMessage>> {
+    for _ in 0..5 {
+        if let Some(message) = channel
+            .basic_get(dlq.into(), BasicGetOptions { no_ack: false })
+            .await?
+        {
+            return Ok(Some(message));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(None)
 }
 
 /// Waits for each re-publication's confirm, then removes that message from the DLQ.

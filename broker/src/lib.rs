@@ -27,7 +27,8 @@ pub mod topology;
 pub use config::BrokerConfig;
 pub use connection::{Broker, Health};
 pub use consumer::{
-    ConsumeOptions, DeadReason, Handler, HandlerError, Incoming, consume, consume_with,
+    ConsumeOptions, DeadReason, Handler, HandlerError, Incoming, consume, consume_concurrent,
+    consume_with,
 };
 pub use error::{Error, Result};
 pub use publisher::{Confirm, OutgoingMessage, Publisher};

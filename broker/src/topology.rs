@@ -83,6 +83,9 @@ pub struct ExchangeDecl {
 pub struct QueueDecl {
     pub name: String,
     pub args: BTreeMap<String, Arg>,
+    /// Exclusive to the declaring connection and deleted with it (a per-instance queue on
+    /// a fan-out, such as an alerts instance's control queue or a live stream).
+    pub private: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +107,9 @@ pub struct WorkQueueSpec {
     pub dlq: String,
     /// The dead-letter exchange its DLQ is bound on (with key = `name`).
     pub dead_letter_exchange: String,
+    /// A private queue has no retry tiers or DLQ: a failed message is logged and dropped
+    /// (what it carries is also in the database, or only of interest live).
+    pub discard_failures: bool,
 }
 
 impl WorkQueueSpec {
@@ -117,6 +123,7 @@ impl WorkQueueSpec {
                 .collect(),
             dlq: Names::dlq(name),
             dead_letter_exchange: names.exchange(Exchange::DeadLetter),
+            discard_failures: false,
         })
     }
 }
@@ -253,6 +260,7 @@ impl Topology {
         self.queues.push(QueueDecl {
             name: name.to_string(),
             args: quorum(&work_args),
+            private: false,
         });
         for (tier, delay) in spec.retry_queues.iter().zip(&config.retry_delays_ms) {
             self.queues.push(QueueDecl {
@@ -263,11 +271,13 @@ impl Topology {
                     ("x-dead-letter-exchange", Arg::Str(String::new())),
                     ("x-dead-letter-routing-key", Arg::Str(name.to_string())),
                 ]),
+                private: false,
             });
         }
         self.queues.push(QueueDecl {
             name: spec.dlq.clone(),
             args: [("x-queue-type".to_string(), Arg::Str("quorum".into()))].into(),
+            private: false,
         });
         self.bindings.push(BindingDecl {
             source: spec.dead_letter_exchange.clone(),
@@ -287,6 +297,35 @@ impl Topology {
         Ok(())
     }
 
+    /// Adds a private queue `name` bound to `sources`: exclusive to the connection that
+    /// consumes it, gone when that connection closes, re-declared on reconnect (pass the
+    /// topology as [`crate::ConsumeOptions::declare`]). Returns its spec for `consume`.
+    pub fn add_private_queue(
+        &mut self,
+        config: &BrokerConfig,
+        name: &str,
+        sources: &[(String, String)],
+    ) -> Result<WorkQueueSpec> {
+        let mut spec = WorkQueueSpec::new(config, name)?;
+        spec.retry_queues.clear();
+        spec.discard_failures = true;
+        self.queues.push(QueueDecl {
+            name: name.to_string(),
+            args: BTreeMap::new(),
+            private: true,
+        });
+        for (source, key) in sources {
+            self.bindings.push(BindingDecl {
+                source: source.clone(),
+                destination: name.to_string(),
+                to_exchange: false,
+                key: key.clone(),
+            });
+        }
+        self.work_queues.push(spec.clone());
+        Ok(spec)
+    }
+
     /// The work queues consumed by a role: the queue itself, or its shards.
     pub fn work_queues_of(&self, base: &str) -> Vec<WorkQueueSpec> {
         let shard_prefix = format!("{base}.shard.");
@@ -301,21 +340,36 @@ impl Topology {
     /// exists with other settings is reported with the differing arguments and a fix.
     pub async fn apply(&self, broker: &Broker) -> Result<()> {
         let channel = broker.channel().await?;
+        self.apply_on(broker, &channel).await?;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(())
+    }
+
+    /// [`Topology::apply`] on a given channel: private queues belong to its connection.
+    pub async fn apply_on(&self, broker: &Broker, channel: &Channel) -> Result<()> {
         for exchange in &self.exchanges {
-            if let Err(e) = declare_exchange(&channel, exchange).await {
+            if let Err(e) = declare_exchange(channel, exchange).await {
                 return Err(self.explain(broker, "exchange", &exchange.name, e).await);
             }
         }
         for queue in &self.queues {
-            let args = field_table(&queue.args);
+            let options = if queue.private {
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                }
+            } else {
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                }
+            };
             let result = channel
                 .queue_declare(
                     queue.name.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
+                    options,
+                    field_table(&queue.args),
                 )
                 .await;
             if let Err(e) = result {
@@ -345,7 +399,6 @@ impl Topology {
                     .await?;
             }
         }
-        let _ = channel.close(200, "OK".into()).await;
         Ok(())
     }
 
@@ -477,7 +530,7 @@ impl Topology {
                 "name": e.name, "vhost": vhost, "type": e.kind, "durable": true,
                 "auto_delete": false, "internal": false, "arguments": args(&e.args),
             })).collect::<Vec<_>>(),
-            "queues": self.queues.iter().map(|q| json!({
+            "queues": self.queues.iter().filter(|q| !q.private).map(|q| json!({
                 "name": q.name, "vhost": vhost, "durable": true, "auto_delete": false,
                 "arguments": args(&q.args),
             })).collect::<Vec<_>>(),

@@ -531,3 +531,167 @@ async fn replayed_dead_letters_arrive_exactly_as_published() {
     publisher.close().await;
     fx.cleanup().await;
 }
+
+#[derive(Clone)]
+struct Slow(std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>);
+
+impl tickwatch_broker::Handler for Slow {
+    async fn handle(&mut self, m: &tickwatch_broker::Incoming) -> Result<(), HandlerError> {
+        let t: Tick = m.decode()?;
+        let seq: u64 = t.trade_id.as_deref().unwrap_or("0").parse().unwrap_or(0);
+        // Uneven work, so that deliveries finish out of order.
+        tokio::time::sleep(Duration::from_millis(seq * 7 % 5)).await;
+        self.0.lock().expect("lock").push((t.symbol, seq));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_concurrent_consumer_keeps_each_keys_order_and_acks_everything() {
+    const N: u64 = 600;
+    let fx = Fixture::new("conc").await;
+    let log: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>> = Default::default();
+    let shutdown = CancellationToken::new();
+    let options = tickwatch_broker::ConsumeOptions {
+        concurrency: 16,
+        ..Default::default()
+    };
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            Slow(log.clone()),
+            shutdown.clone(),
+        );
+        async move { tickwatch_broker::consume_concurrent(&b, &q, h, s, options).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    let mut confirms = Vec::new();
+    for seq in 0..N {
+        confirms.push(
+            publisher
+                .send(Exchange::Market, &tick(&format!("K{}", seq % 30), seq))
+                .await
+                .expect("send"),
+        );
+    }
+    for c in confirms {
+        c.wait().await.expect("confirmed");
+    }
+    assert!(wait_until(WAIT, || log.lock().expect("lock").len() as u64 >= N).await);
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    let log = log.lock().expect("lock").clone();
+    assert_eq!(log.len() as u64, N, "each message handled once");
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for (symbol, seq) in &log {
+        if let Some(prev) = last.insert(symbol.clone(), *seq) {
+            assert!(*seq > prev, "{symbol}: {seq} after {prev}");
+        }
+    }
+    let in_order = log.windows(2).all(|w| w[0].1 < w[1].1);
+    assert!(
+        !in_order,
+        "keys ran concurrently (global order differs from publish order)"
+    );
+    assert!(
+        fx.wait_depth(&fx.queue.name, (0, 0)).await,
+        "everything acknowledged"
+    );
+    publisher.close().await;
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_private_queue_drops_poison_and_is_declared_again_after_a_reconnect() {
+    let fx = Fixture::new("private").await;
+    let names = fx.broker.names().clone();
+    let config = fx.broker.config().clone();
+    let mut private = tickwatch_broker::Topology::default();
+    let spec = private
+        .add_private_queue(
+            &config,
+            &format!("{}.live.q", config.prefix),
+            &[(names.exchange(Exchange::Market), "tick.#".to_string())],
+        )
+        .expect("private queue");
+    let handler = Recording::new(|m, _| m.decode::<Tick>().map(|_| ()));
+    let shutdown = CancellationToken::new();
+    let options = tickwatch_broker::ConsumeOptions {
+        declare: Some(std::sync::Arc::new(private)),
+        ..Default::default()
+    };
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            spec.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { tickwatch_broker::consume_with(&b, &q, h, s, options).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    // Wait for the private queue to exist before publishing to it.
+    assert!(
+        wait_until(WAIT, || fx
+            .broker
+            .health()
+            .snapshot()
+            .get(&format!("consumer:{}", spec.name))
+            .is_some_and(|c| c.up))
+        .await
+    );
+    publisher
+        .publish_raw(OutgoingMessage {
+            exchange: names.exchange(Exchange::Market),
+            routing_key: "tick.test.PRV".into(),
+            body: b"not json".to_vec(),
+            properties: tickwatch_broker::publisher::json_properties("tick", Default::default()),
+            mandatory: true,
+        })
+        .await
+        .expect("poison published");
+    publisher
+        .publish(Exchange::Market, &tick("PRV", 1))
+        .await
+        .expect("good one");
+    assert!(
+        wait_until(WAIT, || handler.calls().len() >= 2).await,
+        "poison dropped, the good one handled"
+    );
+    for _ in 0..150 {
+        if kill_connections(&config).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // After the reconnect the queue is declared again and receives new messages.
+    let mut delivered = false;
+    for seq in 2..200 {
+        let _ = publisher.publish(Exchange::Market, &tick("PRV", seq)).await;
+        if wait_until(Duration::from_millis(100), || {
+            handler.calls().iter().any(|c| {
+                c.message
+                    .decode::<Tick>()
+                    .is_ok_and(|t| t.ts > 1_763_762_400_001)
+            })
+        })
+        .await
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "messages flow again after the reconnect");
+    assert!(
+        dlq::list(&fx.broker, &fx.topology)
+            .await
+            .expect("list")
+            .iter()
+            .all(|d| d.depth == 0)
+    );
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    fx.cleanup().await;
+}

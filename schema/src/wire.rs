@@ -525,6 +525,10 @@ impl Message for AlertTriggered {
 }
 
 impl Message for Notification {
+    /// One chat's notifications stay in order when a notifier works on several at once.
+    fn shard_key(&self) -> Option<String> {
+        Some(self.chat_id.to_string())
+    }
     const KIND: MessageKind = MessageKind::Notification;
     fn routing_key(&self) -> String {
         match self.channel {
