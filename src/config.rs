@@ -14,6 +14,13 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 use tickwatch_broker::BrokerConfig;
 use tickwatch_broker::config::mask_url;
+use tickwatch_notifier::NotifierConfig;
+use tickwatch_producers::binance::BinanceConfig;
+use tickwatch_producers::csv::CsvConfig;
+use tickwatch_producers::synthetic::SyntheticConfig;
+use tickwatch_producers::upbit::UpbitConfig;
+use tickwatch_producers::webhook::WebhookConfig;
+use tickwatch_recorder::RecorderConfig;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "tickwatch.toml";
@@ -26,6 +33,47 @@ pub struct Config {
     pub telegram: TelegramConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    pub recorder: RecorderConfig,
+    pub notifier: NotifierConfig,
+    pub producers: ProducersConfig,
+    pub run: RunConfig,
+}
+
+/// Each market-data source's settings (`[producers.binance]`, …).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducersConfig {
+    pub binance: BinanceConfig,
+    pub upbit: UpbitConfig,
+    pub csv: CsvConfig,
+    pub synthetic: SyntheticConfig,
+    pub webhook: WebhookConfig,
+}
+
+/// What `tickwatch run` starts besides the consumers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Sources to run (`binance`, `upbit`, `csv`, `synthetic`, `webhook`), each with its
+    /// `[producers.<name>]` section. Empty: the demo replay.
+    pub sources: Vec<String>,
+    /// The demo's history file (a replay of real 1-minute bars, shipped with tickwatch).
+    pub demo_file: PathBuf,
+    /// The demo replay's speed (`600x`: ten one-minute bars a second).
+    pub demo_speed: String,
+    /// Create the demo user with a few alerts and subscriptions on first start.
+    pub demo_user: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            sources: Vec::new(),
+            demo_file: PathBuf::from("data/demo/BTCUSDT_1m.csv"),
+            demo_speed: "600x".to_string(),
+            demo_user: true,
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -149,6 +197,15 @@ const WELL_KNOWN: &[(&str, &[&str])] = &[
     ("TELEGRAM_API_URL", &["telegram", "api_url"]),
     ("TICKWATCH_API_ADDR", &["api", "addr"]),
     ("TICKWATCH_ADMIN_CHATS", &["telegram", "admin_chats"]),
+    (
+        "TICKWATCH_BINANCE_WS_URL",
+        &["producers", "binance", "ws_url"],
+    ),
+    (
+        "TICKWATCH_BINANCE_REST_URL",
+        &["producers", "binance", "rest_url"],
+    ),
+    ("TICKWATCH_UPBIT_WS_URL", &["producers", "upbit", "ws_url"]),
 ];
 
 /// Variables read as they are, as text (never guessed into numbers).
@@ -191,12 +248,23 @@ impl Config {
             insert(&mut table, &key, value)
                 .with_context(|| format!("environment variable {name}"))?;
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))
             .context("reading the configuration (file and TICKWATCH_* variables)")?;
+        config.share_settings();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Copies the settings several sections use from the one place a user sets them.
+    fn share_settings(&mut self) {
+        self.notifier.telegram_bot_token = self
+            .telegram
+            .token
+            .clone()
+            .map(tickwatch_notifier::Secret::new);
+        self.notifier.telegram_api_url = self.telegram.api_url.clone();
     }
 
     /// Checks every section; the error names the key.

@@ -4,7 +4,9 @@
 //! - [`config`]: the effective configuration (defaults, TOML file, environment), validated.
 //! - [`logging`]: human or JSON logs, optionally to a daily-rotated file.
 //! - [`ops`]: the operator commands — migrations, topology, dead-letter queues.
+//! - [`app`]: the roles (consumers, producers) and `tickwatch run`, which starts them all.
 
+pub mod app;
 pub mod config;
 pub mod logging;
 pub mod ops;

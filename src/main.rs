@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tickwatch::app::{self, Role, Source};
 use tickwatch::config::Config;
 use tickwatch::ops::{self, DlqAction};
+use tickwatch_producers::csv::Speed;
+use tickwatch_schema::wire::Interval;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything in one process: topology, migrations, every consumer, and the demo
+    /// replay unless sources are configured (`[run] sources = [...]`).
+    Run,
+    /// One consuming role.
+    Consume {
+        #[arg(value_enum)]
+        role: Role,
+    },
+    /// One market-data source, publishing to the broker.
+    Produce {
+        #[command(subcommand)]
+        source: ProduceCommand,
+    },
     /// Database migrations (SQLite by default, or DATABASE_URL).
     Migrate {
         #[arg(default_value = "up", value_parser = ["up", "down", "status"])]
@@ -57,6 +73,55 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProduceCommand {
+    /// Binance spot trades and klines (`[producers.binance]`).
+    Binance {
+        /// Symbols, comma-separated (`BTCUSDT,ETHUSDT`).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<String>,
+    },
+    /// Upbit KRW-market trades (`[producers.upbit]`).
+    Upbit {
+        /// Market codes, comma-separated (`KRW-BTC,KRW-ETH`).
+        #[arg(long, value_delimiter = ',')]
+        codes: Vec<String>,
+    },
+    /// Replay a history file (`ts,open,high,low,close,volume`).
+    Csv {
+        path: PathBuf,
+        /// `60x`, `0.5x` or `max`.
+        #[arg(long)]
+        speed: Option<Speed>,
+        /// Inferred from a file name like `BTCUSDT_1m.csv` when not given.
+        #[arg(long)]
+        symbol: Option<String>,
+        #[arg(long)]
+        venue: Option<String>,
+        #[arg(long)]
+        interval: Option<Interval>,
+        /// Also publish four ticks per bar (open, then low/high in the bar's direction, close).
+        #[arg(long)]
+        ticks: bool,
+    },
+    /// Seeded geometric-Brownian-motion ticks (`[producers.synthetic]`).
+    Synthetic {
+        /// How many symbols.
+        #[arg(long)]
+        symbols: Option<usize>,
+        /// Ticks per second over all symbols.
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// The inbound webhook (`POST /ingest/ticks`, `POST /webhook/tradingview`).
+    Webhook {
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
     },
 }
 
@@ -128,6 +193,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let _log_guard = tickwatch::logging::init(&config.log)?;
     match cli.command {
+        Command::Run => app::run(&config, app::shutdown_on_signal()).await,
+        Command::Consume { role } => app::consume(&config, role, app::shutdown_on_signal()).await,
+        Command::Produce { source } => {
+            let source = apply_produce_flags(&mut config, source);
+            config.validate()?;
+            app::produce(&config, source, app::shutdown_on_signal()).await
+        }
         Command::Migrate { action, steps } => ops::migrate(&config, &action, steps).await,
         Command::Topology { action } => ops::topology(&config, &action).await,
         Command::Dlq { action } => {
@@ -163,5 +235,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Broker { messages },
         } => ops::bench_broker(&config, messages).await,
+    }
+}
+
+/// Command-line flags of `produce` override the source's configuration section.
+fn apply_produce_flags(config: &mut Config, command: ProduceCommand) -> Source {
+    let p = &mut config.producers;
+    match command {
+        ProduceCommand::Binance { symbols } => {
+            if !symbols.is_empty() {
+                p.binance.symbols = symbols.iter().map(|s| s.to_ascii_uppercase()).collect();
+            }
+            Source::Binance
+        }
+        ProduceCommand::Upbit { codes } => {
+            if !codes.is_empty() {
+                p.upbit.codes = codes.iter().map(|s| s.to_ascii_uppercase()).collect();
+            }
+            Source::Upbit
+        }
+        ProduceCommand::Csv {
+            path,
+            speed,
+            symbol,
+            venue,
+            interval,
+            ticks,
+        } => {
+            p.csv.path = path;
+            if let Some(speed) = speed {
+                p.csv.speed = speed;
+            }
+            p.csv.symbol = symbol.or(p.csv.symbol.take());
+            p.csv.venue = venue.or(p.csv.venue.take());
+            p.csv.interval = interval.or(p.csv.interval);
+            p.csv.ticks |= ticks;
+            Source::Csv
+        }
+        ProduceCommand::Synthetic {
+            symbols,
+            rate,
+            seed,
+        } => {
+            if let Some(n) = symbols {
+                p.synthetic.symbols = n;
+            }
+            if let Some(r) = rate {
+                p.synthetic.rate = r;
+            }
+            if let Some(s) = seed {
+                p.synthetic.seed = s;
+            }
+            Source::Synthetic
+        }
+        ProduceCommand::Webhook { addr } => {
+            if let Some(a) = addr {
+                p.webhook.addr = a;
+            }
+            Source::Webhook
+        }
     }
 }

@@ -258,6 +258,49 @@ pub async fn consume_concurrent<H: Handler + Clone + Sync>(
     run_sessions(broker, queue, &shutdown, &options, Concurrent(handler)).await
 }
 
+/// Consumes every queue of a role — its work queue, or each of its shards — with clones of
+/// `handler`, until `shutdown` or the first consumer that fails for good (which stops the
+/// others). `options.concurrency > 1` handles several deliveries of a queue at once.
+pub async fn consume_role<H: Handler + Clone + Sync>(
+    broker: &Broker,
+    queue: tickwatch_schema::names::WorkQueue,
+    handler: H,
+    shutdown: CancellationToken,
+    options: ConsumeOptions,
+) -> Result<()> {
+    let topology = Topology::standard(broker.config())?;
+    let specs = topology.work_queues_of(&broker.names().queue(queue));
+    let stop = shutdown.child_token();
+    let mut consumers = tokio::task::JoinSet::new();
+    for spec in specs {
+        let (broker, handler, stop, options) = (
+            broker.clone(),
+            handler.clone(),
+            stop.clone(),
+            options.clone(),
+        );
+        consumers.spawn(async move {
+            if options.concurrency > 1 {
+                consume_concurrent(&broker, &spec, handler, stop, options).await
+            } else {
+                consume_with(&broker, &spec, handler, stop, options).await
+            }
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = consumers.join_next().await {
+        let outcome =
+            joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))));
+        if let Err(e) = outcome {
+            stop.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
 /// What every delivery of one consumer shares.
 struct Ctx {
     broker: Broker,

@@ -28,7 +28,7 @@ pub use config::BrokerConfig;
 pub use connection::{Broker, Health};
 pub use consumer::{
     ConsumeOptions, DeadReason, Handler, HandlerError, Incoming, consume, consume_concurrent,
-    consume_with,
+    consume_role, consume_with,
 };
 pub use error::{Error, Result};
 pub use publisher::{Confirm, OutgoingMessage, Publisher};

@@ -2,8 +2,9 @@
 //! and [`Candle`](tickwatch_schema::wire::Candle), handed to a [`MarketSink`] that returns only
 //! once the broker has confirmed the publish.
 //!
-//! The crate knows nothing of AMQP: the binary implements [`MarketSink`] on top of the broker's
-//! confirmed publisher, and the tests use [`MemorySink`]. How the modules fit:
+//! The crate knows nothing of AMQP: [`broker_sink::PublisherSink`] implements [`MarketSink`]
+//! on the broker crate's confirmed publisher, and the tests use [`MemorySink`]. How the
+//! modules fit:
 //!
 //! - Sources, each with a serde config (`#[serde(default)]`, `validate()` naming the bad key)
 //!   and a `run(config, sink, shutdown)` that stops cleanly on its
@@ -25,6 +26,7 @@
 //! can wait and every row must arrive.
 
 pub mod binance;
+pub mod broker_sink;
 pub mod candles;
 pub mod config;
 pub mod csv;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::breaker::BreakerConfig;
@@ -17,6 +17,13 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// Serialised masked, so a printed configuration never shows it.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -43,13 +50,20 @@ impl fmt::Display for Secret {
 
 /// How the notifier reaches Telegram. Without a token, notifications are written to the
 /// log instead (see [`crate::LogSender`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NotifierConfig {
-    /// `TELEGRAM_BOT_TOKEN`; unset: log instead of sending.
+    /// `TELEGRAM_BOT_TOKEN`; unset: log instead of sending. In the `tickwatch` binary it
+    /// comes from the `[telegram]` section, so it is not a key of `[notifier]`.
+    #[serde(skip)]
     pub telegram_bot_token: Option<Secret>,
-    /// `TELEGRAM_API_URL`: Telegram's, a self-hosted Bot API server, or a test fake.
+    /// `TELEGRAM_API_URL`: Telegram's, a self-hosted Bot API server, or a test fake (from
+    /// `[telegram]` in the binary, like the token).
+    #[serde(skip)]
     pub telegram_api_url: String,
+    /// Notifications delivered at once (for different chats; one chat's stay in order).
+    /// Every chat gets at most one message a second, so throughput needs many in flight.
+    pub concurrency: usize,
     /// One HTTP request to Telegram, in milliseconds.
     pub request_timeout_ms: u64,
     /// The longest total 429 wait spent in place before handing the message back to the
@@ -66,6 +80,7 @@ impl Default for NotifierConfig {
         NotifierConfig {
             telegram_bot_token: None,
             telegram_api_url: DEFAULT_API_URL.to_string(),
+            concurrency: 64,
             request_timeout_ms: 15_000,
             max_retry_after_s: 300,
             max_message_len: MAX_MESSAGE_LEN,
@@ -110,6 +125,12 @@ impl NotifierConfig {
     /// Checks every value; the error names the first bad one (never the token's value).
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |reason: String| Err(Error::Config(reason));
+        if self.concurrency == 0 || self.concurrency > 1_000 {
+            return bad(format!(
+                "notifier.concurrency: {} is not between 1 and 1000",
+                self.concurrency
+            ));
+        }
         if let Some(token) = &self.telegram_bot_token {
             let t = token.expose();
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == '/') {

@@ -25,6 +25,9 @@ pub enum Error {
     /// Another task of this process is delivering the same dedupe key right now.
     #[error("notification `{0}` is being delivered by another task")]
     InFlight(String),
+    /// The broker failed under the notifier role.
+    #[error("broker: {0}")]
+    Broker(#[from] tickwatch_broker::Error),
     /// Telegram refused this message (e.g. a MarkdownV2 parse error): poison.
     #[error("telegram rejected the message: {0}")]
     Rejected(String),
@@ -39,6 +42,7 @@ impl Error {
             | Error::RateLimited(_)
             | Error::CircuitOpen
             | Error::InFlight(_) => true,
+            Error::Broker(e) => e.is_retryable(),
             Error::Invalid(_) | Error::Config(_) | Error::Rejected(_) => false,
         }
     }
@@ -54,6 +58,7 @@ impl Error {
             Error::CircuitOpen => "circuit_open",
             Error::InFlight(_) => "in_flight",
             Error::Rejected(_) => "rejected",
+            Error::Broker(_) => "broker",
         }
     }
 }

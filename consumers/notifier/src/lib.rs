@@ -10,10 +10,13 @@
 //! - [`record`]: the delivery record in the `notifications` table, user preferences.
 //! - [`notifier`]: [`Notifier`], which combines them.
 //! - [`config`]: the configuration, [`NotifierConfig`].
+//! - [`adapter`]: the `notifier` role on the broker (concurrent deliveries, pause while the
+//!   breaker is open or an admin halted notifications).
 //!
 //! See README.md for the delivery guarantees and the one window where a crash can repeat a
 //! message.
 
+pub mod adapter;
 pub mod breaker;
 pub mod config;
 mod error;

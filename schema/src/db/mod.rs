@@ -18,6 +18,9 @@ use crate::wire::{Grade, Interval, SignalKind};
 pub use migration::Migrator;
 pub use sea_orm;
 
+/// `settings` key: `"true"` while an admin holds every notification in the queue.
+pub const SETTING_NOTIFICATIONS_HALTED: &str = "notifications_halted";
+
 /// The default database: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_URL: &str = "sqlite://tickwatch.db?mode=rwc";
 

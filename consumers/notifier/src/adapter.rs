@@ -1,0 +1,189 @@
+//! The `notifier` role on the broker: consumes `tw.notify.telegram.q` with many deliveries
+//! in flight (one chat's in order), pauses while the circuit breaker is open or an admin
+//! halted notifications (messages stay queued), and maps [`Notifier::handle`]'s outcome to
+//! ack, retry tier or dead-letter.
+
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, EntityTrait};
+use tickwatch_broker::{
+    Broker, ConsumeOptions, Handler, HandlerError, Incoming, Topology, consume_role, consume_with,
+};
+use tickwatch_schema::db::SETTING_NOTIFICATIONS_HALTED;
+use tickwatch_schema::db::entity::setting;
+use tickwatch_schema::names::{Exchange, WorkQueue};
+use tickwatch_schema::wire::{Control, Notification};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Notifier, NotifierConfig, Outcome};
+
+/// Hands each notification to the shared [`Notifier`].
+#[derive(Debug, Clone)]
+pub struct NotifierHandler {
+    notifier: Notifier,
+    probe_delay: Duration,
+}
+
+impl NotifierHandler {
+    pub fn new(notifier: Notifier, config: &NotifierConfig) -> Self {
+        NotifierHandler {
+            notifier,
+            probe_delay: Duration::from_millis(config.breaker.probe_delay_ms),
+        }
+    }
+}
+
+impl Handler for NotifierHandler {
+    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+        let notification: Notification = message.decode()?;
+        match self.notifier.handle(&notification).await {
+            Ok(outcome) => {
+                match &outcome {
+                    Outcome::Unreachable { reason, .. } => tracing::warn!(
+                        chat = notification.chat_id,
+                        key = %notification.dedupe_key,
+                        %reason,
+                        "chat unreachable; notification recorded as failed"
+                    ),
+                    other => {
+                        tracing::debug!(chat = notification.chat_id, key = %notification.dedupe_key, outcome = ?other, "notification handled")
+                    }
+                }
+                Ok(())
+            }
+            // Nothing was sent: hold the message where it is without spending an attempt
+            // while the breaker probes Telegram (consumption is paused meanwhile).
+            Err(Error::CircuitOpen) => Err(HandlerError::Backoff(self.probe_delay)),
+            Err(Error::InFlight(_)) => Err(HandlerError::Backoff(Duration::from_millis(200))),
+            Err(Error::Invalid(e)) => Err(HandlerError::Invalid(e)),
+            Err(e) => Err(HandlerError::classify(e.is_retryable(), e)),
+        }
+    }
+}
+
+/// Follows `Halt` / `Resume` on the control fan-out.
+#[derive(Debug, Clone)]
+struct ControlHandler {
+    halted: watch::Sender<bool>,
+}
+
+impl Handler for ControlHandler {
+    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+        match message.decode::<Control>()? {
+            Control::Halt { by_chat } => {
+                tracing::warn!(
+                    ?by_chat,
+                    "notifications halted by an admin; messages stay queued"
+                );
+                self.halted.send_replace(true);
+            }
+            Control::Resume { by_chat } => {
+                tracing::info!(?by_chat, "notifications resumed");
+                self.halted.send_replace(false);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether an admin's halt is in force (it survives restarts in the `settings` table).
+pub async fn halted_in_db(db: &DatabaseConnection) -> Result<bool, Error> {
+    Ok(
+        setting::Entity::find_by_id(SETTING_NOTIFICATIONS_HALTED.to_string())
+            .one(db)
+            .await?
+            .is_some_and(|s| s.value == "true"),
+    )
+}
+
+/// Runs the notifier role until `shutdown`.
+pub async fn run(
+    broker: &Broker,
+    db: DatabaseConnection,
+    config: &NotifierConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.validate()?;
+    let notifier = Notifier::new(config, db.clone())?;
+    if matches!(notifier.sender(), crate::Sender::Log(_)) {
+        tracing::warn!("no TELEGRAM_BOT_TOKEN: notifications are written to the log, not sent");
+    }
+    let (halted_tx, mut halted) = watch::channel(halted_in_db(&db).await?);
+    if *halted.borrow() {
+        tracing::warn!(
+            "notifications are halted (an admin's /halt); messages stay queued until /resume"
+        );
+    }
+    let mut breaker = notifier.watch_breaker();
+    let (pause_tx, pause_rx) = watch::channel(*halted.borrow() || !breaker.borrow().is_closed());
+    let stop = shutdown.child_token();
+
+    let combine = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let paused =
+                    *halted.borrow_and_update() || !breaker.borrow_and_update().is_closed();
+                pause_tx.send_replace(paused);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = halted.changed() => if r.is_err() { break },
+                    r = breaker.changed() => if r.is_err() { break },
+                }
+            }
+        })
+    };
+
+    let mut control_topology = Topology::default();
+    let instance = format!(
+        "notifier-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let control_spec = control_topology.add_private_queue(
+        broker.config(),
+        &broker.names().control_queue(&instance),
+        &[(broker.names().exchange(Exchange::Control), String::new())],
+    )?;
+    let control = {
+        let (broker, stop) = (broker.clone(), stop.clone());
+        let options = ConsumeOptions {
+            declare: Some(std::sync::Arc::new(control_topology)),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            consume_with(
+                &broker,
+                &control_spec,
+                ControlHandler { halted: halted_tx },
+                stop,
+                options,
+            )
+            .await
+        })
+    };
+
+    let options = ConsumeOptions {
+        concurrency: config.concurrency,
+        pause: Some(pause_rx),
+        ..Default::default()
+    };
+    let handler = NotifierHandler::new(notifier, config);
+    let result = consume_role(
+        broker,
+        WorkQueue::NotifyTelegram,
+        handler,
+        stop.clone(),
+        options,
+    )
+    .await;
+    stop.cancel();
+    let _ = combine.await;
+    match control.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "notifier control consumer failed"),
+        Err(e) => tracing::warn!(error = %e, "notifier control consumer task failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(result?)
+}

@@ -1,0 +1,309 @@
+//! The roles of tickwatch and `tickwatch run`, which starts them all in one process.
+//!
+//! Each role is a task on a shared [`CancellationToken`]: Ctrl-C (or SIGTERM) cancels it,
+//! every role stops taking work, finishes and acknowledges what it holds, and closes; the
+//! first role that fails for good stops the others and its error is reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use tickwatch_broker::{Broker, Publisher, Topology};
+use tickwatch_producers::MarketSink;
+use tickwatch_producers::broker_sink::PublisherSink;
+use tickwatch_producers::csv::{CsvConfig, Speed};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The consuming roles (`tickwatch consume <role>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Recorder,
+    Notifier,
+}
+
+/// The market-data sources (`tickwatch produce <source>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    Binance,
+    Upbit,
+    Csv,
+    Synthetic,
+    Webhook,
+}
+
+impl Source {
+    pub fn parse(name: &str) -> anyhow::Result<Source> {
+        <Source as clap::ValueEnum>::from_str(name, true)
+            .map_err(|_| anyhow::anyhow!("`{name}` is not a source"))
+    }
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(
+            "shutting down: finishing and acknowledging work in progress (Ctrl-C again to force)"
+        );
+        cancel.cancel();
+        wait_for_signal().await;
+        tracing::warn!("forced exit");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Opens the database and applies pending migrations.
+pub async fn database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let shown = tickwatch_broker::config::mask_url(&config.database.url);
+    let db = tickwatch_schema::db::connect(&config.database.url)
+        .await
+        .with_context(|| format!("opening the database {shown}"))?;
+    tickwatch_schema::db::migrate_up(&db)
+        .await
+        .with_context(|| format!("migrating the database {shown}"))?;
+    Ok(db)
+}
+
+/// Connects to RabbitMQ and declares the topology (idempotent).
+pub async fn broker(config: &Config, role: &str) -> anyhow::Result<Broker> {
+    let broker = Broker::connect(config.broker.clone(), role).await?;
+    Topology::standard(&config.broker)?.apply(&broker).await?;
+    Ok(broker)
+}
+
+/// Named role tasks that stop together.
+#[derive(Debug)]
+pub struct Roles {
+    tasks: JoinSet<(String, anyhow::Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+impl Roles {
+    pub fn new(shutdown: &CancellationToken) -> Self {
+        Roles {
+            tasks: JoinSet::new(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    pub fn token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn spawn<F>(&mut self, name: &str, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let name = name.to_string();
+        tracing::info!(role = %name, "starting");
+        self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    /// Waits for every role; the first failure stops the rest and is returned.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, result) = match joined {
+                Ok(done) => done,
+                Err(e) => (
+                    "a role".to_string(),
+                    Err(anyhow::anyhow!("task failed: {e}")),
+                ),
+            };
+            match result {
+                Ok(()) => tracing::info!(role = %name, "stopped"),
+                Err(e) => {
+                    tracing::error!(role = %name, error = %format!("{e:#}"), "role failed; stopping the others");
+                    self.shutdown.cancel();
+                    first_error.get_or_insert(e.context(format!("{name} failed")));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Starts a consuming role on `roles`.
+pub fn start_role(
+    roles: &mut Roles,
+    role: Role,
+    config: &Config,
+    broker: &Broker,
+    db: &DatabaseConnection,
+) {
+    let (broker, db, shutdown) = (broker.clone(), db.clone(), roles.token());
+    match role {
+        Role::Recorder => {
+            let cfg = config.recorder.clone();
+            roles.spawn("recorder", async move {
+                Ok(tickwatch_recorder::adapter::run(&broker, db, &cfg, shutdown).await?)
+            });
+        }
+        Role::Notifier => {
+            let cfg = config.notifier.clone();
+            roles.spawn("notifier", async move {
+                Ok(tickwatch_notifier::adapter::run(&broker, db, &cfg, shutdown).await?)
+            });
+        }
+    }
+}
+
+/// `tickwatch consume <role>`.
+pub async fn consume(
+    config: &Config,
+    role: Role,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = format!("{role:?}").to_lowercase();
+    let db = database(config).await?;
+    let broker = broker(config, &name).await?;
+    let mut roles = Roles::new(&shutdown);
+    start_role(&mut roles, role, config, &broker, &db);
+    let result = roles.wait().await;
+    broker.close();
+    result
+}
+
+/// A sink publishing to the broker, confirmed.
+pub fn market_sink(broker: &Broker, name: &str) -> (Arc<dyn MarketSink>, Publisher) {
+    let publisher = Publisher::start(broker, name);
+    (Arc::new(PublisherSink::new(publisher.clone())), publisher)
+}
+
+/// Starts a source on `roles`, with the configuration `config.producers.<source>`.
+pub fn start_source(roles: &mut Roles, source: Source, config: &Config, broker: &Broker) {
+    let name = format!("producer:{}", format!("{source:?}").to_lowercase());
+    let (sink, publisher) = market_sink(broker, &name);
+    let shutdown = roles.token();
+    let p = config.producers.clone();
+    roles.spawn(&name.clone(), async move {
+        let outcome: anyhow::Result<()> = match source {
+            Source::Binance => tickwatch_producers::binance::run(p.binance, sink, shutdown)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Source::Upbit => tickwatch_producers::upbit::run(p.upbit, sink, shutdown)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Source::Synthetic => tickwatch_producers::synthetic::run(p.synthetic, sink, shutdown)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Source::Webhook => tickwatch_producers::webhook::run(p.webhook, sink, shutdown)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Source::Csv => match tickwatch_producers::csv::run(p.csv, sink, shutdown).await {
+                Ok(report) => {
+                    tracing::info!(?report, "replay finished");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        publisher.close().await;
+        outcome
+    });
+}
+
+/// `tickwatch produce <source>`.
+pub async fn produce(
+    config: &Config,
+    source: Source,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = format!("produce-{source:?}").to_lowercase();
+    let broker = broker(config, &name).await?;
+    let mut roles = Roles::new(&shutdown);
+    start_source(&mut roles, source, config, &broker);
+    let result = roles.wait().await;
+    broker.close();
+    result
+}
+
+/// The demo's history file: the configured one, or the copy built into the binary.
+pub fn demo_file(config: &Config) -> anyhow::Result<PathBuf> {
+    const EMBEDDED: &[u8] = include_bytes!("../data/demo/BTCUSDT_1m.csv");
+    if config.run.demo_file.exists() {
+        return Ok(config.run.demo_file.clone());
+    }
+    let dir = std::env::temp_dir().join("tickwatch-demo");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("BTCUSDT_1m.csv");
+    if std::fs::read(&path).ok().as_deref() != Some(EMBEDDED) {
+        std::fs::write(&path, EMBEDDED).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// The demo source: the shipped minute bars replayed fast, as candles and ticks.
+pub fn demo_csv(config: &Config, path: &Path) -> anyhow::Result<CsvConfig> {
+    let mut csv = CsvConfig::for_file(path);
+    csv.speed = config
+        .run
+        .demo_speed
+        .parse::<Speed>()
+        .map_err(|e| anyhow::anyhow!("run.demo_speed: {e}"))?;
+    csv.ticks = true;
+    csv.progress = false;
+    Ok(csv)
+}
+
+/// `tickwatch run`: every role in one process.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let db = database(config).await?;
+    let broker = broker(config, "run").await?;
+    tracing::info!(
+        database = %tickwatch_broker::config::mask_url(&config.database.url),
+        broker = %tickwatch_broker::config::mask_url(&config.broker.url),
+        "topology applied and database migrated"
+    );
+    let mut roles = Roles::new(&shutdown);
+    for role in [Role::Recorder, Role::Notifier] {
+        start_role(&mut roles, role, config, &broker, &db);
+    }
+    if config.run.sources.is_empty() {
+        let file = demo_file(config)?;
+        let mut with_demo = config.clone();
+        with_demo.producers.csv = demo_csv(config, &file)?;
+        tracing::info!(file = %file.display(), speed = %config.run.demo_speed, "demo source: replaying real BTCUSDT minute bars");
+        start_source(&mut roles, Source::Csv, &with_demo, &broker);
+    } else {
+        for name in &config.run.sources {
+            start_source(&mut roles, Source::parse(name)?, config, &broker);
+        }
+    }
+    let result = roles.wait().await;
+    broker.close();
+    result
+}
