@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tickwatch_broker::{Broker, Publisher, Topology};
-use tickwatch_producers::MarketSink;
 use tickwatch_producers::broker_sink::PublisherSink;
 use tickwatch_producers::csv::{CsvConfig, Speed};
+use tickwatch_producers::{MarketSink, Metrics};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -186,6 +186,14 @@ pub async fn consume(
     let name = format!("{role:?}").to_lowercase();
     let db = database(config).await?;
     let broker = broker(config, &name).await?;
+    crate::admin::spawn(
+        config,
+        crate::admin::Readiness {
+            broker: Some(broker.clone()),
+            db: Some(db.clone()),
+        },
+        &shutdown,
+    )?;
     let mut roles = Roles::new(&shutdown);
     start_role(&mut roles, role, config, &broker, &db);
     let result = roles.wait().await;
@@ -201,29 +209,42 @@ pub fn market_sink(broker: &Broker, name: &str) -> (Arc<dyn MarketSink>, Publish
 
 /// Starts a source on `roles`, with the configuration `config.producers.<source>`.
 pub fn start_source(roles: &mut Roles, source: Source, config: &Config, broker: &Broker) {
-    let name = format!("producer:{}", format!("{source:?}").to_lowercase());
+    let source_name = format!("{source:?}").to_lowercase();
+    let name = format!("producer:{source_name}");
     let (sink, publisher) = market_sink(broker, &name);
     let shutdown = roles.token();
     let p = config.producers.clone();
+    let counters = Arc::new(Metrics::default());
+    tokio::spawn(mirror_producer_metrics(
+        source_name,
+        counters.clone(),
+        shutdown.clone(),
+    ));
     roles.spawn(&name.clone(), async move {
+        use tickwatch_producers::{binance, csv, synthetic, upbit, webhook};
         let outcome: anyhow::Result<()> = match source {
-            Source::Binance => tickwatch_producers::binance::run(p.binance, sink, shutdown)
+            Source::Binance => binance::run_with_metrics(p.binance, sink, counters, shutdown)
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Source::Upbit => tickwatch_producers::upbit::run(p.upbit, sink, shutdown)
+            Source::Upbit => upbit::run_with_metrics(p.upbit, sink, counters, shutdown)
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Source::Synthetic => tickwatch_producers::synthetic::run(p.synthetic, sink, shutdown)
+            Source::Synthetic => synthetic::run_with_metrics(p.synthetic, sink, counters, shutdown)
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Source::Webhook => tickwatch_producers::webhook::run(p.webhook, sink, shutdown)
-                .await
-                .map(drop)
-                .map_err(Into::into),
-            Source::Csv => match tickwatch_producers::csv::run(p.csv, sink, shutdown).await {
+            Source::Webhook => match tokio::net::TcpListener::bind(p.webhook.addr).await {
+                Ok(listener) => webhook::serve_on(listener, sink, p.webhook, counters, shutdown)
+                    .await
+                    .map_err(Into::into),
+                Err(e) => Err(anyhow::anyhow!(
+                    "producers.webhook.addr {}: {e}",
+                    p.webhook.addr
+                )),
+            },
+            Source::Csv => match csv::replay_with_metrics(p.csv, sink, counters, shutdown).await {
                 Ok(report) => {
                     tracing::info!(?report, "replay finished");
                     Ok(())
@@ -236,6 +257,28 @@ pub fn start_source(roles: &mut Roles, source: Source, config: &Config, broker: 
     });
 }
 
+/// Copies a source's counters into Prometheus every few seconds.
+async fn mirror_producer_metrics(
+    source: String,
+    counters: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        for (event, value) in counters.snapshot().iter() {
+            match event {
+                "connected" => metrics::gauge!("tw_producer_connected", "source" => source.clone()).set(value as f64),
+                "buffered" => metrics::gauge!("tw_producer_buffered", "source" => source.clone()).set(value as f64),
+                _ => metrics::counter!("tw_producer_events_total", "source" => source.clone(), "event" => event).absolute(value),
+            }
+        }
+    }
+}
+
 /// `tickwatch produce <source>`.
 pub async fn produce(
     config: &Config,
@@ -244,6 +287,14 @@ pub async fn produce(
 ) -> anyhow::Result<()> {
     let name = format!("produce-{source:?}").to_lowercase();
     let broker = broker(config, &name).await?;
+    crate::admin::spawn(
+        config,
+        crate::admin::Readiness {
+            broker: Some(broker.clone()),
+            db: None,
+        },
+        &shutdown,
+    )?;
     let mut roles = Roles::new(&shutdown);
     start_source(&mut roles, source, config, &broker);
     let result = roles.wait().await;
@@ -288,6 +339,14 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         broker = %tickwatch_broker::config::mask_url(&config.broker.url),
         "topology applied and database migrated"
     );
+    crate::admin::spawn(
+        config,
+        crate::admin::Readiness {
+            broker: Some(broker.clone()),
+            db: Some(db.clone()),
+        },
+        &shutdown,
+    )?;
     let mut roles = Roles::new(&shutdown);
     for role in [Role::Recorder, Role::Notifier] {
         start_role(&mut roles, role, config, &broker, &db);

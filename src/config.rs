@@ -32,6 +32,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub telegram: TelegramConfig,
     pub api: ApiConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
     pub recorder: RecorderConfig,
     pub notifier: NotifierConfig,
@@ -168,6 +169,22 @@ impl Default for ApiConfig {
     }
 }
 
+/// Where every process serves `/healthz`, `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `TICKWATCH_ADMIN_ADDR`; `0.0.0.0:9464` in containers.
+    pub addr: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            addr: "127.0.0.1:9464".to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -197,6 +214,7 @@ const WELL_KNOWN: &[(&str, &[&str])] = &[
     ("TELEGRAM_API_URL", &["telegram", "api_url"]),
     ("TICKWATCH_API_ADDR", &["api", "addr"]),
     ("TICKWATCH_ADMIN_CHATS", &["telegram", "admin_chats"]),
+    ("TICKWATCH_ADMIN_ADDR", &["admin", "addr"]),
     (
         "TICKWATCH_BINANCE_WS_URL",
         &["producers", "binance", "ws_url"],
@@ -300,6 +318,9 @@ impl Config {
             .addr
             .parse::<SocketAddr>()
             .map_err(|e| anyhow::anyhow!("api.addr: `{}` is not host:port ({e})", self.api.addr))?;
+        self.admin.addr.parse::<SocketAddr>().map_err(|e| {
+            anyhow::anyhow!("admin.addr: `{}` is not host:port ({e})", self.admin.addr)
+        })?;
         if !["human", "json"].contains(&self.log.format.as_str()) {
             bail!(
                 "log.format: `{}` must be `human` or `json`",

@@ -4,8 +4,10 @@
 //! - [`config`]: the effective configuration (defaults, TOML file, environment), validated.
 //! - [`logging`]: human or JSON logs, optionally to a daily-rotated file.
 //! - [`ops`]: the operator commands — migrations, topology, dead-letter queues.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`, served by every process.
 //! - [`app`]: the roles (consumers, producers) and `tickwatch run`, which starts them all.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod logging;

@@ -191,7 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(file) = cli.log_file {
         config.log.file = Some(file);
     }
-    let _log_guard = tickwatch::logging::init(&config.log)?;
+    let service = command_name(&cli.command);
+    let _telemetry = tickwatch::logging::init(&config.log, service)?;
     match cli.command {
         Command::Run => app::run(&config, app::shutdown_on_signal()).await,
         Command::Consume { role } => app::consume(&config, role, app::shutdown_on_signal()).await,
@@ -235,6 +236,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Broker { messages },
         } => ops::bench_broker(&config, messages).await,
+    }
+}
+
+/// The process's role, as named in traces (`tickwatch-<role>`).
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Run => "run",
+        Command::Consume {
+            role: Role::Recorder,
+        } => "recorder",
+        Command::Consume {
+            role: Role::Notifier,
+        } => "notifier",
+        Command::Produce { .. } => "producer",
+        _ => "cli",
     }
 }
 

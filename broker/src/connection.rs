@@ -195,6 +195,11 @@ pub struct ComponentHealth {
 
 impl Health {
     pub fn set(&self, component: &str, up: bool, detail: &str) {
+        metrics::gauge!("tw_broker_connected", "component" => component.to_string()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
         if let Ok(mut map) = self.components.lock() {
             map.insert(
                 component.to_string(),

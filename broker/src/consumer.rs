@@ -683,6 +683,7 @@ async fn handle_delivery<H: Handler>(
     metrics::counter!("tw_messages_consumed_total", "queue" => queue.clone()).increment(1);
     let span = tracing::info_span!(
         "consume",
+        otel.kind = "consumer",
         queue = %queue,
         message_id = incoming.message_id.as_deref().unwrap_or(""),
         kind = incoming.kind.as_deref().unwrap_or(""),

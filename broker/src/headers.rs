@@ -21,6 +21,9 @@ pub const FIRST_FAILURE: &str = "tw-first-failure-ms";
 pub const ORIGINAL_EXCHANGE: &str = "tw-orig-exchange";
 /// The routing key it was first published with, kept across retry hops.
 pub const ORIGINAL_ROUTING_KEY: &str = "tw-orig-routing-key";
+/// When the message was published (epoch ms): AMQP's own `timestamp` has only seconds, and
+/// the tick-to-notification latency is measured from here.
+pub const SENT_AT: &str = "tw-sent-ms";
 /// The key the consistent-hash exchange spreads on: `<venue>.<symbol>`.
 pub const SHARD_KEY: &str = "tw-shard-key";
 /// Headers the broker itself adds on dead-lettering.

@@ -151,9 +151,20 @@ impl Publisher {
         if let Some(key) = message.shard_key() {
             headers::set_str(&mut extra, headers::SHARD_KEY, &key);
         }
-        let properties = self.properties(&encoded.meta, extra);
+        let exchange_name = self.broker.names().exchange(exchange);
+        // One span per published message: its context travels in `traceparent`, so the
+        // consumer's span continues this trace (a tick's trace starts here).
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            message_id = %encoded.meta.message_id,
+            kind = M::KIND.as_str(),
+            exchange = %exchange_name,
+            routing_key = %encoded.meta.routing_key,
+        );
+        let properties = span.in_scope(|| self.properties(&encoded.meta, extra));
         let outgoing = OutgoingMessage {
-            exchange: self.broker.names().exchange(exchange),
+            exchange: exchange_name,
             routing_key: encoded.meta.routing_key.clone(),
             body: encoded.body,
             properties,
@@ -193,6 +204,11 @@ impl Publisher {
     /// The contract's properties for a message: persistent, typed, stamped, traced.
     pub fn properties(&self, meta: &Metadata, mut headers: FieldTable) -> BasicProperties {
         headers::set_i64(&mut headers, HEADER_SCHEMA, i64::from(SCHEMA_VERSION));
+        headers::set_i64(
+            &mut headers,
+            headers::SENT_AT,
+            tickwatch_schema::db::now_ms(),
+        );
         let context = tracing::Span::current().context();
         headers::inject_trace(&context, &mut headers);
         BasicProperties::default()
@@ -309,6 +325,12 @@ impl PublishTask {
                         Ok(confirmation) => {
                             if let Some(item) = inflight.pop_front() {
                                 let outcome = outcome_of(confirmation, &item.pending.message);
+                                let exchange = item.pending.message.exchange.clone();
+                                if outcome.is_ok() {
+                                    metrics::counter!("tw_messages_published_total", "exchange" => exchange).increment(1);
+                                } else {
+                                    metrics::counter!("tw_publish_failures_total", "exchange" => exchange).increment(1);
+                                }
                                 let _ = item.pending.reply.send(outcome);
                             }
                         }

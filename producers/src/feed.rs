@@ -80,6 +80,9 @@ pub(crate) async fn drive<F: Feed>(
                     metrics::inc(&metrics.reconnects);
                 }
                 connected_before = true;
+                metrics
+                    .connected
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(source = feed.name(), "connected");
                 // Boxed: a session holds two WebSocket streams and would bloat every caller's future.
                 match Box::pin(session(
@@ -95,6 +98,9 @@ pub(crate) async fn drive<F: Feed>(
                 {
                     None => break,
                     Some(reason) => {
+                        metrics
+                            .connected
+                            .store(0, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(source = feed.name(), %reason, "connection lost; reconnecting");
                     }
                 }
@@ -109,6 +115,9 @@ pub(crate) async fn drive<F: Feed>(
             () = tokio::time::sleep(delay) => {}
         }
     }
+    metrics
+        .connected
+        .store(0, std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::new();
     feed.on_shutdown(&mut out);
     outbox.push_all(out);

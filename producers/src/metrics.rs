@@ -68,6 +68,8 @@ counters! {
     backfill_failures,
     /// Messages waiting in the buffer now (a gauge, not a counter).
     buffered,
+    /// 1 while a feed's WebSocket is connected (a gauge).
+    connected,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -37,7 +37,9 @@ impl NotifierHandler {
 impl Handler for NotifierHandler {
     async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
         let notification: Notification = message.decode()?;
-        match self.notifier.handle(&notification).await {
+        let result = self.notifier.handle(&notification).await;
+        record_metrics(&notification, &result);
+        match result {
             Ok(outcome) => {
                 match &outcome {
                     Outcome::Unreachable { reason, .. } => tracing::warn!(
@@ -59,6 +61,29 @@ impl Handler for NotifierHandler {
             Err(Error::Invalid(e)) => Err(HandlerError::Invalid(e)),
             Err(e) => Err(HandlerError::classify(e.is_retryable(), e)),
         }
+    }
+}
+
+/// Counts every outcome, and the tick-to-notification latency of what reached the user
+/// (or the log, without a token).
+fn record_metrics(notification: &Notification, result: &Result<Outcome, Error>) {
+    let outcome = match result {
+        Ok(Outcome::Sent { .. }) => "sent",
+        Ok(Outcome::Logged) => "logged",
+        Ok(Outcome::Duplicate { .. }) => "duplicate",
+        Ok(Outcome::Skipped { .. }) => "skipped",
+        Ok(Outcome::Unreachable { .. }) => "unreachable",
+        Err(e) => {
+            metrics::counter!("tw_telegram_failures_total", "reason" => e.reason()).increment(1);
+            return;
+        }
+    };
+    metrics::counter!("tw_telegram_sends_total", "outcome" => outcome).increment(1);
+    if matches!(result, Ok(Outcome::Sent { .. } | Outcome::Logged))
+        && let Some(origin) = notification.origin_ts
+    {
+        let seconds = (tickwatch_schema::db::now_ms() - origin) as f64 / 1000.0;
+        metrics::histogram!("tw_tick_to_notification_seconds").record(seconds.max(0.0));
     }
 }
 

@@ -138,6 +138,7 @@ impl TelegramSender {
             Err(error) => SendOutcome::Transient(error),
         };
         if let SendOutcome::RetryAfter(wait) = outcome {
+            metrics::counter!("tw_telegram_rate_limited_total").increment(1);
             self.limiter.defer(message.chat_id, Instant::now() + wait);
         }
         outcome

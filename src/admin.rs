@@ -1,0 +1,149 @@
+//! The admin endpoints every tickwatch process serves: `/healthz` (the process is alive),
+//! `/readyz` (database and broker reachable, consumers connected; 503 naming what is down)
+//! and `/metrics` (Prometheus).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sea_orm::DatabaseConnection;
+use tickwatch_broker::Broker;
+use tokio_util::sync::CancellationToken;
+
+static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// The process's Prometheus handle (installed on first use; every `metrics::` call of
+/// every crate lands there).
+pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = install_metrics()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let latency = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("tw_handler_seconds".into()), &latency)?
+        .set_buckets_for_metric(
+            Matcher::Full("tw_tick_to_notification_seconds".into()),
+            &latency,
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// What `/readyz` checks.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub broker: Option<Broker>,
+    pub db: Option<DatabaseConnection>,
+}
+
+impl Readiness {
+    /// Every problem found, empty when ready.
+    pub async fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(db) = &self.db
+            && let Err(e) = db.ping().await
+        {
+            problems.push(format!("database: {e}"));
+        }
+        if let Some(broker) = &self.broker {
+            for (component, state) in broker.health().snapshot() {
+                if !state.up {
+                    problems.push(format!("{component}: {}", state.detail));
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let problems = state.readiness.problems().await;
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": problems.is_empty(), "down": problems });
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// The admin routes, for a server of their own or merged into the API.
+pub fn router(readiness: Readiness, metrics_handle: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(AdminState {
+            readiness,
+            metrics: metrics_handle,
+        })
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on the configured admin address.
+pub fn spawn(
+    config: &crate::Config,
+    readiness: Readiness,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = config
+        .admin
+        .addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("admin.addr: {e}"))?;
+    let router = router(readiness, metrics_handle()?);
+    tokio::spawn(serve(addr, router, shutdown.clone()));
+    Ok(())
+}
+
+/// Serves the admin routes on `addr` until `shutdown`. A port already in use (several
+/// tickwatch processes on one host) only disables them, with a warning.
+pub async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "admin endpoints (/healthz, /readyz, /metrics) not served; set TICKWATCH_ADMIN_ADDR to a free address");
+            return;
+        }
+    };
+    tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+}
