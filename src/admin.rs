@@ -88,6 +88,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let problems = state.readiness.problems().await;
+    metrics::gauge!("tw_ready").set(if problems.is_empty() { 1.0 } else { 0.0 });
     let status = if problems.is_empty() {
         StatusCode::OK
     } else {
@@ -127,8 +128,21 @@ pub fn spawn(
         .addr
         .parse()
         .map_err(|e| anyhow::anyhow!("admin.addr: {e}"))?;
-    let router = router(readiness, metrics_handle()?);
+    let router = router(readiness.clone(), metrics_handle()?);
     tokio::spawn(serve(addr, router, shutdown.clone()));
+    // `tw_ready` for alerting, also when nobody polls /readyz.
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            let ready = readiness.problems().await.is_empty();
+            metrics::gauge!("tw_ready").set(if ready { 1.0 } else { 0.0 });
+        }
+    });
     Ok(())
 }
 

@@ -81,15 +81,45 @@ async fn wait_for_signal() {
     }
 }
 
-/// Opens the database and applies pending migrations.
-pub async fn database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+/// Whether opening the database also applies pending migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// `tickwatch run`: one process owns the database, so it migrates.
+    Apply,
+    /// A role among several: migrating is `tickwatch migrate up`'s job (one-shot, no race
+    /// between replicas); a database that is behind is an error that says so.
+    Require,
+}
+
+/// Opens the database, applying or requiring its migrations.
+pub async fn database(
+    config: &Config,
+    migrations: Migrations,
+) -> anyhow::Result<DatabaseConnection> {
     let shown = tickwatch_broker::config::mask_url(&config.database.url);
     let db = tickwatch_schema::db::connect(&config.database.url)
         .await
         .with_context(|| format!("opening the database {shown}"))?;
-    tickwatch_schema::db::migrate_up(&db)
-        .await
-        .with_context(|| format!("migrating the database {shown}"))?;
+    match migrations {
+        Migrations::Apply => tickwatch_schema::db::migrate_up(&db)
+            .await
+            .with_context(|| format!("migrating the database {shown}"))?,
+        Migrations::Require => {
+            let pending: Vec<String> = tickwatch_schema::db::migration_status(&db)
+                .await?
+                .into_iter()
+                .filter(|(_, applied)| !applied)
+                .map(|(name, _)| name)
+                .collect();
+            if !pending.is_empty() {
+                anyhow::bail!(
+                    "the database {shown} has {} pending migration(s) ({}): run `tickwatch migrate up` first",
+                    pending.len(),
+                    pending.join(", ")
+                );
+            }
+        }
+    }
     Ok(db)
 }
 
@@ -184,7 +214,7 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = format!("{role:?}").to_lowercase();
-    let db = database(config).await?;
+    let db = database(config, Migrations::Require).await?;
     let broker = broker(config, &name).await?;
     crate::admin::spawn(
         config,
@@ -332,7 +362,7 @@ pub fn demo_csv(config: &Config, path: &Path) -> anyhow::Result<CsvConfig> {
 
 /// `tickwatch run`: every role in one process.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let db = database(config).await?;
+    let db = database(config, Migrations::Apply).await?;
     let broker = broker(config, "run").await?;
     tracing::info!(
         database = %tickwatch_broker::config::mask_url(&config.database.url),

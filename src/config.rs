@@ -247,6 +247,10 @@ impl Config {
         let mut vars: Vec<(String, String)> = vars.into_iter().collect();
         vars.sort();
         for (name, raw) in &vars {
+            // An empty variable (`TELEGRAM_BOT_TOKEN=` in a compose file) means unset.
+            if raw.trim().is_empty() {
+                continue;
+            }
             let key: Vec<String> =
                 if let Some((_, key)) = WELL_KNOWN.iter().find(|(n, _)| n == name) {
                     key.iter().map(|s| s.to_string()).collect()

@@ -152,3 +152,27 @@ pub async fn bench_broker(config: &Config, messages: u64) -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tickwatch_broker::{BrokerConfig, Topology};
+
+    /// `deploy/rabbitmq/definitions.json` pre-loads the topology into the compose broker;
+    /// it must be exactly what `tickwatch topology export` generates from the code.
+    #[test]
+    fn the_checked_in_definitions_equal_the_generated_ones() {
+        let generated = Topology::standard(&BrokerConfig::default())
+            .expect("topology")
+            .definitions("/");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/rabbitmq/definitions.json"
+        );
+        let text = std::fs::read_to_string(path).expect("deploy/rabbitmq/definitions.json");
+        let checked_in: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            checked_in, generated,
+            "deploy/rabbitmq/definitions.json is stale: run `tickwatch topology export > deploy/rabbitmq/definitions.json`"
+        );
+    }
+}
