@@ -1,0 +1,683 @@
+//! Bot commands as typed values: parsing only, no I/O, so every form and every mistake is
+//! unit-tested. A mistake carries what is wrong in English and Korean; the handler adds the
+//! command's usage.
+
+use rust_decimal::Decimal;
+use tickwatch_schema::rule::{Condition, Trigger};
+use tickwatch_schema::wire::{EventKind, Grade, Interval, SignalKind};
+
+use crate::services::users::{Language, Preference};
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Help,
+    Register,
+    Unregister,
+    Alert(AlertArgs),
+    Alerts,
+    DelAlert(i64),
+    Pause(i64),
+    /// A rule, or (admins, no argument) notifications globally.
+    Resume(Option<i64>),
+    Subscribe(SubscribeArgs),
+    Unsubscribe(UnsubscribeArgs),
+    Signals(Option<String>),
+    Stats,
+    Price(String),
+    Settings(SettingsArgs),
+    ApiKey {
+        revoke: bool,
+    },
+    Halt,
+    Broadcast(String),
+}
+
+/// `/alert <symbol> <condition> <value…> [once|every <cooldown>|bar <interval>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertArgs {
+    /// As typed: `BTCUSDT`, `삼성전자`, `upbit:KRW-BTC`.
+    pub symbol: String,
+    pub condition: Condition,
+    pub values: AlertValues,
+    pub trigger: Trigger,
+    pub cooldown_s: u64,
+    pub interval: Option<Interval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertValues {
+    Price(Decimal),
+    Channel { low: Decimal, high: Decimal },
+    Moving { pct: Decimal, window_s: u64 },
+}
+
+/// `all` or one symbol (as typed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Symbol(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeArgs {
+    pub kind: SignalKind,
+    pub target: Target,
+    pub min_grade: Option<Grade>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsubscribeArgs {
+    Id(i64),
+    All,
+    Kind {
+        kind: SignalKind,
+        /// `None`: that kind on any symbol.
+        target: Option<Target>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsArgs {
+    Show,
+    Preference(EventKind, Preference),
+    Language(Language),
+}
+
+/// What is wrong with a command, in both languages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub en: String,
+    pub ko: String,
+}
+
+impl Problem {
+    fn new(en: impl Into<String>, ko: impl Into<String>) -> Self {
+        Problem {
+            en: en.into(),
+            ko: ko.into(),
+        }
+    }
+
+    pub fn text(&self, lang: Language) -> &str {
+        match lang {
+            Language::En => &self.en,
+            Language::Ko => &self.ko,
+        }
+    }
+}
+
+/// A command that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// `/foo`: no such command.
+    Unknown(String),
+    /// A known command used wrongly; `command` names it for its usage line.
+    Usage {
+        command: &'static str,
+        problem: Problem,
+    },
+}
+
+type Parsed<T> = Result<T, ParseError>;
+
+fn usage(command: &'static str, problem: Problem) -> ParseError {
+    ParseError::Usage { command, problem }
+}
+
+fn missing(command: &'static str, en: &str, ko: &str) -> ParseError {
+    usage(
+        command,
+        Problem::new(format!("{en} is missing"), format!("{ko}이(가) 빠졌습니다")),
+    )
+}
+
+/// Parses a message: `None` if it is not a command for this bot (plain text, or a
+/// command addressed to another bot in a group).
+pub fn parse(text: &str, bot_username: &str) -> Option<Parsed<Command>> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let name = match head.split_once('@') {
+        Some((_, to)) if !to.eq_ignore_ascii_case(bot_username) => return None,
+        Some((name, _)) => name,
+        None => head,
+    };
+    let tokens: Vec<&str> = args.split_whitespace().collect();
+    let lowered = name.to_ascii_lowercase();
+    Some(match lowered.as_str() {
+        "start" => Ok(Command::Start),
+        "help" => Ok(Command::Help),
+        "register" => Ok(Command::Register),
+        "unregister" => Ok(Command::Unregister),
+        "alert" => parse_alert(&tokens).map(Command::Alert),
+        "alerts" => Ok(Command::Alerts),
+        "delalert" => rule_id("delalert", &tokens).map(Command::DelAlert),
+        "pause" => rule_id("pause", &tokens).map(Command::Pause),
+        "resume" if tokens.is_empty() => Ok(Command::Resume(None)),
+        "resume" => rule_id("resume", &tokens).map(|id| Command::Resume(Some(id))),
+        "subscribe" => parse_subscribe(&tokens).map(Command::Subscribe),
+        "unsubscribe" => parse_unsubscribe(&tokens).map(Command::Unsubscribe),
+        "signals" => Ok(Command::Signals(
+            (!args.is_empty()).then(|| args.to_string()),
+        )),
+        "stats" => Ok(Command::Stats),
+        "price" if args.is_empty() => Err(missing("price", "The symbol", "종목")),
+        "price" => Ok(Command::Price(args.to_string())),
+        "settings" => parse_settings(&tokens).map(Command::Settings),
+        "apikey" => match tokens.as_slice() {
+            [] => Ok(Command::ApiKey { revoke: false }),
+            [t] if t.eq_ignore_ascii_case("revoke") => Ok(Command::ApiKey { revoke: true }),
+            [other, ..] => Err(usage(
+                "apikey",
+                Problem::new(
+                    format!("`{other}` is not an option; use /apikey or /apikey revoke"),
+                    format!("`{other}`은(는) 옵션이 아닙니다. /apikey 또는 /apikey revoke"),
+                ),
+            )),
+        },
+        "halt" => Ok(Command::Halt),
+        "broadcast" if args.is_empty() => Err(missing("broadcast", "The message", "메시지")),
+        "broadcast" => Ok(Command::Broadcast(args.to_string())),
+        _ => Err(ParseError::Unknown(name.to_string())),
+    })
+}
+
+fn rule_id(command: &'static str, tokens: &[&str]) -> Parsed<i64> {
+    match tokens {
+        [] => Err(missing(command, "The alert id", "알림 번호")),
+        [one] => {
+            let digits = one.trim_start_matches('#');
+            digits
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    usage(
+                        command,
+                        Problem::new(
+                            format!("`{one}` is not an alert id (a number from /alerts)"),
+                            format!("`{one}`은(는) 알림 번호가 아닙니다 (/alerts의 번호)"),
+                        ),
+                    )
+                })
+        }
+        [_, extra, ..] => Err(usage(
+            command,
+            Problem::new(
+                format!("one alert id only; unexpected `{extra}`"),
+                format!("알림 번호는 하나만 쓰세요; `{extra}`은(는) 필요 없습니다"),
+            ),
+        )),
+    }
+}
+
+/// A price as people type it: `65000`, `65,000`, `$65000`, `70000원`.
+pub fn parse_price(text: &str) -> Option<Decimal> {
+    let cleaned: String = text
+        .trim()
+        .trim_start_matches('$')
+        .trim_end_matches('원')
+        .chars()
+        .filter(|c| *c != ',' && *c != '_')
+        .collect();
+    cleaned.parse::<Decimal>().ok()
+}
+
+/// A duration: `90` (seconds), `30s`, `10m`, `1h`, `1d`.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text.as_str(), ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit {
+        "" | "s" | "sec" => 1,
+        "m" | "min" => 60,
+        "h" | "hr" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+fn bad_price(text: &str) -> ParseError {
+    usage(
+        "alert",
+        Problem::new(
+            format!("`{text}` is not a price (e.g. 65000 or 0.52)"),
+            format!("`{text}`은(는) 가격이 아닙니다 (예: 65000, 0.52)"),
+        ),
+    )
+}
+
+fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
+    if tokens.is_empty() {
+        return Err(missing("alert", "The symbol", "종목"));
+    }
+    // The symbol may be several words (`samsung electronics`): it ends where the first
+    // condition begins.
+    let Some(at) = (1..tokens.len()).find(|&i| Condition::parse_loose(tokens[i]).is_ok()) else {
+        return Err(match tokens.get(1) {
+            None => missing(
+                "alert",
+                "The condition (>, <, crossing_up, …)",
+                "조건 (>, <, crossing_up 등)",
+            ),
+            Some(bad) => usage(
+                "alert",
+                Problem::new(
+                    format!(
+                        "`{bad}` is not a condition; use >, <, cross, cross_up, cross_down, enter, exit, up%, down% or a full name such as crossing_down"
+                    ),
+                    format!(
+                        "`{bad}`은(는) 조건이 아닙니다. >, <, cross, cross_up, cross_down, enter, exit, up%, down% 또는 crossing_down 같은 이름을 쓰세요"
+                    ),
+                ),
+            ),
+        });
+    };
+    let symbol = tokens[..at].join(" ");
+    let condition = Condition::parse_loose(tokens[at]).map_err(|_| bad_price(tokens[at]))?;
+    let mut rest = tokens[at + 1..].iter().copied().peekable();
+    let values = if condition.is_channel() {
+        let first = rest
+            .next()
+            .ok_or_else(|| missing("alert", "The channel (low high)", "채널 (하한 상한)"))?;
+        // `60000-62000`, `60000~62000` or `60000 62000`.
+        if let Some((lo, hi)) = first
+            .split_once(['-', '~'])
+            .filter(|(lo, _)| !lo.is_empty())
+        {
+            AlertValues::Channel {
+                low: parse_price(lo).ok_or_else(|| bad_price(lo))?,
+                high: parse_price(hi).ok_or_else(|| bad_price(hi))?,
+            }
+        } else {
+            let second = rest
+                .next()
+                .ok_or_else(|| missing("alert", "The channel's high", "채널 상한"))?;
+            AlertValues::Channel {
+                low: parse_price(first).ok_or_else(|| bad_price(first))?,
+                high: parse_price(second).ok_or_else(|| bad_price(second))?,
+            }
+        }
+    } else if condition.is_moving() {
+        let pct_text = rest
+            .next()
+            .ok_or_else(|| missing("alert", "The percentage", "퍼센트"))?;
+        let pct = parse_price(pct_text.trim_end_matches('%')).ok_or_else(|| {
+            usage(
+                "alert",
+                Problem::new(
+                    format!("`{pct_text}` is not a percentage (e.g. 5 or 2.5%)"),
+                    format!("`{pct_text}`은(는) 퍼센트가 아닙니다 (예: 5, 2.5%)"),
+                ),
+            )
+        })?;
+        if rest.peek().is_some_and(|t| t.eq_ignore_ascii_case("in")) {
+            rest.next();
+        }
+        let window_text = rest
+            .next()
+            .ok_or_else(|| missing("alert", "The window (e.g. 1h)", "기간 (예: 1h)"))?;
+        let window_s = parse_duration(window_text).ok_or_else(|| bad_duration(window_text))?;
+        AlertValues::Moving { pct, window_s }
+    } else {
+        let price_text = rest
+            .next()
+            .ok_or_else(|| missing("alert", "The price", "가격"))?;
+        AlertValues::Price(parse_price(price_text).ok_or_else(|| bad_price(price_text))?)
+    };
+    let (mut trigger, mut cooldown_s, mut interval) = (Trigger::Once, 0, None);
+    if let Some(word) = rest.next() {
+        match word.to_lowercase().as_str() {
+            "once" | "한번" => {}
+            "every" | "매번" | "always" => {
+                trigger = Trigger::EveryTime;
+                if let Some(cool) = rest.next() {
+                    cooldown_s = parse_duration(cool).ok_or_else(|| bad_duration(cool))?;
+                }
+            }
+            "bar" | "per_bar" | "once_per_bar" => {
+                trigger = Trigger::OncePerBar;
+                let text = rest.next().ok_or_else(|| {
+                    missing("alert", "The bar interval (e.g. 1h)", "봉 간격 (예: 1h)")
+                })?;
+                interval = Some(text.parse::<Interval>().map_err(|_| {
+                    usage(
+                        "alert",
+                        Problem::new(
+                            format!("`{text}` is not an interval (1m, 5m, 15m, 1h, 4h, 1d …)"),
+                            format!(
+                                "`{text}`은(는) 봉 간격이 아닙니다 (1m, 5m, 15m, 1h, 4h, 1d 등)"
+                            ),
+                        ),
+                    )
+                })?);
+            }
+            _ => {
+                return Err(usage(
+                    "alert",
+                    Problem::new(
+                        format!(
+                            "`{word}` is not how often: use once, every <cooldown> (e.g. every 10m) or bar <interval>"
+                        ),
+                        format!(
+                            "`{word}`은(는) 반복 방식이 아닙니다: once, every <쿨다운> (예: every 10m), bar <간격>"
+                        ),
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(extra) = rest.next() {
+        return Err(usage(
+            "alert",
+            Problem::new(
+                format!("unexpected `{extra}` at the end"),
+                format!("끝의 `{extra}`은(는) 알 수 없는 입력입니다"),
+            ),
+        ));
+    }
+    Ok(AlertArgs {
+        symbol,
+        condition,
+        values,
+        trigger,
+        cooldown_s,
+        interval,
+    })
+}
+
+fn bad_duration(text: &str) -> ParseError {
+    usage(
+        "alert",
+        Problem::new(
+            format!("`{text}` is not a duration (e.g. 30s, 10m, 1h, 1d)"),
+            format!("`{text}`은(는) 기간이 아닙니다 (예: 30s, 10m, 1h, 1d)"),
+        ),
+    )
+}
+
+fn parse_kind(command: &'static str, text: &str) -> Parsed<SignalKind> {
+    text.parse::<SignalKind>().map_err(|_| {
+        let known: Vec<&str> = SignalKind::ALL.iter().map(|k| k.as_str()).collect();
+        usage(
+            command,
+            Problem::new(
+                format!(
+                    "`{text}` is not a signal kind; use one of {}",
+                    known.join(", ")
+                ),
+                format!(
+                    "`{text}`은(는) 신호 종류가 아닙니다. 다음 중 하나: {}",
+                    known.join(", ")
+                ),
+            ),
+        )
+    })
+}
+
+fn is_all(text: &str) -> bool {
+    matches!(text.to_lowercase().as_str(), "all" | "*" | "전체")
+}
+
+fn parse_subscribe(tokens: &[&str]) -> Parsed<SubscribeArgs> {
+    let Some((kind, rest)) = tokens.split_first() else {
+        return Err(missing("subscribe", "The signal kind", "신호 종류"));
+    };
+    let kind = parse_kind("subscribe", kind)?;
+    let mut rest = rest.to_vec();
+    let min_grade = match rest.last() {
+        Some(last) if last.len() == 1 => match last.parse::<Grade>() {
+            Ok(grade) => {
+                rest.pop();
+                Some(grade)
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    let target = match rest.as_slice() {
+        [] => Target::All,
+        [one] if is_all(one) => Target::All,
+        words => Target::Symbol(words.join(" ")),
+    };
+    Ok(SubscribeArgs {
+        kind,
+        target,
+        min_grade,
+    })
+}
+
+fn parse_unsubscribe(tokens: &[&str]) -> Parsed<UnsubscribeArgs> {
+    match tokens {
+        [] => Err(missing(
+            "unsubscribe",
+            "What to unsubscribe from (a kind, an id from /subscribe, or all)",
+            "해지할 대상 (신호 종류, 구독 번호 또는 all)",
+        )),
+        [one] if is_all(one) => Ok(UnsubscribeArgs::All),
+        [one] if one.trim_start_matches('#').parse::<i64>().is_ok() => one
+            .trim_start_matches('#')
+            .parse::<i64>()
+            .map(UnsubscribeArgs::Id)
+            .map_err(|_| missing("unsubscribe", "The id", "번호")),
+        [kind, rest @ ..] => {
+            let kind = parse_kind("unsubscribe", kind)?;
+            let target = match rest {
+                [] => None,
+                [one] if is_all(one) => Some(Target::All),
+                words => Some(Target::Symbol(words.join(" "))),
+            };
+            Ok(UnsubscribeArgs::Kind { kind, target })
+        }
+    }
+}
+
+fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
+    let wrong = |en: String, ko: String| usage("settings", Problem::new(en, ko));
+    match tokens {
+        [] => Ok(SettingsArgs::Show),
+        [key, value] if matches!(key.to_lowercase().as_str(), "lang" | "language" | "언어") => {
+            value
+                .parse::<Language>()
+                .map(SettingsArgs::Language)
+                .map_err(|_| {
+                    wrong(
+                        format!("`{value}` is not a language; use en or ko"),
+                        format!("`{value}`은(는) 언어가 아닙니다. en 또는 ko"),
+                    )
+                })
+        }
+        [kind, value] => {
+            let kind = match kind.to_lowercase().as_str() {
+                "alert" | "alerts" | "알림" => EventKind::Alert,
+                "signal" | "signals" | "신호" => EventKind::Signal,
+                "system" | "시스템" => EventKind::System,
+                _ => {
+                    return Err(wrong(
+                        format!(
+                            "`{kind}` is not a kind of event; use alert, signal, system or lang"
+                        ),
+                        format!(
+                            "`{kind}`은(는) 이벤트 종류가 아닙니다. alert, signal, system 또는 lang"
+                        ),
+                    ));
+                }
+            };
+            let pref = value.parse::<Preference>().map_err(|_| {
+                wrong(
+                    format!("`{value}` is not on, silent or off"),
+                    format!("`{value}`은(는) on, silent, off 중 하나가 아닙니다"),
+                )
+            })?;
+            Ok(SettingsArgs::Preference(kind, pref))
+        }
+        _ => Err(wrong(
+            "give a kind and a setting, e.g. /settings alert silent".into(),
+            "종류와 설정을 함께 쓰세요. 예: /settings alert silent".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Command {
+        match parse(text, "tw_bot") {
+            Some(Ok(c)) => c,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    fn err(text: &str) -> ParseError {
+        match parse(text, "tw_bot") {
+            Some(Err(e)) => e,
+            other => panic!("{text}: expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn alerts_parse_in_every_form() {
+        let Command::Alert(a) = ok("/alert BTCUSDT > 65000") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            (a.symbol.as_str(), a.condition, a.trigger),
+            ("BTCUSDT", Condition::GreaterThan, Trigger::Once)
+        );
+        assert_eq!(a.values, AlertValues::Price(Decimal::from(65_000)));
+
+        let Command::Alert(a) = ok("/alert 삼성전자 crossing_down 70,000 once") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            (a.symbol.as_str(), a.condition),
+            ("삼성전자", Condition::CrossingDown)
+        );
+        assert_eq!(a.values, AlertValues::Price(Decimal::from(70_000)));
+
+        let Command::Alert(a) = ok("/alert@tw_bot samsung electronics cross_up 70000 every 1h")
+        else {
+            panic!("alert")
+        };
+        assert_eq!(a.symbol, "samsung electronics");
+        assert_eq!((a.trigger, a.cooldown_s), (Trigger::EveryTime, 3_600));
+
+        let Command::Alert(a) = ok("/alert BTCUSDT enter 60000-62000") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            a.values,
+            AlertValues::Channel {
+                low: Decimal::from(60_000),
+                high: Decimal::from(62_000)
+            }
+        );
+        let Command::Alert(a) = ok("/alert BTCUSDT up% 5% in 1h bar 15m") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            a.values,
+            AlertValues::Moving {
+                pct: Decimal::from(5),
+                window_s: 3_600
+            }
+        );
+        assert_eq!(
+            (a.trigger, a.interval),
+            (Trigger::OncePerBar, Some(Interval::M15))
+        );
+    }
+
+    #[test]
+    fn mistakes_say_what_is_wrong() {
+        for (text, needle) in [
+            ("/alert", "symbol"),
+            ("/alert BTCUSDT", "condition"),
+            ("/alert BTCUSDT sideways 5", "not a condition"),
+            ("/alert BTCUSDT > abc", "not a price"),
+            ("/alert BTCUSDT > 5 twice", "how often"),
+            ("/alert BTCUSDT > 5 every soon", "duration"),
+            ("/alert BTCUSDT > 5 once more", "unexpected"),
+            ("/delalert x", "not an alert id"),
+            ("/subscribe nope", "signal kind"),
+            ("/settings alert loud", "on, silent or off"),
+            ("/settings lang fr", "language"),
+        ] {
+            match err(text) {
+                ParseError::Usage { problem, .. } => {
+                    assert!(problem.en.contains(needle), "{text}: {}", problem.en);
+                    assert!(!problem.ko.is_empty());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert_eq!(err("/frobnicate"), ParseError::Unknown("frobnicate".into()));
+    }
+
+    #[test]
+    fn other_commands() {
+        assert!(parse("hello", "tw_bot").is_none());
+        assert!(
+            parse("/start@other_bot", "tw_bot").is_none(),
+            "another bot's"
+        );
+        assert_eq!(ok("/START"), Command::Start);
+        assert_eq!(ok("/delalert #12"), Command::DelAlert(12));
+        assert_eq!(ok("/resume"), Command::Resume(None));
+        assert_eq!(ok("/resume 3"), Command::Resume(Some(3)));
+        assert_eq!(
+            ok("/subscribe rsi_oversold BTCUSDT B"),
+            Command::Subscribe(SubscribeArgs {
+                kind: SignalKind::RsiOversold,
+                target: Target::Symbol("BTCUSDT".into()),
+                min_grade: Some(Grade::B)
+            })
+        );
+        assert_eq!(
+            ok("/subscribe golden_cross all"),
+            Command::Subscribe(SubscribeArgs {
+                kind: SignalKind::GoldenCross,
+                target: Target::All,
+                min_grade: None
+            })
+        );
+        assert_eq!(
+            ok("/unsubscribe all"),
+            Command::Unsubscribe(UnsubscribeArgs::All)
+        );
+        assert_eq!(
+            ok("/unsubscribe 4"),
+            Command::Unsubscribe(UnsubscribeArgs::Id(4))
+        );
+        assert_eq!(
+            ok("/settings alert silent"),
+            Command::Settings(SettingsArgs::Preference(
+                EventKind::Alert,
+                Preference::Silent
+            ))
+        );
+        assert_eq!(
+            ok("/settings lang ko"),
+            Command::Settings(SettingsArgs::Language(Language::Ko))
+        );
+        assert_eq!(ok("/price 삼성전자"), Command::Price("삼성전자".into()));
+        assert_eq!(
+            ok("/broadcast hello\nworld"),
+            Command::Broadcast("hello\nworld".into())
+        );
+        assert_eq!(ok("/apikey revoke"), Command::ApiKey { revoke: true });
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("10m"), Some(600));
+        assert_eq!(parse_duration("x"), None);
+    }
+}

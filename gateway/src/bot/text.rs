@@ -1,0 +1,305 @@
+//! What the bot says: every command with its usage and an example (for `/help`, for the
+//! menu set with `setMyCommands`, and after a mistake), and formatting helpers. Replies
+//! use Telegram's HTML mode, so every value from a user or the database is escaped.
+
+use rust_decimal::Decimal;
+use tickwatch_schema::rule::AlertRule;
+
+use crate::services::users::Language;
+
+/// One command: its name, its form, an example, and a short description per language.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandDoc {
+    pub name: &'static str,
+    pub form: &'static str,
+    pub example: &'static str,
+    pub en: &'static str,
+    pub ko: &'static str,
+    pub admin: bool,
+}
+
+/// Every command, in the order `/help` lists them.
+pub const COMMANDS: &[CommandDoc] = &[
+    CommandDoc {
+        name: "start",
+        form: "/start",
+        example: "/start",
+        en: "Welcome and your status",
+        ko: "시작과 내 상태",
+        admin: false,
+    },
+    CommandDoc {
+        name: "help",
+        form: "/help",
+        example: "/help",
+        en: "Every command with an example",
+        ko: "모든 명령과 예시",
+        admin: false,
+    },
+    CommandDoc {
+        name: "register",
+        form: "/register",
+        example: "/register",
+        en: "Agree to receive notifications",
+        ko: "알림 수신 동의",
+        admin: false,
+    },
+    CommandDoc {
+        name: "unregister",
+        form: "/unregister",
+        example: "/unregister",
+        en: "Stop notifications (and optionally delete your data)",
+        ko: "알림 중지 (데이터 삭제 선택 가능)",
+        admin: false,
+    },
+    CommandDoc {
+        name: "alert",
+        form: "/alert <symbol> <condition> <price> [once|every <cooldown>|bar <interval>]",
+        example: "/alert BTCUSDT > 65000  ·  /alert 삼성전자 crossing_down 70000 once  ·  /alert ETHUSDT cross_up 4000 every 1h  ·  /alert BTCUSDT enter 60000 62000  ·  /alert BTCUSDT up% 5 1h",
+        en: "Set a price alert",
+        ko: "가격 알림 설정",
+        admin: false,
+    },
+    CommandDoc {
+        name: "alerts",
+        form: "/alerts",
+        example: "/alerts",
+        en: "Your alerts, with buttons to pause or delete",
+        ko: "내 알림 목록 (일시정지·삭제 버튼)",
+        admin: false,
+    },
+    CommandDoc {
+        name: "delalert",
+        form: "/delalert <id>",
+        example: "/delalert 12",
+        en: "Delete an alert",
+        ko: "알림 삭제",
+        admin: false,
+    },
+    CommandDoc {
+        name: "pause",
+        form: "/pause <id>",
+        example: "/pause 12",
+        en: "Pause an alert",
+        ko: "알림 일시정지",
+        admin: false,
+    },
+    CommandDoc {
+        name: "resume",
+        form: "/resume <id>",
+        example: "/resume 12",
+        en: "Resume a paused alert",
+        ko: "알림 재개",
+        admin: false,
+    },
+    CommandDoc {
+        name: "subscribe",
+        form: "/subscribe <signal kind> [symbol|all] [min grade A-D]",
+        example: "/subscribe rsi_oversold BTCUSDT B  ·  /subscribe golden_cross all",
+        en: "Subscribe to signals",
+        ko: "신호 구독",
+        admin: false,
+    },
+    CommandDoc {
+        name: "unsubscribe",
+        form: "/unsubscribe <signal kind> [symbol|all] | <id> | all",
+        example: "/unsubscribe rsi_oversold BTCUSDT  ·  /unsubscribe all",
+        en: "Stop signal subscriptions",
+        ko: "신호 구독 해지",
+        admin: false,
+    },
+    CommandDoc {
+        name: "signals",
+        form: "/signals [symbol]",
+        example: "/signals BTCUSDT",
+        en: "The latest signals",
+        ko: "최근 신호",
+        admin: false,
+    },
+    CommandDoc {
+        name: "stats",
+        form: "/stats",
+        example: "/stats",
+        en: "How signals turned out",
+        ko: "신호 적중 통계",
+        admin: false,
+    },
+    CommandDoc {
+        name: "price",
+        form: "/price <symbol>",
+        example: "/price 삼성전자",
+        en: "Latest price and the day's change",
+        ko: "현재가와 당일 등락",
+        admin: false,
+    },
+    CommandDoc {
+        name: "settings",
+        form: "/settings [alert|signal|system on|silent|off] [lang ko|en]",
+        example: "/settings alert silent  ·  /settings lang ko",
+        en: "Notification settings and language",
+        ko: "알림 설정과 언어",
+        admin: false,
+    },
+    CommandDoc {
+        name: "apikey",
+        form: "/apikey [revoke]",
+        example: "/apikey",
+        en: "A new API key (shown once), or revoke yours",
+        ko: "새 API 키 발급 (한 번만 표시) 또는 폐기",
+        admin: false,
+    },
+    CommandDoc {
+        name: "halt",
+        form: "/halt",
+        example: "/halt",
+        en: "Hold every notification in the queue",
+        ko: "모든 알림 보류",
+        admin: true,
+    },
+    CommandDoc {
+        name: "resume",
+        form: "/resume",
+        example: "/resume",
+        en: "Release held notifications",
+        ko: "보류된 알림 재개",
+        admin: true,
+    },
+    CommandDoc {
+        name: "broadcast",
+        form: "/broadcast <text>",
+        example: "/broadcast Maintenance at 02:00 UTC",
+        en: "Message every registered user",
+        ko: "모든 사용자에게 공지",
+        admin: true,
+    },
+];
+
+/// The documentation of a command (the user form when a name has two).
+pub fn doc(name: &str) -> Option<&'static CommandDoc> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name == name && !c.admin)
+        .or_else(|| COMMANDS.iter().find(|c| c.name == name))
+}
+
+pub fn pick(lang: Language, en: impl Into<String>, ko: impl Into<String>) -> String {
+    match lang {
+        Language::En => en.into(),
+        Language::Ko => ko.into(),
+    }
+}
+
+/// Escapes text for Telegram's HTML mode.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The usage lines of a command: its form and an example.
+pub fn usage(lang: Language, name: &str) -> String {
+    match doc(name) {
+        Some(d) => pick(
+            lang,
+            format!(
+                "Use: <code>{}</code>\nExample: <code>{}</code>",
+                esc(d.form),
+                esc(d.example)
+            ),
+            format!(
+                "형식: <code>{}</code>\n예: <code>{}</code>",
+                esc(d.form),
+                esc(d.example)
+            ),
+        ),
+        None => pick(lang, "See /help.", "/help 를 참고하세요."),
+    }
+}
+
+/// `/help`.
+pub fn help(lang: Language, admin: bool) -> String {
+    let mut out = pick(
+        lang,
+        "<b>tickwatch</b> — price alerts and market signals.\n",
+        "<b>tickwatch</b> — 가격 알림과 시장 신호.\n",
+    );
+    for d in COMMANDS.iter().filter(|d| admin || !d.admin) {
+        let what = match lang {
+            Language::En => d.en,
+            Language::Ko => d.ko,
+        };
+        out.push_str(&format!(
+            "\n<code>{}</code>\n  {}{} — e.g. <code>{}</code>\n",
+            esc(d.form),
+            if d.admin { "🔒 " } else { "" },
+            esc(what),
+            esc(d.example)
+        ));
+    }
+    out.push_str(&pick(
+        lang,
+        "\nConditions: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit up% down% (or the full names, e.g. crossing_down).\nType a name such as <code>삼성</code>, <code>samsung</code> or <code>btc</code> to find a symbol.",
+        "\n조건: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit up% down% (또는 crossing_down 같은 전체 이름).\n<code>삼성</code>, <code>samsung</code>, <code>btc</code> 처럼 이름을 보내면 종목을 찾습니다.",
+    ));
+    out
+}
+
+/// One rule on one line.
+pub fn rule_line(rule: &AlertRule) -> String {
+    let state = if rule.active { "▶" } else { "⏸" };
+    format!(
+        "{state} <b>#{}</b> {}",
+        rule.id,
+        esc(&rule.spec.to_string())
+    )
+}
+
+/// A signed percentage: `+1.25%`.
+pub fn signed_pct(pct: Decimal) -> String {
+    if pct.is_sign_negative() {
+        format!("{pct}%")
+    } else {
+        format!("+{pct}%")
+    }
+}
+
+/// A fraction as a signed percentage with two decimals: `0.0042` → `+0.42%`.
+pub fn fraction_pct(f: f64) -> String {
+    format!("{:+.2}%", f * 100.0)
+}
+
+/// `2026-11-21 14:00 UTC`.
+pub fn time(ts_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ts_ms).map_or_else(
+        || ts_ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_usage_in_both_languages() {
+        for d in COMMANDS {
+            assert!(d.example.starts_with('/'), "{}", d.name);
+            assert!(!d.en.is_empty() && !d.ko.is_empty());
+        }
+        assert!(usage(Language::Ko, "alert").contains("형식"));
+        assert!(help(Language::En, false).contains("/alert BTCUSDT &gt; 65000"));
+        assert!(!help(Language::En, false).contains("/broadcast"));
+        assert!(help(Language::En, true).contains("/broadcast"));
+        assert_eq!(esc("a<b>&\"c"), "a&lt;b&gt;&amp;&quot;c");
+        assert_eq!(fraction_pct(0.0042), "+0.42%");
+        assert_eq!(signed_pct(Decimal::new(-125, 2)), "-1.25%");
+    }
+}

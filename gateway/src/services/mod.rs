@@ -1,0 +1,193 @@
+//! The one service layer both doors call: every read and change of rules, subscriptions,
+//! users, API keys, settings and market data goes through [`Services`], so the bot and the
+//! API share one model, one validation and one ownership check.
+//!
+//! A change is written to the database first (the truth: an alerts instance loads it on
+//! start and after a reconnect), then announced on `tw.control` so that running alerts
+//! instances apply it at once. An announcement that fails is logged, not returned: the
+//! change is stored, and versions make a later reload converge.
+//!
+//! - [`rules`]: alert rules and their events.
+//! - [`subscriptions`]: signal subscriptions.
+//! - [`users`]: users, Telegram registration, preferences, API keys and authentication.
+//! - [`market`]: symbols (search and resolution), prices with the day's change, signals and
+//!   their outcome statistics.
+//! - [`system`]: global halt/resume, system statistics, the DLQ summary.
+
+pub mod market;
+pub mod rules;
+pub mod subscriptions;
+pub mod system;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tickwatch_broker::{Broker, Publisher};
+use tickwatch_schema::names::Exchange;
+use tickwatch_schema::wire::Control;
+
+use crate::error::{Error, Result};
+
+/// A page of results with the cursor of the next page (`None`: this is the last one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The database, the broker (optional: the CLI's user commands need none) and the control
+/// publisher; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    broker: Option<Broker>,
+    publisher: Option<Publisher>,
+    announce_timeout: Duration,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("broker", &self.inner.broker)
+            .field("announce_timeout", &self.inner.announce_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a change waits for the broker to confirm its announcement before the request
+/// answers anyway (the change is stored either way).
+pub const DEFAULT_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Services {
+    /// Services on `db`; with a broker, changes are announced on `tw.control` through a
+    /// confirmed publisher started here (call inside the tokio runtime).
+    pub fn new(db: DatabaseConnection, broker: Option<Broker>) -> Self {
+        Self::with_announce_timeout(db, broker, DEFAULT_ANNOUNCE_TIMEOUT)
+    }
+
+    pub fn with_announce_timeout(
+        db: DatabaseConnection,
+        broker: Option<Broker>,
+        announce_timeout: Duration,
+    ) -> Self {
+        let publisher = broker
+            .as_ref()
+            .map(|b| Publisher::start(b, "gateway:control"));
+        Services {
+            inner: Arc::new(Inner {
+                db,
+                broker,
+                publisher,
+                announce_timeout,
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub fn broker(&self) -> Option<&Broker> {
+        self.inner.broker.as_ref()
+    }
+
+    /// Waits for announcements in flight, then stops the control publisher.
+    pub async fn close(&self) {
+        if let Some(publisher) = &self.inner.publisher {
+            publisher.close().await;
+        }
+    }
+
+    /// Announces a change on `tw.control`. Returns whether the broker confirmed it; a
+    /// failure is logged and counted, never returned (the database holds the change).
+    pub async fn announce(&self, control: &Control) -> bool {
+        let Some(publisher) = &self.inner.publisher else {
+            tracing::debug!(?control, "no broker: change stored, not announced");
+            return false;
+        };
+        let outcome = tokio::time::timeout(self.inner.announce_timeout, async {
+            publisher.publish(Exchange::Control, control).await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(_)) => {
+                metrics::counter!("tw_gateway_controls_published_total").increment(1);
+                true
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("tw_gateway_control_publish_failures_total").increment(1);
+                tracing::warn!(error = %e, ?control, "change stored but not announced; alerts instances pick it up on their next reload");
+                false
+            }
+            Err(_) => {
+                metrics::counter!("tw_gateway_control_publish_failures_total").increment(1);
+                tracing::warn!(timeout = ?self.inner.announce_timeout, ?control, "no broker confirm in time; the publisher keeps trying");
+                false
+            }
+        }
+    }
+
+    /// The broker, or a 503-style error naming what needs it.
+    pub(crate) fn require_broker(&self, what: &str) -> Result<&Broker> {
+        self.broker()
+            .ok_or_else(|| Error::Unavailable(format!("{what} needs the broker")))
+    }
+}
+
+/// Lower-case hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// An opaque cursor over a `(ts, id)` ordering: hex of `"<ts>:<id>"`.
+pub(crate) fn encode_cursor(ts: i64, id: &str) -> String {
+    hex(format!("{ts}:{id}").as_bytes())
+}
+
+/// The `(ts, id)` inside a cursor; an unreadable one is the client's mistake.
+pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, String)> {
+    let bad = || Error::invalid("cursor", "is not a cursor this API gave out");
+    let bytes = unhex(cursor).ok_or_else(bad)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (ts, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((ts.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = encode_cursor(1_763_762_400_000, "0193abc");
+        assert_eq!(
+            decode_cursor(&c).expect("round trip"),
+            (1_763_762_400_000, "0193abc".to_string())
+        );
+        for bad in ["zz", "abc", "", &hex(b"nocolon"), &hex(b"x:1")] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+}

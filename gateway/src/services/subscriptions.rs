@@ -1,0 +1,270 @@
+//! Signal subscriptions: one per user, kind and symbol (or all symbols). Subscribing again
+//! to the same kind and symbol changes the minimum grade of the existing one.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+};
+use serde_json::{Map, Value};
+use tickwatch_schema::db::entity::subscription;
+use tickwatch_schema::db::{now_ms, subscription_from_row};
+use tickwatch_schema::rule::Subscription;
+use tickwatch_schema::wire::{Control, Grade, SignalKind, validate_symbol};
+
+use super::Services;
+use crate::error::{Error, Result};
+
+/// The most subscriptions one user may have.
+pub const MAX_SUBSCRIPTIONS_PER_USER: u64 = 200;
+
+/// The fields of `POST /v1/subscriptions`.
+pub const FIELDS: &[&str] = &["kind", "symbol", "min_grade"];
+
+/// What a user asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscription {
+    pub kind: SignalKind,
+    /// `None`: every symbol.
+    pub symbol: Option<String>,
+    pub min_grade: Grade,
+}
+
+/// A stored subscription with its creation time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub subscription: Subscription,
+    pub created_at: i64,
+}
+
+impl NewSubscription {
+    /// Decodes `{"kind": …, "symbol": … | null, "min_grade": …}`, naming a bad field.
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let object: &Map<String, Value> = value
+            .as_object()
+            .ok_or_else(|| Error::invalid("body", "the subscription must be a JSON object"))?;
+        if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(Error::invalid(
+                unknown.clone(),
+                format!(
+                    "is not a field of a subscription; the fields are {}",
+                    FIELDS.join(", ")
+                ),
+            ));
+        }
+        let kind = match object.get("kind") {
+            None | Some(Value::Null) => return Err(Error::invalid("kind", "is required")),
+            Some(Value::String(s)) => s.parse::<SignalKind>()?,
+            Some(_) => return Err(Error::invalid("kind", "must be a string")),
+        };
+        let symbol = match object.get("symbol") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "*" || s.eq_ignore_ascii_case("all") => None,
+            Some(Value::String(s)) => {
+                validate_symbol(s)?;
+                Some(s.clone())
+            }
+            Some(_) => return Err(Error::invalid("symbol", "must be a string or null")),
+        };
+        let min_grade = match object.get("min_grade") {
+            None | Some(Value::Null) => Grade::D,
+            Some(Value::String(s)) => s.parse::<Grade>().map_err(|_| {
+                Error::invalid("min_grade", format!("`{s}` is not one of A, B, C, D"))
+            })?,
+            Some(_) => return Err(Error::invalid("min_grade", "must be one of A, B, C, D")),
+        };
+        Ok(NewSubscription {
+            kind,
+            symbol,
+            min_grade,
+        })
+    }
+}
+
+fn to_view(row: &subscription::Model) -> Result<SubscriptionView> {
+    Ok(SubscriptionView {
+        subscription: subscription_from_row(row)
+            .map_err(|e| Error::Data(format!("subscription {}: {e}", row.id)))?,
+        created_at: row.created_at,
+    })
+}
+
+impl Services {
+    /// Subscribes the user (or changes the grade of the same kind and symbol). Returns the
+    /// subscription and whether it is new.
+    pub async fn subscribe(
+        &self,
+        user_id: i64,
+        new: NewSubscription,
+    ) -> Result<(SubscriptionView, bool)> {
+        if let Some(symbol) = &new.symbol {
+            validate_symbol(symbol)?;
+        }
+        let mut query = subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user_id))
+            .filter(subscription::Column::Kind.eq(new.kind.as_str()));
+        query = match &new.symbol {
+            Some(s) => query.filter(subscription::Column::Symbol.eq(s.as_str())),
+            None => query.filter(subscription::Column::Symbol.is_null()),
+        };
+        if let Some(existing) = query.one(self.db()).await? {
+            let result = subscription::Entity::update_many()
+                .set(subscription::ActiveModel {
+                    min_grade: Set(new.min_grade.as_str().to_string()),
+                    active: Set(true),
+                    version: Set(existing.version + 1),
+                    ..Default::default()
+                })
+                .filter(subscription::Column::Id.eq(existing.id))
+                .filter(subscription::Column::Version.eq(existing.version))
+                .exec(self.db())
+                .await?;
+            if result.rows_affected != 1 {
+                return Err(Error::Conflict(
+                    "the subscription changed meanwhile; try again".into(),
+                ));
+            }
+            let view = SubscriptionView {
+                subscription: Subscription {
+                    id: existing.id,
+                    user_id,
+                    kind: new.kind,
+                    symbol: new.symbol,
+                    min_grade: new.min_grade,
+                    active: true,
+                    version: existing.version + 1,
+                },
+                created_at: existing.created_at,
+            };
+            self.announce(&Control::SubscriptionUpserted {
+                subscription: view.subscription.clone(),
+            })
+            .await;
+            return Ok((view, false));
+        }
+        let count = subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user_id))
+            .count(self.db())
+            .await?;
+        if count >= MAX_SUBSCRIPTIONS_PER_USER {
+            return Err(Error::Conflict(format!(
+                "you have {count} subscriptions, the most allowed; remove some first"
+            )));
+        }
+        let stored = subscription::ActiveModel {
+            user_id: Set(user_id),
+            kind: Set(new.kind.as_str().to_string()),
+            symbol: Set(new.symbol.clone()),
+            min_grade: Set(new.min_grade.as_str().to_string()),
+            active: Set(true),
+            version: Set(1),
+            created_at: Set(now_ms()),
+            ..Default::default()
+        }
+        .insert(self.db())
+        .await?;
+        let view = to_view(&stored)?;
+        self.announce(&Control::SubscriptionUpserted {
+            subscription: view.subscription.clone(),
+        })
+        .await;
+        Ok((view, true))
+    }
+
+    /// The user's subscriptions by id.
+    pub async fn list_subscriptions(&self, user_id: i64) -> Result<Vec<SubscriptionView>> {
+        subscription::Entity::find()
+            .filter(subscription::Column::UserId.eq(user_id))
+            .order_by_asc(subscription::Column::Id)
+            .all(self.db())
+            .await?
+            .iter()
+            .map(to_view)
+            .collect()
+    }
+
+    async fn owned_subscription(&self, user_id: i64, id: i64) -> Result<subscription::Model> {
+        subscription::Entity::find_by_id(id)
+            .filter(subscription::Column::UserId.eq(user_id))
+            .one(self.db())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("subscription {id}")))
+    }
+
+    /// One of the user's subscriptions.
+    pub async fn get_subscription(&self, user_id: i64, id: i64) -> Result<SubscriptionView> {
+        to_view(&self.owned_subscription(user_id, id).await?)
+    }
+
+    /// Removes one of the user's subscriptions and announces it.
+    pub async fn unsubscribe(&self, user_id: i64, id: i64) -> Result<SubscriptionView> {
+        let row = self.owned_subscription(user_id, id).await?;
+        let view = to_view(&row)?;
+        let result = subscription::Entity::delete_many()
+            .filter(subscription::Column::Id.eq(id))
+            .filter(subscription::Column::UserId.eq(user_id))
+            .exec(self.db())
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(Error::not_found(format!("subscription {id}")));
+        }
+        self.announce(&Control::SubscriptionDeleted {
+            subscription_id: id,
+            version: row.version + 1,
+        })
+        .await;
+        Ok(view)
+    }
+
+    /// Removes the user's subscriptions of `kind` (any kind: `None`) on `symbol`
+    /// (`Some(None)`: the all-symbols one; `None`: any). Returns what was removed.
+    pub async fn unsubscribe_matching(
+        &self,
+        user_id: i64,
+        kind: Option<SignalKind>,
+        symbol: Option<Option<&str>>,
+    ) -> Result<Vec<SubscriptionView>> {
+        let mut removed = Vec::new();
+        for view in self.list_subscriptions(user_id).await? {
+            let s = &view.subscription;
+            let kind_matches = kind.is_none_or(|k| k == s.kind);
+            let symbol_matches = symbol.is_none_or(|wanted| wanted == s.symbol.as_deref());
+            if kind_matches && symbol_matches {
+                removed.push(self.unsubscribe(user_id, s.id).await?);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies_are_checked_field_by_field() {
+        let ok = NewSubscription::from_json(
+            &json!({"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"}),
+        )
+        .expect("valid");
+        assert_eq!(ok.symbol.as_deref(), Some("BTCUSDT"));
+        assert_eq!(
+            NewSubscription::from_json(&json!({"kind":"golden_cross"}))
+                .expect("defaults")
+                .min_grade,
+            Grade::D
+        );
+        for (body, field) in [
+            (json!({"kind":"nope"}), "kind"),
+            (json!({"symbol":"BTCUSDT"}), "kind"),
+            (json!({"kind":"gap_up","min_grade":"Z"}), "min_grade"),
+            (json!({"kind":"gap_up","extra":1}), "extra"),
+            (json!({"kind":"gap_up","symbol":"btc"}), "symbol"),
+        ] {
+            match NewSubscription::from_json(&body) {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+}

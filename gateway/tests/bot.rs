@@ -1,0 +1,523 @@
+//! The Telegram bot through the fake Bot API: updates are fed to `getUpdates`, replies
+//! are read from the fake's `sendMessage` log.
+
+mod common;
+
+use std::time::Duration;
+
+use sea_orm::{EntityTrait, QueryOrder};
+use serde_json::{Value, json};
+use tickwatch_gateway::config::{BotConfig, Secret};
+use tickwatch_gateway::{Services, bot};
+use tickwatch_schema::db::entity::{alert_rule, setting};
+use tickwatch_tests::FakeTelegram;
+use tickwatch_tests::db::TestDb;
+use tokio_util::sync::CancellationToken;
+
+use common::{Backend, database};
+
+const ADMIN_CHAT: i64 = 900;
+
+/// A running bot on a fake Telegram with a fresh database.
+struct Harness {
+    fake: FakeTelegram,
+    services: Services,
+    db: TestDb,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(backend: Backend) -> Harness {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let fake = FakeTelegram::start().await.expect("fake telegram");
+        let db = database(backend).await;
+        let services = Services::new(db.conn.clone(), None);
+        let config = BotConfig {
+            token: Some(Secret::new("1:TEST")),
+            api_url: fake.url(),
+            admin_chats: vec![ADMIN_CHAT],
+            poll_timeout_s: 1,
+            ..BotConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (services, shutdown) = (services.clone(), shutdown.clone());
+            async move {
+                bot::run(config, services, shutdown)
+                    .await
+                    .expect("the bot runs");
+            }
+        });
+        Harness {
+            fake,
+            services,
+            db,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Sends `text` from `chat` and returns the bot's reply to that chat.
+    async fn say(&self, chat: i64, text: &str) -> String {
+        let before = self.fake.delivered().len();
+        self.fake.push_message(chat, chat, text);
+        self.reply_after(chat, before).await.text
+    }
+
+    async fn reply_after(&self, chat: i64, before: usize) -> Reply {
+        assert!(
+            self.fake
+                .wait_for_delivered(before + 1, Duration::from_secs(10))
+                .await,
+            "no reply within 10 s"
+        );
+        let message = self.fake.delivered()[before..]
+            .iter()
+            .find(|m| m.chat_id == chat)
+            .cloned()
+            .expect("a reply to that chat");
+        Reply {
+            text: visible(&message.text),
+            markup: message.reply_markup,
+        }
+    }
+
+    /// Sends and returns the reply with its buttons.
+    async fn say_full(&self, chat: i64, text: &str) -> Reply {
+        let before = self.fake.delivered().len();
+        self.fake.push_message(chat, chat, text);
+        self.reply_after(chat, before).await
+    }
+
+    async fn press(&self, chat: i64, data: &str) -> String {
+        let before = self.fake.delivered().len();
+        self.fake.push_callback_query(chat, chat, 1, data);
+        self.reply_after(chat, before).await.text
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.db.close().await.expect("cleanup");
+    }
+}
+
+/// What a user sees of an HTML-mode message: tags dropped, entities decoded (the fake
+/// passes HTML through unparsed).
+fn visible(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+struct Reply {
+    text: String,
+    markup: Option<Value>,
+}
+
+fn buttons(markup: &Option<Value>) -> Vec<String> {
+    markup
+        .as_ref()
+        .and_then(|m| m["inline_keyboard"].as_array())
+        .map(|rows| {
+            rows.iter()
+                .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+                .filter_map(|b| b["callback_data"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn rules(db: &TestDb) -> Vec<alert_rule::Model> {
+    alert_rule::Entity::find()
+        .order_by_asc(alert_rule::Column::Id)
+        .all(&db.conn)
+        .await
+        .expect("rules")
+}
+
+async fn register_alert_list_and_delete(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let chat = 501;
+
+    let welcome = h.say(chat, "/start").await;
+    assert!(welcome.contains("/register"), "{welcome}");
+    let early = h.say(chat, "/alert BTCUSDT > 65000").await;
+    assert!(early.contains("/register first"), "{early}");
+    let registered = h.say(chat, "/register").await;
+    assert!(registered.contains("Registered"), "{registered}");
+
+    let set = h.say(chat, "/alert BTCUSDT > 65000").await;
+    assert!(set.contains("#1"), "{set}");
+    let by_korean_name = h
+        .say(chat, "/alert 삼성전자 crossing_down 70000 once")
+        .await;
+    assert!(by_korean_name.contains("#2"), "{by_korean_name}");
+    let stored = rules(&h.db).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        (
+            stored[0].venue.as_str(),
+            stored[0].symbol.as_str(),
+            stored[0].condition.as_str(),
+            stored[0].threshold.as_deref()
+        ),
+        ("binance", "BTCUSDT", "greater_than", Some("65000"))
+    );
+    assert_eq!(
+        (
+            stored[1].venue.as_str(),
+            stored[1].symbol.as_str(),
+            stored[1].condition.as_str()
+        ),
+        ("krx", "005930", "crossing_down")
+    );
+
+    let list = h.say_full(chat, "/alerts").await;
+    assert!(
+        list.text.contains("#1") && list.text.contains("#2"),
+        "{}",
+        list.text
+    );
+    let data = buttons(&list.markup);
+    for wanted in ["pause:1", "del:1", "pause:2", "del:2"] {
+        assert!(data.iter().any(|d| d == wanted), "{wanted} in {data:?}");
+    }
+    let paused = h.press(chat, "pause:2").await;
+    assert!(paused.contains("paused"), "{paused}");
+    assert!(!rules(&h.db).await[1].active);
+    let resumed = h.say(chat, "/resume 2").await;
+    assert!(resumed.contains("resumed"), "{resumed}");
+
+    let deleted = h.say(chat, "/delalert 1").await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    assert_eq!(rules(&h.db).await.len(), 1);
+    let missing = h.say(chat, "/delalert 1").await;
+    assert!(missing.contains("No alert rule 1"), "{missing}");
+
+    // Another user cannot touch this user's rule.
+    let other = 502;
+    h.say(other, "/register").await;
+    let refused = h.say(other, "/delalert 2").await;
+    assert!(refused.starts_with("⚠️ No alert rule 2"), "{refused}");
+    let refused = h.press(other, "pause:2").await;
+    assert!(refused.contains("No alert rule 2"), "{refused}");
+    assert!(rules(&h.db).await[0].active, "untouched by the other user");
+
+    assert!(
+        h.fake.commands().to_string().contains("\"alert\""),
+        "setMyCommands"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn register_alert_list_and_delete_sqlite() {
+    register_alert_list_and_delete(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn register_alert_list_and_delete_postgres() {
+    register_alert_list_and_delete(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn bad_input_says_what_is_wrong_and_the_right_form() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let chat = 601;
+    h.say(chat, "/register").await;
+    for (text, needles) in [
+        (
+            "/alert",
+            vec!["symbol is missing", "Use: /alert <symbol>", "Example:"],
+        ),
+        ("/alert BTCUSDT sideways 5", vec!["not a condition", "Use:"]),
+        ("/alert BTCUSDT > abc", vec!["not a price"]),
+        (
+            "/alert BTCUSDT > -5",
+            vec!["threshold", "above zero", "Use:"],
+        ),
+        ("/alert NOSUCHCOIN > 5", vec!["Unknown symbol"]),
+        (
+            "/alert btc > 5",
+            vec!["several symbols", "binance:BTCUSDT", "upbit:KRW-BTC"],
+        ),
+        ("/delalert x", vec!["not an alert id", "/delalert 12"]),
+        (
+            "/subscribe weather",
+            vec!["not a signal kind", "rsi_oversold"],
+        ),
+        ("/settings alert loud", vec!["on, silent or off"]),
+        ("/price", vec!["symbol is missing"]),
+        ("/frobnicate", vec!["no /frobnicate", "/help"]),
+        ("/resume", vec!["Which alert"]),
+    ] {
+        let reply = h.say(chat, text).await;
+        for needle in needles {
+            assert!(reply.contains(needle), "{text} → {reply} (wanted {needle})");
+        }
+    }
+    // The spelt-out venue works where the name alone is ambiguous.
+    let set = h
+        .say(chat, "/alert upbit:KRW-BTC cross_up 100000000 every 1h")
+        .await;
+    assert!(set.contains("#1"), "{set}");
+    let help = h.say(chat, "/help").await;
+    for command in [
+        "/alert",
+        "/alerts",
+        "/subscribe",
+        "/settings",
+        "/apikey",
+        "/price",
+    ] {
+        assert!(help.contains(command), "{command} in help");
+    }
+    assert!(
+        !help.contains("/broadcast"),
+        "admin commands only for admins"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn search_by_name_or_alias_offers_alert_buttons() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let chat = 701;
+    let found = h.say_full(chat, "삼성").await;
+    assert!(found.text.contains("005930"), "{}", found.text);
+    assert!(buttons(&found.markup).contains(&"pick:krx:005930".to_string()));
+    let found = h.say_full(chat, "samsung").await;
+    assert!(found.text.contains("삼성전자"), "{}", found.text);
+    let btc = h.say_full(chat, "btc").await;
+    let data = buttons(&btc.markup);
+    assert!(
+        data.contains(&"pick:binance:BTCUSDT".to_string())
+            && data.contains(&"pick:upbit:KRW-BTC".to_string()),
+        "{data:?}"
+    );
+    let how = h.press(chat, "pick:krx:005930").await;
+    assert!(how.contains("/alert krx:005930 > PRICE"), "{how}");
+    let none = h.say(chat, "zzzzqqq").await;
+    assert!(none.contains("No symbol matches"), "{none}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn only_admins_halt_and_broadcast() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let user = 801;
+    h.say(user, "/register").await;
+    let refused = h.say(user, "/halt").await;
+    assert!(refused.contains("Only admins"), "{refused}");
+    let refused = h.say(user, "/broadcast hi").await;
+    assert!(refused.contains("Only admins"), "{refused}");
+    assert!(
+        setting::Entity::find_by_id("notifications_halted".to_string())
+            .one(&h.db.conn)
+            .await
+            .expect("query")
+            .is_none(),
+        "a refused /halt changes nothing"
+    );
+
+    let halted = h.say(ADMIN_CHAT, "/halt").await;
+    assert!(halted.contains("halted"), "{halted}");
+    assert!(h.services.notifications_halted().await.expect("read"));
+    let stats = h.say(ADMIN_CHAT, "/stats").await;
+    assert!(
+        stats.contains("Users: 1") && stats.contains("halted"),
+        "{stats}"
+    );
+    let resumed = h.say(ADMIN_CHAT, "/resume").await;
+    assert!(resumed.contains("resumed"), "{resumed}");
+    assert!(!h.services.notifications_halted().await.expect("read"));
+
+    let before = h.fake.delivered().len();
+    h.fake
+        .push_message(ADMIN_CHAT, ADMIN_CHAT, "/broadcast Maintenance tonight");
+    assert!(
+        h.fake
+            .wait_for_delivered(before + 3, Duration::from_secs(10))
+            .await
+    );
+    let to_user: Vec<String> = h
+        .fake
+        .delivered_to(user)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(
+        to_user.iter().any(|t| t == "Maintenance tonight"),
+        "{to_user:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn korean_users_settings_keys_and_paused_notice() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let chat = 1001;
+    // A Korean Telegram client.
+    let before = h.fake.delivered().len();
+    h.fake.push_update(json!({"message": {
+        "message_id": 1, "date": 1_763_762_400, "text": "/register",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 9}],
+        "chat": {"id": chat, "type": "private", "first_name": "민수"},
+        "from": {"id": chat, "is_bot": false, "first_name": "민수", "language_code": "ko"}
+    }}));
+    let reply = h.reply_after(chat, before).await.text;
+    assert!(reply.contains("등록되었습니다"), "{reply}");
+    let bad = h.say(chat, "/alert 삼성전자 > 칠만").await;
+    assert!(
+        bad.contains("가격이 아닙니다") && bad.contains("형식"),
+        "{bad}"
+    );
+
+    let settings = h.say_full(chat, "/settings signal silent").await;
+    assert!(
+        settings.text.contains("signal: silent"),
+        "{}",
+        settings.text
+    );
+    assert!(buttons(&settings.markup).contains(&"pref:alert:off".to_string()));
+    let english = h.press(chat, "lang:en").await;
+    assert!(english.contains("Language: English"), "{english}");
+
+    let key = h.say(chat, "/apikey").await;
+    let token = key
+        .split_whitespace()
+        .find(|w| w.starts_with("tw_"))
+        .expect("the key is shown once")
+        .to_string();
+    let caller = h
+        .services
+        .authenticate(&token)
+        .await
+        .expect("the key works");
+    assert_eq!(
+        caller.user_id,
+        h.services
+            .user_by_chat(chat)
+            .await
+            .expect("q")
+            .expect("user")
+            .id
+    );
+
+    // The notifier paused this user (the bot was blocked): /start says so.
+    h.services
+        .deactivate_user(caller.user_id, "the bot was blocked")
+        .await
+        .expect("pause");
+    let start = h.say(chat, "/start").await;
+    assert!(
+        start.contains("paused")
+            && start.contains("the bot was blocked")
+            && start.contains("/register"),
+        "{start}"
+    );
+    let back = h.say(chat, "/register").await;
+    assert!(back.contains("back on"), "{back}");
+
+    // /unregister stops notifications; the button deletes everything.
+    let stop = h.say_full(chat, "/unregister").await;
+    assert!(stop.text.contains("stopped"), "{}", stop.text);
+    assert_eq!(buttons(&stop.markup), vec!["forget".to_string()]);
+    let gone = h.press(chat, "forget").await;
+    assert!(gone.contains("Deleted your data"), "{gone}");
+    assert!(
+        h.services.authenticate(&token).await.is_err(),
+        "its keys are gone"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_prices_signals_and_stats() {
+    use sea_orm::ActiveModelTrait;
+    use sea_orm::ActiveValue::Set;
+    use tickwatch_schema::db::entity::{latest_price, signal};
+
+    let h = Harness::start(Backend::Sqlite).await;
+    let chat = 1101;
+    h.say(chat, "/register").await;
+    let sub = h.say(chat, "/subscribe rsi_oversold 삼성전자 B").await;
+    assert!(
+        sub.contains("rsi_oversold") && sub.contains("005930") && sub.contains("grade B"),
+        "{sub}"
+    );
+    let all = h.say(chat, "/subscribe golden_cross all").await;
+    assert!(all.contains("every symbol"), "{all}");
+    let list = h.say(chat, "/alerts").await;
+    assert!(
+        list.contains("rsi_oversold 005930 ≥B") && list.contains("golden_cross * ≥D"),
+        "{list}"
+    );
+    let none = h.say(chat, "/unsubscribe death_cross").await;
+    assert!(none.contains("No matching subscription"), "{none}");
+    let removed = h.say(chat, "/unsubscribe rsi_oversold 005930").await;
+    assert!(removed.contains("Removed 1"), "{removed}");
+    let removed = h.say(chat, "/unsubscribe all").await;
+    assert!(removed.contains("Removed 1"), "{removed}");
+
+    let no_price = h.say(chat, "/price 삼성전자").await;
+    assert!(no_price.contains("no price recorded yet"), "{no_price}");
+    latest_price::ActiveModel {
+        venue: Set("krx".into()),
+        symbol: Set("005930".into()),
+        price: Set("71500".into()),
+        ts: Set(1_763_762_400_000),
+    }
+    .insert(&h.db.conn)
+    .await
+    .expect("price");
+    let price = h.say(chat, "/price samsung").await;
+    assert!(price.contains("005930 (krx) 71500"), "{price}");
+
+    let empty = h.say(chat, "/signals").await;
+    assert!(empty.contains("No signals"), "{empty}");
+    signal::ActiveModel {
+        id: Set("sig-1".into()),
+        kind: Set("golden_cross".into()),
+        venue: Set("krx".into()),
+        symbol: Set("005930".into()),
+        interval: Set("1d".into()),
+        ts: Set(1_763_762_400_000),
+        price: Set("71000".into()),
+        score: Set(81),
+        grade: Set("A".into()),
+        details: Set("{}".into()),
+        ret_1: Set(Some(0.01)),
+        ret_5: Set(Some(0.02)),
+        ret_20: Set(None),
+        created_at: Set(1_763_762_400_000),
+    }
+    .insert(&h.db.conn)
+    .await
+    .expect("signal");
+    let signals = h.say(chat, "/signals 삼성전자").await;
+    assert!(
+        signals.contains("005930 golden_cross A (81) @ 71000"),
+        "{signals}"
+    );
+    let stats = h.say(chat, "/stats").await;
+    assert!(
+        stats.contains("golden_cross (1): 100% of 1 · +2.00%"),
+        "{stats}"
+    );
+    assert!(!stats.contains("System"), "system figures are for admins");
+    h.stop().await;
+}
