@@ -48,8 +48,35 @@ INDICATOR_WINDOWS = [
      "EcoPro BM (KOSDAQ), a strong trend with integer KRW prices"),
 ]
 
-# Plain windows for the signal tests: (name, source, first ts, rows).
-SIGNAL_WINDOWS = []
+# Plain windows for the signal tests: (file name, source, first ts, rows, why).
+SIGNAL_WINDOWS = [
+    ("btc_1d_2023.csv", "BTCUSDT_1d.csv", "2022-10-01", 435,
+     "BTC's 2023 stage-2 advance: VCP setup 2023-11-30, breakout 2023-12-04; golden cross, new highs"),
+    ("btc_1d_2022.csv", "BTCUSDT_1d.csv", "2021-11-10", 417,
+     "BTC's 2022 bear market: no VCP, no 52-week high, no MA cross, no closing-price setup"),
+    ("spy_2008.csv", "SPY_1d.csv", "2007-12-31", 300,
+     "SPY in the 2008 crash: nothing overbought, no volume surge, no high, no setup"),
+    ("spy_2008_crash.csv", "SPY_1d.csv", "2008-05-23", 120,
+     "SPY from May to November 2008: no close above the upper band"),
+    ("spy_2009_rally.csv", "SPY_1d.csv", "2009-03-11", 300,
+     "SPY's rally off the March-2009 low: RSI never leaves oversold (never gets there)"),
+    ("spy_2009_2010.csv", "SPY_1d.csv", "2009-08-03", 300,
+     "SPY Aug 2009 - Oct 2010: band width never at a 120-bar low"),
+    ("spy_2017.csv", "SPY_1d.csv", "2016-12-06", 90,
+     "SPY's steady early-2017 advance: no bullish MACD cross after the first value"),
+    ("aapl_2013.csv", "AAPL_1d.csv", "2013-04-08", 90,
+     "AAPL April - August 2013: no bearish MACD cross after the first value"),
+    ("btc_4h_2020q4.csv", "BTCUSDT_4h.csv", "2020-10-04T12", 300,
+     "BTC 4h in the Q4-2020 rally: no close below the lower band"),
+    ("btc_1m_2023-03-13.csv", "BTCUSDT_1m.csv", "2023-03-12T22:00", 360,
+     "BTC minutes into the SVB-rescue rally: opening-range breakout 2023-03-13 00:40"),
+    ("btc_1m_2023-03-07.csv", "BTCUSDT_1m.csv", "2023-03-06T22:00", 360,
+     "BTC minutes on 2023-03-07: the first close above the opening range has no volume"),
+    ("btc_1d_2020_2022.csv", "BTCUSDT_1d.csv", "2020-01-01", 1100,
+     "three years of BTC days for the restart (warm-up) test: longer than the daily warm-up"),
+    ("btc_4h_2019.csv", "BTCUSDT_4h.csv", "2019-06-01", 1100,
+     "BTC 4h bars for the intraday restart test (incl. the 2019-08-15 missing bar)"),
+]
 
 COLUMNS = [
     "sma20", "ema20", "rsi14", "macd", "macd_signal", "macd_hist",

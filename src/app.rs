@@ -10,6 +10,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tickwatch_broker::{Broker, Publisher, Topology};
+use tickwatch_gateway::Services;
+use tickwatch_gateway::api::ApiState;
 use tickwatch_producers::broker_sink::PublisherSink;
 use tickwatch_producers::csv::{CsvConfig, Speed};
 use tickwatch_producers::{MarketSink, Metrics};
@@ -360,6 +362,52 @@ pub fn demo_csv(config: &Config, path: &Path) -> anyhow::Result<CsvConfig> {
     Ok(csv)
 }
 
+/// The service layer of the API and the bot, announcing changes on the broker.
+pub fn services(db: &DatabaseConnection, broker: Option<&Broker>) -> Services {
+    Services::new(db.clone(), broker.cloned())
+}
+
+/// Starts the HTTP API on `roles`; its address must be free.
+pub async fn start_api(roles: &mut Roles, config: &Config, services: &Services) -> anyhow::Result<()> {
+    let handle = crate::admin::metrics_handle()?;
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || handle.render());
+    let state = ApiState::new(services.clone(), config.api.clone(), Some(render))?;
+    let listener = tokio::net::TcpListener::bind(&config.api.addr)
+        .await
+        .with_context(|| format!("api.addr {}: cannot listen (TICKWATCH_API_ADDR)", config.api.addr))?;
+    let shutdown = roles.token();
+    roles.spawn("api", async move { Ok(tickwatch_gateway::api::serve(state, listener, shutdown).await?) });
+    Ok(())
+}
+
+/// Starts the Telegram bot on `roles`.
+pub fn start_bot(roles: &mut Roles, config: &Config, services: &Services) {
+    let (bot, services, shutdown) = (config.bot.clone(), services.clone(), roles.token());
+    roles.spawn("bot", async move { Ok(tickwatch_gateway::bot::run(bot, services, shutdown).await?) });
+}
+
+/// `tickwatch api` or `tickwatch bot`.
+pub async fn gateway(config: &Config, api: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let name = if api { "api" } else { "bot" };
+    let db = database(config, Migrations::Require).await?;
+    let broker = broker(config, name).await?;
+    crate::admin::spawn(config, crate::admin::Readiness { broker: Some(broker.clone()), db: Some(db.clone()) }, &shutdown)?;
+    let services = services(&db, Some(&broker));
+    let mut roles = Roles::new(&shutdown);
+    if api {
+        start_api(&mut roles, config, &services).await?;
+    } else {
+        if config.bot.token.is_none() {
+            anyhow::bail!("the bot needs TELEGRAM_BOT_TOKEN (or [telegram] token) from @BotFather");
+        }
+        start_bot(&mut roles, config, &services);
+    }
+    let result = roles.wait().await;
+    services.close().await;
+    broker.close();
+    result
+}
+
 /// `tickwatch run`: every role in one process.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = database(config, Migrations::Apply).await?;
@@ -377,9 +425,16 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         },
         &shutdown,
     )?;
+    let services = services(&db, Some(&broker));
     let mut roles = Roles::new(&shutdown);
     for role in [Role::Recorder, Role::Notifier] {
         start_role(&mut roles, role, config, &broker, &db);
+    }
+    start_api(&mut roles, config, &services).await?;
+    if config.bot.token.is_some() {
+        start_bot(&mut roles, config, &services);
+    } else {
+        tracing::info!("no TELEGRAM_BOT_TOKEN: the Telegram bot is not started (the HTTP API is)");
     }
     if config.run.sources.is_empty() {
         let file = demo_file(config)?;
@@ -393,6 +448,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         }
     }
     let result = roles.wait().await;
+    services.close().await;
     broker.close();
     result
 }

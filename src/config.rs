@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 use tickwatch_broker::BrokerConfig;
 use tickwatch_broker::config::mask_url;
+use tickwatch_gateway::{ApiConfig, BotConfig};
 use tickwatch_notifier::NotifierConfig;
 use tickwatch_producers::binance::BinanceConfig;
 use tickwatch_producers::csv::CsvConfig;
@@ -32,6 +33,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub telegram: TelegramConfig,
     pub api: ApiConfig,
+    pub bot: BotConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub recorder: RecorderConfig,
@@ -155,20 +157,6 @@ fn chat_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ApiConfig {
-    pub addr: String,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            addr: "127.0.0.1:8080".to_string(),
-        }
-    }
-}
-
 /// Where every process serves `/healthz`, `/readyz` and `/metrics`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -287,6 +275,13 @@ impl Config {
             .clone()
             .map(tickwatch_notifier::Secret::new);
         self.notifier.telegram_api_url = self.telegram.api_url.clone();
+        self.bot.token = self
+            .telegram
+            .token
+            .clone()
+            .map(tickwatch_gateway::config::Secret::new);
+        self.bot.api_url = self.telegram.api_url.clone();
+        self.bot.admin_chats = self.telegram.admin_chats.clone();
     }
 
     /// Checks every section; the error names the key.
@@ -318,10 +313,8 @@ impl Config {
         {
             bail!("telegram.token: a bot token looks like `123456:ABC…` (from @BotFather)");
         }
-        self.api
-            .addr
-            .parse::<SocketAddr>()
-            .map_err(|e| anyhow::anyhow!("api.addr: `{}` is not host:port ({e})", self.api.addr))?;
+        self.api.validate()?;
+        self.bot.validate()?;
         self.admin.addr.parse::<SocketAddr>().map_err(|e| {
             anyhow::anyhow!("admin.addr: `{}` is not host:port ({e})", self.admin.addr)
         })?;

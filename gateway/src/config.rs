@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
@@ -250,12 +250,15 @@ impl Default for WebhookConfig {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotConfig {
-    /// `TELEGRAM_BOT_TOKEN`, from @BotFather. The bot cannot run without it.
+    /// `TELEGRAM_BOT_TOKEN`, from @BotFather. The bot cannot run without it. In the
+    /// `tickwatch` binary this, `api_url` and `admin_chats` come from `[telegram]`.
+    #[serde(skip)]
     pub token: Option<Secret>,
     /// `TELEGRAM_API_URL`: Telegram's, a self-hosted Bot API server, or a test fake.
+    #[serde(skip)]
     pub api_url: String,
     /// `TICKWATCH_ADMIN_CHATS`: chats with admin rights (`[1, 2]` or `"1,2"`).
-    #[serde(deserialize_with = "chat_list")]
+    #[serde(skip)]
     pub admin_chats: Vec<i64>,
     pub mode: BotMode,
     /// Seconds one `getUpdates` long poll waits.
@@ -412,22 +415,6 @@ pub fn parse_chat_list(text: &str) -> std::result::Result<Vec<i64>, String> {
                 .map_err(|_| format!("`{s}` is not a chat id"))
         })
         .collect()
-}
-
-/// Accepts `[1, 2]`, `"1,2"` or `1`.
-fn chat_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Chats {
-        List(Vec<i64>),
-        One(i64),
-        Text(String),
-    }
-    match Chats::deserialize(d)? {
-        Chats::List(list) => Ok(list),
-        Chats::One(id) => Ok(vec![id]),
-        Chats::Text(text) => parse_chat_list(&text).map_err(serde::de::Error::custom),
-    }
 }
 
 #[cfg(test)]

@@ -1,1 +1,37 @@
-//! (in progress)
+//! tickwatch-signals: the pure signals engine behind `tickwatch consume signals`,
+//! `tickwatch scan` and `tickwatch indicators`.
+//!
+//! Candles go in, [`Signal`](tickwatch_schema::wire::Signal)s and signal outcomes come
+//! out; no I/O, no clock. The broker adapter (elsewhere) feeds
+//! [`SignalEngine::process`] and publishes what it returns.
+//!
+//! - [`indicators`]: streaming SMA, EMA, RSI, MACD, Bollinger, ATR, VWAP, rolling
+//!   highest/lowest — O(1) per bar and bit-for-bit TA-Lib.
+//! - [`engine`]: per-series state, idempotency, halted bars, outcomes, warm-up; it runs
+//!   the detectors of `series` (classic signals and the closing-price setup), `vcp` and
+//!   `intraday` (gap up, opening-range breakout, VWAP reclaim), which turn indicator
+//!   values into scored hits.
+//! - [`config`]: every parameter, with defaults and validation.
+//! - [`stats`]: per-kind outcome statistics (count, hit rate, mean return).
+//! - [`cli`]: `write_indicators`, `scan` and its human format.
+//! - [`bench`]: the throughput benchmark (`tickwatch bench signals`).
+//! - [`num`]: decimal conversion and the tolerant comparisons every detector uses.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+mod hit;
+pub mod indicators;
+mod intraday;
+pub mod num;
+mod series;
+pub mod stats;
+mod vcp;
+
+pub use cli::{INDICATORS_HEADER, format_scan, scan, write_indicators};
+pub use config::SignalsConfig;
+pub use engine::{Output, SignalEngine, is_halted};
+pub use error::Error;
+pub use stats::{Direction, KindStats, direction, outcome_stats};

@@ -1,0 +1,28 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in `tickwatch-signals`: a bad configuration value, an
+/// unreadable history file, or a failed write of the CLI output.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range; `key` is its dotted path (`rsi.oversold`).
+    #[error("invalid signals configuration `{key}`: {reason}")]
+    Config { key: String, reason: String },
+    /// A history file could not be read (the message names the file and line).
+    #[error(transparent)]
+    History(#[from] tickwatch_schema::Error),
+    /// Writing the output failed.
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The benchmark has nothing to run on.
+    #[error("benchmark: {0}")]
+    Bench(String),
+}
+
+impl Error {
+    pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The engine's rules: idempotency, ordering, restarts, outcomes, configuration, and the
+//! library side of the two CLI commands.
+
+mod common;
+
+use common::{candles, daily};
+use tickwatch_schema::wire::{Candle, Interval, SignalKind};
+use tickwatch_signals::{
+    Error, INDICATORS_HEADER, Output, SignalEngine, SignalsConfig, format_scan, outcome_stats,
+    scan, write_indicators,
+};
+
+fn engine() -> SignalEngine {
+    SignalEngine::new(SignalsConfig::default()).expect("default config is valid")
+}
+
+fn run(engine: &mut SignalEngine, bars: &[Candle]) -> Vec<Vec<Output>> {
+    bars.iter().map(|c| engine.process(c)).collect()
+}
+
+#[test]
+fn a_redelivered_candle_returns_the_same_outputs_and_an_older_one_nothing() {
+    let bars = daily("indicators/spy_2015.csv", "nyse", "SPY");
+    let mut straight = engine();
+    let expected = run(&mut straight, &bars);
+
+    let mut e = engine();
+    let mut redelivered = 0;
+    for (i, c) in bars.iter().enumerate() {
+        let first = e.process(c);
+        assert_eq!(first, expected[i], "bar {i}");
+        // A crash before the ack: the broker delivers the same candle again.
+        let again = e.process(c);
+        assert_eq!(
+            again, first,
+            "bar {i}: a redelivery must re-emit the same outputs"
+        );
+        redelivered += usize::from(!first.is_empty());
+        if i > 0 {
+            // A stale candle changes nothing and says nothing.
+            assert!(e.process(&bars[i - 1]).is_empty());
+            assert_eq!(e.process(c), first);
+        }
+    }
+    assert!(
+        redelivered > 50,
+        "the window produces outputs to re-emit ({redelivered})"
+    );
+}
+
+#[test]
+fn open_candles_are_ignored_and_series_are_separate() {
+    let bars = daily("indicators/spy_2015.csv", "nyse", "SPY");
+    let mut e = engine();
+    let mut open = bars[0].clone();
+    open.closed = false;
+    assert!(e.process(&open).is_empty());
+    assert_eq!(e.series_count(), 0, "an open candle creates no state");
+
+    // The same bars under two symbols and two intervals interleaved give each series
+    // exactly what it gives alone.
+    let alone = run(&mut engine(), &bars);
+    let mut e = engine();
+    for (i, c) in bars.iter().enumerate() {
+        let mut other = c.clone();
+        other.symbol = "SPY2".into();
+        let mut weekly = c.clone();
+        weekly.interval = Interval::W1;
+        let out = e.process(c);
+        e.process(&other);
+        e.process(&weekly);
+        assert_eq!(out, alone[i]);
+    }
+    assert_eq!(e.series_count(), 3);
+}
+
+#[test]
+fn signal_ids_are_deterministic_and_outcomes_follow_at_1_5_20_bars() {
+    let bars = daily("indicators/spy_2015.csv", "nyse", "SPY");
+    let outputs: Vec<Output> = run(&mut engine(), &bars).into_iter().flatten().collect();
+    let again: Vec<Output> = run(&mut engine(), &bars).into_iter().flatten().collect();
+    assert_eq!(outputs, again);
+
+    let signals: Vec<_> = outputs.iter().filter_map(Output::as_signal).collect();
+    let ids: std::collections::HashSet<_> = signals.iter().map(|s| s.id).collect();
+    assert_eq!(ids.len(), signals.len(), "ids are unique");
+    // Each signal's outcomes come exactly at 1, 5 and 20 bars (when the window is long
+    // enough), with the return from its close.
+    let closes: Vec<f64> = bars
+        .iter()
+        .map(|c| c.close.to_string().parse().expect("close"))
+        .collect();
+    let index_of = |ts: i64| {
+        bars.iter()
+            .position(|c| c.open_ts + 86_400_000 == ts)
+            .expect("bar")
+    };
+    for s in &signals {
+        let i = index_of(s.ts);
+        let outcomes: Vec<(u32, f64)> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Outcome {
+                    signal_id,
+                    kind,
+                    horizon_bars,
+                    ret,
+                } if *signal_id == s.id => {
+                    assert_eq!(*kind, s.kind);
+                    Some((*horizon_bars, *ret))
+                }
+                _ => None,
+            })
+            .collect();
+        let want: Vec<u32> = [1, 5, 20]
+            .into_iter()
+            .filter(|h| i + (*h as usize) < bars.len())
+            .collect();
+        assert_eq!(
+            outcomes.iter().map(|o| o.0).collect::<Vec<_>>(),
+            want,
+            "{s:?}"
+        );
+        for (h, ret) in outcomes {
+            let expected = closes[i + h as usize] / closes[i] - 1.0;
+            assert!((ret - expected).abs() < 1e-12, "{ret} vs {expected}");
+        }
+    }
+    let stats = outcome_stats(outputs.iter().filter_map(Output::as_outcome));
+    let golden = stats
+        .iter()
+        .find(|s| s.kind == SignalKind::GoldenCross && s.horizon_bars == 20)
+        .expect("golden cross stats");
+    assert!(golden.count >= 1 && (0.0..=1.0).contains(&golden.hit_rate));
+}
+
+/// Runs `bars` straight through, and again with a fresh engine fed only the
+/// `warmup` bars before `live`; returns both engines' outputs from `live` on.
+fn restart(bars: &[Candle], live: usize, warmup: usize) -> (Vec<Vec<Output>>, Vec<Vec<Output>>) {
+    let mut straight = engine();
+    let all = run(&mut straight, bars);
+    let mut warm = engine();
+    run(&mut warm, &bars[live - warmup..live]);
+    (all[live..].to_vec(), run(&mut warm, &bars[live..]))
+}
+
+fn check_restart(bars: &[Candle], interval: Interval) {
+    let warmup = engine().warmup_bars_for(interval);
+    assert!(
+        bars.len() > warmup + 200,
+        "the fixture must be longer than the warm-up"
+    );
+    let mut checked = 0;
+    for live in [warmup, warmup + 97, bars.len() - 150] {
+        let (straight, warmed) = restart(bars, live, warmup);
+        for (i, (a, b)) in straight.iter().zip(&warmed).enumerate() {
+            assert_eq!(a, b, "restart at bar {live}: outputs differ {i} bars later");
+        }
+        checked += straight.iter().map(Vec::len).sum::<usize>();
+    }
+    assert!(
+        checked > 100,
+        "the live stretches hold signals and outcomes ({checked})"
+    );
+    // And the warm-up is needed: 60 bars are not enough to reproduce them.
+    let live = bars.len() - 150;
+    let (straight, short) = restart(bars, live, 60);
+    assert_ne!(straight, short, "a short warm-up should not suffice");
+}
+
+#[test]
+fn warm_up_reproduces_daily_outputs() {
+    let bars = daily("windows/btc_1d_2020_2022.csv", "binance", "BTCUSDT");
+    check_restart(&bars, Interval::D1);
+}
+
+#[test]
+fn warm_up_reproduces_intraday_outputs() {
+    let bars = candles(
+        "windows/btc_4h_2019.csv",
+        "binance",
+        "BTCUSDT",
+        Interval::H4,
+    );
+    check_restart(&bars, Interval::H4);
+}
+
+#[test]
+fn warm_up_reproduces_minute_outputs_on_the_full_file() {
+    // Minutes need two whole sessions (2,881 bars): too long for a fixture, so this
+    // runs on the shared data folder when it is there.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/BTCUSDT_1m.csv");
+    let Ok(reader) = tickwatch_schema::history::open(&path, None, None, None) else {
+        eprintln!("skipped: {} is not here", path.display());
+        return;
+    };
+    let bars: Vec<Candle> = reader.take(9_000).map(|c| c.expect("bar")).collect();
+    check_restart(&bars, Interval::M1);
+}
+
+#[test]
+fn warm_up_lengths() {
+    let e = engine();
+    assert_eq!(e.warmup_bars_for(Interval::D1), 797);
+    assert_eq!(e.warmup_bars_for(Interval::H4), 797);
+    assert_eq!(e.warmup_bars_for(Interval::M1), 2 * 1440 + 1 + 20);
+    assert_eq!(e.warmup_bars(), 2 * 1440 + 1 + 20);
+}
+
+#[test]
+fn configuration_validates_and_names_the_bad_key() {
+    assert!(SignalsConfig::default().validate().is_ok());
+    let bad = |edit: fn(&mut SignalsConfig), key: &str| {
+        let mut c = SignalsConfig::default();
+        edit(&mut c);
+        match c.validate() {
+            Err(Error::Config { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("{key}: {other:?}"),
+        }
+        assert!(SignalEngine::new(c).is_err());
+    };
+    bad(|c| c.rsi.oversold = 80.0, "rsi.oversold");
+    bad(|c| c.rsi.period = 1, "rsi.period");
+    bad(|c| c.macd.fast = 30, "macd.fast");
+    bad(|c| c.grades.b = 90, "grades");
+    bad(|c| c.vcp.min_contractions = 1, "vcp.min_contractions");
+    bad(
+        |c| c.vcp.max_contraction_ratio = f64::NAN,
+        "vcp.max_contraction_ratio",
+    );
+    bad(|c| c.closing.max_gain_pct = 1.0, "closing.max_gain_pct");
+    bad(|c| c.intraday.orb_minutes = 0, "intraday.orb_minutes");
+    bad(
+        |c| {
+            c.sessions.utc_offset_minutes.insert("nyse".into(), 2_000);
+        },
+        "sessions.utc_offset_minutes.nyse",
+    );
+
+    // TOML names only what it changes; unknown keys are refused.
+    let c: SignalsConfig = toml::from_str(
+        "enabled = [\"vcp_setup\", \"gap_up\"]\n[rsi]\noversold = 25.0\n[grades]\na = 90\n",
+    )
+    .expect("partial config");
+    assert_eq!(c.enabled, [SignalKind::VcpSetup, SignalKind::GapUp]);
+    assert_eq!(
+        (c.rsi.oversold, c.rsi.overbought, c.grades.a, c.grades.b),
+        (25.0, 70.0, 90, 65)
+    );
+    assert!(c.validate().is_ok());
+    assert!(toml::from_str::<SignalsConfig>("[rsi]\noversld = 25.0\n").is_err());
+    let round_trip: SignalsConfig =
+        toml::from_str(&toml::to_string(&SignalsConfig::default()).expect("serialise"))
+            .expect("parse");
+    assert_eq!(round_trip, SignalsConfig::default());
+}
+
+#[test]
+fn disabled_kinds_do_not_fire() {
+    let bars = daily("indicators/spy_2015.csv", "nyse", "SPY");
+    let all = scan(bars.iter().cloned().map(Ok), &SignalsConfig::default(), &[]).expect("scan");
+    let only = scan(
+        bars.iter().cloned().map(Ok),
+        &SignalsConfig::default(),
+        &[SignalKind::GoldenCross, SignalKind::DeathCross],
+    )
+    .expect("scan");
+    assert!(all.len() > only.len());
+    assert!(
+        only.iter()
+            .all(|s| matches!(s.kind, SignalKind::GoldenCross | SignalKind::DeathCross))
+    );
+    let expected: Vec<_> = all
+        .into_iter()
+        .filter(|s| matches!(s.kind, SignalKind::GoldenCross | SignalKind::DeathCross))
+        .collect();
+    assert_eq!(only, expected);
+}
+
+#[test]
+fn write_indicators_matches_the_fixture_columns() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/indicators/spy_2015.csv");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let reader = tickwatch_schema::history::HistoryReader::new(
+        text.as_bytes(),
+        "spy",
+        "nyse",
+        "SPY",
+        Interval::D1,
+    )
+    .expect("header");
+    let mut out = Vec::new();
+    let rows = write_indicators(reader, &mut out).expect("write");
+    let out = String::from_utf8(out).expect("utf-8");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(INDICATORS_HEADER));
+    assert_eq!(rows, 400);
+    // The fixture's first 16 columns minus the inputs are the same quantities, in the
+    // same order (ts, sma20 … atr14), formatted round-trip exact.
+    for (ours, fixture) in lines.zip(text.lines().skip(1)) {
+        let f: Vec<&str> = fixture.split(',').collect();
+        let o: Vec<&str> = ours.split(',').collect();
+        assert_eq!(o.len(), 11);
+        assert_eq!(o[0], f[0]);
+        for (a, b) in o[1..].iter().zip(&f[6..16]) {
+            let (a, b) = (a.parse::<f64>().ok(), b.parse::<f64>().ok());
+            assert_eq!(a, b, "{ours}");
+        }
+    }
+}
+
+#[test]
+fn scan_output_reads_well() {
+    let bars = daily("windows/btc_1d_2023.csv", "binance", "BTCUSDT");
+    let signals = scan(
+        bars.into_iter().map(Ok),
+        &SignalsConfig::default(),
+        &[SignalKind::VcpSetup, SignalKind::VcpBreakout],
+    )
+    .expect("scan");
+    let text = format_scan(&signals);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("2023-11-30  vcp_setup"), "{text}");
+    assert!(
+        lines[0].contains("37723.96") && lines[0].contains("pivot=38414"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("2023-12-04  vcp_breakout"), "{text}");
+    assert_eq!(lines[2], "2 signals: vcp_setup 1, vcp_breakout 1");
+}
+
+#[test]
+fn signal_ids_are_deterministic_ids_of_time_key_and_kind() {
+    let bars = daily("indicators/spy_2015.csv", "nyse", "SPY");
+    let signals = scan(bars.into_iter().map(Ok), &SignalsConfig::default(), &[]).expect("scan");
+    assert!(signals.len() > 50);
+    for s in &signals {
+        let want = tickwatch_schema::wire::deterministic_id(
+            s.ts,
+            &[&s.venue, &s.symbol, s.interval.as_str(), s.kind.as_str()],
+        );
+        assert_eq!(s.id, want, "{s:?}");
+        // `ts` is the end of the candle that produced the signal.
+        assert_eq!((s.ts - 86_400_000) % 86_400_000, 0);
+    }
+}
