@@ -23,6 +23,7 @@ use crate::config::Config;
 /// The consuming roles (`tickwatch consume <role>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
+    Signals,
     Recorder,
     Notifier,
 }
@@ -194,6 +195,12 @@ pub fn start_role(
 ) {
     let (broker, db, shutdown) = (broker.clone(), db.clone(), roles.token());
     match role {
+        Role::Signals => {
+            let cfg = config.signals.clone();
+            roles.spawn("signals", async move {
+                Ok(tickwatch_signals::adapter::run(&broker, db, &cfg, shutdown).await?)
+            });
+        }
         Role::Recorder => {
             let cfg = config.recorder.clone();
             roles.spawn("recorder", async move {
@@ -368,30 +375,54 @@ pub fn services(db: &DatabaseConnection, broker: Option<&Broker>) -> Services {
 }
 
 /// Starts the HTTP API on `roles`; its address must be free.
-pub async fn start_api(roles: &mut Roles, config: &Config, services: &Services) -> anyhow::Result<()> {
+pub async fn start_api(
+    roles: &mut Roles,
+    config: &Config,
+    services: &Services,
+) -> anyhow::Result<()> {
     let handle = crate::admin::metrics_handle()?;
     let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || handle.render());
     let state = ApiState::new(services.clone(), config.api.clone(), Some(render))?;
     let listener = tokio::net::TcpListener::bind(&config.api.addr)
         .await
-        .with_context(|| format!("api.addr {}: cannot listen (TICKWATCH_API_ADDR)", config.api.addr))?;
+        .with_context(|| {
+            format!(
+                "api.addr {}: cannot listen (TICKWATCH_API_ADDR)",
+                config.api.addr
+            )
+        })?;
     let shutdown = roles.token();
-    roles.spawn("api", async move { Ok(tickwatch_gateway::api::serve(state, listener, shutdown).await?) });
+    roles.spawn("api", async move {
+        Ok(tickwatch_gateway::api::serve(state, listener, shutdown).await?)
+    });
     Ok(())
 }
 
 /// Starts the Telegram bot on `roles`.
 pub fn start_bot(roles: &mut Roles, config: &Config, services: &Services) {
     let (bot, services, shutdown) = (config.bot.clone(), services.clone(), roles.token());
-    roles.spawn("bot", async move { Ok(tickwatch_gateway::bot::run(bot, services, shutdown).await?) });
+    roles.spawn("bot", async move {
+        Ok(tickwatch_gateway::bot::run(bot, services, shutdown).await?)
+    });
 }
 
 /// `tickwatch api` or `tickwatch bot`.
-pub async fn gateway(config: &Config, api: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn gateway(
+    config: &Config,
+    api: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let name = if api { "api" } else { "bot" };
     let db = database(config, Migrations::Require).await?;
     let broker = broker(config, name).await?;
-    crate::admin::spawn(config, crate::admin::Readiness { broker: Some(broker.clone()), db: Some(db.clone()) }, &shutdown)?;
+    crate::admin::spawn(
+        config,
+        crate::admin::Readiness {
+            broker: Some(broker.clone()),
+            db: Some(db.clone()),
+        },
+        &shutdown,
+    )?;
     let services = services(&db, Some(&broker));
     let mut roles = Roles::new(&shutdown);
     if api {
@@ -427,7 +458,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     )?;
     let services = services(&db, Some(&broker));
     let mut roles = Roles::new(&shutdown);
-    for role in [Role::Recorder, Role::Notifier] {
+    for role in [Role::Recorder, Role::Signals, Role::Notifier] {
         start_role(&mut roles, role, config, &broker, &db);
     }
     start_api(&mut roles, config, &services).await?;

@@ -22,6 +22,7 @@ use tickwatch_producers::synthetic::SyntheticConfig;
 use tickwatch_producers::upbit::UpbitConfig;
 use tickwatch_producers::webhook::WebhookConfig;
 use tickwatch_recorder::RecorderConfig;
+use tickwatch_signals::SignalsConfig;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "tickwatch.toml";
@@ -37,6 +38,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub recorder: RecorderConfig,
+    pub signals: SignalsConfig,
     pub notifier: NotifierConfig,
     pub producers: ProducersConfig,
     pub run: RunConfig,

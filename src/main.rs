@@ -9,7 +9,7 @@ use tickwatch::app::{self, Role, Source};
 use tickwatch::config::Config;
 use tickwatch::ops::{self, DlqAction};
 use tickwatch_producers::csv::Speed;
-use tickwatch_schema::wire::Interval;
+use tickwatch_schema::wire::{Interval, SignalKind};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +63,32 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqCommand,
+    },
+    /// The engine's indicator values for a history file, as CSV
+    /// (`ts,sma20,ema20,rsi14,macd,macd_signal,macd_hist,bb_upper,bb_mid,bb_lower,atr14`).
+    Indicators {
+        /// A `ts,open,high,low,close,volume` file.
+        path: PathBuf,
+        #[arg(long)]
+        symbol: Option<String>,
+        #[arg(long)]
+        venue: Option<String>,
+        #[arg(long)]
+        interval: Option<Interval>,
+    },
+    /// The signals the engine finds in a history file, with their scores.
+    Scan {
+        path: PathBuf,
+        /// Only these kinds (comma-separated, e.g. `vcp_setup,vcp_breakout`); default: the
+        /// configuration's enabled kinds.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<SignalKind>,
+        #[arg(long)]
+        symbol: Option<String>,
+        #[arg(long)]
+        venue: Option<String>,
+        #[arg(long)]
+        interval: Option<Interval>,
     },
     /// The effective configuration.
     Config {
@@ -156,6 +182,16 @@ enum DlqCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The pure signals engine: all indicators and signals, many symbols interleaved.
+    Signals {
+        /// The folder of history files the symbols are built from.
+        #[arg(long, default_value = "../shared/data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        symbols: usize,
+        #[arg(long, default_value_t = 1_000)]
+        bars: usize,
+    },
     /// Raw lapin against tickwatch's publisher and consumer runtime.
     Broker {
         #[arg(long, default_value_t = 200_000)]
@@ -236,6 +272,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Broker { messages },
         } => ops::bench_broker(&config, messages).await,
+        Command::Bench {
+            what:
+                BenchCommand::Signals {
+                    data_dir,
+                    symbols,
+                    bars,
+                },
+        } => ops::bench_signals(&config, &data_dir, symbols, bars),
+        Command::Indicators {
+            path,
+            symbol,
+            venue,
+            interval,
+        } => ops::indicators(&path, venue.as_deref(), symbol.as_deref(), interval),
+        Command::Scan {
+            path,
+            kinds,
+            symbol,
+            venue,
+            interval,
+        } => ops::scan(
+            &config,
+            &path,
+            venue.as_deref(),
+            symbol.as_deref(),
+            interval,
+            &kinds,
+        ),
     }
 }
 

@@ -136,6 +136,70 @@ pub async fn dlq(config: &Config, action: DlqAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens a history file for `indicators` and `scan`, inferring what is not given.
+fn history(
+    path: &std::path::Path,
+    venue: Option<&str>,
+    symbol: Option<&str>,
+    interval: Option<tickwatch_schema::wire::Interval>,
+) -> anyhow::Result<tickwatch_schema::history::HistoryReader<std::io::BufReader<std::fs::File>>> {
+    Ok(tickwatch_schema::history::open(
+        path, venue, symbol, interval,
+    )?)
+}
+
+/// `tickwatch indicators <csv>`: the engine's indicator values as CSV on stdout.
+pub fn indicators(
+    path: &std::path::Path,
+    venue: Option<&str>,
+    symbol: Option<&str>,
+    interval: Option<tickwatch_schema::wire::Interval>,
+) -> anyhow::Result<()> {
+    let reader = history(path, venue, symbol, interval)?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match tickwatch_signals::write_indicators(reader, out) {
+        Ok(_) => Ok(()),
+        // `tickwatch indicators … | head`: the reader left, nothing is wrong.
+        Err(tickwatch_signals::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `tickwatch scan <csv>`: the signals the engine finds in a history file.
+pub fn scan(
+    config: &Config,
+    path: &std::path::Path,
+    venue: Option<&str>,
+    symbol: Option<&str>,
+    interval: Option<tickwatch_schema::wire::Interval>,
+    kinds: &[tickwatch_schema::wire::SignalKind],
+) -> anyhow::Result<()> {
+    let reader = history(path, venue, symbol, interval)?;
+    let signals = tickwatch_signals::scan(reader, &config.signals, kinds)?;
+    crate::say(tickwatch_signals::format_scan(&signals));
+    crate::say!("{} signal(s)", signals.len());
+    Ok(())
+}
+
+/// `tickwatch bench signals`: the pure engine over many interleaved symbols.
+pub fn bench_signals(
+    config: &Config,
+    data_dir: &std::path::Path,
+    symbols: usize,
+    bars: usize,
+) -> anyhow::Result<()> {
+    let bench = tickwatch_signals::bench::BenchConfig {
+        symbols,
+        bars_per_symbol: bars,
+        signals: config.signals.clone(),
+    };
+    let report = tickwatch_signals::bench::bench_dir(data_dir, &bench)?;
+    crate::say!("signals bench (pure engine, one core):\n{report}");
+    Ok(())
+}
+
 /// `tickwatch bench broker`.
 pub async fn bench_broker(config: &Config, messages: u64) -> anyhow::Result<()> {
     eprintln!(

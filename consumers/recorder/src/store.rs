@@ -108,18 +108,24 @@ pub fn candle_from_row(row: &candle::Model) -> Result<Candle, Error> {
     })
 }
 
-/// The last `limit` stored candles of a series, oldest first (the signals warm-up).
+/// The last `limit` stored candles of a series opening at or before `until` (all when
+/// `None`), oldest first: the signals warm-up.
 pub async fn recent_candles(
     db: &impl ConnectionTrait,
     venue: &str,
     symbol: &str,
     interval: Interval,
+    until: Option<i64>,
     limit: u64,
 ) -> Result<Vec<Candle>, Error> {
-    let rows = candle::Entity::find()
+    let mut query = candle::Entity::find()
         .filter(candle::Column::Venue.eq(venue))
         .filter(candle::Column::Symbol.eq(symbol))
-        .filter(candle::Column::Interval.eq(interval.as_str()))
+        .filter(candle::Column::Interval.eq(interval.as_str()));
+    if let Some(until) = until {
+        query = query.filter(candle::Column::OpenTs.lte(until));
+    }
+    let rows = query
         .order_by_desc(candle::Column::OpenTs)
         .limit(limit)
         .all(db)

@@ -14,9 +14,12 @@
 //! - [`config`]: every parameter, with defaults and validation.
 //! - [`stats`]: per-kind outcome statistics (count, hit rate, mean return).
 //! - [`cli`]: `write_indicators`, `scan` and its human format.
+//! - [`adapter`]: the `signals` role on the broker — stores each candle's results in one
+//!   transaction, publishes the signals, warms up from stored candles after a restart.
 //! - [`bench`]: the throughput benchmark (`tickwatch bench signals`).
 //! - [`num`]: decimal conversion and the tolerant comparisons every detector uses.
 
+pub mod adapter;
 pub mod bench;
 pub mod cli;
 pub mod config;

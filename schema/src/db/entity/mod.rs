@@ -8,6 +8,7 @@ pub mod notification;
 pub mod processed_message;
 pub mod setting;
 pub mod signal;
+pub mod signal_progress;
 pub mod subscription;
 pub mod symbol;
 pub mod user;

@@ -3,6 +3,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_initial;
 pub mod m20261121_000002_seed_symbols;
+mod m20261122_000003_signal_progress;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_seed_symbols::Migration),
+            Box::new(m20261122_000003_signal_progress::Migration),
         ]
     }
 }
