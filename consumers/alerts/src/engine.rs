@@ -1,0 +1,870 @@
+//! [`AlertEngine`]: the whole rule book and the subscription index, driven by events.
+//!
+//! # Keeping the book current: load, then controls
+//!
+//! Rules and subscriptions carry a `version` that the database bumps on every change. The
+//! engine holds, per id, the version it has (a live rule, or a *tombstone* left by a delete,
+//! a deactivation, a `once` firing or an expiry) and applies a change only if it is newer:
+//!
+//! - `RuleUpserted` / `SubscriptionUpserted` apply when `version > held`; an equal or older
+//!   version is [`Applied::Stale`]. An upsert with `active = false` removes the rule and
+//!   leaves a tombstone at its version.
+//! - `RuleDeleted` / `SubscriptionDeleted` apply when `version >= held` (a delete carrying
+//!   the version it deletes wins over that version) and leave a tombstone, so a stale upsert
+//!   arriving later cannot resurrect the rule.
+//!
+//! The adapter must start like this, so that no change — and so no firing — is lost between
+//! the database load and the first control message:
+//!
+//! 1. Declare and bind this instance's control queue on `tw.control` and start consuming it
+//!    into a buffer (do not apply yet).
+//! 2. Load the active rules and subscriptions from the database and call
+//!    [`AlertEngine::load`].
+//! 3. Apply the buffered controls in order with [`AlertEngine::apply`], then keep applying
+//!    live ones as they arrive. A change committed before the snapshot is in the snapshot
+//!    and its control is a harmless stale replay; a change committed after it arrives as a
+//!    control. Versions make the overlap safe in both directions.
+//! 4. Only then start consuming `tw.alerts.q` (ticks, candles, signals). Market data that
+//!    arrived meanwhile waits in the durable queue.
+//!
+//! After a broker reconnect that may have lost control messages, do the same again:
+//! [`AlertEngine::load`] on a non-empty engine replaces the book by the snapshot, keeping
+//! the runtime state (last firing, hysteresis) of rules whose version did not change.
+//!
+//! # Exactly-once firing
+//!
+//! A [`Firing`]'s id derives from the rule and the triggering event (trade id, or time and
+//! price), so storing it under a unique key is idempotent. The engine caches the firings of
+//! the last evaluated price of each symbol: the same tick again (a redelivery after the
+//! adapter failed before its ack) returns the same firings, not nothing. The adapter must
+//! therefore store a tick's firings before it evaluates the next tick of that symbol (one
+//! tick at a time per symbol, as the queue's ordering already requires). A `once` firing has
+//! `disable_rule`: disable the rule in the same transaction that stores the event.
+//!
+//! A *process* restart loses the in-memory state: the first price after the load primes
+//! the rules again, so a crossing that happened on the very tick being processed when the
+//! process died is not seen again (state conditions are: they fire when true).
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use tickwatch_schema::rule::{AlertRule, Subscription, Trigger};
+use tickwatch_schema::wire::{Candle, Control, Signal, Tick, deterministic_id};
+
+use crate::book::{Book, Group, GroupNow, Hot, to_f64, trade_hash};
+use crate::compiled::{Band, CompiledRule, Fire, NO_TEMPLATE, Outcome};
+use crate::config::AlertsConfig;
+use crate::error::{Error, Result};
+use crate::firing::{Firing, SubscriptionHit};
+use crate::subscriptions::SubscriptionBook;
+use crate::tables::{FxMap, IdMap, NameKey, Slab};
+
+/// What [`AlertEngine::apply`] did with a control message.
+#[derive(Debug)]
+pub enum Applied {
+    RuleAdded {
+        rule_id: i64,
+    },
+    /// A newer version replaced the held one (its runtime state starts afresh).
+    RuleReplaced {
+        rule_id: i64,
+    },
+    /// A delete, or an upsert with `active = false`; `was_live` says whether the engine held
+    /// the rule (a tombstone is left either way).
+    RuleRemoved {
+        rule_id: i64,
+        was_live: bool,
+    },
+    SubscriptionAdded {
+        subscription_id: i64,
+    },
+    SubscriptionReplaced {
+        subscription_id: i64,
+    },
+    SubscriptionRemoved {
+        subscription_id: i64,
+        was_live: bool,
+    },
+    /// Not newer than what the engine holds (live or tombstone): nothing changed.
+    Stale {
+        id: i64,
+        held: i64,
+        got: i64,
+    },
+    /// The rule or subscription is invalid; the engine keeps what it had.
+    Rejected {
+        id: i64,
+        error: Error,
+    },
+    /// `Halt` / `Resume` are the notifier's business.
+    NotForAlerts,
+}
+
+/// The outcome of [`AlertEngine::load`].
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Rules and subscriptions the engine holds after the load.
+    pub rules: usize,
+    pub subscriptions: usize,
+    /// Snapshot entries not newer than what the engine held (a reload only).
+    pub stale: usize,
+    /// Live rules and subscriptions absent from the snapshot, removed (a reload only).
+    pub removed: usize,
+    /// Entries refused, with why.
+    pub rejected: Vec<(i64, Error)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Indexed,
+    Naive,
+}
+
+/// Buffers reused from tick to tick, so a tick allocates nothing unless a rule fires.
+#[derive(Debug, Default)]
+struct Scratch {
+    candidates: Vec<u32>,
+    groups: Vec<GroupNow>,
+}
+
+/// The pure alerts engine: every active rule and signal subscription, evaluated against
+/// ticks, closed candles and signals. No I/O and no clock: time is the events' `ts`.
+///
+/// See the [module documentation](crate::engine) for the load/control protocol and
+/// exactly-once firing, and the crate README for the semantics of every condition and
+/// trigger mode.
+#[derive(Debug)]
+pub struct AlertEngine {
+    config: AlertsConfig,
+    silence_ms: i64,
+    /// Interned hysteresis bands; 0 is the configured default.
+    bands: Vec<Band>,
+    band_index: FxMap<Decimal, u16>,
+    symbols: FxMap<NameKey, u32>,
+    books: Vec<Book>,
+    /// Per book, what a tick that changes nothing needs (dense: it stays in cache).
+    hot: Vec<Hot>,
+    ids: IdMap,
+    tombstones: FxMap<i64, i64>,
+    templates: Slab<Arc<str>>,
+    subscriptions: SubscriptionBook,
+    expired: Vec<i64>,
+    scratch: Scratch,
+    /// Rule evaluations so far (a measure of how much the index saves).
+    evaluations: u64,
+    /// Prices that took the fast path (provably nothing to evaluate).
+    quiet_prices: u64,
+}
+
+impl AlertEngine {
+    /// An empty engine; fails if the configuration does not validate.
+    pub fn new(config: AlertsConfig) -> Result<Self> {
+        config.validate()?;
+        let default_band = Band::new(config.hysteresis_pct);
+        Ok(AlertEngine {
+            silence_ms: config.candle_silence_ms(),
+            config,
+            bands: vec![default_band],
+            band_index: FxMap::default(),
+            symbols: FxMap::default(),
+            books: Vec::new(),
+            hot: Vec::new(),
+            ids: IdMap::default(),
+            tombstones: FxMap::default(),
+            templates: Slab::default(),
+            subscriptions: SubscriptionBook::default(),
+            expired: Vec::new(),
+            scratch: Scratch::default(),
+            evaluations: 0,
+            quiet_prices: 0,
+        })
+    }
+
+    pub fn config(&self) -> &AlertsConfig {
+        &self.config
+    }
+
+    /// Active rules held.
+    pub fn rule_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Active subscriptions held.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// The version held for a rule: live, or the tombstone of a removed one.
+    pub fn rule_version(&self, rule_id: i64) -> Option<i64> {
+        match self.ids.get(rule_id) {
+            Some((book, slot)) => self
+                .books
+                .get(book)
+                .and_then(|b| b.rule(slot))
+                .map(|r| r.version),
+            None => self.tombstones.get(&rule_id).copied(),
+        }
+    }
+
+    /// Whether the rule is live in the book.
+    pub fn has_rule(&self, rule_id: i64) -> bool {
+        self.ids.get(rule_id).is_some()
+    }
+
+    /// The version held for a subscription: live, or the tombstone of a removed one.
+    pub fn subscription_version(&self, subscription_id: i64) -> Option<i64> {
+        self.subscriptions.version(subscription_id)
+    }
+
+    /// Loads the database snapshot (active rules and subscriptions; inactive ones are
+    /// recorded as tombstones). On an empty engine, the start-up case, rules stream in and
+    /// the index is sorted once at the end. On a non-empty engine the snapshot replaces the
+    /// book: newer versions replace held ones, equal versions keep their runtime state, and
+    /// live entries absent from the snapshot are removed. Then apply the buffered controls
+    /// (see the module documentation).
+    pub fn load<R, S>(&mut self, rules: R, subscriptions: S) -> LoadReport
+    where
+        R: IntoIterator<Item = AlertRule>,
+        S: IntoIterator<Item = Subscription>,
+    {
+        let mut report = LoadReport::default();
+        let reload = self.ids.len() > 0 || self.subscriptions.len() > 0;
+        let mut seen_rules = std::collections::HashSet::new();
+        let mut seen_subs = std::collections::HashSet::new();
+        for rule in rules {
+            if reload {
+                seen_rules.insert(rule.id);
+            }
+            match self.upsert_rule(&rule, true) {
+                Applied::Stale { .. } => report.stale += 1,
+                Applied::Rejected { id, error } => report.rejected.push((id, error)),
+                _ => {}
+            }
+        }
+        for sub in subscriptions {
+            if reload {
+                seen_subs.insert(sub.id);
+            }
+            match self.subscriptions.upsert(&sub) {
+                Applied::Stale { .. } => report.stale += 1,
+                Applied::Rejected { id, error } => report.rejected.push((id, error)),
+                _ => {}
+            }
+        }
+        if reload {
+            let gone: Vec<(i64, i64)> = self
+                .books
+                .iter()
+                .flat_map(|b| b.rules.iter())
+                .filter(|r| r.is_live() && !seen_rules.contains(&r.id))
+                .map(|r| (r.id, r.version))
+                .collect();
+            for (id, version) in gone {
+                self.remove_live(id);
+                self.tombstones.insert(id, version);
+                report.removed += 1;
+            }
+            for id in self.subscriptions.ids() {
+                if !seen_subs.contains(&id)
+                    && let Some(version) = self.subscriptions.version(id)
+                {
+                    self.subscriptions.unlink(id);
+                    self.subscriptions.tombstone(id, version);
+                    report.removed += 1;
+                }
+            }
+        }
+        for book in &mut self.books {
+            book.finish_bulk();
+            book.maybe_compact();
+        }
+        report.rules = self.ids.len();
+        report.subscriptions = self.subscriptions.len();
+        report
+    }
+
+    /// Applies one control message (see the module documentation for the versioning).
+    pub fn apply(&mut self, control: &Control) -> Applied {
+        match control {
+            Control::RuleUpserted { rule } => self.upsert_rule(rule, false),
+            Control::RuleDeleted {
+                rule_id, version, ..
+            } => self.delete_rule(*rule_id, *version),
+            Control::SubscriptionUpserted { subscription } => {
+                self.subscriptions.upsert(subscription)
+            }
+            Control::SubscriptionDeleted {
+                subscription_id,
+                version,
+            } => self.subscriptions.delete(*subscription_id, *version),
+            Control::Halt { .. } | Control::Resume { .. } => Applied::NotForAlerts,
+        }
+    }
+
+    fn upsert_rule(&mut self, rule: &AlertRule, bulk: bool) -> Applied {
+        if let Some(held) = self.rule_version(rule.id)
+            && rule.version <= held
+        {
+            return Applied::Stale {
+                id: rule.id,
+                held,
+                got: rule.version,
+            };
+        }
+        if !rule.active {
+            let was_live = self.remove_live(rule.id);
+            self.tombstones.insert(rule.id, rule.version);
+            return Applied::RuleRemoved {
+                rule_id: rule.id,
+                was_live,
+            };
+        }
+        if let Err(source) = rule.spec.validate() {
+            return Applied::Rejected {
+                id: rule.id,
+                error: Error::Rule {
+                    rule_id: rule.id,
+                    source,
+                },
+            };
+        }
+        let band = match self.intern_band(rule) {
+            Ok(band) => band,
+            Err(error) => return Applied::Rejected { id: rule.id, error },
+        };
+        let template = match &rule.spec.template {
+            Some(text) => match self.templates.insert(Arc::from(text.as_str())) {
+                Some(index) => index,
+                None => {
+                    return Applied::Rejected {
+                        id: rule.id,
+                        error: Error::Capacity {
+                            rule_id: rule.id,
+                            reason: "too many templates".into(),
+                        },
+                    };
+                }
+            },
+            None => NO_TEMPLATE,
+        };
+        let compiled = match CompiledRule::compile(rule, band, template) {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                self.templates.remove(template);
+                return Applied::Rejected { id: rule.id, error };
+            }
+        };
+        let was_live = self.remove_live(rule.id);
+        let book = self.intern_symbol(&rule.spec.venue, &rule.spec.symbol);
+        let band = self.bands.get(usize::from(band)).copied();
+        let slot = match (book.and_then(|b| self.books.get_mut(b)), band) {
+            (Some(b), Some(band)) => b.insert(compiled, &band, bulk),
+            _ => None,
+        };
+        let (Some(book), Some(slot)) = (book, slot) else {
+            self.templates.remove(template);
+            return Applied::Rejected {
+                id: rule.id,
+                error: Error::Capacity {
+                    rule_id: rule.id,
+                    reason: format!(
+                        "the book of {} {} is full",
+                        rule.spec.venue, rule.spec.symbol
+                    ),
+                },
+            };
+        };
+        self.ids.insert(rule.id, book, slot);
+        self.tombstones.remove(&rule.id);
+        if let Some(hot) = self.hot.get_mut(book) {
+            hot.has_fresh = true;
+        }
+        if !bulk && let Some(b) = self.books.get_mut(book) {
+            b.maybe_compact();
+        }
+        if was_live {
+            Applied::RuleReplaced { rule_id: rule.id }
+        } else {
+            Applied::RuleAdded { rule_id: rule.id }
+        }
+    }
+
+    fn delete_rule(&mut self, rule_id: i64, version: i64) -> Applied {
+        if let Some(held) = self.rule_version(rule_id)
+            && version < held
+        {
+            return Applied::Stale {
+                id: rule_id,
+                held,
+                got: version,
+            };
+        }
+        let was_live = self.remove_live(rule_id);
+        self.tombstones.insert(rule_id, version);
+        Applied::RuleRemoved { rule_id, was_live }
+    }
+
+    /// Removes a live rule (no tombstone: the caller leaves the right one).
+    fn remove_live(&mut self, rule_id: i64) -> bool {
+        let Some((book, slot)) = self.ids.remove(rule_id) else {
+            return false;
+        };
+        if let Some(b) = self.books.get_mut(book) {
+            if let Some(removed) = b.remove(slot, &self.bands) {
+                self.templates.remove(removed.template);
+            }
+            b.maybe_compact();
+        }
+        true
+    }
+
+    fn intern_band(&mut self, rule: &AlertRule) -> Result<u16> {
+        let Some(pct) = rule.spec.hysteresis_pct else {
+            return Ok(0);
+        };
+        // Equal values share a band, whatever their scale (0.1 and 0.10).
+        let pct = pct.normalize();
+        if let Some(&index) = self.band_index.get(&pct) {
+            return Ok(index);
+        }
+        let index = u16::try_from(self.bands.len()).map_err(|_| Error::Capacity {
+            rule_id: rule.id,
+            reason: "more than 65 536 distinct hysteresis values".into(),
+        })?;
+        self.bands.push(Band::new(pct));
+        self.band_index.insert(pct, index);
+        Ok(index)
+    }
+
+    /// The book of a venue and symbol, created if need be; `None` for names longer than the
+    /// contract allows (32 bytes each), which validation already refuses.
+    fn intern_symbol(&mut self, venue: &str, symbol: &str) -> Option<usize> {
+        let key = NameKey::new(venue, symbol)?;
+        if let Some(&book) = self.symbols.get(&key) {
+            return usize::try_from(book).ok();
+        }
+        let book = self.books.len();
+        let index = u32::try_from(book).ok()?;
+        self.books
+            .push(Book::new(Arc::from(venue), Arc::from(symbol)));
+        self.hot.push(Hot::default());
+        self.symbols.insert(key, index);
+        Some(book)
+    }
+
+    fn book_of(&self, venue: &str, symbol: &str) -> Option<usize> {
+        let book = *self.symbols.get(&NameKey::new(venue, symbol)?)?;
+        usize::try_from(book).ok()
+    }
+
+    /// Evaluates a tick and returns the firings (in a deterministic order). The same tick
+    /// again (same time, price and trade id) returns the same firings again; a tick older
+    /// than the symbol's last evaluated price is ignored, as is a symbol without rules.
+    pub fn process_tick(&mut self, tick: &Tick) -> Vec<Firing> {
+        self.process_price(
+            &tick.venue,
+            &tick.symbol,
+            tick.price,
+            tick.ts,
+            tick.trade_id.as_deref(),
+            true,
+            Mode::Indexed,
+        )
+    }
+
+    /// The reference evaluator: like [`process_tick`](Self::process_tick) but asks every
+    /// rule of the symbol instead of the index. Same results, O(rules of the symbol) per
+    /// tick; for the cross-check tests and the benchmark.
+    pub fn process_tick_naive(&mut self, tick: &Tick) -> Vec<Firing> {
+        self.process_price(
+            &tick.venue,
+            &tick.symbol,
+            tick.price,
+            tick.ts,
+            tick.trade_id.as_deref(),
+            true,
+            Mode::Naive,
+        )
+    }
+
+    /// Evaluates a closed candle's close as a price at the candle's last millisecond
+    /// (`open_ts + interval − 1`), but only for a symbol without ticks (none within
+    /// `candle_silence_s` before that time) and only for the smallest interval seen for the
+    /// symbol (a larger interval repeats the same closes). Open candles are ignored.
+    pub fn process_candle(&mut self, candle: &Candle) -> Vec<Firing> {
+        if !candle.closed {
+            return Vec::new();
+        }
+        let Some(book) = self.book_of(&candle.venue, &candle.symbol) else {
+            return Vec::new();
+        };
+        let close_ts = candle
+            .open_ts
+            .saturating_add(candle.interval.as_ms())
+            .saturating_sub(1);
+        let silence_ms = self.silence_ms;
+        let (Some(b), Some(hot)) = (self.books.get_mut(book), self.hot.get(book)) else {
+            return Vec::new();
+        };
+        match b.candle_interval {
+            Some(smallest) if candle.interval > smallest => return Vec::new(),
+            _ => b.candle_interval = Some(candle.interval),
+        }
+        if hot.last_tick_ts > close_ts.saturating_sub(silence_ms) {
+            return Vec::new();
+        }
+        self.process_price(
+            &candle.venue,
+            &candle.symbol,
+            candle.close,
+            close_ts,
+            None,
+            false,
+            Mode::Indexed,
+        )
+    }
+
+    /// The subscriptions a signal meets (active, its kind, its symbol or all symbols, grade
+    /// at least the minimum), sorted by subscription id. Stateless: a redelivered signal
+    /// gives the same hits with the same ids.
+    pub fn process_signal(&self, signal: &Signal) -> Vec<SubscriptionHit> {
+        self.subscriptions.hits(signal)
+    }
+
+    /// Drops every rule expired at `now_ms` (the adapter's clock, e.g. once a minute, for
+    /// symbols that stopped trading) and returns the ids of all rules expired since the last
+    /// call, including those dropped while processing events. The adapter may mark them
+    /// inactive in the database; the engine has already forgotten them.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<i64> {
+        let AlertEngine {
+            bands,
+            books,
+            ids,
+            tombstones,
+            templates,
+            expired,
+            ..
+        } = self;
+        for book in books.iter_mut() {
+            expire_book(book, now_ms, bands, ids, tombstones, templates, expired);
+        }
+        std::mem::take(&mut self.expired)
+    }
+
+    /// The ids of rules expired while processing events since the last call.
+    pub fn take_expired(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// How many rule evaluations the engine has made (the naive loop makes one per rule of
+    /// the symbol per tick; the index, one per rule a price move can affect).
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations
+    }
+
+    /// How many prices took the fast path: the hot record proved that no rule could change,
+    /// so none was asked.
+    pub fn quiet_prices(&self) -> u64 {
+        self.quiet_prices
+    }
+
+    /// Heap bytes the engine accounts for (capacities, not allocator overhead): for metrics.
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.books.capacity() * size_of::<Book>()
+            + self.hot.capacity() * size_of::<Hot>()
+            + self.books.iter().map(Book::heap_bytes).sum::<usize>()
+            + self.ids.heap_bytes()
+            + self.tombstones.capacity() * 17
+            + self.templates.heap_bytes()
+            + self.subscriptions.heap_bytes()
+            + self.symbols.capacity() * (std::mem::size_of::<(NameKey, u32)>() + 1)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process_price(
+        &mut self,
+        venue: &str,
+        symbol: &str,
+        price: Decimal,
+        ts: i64,
+        trade: Option<&str>,
+        is_tick: bool,
+        mode: Mode,
+    ) -> Vec<Firing> {
+        let Some(book) = self.book_of(venue, symbol) else {
+            return Vec::new();
+        };
+        if price <= Decimal::ZERO {
+            return Vec::new();
+        }
+        let Some(hot) = self.hot.get_mut(book) else {
+            return Vec::new();
+        };
+        if is_tick {
+            hot.last_tick_ts = hot.last_tick_ts.max(ts);
+        }
+        let hash = trade_hash(trade);
+        if hot.is_redelivery(ts, hash, price) {
+            return self
+                .books
+                .get(book)
+                .map(|b| b.last_firings.clone())
+                .unwrap_or_default();
+        }
+        if hot.has_last && ts < hot.last_ts {
+            return Vec::new();
+        }
+        let price_f = to_f64(price);
+        if mode == Mode::Indexed && hot.quiet(price_f, ts) {
+            // The fast path: no rule can change (see `Hot::quiet`).
+            hot.set_last(price, price_f, ts, hash);
+            self.quiet_prices += 1;
+            if hot.cached {
+                hot.cached = false;
+                if let Some(b) = self.books.get_mut(book) {
+                    b.last_firings.clear();
+                }
+            }
+            return Vec::new();
+        }
+        self.evaluate(book, price, price_f, ts, (trade, hash), mode)
+    }
+
+    fn evaluate(
+        &mut self,
+        book: usize,
+        price: Decimal,
+        price_f: f64,
+        ts: i64,
+        (trade, hash): (Option<&str>, u64),
+        mode: Mode,
+    ) -> Vec<Firing> {
+        let AlertEngine {
+            bands,
+            books,
+            hot,
+            ids,
+            tombstones,
+            templates,
+            expired,
+            scratch,
+            evaluations,
+            ..
+        } = self;
+        let (Some(book), Some(hot)) = (books.get_mut(book), hot.get_mut(book)) else {
+            return Vec::new();
+        };
+        let Scratch { candidates, groups } = scratch;
+        let prev = hot.has_last.then_some(hot.last_price);
+
+        // Rules expired by this time go first: they must not fire at it.
+        expire_book(book, ts, bands, ids, tombstones, templates, expired);
+
+        groups.clear();
+        // The naive loop trusts no cache: it reads every group's reference at every price,
+        // so the cross-check tests hold the cached references to the truth.
+        let groups_quiet = mode == Mode::Indexed && book.groups_quiet(hot, price_f, ts);
+        if groups_quiet {
+            // Nothing can change for any group: leave them unread (a candidate that needs
+            // its group's change reads the cached reference).
+            groups.resize(book.groups.len(), GroupNow::UNSEEN);
+        } else if !book.groups.is_empty() {
+            if hot.has_last && book.history.closes_slot(hot.last_ts, ts) {
+                book.history.finalize(hot.last_ts, hot.last_price, ts);
+            }
+            book.view_groups(
+                hot.has_last
+                    .then_some(hot.last_ts)
+                    .filter(|_| mode == Mode::Indexed),
+                ts,
+                price,
+                price_f,
+                groups,
+            );
+        }
+
+        candidates.clear();
+        let keys_moved = book.keys_moved(hot, price_f);
+        match mode {
+            Mode::Indexed => book.gather(hot, keys_moved, price_f, ts, groups, candidates),
+            Mode::Naive => book.gather_all(candidates),
+        }
+
+        let mut fired = Vec::new();
+        *evaluations += candidates.len() as u64;
+        for &slot in candidates.iter() {
+            let Some(rule) = book.rules.get_mut(slot as usize) else {
+                continue;
+            };
+            if !rule.is_live() {
+                continue;
+            }
+            let change = match groups.get_mut(usize::from(rule.group)) {
+                Some(now) if rule.is_moving() => {
+                    let cached = book.groups.get(usize::from(rule.group));
+                    *now.exact.get_or_insert_with(|| {
+                        now.reference
+                            .or_else(|| cached.map(Group::reference))
+                            .and_then(|r| exact_change(price, r))
+                    })
+                }
+                _ => None,
+            };
+            let Some(band) = bands.get(usize::from(rule.band)).copied() else {
+                continue;
+            };
+            let was_waiting = rule.needs_rearm_entries();
+            match rule.step(prev, price, ts, change, &band) {
+                Outcome::Nothing => {}
+                Outcome::Suppressed { eligible } => {
+                    if mode == Mode::Indexed {
+                        book.push_pending(eligible, slot);
+                    }
+                }
+                Outcome::Expired => {
+                    let id = rule.id;
+                    retire(book, slot, bands, ids, tombstones, templates);
+                    expired.push(id);
+                }
+                Outcome::Fired(fire) => {
+                    let template = templates.get(rule.template).cloned();
+                    let firing = build_firing(
+                        &book.venue,
+                        &book.symbol,
+                        rule,
+                        fire,
+                        price,
+                        ts,
+                        trade,
+                        change,
+                        template,
+                    );
+                    fired.push(firing);
+                    if rule.trigger == Trigger::Once {
+                        retire(book, slot, bands, ids, tombstones, templates);
+                    }
+                }
+            }
+            // A rule that fired now waits to re-arm; one that re-armed no longer does.
+            let waiting = book
+                .rules
+                .get(slot as usize)
+                .filter(|r| r.is_live())
+                .map(CompiledRule::needs_rearm_entries);
+            match (was_waiting, waiting) {
+                (false, Some(true)) => book.watch_rearm(slot, &band),
+                (true, Some(false)) => book.unwatch_rearm(slot, &band),
+                _ => {}
+            }
+        }
+
+        book.last_firings.clone_from(&fired);
+        book.maybe_compact();
+        hot.set_last(price, price_f, ts, hash);
+        book.refresh(hot, price_f, keys_moved, groups_quiet, groups);
+        fired
+    }
+}
+
+/// Removes a rule the engine itself ends (a `once` firing, an expiry): the tombstone keeps
+/// its version so a replayed upsert of that version cannot bring it back.
+fn retire(
+    book: &mut Book,
+    slot: u32,
+    bands: &[Band],
+    ids: &mut IdMap,
+    tombstones: &mut FxMap<i64, i64>,
+    templates: &mut Slab<Arc<str>>,
+) {
+    if let Some(removed) = book.remove(slot, bands) {
+        ids.remove(removed.id);
+        tombstones.insert(removed.id, removed.version);
+        templates.remove(removed.template);
+    }
+}
+
+fn expire_book(
+    book: &mut Book,
+    now_ms: i64,
+    bands: &[Band],
+    ids: &mut IdMap,
+    tombstones: &mut FxMap<i64, i64>,
+    templates: &mut Slab<Arc<str>>,
+    expired: &mut Vec<i64>,
+) {
+    let mut due = Vec::new();
+    book.due_expiries(now_ms, &mut due);
+    for slot in due {
+        // A slot may have been reused since the entry was pushed: check the rule itself.
+        let id = book
+            .rule(slot)
+            .filter(|r| r.is_live() && r.expires_at <= now_ms)
+            .map(|r| r.id);
+        if let Some(id) = id {
+            retire(book, slot, bands, ids, tombstones, templates);
+            expired.push(id);
+        }
+    }
+}
+
+/// `(p − ref) × 100 / ref`, in decimal; `None` for a reference that is not a price.
+fn exact_change(price: Decimal, reference: Decimal) -> Option<Decimal> {
+    if reference <= Decimal::ZERO {
+        return None;
+    }
+    price
+        .checked_sub(reference)?
+        .checked_mul(Decimal::ONE_HUNDRED)?
+        .checked_div(reference)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_firing(
+    venue: &Arc<str>,
+    symbol: &Arc<str>,
+    rule: &CompiledRule,
+    fire: Fire,
+    price: Decimal,
+    ts: i64,
+    trade: Option<&str>,
+    change: Option<Decimal>,
+    template: Option<Arc<str>>,
+) -> Firing {
+    let rule_id = rule.id.to_string();
+    let id = match trade {
+        Some(trade_id) => deterministic_id(ts, &["alert", &rule_id, trade_id]),
+        None => {
+            let ts_text = ts.to_string();
+            let price_text = price.normalize().to_string();
+            deterministic_id(ts, &["alert", &rule_id, &ts_text, &price_text])
+        }
+    };
+    let channel = rule.condition.is_channel();
+    let moving = rule.condition.is_moving();
+    Firing {
+        id,
+        rule_id: rule.id,
+        rule_version: rule.version,
+        user_id: rule.user_id,
+        venue: venue.clone(),
+        symbol: symbol.clone(),
+        condition: rule.condition,
+        direction: fire.direction,
+        threshold: fire.threshold,
+        low: channel.then_some(rule.a),
+        high: channel.then_some(rule.b),
+        pct: moving.then_some(rule.a),
+        window_s: moving.then_some(rule.window_s),
+        change_pct: if moving { change } else { None },
+        price,
+        ts,
+        trigger: rule.trigger,
+        disable_rule: rule.trigger == Trigger::Once,
+        template,
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

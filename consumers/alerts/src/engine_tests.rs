@@ -1,0 +1,1189 @@
+//! Engine tests: every condition and trigger mode with its edges, versioned updates racing
+//! with ticks, redelivery, candles, subscriptions, and the indexed engine against the naive
+//! evaluator on random scenarios.
+
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use tickwatch_schema::rule::{AlertRule, Condition, RuleSpec, Subscription, Trigger};
+use tickwatch_schema::wire::{
+    AlertTriggered, Candle, Control, Grade, Interval, Signal, SignalKind, Tick, deterministic_id,
+};
+use uuid::Uuid;
+
+use super::*;
+use crate::bench::SplitMix;
+use crate::firing::Direction;
+
+const T0: i64 = 1_763_762_400_000;
+const SEC: i64 = 1_000;
+
+fn d(text: &str) -> Decimal {
+    text.parse().expect("a test decimal")
+}
+
+fn engine_with(hysteresis: &str) -> AlertEngine {
+    AlertEngine::new(AlertsConfig {
+        hysteresis_pct: d(hysteresis),
+        ..AlertsConfig::default()
+    })
+    .expect("a valid configuration")
+}
+
+/// No hysteresis: TradingView behaviour.
+fn plain() -> AlertEngine {
+    engine_with("0")
+}
+
+fn spec(condition: Condition) -> RuleSpec {
+    let mut s = RuleSpec::price("binance", "BTCUSDT", condition, d("100"));
+    if condition.is_channel() {
+        s.threshold = None;
+        s.low = Some(d("100"));
+        s.high = Some(d("110"));
+    }
+    if condition.is_moving() {
+        s.threshold = None;
+        s.pct = Some(d("5"));
+        s.window_s = Some(60);
+    }
+    s
+}
+
+fn every_time(mut s: RuleSpec) -> RuleSpec {
+    s.trigger = Trigger::EveryTime;
+    s
+}
+
+fn rule(id: i64, spec: RuleSpec) -> AlertRule {
+    AlertRule {
+        id,
+        user_id: 7,
+        spec,
+        active: true,
+        version: 1,
+        created_at: T0,
+    }
+}
+
+fn versioned(id: i64, version: i64, spec: RuleSpec) -> AlertRule {
+    AlertRule {
+        version,
+        ..rule(id, spec)
+    }
+}
+
+fn upsert(rule: AlertRule) -> Control {
+    Control::RuleUpserted { rule }
+}
+
+fn add(e: &mut AlertEngine, r: AlertRule) {
+    let applied = e.apply(&upsert(r));
+    assert!(
+        matches!(
+            applied,
+            Applied::RuleAdded { .. } | Applied::RuleReplaced { .. }
+        ),
+        "{applied:?}"
+    );
+}
+
+fn tick_at(price: &str, ts: i64) -> Tick {
+    Tick {
+        venue: "binance".into(),
+        symbol: "BTCUSDT".into(),
+        price: d(price),
+        qty: Decimal::ONE,
+        ts,
+        trade_id: None,
+    }
+}
+
+/// Feeds prices one second apart from `start`; returns the firings at each.
+fn feed_firings(e: &mut AlertEngine, start: i64, prices: &[&str]) -> Vec<Vec<Firing>> {
+    prices
+        .iter()
+        .zip(0_i64..)
+        .map(|(p, i)| e.process_tick(&tick_at(p, start + i * SEC)))
+        .collect()
+}
+
+/// The indexes of the prices at which something fired.
+fn fired_at(e: &mut AlertEngine, start: i64, prices: &[&str]) -> Vec<usize> {
+    feed_firings(e, start, prices)
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn only(firings: &[Firing]) -> &Firing {
+    assert_eq!(firings.len(), 1, "{firings:?}");
+    &firings[0]
+}
+
+// ---- conditions -------------------------------------------------------------------------
+
+#[test]
+fn crossing_up_fires_from_below_to_at_or_above() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    let out = feed_firings(
+        &mut e,
+        T0,
+        &["99", "100", "101", "100", "99.5", "100", "100"],
+    );
+    let at: Vec<usize> = (0..out.len()).filter(|&i| !out[i].is_empty()).collect();
+    // 99 → 100 reaches the threshold (q < t ≤ p); from exactly 100 upwards is no cross.
+    assert_eq!(at, vec![1, 5]);
+    let f = only(&out[1]);
+    assert_eq!(f.rule_id, 1);
+    assert_eq!(f.user_id, 7);
+    assert_eq!(f.condition, Condition::CrossingUp);
+    assert_eq!(f.direction, Direction::Up);
+    assert_eq!(f.threshold, d("100"));
+    assert_eq!(f.price, d("100"));
+    assert_eq!(f.ts, T0 + SEC);
+    assert_eq!(&*f.venue, "binance");
+    assert_eq!(&*f.symbol, "BTCUSDT");
+    assert!(!f.disable_rule);
+}
+
+#[test]
+fn crossing_down_fires_from_above_to_at_or_below() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingDown))));
+    assert_eq!(
+        fired_at(&mut e, T0, &["101", "100", "99", "100.5", "100"]),
+        vec![1, 4]
+    );
+}
+
+#[test]
+fn crossing_fires_both_ways_like_tradingview_without_hysteresis() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::Crossing))));
+    let out = feed_firings(&mut e, T0, &["99", "100", "101", "100", "99", "101", "99"]);
+    let dirs: Vec<(usize, Direction)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.first().map(|f| (i, f.direction)))
+        .collect();
+    assert_eq!(
+        dirs,
+        vec![
+            (1, Direction::Up),
+            (3, Direction::Down),
+            (5, Direction::Up),
+            (6, Direction::Down)
+        ]
+    );
+}
+
+#[test]
+fn the_first_price_after_a_rule_is_created_is_not_a_cross() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    // First price exactly at the threshold, then above: neither is a cross.
+    assert_eq!(fired_at(&mut e, T0, &["100", "101"]), Vec::<usize>::new());
+
+    // A rule added while the symbol already has a price: the move that spans its creation
+    // does not count either.
+    let mut e = plain();
+    let mut far = every_time(spec(Condition::CrossingDown));
+    far.threshold = Some(d("50"));
+    add(&mut e, rule(9, far));
+    assert!(e.process_tick(&tick_at("90", T0)).is_empty());
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    assert!(e.process_tick(&tick_at("110", T0 + SEC)).is_empty());
+    assert_eq!(fired_at(&mut e, T0 + 2 * SEC, &["90", "110"]), vec![1]);
+}
+
+#[test]
+fn greater_than_fires_on_the_first_true_evaluation_then_after_rearming() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::GreaterThan))));
+    // Strictly greater: exactly 100 is false (and re-arms).
+    assert_eq!(
+        fired_at(&mut e, T0, &["101", "102", "100", "100.5", "99", "101"]),
+        vec![0, 3, 5]
+    );
+}
+
+#[test]
+fn less_than_is_the_mirror() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::LessThan))));
+    assert_eq!(
+        fired_at(&mut e, T0, &["99", "100", "99.5", "101", "98"]),
+        vec![0, 2, 4]
+    );
+}
+
+#[test]
+fn entering_channel_edges_and_a_gap_over_the_channel() {
+    let mut e = plain();
+    add(
+        &mut e,
+        rule(1, every_time(spec(Condition::EnteringChannel))),
+    );
+    let out = feed_firings(&mut e, T0, &["95", "100", "105", "111", "110", "95", "120"]);
+    let fired: Vec<(usize, Decimal, Direction)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.first().map(|f| (i, f.threshold, f.direction)))
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            // Into [100, 110] at its inclusive low edge.
+            (1, d("100"), Direction::Up),
+            // Back in from above at the inclusive high edge.
+            (4, d("110"), Direction::Down),
+            // 95 → 120 jumps over the whole channel: the path entered it (at the low bound).
+            (6, d("100"), Direction::Up),
+        ]
+    );
+    let f = out[1].first().expect("a firing");
+    assert_eq!((f.low, f.high), (Some(d("100")), Some(d("110"))));
+}
+
+#[test]
+fn exiting_channel_edges_and_gaps() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::ExitingChannel))));
+    let out = feed_firings(
+        &mut e,
+        T0,
+        &["105", "110", "110.5", "109", "99.99", "120", "95"],
+    );
+    let fired: Vec<(usize, Decimal)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.first().map(|f| (i, f.threshold)))
+        .collect();
+    // Exactly 110 is still inside; 120 after 99.99 and 95 after 120 jump over the channel.
+    assert_eq!(
+        fired,
+        vec![(2, d("110")), (4, d("100")), (5, d("110")), (6, d("100"))]
+    );
+}
+
+#[test]
+fn a_gap_over_a_channel_fires_both_entering_and_exiting() {
+    let mut e = plain();
+    add(&mut e, rule(1, spec(Condition::EnteringChannel)));
+    add(&mut e, rule(2, spec(Condition::ExitingChannel)));
+    let out = feed_firings(&mut e, T0, &["95", "120"]);
+    let fired: Vec<(i64, Decimal)> = out[1].iter().map(|f| (f.rule_id, f.threshold)).collect();
+    assert_eq!(fired, vec![(1, d("100")), (2, d("110"))]);
+}
+
+#[test]
+fn moving_up_measures_against_the_price_one_window_ago() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::MovingUpPct))));
+    let mut at = |price: &str, s: i64| e.process_tick(&tick_at(price, T0 + s * SEC));
+    assert!(at("100", 0).is_empty());
+    assert!(at("103", 30).is_empty());
+    // Reference at T0+0 (the newest price at or before now − 60 s): +4 %.
+    assert!(at("104", 60).is_empty());
+    // +5 % exactly fires (moved up by 5 % or more).
+    let f = at("105", 61);
+    let f = only(&f);
+    assert_eq!(f.change_pct, Some(d("5")));
+    assert_eq!(
+        (f.pct, f.window_s, f.threshold),
+        (Some(d("5")), Some(60), d("5"))
+    );
+    // Reference now 103 (T0+30): +2.9 % re-arms; then against 106 (T0+90): +5.66 % fires.
+    assert!(at("106", 90).is_empty());
+    assert_eq!(at("112", 150).len(), 1);
+}
+
+#[test]
+fn moving_down_and_a_new_rule_reading_an_existing_history() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::MovingDownPct))));
+    assert!(e.process_tick(&tick_at("100", T0)).is_empty());
+    assert!(e.process_tick(&tick_at("96", T0 + 30 * SEC)).is_empty());
+    let f = e.process_tick(&tick_at("95", T0 + 61 * SEC));
+    assert_eq!(only(&f).change_pct, Some(d("-5")));
+    assert_eq!(only(&f).direction, Direction::Down);
+
+    // A rule joining a window that already has history is a state rule: it fires on its
+    // first evaluation if true. Reference at T0+31 s is 96 (T0+30 s): +4.06 % ≥ 4 %.
+    let mut up = spec(Condition::MovingUpPct);
+    up.pct = Some(d("4"));
+    add(&mut e, rule(2, up));
+    let f = e.process_tick(&tick_at("99.9", T0 + 91 * SEC));
+    assert_eq!(only(&f).rule_id, 2);
+}
+
+// ---- trigger modes ----------------------------------------------------------------------
+
+#[test]
+fn once_fires_once_and_disables_the_rule() {
+    let mut e = plain();
+    add(&mut e, rule(1, spec(Condition::CrossingUp)));
+    let out = feed_firings(&mut e, T0, &["99", "100"]);
+    let f = only(&out[1]);
+    assert!(f.disable_rule);
+    assert_eq!(f.rule_version, 1);
+    assert!(!e.has_rule(1));
+    assert_eq!(e.rule_count(), 0);
+    // The tombstone keeps the version: a replayed upsert of it cannot resurrect the rule.
+    assert_eq!(e.rule_version(1), Some(1));
+    assert!(matches!(
+        e.apply(&upsert(rule(1, spec(Condition::CrossingUp)))),
+        Applied::Stale {
+            id: 1,
+            held: 1,
+            got: 1
+        }
+    ));
+    assert_eq!(
+        fired_at(&mut e, T0 + 10 * SEC, &["99", "100"]),
+        Vec::<usize>::new()
+    );
+}
+
+#[test]
+fn once_per_bar_fires_at_most_once_per_bucket() {
+    let mut e = plain();
+    let mut s = spec(Condition::CrossingUp);
+    s.trigger = Trigger::OncePerBar;
+    s.interval = Some(Interval::M1);
+    add(&mut e, rule(1, s));
+    // T0 is a minute boundary. The cross at +30 s is in the same bar as the one at +10 s.
+    let ticks = [
+        ("99", 0),
+        ("100", 10),
+        ("99", 20),
+        ("100", 30),
+        ("99", 40),
+        ("100", 61),
+    ];
+    let fired: Vec<i64> = ticks
+        .iter()
+        .filter(|(p, s)| !e.process_tick(&tick_at(p, T0 + s * SEC)).is_empty())
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(fired, vec![10, 61]);
+}
+
+#[test]
+fn a_state_rule_held_back_by_its_bar_fires_when_the_next_bar_opens_if_still_true() {
+    let mut e = plain();
+    let mut s = spec(Condition::GreaterThan);
+    s.trigger = Trigger::OncePerBar;
+    s.interval = Some(Interval::M1);
+    add(&mut e, rule(1, s));
+    let ticks = [
+        ("101", 0),
+        ("99", 10),
+        ("101", 20),
+        ("101.5", 59),
+        ("101.2", 60),
+        ("101.3", 61),
+    ];
+    let fired: Vec<i64> = ticks
+        .iter()
+        .filter(|(p, s)| !e.process_tick(&tick_at(p, T0 + s * SEC)).is_empty())
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(fired, vec![0, 60]);
+}
+
+#[test]
+fn every_time_respects_the_cooldown() {
+    let mut e = plain();
+    let mut s = every_time(spec(Condition::CrossingUp));
+    s.cooldown_s = 60;
+    add(&mut e, rule(1, s));
+    // The cross at +3 s is inside the cooldown and is dropped; +61 s is exactly its end.
+    let ticks = [
+        ("99", 0),
+        ("100", 1),
+        ("99", 2),
+        ("100", 3),
+        ("99", 60),
+        ("100", 61),
+    ];
+    let fired: Vec<i64> = ticks
+        .iter()
+        .filter(|(p, s)| !e.process_tick(&tick_at(p, T0 + s * SEC)).is_empty())
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(fired, vec![1, 61]);
+
+    // A state rule still true when the cooldown ends fires then.
+    let mut e = plain();
+    let mut s = every_time(spec(Condition::GreaterThan));
+    s.cooldown_s = 60;
+    add(&mut e, rule(1, s));
+    let ticks = [
+        ("101", 0),
+        ("99", 10),
+        ("101", 20),
+        ("102", 30),
+        ("101", 60),
+    ];
+    let fired: Vec<i64> = ticks
+        .iter()
+        .filter(|(p, s)| !e.process_tick(&tick_at(p, T0 + s * SEC)).is_empty())
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(fired, vec![0, 60]);
+}
+
+#[test]
+fn an_expired_rule_never_fires_and_is_dropped() {
+    let mut e = plain();
+    let mut s = every_time(spec(Condition::CrossingUp));
+    s.expires_at = Some(T0 + 10 * SEC);
+    add(&mut e, rule(1, s));
+    let ticks = [("99", 0), ("100", 5), ("99", 6), ("100", 10)];
+    let fired: Vec<i64> = ticks
+        .iter()
+        .filter(|(p, s)| !e.process_tick(&tick_at(p, T0 + s * SEC)).is_empty())
+        .map(|(_, s)| *s)
+        .collect();
+    // At exactly `expires_at` the rule no longer fires.
+    assert_eq!(fired, vec![5]);
+    assert!(!e.has_rule(1));
+    assert_eq!(e.take_expired(), vec![1]);
+    assert_eq!(e.rule_version(1), Some(1));
+
+    // A symbol that stops trading: the adapter's clock expires its rules.
+    let mut s = spec(Condition::CrossingUp);
+    s.symbol = "ETHUSDT".into();
+    s.expires_at = Some(T0 + 5 * SEC);
+    add(&mut e, rule(2, s));
+    assert!(e.expire(T0 + 4 * SEC).is_empty());
+    assert_eq!(e.expire(T0 + 5 * SEC), vec![2]);
+    assert_eq!(e.rule_count(), 0);
+}
+
+#[test]
+fn hysteresis_stops_a_wobble_from_flooding() {
+    let wobble = [
+        "99", "100.01", "99.99", "100.01", "99.95", "100.02", "99.9", "100.01",
+    ];
+    // Without hysteresis every wobble across 100 fires.
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    assert_eq!(fired_at(&mut e, T0, &wobble), vec![1, 3, 5, 7]);
+    // With the default 0.1 %, the rule re-arms only at 99.9 (at or below).
+    let mut e = engine_with("0.1");
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    assert_eq!(fired_at(&mut e, T0, &wobble), vec![1, 7]);
+    // A rule's own band wins over the default.
+    let mut e = engine_with("0.1");
+    let mut s = every_time(spec(Condition::CrossingUp));
+    s.hysteresis_pct = Some(d("1"));
+    add(&mut e, rule(1, s));
+    assert_eq!(
+        fired_at(&mut e, T0, &["99", "100", "99.5", "100", "99", "100"]),
+        vec![1, 5]
+    );
+}
+
+#[test]
+fn hysteresis_on_a_two_way_crossing() {
+    let mut e = engine_with("0.1");
+    add(&mut e, rule(1, every_time(spec(Condition::Crossing))));
+    let out = feed_firings(
+        &mut e,
+        T0,
+        &["99", "100.01", "99.99", "100.01", "99.99", "101", "99"],
+    );
+    let fired: Vec<(usize, Direction)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.first().map(|f| (i, f.direction)))
+        .collect();
+    // One firing for the wobble inside ±0.1 %; a crossing that lands beyond the band is
+    // real and re-arms at once, so the way back down fires too.
+    assert_eq!(
+        fired,
+        vec![(1, Direction::Up), (5, Direction::Up), (6, Direction::Down)]
+    );
+}
+
+// ---- ordering, staleness, redelivery ------------------------------------------------------
+
+#[test]
+fn stale_ticks_are_ignored() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    assert!(e.process_tick(&tick_at("99", T0)).is_empty());
+    assert!(e.process_tick(&tick_at("99.5", T0 + 10 * SEC)).is_empty());
+    assert!(e.process_tick(&tick_at("101", T0 + 5 * SEC)).is_empty());
+    assert_eq!(e.process_tick(&tick_at("100", T0 + 11 * SEC)).len(), 1);
+}
+
+#[test]
+fn a_redelivered_tick_returns_the_same_firing_ids() {
+    let mut e = plain();
+    add(&mut e, rule(1, spec(Condition::CrossingUp)));
+    add(&mut e, rule(2, every_time(spec(Condition::GreaterThan))));
+    let traded = |price: &str, ts: i64, id: &str| Tick {
+        trade_id: Some(id.into()),
+        ..tick_at(price, ts)
+    };
+    assert_eq!(e.process_tick(&traded("99", T0, "1")).len(), 0);
+    let first = e.process_tick(&traded("101", T0 + SEC, "2"));
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        first[0].id,
+        deterministic_id(T0 + SEC, &["alert", "1", "2"]),
+        "{first:?}"
+    );
+    // The `once` rule is gone, yet the redelivery gives the same firings (same ids, and
+    // still `disable_rule`).
+    let again = e.process_tick(&traded("101", T0 + SEC, "2"));
+    assert_eq!(again, first);
+    // A different trade at the same millisecond is a new tick, not a redelivery.
+    assert!(e.process_tick(&traded("101", T0 + SEC, "3")).is_empty());
+    // The first tick redelivered now is older than the last: ignored.
+    assert!(e.process_tick(&traded("101", T0 + SEC, "2")).is_empty());
+
+    // Without a trade id the identity is the time and the price.
+    let mut e = plain();
+    add(&mut e, rule(1, spec(Condition::CrossingUp)));
+    e.process_tick(&tick_at("99", T0));
+    let first = e.process_tick(&tick_at("100.50", T0 + SEC));
+    let ts = (T0 + SEC).to_string();
+    assert_eq!(
+        only(&first).id,
+        deterministic_id(T0 + SEC, &["alert", "1", &ts, "100.5"])
+    );
+    assert_eq!(e.process_tick(&tick_at("100.50", T0 + SEC)), first);
+}
+
+// ---- updates racing with ticks ------------------------------------------------------------
+
+#[test]
+fn versions_order_upserts_and_deletes() {
+    let mut e = plain();
+    let base = every_time(spec(Condition::CrossingUp));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 1, base.clone()))),
+        Applied::RuleAdded { rule_id: 1 }
+    ));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 1, base.clone()))),
+        Applied::Stale { .. }
+    ));
+    let mut moved = base.clone();
+    moved.threshold = Some(d("105"));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 2, moved.clone()))),
+        Applied::RuleReplaced { rule_id: 1 }
+    ));
+    // A late, older upsert does not overwrite the newer rule.
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 1, base.clone()))),
+        Applied::Stale {
+            held: 2,
+            got: 1,
+            ..
+        }
+    ));
+    // An older delete does not remove it either.
+    let delete = |version| Control::RuleDeleted {
+        rule_id: 1,
+        user_id: 7,
+        version,
+    };
+    assert!(matches!(e.apply(&delete(1)), Applied::Stale { .. }));
+    assert!(e.has_rule(1));
+    // Delete at version 3, then a stale upsert (v2, v3) cannot resurrect it; v4 can.
+    assert!(matches!(
+        e.apply(&delete(3)),
+        Applied::RuleRemoved {
+            rule_id: 1,
+            was_live: true
+        }
+    ));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 2, moved.clone()))),
+        Applied::Stale { .. }
+    ));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 3, moved.clone()))),
+        Applied::Stale { .. }
+    ));
+    assert!(!e.has_rule(1));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 4, moved.clone()))),
+        Applied::RuleAdded { .. }
+    ));
+    // Deactivating is a removal with a tombstone.
+    let mut inactive = versioned(1, 5, moved.clone());
+    inactive.active = false;
+    assert!(matches!(
+        e.apply(&upsert(inactive)),
+        Applied::RuleRemoved { was_live: true, .. }
+    ));
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 5, moved.clone()))),
+        Applied::Stale { .. }
+    ));
+    // A delete for a rule never seen still leaves a tombstone.
+    assert!(matches!(
+        e.apply(&Control::RuleDeleted {
+            rule_id: 99,
+            user_id: 7,
+            version: 2
+        }),
+        Applied::RuleRemoved {
+            was_live: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        e.apply(&upsert(versioned(99, 2, base))),
+        Applied::Stale { .. }
+    ));
+    assert!(matches!(
+        e.apply(&Control::Halt { by_chat: None }),
+        Applied::NotForAlerts
+    ));
+}
+
+#[test]
+fn an_invalid_update_is_rejected_and_the_held_rule_stays() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    let mut broken = spec(Condition::CrossingUp);
+    broken.threshold = None;
+    assert!(matches!(
+        e.apply(&upsert(versioned(1, 2, broken))),
+        Applied::Rejected { id: 1, .. }
+    ));
+    assert_eq!(e.rule_version(1), Some(1));
+    assert_eq!(fired_at(&mut e, T0, &["99", "100"]), vec![1]);
+}
+
+#[test]
+fn an_update_between_ticks_starts_the_rule_afresh() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    assert!(e.process_tick(&tick_at("99", T0)).is_empty());
+    let mut moved = every_time(spec(Condition::CrossingUp));
+    moved.threshold = Some(d("105"));
+    add(&mut e, versioned(1, 2, moved));
+    // The old threshold is gone, and the first price after the update is no cross.
+    assert!(e.process_tick(&tick_at("106", T0 + SEC)).is_empty());
+    assert!(e.process_tick(&tick_at("104", T0 + 2 * SEC)).is_empty());
+    let f = e.process_tick(&tick_at("105", T0 + 3 * SEC));
+    assert_eq!(only(&f).threshold, d("105"));
+    assert_eq!(only(&f).rule_version, 2);
+}
+
+#[test]
+fn deleting_many_rules_compacts_the_index() {
+    let mut e = plain();
+    for id in 1..=500 {
+        let mut s = every_time(spec(Condition::CrossingUp));
+        s.threshold = Some(Decimal::from(100 + id));
+        add(&mut e, rule(id, s));
+    }
+    for id in 1..=400 {
+        e.apply(&Control::RuleDeleted {
+            rule_id: id,
+            user_id: 7,
+            version: 2,
+        });
+    }
+    assert_eq!(e.rule_count(), 100);
+    for id in 501..=800 {
+        let mut s = every_time(spec(Condition::CrossingUp));
+        s.threshold = Some(Decimal::from(id - 400));
+        add(&mut e, rule(id, s));
+    }
+    e.process_tick(&tick_at("50", T0));
+    let f = e.process_tick(&tick_at("1000", T0 + SEC));
+    let mut ids: Vec<i64> = f.iter().map(|f| f.rule_id).collect();
+    ids.sort_unstable();
+    let want: Vec<i64> = (401..=800).collect();
+    assert_eq!(ids, want);
+}
+
+// ---- load ---------------------------------------------------------------------------------
+
+#[test]
+fn load_reports_and_a_reload_replaces_the_book_but_keeps_runtime_state() {
+    let mut e = engine_with("0.1");
+    let mut broken = spec(Condition::CrossingUp);
+    broken.threshold = None;
+    let mut inactive = rule(3, spec(Condition::CrossingUp));
+    inactive.active = false;
+    let report = e.load(
+        vec![
+            rule(1, every_time(spec(Condition::CrossingUp))),
+            rule(2, broken),
+            inactive,
+            rule(4, every_time(spec(Condition::CrossingDown))),
+        ],
+        Vec::new(),
+    );
+    assert_eq!(report.rules, 2);
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].0, 2);
+    assert_eq!(e.rule_version(3), Some(1));
+    assert!(!e.has_rule(3));
+
+    // Rule 1 fires and is disarmed (hysteresis 0.1 %).
+    assert_eq!(fired_at(&mut e, T0, &["99", "100"]), vec![1]);
+    // Reload: rule 1 unchanged, rule 4 gone from the database, rule 5 new.
+    let report = e.load(
+        vec![
+            rule(1, every_time(spec(Condition::CrossingUp))),
+            rule(5, every_time(spec(Condition::CrossingDown))),
+        ],
+        Vec::new(),
+    );
+    assert_eq!((report.rules, report.stale, report.removed), (2, 1, 1));
+    assert!(!e.has_rule(4));
+    // Rule 1 kept its state: still disarmed, so the wobble does not fire it.
+    let out = feed_firings(&mut e, T0 + 2 * SEC, &["99.95", "100.05"]);
+    assert!(out.iter().all(Vec::is_empty), "{out:?}");
+}
+
+// ---- candles ------------------------------------------------------------------------------
+
+fn candle(interval: Interval, open_ts: i64, close: &str, closed: bool) -> Candle {
+    Candle {
+        venue: "binance".into(),
+        symbol: "BTCUSDT".into(),
+        interval,
+        open_ts,
+        open: d(close),
+        high: d(close),
+        low: d(close),
+        close: d(close),
+        volume: Decimal::ONE,
+        trades: None,
+        closed,
+    }
+}
+
+#[test]
+fn candles_price_only_silent_symbols_at_their_smallest_interval() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    let minute = 60 * SEC;
+    assert!(
+        e.process_candle(&candle(Interval::M1, T0, "99", true))
+            .is_empty()
+    );
+    // An open candle is not a price.
+    assert!(
+        e.process_candle(&candle(Interval::M1, T0 + minute, "101", false))
+            .is_empty()
+    );
+    let f = e.process_candle(&candle(Interval::M1, T0 + minute, "101", true));
+    assert_eq!(
+        only(&f).ts,
+        T0 + 2 * minute - 1,
+        "the close is at the bar's last ms"
+    );
+    // A larger interval repeats the same closes: ignored.
+    assert!(
+        e.process_candle(&candle(Interval::M5, T0, "99", true))
+            .is_empty()
+    );
+    assert!(
+        e.process_candle(&candle(Interval::M1, T0 + 2 * minute, "99", true))
+            .is_empty()
+    );
+    assert!(
+        e.process_candle(&candle(Interval::M5, T0 + 5 * minute, "101", true))
+            .is_empty()
+    );
+    // Once ticks flow, candles within the silence window are ignored.
+    assert!(
+        e.process_tick(&tick_at("99", T0 + 3 * minute + SEC))
+            .is_empty()
+    );
+    assert!(
+        e.process_candle(&candle(Interval::M1, T0 + 3 * minute, "101", true))
+            .is_empty()
+    );
+    // Ticks stop: a candle closing more than 60 s after the last tick counts again.
+    let f = e.process_candle(&candle(Interval::M1, T0 + 5 * minute, "101", true));
+    assert_eq!(f.len(), 1);
+}
+
+// ---- subscriptions ------------------------------------------------------------------------
+
+fn subscription(id: i64, kind: SignalKind, symbol: Option<&str>, min: Grade) -> Subscription {
+    Subscription {
+        id,
+        user_id: 100 + id,
+        kind,
+        symbol: symbol.map(Into::into),
+        min_grade: min,
+        active: true,
+        version: 1,
+    }
+}
+
+fn signal(kind: SignalKind, symbol: &str, grade: Grade) -> Signal {
+    Signal {
+        id: Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+        kind,
+        venue: "binance".into(),
+        symbol: symbol.into(),
+        interval: Interval::M1,
+        ts: T0,
+        price: d("64321.12"),
+        score: 72,
+        grade,
+        details: Default::default(),
+    }
+}
+
+#[test]
+fn subscriptions_match_by_kind_symbol_and_grade() {
+    let mut e = plain();
+    let mut inactive = subscription(5, SignalKind::RsiOversold, None, Grade::D);
+    inactive.active = false;
+    let report = e.load(
+        Vec::new(),
+        vec![
+            subscription(1, SignalKind::RsiOversold, Some("BTCUSDT"), Grade::B),
+            subscription(2, SignalKind::RsiOversold, None, Grade::A),
+            subscription(3, SignalKind::RsiOversold, Some("ETHUSDT"), Grade::D),
+            subscription(4, SignalKind::GoldenCross, None, Grade::D),
+            inactive,
+        ],
+    );
+    assert_eq!(report.subscriptions, 4);
+    fn hit_ids(e: &AlertEngine, s: &Signal) -> Vec<i64> {
+        e.process_signal(s)
+            .iter()
+            .map(|h| h.subscription_id)
+            .collect()
+    }
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::RsiOversold, "BTCUSDT", Grade::B)),
+        vec![1]
+    );
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::RsiOversold, "BTCUSDT", Grade::A)),
+        vec![1, 2]
+    );
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::RsiOversold, "BTCUSDT", Grade::C)),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::RsiOversold, "ETHUSDT", Grade::C)),
+        vec![3]
+    );
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::GoldenCross, "XRPUSDT", Grade::D)),
+        vec![4]
+    );
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::VolumeSurge, "BTCUSDT", Grade::A)),
+        Vec::<i64>::new()
+    );
+
+    let s = signal(SignalKind::RsiOversold, "BTCUSDT", Grade::A);
+    let hits = e.process_signal(&s);
+    assert_eq!(hits[0].user_id, 101);
+    assert_eq!(
+        hits[0].id,
+        deterministic_id(T0, &["signal-sub", "1", &s.id.to_string()])
+    );
+    assert_eq!(e.process_signal(&s), hits, "a redelivered signal: same ids");
+
+    // Versioned like rules.
+    assert!(matches!(
+        e.apply(&Control::SubscriptionDeleted {
+            subscription_id: 1,
+            version: 2
+        }),
+        Applied::SubscriptionRemoved { was_live: true, .. }
+    ));
+    assert!(matches!(
+        e.apply(&Control::SubscriptionUpserted {
+            subscription: subscription(1, SignalKind::RsiOversold, Some("BTCUSDT"), Grade::B)
+        }),
+        Applied::Stale { .. }
+    ));
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::RsiOversold, "BTCUSDT", Grade::A)),
+        vec![2]
+    );
+    let mut moved = subscription(2, SignalKind::RsiOversold, None, Grade::C);
+    moved.version = 2;
+    assert!(matches!(
+        e.apply(&Control::SubscriptionUpserted {
+            subscription: moved
+        }),
+        Applied::SubscriptionReplaced { .. }
+    ));
+    assert_eq!(
+        hit_ids(&e, &signal(SignalKind::RsiOversold, "BTCUSDT", Grade::C)),
+        vec![2]
+    );
+    assert_eq!(e.subscription_count(), 3);
+}
+
+// ---- wire ---------------------------------------------------------------------------------
+
+#[test]
+fn a_firing_becomes_the_wire_alert() {
+    let mut e = plain();
+    add(&mut e, rule(42, spec(Condition::CrossingUp)));
+    let out = feed_firings(&mut e, T0, &["99", "100.5"]);
+    let f = only(&out[1]);
+    let wire = AlertTriggered::from(f);
+    assert_eq!(wire.id, f.id);
+    assert_eq!(wire.rule_id, 42);
+    assert_eq!(wire.user_id, 7);
+    assert_eq!(wire.condition, Condition::CrossingUp);
+    assert_eq!(wire.threshold, d("100"));
+    assert_eq!(wire.price, d("100.5"));
+    assert_eq!(wire.ts, T0 + SEC);
+    tickwatch_schema::wire::encode(&wire).expect("the wire message validates");
+    assert_eq!(f.dedupe_key(), format!("alert:{}", f.id));
+}
+
+// ---- indexed == naive ---------------------------------------------------------------------
+
+const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
+
+/// A random rule on a coarse grid around 100, so prices often sit exactly on thresholds.
+fn random_rule(rng: &mut SplitMix, id: i64, version: i64) -> AlertRule {
+    let conditions = Condition::ALL;
+    let condition = rng.pick(conditions).unwrap_or(Condition::Crossing);
+    let grid = |rng: &mut SplitMix| Decimal::new(9_000 + 50 * rng.below(41) as i64, 2);
+    let symbol = rng.pick(&SYMBOLS).unwrap_or("AAA");
+    let mut s = RuleSpec::price("test", symbol, condition, grid(rng));
+    if condition.is_channel() {
+        s.threshold = None;
+        let (a, b) = (grid(rng), grid(rng));
+        let (low, high) = if a < b { (a, b) } else { (b, a + Decimal::ONE) };
+        s.low = Some(low);
+        s.high = Some(high);
+    }
+    if condition.is_moving() {
+        s.threshold = None;
+        s.pct = rng.pick(&[Decimal::new(5, 1), Decimal::ONE, Decimal::from(2)]);
+        s.window_s = rng.pick(&[2_u64, 5, 10, 60]);
+    }
+    match rng.below(3) {
+        0 => s.trigger = Trigger::Once,
+        1 => {
+            s.trigger = Trigger::OncePerBar;
+            s.interval = Some(Interval::M1);
+        }
+        _ => {
+            s.trigger = Trigger::EveryTime;
+            s.cooldown_s = rng.pick(&[0_u64, 0, 1, 3, 10]).unwrap_or(0);
+        }
+    }
+    if rng.chance(0.4) {
+        s.hysteresis_pct = rng.pick(&[Decimal::ZERO, Decimal::new(5, 1), Decimal::ONE]);
+    }
+    if rng.chance(0.2) {
+        s.expires_at = Some(T0 + 1_000 * rng.below(200) as i64);
+    }
+    versioned(id, version, s)
+}
+
+type Seen = Vec<(i64, Uuid, Direction, Decimal, Decimal)>;
+
+fn seen(mut firings: Vec<Firing>) -> Seen {
+    firings.sort_by_key(|f| f.rule_id);
+    firings
+        .into_iter()
+        .map(|f| (f.rule_id, f.id, f.direction, f.threshold, f.price))
+        .collect()
+}
+
+/// Drives an indexed and a naive engine through the same random scenario and compares every
+/// output. Returns the number of firings, so callers can check the scenario did something.
+fn cross_check(seed: u64, rules: usize, steps: usize) -> usize {
+    cross_check_moves(seed, rules, steps, 25).0
+}
+
+/// The same with price steps of up to 4 × `step_cents` (and jumps 20 times that); returns
+/// the firings and how many prices took the indexed engine's fast path.
+fn cross_check_moves(seed: u64, rules: usize, steps: usize, step_cents: i64) -> (usize, u64) {
+    let mut rng = SplitMix::new(seed);
+    let hysteresis = rng.pick(&["0", "0.1", "0.5"]).unwrap_or("0");
+    let mut indexed = engine_with(hysteresis);
+    let mut naive = engine_with(hysteresis);
+    let initial: Vec<AlertRule> = (1..=rules as i64)
+        .map(|id| random_rule(&mut rng, id, 1))
+        .collect();
+    indexed.load(initial.clone(), Vec::new());
+    naive.load(initial, Vec::new());
+    let mut prices = [Decimal::from(100); 3];
+    let mut ts = [T0; 3];
+    let mut last_tick: Option<Tick> = None;
+    let mut next_id = rules as i64 + 1;
+    let mut fired = 0;
+    for step in 0..steps {
+        // Now and then a control message, applied to both.
+        if rng.chance(0.03) {
+            let id = 1 + rng.below(next_id as u64) as i64;
+            let version = indexed.rule_version(id).unwrap_or(0) + rng.below(3) as i64 - 1;
+            let control = if rng.chance(0.3) {
+                Control::RuleDeleted {
+                    rule_id: id,
+                    user_id: 7,
+                    version,
+                }
+            } else {
+                upsert(random_rule(&mut rng, id, version))
+            };
+            let (a, b) = (indexed.apply(&control), naive.apply(&control));
+            assert_eq!(
+                format!("{a:?}"),
+                format!("{b:?}"),
+                "seed {seed} step {step}"
+            );
+            next_id += 1;
+        }
+        let tick = if rng.chance(0.05) && last_tick.is_some() {
+            // A redelivery of the previous tick.
+            last_tick.clone().expect("checked")
+        } else {
+            let s = rng.below(3) as usize;
+            let jump = if rng.chance(0.05) { 20 } else { 1 };
+            let step = Decimal::new((rng.below(9) as i64 - 4) * step_cents * jump, 2);
+            prices[s] = (prices[s] + step).max(Decimal::ONE);
+            // Equal times happen (several trades in one ms); sometimes a stale one.
+            ts[s] += if rng.chance(0.03) {
+                -2_000
+            } else {
+                rng.below(3_000) as i64
+            };
+            Tick {
+                venue: "test".into(),
+                symbol: SYMBOLS[s].into(),
+                price: prices[s],
+                qty: Decimal::ONE,
+                ts: ts[s],
+                trade_id: rng.chance(0.5).then(|| format!("{step}")),
+            }
+        };
+        let a = seen(indexed.process_tick(&tick));
+        let b = seen(naive.process_tick_naive(&tick));
+        assert_eq!(a, b, "seed {seed} step {step} tick {tick:?}");
+        fired += a.len();
+        assert_eq!(
+            indexed.rule_count(),
+            naive.rule_count(),
+            "seed {seed} step {step}"
+        );
+        let (mut x, mut y) = (indexed.take_expired(), naive.take_expired());
+        x.sort_unstable();
+        y.sort_unstable();
+        assert_eq!(x, y, "seed {seed} step {step}");
+        last_tick = Some(tick);
+    }
+    assert_eq!(
+        naive.quiet_prices(),
+        0,
+        "the naive loop never takes the fast path"
+    );
+    (fired, indexed.quiet_prices())
+}
+
+#[test]
+fn indexed_engine_equals_naive_evaluator_on_random_scenarios() {
+    let mut total = 0;
+    for seed in 0..150 {
+        total += cross_check(seed, 60, 400);
+    }
+    assert!(
+        total > 1_000,
+        "the scenarios should fire a lot, fired {total}"
+    );
+}
+
+#[test]
+fn the_fast_path_changes_nothing() {
+    // Small moves between sparse levels: most prices take the fast path, and the results
+    // must still be the naive loop's.
+    let (mut fired, mut quiet) = (0, 0);
+    for seed in 500..600 {
+        let (f, q) = cross_check_moves(seed, 8, 600, 1);
+        fired += f;
+        quiet += q;
+    }
+    assert!(fired > 50, "fired {fired}");
+    assert!(quiet > 20_000, "fast path taken {quiet} times");
+}
+
+#[test]
+fn indexed_engine_equals_naive_evaluator_with_many_rules_per_symbol() {
+    for seed in 1_000..1_010 {
+        assert!(cross_check(seed, 1_500, 600) > 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The same check with proptest shrinking the scenario when it fails.
+    #[test]
+    fn indexed_equals_naive_proptest(
+        thresholds in prop::collection::vec((0usize..9, 90i64..110, 0u8..3), 1..40),
+        moves in prop::collection::vec((-8i64..=8, 0i64..4), 1..200),
+    ) {
+        let mut indexed = plain();
+        let mut naive = plain();
+        let rules: Vec<AlertRule> = thresholds
+            .iter()
+            .zip(1_i64..)
+            .map(|(&(c, t, trig), id)| {
+                let condition = Condition::ALL[c];
+                let mut s = spec(condition);
+                if condition.is_channel() {
+                    s.low = Some(Decimal::from(t));
+                    s.high = Some(Decimal::from(t + 3));
+                } else if condition.is_moving() {
+                    s.window_s = Some(5);
+                    s.pct = Some(Decimal::ONE);
+                } else {
+                    s.threshold = Some(Decimal::from(t));
+                }
+                s.trigger = [Trigger::Once, Trigger::EveryTime, Trigger::OncePerBar][usize::from(trig)];
+                if s.trigger == Trigger::OncePerBar {
+                    s.interval = Some(Interval::M1);
+                }
+                rule(id, s)
+            })
+            .collect();
+        indexed.load(rules.clone(), Vec::new());
+        naive.load(rules, Vec::new());
+        let mut price = Decimal::from(100);
+        let mut ts = T0;
+        for (step, dt) in moves {
+            price = (price + Decimal::new(step, 1) * Decimal::from(5)).max(Decimal::ONE);
+            ts += dt * 700;
+            let tick = tick_at(&price.to_string(), ts);
+            prop_assert_eq!(seen(indexed.process_tick(&tick)), seen(naive.process_tick_naive(&tick)));
+        }
+    }
+}
+
+#[test]
+fn the_engine_and_its_outputs_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<AlertEngine>();
+    send_sync::<Firing>();
+    send_sync::<SubscriptionHit>();
+}
