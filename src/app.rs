@@ -24,6 +24,7 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     Signals,
+    Alerts,
     Recorder,
     Notifier,
 }
@@ -199,6 +200,12 @@ pub fn start_role(
             let cfg = config.signals.clone();
             roles.spawn("signals", async move {
                 Ok(tickwatch_signals::adapter::run(&broker, db, &cfg, shutdown).await?)
+            });
+        }
+        Role::Alerts => {
+            let cfg = config.alerts.clone();
+            roles.spawn("alerts", async move {
+                Ok(tickwatch_alerts::adapter::run(&broker, db, &cfg, shutdown).await?)
             });
         }
         Role::Recorder => {
@@ -458,7 +465,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     )?;
     let services = services(&db, Some(&broker));
     let mut roles = Roles::new(&shutdown);
-    for role in [Role::Recorder, Role::Signals, Role::Notifier] {
+    if config.run.demo_user {
+        crate::demo::ensure(config, &services).await?;
+    }
+    for role in [Role::Recorder, Role::Signals, Role::Alerts, Role::Notifier] {
         start_role(&mut roles, role, config, &broker, &db);
     }
     start_api(&mut roles, config, &services).await?;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer, Serialize};
+use tickwatch_alerts::AlertsConfig;
 use tickwatch_broker::BrokerConfig;
 use tickwatch_broker::config::mask_url;
 use tickwatch_gateway::{ApiConfig, BotConfig};
@@ -39,6 +40,7 @@ pub struct Config {
     pub log: LogConfig,
     pub recorder: RecorderConfig,
     pub signals: SignalsConfig,
+    pub alerts: AlertsConfig,
     pub notifier: NotifierConfig,
     pub producers: ProducersConfig,
     pub run: RunConfig,
@@ -267,6 +269,14 @@ impl Config {
         config.share_settings();
         config.validate()?;
         Ok(config)
+    }
+
+    /// A configuration built in code (tests, embedding): shares the settings several
+    /// sections use and validates, as loading does.
+    pub fn resolved(mut self) -> anyhow::Result<Config> {
+        self.share_settings();
+        self.validate()?;
+        Ok(self)
     }
 
     /// Copies the settings several sections use from the one place a user sets them.

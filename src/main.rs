@@ -41,6 +41,10 @@ enum Command {
         #[arg(value_enum)]
         role: Role,
     },
+    /// The HTTP API (`TICKWATCH_API_ADDR`), with its OpenAPI document at /openapi.json.
+    Api,
+    /// The Telegram bot (needs TELEGRAM_BOT_TOKEN).
+    Bot,
     /// One market-data source, publishing to the broker.
     Produce {
         #[command(subcommand)]
@@ -89,6 +93,16 @@ enum Command {
         venue: Option<String>,
         #[arg(long)]
         interval: Option<Interval>,
+    },
+    /// Users: add, list, remove.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// API keys.
+    Apikey {
+        #[command(subcommand)]
+        action: ApikeyCommand,
     },
     /// The effective configuration.
     Config {
@@ -181,7 +195,57 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Add {
+        name: String,
+        /// Their Telegram chat id (where notifications go).
+        #[arg(long)]
+        telegram_chat: Option<i64>,
+        /// Admin rights (halt/resume, broadcast, system stats).
+        #[arg(long)]
+        admin: bool,
+        /// `en` or `ko`.
+        #[arg(long, default_value = "en")]
+        language: String,
+    },
+    /// Every user.
+    List,
+    /// Remove a user with their rules, subscriptions and keys.
+    Remove {
+        /// Id, name or `chat:<telegram chat id>`.
+        user: Option<String>,
+        /// Remove the demo user `tickwatch run` created.
+        #[arg(long, conflicts_with = "user")]
+        demo: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create an API key for a user; it is printed once.
+    Create {
+        /// Id, name or `chat:<telegram chat id>`.
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
+    /// The pure alerts engine (indexed rule book) against a naive loop.
+    Alerts {
+        #[arg(long, default_value_t = 1_000_000)]
+        rules: usize,
+        #[arg(long, default_value_t = 1_000)]
+        symbols: usize,
+        #[arg(long, default_value_t = 5_000_000)]
+        ticks: usize,
+    },
+    /// `produce csv --speed max` into the broker against raw lapin publishing.
+    Csv {
+        #[arg(default_value = "../shared/data/BTCUSDT_1m.csv")]
+        path: PathBuf,
+    },
     /// The pure signals engine: all indicators and signals, many symbols interleaved.
     Signals {
         /// The folder of history files the symbols are built from.
@@ -280,6 +344,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     bars,
                 },
         } => ops::bench_signals(&config, &data_dir, symbols, bars),
+        Command::Bench {
+            what:
+                BenchCommand::Alerts {
+                    rules,
+                    symbols,
+                    ticks,
+                },
+        } => ops::bench_alerts(rules, symbols, ticks),
+        Command::Bench {
+            what: BenchCommand::Csv { path },
+        } => ops::bench_csv(&config, &path).await,
+        Command::User { action } => match action {
+            UserCommand::Add {
+                name,
+                telegram_chat,
+                admin,
+                language,
+            } => ops::users::add(&config, &name, telegram_chat, admin, &language).await,
+            UserCommand::List => ops::users::list(&config).await,
+            UserCommand::Remove { user, demo } => {
+                ops::users::remove(&config, user.as_deref(), demo).await
+            }
+        },
+        Command::Apikey {
+            action: ApikeyCommand::Create { user },
+        } => ops::users::apikey(&config, &user).await,
+        Command::Api => app::gateway(&config, true, app::shutdown_on_signal()).await,
+        Command::Bot => app::gateway(&config, false, app::shutdown_on_signal()).await,
         Command::Indicators {
             path,
             symbol,
@@ -314,6 +406,8 @@ fn command_name(command: &Command) -> &'static str {
             role: Role::Notifier,
         } => "notifier",
         Command::Produce { .. } => "producer",
+        Command::Api => "api",
+        Command::Bot => "bot",
         _ => "cli",
     }
 }

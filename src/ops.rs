@@ -200,6 +200,180 @@ pub fn bench_signals(
     Ok(())
 }
 
+/// `tickwatch bench alerts`: the pure rule book against a naive loop, in one run.
+pub fn bench_alerts(rules: usize, symbols: usize, ticks: usize) -> anyhow::Result<()> {
+    let config = tickwatch_alerts::bench::BenchConfig {
+        rules,
+        symbols,
+        ticks,
+        ..Default::default()
+    };
+    let report = tickwatch_alerts::bench::run(&config)?;
+    crate::say!("alerts bench (pure engine, one core):\n{report}");
+    Ok(())
+}
+
+/// `tickwatch bench csv`: `produce csv --speed max` into the broker, next to raw lapin
+/// publishing with confirms, in one run.
+pub async fn bench_csv(config: &Config, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut broker_config = config.broker.clone();
+    broker_config.prefix = format!(
+        "twbench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let broker =
+        tickwatch_broker::Broker::connect(broker_config.clone(), &broker_config.prefix).await?;
+    let topology = Topology::standard(&broker_config)?;
+    topology.apply(&broker).await?;
+    let publisher = tickwatch_broker::Publisher::start(&broker, "bench-csv");
+    let sink: std::sync::Arc<dyn tickwatch_producers::MarketSink> = std::sync::Arc::new(
+        tickwatch_producers::broker_sink::PublisherSink::new(publisher.clone()),
+    );
+    let csv = tickwatch_producers::csv::CsvConfig::for_file(path);
+    let replay = tickwatch_producers::csv::bench(csv, sink).await;
+    publisher.close().await;
+    let raw = tickwatch_broker::bench::raw_publish(
+        &broker,
+        replay.as_ref().map_or(30_000, |r| r.messages),
+    )
+    .await;
+    let _ = topology.delete(&broker).await;
+    broker.close();
+    let (replay, raw) = (replay?, raw?);
+    crate::say!(
+        "csv replay bench: {} candles from {}\n  produce csv --speed max: {:>9.0} msg/s\n  raw lapin publish:       {:>9.0} msg/s\n  ratio:                   {:>9.2}",
+        replay.messages,
+        path.display(),
+        replay.per_second,
+        raw,
+        replay.per_second / raw
+    );
+    Ok(())
+}
+
+/// `tickwatch user add|list|remove`, `tickwatch apikey create`.
+pub mod users {
+    use tickwatch_gateway::services::users::{Language, NewUser};
+
+    use crate::config::Config;
+
+    async fn services(config: &Config) -> anyhow::Result<tickwatch_gateway::Services> {
+        let db = crate::app::database(config, crate::app::Migrations::Require).await?;
+        // Removing a user retires their rules on running alerts instances when the broker
+        // is there; the database change stands either way.
+        let broker = match tickwatch_broker::Broker::connect(config.broker.clone(), "cli").await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "broker unreachable: changes are stored, not announced");
+                None
+            }
+        };
+        Ok(tickwatch_gateway::Services::new(db, broker))
+    }
+
+    pub async fn add(
+        config: &Config,
+        name: &str,
+        chat: Option<i64>,
+        admin: bool,
+        language: &str,
+    ) -> anyhow::Result<()> {
+        let services = services(config).await?;
+        let user = services
+            .create_user(NewUser {
+                name: name.to_string(),
+                telegram_chat_id: chat,
+                admin,
+                language: Language::from_code(Some(language)),
+                demo: false,
+            })
+            .await?;
+        services.close().await;
+        crate::say!(
+            "user {} created: {}{}",
+            user.id,
+            user.name,
+            if admin { " (admin)" } else { "" }
+        );
+        Ok(())
+    }
+
+    pub async fn list(config: &Config) -> anyhow::Result<()> {
+        let services = services(config).await?;
+        crate::say!(
+            "{:>5}  {:<20} {:>14}  {:<5} {:<6} flags",
+            "id",
+            "name",
+            "telegram chat",
+            "lang",
+            "active"
+        );
+        for u in services.list_users().await? {
+            let mut flags = Vec::new();
+            if u.admin {
+                flags.push("admin");
+            }
+            if u.demo {
+                flags.push("demo");
+            }
+            crate::say!(
+                "{:>5}  {:<20} {:>14}  {:<5} {:<6} {}",
+                u.id,
+                u.name,
+                u.telegram_chat_id
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                u.language,
+                u.active,
+                flags.join(",")
+            );
+        }
+        services.close().await;
+        Ok(())
+    }
+
+    pub async fn remove(config: &Config, user: Option<&str>, demo: bool) -> anyhow::Result<()> {
+        let services = services(config).await?;
+        let removed = if demo {
+            services.remove_demo_users().await?
+        } else {
+            let Some(given) = user else {
+                anyhow::bail!("name the user (id, name or chat:<id>) or give --demo");
+            };
+            let found = services.find_user(given).await?;
+            vec![services.remove_user(found.id).await?]
+        };
+        services.close().await;
+        for r in &removed {
+            crate::say!(
+                "removed user {} ({}): {} rule(s), {} subscription(s), {} API key(s)",
+                r.user.id,
+                r.user.name,
+                r.rules,
+                r.subscriptions,
+                r.api_keys
+            );
+        }
+        if removed.is_empty() {
+            crate::say!("no demo user to remove");
+        }
+        Ok(())
+    }
+
+    pub async fn apikey(config: &Config, user: &str) -> anyhow::Result<()> {
+        let services = services(config).await?;
+        let found = services.find_user(user).await?;
+        let key = services.create_api_key(found.id).await?;
+        services.close().await;
+        crate::say!(
+            "API key for {} (shown once; store it now):\n{}",
+            found.name,
+            key.key
+        );
+        Ok(())
+    }
+}
+
 /// `tickwatch bench broker`.
 pub async fn bench_broker(config: &Config, messages: u64) -> anyhow::Result<()> {
     eprintln!(

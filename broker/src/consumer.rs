@@ -467,6 +467,18 @@ async fn wait_while_paused(
     resumed
 }
 
+/// Resolves when the pause flag is no longer `current`. Never without a pause, nor once its
+/// sender is gone (the last value then stands, instead of a closed channel waking the
+/// caller in a loop).
+async fn pause_flips(pause: &mut Option<watch::Receiver<bool>>, current: bool) {
+    if let Some(pause) = pause.as_mut()
+        && pause.wait_for(|now| *now != current).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 fn ack_batch_size(ctx: &Ctx) -> usize {
     let config = ctx.broker.config();
     usize::from(config.ack_batch.min(config.prefetch))
@@ -497,6 +509,8 @@ async fn sequential_session<H: Handler>(
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                // A pause that comes while waiting must stop the next delivery too.
+                _ = pause_flips(&mut pause, false) => continue,
                 next = tokio::time::timeout(flush_after, consumer.next()) => match next {
                     Ok(next) => next,
                     Err(_) => {
@@ -509,6 +523,7 @@ async fn sequential_session<H: Handler>(
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                _ = pause_flips(&mut pause, false) => continue,
                 next = consumer.next() => next,
             }
         };
@@ -617,7 +632,9 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
                 acks.flush(&ctx.queue.name).await?;
                 flush_at = None;
             }
-            _ = async { if let Some(p) = pause.as_mut() { let _ = p.changed().await; } }, if paused => {}
+            // Watched in both directions: a pause must stop the next delivery, not only the
+            // one after it.
+            _ = pause_flips(&mut pause, paused), if pause.is_some() => {}
             next = consumer.next(), if !paused && held < concurrency => {
                 let delivery = match next {
                     Some(Ok(delivery)) => delivery,

@@ -360,6 +360,12 @@ pub struct AlertRule {
     /// Bumped on every change; an alerts instance ignores an update older than what it holds.
     pub version: i64,
     pub created_at: i64,
+    /// When the rule last fired (epoch ms), as the database records it (`alert_rules.
+    /// last_fired_at`, set by the alerts role with each stored firing). A restarted alerts
+    /// engine resumes the rule's cooldown / bar from it. Absent when it never fired, so the
+    /// JSON of a rule that never fired is as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired_at: Option<i64>,
 }
 
 /// A user's subscription to a kind of signal.

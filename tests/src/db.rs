@@ -94,9 +94,38 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // A PostgreSQL database needs an async round trip: only `close()` drops it.
-        if let Cleanup::Dir(dir) = &self.cleanup {
-            let _ = std::fs::remove_dir_all(dir);
+        match std::mem::replace(&mut self.cleanup, Cleanup::Done) {
+            Cleanup::Done => {}
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            // Not closed: the test failed (or forgot). Dropping the database needs an async
+            // round trip, and this may run inside the test's runtime, which cannot be
+            // blocked on: a helper thread with its own runtime does it, so a failed test
+            // leaves no `tw_test_*` database behind. `WITH (FORCE)` ends the pool's
+            // sessions, which still belong to the test's runtime.
+            Cleanup::Postgres { admin_url, name } => {
+                let dropped = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async {
+                        let admin = db::connect(&admin_url).await?;
+                        admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await
+                            .map_err(tickwatch_schema::Error::from)?;
+                        admin.close().await.map_err(tickwatch_schema::Error::from)?;
+                        Ok::<(), Error>(())
+                    })
+                })
+                .join();
+                if !matches!(dropped, Ok(Ok(()))) {
+                    eprintln!("test database was not dropped: {dropped:?}");
+                }
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The schema's migrations and basic queries on both databases tickwatch supports: SQLite
 //! (the default) and PostgreSQL (the local server, a fresh database per test).
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+};
 use tickwatch_schema::db::{self, entity};
 use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_tests::db::TestDb;
@@ -18,7 +20,10 @@ async fn exercise(conn: &DatabaseConnection) {
         .await
         .expect("query")
         .expect("seeded");
-    assert_eq!((samsung.venue.as_str(), samsung.symbol.as_str()), ("krx", "005930"));
+    assert_eq!(
+        (samsung.venue.as_str(), samsung.symbol.as_str()),
+        ("krx", "005930")
+    );
 
     // A user with a rule: the rule round-trips through its row exactly.
     let now = db::now_ms();
@@ -36,7 +41,12 @@ async fn exercise(conn: &DatabaseConnection) {
     .insert(conn)
     .await
     .expect("user");
-    let spec = RuleSpec::price("binance", "BTCUSDT", Condition::CrossingUp, "65000.50".parse().expect("decimal"));
+    let spec = RuleSpec::price(
+        "binance",
+        "BTCUSDT",
+        Condition::CrossingUp,
+        "65000.50".parse().expect("decimal"),
+    );
     let mut row = entity::alert_rule::ActiveModel {
         user_id: Set(user.id),
         active: Set(true),
@@ -67,7 +77,10 @@ async fn exercise(conn: &DatabaseConnection) {
         ..Default::default()
     };
     candle("1.5").insert(conn).await.expect("first candle");
-    assert!(candle("1.6").insert(conn).await.is_err(), "a second row for the same bar is refused");
+    assert!(
+        candle("1.6").insert(conn).await.is_err(),
+        "a second row for the same bar is refused"
+    );
 
     // Notifications are unique on their dedupe key.
     let notification = |id: &str| entity::notification::ActiveModel {
@@ -84,11 +97,20 @@ async fn exercise(conn: &DatabaseConnection) {
         sent_at: Set(None),
     };
     notification("a").insert(conn).await.expect("first");
-    assert!(notification("b").insert(conn).await.is_err(), "the dedupe key is unique");
+    assert!(
+        notification("b").insert(conn).await.is_err(),
+        "the dedupe key is unique"
+    );
 
     // Deleting the user deletes their rules (foreign key cascade).
-    entity::user::Entity::delete_by_id(user.id).exec(conn).await.expect("delete");
-    let left = entity::alert_rule::Entity::find().all(conn).await.expect("rules");
+    entity::user::Entity::delete_by_id(user.id)
+        .exec(conn)
+        .await
+        .expect("delete");
+    let left = entity::alert_rule::Entity::find()
+        .all(conn)
+        .await
+        .expect("rules");
     assert!(left.is_empty(), "rules of a removed user go with them");
 }
 
@@ -101,17 +123,33 @@ async fn migrations_and_queries_work_on_sqlite() {
 
 #[tokio::test]
 async fn migrations_and_queries_work_on_postgres() {
-    let test_db = TestDb::postgres().await.expect("PostgreSQL at 127.0.0.1:5432");
+    let test_db = TestDb::postgres()
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432");
     exercise(&test_db.conn).await;
     test_db.close().await.expect("close");
 }
 
 #[tokio::test]
 async fn migrating_down_and_up_again_works_on_both() {
-    for test_db in [TestDb::sqlite().await.expect("sqlite"), TestDb::postgres().await.expect("pg")] {
-        let applied = db::migration_status(&test_db.conn).await.expect("status").len() as u32;
-        db::migrate_down(&test_db.conn, applied).await.expect("down");
-        assert!(db::migration_status(&test_db.conn).await.expect("status").iter().all(|(_, a)| !a));
+    for test_db in [
+        TestDb::sqlite().await.expect("sqlite"),
+        TestDb::postgres().await.expect("pg"),
+    ] {
+        let applied = db::migration_status(&test_db.conn)
+            .await
+            .expect("status")
+            .len() as u32;
+        db::migrate_down(&test_db.conn, applied)
+            .await
+            .expect("down");
+        assert!(
+            db::migration_status(&test_db.conn)
+                .await
+                .expect("status")
+                .iter()
+                .all(|(_, a)| !a)
+        );
         db::migrate_up(&test_db.conn).await.expect("up again");
         exercise(&test_db.conn).await;
         test_db.close().await.expect("close");

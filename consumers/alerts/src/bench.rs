@@ -351,6 +351,7 @@ impl Iterator for RuleStream {
             active: true,
             version: 1,
             created_at: START_TS,
+            last_fired_at: None,
         })
     }
 }

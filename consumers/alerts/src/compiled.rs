@@ -6,7 +6,8 @@
 //! cross-check tests hold them to it). For that to work, [`CompiledRule::step`] changes
 //! nothing unless the price crossed one of the rule's [`CompiledRule::levels`], the rule is
 //! new, or a suppressed state condition became allowed again — exactly the three things the
-//! index looks for.
+//! index looks for. [`CompiledRule::prime`] (a price an earlier process evaluated, after a
+//! restart) keeps the same promise: a rule it cannot settle at that price stays new.
 //!
 //! Notation: `q` is the previous evaluated price of the symbol, `p` the current one, `t` the
 //! threshold, `[L, H]` the channel, `h` the hysteresis in percent, `c` the change in percent
@@ -106,6 +107,9 @@ pub(crate) enum Outcome {
     },
     /// The event is at or after the rule's expiry: drop the rule.
     Expired,
+    /// Only from [`CompiledRule::prime`]: the rule cannot be settled at the primed price;
+    /// ask it at the next price whatever it is, as a new rule.
+    Deferred,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,7 +173,9 @@ impl CompiledRule {
             user_id: rule.user_id,
             version: rule.version,
             expires_at: spec.expires_at.unwrap_or(NO_EXPIRY),
-            last_fire: NEVER,
+            // The database's record of the last firing: the trigger mode's gate counts from
+            // it, so a restart does not reopen a cooldown or a bar.
+            last_fire: rule.last_fired_at.unwrap_or(NEVER),
             a,
             b,
             cooldown_s: seconds(spec.cooldown_s, "cooldown_s")?,
@@ -332,6 +338,100 @@ impl CompiledRule {
             q.and_then(|q| self.cross_event(q, p))
         };
         self.try_fire(event, p, ts, change, band)
+    }
+
+    /// Takes `p` at `ts` as a price that an earlier process already evaluated (a restart's
+    /// [`prime`](crate::AlertEngine::prime)): the rule's state moves as [`step`](Self::step)
+    /// would move it, but nothing fires — that process reported what there was to report.
+    ///
+    /// A new rule becomes primed and armed, so the next price is compared with `p`. The
+    /// re-arm state (hysteresis) is not stored; where the last firing `F` (restored from the
+    /// database) and `p` determine it, it is restored too:
+    /// - `F = ts`: the rule fired at this price. Disarmed as that firing left it (re-armed
+    ///   if `p` is already beyond the band).
+    /// - `F < ts`, a state condition true at `p` that the trigger mode allowed at `ts`: had
+    ///   the rule been armed, it would have fired at `p`; it did not, so it was disarmed.
+    /// - `F > ts`: the rule fired after this price (the snapshot lags the database). It is
+    ///   disarmed — the move from `p` spans a firing already reported — and asked again at
+    ///   the next price as a new rule ([`Outcome::Deferred`]), where it re-arms if that
+    ///   price is beyond the band.
+    ///
+    /// Otherwise it is armed, as a new rule. An armed state condition true at `p` is
+    /// [`Outcome::Suppressed`] until its trigger mode allows it (at once if it already does),
+    /// so the next price asks it: a state condition fires at the first real price at which
+    /// it is true and allowed, never on the prime.
+    pub fn prime(&mut self, p: Decimal, ts: i64, change: Option<Decimal>, band: &Band) -> Outcome {
+        if ts >= self.expires_at {
+            return Outcome::Expired;
+        }
+        if self.flags & PRIMED != 0 {
+            // Seen a price already (a prime newer than it): re-arming still happens.
+            if self.flags & ARMED == 0 && self.rearm_due(p, change, band) {
+                self.flags |= ARMED;
+            }
+            return self.hold_if_true(p, ts, change);
+        }
+        self.flags |= PRIMED | ARMED;
+        if self.last_fire != NEVER {
+            match self.last_fire.cmp(&ts) {
+                std::cmp::Ordering::Greater => {
+                    self.disarm(p);
+                    return Outcome::Deferred;
+                }
+                std::cmp::Ordering::Equal => {
+                    self.disarm(p);
+                    if self.rearm_due(p, change, band) {
+                        self.flags |= ARMED;
+                    }
+                }
+                std::cmp::Ordering::Less => {
+                    if self.is_state()
+                        && self.state_event(p, change).is_some()
+                        && self.gate(ts).is_ok()
+                    {
+                        self.disarm(p);
+                    }
+                }
+            }
+        }
+        self.hold_if_true(p, ts, change)
+    }
+
+    /// An armed state condition true at `p` waits for the next price (or for its trigger
+    /// mode to allow it): the indexed book asks a rule only when something may change, and
+    /// this one would fire at the next price even if no level is crossed.
+    fn hold_if_true(&self, p: Decimal, ts: i64, change: Option<Decimal>) -> Outcome {
+        if self.is_state() && self.flags & ARMED != 0 && self.state_event(p, change).is_some() {
+            Outcome::Suppressed {
+                eligible: self.gate(ts).err().unwrap_or(ts),
+            }
+        } else {
+            Outcome::Nothing
+        }
+    }
+
+    /// Disarms the rule as a firing would have, `p` being the price near it. The direction
+    /// only matters to `exiting_channel` (it re-arms across the bound it left): a two-way
+    /// rule is taken to have fired towards the side of its threshold — or the bound of its
+    /// channel — that `p` is nearest.
+    fn disarm(&mut self, p: Decimal) {
+        let down = match self.condition {
+            Condition::LessThan | Condition::CrossingDown | Condition::MovingDownPct => true,
+            Condition::GreaterThan | Condition::CrossingUp | Condition::MovingUpPct => false,
+            Condition::Crossing => p < self.a,
+            Condition::EnteringChannel | Condition::ExitingChannel => {
+                match (p.checked_add(p), self.a.checked_add(self.b)) {
+                    (Some(twice), Some(sum)) => twice < sum,
+                    _ => p < self.a,
+                }
+            }
+        };
+        self.flags &= !ARMED;
+        if down {
+            self.flags |= FIRED_DOWN;
+        } else {
+            self.flags &= !FIRED_DOWN;
+        }
     }
 
     fn try_fire(

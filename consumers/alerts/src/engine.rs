@@ -19,7 +19,8 @@
 //! 1. Declare and bind this instance's control queue on `tw.control` and start consuming it
 //!    into a buffer (do not apply yet).
 //! 2. Load the active rules and subscriptions from the database and call
-//!    [`AlertEngine::load`].
+//!    [`AlertEngine::load`]; then [`AlertEngine::prime`] every symbol with its saved last
+//!    price (see *Restarts* below).
 //! 3. Apply the buffered controls in order with [`AlertEngine::apply`], then keep applying
 //!    live ones as they arrive. A change committed before the snapshot is in the snapshot
 //!    and its control is a harmless stale replay; a change committed after it arrives as a
@@ -41,9 +42,36 @@
 //! tick at a time per symbol, as the queue's ordering already requires). A `once` firing has
 //! `disable_rule`: disable the rule in the same transaction that stores the event.
 //!
-//! A *process* restart loses the in-memory state: the first price after the load primes
-//! the rules again, so a crossing that happened on the very tick being processed when the
-//! process died is not seen again (state conditions are: they fire when true).
+//! # Restarts
+//!
+//! A process restart loses the in-memory state. Two things carry it over, so that a restart
+//! neither misses nor repeats firings as far as the engine can tell:
+//!
+//! - **The last firing** of each rule, from the database (`AlertRule::last_fired_at`, which
+//!   the adapter records with each stored firing). [`AlertEngine::load`] — or an upsert that
+//!   carries it — restores it: `every_time` keeps its cooldown from that time,
+//!   `once_per_bar` counts that bar as fired. An upsert of a live rule keeps the later of
+//!   the two (its row may predate a firing made here since); an upsert without it starts
+//!   the rule afresh, as before.
+//! - **The last evaluated price** of each symbol: [`AlertEngine::last_prices`], saved by
+//!   the adapter periodically and at shutdown, and [`AlertEngine::prime`] after the load.
+//!   The rules take that price as evaluated, so the next real price is compared with it: a
+//!   crossing in between fires (a rule merely loaded would take its first price as no
+//!   cross). Nothing fires on the prime; a true state condition fires at the next real price
+//!   its trigger mode allows. Save a symbol's price only once that price's firings are
+//!   stored: a price saved ahead of them would, after a crash, turn the redelivered tick
+//!   into no move at all.
+//!
+//! The re-arm state (hysteresis) is not stored. Priming restores it where the rule's last
+//! firing `F` and the primed price `p` at `t` determine it: `F = t` — the rule fired at `p`,
+//! so it is disarmed as that firing left it; `F < t` and a state condition true at `p` that
+//! its trigger mode allowed at `t` — it would have fired at `p` had it been armed, so it was
+//! disarmed (a condition that fired and stayed true does not fire again because of the
+//! restart); `F > t` — it fired after the saved price, so the move from `p` spans a firing
+//! already reported: disarmed until a price beyond its band. Otherwise a rule starts armed;
+//! so a rule that was disarmed and waiting within its band, or a state condition held back by
+//! its cooldown or bar, may fire once where the old process would not have. The
+//! moving-percentage history is not stored either: after a restart it starts at `p`.
 
 use std::sync::Arc;
 
@@ -118,6 +146,16 @@ pub struct LoadReport {
 enum Mode {
     Indexed,
     Naive,
+}
+
+/// What an evaluation of a price is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// A live price: rules step and fire.
+    Live,
+    /// A price an earlier process evaluated ([`AlertEngine::prime`]): rules settle at it,
+    /// nothing fires.
+    Prime,
 }
 
 /// Buffers reused from tick to tick, so a tick allocates nothing unless a rule fires.
@@ -347,13 +385,20 @@ impl AlertEngine {
             },
             None => NO_TEMPLATE,
         };
-        let compiled = match CompiledRule::compile(rule, band, template) {
+        let mut compiled = match CompiledRule::compile(rule, band, template) {
             Ok(compiled) => compiled,
             Err(error) => {
                 self.templates.remove(template);
                 return Applied::Rejected { id: rule.id, error };
             }
         };
+        if rule.last_fired_at.is_some()
+            && let Some(held) = self.held_last_fire(rule.id)
+        {
+            // The row an update was built from may predate a firing this engine has made
+            // since (the database records it after the update was read): keep the later.
+            compiled.last_fire = compiled.last_fire.max(held);
+        }
         let was_live = self.remove_live(rule.id);
         let book = self.intern_symbol(&rule.spec.venue, &rule.spec.symbol);
         let band = self.bands.get(usize::from(band)).copied();
@@ -387,6 +432,13 @@ impl AlertEngine {
         } else {
             Applied::RuleAdded { rule_id: rule.id }
         }
+    }
+
+    /// When a live rule last fired, as the engine knows it.
+    fn held_last_fire(&self, rule_id: i64) -> Option<i64> {
+        let (book, slot) = self.ids.get(rule_id)?;
+        let rule = self.books.get(book)?.rule(slot)?;
+        Some(rule.last_fire)
     }
 
     fn delete_rule(&mut self, rule_id: i64, version: i64) -> Applied {
@@ -524,6 +576,67 @@ impl AlertEngine {
         )
     }
 
+    /// Primes a symbol after a restart with the last price the previous process evaluated
+    /// for it (`price` at `ts`, as [`last_prices`](Self::last_prices) gave it): every rule of
+    /// the symbol, and its last price and moving-percentage history, are set as if that
+    /// price had been evaluated here — so the next real price is compared with it and a
+    /// crossing in between fires — but nothing fires on the prime itself, not even a true
+    /// state condition: that waits for the next real price and its trigger mode, which
+    /// counts from the rule's restored last firing (`AlertRule::last_fired_at`). Where the
+    /// last firing and the price determine a rule's re-arm state, it is restored too (see
+    /// the module documentation).
+    ///
+    /// Call it after [`load`](Self::load), before the buffered controls and before market
+    /// data. A prime not newer than the price the engine already holds for the symbol is
+    /// ignored, as is one for a symbol without rules or a price that is not positive. Rules
+    /// added later (a new rule, a new version) are new rules: their first price is no cross.
+    /// A rule that expires at `ts` or before is dropped, as at any price (see
+    /// [`take_expired`](Self::take_expired)).
+    pub fn prime(&mut self, venue: &str, symbol: &str, price: Decimal, ts: i64) {
+        self.prime_in(venue, symbol, price, ts, Mode::Indexed);
+    }
+
+    fn prime_in(&mut self, venue: &str, symbol: &str, price: Decimal, ts: i64, mode: Mode) {
+        let Some(book) = self.book_of(venue, symbol) else {
+            return;
+        };
+        if price <= Decimal::ZERO {
+            return;
+        }
+        let Some(hot) = self.hot.get(book) else {
+            return;
+        };
+        // At the same time as a price already evaluated it is no newer information (and a
+        // tick already seen at that time may have fired).
+        if hot.has_last && ts <= hot.last_ts {
+            return;
+        }
+        // No trade id: a redelivered trade-less tick equal to the prime is a redelivery (its
+        // firings were reported by the previous process).
+        self.evaluate(book, price, to_f64(price), ts, (None, 0), mode, Pass::Prime);
+    }
+
+    /// The last evaluated price of every symbol that has one: `(venue, symbol, price, ts)`.
+    /// The adapter saves these (periodically and at shutdown) for [`prime`](Self::prime)
+    /// after a restart. Save a symbol's price only once the firings of that price are
+    /// stored: a price saved ahead of its firings would, after a crash, prime the redelivered
+    /// tick into no move at all and lose them.
+    pub fn last_prices(&self) -> Vec<(String, String, Decimal, i64)> {
+        self.books
+            .iter()
+            .zip(&self.hot)
+            .filter(|(_, hot)| hot.has_last)
+            .map(|(book, hot)| {
+                (
+                    book.venue.to_string(),
+                    book.symbol.to_string(),
+                    hot.last_price,
+                    hot.last_ts,
+                )
+            })
+            .collect()
+    }
+
     /// The subscriptions a signal meets (active, its kind, its symbol or all symbols, grade
     /// at least the minimum), sorted by subscription id. Stateless: a redelivered signal
     /// gives the same hits with the same ids.
@@ -628,9 +741,10 @@ impl AlertEngine {
             }
             return Vec::new();
         }
-        self.evaluate(book, price, price_f, ts, (trade, hash), mode)
+        self.evaluate(book, price, price_f, ts, (trade, hash), mode, Pass::Live)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &mut self,
         book: usize,
@@ -639,6 +753,7 @@ impl AlertEngine {
         ts: i64,
         (trade, hash): (Option<&str>, u64),
         mode: Mode,
+        pass: Pass,
     ) -> Vec<Firing> {
         let AlertEngine {
             bands,
@@ -715,8 +830,19 @@ impl AlertEngine {
                 continue;
             };
             let was_waiting = rule.needs_rearm_entries();
-            match rule.step(prev, price, ts, change, &band) {
+            let outcome = match pass {
+                Pass::Live => rule.step(prev, price, ts, change, &band),
+                Pass::Prime => rule.prime(price, ts, change, &band),
+            };
+            match outcome {
                 Outcome::Nothing => {}
+                Outcome::Deferred => {
+                    // Asked at the next price whatever it is, like a rule just added (the
+                    // naive loop asks every rule anyway).
+                    if mode == Mode::Indexed {
+                        book.fresh.push(slot);
+                    }
+                }
                 Outcome::Suppressed { eligible } => {
                     if mode == Mode::Indexed {
                         book.push_pending(eligible, slot);

@@ -1,6 +1,9 @@
 //! Engine tests: every condition and trigger mode with its edges, versioned updates racing
-//! with ticks, redelivery, candles, subscriptions, and the indexed engine against the naive
-//! evaluator on random scenarios.
+//! with ticks, redelivery, candles, subscriptions, restarts (restored last firings, priming
+//! with the last evaluated prices), and the indexed engine against the naive evaluator on
+//! random scenarios.
+
+use std::collections::HashMap;
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -62,6 +65,7 @@ fn rule(id: i64, spec: RuleSpec) -> AlertRule {
         active: true,
         version: 1,
         created_at: T0,
+        last_fired_at: None,
     }
 }
 
@@ -753,6 +757,426 @@ fn load_reports_and_a_reload_replaces_the_book_but_keeps_runtime_state() {
     assert!(out.iter().all(Vec::is_empty), "{out:?}");
 }
 
+// ---- restarts -----------------------------------------------------------------------------
+
+/// What the database keeps across a restart: each rule's last firing (the adapter records
+/// it with every stored firing).
+fn record(last_fired: &mut HashMap<i64, i64>, firings: &[Firing]) {
+    for f in firings {
+        let at = last_fired.entry(f.rule_id).or_insert(f.ts);
+        *at = (*at).max(f.ts);
+    }
+}
+
+/// A restarted engine: loads the rules `old` still holds, with their last firing as the
+/// database has it, and is primed with `old`'s last prices.
+fn restarted(
+    old: &AlertEngine,
+    hysteresis: &str,
+    rules: &[AlertRule],
+    last_fired: &HashMap<i64, i64>,
+) -> AlertEngine {
+    let mut new = engine_with(hysteresis);
+    let held = rules
+        .iter()
+        .filter(|r| old.has_rule(r.id))
+        .map(|r| AlertRule {
+            last_fired_at: last_fired.get(&r.id).copied(),
+            ..r.clone()
+        });
+    new.load(held, Vec::new());
+    for (venue, symbol, price, ts) in old.last_prices() {
+        new.prime(&venue, &symbol, price, ts);
+    }
+    new
+}
+
+fn traded(price: &str, ts: i64, trade: &str) -> Tick {
+    Tick {
+        trade_id: Some(trade.into()),
+        ..tick_at(price, ts)
+    }
+}
+
+#[test]
+fn last_prices_reports_every_evaluated_symbol() {
+    let mut e = plain();
+    add(&mut e, rule(1, spec(Condition::CrossingUp)));
+    let mut eth = spec(Condition::CrossingUp);
+    eth.symbol = "ETHUSDT".into();
+    add(&mut e, rule(2, eth));
+    assert!(e.last_prices().is_empty());
+    e.process_tick(&tick_at("99", T0));
+    e.process_tick(&tick_at("99.50", T0 + SEC));
+    // A stale tick does not move the last price.
+    e.process_tick(&tick_at("98", T0));
+    assert_eq!(
+        e.last_prices(),
+        vec![("binance".into(), "BTCUSDT".into(), d("99.50"), T0 + SEC)]
+    );
+}
+
+#[test]
+fn a_restart_primed_with_the_last_prices_fires_the_crossing_in_between() {
+    let rules = vec![
+        rule(1, every_time(spec(Condition::CrossingUp))),
+        rule(2, spec(Condition::EnteringChannel)),
+        rule(3, every_time(spec(Condition::CrossingDown))),
+    ];
+    let mut a = engine_with("0.1");
+    a.load(rules.clone(), Vec::new());
+    let mut last_fired = HashMap::new();
+    for (i, p) in ["99", "99.5"].iter().enumerate() {
+        let out = a.process_tick(&traded(p, T0 + i as i64 * SEC, &format!("t{i}")));
+        record(&mut last_fired, &out);
+    }
+    let mut b = restarted(&a, "0.1", &rules, &last_fired);
+    // Without the prime, the first price after the restart would be no cross.
+    let mut unprimed = engine_with("0.1");
+    unprimed.load(rules.clone(), Vec::new());
+
+    let next = traded("100.5", T0 + 2 * SEC, "t2");
+    let in_a = a.process_tick(&next);
+    let in_b = b.process_tick(&next);
+    assert!(unprimed.process_tick(&next).is_empty());
+    assert_eq!(seen(in_a.clone()).len(), 2, "{in_a:?}");
+    assert_eq!(in_b, in_a, "the same firings, with the same ids");
+    assert_eq!(
+        in_b[0].id,
+        deterministic_id(T0 + 2 * SEC, &["alert", "1", "t2"])
+    );
+    // And they go on alike: down through 100 fires rule 3 in both.
+    let next = traded("99", T0 + 3 * SEC, "t3");
+    let in_a = a.process_tick(&next);
+    assert_eq!(only(&in_a).rule_id, 3);
+    assert_eq!(b.process_tick(&next), in_a);
+}
+
+#[test]
+fn a_restored_cooldown_holds_after_a_restart() {
+    let mut s = every_time(spec(Condition::CrossingUp));
+    s.cooldown_s = 60;
+    let rules = vec![rule(1, s)];
+    let mut a = plain();
+    a.load(rules.clone(), Vec::new());
+    let mut last_fired = HashMap::new();
+    for (p, at) in [("99", 0), ("100", 1), ("99", 5)] {
+        record(&mut last_fired, &a.process_tick(&tick_at(p, T0 + at * SEC)));
+    }
+    assert_eq!(last_fired.get(&1), Some(&(T0 + SEC)));
+    let mut b = restarted(&a, "0", &rules, &last_fired);
+    // Fired at +1 s, cooldown 60 s: the cross at +10 s is dropped, the one at +61 s fires.
+    let ticks = [("100", 10), ("99", 20), ("100", 61)];
+    for (p, at) in ticks {
+        let t = tick_at(p, T0 + at * SEC);
+        let (x, y) = (a.process_tick(&t), b.process_tick(&t));
+        assert_eq!(x, y, "at +{at} s");
+        assert_eq!(y.is_empty(), at != 61, "at +{at} s: {y:?}");
+    }
+
+    // Restored without a prime too: the gate counts from the database's last firing.
+    let mut s = every_time(spec(Condition::CrossingUp));
+    s.cooldown_s = 60;
+    let mut c = plain();
+    c.load(
+        vec![AlertRule {
+            last_fired_at: Some(T0 + SEC),
+            ..rule(1, s)
+        }],
+        Vec::new(),
+    );
+    let ticks = [("99", 5), ("100", 10), ("99", 20), ("100", 61)];
+    let fired: Vec<i64> = ticks
+        .iter()
+        .filter(|(p, at)| !c.process_tick(&tick_at(p, T0 + at * SEC)).is_empty())
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(fired, vec![61]);
+
+    // A state condition true again within the cooldown fires when it ends, as it would have.
+    let mut s = every_time(spec(Condition::GreaterThan));
+    s.cooldown_s = 60;
+    let rules = vec![rule(1, s)];
+    let mut a = plain();
+    a.load(rules.clone(), Vec::new());
+    let mut last_fired = HashMap::new();
+    for (p, at) in [("101", 1), ("99", 5)] {
+        record(&mut last_fired, &a.process_tick(&tick_at(p, T0 + at * SEC)));
+    }
+    let mut b = restarted(&a, "0", &rules, &last_fired);
+    for (p, at) in [("101", 10), ("101.5", 30), ("101", 61)] {
+        let t = tick_at(p, T0 + at * SEC);
+        let (x, y) = (a.process_tick(&t), b.process_tick(&t));
+        assert_eq!(x, y, "at +{at} s");
+        assert_eq!(y.is_empty(), at != 61, "at +{at} s: {y:?}");
+    }
+}
+
+#[test]
+fn a_restored_bar_holds_after_a_restart() {
+    let bar = |condition| {
+        let mut s = spec(condition);
+        s.trigger = Trigger::OncePerBar;
+        s.interval = Some(Interval::M1);
+        s
+    };
+    // Fired at +10 s in the bar [T0, T0 + 60 s): that bar is done, the next one is not.
+    for condition in [Condition::CrossingUp, Condition::GreaterThan] {
+        let rules = vec![rule(1, bar(condition))];
+        let mut a = plain();
+        a.load(rules.clone(), Vec::new());
+        let mut last_fired = HashMap::new();
+        for (p, at) in [("99", 0), ("100.5", 10), ("99", 20)] {
+            record(&mut last_fired, &a.process_tick(&tick_at(p, T0 + at * SEC)));
+        }
+        assert_eq!(last_fired.get(&1), Some(&(T0 + 10 * SEC)), "{condition}");
+        let mut b = restarted(&a, "0", &rules, &last_fired);
+        let ticks = [("100.5", 30), ("99", 40), ("100.5", 61)];
+        for (p, at) in ticks {
+            let t = tick_at(p, T0 + at * SEC);
+            let (x, y) = (a.process_tick(&t), b.process_tick(&t));
+            assert_eq!(x, y, "{condition} at +{at} s");
+            assert_eq!(y.is_empty(), at != 61, "{condition} at +{at} s: {y:?}");
+        }
+    }
+}
+
+#[test]
+fn an_old_prime_is_ignored_and_a_newer_one_fires_nothing() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    add(&mut e, rule(2, every_time(spec(Condition::GreaterThan))));
+    assert!(e.process_tick(&tick_at("99", T0 + 10 * SEC)).is_empty());
+    // Older, or at the same time as the last evaluated price: ignored.
+    e.prime("binance", "BTCUSDT", d("98"), T0 + 5 * SEC);
+    e.prime("binance", "BTCUSDT", d("98"), T0 + 10 * SEC);
+    assert_eq!(e.last_prices()[0].2, d("99"));
+    assert_eq!(e.process_tick(&tick_at("100", T0 + 11 * SEC)).len(), 1);
+
+    // Newer: taken as evaluated — the crossing up to it and the true state are not fired
+    // on the prime; the state condition fires at the next real price, the crossing (which
+    // the prime spanned) does not.
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    add(&mut e, rule(2, every_time(spec(Condition::GreaterThan))));
+    assert!(e.process_tick(&tick_at("99", T0)).is_empty());
+    e.prime("binance", "BTCUSDT", d("101"), T0 + SEC);
+    assert_eq!(e.last_prices()[0].2, d("101"));
+    let out = e.process_tick(&tick_at("101.5", T0 + 2 * SEC));
+    assert_eq!(only(&out).rule_id, 2);
+    // A trade-less tick equal to the prime is its redelivery; it was reported before.
+    let mut e = plain();
+    add(&mut e, rule(2, every_time(spec(Condition::GreaterThan))));
+    e.prime("binance", "BTCUSDT", d("101"), T0);
+    assert!(e.process_tick(&tick_at("101", T0)).is_empty());
+    assert_eq!(e.process_tick(&tick_at("101", T0 + SEC)).len(), 1);
+}
+
+#[test]
+fn priming_a_symbol_without_rules_is_harmless() {
+    let mut e = plain();
+    e.prime("binance", "BTCUSDT", d("100"), T0);
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    e.prime("binance", "ETHUSDT", d("100"), T0);
+    e.prime("binance", "BTCUSDT", d("0"), T0);
+    e.prime("binance", "BTCUSDT", d("-5"), T0);
+    e.prime(
+        "a-venue-name-longer-than-the-contract-allows",
+        "BTCUSDT",
+        d("1"),
+        T0,
+    );
+    assert!(e.last_prices().is_empty());
+    assert_eq!(e.rule_count(), 1);
+    // The rule was created after the first prime: its first price is no cross.
+    assert_eq!(fired_at(&mut e, T0, &["101", "99", "100"]), vec![2]);
+}
+
+#[test]
+fn a_rule_changed_after_the_prime_is_a_new_rule() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    add(&mut e, rule(2, every_time(spec(Condition::CrossingUp))));
+    e.prime("binance", "BTCUSDT", d("99"), T0);
+    // A new version of rule 1 and a new rule 3 after the prime: neither saw 99.
+    let mut moved = every_time(spec(Condition::CrossingUp));
+    moved.threshold = Some(d("100.5"));
+    add(&mut e, versioned(1, 2, moved));
+    add(&mut e, rule(3, every_time(spec(Condition::CrossingUp))));
+    let out = e.process_tick(&tick_at("101", T0 + SEC));
+    assert_eq!(only(&out).rule_id, 2, "only the primed rule crossed");
+    let out = feed_firings(&mut e, T0 + 2 * SEC, &["99", "101"]);
+    let ids: Vec<i64> = seen(out[1].clone()).iter().map(|f| f.0).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_restart_does_not_repeat_a_firing_the_database_already_has() {
+    // A state condition that fired and stayed true: it was disarmed, and it stays so —
+    // whether it fired at the saved price or earlier (then, had it been armed, its trigger
+    // mode would have let it fire at the saved price).
+    for fired_at_offset in [0, -100] {
+        let mut e = engine_with("0.1");
+        e.load(
+            vec![AlertRule {
+                last_fired_at: Some(T0 + fired_at_offset * SEC),
+                ..rule(1, every_time(spec(Condition::GreaterThan)))
+            }],
+            Vec::new(),
+        );
+        e.prime("binance", "BTCUSDT", d("101"), T0);
+        assert_eq!(
+            fired_at(
+                &mut e,
+                T0 + SEC,
+                &["101.5", "100.5", "99.95", "99.9", "101"]
+            ),
+            vec![4],
+            "fired at {fired_at_offset} s"
+        );
+    }
+    // A crossing that fired after the saved price (the save lags the database): the move
+    // from the saved price spans it, so it is not reported again; the rule re-arms once
+    // beyond the band and then fires as usual.
+    let mut e = engine_with("0.1");
+    e.load(
+        vec![AlertRule {
+            last_fired_at: Some(T0 + 5 * SEC),
+            ..rule(1, every_time(spec(Condition::CrossingUp)))
+        }],
+        Vec::new(),
+    );
+    e.prime("binance", "BTCUSDT", d("99"), T0);
+    assert_eq!(
+        fired_at(
+            &mut e,
+            T0 + 10 * SEC,
+            &["101", "99.95", "100.2", "99.9", "100"]
+        ),
+        vec![4]
+    );
+    // The same when the first price after the restart is already back under the band.
+    let mut e = engine_with("0.1");
+    e.load(
+        vec![AlertRule {
+            last_fired_at: Some(T0 + 5 * SEC),
+            ..rule(1, every_time(spec(Condition::CrossingUp)))
+        }],
+        Vec::new(),
+    );
+    e.prime("binance", "BTCUSDT", d("99"), T0);
+    assert_eq!(fired_at(&mut e, T0 + 10 * SEC, &["99.5", "100"]), vec![1]);
+}
+
+#[test]
+fn an_upsert_keeps_the_later_of_its_last_firing_and_the_engines() {
+    let mut e = plain();
+    let mut s = every_time(spec(Condition::CrossingUp));
+    s.cooldown_s = 60;
+    add(&mut e, rule(1, s.clone()));
+    assert_eq!(fired_at(&mut e, T0, &["99", "100"]), vec![1]);
+    // An update built from a row read before that firing was recorded.
+    add(
+        &mut e,
+        AlertRule {
+            last_fired_at: Some(T0 - 600 * SEC),
+            ..versioned(1, 2, s.clone())
+        },
+    );
+    assert_eq!(
+        fired_at(&mut e, T0 + 2 * SEC, &["99", "99", "100"]),
+        Vec::<usize>::new(),
+        "still inside the cooldown of the firing at +1 s"
+    );
+    // An update carrying no last firing starts afresh, as before.
+    add(&mut e, versioned(1, 3, s));
+    assert_eq!(fired_at(&mut e, T0 + 10 * SEC, &["99", "100"]), vec![1]);
+}
+
+/// Engine A runs a random scenario; at a random point it "restarts": engine B loads the
+/// rules A still holds with their last firings (as the database would have them) and is
+/// primed with A's last prices. From then on both get the same ticks and must fire the
+/// same firings, ids included. Exact equality holds where the state the database does not
+/// keep (the re-arm state) cannot matter or is restored exactly: no hysteresis, no moving
+/// windows (their history is not kept either), and state conditions only as `once` or
+/// `every_time` without cooldown.
+fn restart_check(seed: u64, rules: usize, before: usize, after: usize) -> usize {
+    let mut rng = SplitMix::new(seed);
+    let initial: Vec<AlertRule> = (1..=rules as i64)
+        .map(|id| {
+            let mut r = random_rule(&mut rng, id, 1);
+            r.last_fired_at = None;
+            r.spec.hysteresis_pct = None;
+            if r.spec.condition.is_moving() {
+                r.spec.condition = Condition::Crossing;
+                r.spec.threshold = r.spec.pct.map(|p| p * Decimal::from(100));
+                r.spec.pct = None;
+                r.spec.window_s = None;
+            }
+            let state = matches!(
+                r.spec.condition,
+                Condition::GreaterThan | Condition::LessThan
+            );
+            if state && r.spec.trigger != Trigger::Once {
+                r.spec.trigger = Trigger::EveryTime;
+                r.spec.interval = None;
+                r.spec.cooldown_s = 0;
+            }
+            r
+        })
+        .collect();
+    let mut a = plain();
+    a.load(initial.clone(), Vec::new());
+    let mut last_fired = HashMap::new();
+    let mut prices = [Decimal::from(100); 3];
+    let mut ts = [T0; 3];
+    let mut next_tick = |rng: &mut SplitMix, step: usize| {
+        let s = rng.below(3) as usize;
+        let jump = if rng.chance(0.05) { 20 } else { 1 };
+        let delta = Decimal::new((rng.below(9) as i64 - 4) * 25 * jump, 2);
+        prices[s] = (prices[s] + delta).max(Decimal::ONE);
+        ts[s] += if rng.chance(0.03) {
+            -2_000
+        } else {
+            rng.below(3_000) as i64
+        };
+        Tick {
+            venue: "test".into(),
+            symbol: SYMBOLS[s].into(),
+            price: prices[s],
+            qty: Decimal::ONE,
+            ts: ts[s],
+            trade_id: rng.chance(0.5).then(|| format!("{step}")),
+        }
+    };
+    for step in 0..before {
+        let tick = next_tick(&mut rng, step);
+        record(&mut last_fired, &a.process_tick(&tick));
+    }
+    let mut b = restarted(&a, "0", &initial, &last_fired);
+    assert_eq!(b.rule_count(), a.rule_count(), "seed {seed}");
+    let mut fired = 0;
+    for step in before..before + after {
+        let tick = next_tick(&mut rng, step);
+        let (x, y) = (seen(a.process_tick(&tick)), seen(b.process_tick(&tick)));
+        assert_eq!(x, y, "seed {seed} step {step} tick {tick:?}");
+        fired += x.len();
+    }
+    fired
+}
+
+#[test]
+fn a_restarted_engine_fires_as_the_old_one_would_have() {
+    let mut total = 0;
+    for seed in 0..150 {
+        total += restart_check(seed, 60, 1 + seed as usize % 300, 300);
+    }
+    assert!(
+        total > 500,
+        "the scenarios should fire a lot, fired {total}"
+    );
+}
+
 // ---- candles ------------------------------------------------------------------------------
 
 fn candle(interval: Interval, open_ts: i64, close: &str, closed: bool) -> Candle {
@@ -996,7 +1420,25 @@ fn random_rule(rng: &mut SplitMix, id: i64, version: i64) -> AlertRule {
     if rng.chance(0.2) {
         s.expires_at = Some(T0 + 1_000 * rng.below(200) as i64);
     }
-    versioned(id, version, s)
+    let mut r = versioned(id, version, s);
+    if rng.chance(0.3) {
+        // On the whole-second grid of the primes, so a last firing at, before and after
+        // the primed time all occur.
+        r.last_fired_at = Some(T0 + 1_000 * (rng.below(41) as i64 - 20));
+    }
+    r
+}
+
+/// Primes both engines alike (the naive one through the naive evaluator).
+fn prime_both(
+    indexed: &mut AlertEngine,
+    naive: &mut AlertEngine,
+    symbol: &str,
+    p: Decimal,
+    ts: i64,
+) {
+    indexed.prime("test", symbol, p, ts);
+    naive.prime_in("test", symbol, p, ts, Mode::Naive);
 }
 
 type Seen = Vec<(i64, Uuid, Direction, Decimal, Decimal)>;
@@ -1029,10 +1471,32 @@ fn cross_check_moves(seed: u64, rules: usize, steps: usize, step_cents: i64) -> 
     naive.load(initial, Vec::new());
     let mut prices = [Decimal::from(100); 3];
     let mut ts = [T0; 3];
+    // A restart: most symbols primed with a last price (on the rules' grid), at a time
+    // before, at or after their rules' last firings.
+    for (s, symbol) in SYMBOLS.iter().enumerate() {
+        if rng.chance(0.7) {
+            prices[s] = Decimal::new(9_000 + 50 * rng.below(41) as i64, 2);
+            ts[s] = T0 + 1_000 * (rng.below(41) as i64 - 20);
+            prime_both(&mut indexed, &mut naive, symbol, prices[s], ts[s]);
+        }
+    }
     let mut last_tick: Option<Tick> = None;
     let mut next_id = rules as i64 + 1;
     let mut fired = 0;
     for step in 0..steps {
+        // Now and then a prime in the middle of things: older than the last price (ignored)
+        // or newer (the rules settle at it).
+        if rng.chance(0.01) {
+            let s = rng.below(3) as usize;
+            let p = (prices[s] + Decimal::new(rng.below(9) as i64 - 4, 0)).max(Decimal::ONE);
+            let at = ts[s] + rng.below(6_000) as i64 - 3_000;
+            prime_both(&mut indexed, &mut naive, SYMBOLS[s], p, at);
+            assert_eq!(
+                indexed.last_prices(),
+                naive.last_prices(),
+                "seed {seed} step {step}"
+            );
+        }
         // Now and then a control message, applied to both.
         if rng.chance(0.03) {
             let id = 1 + rng.below(next_id as u64) as i64;
@@ -1139,7 +1603,11 @@ proptest! {
     /// The same check with proptest shrinking the scenario when it fails.
     #[test]
     fn indexed_equals_naive_proptest(
-        thresholds in prop::collection::vec((0usize..9, 90i64..110, 0u8..3), 1..40),
+        thresholds in prop::collection::vec(
+            (0usize..9, 90i64..110, 0u8..3, prop::option::of(-3i64..3)),
+            1..40,
+        ),
+        primed in prop::option::of((90i64..110, 0i64..3)),
         moves in prop::collection::vec((-8i64..=8, 0i64..4), 1..200),
     ) {
         let mut indexed = plain();
@@ -1147,7 +1615,7 @@ proptest! {
         let rules: Vec<AlertRule> = thresholds
             .iter()
             .zip(1_i64..)
-            .map(|(&(c, t, trig), id)| {
+            .map(|(&(c, t, trig, fired), id)| {
                 let condition = Condition::ALL[c];
                 let mut s = spec(condition);
                 if condition.is_channel() {
@@ -1163,13 +1631,22 @@ proptest! {
                 if s.trigger == Trigger::OncePerBar {
                     s.interval = Some(Interval::M1);
                 }
-                rule(id, s)
+                AlertRule {
+                    last_fired_at: fired.map(|k| T0 + k * 700),
+                    ..rule(id, s)
+                }
             })
             .collect();
         indexed.load(rules.clone(), Vec::new());
         naive.load(rules, Vec::new());
         let mut price = Decimal::from(100);
         let mut ts = T0;
+        if let Some((p, k)) = primed {
+            price = Decimal::from(p);
+            ts = T0 + k * 700;
+            indexed.prime("binance", "BTCUSDT", price, ts);
+            naive.prime_in("binance", "BTCUSDT", price, ts, Mode::Naive);
+        }
         for (step, dt) in moves {
             price = (price + Decimal::new(step, 1) * Decimal::from(5)).max(Decimal::ONE);
             ts += dt * 700;

@@ -24,6 +24,26 @@ pub enum Error {
     /// A rule is valid but exceeds a limit of the in-memory book.
     #[error("alert rule {rule_id}: {reason}")]
     Capacity { rule_id: i64, reason: String },
+    /// The database failed under the alerts role (the adapter).
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// The broker failed under the alerts role (the adapter).
+    #[error(transparent)]
+    Broker(#[from] tickwatch_broker::Error),
+}
+
+impl Error {
+    /// The database or broker may come back; a bad setting or rule does not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Db(_) => true,
+            Error::Broker(e) => e.is_retryable(),
+            Error::Config { .. }
+            | Error::Rule { .. }
+            | Error::Subscription { .. }
+            | Error::Capacity { .. } => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -22,11 +22,14 @@
 //! - [`template`]: message templates with `{{placeholders}}`, Korean and English defaults.
 //! - [`config`]: [`AlertsConfig`], the `[alerts]` settings.
 //! - [`bench`](mod@bench): the benchmark behind `tickwatch bench alerts`.
+//! - [`adapter`]: the `alerts` role on the broker and the database (the crate's only I/O):
+//!   the start-up protocol, exactly-once storing and publishing, the outbox sweep.
 //!
 //! The crate README describes the semantics in full.
 //!
 //! [`Control`]: tickwatch_schema::wire::Control
 
+pub mod adapter;
 pub mod bench;
 mod book;
 mod compiled;

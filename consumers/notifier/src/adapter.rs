@@ -15,6 +15,7 @@ use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::wire::{Control, Notification};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{Error, Notifier, NotifierConfig, Outcome};
 
@@ -37,7 +38,8 @@ impl NotifierHandler {
 impl Handler for NotifierHandler {
     async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
         let notification: Notification = message.decode()?;
-        let result = self.notifier.handle(&notification).await;
+        let span = tracing::info_span!("send", chat = notification.chat_id, dedupe_key = %notification.dedupe_key);
+        let result = self.notifier.handle(&notification).instrument(span).await;
         record_metrics(&notification, &result);
         match result {
             Ok(outcome) => {

@@ -241,8 +241,16 @@ impl Notifier {
                 parse_mode: notification.parse_mode,
                 disable_notification: silent,
             };
-            let outcome = telegram.send(&message).await;
+            // The breaker is asked again when the slot comes: with many deliveries in
+            // flight, those already waiting for their slot when it opened must not go out
+            // to a Telegram that is down (each would fail and spend a retry attempt).
+            let outcome = telegram
+                .send_if(&message, || self.breaker_state().is_closed())
+                .await;
             let record_key = part_key.as_deref().unwrap_or(key);
+            let Some(outcome) = outcome else {
+                return Err(Error::CircuitOpen);
+            };
             match outcome {
                 SendOutcome::Delivered { message_id } => {
                     // First thing after Telegram accepted: the crash window is this write.

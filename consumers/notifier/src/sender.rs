@@ -105,11 +105,31 @@ impl TelegramSender {
     /// the total wait stays within `max_retry_after_s`; beyond that returns the
     /// `RetryAfter`. Any other outcome is returned as it comes.
     pub async fn send(&self, message: &OutgoingMessage) -> SendOutcome {
+        match self.send_if(message, || true).await {
+            Some(outcome) => outcome,
+            // Not reachable: the condition above always holds.
+            None => SendOutcome::Transient("not sent".into()),
+        }
+    }
+
+    /// [`TelegramSender::send`], but `proceed` is asked again each time the chat's slot has
+    /// come, right before the request: `None` when it said no and nothing was sent. A slot
+    /// can be seconds away (many chats ahead of this one, or a 429's wait), and much can
+    /// change meanwhile: the circuit breaker may have opened.
+    pub async fn send_if(
+        &self,
+        message: &OutgoingMessage,
+        proceed: impl Fn() -> bool,
+    ) -> Option<SendOutcome> {
         let mut waited = Duration::ZERO;
         loop {
-            match self.send_once(message).await {
+            self.limiter.acquire(message.chat_id).await;
+            if !proceed() {
+                return None;
+            }
+            match self.post(message).await {
                 SendOutcome::RetryAfter(wait) if waited + wait <= self.max_retry_wait => {
-                    // `send_once` deferred the chat: the next slot is after the wait.
+                    // `post` deferred the chat: the next slot is after the wait.
                     waited += wait;
                     tracing::info!(
                         chat_id = message.chat_id,
@@ -117,7 +137,7 @@ impl TelegramSender {
                         "telegram asked to wait before sending to this chat"
                     );
                 }
-                outcome => return outcome,
+                outcome => return Some(outcome),
             }
         }
     }
@@ -125,6 +145,11 @@ impl TelegramSender {
     /// One attempt: waits for the chat's slot, sends, classifies the answer.
     pub async fn send_once(&self, message: &OutgoingMessage) -> SendOutcome {
         self.limiter.acquire(message.chat_id).await;
+        self.post(message).await
+    }
+
+    /// Sends now (the slot was acquired) and classifies the answer; a 429 holds the chat.
+    async fn post(&self, message: &OutgoingMessage) -> SendOutcome {
         let mut payload = SendMessage::new(ChatId(message.chat_id), message.text.clone());
         payload.parse_mode = message.parse_mode.map(|mode| match mode {
             ParseMode::MarkdownV2 => TgParseMode::MarkdownV2,

@@ -302,6 +302,7 @@ impl Services {
                     active,
                     version: row.version + 1,
                     created_at: row.created_at,
+                    last_fired_at: row.last_fired_at,
                 };
                 self.announce(&Control::RuleUpserted { rule: rule.clone() })
                     .await;

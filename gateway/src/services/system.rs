@@ -21,7 +21,7 @@ use super::Services;
 use crate::error::Result;
 
 /// The `settings` key of the global notification halt.
-pub const HALTED_KEY: &str = "notifications_halted";
+pub const HALTED_KEY: &str = tickwatch_schema::db::SETTING_NOTIFICATIONS_HALTED;
 
 /// One work queue as the broker reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

@@ -108,6 +108,7 @@ pub fn rule_from_row(row: &entity::alert_rule::Model) -> Result<AlertRule> {
         active: row.active,
         version: row.version,
         created_at: row.created_at,
+        last_fired_at: row.last_fired_at,
     })
 }
 

@@ -1,5 +1,6 @@
 //! sea-orm entities, one module per table.
 pub mod alert_event;
+pub mod alert_price;
 pub mod alert_rule;
 pub mod api_key;
 pub mod candle;

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 mod m20261121_000001_initial;
 pub mod m20261121_000002_seed_symbols;
 mod m20261122_000003_signal_progress;
+mod m20261122_000004_alert_prices;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_seed_symbols::Migration),
             Box::new(m20261122_000003_signal_progress::Migration),
+            Box::new(m20261122_000004_alert_prices::Migration),
         ]
     }
 }

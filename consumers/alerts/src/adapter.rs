@@ -1,0 +1,723 @@
+//! The `alerts` role on the broker: the [`AlertEngine`] fed from `tw.alerts.q`, its
+//! firings stored exactly once and published as `AlertTriggered` and `Notification`.
+//!
+//! Start-up follows the engine's protocol: this instance's control queue is bound and
+//! buffering before the rules are loaded, the buffered changes are applied after the load,
+//! and only then does market data flow. The last evaluated price of every symbol is saved
+//! every second and at shutdown, and primes the engine after a restart.
+//!
+//! Exactly once: a firing's id derives from the rule and the triggering tick. It is stored
+//! (`alert_events`, unique id) together with the rule's firing record — and, for a `once`
+//! rule, its deactivation — in one transaction; then the alert and the notification are
+//! published (the notification's dedupe key is the firing id), then the event is marked
+//! published. A redelivered tick yields the same ids: storing changes nothing and an event
+//! already published is not published again. If the process dies between storing and
+//! publishing, the outbox sweep publishes every stored event not marked published — at
+//! start and every few seconds — so a firing is never lost either.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
+    QueryFilter, TransactionTrait,
+};
+use tickwatch_broker::{
+    Broker, ConsumeOptions, Handler, HandlerError, Incoming, Publisher, Topology, consume_role,
+    consume_with, headers,
+};
+use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
+use tickwatch_schema::db::{now_ms, rule_from_row, subscription_from_row};
+use tickwatch_schema::names::{Exchange, WorkQueue};
+use tickwatch_schema::wire::{
+    Candle, Channel, Control, EventKind, MessageKind, Notification, Signal, Tick,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::template::{self, Lang};
+use crate::{AlertEngine, AlertsConfig, Applied, Error, Firing, SubscriptionHit};
+
+/// Test hooks: failure injection between the steps of a firing.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Called after a firing is stored and before it is published; returning `true`
+    /// simulates a crash there (the handler stops with a transient error).
+    pub after_store: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("after_store", &self.after_store.is_some())
+            .finish()
+    }
+}
+
+/// Where a user's notifications go.
+#[derive(Debug, Clone)]
+struct Route {
+    chat_id: Option<i64>,
+    lang: Lang,
+    looked_up: Instant,
+}
+
+/// How long a user's chat and language are trusted before they are read again.
+const ROUTE_TTL: Duration = Duration::from_secs(30);
+
+struct Shared {
+    engine: Mutex<AlertEngine>,
+    db: DatabaseConnection,
+    publisher: Publisher,
+    routes: Mutex<HashMap<i64, Route>>,
+    /// Symbols whose latest evaluated price has not finished its delivery yet: their price
+    /// is not saved (a restart primed with it would skip firings never stored).
+    in_flight: Mutex<std::collections::HashSet<(String, String)>>,
+    hooks: Hooks,
+}
+
+fn db_error(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Transient(format!("database: {e}"))
+}
+
+impl Shared {
+    fn engine(&self) -> std::sync::MutexGuard<'_, AlertEngine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn route(&self, user_id: i64) -> Result<Route, sea_orm::DbErr> {
+        if let Some(route) = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+            .filter(|r| r.looked_up.elapsed() < ROUTE_TTL)
+        {
+            return Ok(route.clone());
+        }
+        let row = user::Entity::find_by_id(user_id).one(&self.db).await?;
+        let route = Route {
+            chat_id: row
+                .as_ref()
+                .filter(|u| u.active)
+                .and_then(|u| u.telegram_chat_id),
+            lang: row.map_or(Lang::En, |u| Lang::from_code(&u.language)),
+            looked_up: Instant::now(),
+        };
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user_id, route.clone());
+        Ok(route)
+    }
+
+    /// Stores firings, publishes them, marks them published.
+    async fn deliver(&self, firings: Vec<Firing>, origin: Option<i64>) -> Result<(), HandlerError> {
+        if firings.is_empty() {
+            return Ok(());
+        }
+        let mut texts = Vec::with_capacity(firings.len());
+        for firing in &firings {
+            let route = self.route(firing.user_id).await.map_err(db_error)?;
+            texts.push((firing.message(route.lang), route.chat_id));
+        }
+        let disabled = self
+            .store(&firings, &texts)
+            .instrument(tracing::info_span!("store", firings = firings.len()))
+            .await?;
+        if let Some(hook) = &self.hooks.after_store
+            && hook()
+        {
+            return Err(HandlerError::Transient(
+                "failure injected after storing the firing".into(),
+            ));
+        }
+        let published: Vec<String> = alert_event::Entity::find()
+            .filter(alert_event::Column::Id.is_in(firings.iter().map(|f| f.id.to_string())))
+            .filter(alert_event::Column::Published.eq(true))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let mut confirms = Vec::new();
+        let mut done = Vec::new();
+        for (firing, (text, chat_id)) in firings.iter().zip(texts) {
+            if published.contains(&firing.id.to_string()) {
+                continue; // a redelivery after everything was done but the ack
+            }
+            tracing::info!(rule = firing.rule_id, user = firing.user_id, symbol = %firing.symbol, condition = firing.condition.as_str(), price = %firing.price, "alert fired");
+            metrics::counter!("tw_alerts_fired_total").increment(1);
+            confirms.push(
+                self.publisher
+                    .send(Exchange::Alerts, &firing.to_wire())
+                    .await?,
+            );
+            if let Some(chat_id) = chat_id {
+                let notification = Notification {
+                    id: firing.id,
+                    channel: Channel::Telegram,
+                    chat_id,
+                    text,
+                    parse_mode: None,
+                    dedupe_key: firing.dedupe_key(),
+                    kind: EventKind::Alert,
+                    origin_ts: origin,
+                };
+                confirms.push(self.publisher.send(Exchange::Notify, &notification).await?);
+            }
+            done.push(firing.id.to_string());
+        }
+        for confirm in confirms {
+            confirm.wait().await?;
+        }
+        mark_published(&self.db, done).await.map_err(db_error)?;
+        for rule_id in disabled {
+            self.announce_rule(rule_id).await;
+        }
+        Ok(())
+    }
+
+    /// One transaction: the events, each rule's firing record, and the deactivation of
+    /// `once` rules. Returns the rules deactivated.
+    async fn store(
+        &self,
+        firings: &[Firing],
+        texts: &[(String, Option<i64>)],
+    ) -> Result<Vec<i64>, HandlerError> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let now = now_ms();
+        let mut disabled = Vec::new();
+        for (firing, (text, _)) in firings.iter().zip(texts) {
+            let event = alert_event::ActiveModel {
+                id: Set(firing.id.to_string()),
+                rule_id: Set(firing.rule_id),
+                user_id: Set(firing.user_id),
+                venue: Set(firing.venue.to_string()),
+                symbol: Set(firing.symbol.to_string()),
+                condition: Set(firing.condition.as_str().to_string()),
+                threshold: Set(firing.threshold.to_string()),
+                price: Set(firing.price.to_string()),
+                ts: Set(firing.ts),
+                text: Set(text.clone()),
+                published: Set(false),
+                created_at: Set(now),
+            };
+            let inserted = alert_event::Entity::insert(event)
+                .on_conflict(
+                    OnConflict::column(alert_event::Column::Id)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_error)?;
+            if inserted == 0 {
+                continue; // stored by an earlier delivery of the same tick
+            }
+            alert_rule::Entity::update_many()
+                .col_expr(
+                    alert_rule::Column::FiredCount,
+                    Expr::col(alert_rule::Column::FiredCount).add(1),
+                )
+                .col_expr(alert_rule::Column::LastFiredAt, Expr::value(firing.ts))
+                .filter(alert_rule::Column::Id.eq(firing.rule_id))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+            if firing.disable_rule {
+                let result = alert_rule::Entity::update_many()
+                    .col_expr(alert_rule::Column::Active, Expr::value(false))
+                    .col_expr(
+                        alert_rule::Column::Version,
+                        Expr::col(alert_rule::Column::Version).add(1),
+                    )
+                    .col_expr(alert_rule::Column::UpdatedAt, Expr::value(now))
+                    .filter(alert_rule::Column::Id.eq(firing.rule_id))
+                    .filter(alert_rule::Column::Version.eq(firing.rule_version))
+                    .exec(&txn)
+                    .await
+                    .map_err(db_error)?;
+                if result.rows_affected == 1 {
+                    disabled.push(firing.rule_id);
+                }
+            }
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(disabled)
+    }
+
+    /// Tells every alerts instance (a standby, another shard) the rule's new state.
+    async fn announce_rule(&self, rule_id: i64) {
+        let row = match alert_rule::Entity::find_by_id(rule_id).one(&self.db).await {
+            Ok(Some(row)) => row,
+            _ => return,
+        };
+        let Ok(rule) = rule_from_row(&row) else {
+            return;
+        };
+        if let Err(e) = self
+            .publisher
+            .publish(Exchange::Control, &Control::RuleUpserted { rule })
+            .await
+        {
+            tracing::warn!(rule_id, error = %e, "could not announce a rule change; other instances learn it at their next load");
+        }
+    }
+
+    /// Signal subscriptions: a notification per hit (the notifier sends a key once).
+    async fn deliver_hits(
+        &self,
+        signal: &Signal,
+        hits: Vec<SubscriptionHit>,
+        origin: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        let mut confirms = Vec::new();
+        for hit in hits {
+            let route = self.route(hit.user_id).await.map_err(db_error)?;
+            let Some(chat_id) = route.chat_id else {
+                continue;
+            };
+            let notification = Notification {
+                id: hit.id,
+                channel: Channel::Telegram,
+                chat_id,
+                text: template::render_signal(None, route.lang, signal),
+                parse_mode: None,
+                dedupe_key: hit.dedupe_key(),
+                kind: EventKind::Signal,
+                origin_ts: origin,
+            };
+            confirms.push(self.publisher.send(Exchange::Notify, &notification).await?);
+        }
+        for confirm in confirms {
+            confirm.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn mark_published(db: &impl ConnectionTrait, ids: Vec<String>) -> Result<(), sea_orm::DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    alert_event::Entity::update_many()
+        .col_expr(alert_event::Column::Published, Expr::value(true))
+        .filter(alert_event::Column::Id.is_in(ids))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Evaluates ticks, candles and signals; cheap to clone (shards share one engine).
+#[derive(Clone)]
+pub struct AlertsHandler {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AlertsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertsHandler").finish_non_exhaustive()
+    }
+}
+
+impl AlertsHandler {
+    /// Marks the symbol in flight, evaluates, delivers, and clears the mark once done.
+    async fn evaluate(
+        &self,
+        venue: &str,
+        symbol: &str,
+        origin: Option<i64>,
+        process: impl FnOnce(&mut AlertEngine) -> Vec<Firing>,
+    ) -> Result<(), HandlerError> {
+        let key = (venue.to_string(), symbol.to_string());
+        // Marked before the engine moves on, so a price save never sees the new price
+        // without the mark (it reads both under the engine lock).
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        let firings =
+            tracing::info_span!("process", %symbol).in_scope(|| process(&mut self.shared.engine()));
+        self.shared.deliver(firings, origin).await?;
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        Ok(())
+    }
+}
+
+impl Handler for AlertsHandler {
+    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+        let origin = message
+            .header(headers::SENT_AT)
+            .and_then(|v| v.parse().ok());
+        match message.message_kind() {
+            Some(MessageKind::Tick) => {
+                let tick: Tick = message.decode()?;
+                self.evaluate(&tick.venue, &tick.symbol, origin, |e| e.process_tick(&tick))
+                    .await
+            }
+            Some(MessageKind::Candle) => {
+                let candle: Candle = message.decode()?;
+                self.evaluate(&candle.venue, &candle.symbol, origin, |e| {
+                    e.process_candle(&candle)
+                })
+                .await
+            }
+            Some(MessageKind::Signal) => {
+                let signal: Signal = message.decode()?;
+                let hits = self.shared.engine().process_signal(&signal);
+                self.shared.deliver_hits(&signal, hits, origin).await
+            }
+            other => Err(HandlerError::Invalid(format!(
+                "the alerts queue takes ticks, candles and signals, not {}",
+                other.map_or("an untyped message".to_string(), |k| k.to_string())
+            ))),
+        }
+    }
+}
+
+/// Forwards control messages to the task that applies them.
+#[derive(Debug, Clone)]
+struct ForwardControl(mpsc::UnboundedSender<Control>);
+
+impl Handler for ForwardControl {
+    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+        let control: Control = message.decode()?;
+        // A closed receiver means the role is stopping; the change is in the database.
+        let _ = self.0.send(control);
+        Ok(())
+    }
+}
+
+fn apply(engine: &mut AlertEngine, control: &Control) {
+    match engine.apply(control) {
+        Applied::Rejected { id, error } => tracing::warn!(id, %error, "control message refused"),
+        Applied::Stale { id, held, got } => {
+            tracing::debug!(id, held, got, "stale control message ignored")
+        }
+        applied => tracing::debug!(?applied, "control applied"),
+    }
+    metrics::gauge!("tw_rulebook_rules").set(engine.rule_count() as f64);
+    metrics::gauge!("tw_rulebook_subscriptions").set(engine.subscription_count() as f64);
+}
+
+/// Loads every active rule and subscription, and primes the engine with the saved prices.
+pub async fn load(engine: &mut AlertEngine, db: &DatabaseConnection) -> Result<(), Error> {
+    let rules: Vec<_> = alert_rule::Entity::find()
+        .filter(alert_rule::Column::Active.eq(true))
+        .all(db)
+        .await?
+        .iter()
+        .filter_map(|row| match rule_from_row(row) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                tracing::warn!(rule = row.id, error = %e, "stored rule cannot be read; skipped");
+                None
+            }
+        })
+        .collect();
+    let subscriptions: Vec<_> = subscription::Entity::find()
+        .filter(subscription::Column::Active.eq(true))
+        .all(db)
+        .await?
+        .iter()
+        .filter_map(|row| subscription_from_row(row).ok())
+        .collect();
+    let report = engine.load(rules, subscriptions);
+    for (id, error) in &report.rejected {
+        tracing::warn!(id, %error, "rule refused by the engine");
+    }
+    for row in alert_price::Entity::find().all(db).await? {
+        if let Ok(price) = row.price.parse::<Decimal>() {
+            engine.prime(&row.venue, &row.symbol, price, row.ts);
+        }
+    }
+    metrics::gauge!("tw_rulebook_rules").set(engine.rule_count() as f64);
+    metrics::gauge!("tw_rulebook_subscriptions").set(engine.subscription_count() as f64);
+    tracing::info!(
+        rules = report.rules,
+        subscriptions = report.subscriptions,
+        "rule book loaded"
+    );
+    Ok(())
+}
+
+/// Saves the last evaluated price of each symbol that changed since the last save.
+async fn save_prices(
+    shared: &Shared,
+    saved: &mut HashMap<(String, String), i64>,
+) -> Result<(), sea_orm::DbErr> {
+    let prices = {
+        let engine = shared.engine();
+        let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut prices = engine.last_prices();
+        prices.retain(|(v, s, _, _)| !in_flight.contains(&(v.clone(), s.clone())));
+        prices
+    };
+    let mut changed = Vec::new();
+    let mut keys = Vec::new();
+    for (venue, symbol, price, ts) in prices {
+        let key = (venue, symbol);
+        if saved.get(&key) == Some(&ts) {
+            continue;
+        }
+        changed.push(alert_price::ActiveModel {
+            venue: Set(key.0.clone()),
+            symbol: Set(key.1.clone()),
+            price: Set(price.to_string()),
+            ts: Set(ts),
+        });
+        keys.push((key, ts));
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    alert_price::Entity::insert_many(changed)
+        .on_conflict(
+            OnConflict::columns([alert_price::Column::Venue, alert_price::Column::Symbol])
+                .update_columns([alert_price::Column::Price, alert_price::Column::Ts])
+                .to_owned(),
+        )
+        .exec_without_returning(&shared.db)
+        .await?;
+    saved.extend(keys);
+    Ok(())
+}
+
+/// Publishes stored events not marked published (a crash between storing and publishing).
+pub async fn sweep_outbox(
+    shared_db: &DatabaseConnection,
+    publisher: &Publisher,
+    older_than_ms: i64,
+) -> Result<usize, Error> {
+    let cutoff = now_ms() - older_than_ms;
+    let pending = alert_event::Entity::find()
+        .filter(alert_event::Column::Published.eq(false))
+        .filter(alert_event::Column::CreatedAt.lte(cutoff))
+        .all(shared_db)
+        .await?;
+    let mut done = Vec::new();
+    for event in &pending {
+        let Ok(id) = event.id.parse::<uuid::Uuid>() else {
+            continue;
+        };
+        let (Ok(threshold), Ok(price), Ok(condition)) = (
+            event.threshold.parse::<Decimal>(),
+            event.price.parse::<Decimal>(),
+            event.condition.parse(),
+        ) else {
+            continue;
+        };
+        let alert = tickwatch_schema::wire::AlertTriggered {
+            id,
+            rule_id: event.rule_id,
+            user_id: event.user_id,
+            venue: event.venue.clone(),
+            symbol: event.symbol.clone(),
+            condition,
+            threshold,
+            price,
+            ts: event.ts,
+        };
+        publisher.publish(Exchange::Alerts, &alert).await?;
+        let chat = user::Entity::find_by_id(event.user_id)
+            .one(shared_db)
+            .await?
+            .filter(|u| u.active)
+            .and_then(|u| u.telegram_chat_id);
+        if let Some(chat_id) = chat {
+            let notification = Notification {
+                id,
+                channel: Channel::Telegram,
+                chat_id,
+                text: event.text.clone(),
+                parse_mode: None,
+                dedupe_key: format!("alert:{id}"),
+                kind: EventKind::Alert,
+                origin_ts: None,
+            };
+            publisher.publish(Exchange::Notify, &notification).await?;
+        }
+        tracing::info!(event = %event.id, rule = event.rule_id, "stored alert published by the outbox sweep");
+        done.push(event.id.clone());
+    }
+    let n = done.len();
+    mark_published(shared_db, done).await?;
+    Ok(n)
+}
+
+/// Deactivates expired rules in the database and tells every instance.
+async fn retire_expired(shared: &Shared) -> Result<(), sea_orm::DbErr> {
+    let expired = {
+        let mut engine = shared.engine();
+        let mut ids = engine.expire(now_ms());
+        ids.extend(engine.take_expired());
+        ids
+    };
+    for rule_id in expired {
+        let result = alert_rule::Entity::update_many()
+            .col_expr(alert_rule::Column::Active, Expr::value(false))
+            .col_expr(
+                alert_rule::Column::Version,
+                Expr::col(alert_rule::Column::Version).add(1),
+            )
+            .col_expr(alert_rule::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(alert_rule::Column::Id.eq(rule_id))
+            .filter(alert_rule::Column::Active.eq(true))
+            .exec(&shared.db)
+            .await?;
+        if result.rows_affected == 1 {
+            tracing::info!(rule_id, "rule expired");
+            shared.announce_rule(rule_id).await;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the alerts role until `shutdown`.
+pub async fn run(
+    broker: &Broker,
+    db: DatabaseConnection,
+    config: &AlertsConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    run_with_hooks(broker, db, config, shutdown, Hooks::default()).await
+}
+
+/// [`run`] with failure-injection hooks (tests).
+pub async fn run_with_hooks(
+    broker: &Broker,
+    db: DatabaseConnection,
+    config: &AlertsConfig,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> Result<(), Error> {
+    let stop = shutdown.child_token();
+    // 1. This instance's control queue, buffering from before the load.
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let mut control_topology = Topology::default();
+    let instance = format!(
+        "alerts-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let control_spec = control_topology.add_private_queue(
+        broker.config(),
+        &broker.names().control_queue(&instance),
+        &[(broker.names().exchange(Exchange::Control), String::new())],
+    )?;
+    let control_component = format!("consumer:{}", control_spec.name);
+    let control = {
+        let (broker, stop) = (broker.clone(), stop.clone());
+        let options = ConsumeOptions {
+            declare: Some(Arc::new(control_topology)),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            consume_with(
+                &broker,
+                &control_spec,
+                ForwardControl(control_tx),
+                stop,
+                options,
+            )
+            .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !broker
+        .health()
+        .snapshot()
+        .get(&control_component)
+        .is_some_and(|c| c.up)
+    {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            tracing::warn!("the control queue is not consuming yet; loading the rules anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 2. The snapshot, 3. the buffered changes on top of it.
+    let mut engine = AlertEngine::new(config.clone())?;
+    load(&mut engine, &db).await?;
+    while let Ok(control) = control_rx.try_recv() {
+        apply(&mut engine, &control);
+    }
+    let publisher = Publisher::start(broker, "alerts");
+    let shared = Arc::new(Shared {
+        engine: Mutex::new(engine),
+        db: db.clone(),
+        publisher: publisher.clone(),
+        routes: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(std::collections::HashSet::new()),
+        hooks,
+    });
+    let applier = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(control) = control_rx.recv().await {
+                apply(&mut shared.engine(), &control);
+            }
+        })
+    };
+    let housekeeping = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut saved = HashMap::new();
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = 0u64;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                tick += 1;
+                if let Err(e) = save_prices(&shared, &mut saved).await {
+                    tracing::warn!(error = %e, "could not save the last evaluated prices");
+                }
+                if tick % 5 == 1 {
+                    if let Err(e) = sweep_outbox(&shared.db, &shared.publisher, 5_000).await {
+                        tracing::warn!(error = %e, "outbox sweep failed; will retry");
+                    }
+                    if let Err(e) = retire_expired(&shared).await {
+                        tracing::warn!(error = %e, "could not retire expired rules");
+                    }
+                }
+            }
+            // The final save: a graceful restart resumes exactly where this one stopped.
+            if let Err(e) = save_prices(&shared, &mut saved).await {
+                tracing::warn!(error = %e, "could not save the last evaluated prices at shutdown");
+            }
+        })
+    };
+    // 4. Market data.
+    let handler = AlertsHandler {
+        shared: shared.clone(),
+    };
+    let result = consume_role(
+        broker,
+        WorkQueue::Alerts,
+        handler,
+        stop.clone(),
+        ConsumeOptions::default(),
+    )
+    .await;
+    stop.cancel();
+    let _ = housekeeping.await;
+    let _ = control.await;
+    applier.abort();
+    publisher.close().await;
+    Ok(result?)
+}

@@ -1,0 +1,399 @@
+//! End to end through the real RabbitMQ, a fresh database and the fake Telegram Bot API:
+//! what a user of tickwatch would see.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use tickwatch::config::Config;
+use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
+use tickwatch_gateway::Services;
+use tickwatch_schema::db::entity::{alert_event, candle, signal};
+use tickwatch_schema::names::Exchange;
+use tickwatch_schema::rule::{Condition, RuleSpec};
+use tickwatch_schema::wire::Tick;
+use tickwatch_tests::FakeTelegram;
+use tickwatch_tests::db::TestDb;
+use tokio_util::sync::CancellationToken;
+
+const CHAT: i64 = 4242;
+
+fn broker_config(tag: &str) -> BrokerConfig {
+    BrokerConfig {
+        url: std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
+        prefix: format!(
+            "twt-{tag}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        retry_delays_ms: vec![200, 400, 800],
+        reconnect_min_ms: 50,
+        reconnect_max_ms: 1_000,
+        ..Default::default()
+    }
+}
+
+async fn wait_for(timeout: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done().await
+}
+
+/// `tickwatch run` in-process: topology, migrations, every role, the API, the bot, the demo
+/// replay (at full speed here) and the demo user, whose alerts reach the admin's chat.
+#[tokio::test]
+async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeTelegram::start().await.expect("fake telegram");
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let mut config = Config {
+        broker: broker_config("run"),
+        ..Default::default()
+    };
+    config.database.url = db.url.clone();
+    config.telegram.token = Some("1:TEST".into());
+    config.telegram.api_url = fake.url();
+    config.telegram.admin_chats = vec![CHAT];
+    config.api.addr = "127.0.0.1:0".into();
+    config.admin.addr = "127.0.0.1:0".into();
+    config.run.demo_speed = "max".into();
+    let config = config.resolved().expect("valid configuration");
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move { tickwatch::app::run(&config, shutdown).await }
+    });
+
+    // The demo's `crossing_down 20000` and `crossing_up 21500` alerts fire on the replay.
+    let alerts_arrived = wait_for(Duration::from_secs(120), async || {
+        let texts: Vec<String> = fake
+            .delivered_to(CHAT)
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        texts.iter().any(|t| t.contains("20000")) && texts.iter().any(|t| t.contains("21500"))
+    })
+    .await;
+    let texts: Vec<String> = fake
+        .delivered_to(CHAT)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(alerts_arrived, "alerts in the admin's chat: {texts:#?}");
+    assert!(texts.iter().all(|t| !t.is_empty()));
+    // Every candle of the replay was recorded, and signals were computed and stored.
+    let all_candles = wait_for(Duration::from_secs(60), async || {
+        candle::Entity::find().count(&db.conn).await.unwrap_or(0) == 4_320
+    })
+    .await;
+    assert!(all_candles, "the recorder stored all 4,320 bars");
+    assert!(
+        signal::Entity::find()
+            .count(&db.conn)
+            .await
+            .expect("signals")
+            > 0,
+        "signals were stored"
+    );
+    let events = alert_event::Entity::find()
+        .all(&db.conn)
+        .await
+        .expect("events");
+    assert!(
+        events.iter().all(|e| e.published),
+        "every stored firing was published"
+    );
+    // No alert reached the chat twice (each price alert text names its price and time).
+    let alert_texts: Vec<&String> = texts.iter().filter(|t| t.starts_with("🔔")).collect();
+    let distinct: std::collections::HashSet<&String> = alert_texts.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        alert_texts.len(),
+        "an alert arrived twice: {alert_texts:#?}"
+    );
+    assert_eq!(
+        alert_texts.len(),
+        events.len(),
+        "one message per stored firing"
+    );
+    shutdown.cancel();
+    run.await
+        .expect("join")
+        .expect("tickwatch run stops cleanly");
+    let broker = Broker::connect(config.broker.clone(), "cleanup")
+        .await
+        .expect("broker");
+    Topology::standard(&config.broker)
+        .expect("topology")
+        .delete(&broker)
+        .await
+        .expect("delete");
+    broker.close();
+    db.close().await.expect("close");
+}
+
+/// A user registers with the bot, sets an alert, a tick crosses it, and the notification
+/// arrives in the same chat — once, even though the tick is delivered twice.
+#[tokio::test]
+async fn a_bot_users_alert_fires_once_into_their_chat() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeTelegram::start().await.expect("fake telegram");
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let mut config = Config {
+        broker: broker_config("bot"),
+        ..Default::default()
+    };
+    config.database.url = db.url.clone();
+    config.telegram.token = Some("1:TEST".into());
+    config.telegram.api_url = fake.url();
+    config.api.addr = "127.0.0.1:0".into();
+    config.admin.addr = "127.0.0.1:0".into();
+    config.run.demo_user = false;
+    config.run.sources = vec!["webhook".into()];
+    config.producers.webhook.addr = "127.0.0.1:0".parse().expect("addr");
+    config.bot.poll_timeout_s = 1;
+    let config = config.resolved().expect("valid configuration");
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move { tickwatch::app::run(&config, shutdown).await }
+    });
+    let user_chat = 5151;
+    let say = async |text: &str| {
+        let before = fake.delivered_to(user_chat).len();
+        fake.push_message(user_chat, user_chat, text);
+        let replied = wait_for(Duration::from_secs(20), async || {
+            fake.delivered_to(user_chat).len() > before
+        })
+        .await;
+        assert!(replied, "the bot replied to {text:?}");
+        fake.delivered_to(user_chat)
+            .last()
+            .map(|m| m.text.clone())
+            .unwrap_or_default()
+    };
+    say("/start").await;
+    let registered = say("/register").await;
+    assert!(!registered.is_empty());
+    let set = say("/alert BTCUSDT crossing_up 65000").await;
+    assert!(set.contains("65000") || set.contains("65,000"), "{set}");
+
+    let broker = Broker::connect(config.broker.clone(), "test-feed")
+        .await
+        .expect("broker");
+    let publisher = Publisher::start(&broker, "test-feed");
+    let tick = |price: &str, id: &str| Tick {
+        venue: "binance".into(),
+        symbol: "BTCUSDT".into(),
+        price: price.parse::<Decimal>().expect("price"),
+        qty: Decimal::ONE,
+        ts: tickwatch_schema::db::now_ms(),
+        trade_id: Some(id.into()),
+    };
+    // Below, then across: the crossing fires. The crossing tick is published twice, as a
+    // producer would after a lost confirm.
+    publisher
+        .publish(Exchange::Market, &tick("64000", "1"))
+        .await
+        .expect("tick");
+    let crossing = tick("65010", "2");
+    publisher
+        .publish(Exchange::Market, &crossing)
+        .await
+        .expect("tick");
+    publisher
+        .publish(Exchange::Market, &crossing)
+        .await
+        .expect("tick again");
+    let before = fake.delivered_to(user_chat).len();
+    let notified = wait_for(Duration::from_secs(30), async || {
+        fake.delivered_to(user_chat)
+            .iter()
+            .skip(before)
+            .any(|m| m.text.contains("BTCUSDT"))
+    })
+    .await;
+    assert!(
+        notified,
+        "the alert reached the user's chat: {:#?}",
+        fake.delivered_to(user_chat)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alerts: Vec<_> = fake
+        .delivered_to(user_chat)
+        .into_iter()
+        .skip(before)
+        .filter(|m| m.text.contains("BTCUSDT"))
+        .collect();
+    assert_eq!(alerts.len(), 1, "exactly one notification: {alerts:#?}");
+    assert_eq!(
+        alert_event::Entity::find()
+            .count(&db.conn)
+            .await
+            .expect("events"),
+        1
+    );
+
+    publisher.close().await;
+    shutdown.cancel();
+    run.await.expect("join").expect("clean stop");
+    Topology::standard(&config.broker)
+        .expect("topology")
+        .delete(&broker)
+        .await
+        .expect("delete");
+    broker.close();
+    db.close().await.expect("close");
+}
+
+/// The alerts consumer dies between storing a firing and publishing it: the restarted
+/// consumer's outbox sweep publishes it, and the user gets exactly one notification.
+#[tokio::test]
+async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for backend in ["sqlite", "postgres"] {
+        let fake = FakeTelegram::start().await.expect("fake telegram");
+        let db = if backend == "sqlite" {
+            TestDb::sqlite().await
+        } else {
+            TestDb::postgres().await
+        }
+        .expect("db");
+        let config = broker_config("crash");
+        let broker = Broker::connect(config.clone(), &config.prefix)
+            .await
+            .expect("broker");
+        let topology = Topology::standard(&config).expect("topology");
+        topology.apply(&broker).await.expect("apply");
+        let services = Services::new(db.conn.clone(), Some(broker.clone()));
+        let user = services
+            .create_user(tickwatch_gateway::services::users::NewUser {
+                name: "carol".into(),
+                telegram_chat_id: Some(CHAT),
+                ..Default::default()
+            })
+            .await
+            .expect("user");
+        services
+            .create_rule(
+                user.id,
+                RuleSpec::price(
+                    "binance",
+                    "ETHUSDT",
+                    Condition::CrossingUp,
+                    "3000".parse().expect("d"),
+                ),
+            )
+            .await
+            .expect("rule");
+        services.close().await;
+
+        let notifier_config = tickwatch_notifier::NotifierConfig {
+            telegram_bot_token: Some(tickwatch_notifier::Secret::new("1:TEST")),
+            telegram_api_url: fake.url(),
+            ..Default::default()
+        };
+        let stop_notifier = CancellationToken::new();
+        let notifier = tokio::spawn({
+            let (b, d, c, s) = (
+                broker.clone(),
+                db.conn.clone(),
+                notifier_config.clone(),
+                stop_notifier.clone(),
+            );
+            async move { tickwatch_notifier::adapter::run(&b, d, &c, s).await }
+        });
+
+        // The first alerts consumer "crashes" right after storing: it is stopped at once.
+        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_first = CancellationToken::new();
+        let hooks = tickwatch_alerts::adapter::Hooks {
+            after_store: Some({
+                let (crashed, stop) = (crashed.clone(), stop_first.clone());
+                std::sync::Arc::new(move || {
+                    crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    stop.cancel();
+                    true
+                })
+            }),
+        };
+        let first = tokio::spawn({
+            let (b, d, s) = (broker.clone(), db.conn.clone(), stop_first.clone());
+            async move {
+                tickwatch_alerts::adapter::run_with_hooks(&b, d, &Default::default(), s, hooks)
+                    .await
+            }
+        });
+        let publisher = Publisher::start(&broker, "test");
+        let tick = |price: &str, id: &str| Tick {
+            venue: "binance".into(),
+            symbol: "ETHUSDT".into(),
+            price: price.parse::<Decimal>().expect("price"),
+            qty: Decimal::ONE,
+            ts: tickwatch_schema::db::now_ms(),
+            trade_id: Some(id.into()),
+        };
+        publisher
+            .publish(Exchange::Market, &tick("2990", "a"))
+            .await
+            .expect("tick");
+        publisher
+            .publish(Exchange::Market, &tick("3010", "b"))
+            .await
+            .expect("tick");
+        assert!(
+            wait_for(Duration::from_secs(30), async || crashed
+                .load(std::sync::atomic::Ordering::SeqCst))
+            .await,
+            "the firing was stored, then the consumer died"
+        );
+        let _ = first.await;
+        let stored = alert_event::Entity::find()
+            .all(&db.conn)
+            .await
+            .expect("events");
+        assert_eq!(stored.len(), 1, "stored once");
+        assert!(!stored[0].published, "not published before the crash");
+        assert!(fake.delivered_to(CHAT).is_empty(), "nothing sent yet");
+
+        // A new consumer: the outbox sweep publishes the stored firing.
+        let stop_second = CancellationToken::new();
+        let second = tokio::spawn({
+            let (b, d, s) = (broker.clone(), db.conn.clone(), stop_second.clone());
+            async move { tickwatch_alerts::adapter::run(&b, d, &Default::default(), s).await }
+        });
+        let delivered = wait_for(Duration::from_secs(40), async || {
+            !fake.delivered_to(CHAT).is_empty()
+        })
+        .await;
+        assert!(
+            delivered,
+            "the stored firing reached the user after the restart ({backend})"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            fake.delivered_to(CHAT).len(),
+            1,
+            "exactly one notification ({backend})"
+        );
+        let events = alert_event::Entity::find()
+            .all(&db.conn)
+            .await
+            .expect("events");
+        assert!(events.len() == 1 && events[0].published);
+
+        stop_second.cancel();
+        second.await.expect("join").expect("clean");
+        stop_notifier.cancel();
+        notifier.await.expect("join").expect("clean");
+        publisher.close().await;
+        topology.delete(&broker).await.expect("delete");
+        broker.close();
+        db.close().await.expect("close");
+    }
+}
