@@ -204,8 +204,13 @@ mod tests {
     #[test]
     fn deserializes_with_defaults() {
         let config: NotifierConfig =
-            serde_json::from_str(r#"{"telegram_bot_token":"1:x","limits":{"margin_ms":50}}"#)
+            serde_json::from_str(r#"{"concurrency":8,"limits":{"margin_ms":50}}"#)
                 .expect("config parses");
+        assert_eq!(config.concurrency, 8);
+        assert!(
+            serde_json::from_str::<NotifierConfig>(r#"{"telegram_bot_token":"1:x"}"#).is_err(),
+            "the token belongs to [telegram], not [notifier]"
+        );
         assert_eq!(config.limits.margin_ms, 50);
         assert_eq!(config.limits.global_per_second, 30);
         assert_eq!(config.breaker.failure_threshold, 5);
