@@ -336,6 +336,28 @@ impl Config {
                 self.log.format
             );
         }
+        self.recorder.validate()?;
+        self.notifier.validate()?;
+        self.signals.validate()?;
+        self.alerts
+            .validate()
+            .map_err(|e| anyhow::anyhow!("alerts.{e}"))?;
+        for source in &self.run.sources {
+            match source.as_str() {
+                "binance" => self.producers.binance.validate()?,
+                "upbit" => self.producers.upbit.validate()?,
+                "csv" => self.producers.csv.validate()?,
+                "synthetic" => self.producers.synthetic.validate()?,
+                "webhook" => self.producers.webhook.validate()?,
+                other => bail!(
+                    "run.sources: `{other}` is not a source; use binance, upbit, csv, synthetic or webhook"
+                ),
+            }
+        }
+        self.run
+            .demo_speed
+            .parse::<tickwatch_producers::csv::Speed>()
+            .map_err(|e| anyhow::anyhow!("run.demo_speed: {e}"))?;
         Ok(())
     }
 
@@ -455,6 +477,20 @@ mod tests {
             ("TELEGRAM_BOT_TOKEN", "nonsense", "telegram.token"),
             ("TELEGRAM_API_URL", "http://fake/", "telegram.api_url"),
             ("TICKWATCH_LOG__FORMAT", "xml", "log.format"),
+            ("TICKWATCH_SIGNALS__RSI__OVERSOLD", "500", "rsi.oversold"),
+            ("TICKWATCH_ALERTS__HYSTERESIS_PCT", "-1", "hysteresis_pct"),
+            (
+                "TICKWATCH_NOTIFIER__CONCURRENCY",
+                "0",
+                "notifier.concurrency",
+            ),
+            (
+                "TICKWATCH_RECORDER__LATEST_FLUSH_MS",
+                "0",
+                "recorder.latest_flush_ms",
+            ),
+            ("TICKWATCH_RUN__SOURCES", "[\"kraken\"]", "run.sources"),
+            ("TICKWATCH_RUN__DEMO_SPEED", "fast", "run.demo_speed"),
         ];
         for (name, value, key) in cases {
             let err = Config::load_from(None, vars(&[(name, value)])).expect_err(name);
