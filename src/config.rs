@@ -339,9 +339,7 @@ impl Config {
         self.recorder.validate()?;
         self.notifier.validate()?;
         self.signals.validate()?;
-        self.alerts
-            .validate()
-            .map_err(|e| anyhow::anyhow!("alerts.{e}"))?;
+        self.alerts.validate()?;
         for source in &self.run.sources {
             match source.as_str() {
                 "binance" => self.producers.binance.validate()?,
