@@ -255,6 +255,10 @@ enum BenchCommand {
         symbols: usize,
         #[arg(long, default_value_t = 1_000)]
         bars: usize,
+        /// Through the broker and the database (the signals role end to end) instead of
+        /// the pure engine.
+        #[arg(long)]
+        through_broker: bool,
     },
     /// Raw lapin against tickwatch's publisher and consumer runtime.
     Broker {
@@ -342,8 +346,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir,
                     symbols,
                     bars,
+                    through_broker,
                 },
-        } => ops::bench_signals(&config, &data_dir, symbols, bars),
+        } => {
+            if through_broker {
+                ops::bench_signals_through_broker(&config, &data_dir, symbols, bars).await
+            } else {
+                ops::bench_signals(&config, &data_dir, symbols, bars)
+            }
+        }
         Command::Bench {
             what:
                 BenchCommand::Alerts {

@@ -1,6 +1,7 @@
 //! Operator commands: database migrations, broker topology, dead-letter queues, benchmarks.
 
 use anyhow::Context;
+use sea_orm::EntityTrait;
 use tickwatch_broker::{Broker, Topology, dlq};
 
 use crate::config::Config;
@@ -197,6 +198,110 @@ pub fn bench_signals(
     };
     let report = tickwatch_signals::bench::bench_dir(data_dir, &bench)?;
     crate::say!("signals bench (pure engine, one core):\n{report}");
+    Ok(())
+}
+
+/// `tickwatch bench signals --through-broker`: the signals role end to end — candles
+/// published to the broker, consumed, evaluated, stored (SQLite in a temporary folder) and
+/// the signals published — candles per second until the last candle is done.
+pub async fn bench_signals_through_broker(
+    config: &Config,
+    data_dir: &std::path::Path,
+    symbols: usize,
+    bars: usize,
+) -> anyhow::Result<()> {
+    use tickwatch_schema::db::entity::signal_progress;
+    let sources = tickwatch_signals::bench::load_sources(data_dir)?;
+    let universe = tickwatch_signals::bench::build_universe(&sources, symbols, bars);
+    let dir =
+        std::env::temp_dir().join(format!("tickwatch-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let db_url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let db = tickwatch_schema::db::connect(&db_url).await?;
+    tickwatch_schema::db::migrate_up(&db).await?;
+    let mut broker_config = config.broker.clone();
+    broker_config.prefix = format!(
+        "twbench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let broker =
+        tickwatch_broker::Broker::connect(broker_config.clone(), &broker_config.prefix).await?;
+    let topology = Topology::standard(&broker_config)?;
+    topology.apply(&broker).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let role = tokio::spawn({
+        let (b, d, c, s) = (
+            broker.clone(),
+            db.clone(),
+            config.signals.clone(),
+            stop.clone(),
+        );
+        async move { tickwatch_signals::adapter::run(&b, d, &c, s).await }
+    });
+    let publisher = tickwatch_broker::Publisher::start(&broker, "bench-signals");
+    let started = std::time::Instant::now();
+    let mut confirms = std::collections::VecDeque::new();
+    for candle in &universe {
+        confirms.push_back(
+            publisher
+                .send(tickwatch_schema::names::Exchange::Market, candle)
+                .await?,
+        );
+        if confirms.len() >= 1_000
+            && let Some(c) = confirms.pop_front()
+        {
+            c.wait().await?;
+        }
+    }
+    for c in confirms {
+        c.wait().await?;
+    }
+    // Done when every series' progress reached its own last candle.
+    let mut last_of: std::collections::HashMap<(String, String, String), i64> = Default::default();
+    for c in &universe {
+        let key = (
+            c.venue.clone(),
+            c.symbol.clone(),
+            c.interval.as_str().to_string(),
+        );
+        let entry = last_of.entry(key).or_insert(c.open_ts);
+        *entry = (*entry).max(c.open_ts);
+    }
+    loop {
+        let progress = signal_progress::Entity::find().all(&db).await?;
+        let done = progress
+            .iter()
+            .filter(|p| {
+                last_of
+                    .get(&(p.venue.clone(), p.symbol.clone(), p.interval.clone()))
+                    .is_some_and(|last| p.last_open_ts >= *last)
+            })
+            .count();
+        if done >= last_of.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if started.elapsed() > std::time::Duration::from_secs(3_600) {
+            anyhow::bail!(
+                "the signals role did not finish within an hour ({done} of {} series)",
+                last_of.len()
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let _ = role.await;
+    publisher.close().await;
+    topology.delete(&broker).await?;
+    broker.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::say!(
+        "signals through the broker: {} candles of {} symbols in {:.1} s = {:.0} candles/s (each stored with its signals in SQLite)",
+        universe.len(),
+        symbols,
+        elapsed.as_secs_f64(),
+        universe.len() as f64 / elapsed.as_secs_f64()
+    );
     Ok(())
 }
 

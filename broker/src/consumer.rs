@@ -199,6 +199,9 @@ pub struct ConsumeOptions {
     pub concurrency: usize,
     /// Extra `basic.consume` arguments.
     pub arguments: FieldTable,
+    /// Overrides `broker.handler_timeout_ms` for this consumer (a handler that may wait out
+    /// a downstream's rate limit needs longer than the default).
+    pub handler_timeout: Option<Duration>,
 }
 
 impl Default for ConsumeOptions {
@@ -208,6 +211,7 @@ impl Default for ConsumeOptions {
             declare: None,
             concurrency: 1,
             arguments: FieldTable::default(),
+            handler_timeout: None,
         }
     }
 }
@@ -365,7 +369,9 @@ async fn run_sessions<S: Sessions>(
         queue: queue.clone(),
         failures: failures.clone(),
         component: component.clone(),
-        handler_timeout: Duration::from_millis(broker.config().handler_timeout_ms),
+        handler_timeout: options
+            .handler_timeout
+            .unwrap_or(Duration::from_millis(broker.config().handler_timeout_ms)),
         options: options.clone(),
     });
     let mut backoff = Backoff::new(

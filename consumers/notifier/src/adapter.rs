@@ -92,7 +92,7 @@ fn record_metrics(notification: &Notification, result: &Result<Outcome, Error>) 
 /// Follows `Halt` / `Resume` on the control fan-out.
 #[derive(Debug, Clone)]
 struct ControlHandler {
-    halted: watch::Sender<bool>,
+    halted: std::sync::Arc<watch::Sender<bool>>,
 }
 
 impl Handler for ControlHandler {
@@ -173,8 +173,9 @@ pub async fn run(
         &broker.names().control_queue(&instance),
         &[(broker.names().exchange(Exchange::Control), String::new())],
     )?;
+    let halted_tx = std::sync::Arc::new(halted_tx);
     let control = {
-        let (broker, stop) = (broker.clone(), stop.clone());
+        let (broker, stop, halted) = (broker.clone(), stop.clone(), halted_tx.clone());
         let options = ConsumeOptions {
             declare: Some(std::sync::Arc::new(control_topology)),
             ..Default::default()
@@ -183,17 +184,39 @@ pub async fn run(
             consume_with(
                 &broker,
                 &control_spec,
-                ControlHandler { halted: halted_tx },
+                ControlHandler { halted },
                 stop,
                 options,
             )
             .await
         })
     };
+    // The settings row is the truth: a Halt or Resume published while the control queue
+    // was not bound yet (start, reconnect) is picked up here.
+    let resync = {
+        let (db, stop, halted) = (db.clone(), stop.clone(), halted_tx.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                if let Ok(now) = halted_in_db(&db).await {
+                    halted.send_if_modified(|h| std::mem::replace(h, now) != now);
+                }
+            }
+        })
+    };
 
+    // A delivery may wait out Telegram's 429s in place (up to `max_retry_after_s`) plus a
+    // request: cutting it off earlier would risk a second send of a message in flight.
+    let handler_timeout =
+        config.max_retry_after() + config.request_timeout() * 2 + Duration::from_secs(30);
     let options = ConsumeOptions {
         concurrency: config.concurrency,
         pause: Some(pause_rx),
+        handler_timeout: Some(handler_timeout),
         ..Default::default()
     };
     let handler = NotifierHandler::new(notifier, config);
@@ -207,6 +230,7 @@ pub async fn run(
     .await;
     stop.cancel();
     let _ = combine.await;
+    let _ = resync.await;
     match control.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "notifier control consumer failed"),
         Err(e) => tracing::warn!(error = %e, "notifier control consumer task failed"),
