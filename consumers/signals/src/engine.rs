@@ -31,15 +31,13 @@
 //! exponential average has converged to the last bit, every window is full, and any
 //! signal whose outcomes are still pending has been re-derived with the same id.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use tickwatch_schema::wire::{Candle, Interval, Signal, SignalKind, deterministic_id};
 use uuid::Uuid;
 
+use crate::config::GradeConfig;
 use crate::config::SignalsConfig;
 use crate::error::Error;
-use crate::hit::Hit;
+use crate::hit::{Hit, Template};
 use crate::num::dec_to_f64;
 use crate::series::{Bar, HORIZONS, Kinds, Pending, Series};
 
@@ -89,39 +87,137 @@ struct Outcome {
     ret: f64,
 }
 
-/// A series key stored inline, in the slot's first cache line, so that matching a
-/// candle to its series reads no heap memory (venues and symbols are at most 32 bytes on
-/// the wire; a longer pair still works, through the slot's strings).
-#[derive(Debug, Clone, Copy)]
-#[repr(C)]
-struct InlineKey {
-    bytes: [u8; 62],
-    venue_len: u8,
-    symbol_len: u8,
-}
+/// A series key as eight words, built from a candle with a few loads and compared with
+/// one fixed-size comparison: word 0 holds the interval and both lengths, then come the
+/// venue's bytes and the symbol's, each zero-padded to whole words. A venue and symbol
+/// that need more than seven words together (not on the wire: each is at most 32 bytes)
+/// are marked `LONG` and compared through the slot's strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct KeyWords([u64; 8]);
 
-impl InlineKey {
-    fn new(venue: &str, symbol: &str) -> Option<Self> {
+const LONG: u64 = 1 << 63;
+
+impl KeyWords {
+    /// The key of a candle's series and its hash.
+    #[inline]
+    fn of(venue: &str, symbol: &str, interval: Interval) -> (Self, u64) {
         let (v, s) = (venue.as_bytes(), symbol.as_bytes());
-        if v.len() + s.len() > 62 {
-            return None;
+        let mut w = [0u64; 8];
+        w[0] = interval as u64 | (v.len() as u64) << 8 | (s.len() as u64) << 32;
+        let (nv, ns) = (v.len().div_ceil(8), s.len().div_ceil(8));
+        if nv + ns <= 7 {
+            for (slot, chunk) in w[1..].iter_mut().zip(v.chunks(8)) {
+                *slot = word(chunk);
+            }
+            for (slot, chunk) in w[1 + nv..].iter_mut().zip(s.chunks(8)) {
+                *slot = word(chunk);
+            }
+        } else {
+            w[0] |= LONG;
+            w[1] = key_hash(v, s);
         }
-        let mut bytes = [0u8; 62];
-        bytes[..v.len()].copy_from_slice(v);
-        bytes[v.len()..v.len() + s.len()].copy_from_slice(s);
-        Some(InlineKey {
-            bytes,
-            venue_len: v.len() as u8,
-            symbol_len: s.len() as u8,
-        })
+        // FxHash-style: cheap and well mixed; the series come from the operator's feeds.
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let h = w
+            .iter()
+            .fold(0u64, |h, &x| (h.rotate_left(5) ^ x).wrapping_mul(K));
+        (KeyWords(w), h)
     }
 
-    fn matches(&self, venue: &str, symbol: &str) -> bool {
-        let (v, s) = (venue.as_bytes(), symbol.as_bytes());
-        v.len() == usize::from(self.venue_len)
-            && s.len() == usize::from(self.symbol_len)
-            && self.bytes[..v.len()] == *v
-            && self.bytes[v.len()..v.len() + s.len()] == *s
+    fn is_long(&self) -> bool {
+        self.0[0] & LONG != 0
+    }
+}
+
+/// Up to eight bytes as a little-endian word, zero-padded: two overlapping loads of the
+/// largest power-of-two size that fits, the second shifted over the first (the bytes
+/// they share are the same).
+#[inline]
+fn word(chunk: &[u8]) -> u64 {
+    let n = chunk.len();
+    if let Ok(bytes) = <[u8; 8]>::try_from(chunk) {
+        return u64::from_le_bytes(bytes);
+    }
+    let le4 = |b: &[u8]| <[u8; 4]>::try_from(b).map_or(0, |a| u64::from(u32::from_le_bytes(a)));
+    let le2 = |b: &[u8]| <[u8; 2]>::try_from(b).map_or(0, |a| u64::from(u16::from_le_bytes(a)));
+    match n {
+        4..=7 => le4(&chunk[..4]) | le4(&chunk[n - 4..]) << (8 * (n - 4)),
+        2..=3 => le2(&chunk[..2]) | le2(&chunk[n - 2..]) << (8 * (n - 2)),
+        1 => u64::from(chunk[0]),
+        _ => 0,
+    }
+}
+
+/// The hash of a long key's bytes.
+fn key_hash(venue: &[u8], symbol: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = 0u64;
+    for part in [venue, symbol] {
+        for chunk in part.chunks(8) {
+            h = (h.rotate_left(5) ^ word(chunk)).wrapping_mul(K);
+        }
+        h = (h.rotate_left(5) ^ part.len() as u64).wrapping_mul(K);
+    }
+    h
+}
+
+/// Open-addressing table from key hash to slot number (linear probing, at most half
+/// full): one probe finds a series almost always, and equal hashes of different keys
+/// simply sit in neighbouring entries.
+#[derive(Debug, Default)]
+struct Index {
+    /// (hash, slot); `EMPTY` marks a free entry.
+    entries: Vec<(u64, u32)>,
+    len: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl Index {
+    /// The slot of `hash` for which `is` holds.
+    #[inline]
+    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.entries.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let (h, slot) = self.entries[i];
+            if slot == EMPTY {
+                return None;
+            }
+            if h == hash && is(slot) {
+                return Some(slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, hash: u64, slot: u32) {
+        if 2 * (self.len + 1) > self.entries.len() {
+            let old = std::mem::replace(
+                &mut self.entries,
+                vec![(0, EMPTY); (2 * (self.len + 1)).next_power_of_two().max(64)],
+            );
+            for (h, s) in old {
+                if s != EMPTY {
+                    self.place(h, s);
+                }
+            }
+        }
+        self.place(hash, slot);
+        self.len += 1;
+    }
+
+    fn place(&mut self, hash: u64, slot: u32) {
+        let mask = self.entries.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.entries[i].1 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.entries[i] = (hash, slot);
     }
 }
 
@@ -130,7 +226,7 @@ impl InlineKey {
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct Slot {
-    key: Option<InlineKey>,
+    key: KeyWords,
     interval: Interval,
     last_ts: Option<i64>,
     /// The last candle's close (the price of its signals).
@@ -150,18 +246,16 @@ struct Slot {
 const KINDS: usize = SignalKind::ALL.len();
 
 impl Slot {
-    fn matches(&self, candle: &Candle) -> bool {
-        self.interval == candle.interval
-            && match &self.key {
-                Some(k) => k.matches(&candle.venue, &candle.symbol),
-                None => self.symbol == candle.symbol && self.venue == candle.venue,
-            }
+    #[inline]
+    fn matches(&self, key: &KeyWords, candle: &Candle) -> bool {
+        self.key == *key
+            && (!key.is_long() || (self.symbol == candle.symbol && self.venue == candle.venue))
     }
 
     /// The id of a `kind` signal at `ts`: exactly `deterministic_id(ts, [venue, symbol,
     /// interval, kind])`.
     fn signal_id(&mut self, ts: i64, kind: SignalKind) -> Uuid {
-        let k = SignalKind::ALL.iter().position(|x| *x == kind).unwrap_or(0);
+        let k = kind as usize;
         let base = match self.ids[k] {
             Some(id) => id,
             None => {
@@ -183,7 +277,7 @@ impl Slot {
         Uuid::from_bytes(bytes)
     }
 
-    fn signal(&mut self, hit: &Hit, grades: &crate::config::GradeConfig) -> Signal {
+    fn signal(&mut self, hit: &Hit, grades: &GradeConfig, templates: &mut Templates) -> Signal {
         let ts = self.last_ts.unwrap_or(0) + self.interval.as_ms();
         Signal {
             id: self.signal_id(ts, hit.kind),
@@ -195,12 +289,12 @@ impl Slot {
             price: self.last_price,
             score: hit.score,
             grade: grades.grade(hit.score),
-            details: hit.details_json(),
+            details: hit.details_json_with(&mut templates[hit.kind as usize]),
         }
     }
 
     /// The last candle's outputs: its outcomes, then its signals.
-    fn replay(&mut self, grades: &crate::config::GradeConfig) -> Vec<Output> {
+    fn replay(&mut self, grades: &GradeConfig, templates: &mut Templates) -> Vec<Output> {
         let mut out = Vec::with_capacity(self.last_outcomes.len() + self.last_hits.len());
         out.extend(self.last_outcomes.iter().map(|o| Output::Outcome {
             signal_id: o.signal_id,
@@ -209,11 +303,25 @@ impl Slot {
             ret: o.ret,
         }));
         let hits = std::mem::take(&mut self.last_hits);
-        out.extend(hits.iter().map(|h| Output::Signal(self.signal(h, grades))));
+        out.extend(
+            hits.iter()
+                .map(|h| Output::Signal(self.signal(h, grades, templates))),
+        );
         self.last_hits = hits;
         out
     }
 }
+
+/// [`HORIZONS`] as a set of bits.
+const HORIZON_SET: u64 = {
+    let mut set = 0u64;
+    let mut i = 0;
+    while i < HORIZONS.len() {
+        set |= 1 << HORIZONS[i];
+        i += 1;
+    }
+    set
+};
 
 /// The signals engine. See the module documentation for its rules.
 #[derive(Debug)]
@@ -221,12 +329,14 @@ pub struct SignalEngine {
     config: SignalsConfig,
     kinds: Kinds,
     /// Series by a 64-bit hash of their key.
-    index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
-    /// Further series whose key hash collides with one in `index` (practically never).
-    collisions: HashMap<u64, Vec<u32>, BuildHasherDefault<PassThrough>>,
+    index: Index,
     slots: Vec<Slot>,
-    hits: Vec<Hit>,
+    /// The shape of each kind's `details` map.
+    templates: Templates,
 }
+
+/// One `details` template per kind, by `SignalKind as usize`.
+type Templates = [Option<Template>; KINDS];
 
 impl SignalEngine {
     /// Fails if the configuration does not validate.
@@ -235,10 +345,9 @@ impl SignalEngine {
         Ok(SignalEngine {
             kinds: Kinds::from_config(&config),
             config,
-            index: HashMap::default(),
-            collisions: HashMap::default(),
+            index: Index::default(),
             slots: Vec::new(),
-            hits: Vec::new(),
+            templates: std::array::from_fn(|_| None),
         })
     }
 
@@ -259,7 +368,9 @@ impl SignalEngine {
         let idx = self.slot_index(candle);
         let slot = &mut self.slots[idx];
         match slot.last_ts {
-            Some(last) if candle.open_ts == last => return slot.replay(&self.config.grades),
+            Some(last) if candle.open_ts == last => {
+                return slot.replay(&self.config.grades, &mut self.templates);
+            }
             Some(last) if candle.open_ts < last => return Vec::new(),
             _ => {}
         }
@@ -278,15 +389,15 @@ impl SignalEngine {
             close: dec_to_f64(candle.close),
             volume: dec_to_f64(candle.volume),
         };
-        self.hits.clear();
-        slot.state.on_bar(&bar, &self.config, &mut self.hits);
+        // The hits go straight to where a redelivery finds them.
+        slot.state.on_bar(&bar, &self.config, &mut slot.last_hits);
 
         let now = slot.state.bars - 1;
         let series = &mut slot.state;
         if !series.pending.is_empty() {
             for p in &series.pending {
                 let horizon = now - p.bar;
-                if HORIZONS.contains(&(horizon as u32)) {
+                if horizon < 64 && HORIZON_SET >> horizon & 1 != 0 {
                     slot.last_outcomes.push(Outcome {
                         signal_id: p.id,
                         kind: p.kind,
@@ -304,23 +415,23 @@ impl SignalEngine {
                 series.pending.pop_front();
             }
         }
-        if !self.hits.is_empty() {
+        if !slot.last_hits.is_empty() {
             let ts = candle.open_ts + slot.interval.as_ms();
-            for hit in &self.hits {
-                let id = slot.signal_id(ts, hit.kind);
+            for i in 0..slot.last_hits.len() {
+                let kind = slot.last_hits[i].kind;
+                let id = slot.signal_id(ts, kind);
                 slot.state.pending.push_back(Pending {
                     id,
-                    kind: hit.kind,
+                    kind,
                     close: bar.close,
                     bar: now,
                 });
-                slot.last_hits.push(*hit);
             }
         }
         if slot.last_outcomes.is_empty() && slot.last_hits.is_empty() {
             return Vec::new();
         }
-        slot.replay(&self.config.grades)
+        slot.replay(&self.config.grades, &mut self.templates)
     }
 
     /// Candles per series a restart must replay (the last ones before going live) so
@@ -374,23 +485,25 @@ impl SignalEngine {
         bars + HORIZONS[HORIZONS.len() - 1] as usize
     }
 
+    #[inline]
     fn slot_index(&mut self, candle: &Candle) -> usize {
-        let key = key_hash(&candle.venue, &candle.symbol, candle.interval);
-        if let Some(&i) = self.index.get(&key) {
-            if self.slots[i as usize].matches(candle) {
-                return i as usize;
-            }
-            if let Some(more) = self.collisions.get(&key)
-                && let Some(&j) = more
-                    .iter()
-                    .find(|&&j| self.slots[j as usize].matches(candle))
-            {
-                return j as usize;
-            }
+        let (key, hash) = KeyWords::of(&candle.venue, &candle.symbol, candle.interval);
+        let slots = &self.slots;
+        match self
+            .index
+            .find(hash, |i| slots[i as usize].matches(&key, candle))
+        {
+            Some(i) => i as usize,
+            None => self.add_slot(key, hash, candle),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn add_slot(&mut self, key: KeyWords, hash: u64, candle: &Candle) -> usize {
         let i = self.slots.len() as u32;
         self.slots.push(Slot {
-            key: InlineKey::new(&candle.venue, &candle.symbol),
+            key,
             interval: candle.interval,
             last_ts: None,
             last_price: candle.close,
@@ -401,14 +514,7 @@ impl SignalEngine {
             symbol: candle.symbol.clone(),
             ids: Box::new([None; KINDS]),
         });
-        match self.index.entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.entry(key).or_default().push(i);
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(i);
-            }
-        }
+        self.index.insert(hash, i);
         i as usize
     }
 }
@@ -416,43 +522,4 @@ impl SignalEngine {
 /// Open = high = low = close and no volume: a halted or untraded bar.
 pub fn is_halted(c: &Candle) -> bool {
     c.volume.is_zero() && c.open == c.high && c.high == c.low && c.low == c.close
-}
-
-/// FxHash-style 64-bit hash of the series key: the map only needs a cheap, well-mixed
-/// key, not DoS resistance (series come from the operator's own feeds).
-fn key_hash(venue: &str, symbol: &str, interval: Interval) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = interval as u64;
-    for part in [venue.as_bytes(), symbol.as_bytes()] {
-        let mut chunks = part.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-        }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(tail) ^ (part.len() as u64) << 56)
-            .wrapping_mul(K);
-    }
-    h
-}
-
-/// The map's keys are already hashes.
-#[derive(Debug, Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }

@@ -28,13 +28,22 @@ const POW10: [f64; 23] = [
 /// Fast path (Clinger): a mantissa below 2^53 and a scale up to 22 are both exact in f64,
 /// and one IEEE division of exact operands is correctly rounded. Anything else (rare:
 /// 17+ significant digits) goes through the decimal text, without allocating.
+#[inline]
 pub fn dec_to_f64(d: Decimal) -> f64 {
-    let m = d.mantissa();
-    let scale = d.scale() as usize;
-    if m.unsigned_abs() < (1u128 << 53) && scale < POW10.len() {
-        // Through i64: an i128 → f64 conversion is a slow library call.
-        return m as i64 as f64 / POW10[scale];
+    let u = d.unpack();
+    let scale = u.scale as usize;
+    if u.hi == 0 && u.mid < (1 << 21) && scale < POW10.len() {
+        // The mantissa is below 2^53: exact as i64 and as f64 (no i128 on the way).
+        let m = (i64::from(u.mid) << 32) | i64::from(u.lo);
+        return if u.negative { -m } else { m } as f64 / POW10[scale];
     }
+    dec_to_f64_by_text(d)
+}
+
+/// The slow path of [`dec_to_f64`], out of line so that the fast one inlines small.
+#[cold]
+#[inline(never)]
+fn dec_to_f64_by_text(d: Decimal) -> f64 {
     let mut buf = [0u8; 64];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     if write!(cursor, "{d}").is_ok() {
@@ -47,16 +56,21 @@ pub fn dec_to_f64(d: Decimal) -> f64 {
         }
     }
     // Unreachable for rust_decimal's output; keep a value rather than panic.
-    m as f64 / 10f64.powi(scale as i32)
+    d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
 }
 
 /// `x` rounded to 6 significant digits, for the `details` of a signal: enough to read, and
 /// short enough that ulp-level differences between two runs do not show.
+///
+/// The same bits as `(x * 10^d).round() / 10^d` with `d = 5 - floor(log10(|x|))`, but
+/// the decimal exponent comes from the binary one and a table of exact powers of ten
+/// (`log10` only near a power of ten, where its rounding decides), and the rounding is
+/// done without a library call.
 pub fn round_sig(x: f64) -> f64 {
     if x == 0.0 || !x.is_finite() {
         return if x.is_finite() { 0.0 } else { x };
     }
-    let digits = 6 - 1 - x.abs().log10().floor() as i32;
+    let digits = 6 - 1 - floor_log10(x.abs());
     let pow = |d: i32| {
         POW10
             .get(d as usize)
@@ -65,11 +79,54 @@ pub fn round_sig(x: f64) -> f64 {
     };
     if digits >= 0 {
         let f = pow(digits.min(300));
-        (x * f).round() / f
+        round_half_away(x * f) / f
     } else {
         let f = pow(-digits);
-        (x / f).round() * f
+        round_half_away(x / f) * f
     }
+}
+
+/// `a.log10().floor()` for a positive finite `a`.
+fn floor_log10(a: f64) -> i32 {
+    // Within 1e-12 (relative) of a power of ten, `log10` may round onto the integer: ask
+    // it. Elsewhere its result is at least 4e-13 from an integer, far beyond its error.
+    const NEAR: f64 = 1e-12;
+    if (1e-22..1e22).contains(&a) {
+        // `b` carries `a`'s decimal digits in [1, 1e22] (rounded once if `a` < 1).
+        let (b, offset) = if a >= 1.0 { (a, 0) } else { (a * 1e22, -22) };
+        // floor(log10(2^e2)) or one less; then one step up if needed.
+        let e2 = ((b.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+        let mut e = ((e2 * 1233) >> 12).clamp(0, 22);
+        if e < 22 && b >= POW10[e as usize + 1] {
+            e += 1;
+        }
+        let lo = POW10[e as usize];
+        let near_lo = b < lo * (1.0 + NEAR);
+        let near_hi = e < 22 && b > POW10[e as usize + 1] * (1.0 - NEAR);
+        if b >= lo && !near_lo && !near_hi {
+            return e + offset;
+        }
+    }
+    a.log10().floor() as i32
+}
+
+/// `v.round()` (half away from zero, sign of zero kept) without a library call.
+#[inline]
+fn round_half_away(v: f64) -> f64 {
+    // At 2^52 and beyond every f64 is an integer (and NaN, ±inf stay as they are).
+    // (`is_nan` too: NaN compares false with everything.)
+    if v.is_nan() || v.abs() >= 4_503_599_627_370_496.0 {
+        return v;
+    }
+    let t = (v as i64) as f64; // truncated, exactly
+    let r = if v - t >= 0.5 {
+        t + 1.0
+    } else if v - t <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    };
+    r.copysign(v)
 }
 
 /// Clamps `x` to 0..=1 (NaN counts as 0).
@@ -187,5 +244,89 @@ mod tests {
         assert_eq!(round_sig(31.234_567_89), 31.2346);
         assert_eq!(round_sig(0.000_123_456_78), 0.000_123_457);
         assert_eq!(score(72.5), 73);
+    }
+
+    /// The reference: what `round_sig` computed with `log10`, `floor` and `round`.
+    fn round_sig_reference(x: f64) -> f64 {
+        if x == 0.0 || !x.is_finite() {
+            return if x.is_finite() { 0.0 } else { x };
+        }
+        let digits = 6 - 1 - x.abs().log10().floor() as i32;
+        let pow = |d: i32| {
+            POW10
+                .get(d as usize)
+                .copied()
+                .unwrap_or_else(|| 10f64.powi(d))
+        };
+        if digits >= 0 {
+            let f = pow(digits.min(300));
+            (x * f).round() / f
+        } else {
+            let f = pow(-digits);
+            (x / f).round() * f
+        }
+    }
+
+    #[test]
+    fn round_sig_matches_its_reference() {
+        let check = |x: f64| {
+            for v in [x, -x] {
+                assert_eq!(
+                    round_sig(v).to_bits(),
+                    round_sig_reference(v).to_bits(),
+                    "{v:e}"
+                );
+            }
+        };
+        // Around every power of ten, ulp by ulp, and halfway cases.
+        for e in -330..=310 {
+            let p: f64 = format!("1e{e}").parse().expect("f64");
+            for m in [
+                1.0,
+                1.000005,
+                1.0000049999999,
+                9.999995,
+                9.9999949999,
+                2.5,
+                5.0,
+            ] {
+                let y = p * m;
+                let mut z = y;
+                for _ in 0..50 {
+                    check(z);
+                    z = f64::from_bits(z.to_bits() + 1);
+                }
+                let mut z = y;
+                for _ in 0..50 {
+                    check(z);
+                    z = f64::from_bits(z.to_bits().saturating_sub(1));
+                }
+            }
+        }
+        // A pseudo-random sweep over the whole range of magnitudes.
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2_000_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let bits = s & !(1 << 63);
+            let x = f64::from_bits(bits);
+            if x.is_finite() {
+                check(x);
+            }
+            let y = (s >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((s % 40) as i32 - 20);
+            check(y);
+        }
+        for x in [
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            0.5,
+            1.5,
+            2.5,
+            0.049_999_95,
+        ] {
+            check(x);
+        }
     }
 }

@@ -84,12 +84,10 @@ impl Kinds {
     }
 }
 
+/// `SignalKind::ALL` lists the kinds in declaration order, so a kind's discriminant is its
+/// position there (a test pins it).
 fn bit(kind: SignalKind) -> u32 {
-    let idx = SignalKind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or(31);
-    1u32 << idx.min(31)
+    1u32 << (kind as usize).min(31)
 }
 
 /// A signal waiting for its forward returns.
@@ -173,9 +171,11 @@ fn channel(plan: &mut Plan, source: Source, d: u64) -> u8 {
 /// never wait; distant reads were what stalled with a thousand series interleaved.
 #[derive(Debug, Clone)]
 struct Delays {
+    /// Records of `1 << shift` values (a power of two of whole cache lines), one per bar
+    /// of the ring.
     lines: Box<[Line]>,
-    mask: u64,
-    /// log2 of the cache lines per record.
+    /// The ring's bar mask, shifted to a value index.
+    mask: usize,
     shift: u32,
 }
 
@@ -187,32 +187,33 @@ impl Delays {
     fn new(plan: &Plan) -> Self {
         let longest = plan.iter().map(|c| c.1).max().unwrap_or(0) as usize;
         let cap = (longest + 1).max(2).next_power_of_two();
-        let stride = plan.len().div_ceil(8).max(1).next_power_of_two();
+        let stride = plan.len().max(1).next_power_of_two().max(8);
+        let shift = stride.trailing_zeros();
         Delays {
-            lines: vec![Line([f64::NAN; 8]); cap * stride].into_boxed_slice(),
-            mask: cap as u64 - 1,
-            shift: stride.trailing_zeros(),
+            lines: vec![Line([f64::NAN; 8]); cap * stride / 8].into_boxed_slice(),
+            mask: (cap - 1) << shift,
+            shift,
         }
     }
 
+    /// The value index of channel `ch` at bar `bar`.
     #[inline]
-    fn slot(&self, ch: u8, bar: u64) -> (usize, usize) {
-        let ch = usize::from(ch);
-        (((bar & self.mask) as usize) << self.shift | ch >> 3, ch & 7)
+    fn index(&self, ch: u8, bar: u64) -> usize {
+        ((bar as usize) << self.shift & self.mask) | usize::from(ch)
     }
 
     /// What channel `ch` delivers at bar `t`.
     #[inline]
     fn get(&self, ch: u8, t: u64) -> f64 {
-        let (line, i) = self.slot(ch, t);
-        self.lines[line].0[i]
+        let i = self.index(ch, t);
+        self.lines[i >> 3].0[i & 7]
     }
 
     /// Writes `x` for channel `ch` at bar `t` (at most the channel's delay ahead).
     #[inline]
     fn put(&mut self, ch: u8, t: u64, x: f64) {
-        let (line, i) = self.slot(ch, t);
-        self.lines[line].0[i] = x;
+        let i = self.index(ch, t);
+        self.lines[i >> 3].0[i & 7] = x;
     }
 }
 
@@ -252,35 +253,34 @@ impl Window {
 /// each is sent down a delay channel to the bar that needs it — so a bar reads only the
 /// record its other delayed values share. Exact: the same value a scan would find.
 #[derive(Debug, Clone)]
-struct BlockExtreme {
+struct BlockExtreme<const MAX: bool> {
     block: Box<[f64]>,
     head: f64,
     /// The last result (NaN: none yet).
     value: f64,
-    seen: u32,
+    /// A whole block has been seen (so every window is full).
+    full: bool,
     /// Position of the next value in its block.
     k: u32,
     channel: u8,
-    max: bool,
 }
 
-impl BlockExtreme {
-    fn new(n: usize, max: bool, id: usize, plan: &mut Plan) -> Self {
+impl<const MAX: bool> BlockExtreme<MAX> {
+    fn new(n: usize, id: usize, plan: &mut Plan) -> Self {
         let n = n.max(1);
         BlockExtreme {
             block: vec![0.0; n].into_boxed_slice(),
             head: 0.0,
             value: f64::NAN,
-            seen: 0,
+            full: false,
             k: 0,
             channel: channel(plan, Source::Suffix(id), n as u64 - 1),
-            max,
         }
     }
 
     #[inline]
-    fn better(&self, a: f64, b: f64) -> f64 {
-        if (a >= b) == self.max { a } else { b }
+    fn better(a: f64, b: f64) -> f64 {
+        if (a >= b) == MAX { a } else { b }
     }
 
     fn value(&self) -> Option<f64> {
@@ -288,32 +288,62 @@ impl BlockExtreme {
     }
 
     /// Feeds bar `t`'s value; the extreme of the last n values once n are in.
+    #[inline]
     fn update(&mut self, x: f64, t: u64, delays: &mut Delays) -> Option<f64> {
-        let n = self.block.len();
         let k = self.k as usize;
-        self.block[k] = x;
-        self.head = if k == 0 { x } else { self.better(self.head, x) };
-        self.seen = self.seen.saturating_add(1);
-        self.value = if (self.seen as usize) < n {
-            f64::NAN
-        } else if k + 1 == n {
-            self.head
+        let n = self.block.len();
+        let last = k + 1 >= n;
+        if let Some(slot) = self.block.get_mut(k) {
+            *slot = x;
+        }
+        self.head = if k == 0 {
+            x
         } else {
-            self.better(delays.get(self.channel, t), self.head)
+            Self::better(self.head, x)
         };
-        if k + 1 == n {
-            // The block is whole: the window starting at its position j ends at bar t + j.
-            let mut tail = x;
-            for j in (1..n).rev() {
-                tail = self.better(self.block[j], tail);
-                delays.put(self.channel, t + j as u64, tail);
-            }
-            self.k = 0;
+        if last {
+            self.full = true;
+            self.value = self.head;
+            self.end_block(x, t, delays);
         } else {
             self.k += 1;
+            self.value = if self.full {
+                Self::better(delays.get(self.channel, t), self.head)
+            } else {
+                f64::NAN
+            };
         }
         self.value()
     }
+
+    /// The block (ending with `x` at bar `t`) is whole: the window starting at its
+    /// position j ends at bar t + j, and gets the extreme of the block from j on.
+    #[cold]
+    fn end_block(&mut self, x: f64, t: u64, delays: &mut Delays) {
+        let mut tail = x;
+        for (j, &v) in self.block.iter().enumerate().skip(1).rev() {
+            tail = Self::better(v, tail);
+            delays.put(self.channel, t + j as u64, tail);
+        }
+        self.k = 0;
+    }
+}
+
+/// One of the trend template's SMAs: its own window, or the moving-average cross's
+/// fast or slow one when the period is the same (then the values are the same bits).
+#[derive(Debug, Clone)]
+enum TrendSma {
+    Fast,
+    Slow,
+    Own(Window),
+}
+
+/// This bar's SMAs the daily detectors use.
+#[derive(Debug, Clone, Copy)]
+struct DailySmas {
+    closing: Option<f64>,
+    fast: Option<f64>,
+    slow: Option<f64>,
 }
 
 /// `Some(x)` unless `x` is the NaN that marks "no value" in the compact state.
@@ -342,7 +372,8 @@ pub(crate) struct Series {
     sma_values: [f64; LAGGED],
     hist: Hist,
     delays: Delays,
-    closing_sma: Window,
+    /// `None` when it is the Bollinger middle band (same period: the same running sum).
+    closing_sma: Option<Window>,
     fast_sma: Window,
     slow_sma: Window,
     vol_avg: Window,
@@ -352,7 +383,7 @@ pub(crate) struct Series {
     atr: Atr,
     bb: BandsCore,
     macd: Macd,
-    width_min: BlockExtreme,
+    width_min: BlockExtreme<false>,
     pub pending: VecDeque<Pending>,
     kinds: Kinds,
     lag_delay: u32,
@@ -370,10 +401,10 @@ pub(crate) struct Series {
     lower_cross: Cross,
 
     // Daily series only.
-    high_max: Option<BlockExtreme>,
-    low_min: Option<BlockExtreme>,
+    high_max: Option<BlockExtreme<true>>,
+    low_min: Option<BlockExtreme<false>>,
     /// The trend template's SMAs and the 50-bar volume average (VCP series only).
-    trend_sma: Option<[Window; 3]>,
+    trend_sma: Option<[TrendSma; 3]>,
     vol_avg_long: Option<Window>,
     last_new_high: Option<u64>,
     last_high_signal: Option<u64>,
@@ -405,27 +436,32 @@ impl Series {
         for (slot, lag_ch) in lag_channels.iter_mut().enumerate().take(lagged_slots) {
             *lag_ch = channel(&mut plan, Source::Sma(slot), lag);
         }
-        let closing_sma = Window::new(cfg.closing.sma_period, Source::Close, &mut plan);
+        // An SMA of the closes with the period of one computed anyway is that one: the
+        // same additions, division and subtractions in the same order, from bar 0.
+        let closing_sma = (cfg.closing.sma_period != cfg.bollinger.period
+            || cfg.bollinger.period < 2)
+            .then(|| Window::new(cfg.closing.sma_period, Source::Close, &mut plan));
         let fast_sma = Window::new(cfg.ma_cross.fast, Source::Close, &mut plan);
         let slow_sma = Window::new(cfg.ma_cross.slow, Source::Close, &mut plan);
         let vol_avg = Window::new(cfg.volume.period, Source::Volume, &mut plan);
         let width_avg = Window::new(cfg.bollinger.squeeze_lookback, Source::Width, &mut plan);
-        let width_min = BlockExtreme::new(cfg.bollinger.squeeze_lookback, false, 0, &mut plan);
+        let width_min = BlockExtreme::new(cfg.bollinger.squeeze_lookback, 0, &mut plan);
         let bb = BandsCore::new(cfg.bollinger.period, cfg.bollinger.std_devs);
         // The Bollinger's leaving value comes down a channel too.
         let bb_delay = bb.period() as u64 - 1;
         let bb_channel = channel(&mut plan, Source::Close, bb_delay);
-        let high_max =
-            daily.then(|| BlockExtreme::new(cfg.high_52w.lookback_bars, true, 1, &mut plan));
-        let low_min =
-            daily.then(|| BlockExtreme::new(cfg.high_52w.lookback_bars, false, 2, &mut plan));
-        let trend_sma = vcp_on.then(|| {
-            [
-                Window::new(t0, Source::Close, &mut plan),
-                Window::new(t1, Source::Close, &mut plan),
-                Window::new(t2, Source::Close, &mut plan),
-            ]
-        });
+        let high_max = daily.then(|| BlockExtreme::new(cfg.high_52w.lookback_bars, 1, &mut plan));
+        let low_min = daily.then(|| BlockExtreme::new(cfg.high_52w.lookback_bars, 2, &mut plan));
+        let mut trend = |period: usize| {
+            if period.max(1) == cfg.ma_cross.fast.max(1) {
+                TrendSma::Fast
+            } else if period.max(1) == cfg.ma_cross.slow.max(1) {
+                TrendSma::Slow
+            } else {
+                TrendSma::Own(Window::new(period, Source::Close, &mut plan))
+            }
+        };
+        let trend_sma = vcp_on.then(|| [trend(t0), trend(t1), trend(t2)]);
         let vol_avg_long =
             vcp_on.then(|| Window::new(cfg.vcp.volume_period, Source::Volume, &mut plan));
         Series {
@@ -503,7 +539,10 @@ impl Series {
             .step(bar.volume, &mut self.delays, t)
             .unwrap_or(f64::NAN);
         let rel_volume = vol_avg_prev.filter(|a| *a > 0.0).map(|a| bar.volume / a);
-        let closing_sma = self.closing_sma.step(c, &mut self.delays, t);
+        let closing_sma = match &mut self.closing_sma {
+            Some(w) => w.step(c, &mut self.delays, t),
+            None => None, // taken from the bands below
+        };
         let fast = self.fast_sma.step(c, &mut self.delays, t);
         let slow = self.slow_sma.step(c, &mut self.delays, t);
         self.sma_values[0] = slow.unwrap_or(f64::NAN);
@@ -523,6 +562,10 @@ impl Series {
             }
         });
         let atr = self.atr.update(bar.high, bar.low, c);
+        let closing_sma = match &self.closing_sma {
+            Some(_) => closing_sma,
+            None => bands.map(|b| b.middle),
+        };
 
         if let Some(rsi) = rsi {
             self.rsi_signals(rsi, c, slow, &cfg.rsi, out);
@@ -556,7 +599,12 @@ impl Series {
         }
 
         if self.daily {
-            self.daily_signals(t, bar, prev_close, closing_sma, rel_volume, cfg, out);
+            let smas = DailySmas {
+                closing: closing_sma,
+                fast,
+                slow,
+            };
+            self.daily_signals(t, bar, prev_close, smas, rel_volume, cfg, out);
         }
         if self.intraday_interval
             && let Some(day) = &mut self.intraday
@@ -609,7 +657,7 @@ impl Series {
         t: u64,
         bar: &Bar,
         prev_close: Option<f64>,
-        closing_sma: Option<f64>,
+        smas: DailySmas,
         rel_volume: Option<f64>,
         cfg: &SignalsConfig,
         out: &mut Vec<Hit>,
@@ -628,7 +676,7 @@ impl Series {
         if let Some(prev_high) = high_max_prev {
             self.new_high_signal(t, c, prev_high, rel_volume, cfg, out);
         }
-        if let (Some(prev), Some(sma)) = (prev_close, closing_sma) {
+        if let (Some(prev), Some(sma)) = (prev_close, smas.closing) {
             self.closing_signal(bar, prev, sma, rel_volume, cfg, out);
         }
         if let (Some(prev), Some(rel)) = (prev_close, rel_volume)
@@ -646,7 +694,12 @@ impl Series {
             .step(bar.volume, &mut self.delays, t)
             .unwrap_or(f64::NAN);
         for (i, sma) in trend_sma.iter_mut().enumerate() {
-            self.sma_values[i + 1] = sma.step(c, &mut self.delays, t).unwrap_or(f64::NAN);
+            let value = match sma {
+                TrendSma::Fast => smas.fast,
+                TrendSma::Slow => smas.slow,
+                TrendSma::Own(w) => w.step(c, &mut self.delays, t),
+            };
+            self.sma_values[i + 1] = value.unwrap_or(f64::NAN);
         }
         let trend = self.trend_template(c, high_max, low_min, cfg);
         let vb = VcpBar {
@@ -951,11 +1004,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kinds_are_numbered_by_their_position() {
+        for (i, k) in SignalKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        assert!(SignalKind::ALL.len() <= 32);
+    }
+
+    #[test]
     fn block_extremes_equal_a_scan() {
         for n in [1usize, 2, 3, 7, 20] {
             let mut plan = Plan::new();
-            let mut hi = BlockExtreme::new(n, true, 0, &mut plan);
-            let mut lo = BlockExtreme::new(n, false, 1, &mut plan);
+            let mut hi = BlockExtreme::<true>::new(n, 0, &mut plan);
+            let mut lo = BlockExtreme::<false>::new(n, 1, &mut plan);
             let mut delays = Delays::new(&plan);
             let xs: Vec<f64> = (0..200u64)
                 .map(|i| ((i * 7919) % 97) as f64 - (i % 5) as f64)

@@ -160,13 +160,16 @@ impl Vcp {
         let c = t - k;
         let (hc, lc) = (hist.at(c).high, hist.at(c).low);
         let (mut is_high, mut is_low) = (true, true);
-        for i in c - k..c {
-            is_high &= hc > hist.at(i).high;
-            is_low &= lc < hist.at(i).low;
-        }
-        for i in c + 1..=t {
-            is_high &= hc >= hist.at(i).high;
-            is_low &= lc <= hist.at(i).low;
+        // Most bars are neither: stop at the first neighbour that rules out both (the
+        // pivots change only when a swing is added, so nothing else is due then). The
+        // nearest neighbours first: they rule out most.
+        for d in 1..=k {
+            let (before, after) = (hist.at(c - d), hist.at(c + d));
+            is_high &= hc > before.high && hc >= after.high;
+            is_low &= lc < before.low && lc <= after.low;
+            if !(is_high || is_low) {
+                return false;
+            }
         }
         if is_high && is_low {
             // An outside bar is both; a zigzag cannot place it, so it is left out.
