@@ -218,6 +218,10 @@ impl Default for ConsumeOptions {
 
 enum SessionEnd {
     Shutdown,
+    /// Paused: the session acknowledged what it finished and closed its channel, which
+    /// returned the rest to the queue (holding prefetched deliveries through a long pause
+    /// would run into the broker's consumer timeout).
+    Paused,
     Broken(String),
 }
 
@@ -390,6 +394,18 @@ async fn run_sessions<S: Sessions>(
                 let _ = channel.close(200, "OK".into()).await;
                 break Ok(());
             }
+            Ok(SessionEnd::Paused) => {
+                let _ = channel.close(200, "OK".into()).await;
+                let mut pause = options.pause.clone();
+                let resumed = match pause.as_mut() {
+                    Some(pause) => wait_while_paused(&ctx, pause, shutdown).await,
+                    None => true,
+                };
+                if resumed {
+                    continue;
+                }
+                break Ok(());
+            }
             Ok(SessionEnd::Broken(reason)) => reason,
             Err(e) if e.is_retryable() => e.to_string(),
             Err(e) => break Err(e),
@@ -503,13 +519,8 @@ async fn sequential_session<H: Handler>(
     let mut pause = ctx.options.pause.clone();
     let mut acks = AckBatch::default();
     let end = loop {
-        if let Some(pause) = pause.as_mut()
-            && *pause.borrow()
-        {
-            acks.flush(&ctx.queue.name).await?;
-            if !wait_while_paused(&ctx, pause, shutdown).await {
-                break SessionEnd::Shutdown;
-            }
+        if pause.as_ref().is_some_and(|p| *p.borrow()) {
+            break SessionEnd::Paused;
         }
         let next = if acks.count > 0 {
             tokio::select! {
@@ -546,17 +557,20 @@ async fn sequential_session<H: Handler>(
                     acks.flush(&ctx.queue.name).await?;
                 }
             }
-            Processed::Interrupted => break SessionEnd::Shutdown,
+            Processed::Interrupted if shutdown.is_cancelled() => break SessionEnd::Shutdown,
+            Processed::Interrupted => break SessionEnd::Paused,
         }
     };
-    if let SessionEnd::Shutdown = end {
-        // Everything finished is acknowledged; the caller then closes the channel, which
-        // returns the deliveries still buffered to the queue. No `basic.cancel` first:
-        // with a single active consumer, cancelling would hand the queue to a standby
-        // while those deliveries are still out, and the standby would see later
-        // messages of a symbol before the returned earlier ones.
+    if matches!(end, SessionEnd::Shutdown | SessionEnd::Paused) {
+        // Everything finished is acknowledged, then the channel closes while the consumer
+        // still exists, which returns the deliveries still buffered to the queue. Dropping
+        // the consumer first would send `basic.cancel`: with a single active consumer that
+        // hands the queue to a standby while those deliveries are still out, and the
+        // standby would see later messages of a symbol before the returned earlier ones.
         acks.flush(&ctx.queue.name).await?;
+        let _ = channel.close(200, "OK".into()).await;
     }
+    drop(consumer);
     Ok(end)
 }
 
@@ -602,6 +616,9 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+            // Paused and nothing running (a held delivery stops at a pause): hand back the
+            // rest by closing the channel.
+            _ = std::future::ready(()), if paused && running.is_empty() => break SessionEnd::Paused,
             joined = running.join_next(), if !running.is_empty() => {
                 let Some(joined) = joined else { continue };
                 let (tag, key, result) = joined.map_err(|e| Error::Dlq(format!("consumer task failed: {e}")))?;
@@ -663,34 +680,53 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
             }
         }
     };
-    if let SessionEnd::Shutdown = end {
-        // Let what runs finish (a handler holding a delivery stops at once), then
-        // acknowledge every finished delivery: the prefix together, the rest one by one.
-        while let Some(joined) = running.join_next().await {
-            if let Ok((tag, _, Ok(processed))) = joined
-                && let Some(slot) = window.iter_mut().find(|s| s.tag == tag)
+    match end {
+        SessionEnd::Shutdown | SessionEnd::Paused => {
+            // Let what runs finish (a handler holding a delivery stops at once), then
+            // acknowledge every finished delivery: the prefix together, the rest one by one;
+            // then close while the consumer exists (see `sequential_session`).
+            while let Some(joined) = running.join_next().await {
+                if let Ok((tag, _, Ok(processed))) = joined
+                    && let Some(slot) = window.iter_mut().find(|s| s.tag == tag)
+                {
+                    slot.state = Some(processed);
+                }
+            }
+            while window
+                .front()
+                .is_some_and(|s| s.state == Some(Processed::Finished))
             {
-                slot.state = Some(processed);
+                if let Some(slot) = window.pop_front() {
+                    acks.add(slot.acker);
+                }
+            }
+            acks.flush(&ctx.queue.name).await?;
+            for slot in window
+                .iter()
+                .filter(|s| s.state == Some(Processed::Finished))
+            {
+                slot.acker.ack(BasicAckOptions { multiple: false }).await?;
+            }
+            let _ = channel.close(200, "OK".into()).await;
+        }
+        SessionEnd::Broken(_) => {
+            // The acks are lost with the channel, but what the handlers record is not: an
+            // aborted handler could leave, say, a Telegram send unrecorded and repeat it on
+            // redelivery. Give them a while to finish.
+            let deadline = tokio::time::sleep(ctx.handler_timeout.min(Duration::from_secs(60)));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    joined = running.join_next() => if joined.is_none() { break },
+                    _ = &mut deadline => {
+                        running.abort_all();
+                        break;
+                    }
+                }
             }
         }
-        while window
-            .front()
-            .is_some_and(|s| s.state == Some(Processed::Finished))
-        {
-            if let Some(slot) = window.pop_front() {
-                acks.add(slot.acker);
-            }
-        }
-        acks.flush(&ctx.queue.name).await?;
-        for slot in window
-            .iter()
-            .filter(|s| s.state == Some(Processed::Finished))
-        {
-            slot.acker.ack(BasicAckOptions { multiple: false }).await?;
-        }
-    } else {
-        running.abort_all();
     }
+    drop(consumer);
     Ok(end)
 }
 
@@ -750,8 +786,11 @@ async fn handle_delivery<H: Handler>(
             let (reason, error) = match result {
                 Ok(()) => return Ok(Processed::Finished),
                 Err(HandlerError::Backoff(delay)) => {
+                    // A pause (a halt, an open breaker) gives the delivery back too.
+                    let mut pause = ctx.options.pause.clone();
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(Processed::Interrupted),
+                        _ = pause_flips(&mut pause, false) => return Ok(Processed::Interrupted),
                         _ = tokio::time::sleep(delay) => continue,
                     }
                 }
