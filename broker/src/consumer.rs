@@ -70,6 +70,22 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    /// For a failure after a stateful engine has already moved past this message: retry
+    /// this very delivery in place after `delay` instead of through the retry tiers, where
+    /// it would come back behind later messages and find the engine past it (its outputs,
+    /// a firing or a signal, would be lost). The engine answers the same message again
+    /// with the same outputs. Logged loudly: the queue waits until it works.
+    pub fn retry_in_place(self, delay: Duration) -> Self {
+        match self {
+            HandlerError::Backoff(d) => HandlerError::Backoff(d),
+            other => {
+                tracing::error!(error = %other, retry_in = ?delay, "failed after processing; holding the message and retrying it in place");
+                metrics::counter!("tw_handler_held_total").increment(1);
+                HandlerError::Backoff(delay)
+            }
+        }
+    }
+
     /// Maps a library error through its `is_retryable()`.
     pub fn classify(retryable: bool, error: impl std::fmt::Display) -> Self {
         if retryable {

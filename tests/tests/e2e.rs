@@ -321,6 +321,7 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
                     true
                 })
             }),
+            ..Default::default()
         };
         let first = tokio::spawn({
             let (b, d, s) = (broker.clone(), db.conn.clone(), stop_first.clone());
@@ -396,4 +397,100 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
         broker.close();
         db.close().await.expect("close");
     }
+}
+
+/// The database fails once while a firing is being stored, and later ticks are already
+/// queued behind the one that fired: the tick is retried in place (not sent through the
+/// retry tiers, where it would come back after the later ticks had moved the engine past
+/// the cross), so the firing is stored and published once.
+#[tokio::test]
+async fn a_failure_after_evaluating_retries_the_tick_in_place_and_the_firing_is_kept() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::sqlite().await.expect("db");
+    let config = broker_config("inplace");
+    let broker = Broker::connect(config.clone(), &config.prefix)
+        .await
+        .expect("broker");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    let services = Services::new(db.conn.clone(), Some(broker.clone()));
+    let user = services
+        .create_user(tickwatch_gateway::services::users::NewUser {
+            name: "dave".into(),
+            telegram_chat_id: Some(CHAT),
+            ..Default::default()
+        })
+        .await
+        .expect("user");
+    services
+        .create_rule(
+            user.id,
+            RuleSpec::price(
+                "binance",
+                "ETHUSDT",
+                Condition::CrossingUp,
+                "3000".parse().expect("d"),
+            ),
+        )
+        .await
+        .expect("rule");
+    services.close().await;
+
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hooks = tickwatch_alerts::adapter::Hooks {
+        before_store: Some({
+            let failures = failures.clone();
+            std::sync::Arc::new(move || {
+                failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+            })
+        }),
+        ..Default::default()
+    };
+    let publisher = Publisher::start(&broker, "test");
+    let tick = |price: &str, id: &str| Tick {
+        venue: "binance".into(),
+        symbol: "ETHUSDT".into(),
+        price: price.parse::<Decimal>().expect("price"),
+        qty: Decimal::ONE,
+        ts: tickwatch_schema::db::now_ms(),
+        trade_id: Some(id.into()),
+    };
+    // Queued before the consumer starts, so the later ones wait behind the crossing one.
+    for (price, id) in [("2990", "a"), ("3010", "b"), ("3020", "c"), ("3030", "d")] {
+        publisher
+            .publish(Exchange::Market, &tick(price, id))
+            .await
+            .expect("tick");
+    }
+    let stop = CancellationToken::new();
+    let alerts = tokio::spawn({
+        let (b, d, s) = (broker.clone(), db.conn.clone(), stop.clone());
+        async move {
+            tickwatch_alerts::adapter::run_with_hooks(&b, d, &Default::default(), s, hooks).await
+        }
+    });
+    let fired = wait_for(Duration::from_secs(30), async || {
+        alert_event::Entity::find()
+            .all(&db.conn)
+            .await
+            .is_ok_and(|events| events.len() == 1 && events[0].published)
+    })
+    .await;
+    assert!(fired, "the crossing survived the failure");
+    assert!(
+        failures.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the failure was injected and the tick retried"
+    );
+    let events = alert_event::Entity::find()
+        .all(&db.conn)
+        .await
+        .expect("events");
+    assert_eq!(events[0].price, "3010", "fired by the crossing tick");
+
+    stop.cancel();
+    alerts.await.expect("join").expect("clean");
+    publisher.close().await;
+    topology.delete(&broker).await.expect("delete");
+    broker.close();
+    db.close().await.expect("close");
 }

@@ -48,12 +48,16 @@ pub struct Hooks {
     /// Called after a firing is stored and before it is published; returning `true`
     /// simulates a crash there (the handler stops with a transient error).
     pub after_store: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Called before a firing is stored; returning `true` simulates a database failure
+    /// there (the handler fails with a transient error).
+    pub before_store: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("after_store", &self.after_store.is_some())
+            .field("before_store", &self.before_store.is_some())
             .finish()
     }
 }
@@ -79,6 +83,9 @@ struct Shared {
     in_flight: Mutex<std::collections::HashSet<(String, String)>>,
     hooks: Hooks,
 }
+
+/// How long a delivery that failed after the engine processed it waits before retrying.
+const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
 
 fn db_error(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(format!("database: {e}"))
@@ -124,6 +131,13 @@ impl Shared {
         for firing in &firings {
             let route = self.route(firing.user_id).await.map_err(db_error)?;
             texts.push((firing.message(route.lang), route.chat_id));
+        }
+        if let Some(hook) = &self.hooks.before_store
+            && hook()
+        {
+            return Err(HandlerError::Transient(
+                "failure injected before storing the firing".into(),
+            ));
         }
         let disabled = self
             .store(&firings, &texts)
@@ -345,7 +359,11 @@ impl AlertsHandler {
             .insert(key.clone());
         let firings =
             tracing::info_span!("process", %symbol).in_scope(|| process(&mut self.shared.engine()));
-        self.shared.deliver(firings, origin).await?;
+        // The engine has moved past this message: a failure retries it in place.
+        self.shared
+            .deliver(firings, origin)
+            .await
+            .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))?;
         self.shared
             .in_flight
             .lock()

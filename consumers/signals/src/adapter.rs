@@ -150,7 +150,24 @@ impl Handler for SignalsHandler {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             engine.process(&candle)
         };
-        self.store(&candle, &outputs).await?;
+        // The engine has moved past this candle: a failure retries it in place, where the
+        // engine answers it again with the same outputs.
+        self.store_and_publish(&outputs, &candle)
+            .await
+            .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))
+    }
+}
+
+/// How long a candle that failed after the engine processed it waits before retrying.
+const RETRY_IN_PLACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl SignalsHandler {
+    async fn store_and_publish(
+        &self,
+        outputs: &[Output],
+        candle: &Candle,
+    ) -> Result<(), HandlerError> {
+        self.store(candle, outputs).await?;
         let mut confirms = Vec::new();
         for signal in outputs.iter().filter_map(Output::as_signal) {
             tracing::info!(
