@@ -218,6 +218,9 @@ pub struct ConsumeOptions {
     /// Overrides `broker.handler_timeout_ms` for this consumer (a handler that may wait out
     /// a downstream's rate limit needs longer than the default).
     pub handler_timeout: Option<Duration>,
+    /// Counts the sessions that started consuming: the owner of a private queue, which
+    /// is lost with its connection, learns of each new one (and reloads what it missed).
+    pub sessions: Option<watch::Sender<u64>>,
 }
 
 impl Default for ConsumeOptions {
@@ -228,6 +231,7 @@ impl Default for ConsumeOptions {
             concurrency: 1,
             arguments: FieldTable::default(),
             handler_timeout: None,
+            sessions: None,
         }
     }
 }
@@ -483,6 +487,9 @@ async fn start_consuming(ctx: &Ctx, channel: &Channel) -> Result<lapin::Consumer
         .await?;
     ctx.broker.health().set(&ctx.component, true, "consuming");
     tracing::info!(queue = %ctx.queue.name, "consuming");
+    if let Some(sessions) = &ctx.options.sessions {
+        sessions.send_modify(|n| *n += 1);
+    }
     Ok(consumer)
 }
 

@@ -4,9 +4,11 @@
 //!   at; records and scripts calls, checks MarkdownV2 strictly, measures rate limits.
 //! - [`db`]: fresh migrated test databases (SQLite in a temporary directory, or a new
 //!   PostgreSQL database on the local server).
+//! - [`broker`]: faults forced from the broker's side (killing a role's connections).
 //! - [`bench`]: the notification burst benchmark, measured at the fake.
 
 pub mod bench;
+pub mod broker;
 pub mod db;
 pub mod fake_telegram;
 

@@ -494,3 +494,126 @@ async fn a_failure_after_evaluating_retries_the_tick_in_place_and_the_firing_is_
     broker.close();
     db.close().await.expect("close");
 }
+
+/// The alerts instance's private control queue is lost with its connection, and so are
+/// the rule changes announced while it was gone. After the reconnect the instance reloads
+/// its rule book: a rule created meanwhile fires, a rule removed meanwhile does not.
+#[tokio::test]
+async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use tickwatch_schema::db::entity::alert_rule;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::sqlite().await.expect("db");
+    let config = broker_config("reload");
+    let broker = Broker::connect(config.clone(), &config.prefix)
+        .await
+        .expect("broker");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    // Changes written without announcing them: what a lost control queue misses.
+    let silent = Services::new(db.conn.clone(), None);
+    let user = silent
+        .create_user(tickwatch_gateway::services::users::NewUser {
+            name: "erin".into(),
+            telegram_chat_id: Some(CHAT),
+            ..Default::default()
+        })
+        .await
+        .expect("user");
+    let crossing = || {
+        RuleSpec::price(
+            "binance",
+            "ETHUSDT",
+            Condition::CrossingUp,
+            "3000".parse().expect("d"),
+        )
+    };
+    let removed = silent.create_rule(user.id, crossing()).await.expect("rule");
+
+    let role = format!("{}-alerts", config.prefix);
+    let alerts_broker = Broker::new(config.clone(), &role).expect("alerts broker");
+    let stop = CancellationToken::new();
+    let alerts = tokio::spawn({
+        let (b, d, s) = (alerts_broker.clone(), db.conn.clone(), stop.clone());
+        async move { tickwatch_alerts::adapter::run(&b, d, &Default::default(), s).await }
+    });
+    let control_up = async || {
+        alerts_broker
+            .health()
+            .snapshot()
+            .iter()
+            .any(|(name, c)| name.contains(".control.") && c.up && c.detail == "consuming")
+    };
+    assert!(wait_for(Duration::from_secs(30), control_up).await);
+    tokio::time::sleep(Duration::from_millis(500)).await; // the first load
+
+    alert_rule::Entity::update_many()
+        .col_expr(alert_rule::Column::Active, Expr::value(false))
+        .col_expr(
+            alert_rule::Column::Version,
+            Expr::col(alert_rule::Column::Version).add(1),
+        )
+        .filter(alert_rule::Column::Id.eq(removed.id))
+        .exec(&db.conn)
+        .await
+        .expect("deactivate");
+    let added = silent.create_rule(user.id, crossing()).await.expect("rule");
+    // The management API lists a new connection after its next statistics round.
+    assert!(
+        wait_for(Duration::from_secs(30), async || {
+            tickwatch_tests::broker::kill_connections(&config, &role).await >= 1
+        })
+        .await,
+        "the alerts connection was killed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        wait_for(Duration::from_secs(30), control_up).await,
+        "reconnected"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // the reload
+
+    let publisher = Publisher::start(&broker, "test");
+    for (price, id) in [("2990", "a"), ("3010", "b")] {
+        let tick = Tick {
+            venue: "binance".into(),
+            symbol: "ETHUSDT".into(),
+            price: price.parse::<Decimal>().expect("price"),
+            qty: Decimal::ONE,
+            ts: tickwatch_schema::db::now_ms(),
+            trade_id: Some(id.into()),
+        };
+        publisher
+            .publish(Exchange::Market, &tick)
+            .await
+            .expect("tick");
+    }
+    let fired = wait_for(Duration::from_secs(30), async || {
+        alert_event::Entity::find()
+            .all(&db.conn)
+            .await
+            .is_ok_and(|events| !events.is_empty())
+    })
+    .await;
+    assert!(fired, "the rule created while the queue was gone fired");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rules: Vec<i64> = alert_event::Entity::find()
+        .all(&db.conn)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.rule_id)
+        .collect();
+    assert_eq!(rules, [added.id], "only the rule still stored fired");
+
+    stop.cancel();
+    alerts.await.expect("join").expect("clean");
+    publisher.close().await;
+    silent.close().await;
+    topology.delete(&broker).await.expect("delete");
+    alerts_broker.close();
+    broker.close();
+    db.close().await.expect("close");
+}

@@ -413,54 +413,6 @@ where
     }
 }
 
-/// Force-closes, from the broker's side, every connection named `tickwatch/<role>` (what a
-/// crashed process leaves behind: its unacknowledged deliveries go back to the queue).
-async fn kill_connections(config: &BrokerConfig, role: &str) -> usize {
-    let (base, user, pass, _) = config.management_base().expect("management url");
-    let client = reqwest::Client::new();
-    let list: serde_json::Value = client
-        .get(format!("{base}/api/connections"))
-        .basic_auth(&user, Some(&pass))
-        .send()
-        .await
-        .expect("list connections")
-        .json()
-        .await
-        .expect("connections as JSON");
-    let wanted = format!("tickwatch/{role}");
-    let mut killed = 0;
-    for c in list.as_array().cloned().unwrap_or_default() {
-        let name = c
-            .pointer("/client_properties/connection_name")
-            .and_then(|v| v.as_str());
-        if name != Some(wanted.as_str()) {
-            continue;
-        }
-        let id = c.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-        let encoded: String = id
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let response = client
-            .delete(format!("{base}/api/connections/{encoded}"))
-            .basic_auth(&user, Some(&pass))
-            .header("X-Reason", "test: simulated crash")
-            .send()
-            .await
-            .expect("delete connection");
-        if response.status().is_success() {
-            killed += 1;
-        }
-    }
-    killed
-}
-
 /// Several chats, several messages each, published interleaved: every chat gets all of
 /// its messages, once each, in the order they were published, at most one a second.
 async fn delivers_in_order_per_chat(world: World) {
@@ -567,7 +519,7 @@ async fn a_message_redelivered_after_a_crash_is_not_sent_again() {
     // The crash: the process is gone (no graceful shutdown), its connections with it.
     running.task.abort();
     running.shutdown.cancel();
-    assert!(kill_connections(crashing.config(), &crash_role).await >= 1);
+    assert!(tickwatch_tests::broker::kill_connections(crashing.config(), &crash_role).await >= 1);
     crashing.close();
     assert!(
         world.wait_depth(&world.queue, (1, 0)).await,

@@ -32,10 +32,11 @@ use tickwatch_broker::{
 use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
 use tickwatch_schema::db::{now_ms, rule_from_row, subscription_from_row};
 use tickwatch_schema::names::{Exchange, WorkQueue};
+use tickwatch_schema::rule::{AlertRule, Subscription};
 use tickwatch_schema::wire::{
     Candle, Channel, Control, EventKind, MessageKind, Notification, Signal, Tick,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -431,6 +432,20 @@ fn apply(engine: &mut AlertEngine, control: &Control) {
 
 /// Loads every active rule and subscription, and primes the engine with the saved prices.
 pub async fn load(engine: &mut AlertEngine, db: &DatabaseConnection) -> Result<(), Error> {
+    read_snapshot(db).await?.apply_to(engine);
+    Ok(())
+}
+
+/// The rules, subscriptions and saved prices, as stored.
+#[derive(Debug)]
+pub struct Snapshot {
+    rules: Vec<AlertRule>,
+    subscriptions: Vec<Subscription>,
+    prices: Vec<(String, String, Decimal, i64)>,
+}
+
+/// Reads a [`Snapshot`] (without holding the engine, which keeps evaluating meanwhile).
+pub async fn read_snapshot(db: &DatabaseConnection) -> Result<Snapshot, Error> {
     let rules: Vec<_> = alert_rule::Entity::find()
         .filter(alert_rule::Column::Active.eq(true))
         .all(db)
@@ -451,23 +466,44 @@ pub async fn load(engine: &mut AlertEngine, db: &DatabaseConnection) -> Result<(
         .iter()
         .filter_map(|row| subscription_from_row(row).ok())
         .collect();
-    let report = engine.load(rules, subscriptions);
-    for (id, error) in &report.rejected {
-        tracing::warn!(id, %error, "rule refused by the engine");
-    }
-    for row in alert_price::Entity::find().all(db).await? {
-        if let Ok(price) = row.price.parse::<Decimal>() {
-            engine.prime(&row.venue, &row.symbol, price, row.ts);
+    let prices = alert_price::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let price = row.price.parse::<Decimal>().ok()?;
+            Some((row.venue, row.symbol, price, row.ts))
+        })
+        .collect();
+    Ok(Snapshot {
+        rules,
+        subscriptions,
+        prices,
+    })
+}
+
+impl Snapshot {
+    /// Loads the snapshot into the engine: on a live engine a reload, where a stale row
+    /// never overwrites a newer version, a rule no longer stored is removed, and a saved
+    /// price older than the one evaluated is ignored.
+    pub fn apply_to(self, engine: &mut AlertEngine) {
+        let report = engine.load(self.rules, self.subscriptions);
+        for (id, error) in &report.rejected {
+            tracing::warn!(id, %error, "rule refused by the engine");
         }
+        for (venue, symbol, price, ts) in self.prices {
+            engine.prime(&venue, &symbol, price, ts);
+        }
+        metrics::gauge!("tw_rulebook_rules").set(engine.rule_count() as f64);
+        metrics::gauge!("tw_rulebook_subscriptions").set(engine.subscription_count() as f64);
+        tracing::info!(
+            rules = report.rules,
+            subscriptions = report.subscriptions,
+            stale = report.stale,
+            removed = report.removed,
+            "rule book loaded"
+        );
     }
-    metrics::gauge!("tw_rulebook_rules").set(engine.rule_count() as f64);
-    metrics::gauge!("tw_rulebook_subscriptions").set(engine.subscription_count() as f64);
-    tracing::info!(
-        rules = report.rules,
-        subscriptions = report.subscriptions,
-        "rule book loaded"
-    );
-    Ok(())
 }
 
 /// Saves the last evaluated price of each symbol that changed since the last save.
@@ -574,6 +610,28 @@ pub async fn sweep_outbox(
     Ok(n)
 }
 
+/// Reads the snapshot again (retrying until it works) and loads it into the live engine;
+/// `false` if stopped meanwhile.
+async fn reload(shared: &Shared, stop: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match read_snapshot(&shared.db).await {
+            Ok(snapshot) => {
+                snapshot.apply_to(&mut shared.engine());
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "could not reload the rule book");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
 /// Deactivates expired rules in the database and tells every instance.
 async fn retire_expired(shared: &Shared) -> Result<(), sea_orm::DbErr> {
     let expired = {
@@ -633,11 +691,12 @@ pub async fn run_with_hooks(
         &broker.names().control_queue(&instance),
         &[(broker.names().exchange(Exchange::Control), String::new())],
     )?;
-    let control_component = format!("consumer:{}", control_spec.name);
+    let (sessions_tx, mut sessions) = watch::channel(0u64);
     let control = {
         let (broker, stop) = (broker.clone(), stop.clone());
         let options = ConsumeOptions {
             declare: Some(Arc::new(control_topology)),
+            sessions: Some(sessions_tx),
             ..Default::default()
         };
         tokio::spawn(async move {
@@ -651,22 +710,14 @@ pub async fn run_with_hooks(
             .await
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !broker
-        .health()
-        .snapshot()
-        .get(&control_component)
-        .is_some_and(|c| c.up)
-    {
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        _ = sessions.wait_for(|n| *n > 0) => {}
+        _ = tokio::time::sleep(Duration::from_secs(60)) => {
             tracing::warn!("the control queue is not consuming yet; loading the rules anyway");
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    sessions.mark_unchanged();
     // 2. The snapshot, 3. the buffered changes on top of it.
     let mut engine = AlertEngine::new(config.clone())?;
     load(&mut engine, &db).await?;
@@ -683,10 +734,30 @@ pub async fn run_with_hooks(
         hooks,
     });
     let applier = {
-        let shared = shared.clone();
+        let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
-            while let Some(control) = control_rx.recv().await {
-                apply(&mut shared.engine(), &control);
+            let mut sessions_open = true;
+            loop {
+                tokio::select! {
+                    control = control_rx.recv() => match control {
+                        Some(control) => apply(&mut shared.engine(), &control),
+                        None => break,
+                    },
+                    changed = sessions.changed(), if sessions_open => {
+                        if changed.is_err() {
+                            sessions_open = false;
+                            continue;
+                        }
+                        // The private control queue is lost with its connection, and with
+                        // it every change announced meanwhile: reload the rule book. The
+                        // changes arriving on the new queue wait in the channel and apply
+                        // on top of the reload, as at start.
+                        tracing::info!("control queue consuming again; reloading the rule book");
+                        if !reload(&shared, &stop).await {
+                            break;
+                        }
+                    }
+                }
             }
         })
     };
