@@ -617,3 +617,99 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
     broker.close();
     db.close().await.expect("close");
 }
+
+/// The outbox sweep publishes a stored firing left unpublished for longer than a live
+/// handler could still be working on it, marks it, and leaves younger ones alone.
+#[tokio::test]
+async fn the_outbox_sweep_publishes_abandoned_firings_once() {
+    use sea_orm::ActiveValue::Set;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::postgres().await.expect("db");
+    let config = broker_config("sweep");
+    let broker = Broker::connect(config.clone(), &config.prefix)
+        .await
+        .expect("broker");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    let services = Services::new(db.conn.clone(), None);
+    let user = services
+        .create_user(tickwatch_gateway::services::users::NewUser {
+            name: "frank".into(),
+            telegram_chat_id: Some(CHAT),
+            ..Default::default()
+        })
+        .await
+        .expect("user");
+    let rule = services
+        .create_rule(
+            user.id,
+            RuleSpec::price(
+                "binance",
+                "ETHUSDT",
+                Condition::CrossingUp,
+                "3000".parse().expect("d"),
+            ),
+        )
+        .await
+        .expect("rule");
+    let now = tickwatch_schema::db::now_ms();
+    let event = |age_ms: i64| alert_event::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        rule_id: Set(rule.id),
+        user_id: Set(user.id),
+        venue: Set("binance".into()),
+        symbol: Set("ETHUSDT".into()),
+        condition: Set("crossing_up".into()),
+        threshold: Set("3000".into()),
+        price: Set("3010".into()),
+        ts: Set(now - age_ms),
+        text: Set("ETHUSDT crossed 3000".into()),
+        published: Set(false),
+        created_at: Set(now - age_ms),
+    };
+    let abandoned = alert_event::Entity::insert(event(120_000))
+        .exec(&db.conn)
+        .await
+        .expect("old event")
+        .last_insert_id;
+    let recent = alert_event::Entity::insert(event(1_000))
+        .exec(&db.conn)
+        .await
+        .expect("recent event")
+        .last_insert_id;
+
+    let publisher = Publisher::start(&broker, "test");
+    let swept =
+        tickwatch_alerts::adapter::sweep_outbox(&db.conn, &publisher, 90_000, &Default::default())
+            .await
+            .expect("sweep");
+    assert_eq!(swept, 1, "only the abandoned firing");
+    let published = |id: String| {
+        let conn = db.conn.clone();
+        async move {
+            alert_event::Entity::find_by_id(id)
+                .one(&conn)
+                .await
+                .expect("event")
+                .expect("stored")
+                .published
+        }
+    };
+    assert!(published(abandoned).await);
+    assert!(
+        !published(recent).await,
+        "a live handler may still publish it"
+    );
+    let again =
+        tickwatch_alerts::adapter::sweep_outbox(&db.conn, &publisher, 90_000, &Default::default())
+            .await
+            .expect("sweep");
+    assert_eq!(again, 0, "published once");
+
+    publisher.close().await;
+    services.close().await;
+    topology.delete(&broker).await.expect("delete");
+    broker.close();
+    db.close().await.expect("close");
+}

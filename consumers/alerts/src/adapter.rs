@@ -15,7 +15,7 @@
 //! publishing, the outbox sweep publishes every stored event not marked published — at
 //! start and every few seconds — so a firing is never lost either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ struct Shared {
     routes: Mutex<HashMap<i64, Route>>,
     /// Symbols whose latest evaluated price has not finished its delivery yet: their price
     /// is not saved (a restart primed with it would skip firings never stored).
-    in_flight: Mutex<std::collections::HashSet<(String, String)>>,
+    in_flight: Mutex<HashSet<(String, String)>>,
     hooks: Hooks,
 }
 
@@ -548,11 +548,13 @@ async fn save_prices(
     Ok(())
 }
 
-/// Publishes stored events not marked published (a crash between storing and publishing).
+/// Publishes stored events not marked published (a crash between storing and publishing),
+/// except those of `busy` symbols, whose handler here is still at work on them.
 pub async fn sweep_outbox(
     shared_db: &DatabaseConnection,
     publisher: &Publisher,
     older_than_ms: i64,
+    busy: &HashSet<(String, String)>,
 ) -> Result<usize, Error> {
     let cutoff = now_ms() - older_than_ms;
     let pending = alert_event::Entity::find()
@@ -560,8 +562,11 @@ pub async fn sweep_outbox(
         .filter(alert_event::Column::CreatedAt.lte(cutoff))
         .all(shared_db)
         .await?;
-    let mut done = Vec::new();
+    let mut done = 0;
     for event in &pending {
+        if busy.contains(&(event.venue.clone(), event.symbol.clone())) {
+            continue;
+        }
         let Ok(id) = event.id.parse::<uuid::Uuid>() else {
             continue;
         };
@@ -602,12 +607,13 @@ pub async fn sweep_outbox(
             };
             publisher.publish(Exchange::Notify, &notification).await?;
         }
+        // Marked as soon as its own publishes are confirmed: a failure further down the
+        // list must not make this one go out again at the next sweep.
+        mark_published(shared_db, vec![event.id.clone()]).await?;
         tracing::info!(event = %event.id, rule = event.rule_id, "stored alert published by the outbox sweep");
-        done.push(event.id.clone());
+        done += 1;
     }
-    let n = done.len();
-    mark_published(shared_db, done).await?;
-    Ok(n)
+    Ok(done)
 }
 
 /// Reads the snapshot again (retrying until it works) and loads it into the live engine;
@@ -730,7 +736,7 @@ pub async fn run_with_hooks(
         db: db.clone(),
         publisher: publisher.clone(),
         routes: Mutex::new(HashMap::new()),
-        in_flight: Mutex::new(std::collections::HashSet::new()),
+        in_flight: Mutex::new(HashSet::new()),
         hooks,
     });
     let applier = {
@@ -761,6 +767,10 @@ pub async fn run_with_hooks(
             }
         })
     };
+    // Events this instance's handlers are still at work on (publishing, or retrying in
+    // place) are skipped by symbol; the age keeps the sweep off another instance's fresh
+    // ones. Should one still go out twice, the notifier sends its dedupe key once.
+    const SWEEP_AFTER_MS: i64 = 10_000;
     let housekeeping = {
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
@@ -777,7 +787,14 @@ pub async fn run_with_hooks(
                     tracing::warn!(error = %e, "could not save the last evaluated prices");
                 }
                 if tick % 5 == 1 {
-                    if let Err(e) = sweep_outbox(&shared.db, &shared.publisher, 5_000).await {
+                    let busy = shared
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Err(e) =
+                        sweep_outbox(&shared.db, &shared.publisher, SWEEP_AFTER_MS, &busy).await
+                    {
                         tracing::warn!(error = %e, "outbox sweep failed; will retry");
                     }
                     if let Err(e) = retire_expired(&shared).await {
