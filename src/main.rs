@@ -184,6 +184,10 @@ enum DlqCommand {
         /// Only messages dead-lettered for this reason (invalid, exhausted, rejected).
         #[arg(long)]
         reason: Option<String>,
+        /// Send them only to the queue that failed them (through the default exchange),
+        /// not to their original exchange, which may route them to other queues too.
+        #[arg(long)]
+        only_queue: bool,
     },
     /// Delete every message of a DLQ.
     Purge {
@@ -315,10 +319,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     queue,
                     limit,
                     reason,
+                    only_queue,
                 } => DlqAction::Replay {
                     queue,
                     limit,
                     reason,
+                    only_queue,
                 },
                 DlqCommand::Purge { queue, yes } => {
                     if !yes {

@@ -75,6 +75,7 @@ pub enum DlqAction {
         queue: String,
         limit: usize,
         reason: Option<String>,
+        only_queue: bool,
     },
     Purge {
         queue: String,
@@ -117,12 +118,22 @@ pub async fn dlq(config: &Config, action: DlqAction) -> anyhow::Result<()> {
             queue,
             limit,
             reason,
+            only_queue,
         } => {
             let name = resolve(&queue)?;
-            let report = dlq::replay(&broker, &name, limit, reason.as_deref()).await?;
+            let target = if only_queue {
+                let source = dlq::source_queue(&topology, &name)
+                    .ok_or_else(|| anyhow::anyhow!("no work queue feeds {name}"))?;
+                Some(source.to_string())
+            } else {
+                None
+            };
+            let report =
+                dlq::replay(&broker, &name, limit, reason.as_deref(), target.as_deref()).await?;
             crate::say!(
-                "replayed {} from {name}; {} skipped, {} failed (left in the DLQ)",
+                "replayed {} from {name} to {}; {} skipped, {} failed (left in the DLQ)",
                 report.replayed,
+                target.as_deref().unwrap_or("their original exchanges"),
                 report.skipped,
                 report.failed
             );

@@ -202,13 +202,26 @@ fn first_death(table: Option<&FieldTable>) -> (Option<String>, Option<String>, O
     (reason, exchange, key)
 }
 
+/// The work queue whose failures `dlq` holds.
+pub fn source_queue<'a>(topology: &'a Topology, dlq: &str) -> Option<&'a str> {
+    topology
+        .work_queues
+        .iter()
+        .find(|w| w.dlq == dlq)
+        .map(|w| w.name.as_str())
+}
+
 /// Re-publishes up to `limit` messages (optionally only those dead-lettered for
-/// `reason`) to their original exchange and routing key, exactly as first published.
+/// `reason`) to their original exchange and routing key, exactly as first published —
+/// or, with `only_queue`, straight to that queue through the default exchange, so that
+/// a message the exchange also routes to other queues (a tick: signals, alerts, recorder)
+/// reaches only the consumer that failed it.
 pub async fn replay(
     broker: &Broker,
     dlq: &str,
     limit: usize,
     reason: Option<&str>,
+    only_queue: Option<&str>,
 ) -> Result<ReplayReport> {
     let channel = broker.channel().await?;
     depth(&channel, dlq).await?;
@@ -234,9 +247,11 @@ pub async fn replay(
             report.skipped += 1;
             continue;
         }
-        let (Some(exchange), Some(routing_key)) =
-            (described.original_exchange, described.original_routing_key)
-        else {
+        let route = match only_queue {
+            Some(queue) => (Some(String::new()), Some(queue.to_string())),
+            None => (described.original_exchange, described.original_routing_key),
+        };
+        let (Some(exchange), Some(routing_key)) = route else {
             tracing::warn!(dlq, message_id = ?described.message_id, "no original route recorded; left in the DLQ");
             report.skipped += 1;
             continue;

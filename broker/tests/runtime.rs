@@ -496,7 +496,7 @@ async fn replayed_dead_letters_arrive_exactly_as_published() {
     assert_eq!(summary[0].depth, 3);
     assert_eq!(summary[0].by_reason.get("rejected"), Some(&3));
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
-    let report = dlq::replay(&fx.broker, &fx.queue.dlq, 100, Some("rejected"))
+    let report = dlq::replay(&fx.broker, &fx.queue.dlq, 100, Some("rejected"), None)
         .await
         .expect("replay");
     assert_eq!(report.replayed, 3);
@@ -529,6 +529,85 @@ async fn replayed_dead_letters_arrive_exactly_as_published() {
     shutdown.cancel();
     task.await.expect("join").expect("clean");
     publisher.close().await;
+    fx.cleanup().await;
+}
+
+/// `dlq replay --only-queue`: the replayed messages reach the queue that failed them
+/// and no other queue bound to their exchange.
+#[tokio::test]
+async fn a_replay_to_its_queue_only_leaves_other_bound_queues_alone() {
+    let fx = Fixture::new("replay-only").await;
+    let mut bystander = tickwatch_broker::Topology::default();
+    let bystander_queue = format!("{}.bystander.q", fx.broker.config().prefix);
+    bystander
+        .add_work_queue(
+            fx.broker.config(),
+            &bystander_queue,
+            &[(
+                fx.broker.names().exchange(Exchange::Market),
+                tickwatch_schema::names::routing::ALL_TICKS.to_string(),
+            )],
+            1,
+        )
+        .expect("bystander");
+    bystander.apply(&fx.broker).await.expect("apply");
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let handler = {
+        let fail = fail.clone();
+        Recording::new(move |_, _| {
+            if fail.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(HandlerError::Rejected("downstream refused".into()))
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        async move { consume(&b, &q, h, s).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    for seq in 0..2 {
+        publisher
+            .publish(Exchange::Market, &tick("ONLY", seq))
+            .await
+            .expect("published");
+    }
+    assert!(wait_until(WAIT, || handler.calls().len() >= 2).await);
+    assert!(fx.wait_depth(&fx.queue.dlq, (2, 0)).await, "dead-lettered");
+    assert!(fx.wait_depth(&bystander_queue, (2, 0)).await);
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let source = dlq::source_queue(&fx.topology, &fx.queue.dlq).expect("source");
+    assert_eq!(source, fx.queue.name);
+    let report = dlq::replay(&fx.broker, &fx.queue.dlq, 100, None, Some(source))
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed, 2);
+    assert!(wait_until(WAIT, || handler.calls().len() >= 4).await);
+    let first = handler.calls()[0].message.body.clone();
+    assert_eq!(
+        handler.calls()[2].message.body,
+        first,
+        "the same message again"
+    );
+    assert!(fx.wait_depth(&fx.queue.dlq, (0, 0)).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        fx.wait_depth(&bystander_queue, (2, 0)).await,
+        "the other queue got nothing more"
+    );
+
+    shutdown.cancel();
+    task.await.expect("join").expect("clean");
+    publisher.close().await;
+    let _ = bystander.delete(&fx.broker).await;
     fx.cleanup().await;
 }
 

@@ -155,3 +155,48 @@ async fn migrating_down_and_up_again_works_on_both() {
         test_db.close().await.expect("close");
     }
 }
+
+/// The recorder's latest price never goes back in time: an older price arriving late (a
+/// redelivery) leaves the newer one in place, on both backends.
+#[tokio::test]
+async fn the_latest_price_never_goes_back_in_time() {
+    use tickwatch_schema::db::entity::latest_price;
+    for test_db in [
+        TestDb::sqlite().await.expect("sqlite"),
+        TestDb::postgres().await.expect("postgres"),
+    ] {
+        let price = |p: &str, ts: i64| {
+            vec![(
+                "binance".to_string(),
+                "BTCUSDT".to_string(),
+                p.parse::<rust_decimal::Decimal>().expect("price"),
+                ts,
+            )]
+        };
+        let store = |rows: Vec<(String, String, rust_decimal::Decimal, i64)>| {
+            let conn = test_db.conn.clone();
+            async move {
+                tickwatch_recorder::store::upsert_latest_prices(&conn, &rows)
+                    .await
+                    .expect("upsert")
+            }
+        };
+        store(price("100", 1_000)).await;
+        store(price("110", 2_000)).await;
+        store(price("105", 1_500)).await; // late
+        let row = latest_price::Entity::find()
+            .one(&test_db.conn)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!((row.price.as_str(), row.ts), ("110", 2_000));
+        store(price("120", 2_000)).await; // the same time: the later write wins
+        let row = latest_price::Entity::find()
+            .one(&test_db.conn)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(row.price, "120");
+        test_db.close().await.expect("close");
+    }
+}

@@ -600,7 +600,7 @@ async fn server_errors_forever_end_in_the_dlq_and_a_replay_delivers() {
 
     // Telegram recovers; the operator replays the DLQ.
     world.fake.set_persistent(Scope::Chat(500), None);
-    let report = dlq::replay(&world.broker, &world.dlq(), 10, None)
+    let report = dlq::replay(&world.broker, &world.dlq(), 10, None, None)
         .await
         .expect("replay");
     assert_eq!(report.replayed, 1, "{report:?}");

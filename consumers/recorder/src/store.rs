@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -72,9 +72,14 @@ pub async fn upsert_latest_prices(
             price: Set(price.to_string()),
             ts: Set(*ts),
         });
+    // Never back in time: a redelivered or late batch must not replace a newer price.
     let on_conflict =
         OnConflict::columns([latest_price::Column::Venue, latest_price::Column::Symbol])
             .update_columns([latest_price::Column::Price, latest_price::Column::Ts])
+            .action_and_where(
+                Expr::col((latest_price::Entity, latest_price::Column::Ts))
+                    .lte(Expr::cust("excluded.ts")),
+            )
             .to_owned();
     latest_price::Entity::insert_many(rows)
         .on_conflict(on_conflict)
