@@ -170,20 +170,27 @@ impl BrokerConfig {
         Duration::from_millis(self.reconnect_max_ms)
     }
 
-    /// The management API base URL: configured, or the AMQP host on port 15672 with the
-    /// same credentials.
+    /// The management API base URL (without credentials), user, password and vhost: the
+    /// configured URL, or the AMQP host on port 15672; with the credentials the
+    /// management URL carries (`http://user:pass@host:15672`), else the AMQP URL's.
     pub fn management_base(&self) -> Result<(String, String, String, String)> {
         let uri: lapin::uri::AMQPUri = self
             .url
             .parse()
-            .map_err(|e| Error::Config(format!("broker.url: {e}")))?;
-        let (user, pass) = (
+            .map_err(|e| Error::Config(format!("broker.url {}: {e}", mask_url(&self.url))))?;
+        let (mut user, mut pass) = (
             uri.authority.userinfo.username.clone(),
             uri.authority.userinfo.password.clone(),
         );
         let vhost = uri.vhost.clone();
         let base = match &self.management_url {
-            Some(m) => m.trim_end_matches('/').to_string(),
+            Some(m) => {
+                let (base, userinfo) = split_userinfo(m.trim_end_matches('/'));
+                if let Some((u, p)) = userinfo {
+                    (user, pass) = (u, p);
+                }
+                base
+            }
             None => format!("http://{}:15672", uri.authority.host),
         };
         Ok((base, user, pass, vhost))
@@ -206,6 +213,46 @@ impl fmt::Debug for BrokerConfig {
             .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
+}
+
+/// A URL without its userinfo, and the (percent-decoded) user and password it carried.
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        format!("{scheme}://{host}{path}"),
+        Some((percent_decode(user), percent_decode(pass))),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Hides the password of a URL (`amqp://guest:****@host/`), for logs and error messages.
@@ -234,6 +281,26 @@ pub fn mask_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn management_credentials_come_from_its_url_and_stay_out_of_the_base() {
+        let mut config = BrokerConfig {
+            url: "amqp://app:secret@rabbit:5672/%2f".into(),
+            ..Default::default()
+        };
+        let (base, user, pass, _) = config.management_base().expect("base");
+        assert_eq!(
+            (base.as_str(), user.as_str(), pass.as_str()),
+            ("http://rabbit:15672", "app", "secret")
+        );
+        config.management_url = Some("https://ops:p%40ss@mgmt.example:443/rabbit/".into());
+        let (base, user, pass, _) = config.management_base().expect("base");
+        assert_eq!(base, "https://mgmt.example:443/rabbit");
+        assert_eq!((user.as_str(), pass.as_str()), ("ops", "p@ss"));
+        config.management_url = Some("http://mgmt:15672".into());
+        let (base, user, _, _) = config.management_base().expect("base");
+        assert_eq!((base.as_str(), user.as_str()), ("http://mgmt:15672", "app"));
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_keys_are_named() {
