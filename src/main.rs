@@ -416,12 +416,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Run => "run",
-        Command::Consume {
-            role: Role::Recorder,
-        } => "recorder",
-        Command::Consume {
-            role: Role::Notifier,
-        } => "notifier",
+        Command::Consume { role } => match role {
+            Role::Signals => "signals",
+            Role::Alerts => "alerts",
+            Role::Recorder => "recorder",
+            Role::Notifier => "notifier",
+        },
         Command::Produce { .. } => "producer",
         Command::Api => "api",
         Command::Bot => "bot",

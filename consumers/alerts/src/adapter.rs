@@ -638,15 +638,16 @@ async fn reload(shared: &Shared, stop: &CancellationToken) -> bool {
     }
 }
 
-/// Deactivates expired rules in the database and tells every instance.
-async fn retire_expired(shared: &Shared) -> Result<(), sea_orm::DbErr> {
-    let expired = {
+/// Deactivates expired rules in the database and tells every instance. The engine hands
+/// each expired rule over once: those not yet written (a database error) stay in `unsaved`
+/// for the next pass.
+async fn retire_expired(shared: &Shared, unsaved: &mut Vec<i64>) -> Result<(), sea_orm::DbErr> {
+    {
         let mut engine = shared.engine();
-        let mut ids = engine.expire(now_ms());
-        ids.extend(engine.take_expired());
-        ids
-    };
-    for rule_id in expired {
+        unsaved.extend(engine.expire(now_ms()));
+        unsaved.extend(engine.take_expired());
+    }
+    while let Some(&rule_id) = unsaved.first() {
         let result = alert_rule::Entity::update_many()
             .col_expr(alert_rule::Column::Active, Expr::value(false))
             .col_expr(
@@ -658,6 +659,7 @@ async fn retire_expired(shared: &Shared) -> Result<(), sea_orm::DbErr> {
             .filter(alert_rule::Column::Active.eq(true))
             .exec(&shared.db)
             .await?;
+        unsaved.remove(0);
         if result.rows_affected == 1 {
             tracing::info!(rule_id, "rule expired");
             shared.announce_rule(rule_id).await;
@@ -775,6 +777,7 @@ pub async fn run_with_hooks(
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
             let mut saved = HashMap::new();
+            let mut unsaved_expiries = Vec::new();
             let mut every = tokio::time::interval(Duration::from_secs(1));
             let mut tick = 0u64;
             loop {
@@ -797,7 +800,7 @@ pub async fn run_with_hooks(
                     {
                         tracing::warn!(error = %e, "outbox sweep failed; will retry");
                     }
-                    if let Err(e) = retire_expired(&shared).await {
+                    if let Err(e) = retire_expired(&shared, &mut unsaved_expiries).await {
                         tracing::warn!(error = %e, "could not retire expired rules");
                     }
                 }

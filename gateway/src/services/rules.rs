@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 /// The most rules one user may have; protects a small server from one runaway script.
 pub const MAX_RULES_PER_USER: u64 = 1_000;
 /// Optimistic-update attempts before a change is reported as a conflict.
-const UPDATE_ATTEMPTS: usize = 5;
+pub(super) const UPDATE_ATTEMPTS: usize = 5;
 
 /// The fields `PATCH /v1/alerts/{id}` takes besides the rule's own.
 pub const PATCH_EXTRA_FIELDS: &[&str] = &["active"];
@@ -316,24 +316,31 @@ impl Services {
 
     /// Deletes one of the user's rules and announces it; returns the rule as it was.
     pub async fn delete_rule(&self, user_id: i64, rule_id: i64) -> Result<AlertRule> {
-        let row = self.owned_rule_row(user_id, rule_id).await?;
-        let rule = to_rule(&row)?;
-        let result = alert_rule::Entity::delete_many()
-            .filter(alert_rule::Column::Id.eq(rule_id))
-            .filter(alert_rule::Column::UserId.eq(user_id))
-            .exec(self.db())
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(Error::not_found(format!("alert rule {rule_id}")));
+        for _ in 0..UPDATE_ATTEMPTS {
+            let row = self.owned_rule_row(user_id, rule_id).await?;
+            let rule = to_rule(&row)?;
+            // Only the version read: the tombstone's version must follow the last upsert
+            // announced, or an alerts instance could keep a rule changed meanwhile.
+            let result = alert_rule::Entity::delete_many()
+                .filter(alert_rule::Column::Id.eq(rule_id))
+                .filter(alert_rule::Column::UserId.eq(user_id))
+                .filter(alert_rule::Column::Version.eq(row.version))
+                .exec(self.db())
+                .await?;
+            if result.rows_affected == 1 {
+                self.announce(&Control::RuleDeleted {
+                    rule_id,
+                    user_id,
+                    // Versions order a delete after every upsert of the rule.
+                    version: row.version + 1,
+                })
+                .await;
+                return Ok(rule);
+            }
         }
-        self.announce(&Control::RuleDeleted {
-            rule_id,
-            user_id,
-            // Versions order a delete after every upsert of the rule.
-            version: row.version + 1,
-        })
-        .await;
-        Ok(rule)
+        Err(Error::Conflict(format!(
+            "alert rule {rule_id} kept changing meanwhile; try again"
+        )))
     }
 
     /// The firings of one of the user's rules, newest first.

@@ -197,22 +197,28 @@ impl Services {
 
     /// Removes one of the user's subscriptions and announces it.
     pub async fn unsubscribe(&self, user_id: i64, id: i64) -> Result<SubscriptionView> {
-        let row = self.owned_subscription(user_id, id).await?;
-        let view = to_view(&row)?;
-        let result = subscription::Entity::delete_many()
-            .filter(subscription::Column::Id.eq(id))
-            .filter(subscription::Column::UserId.eq(user_id))
-            .exec(self.db())
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(Error::not_found(format!("subscription {id}")));
+        for _ in 0..super::rules::UPDATE_ATTEMPTS {
+            let row = self.owned_subscription(user_id, id).await?;
+            let view = to_view(&row)?;
+            // Only the version read (see `delete_rule`).
+            let result = subscription::Entity::delete_many()
+                .filter(subscription::Column::Id.eq(id))
+                .filter(subscription::Column::UserId.eq(user_id))
+                .filter(subscription::Column::Version.eq(row.version))
+                .exec(self.db())
+                .await?;
+            if result.rows_affected == 1 {
+                self.announce(&Control::SubscriptionDeleted {
+                    subscription_id: id,
+                    version: row.version + 1,
+                })
+                .await;
+                return Ok(view);
+            }
         }
-        self.announce(&Control::SubscriptionDeleted {
-            subscription_id: id,
-            version: row.version + 1,
-        })
-        .await;
-        Ok(view)
+        Err(Error::Conflict(format!(
+            "subscription {id} kept changing meanwhile; try again"
+        )))
     }
 
     /// Removes the user's subscriptions of `kind` (any kind: `None`) on `symbol`
