@@ -151,9 +151,11 @@ pub async fn run(
         let stop = stop.clone();
         tokio::spawn(async move {
             loop {
-                let paused =
-                    *halted.borrow_and_update() || !breaker.borrow_and_update().is_closed();
-                pause_tx.send_replace(paused);
+                let is_halted = *halted.borrow_and_update();
+                let breaker_open = !breaker.borrow_and_update().is_closed();
+                metrics::gauge!("tw_notifier_breaker_open").set(f64::from(u8::from(breaker_open)));
+                metrics::gauge!("tw_notifier_halted").set(f64::from(u8::from(is_halted)));
+                pause_tx.send_replace(is_halted || breaker_open);
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     r = halted.changed() => if r.is_err() { break },
