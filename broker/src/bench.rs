@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use rust_decimal::Decimal;
@@ -162,7 +162,7 @@ async fn raw_lapin(
         Ok::<_, Error>((Instant::now(), consumer))
     });
     let publish_channel = broker.channel().await?;
-    publish_with_confirms(&publish_channel, &exchange, None, messages).await?;
+    publish_with_confirms(&publish_channel, &exchange, messages).await?;
     let (end, consumer) = consuming.await.map_err(|e| Error::Dlq(e.to_string()))??;
     let _ = consumer_channel.close(200, "OK".into()).await;
     drop(consumer);
@@ -171,13 +171,11 @@ async fn raw_lapin(
     Ok(messages as f64 / (end - start).as_secs_f64())
 }
 
-/// Publishes `messages` persistent ticks to `exchange` with their routing keys (or, with
-/// `queue`, to that queue through the default exchange) with a window of 1,000 pipelined
-/// confirms: plain lapin, the baseline of the benchmarks.
+/// Publishes `messages` persistent ticks to `exchange` with their routing keys, with a
+/// window of 1,000 pipelined confirms: plain lapin, the baseline of the benchmark.
 async fn publish_with_confirms(
     channel: &lapin::Channel,
     exchange: &str,
-    queue: Option<&str>,
     messages: u64,
 ) -> Result<()> {
     channel
@@ -186,7 +184,7 @@ async fn publish_with_confirms(
     let mut window = VecDeque::new();
     for seq in 0..messages {
         let encoded = wire::encode(&sample_tick(seq))?;
-        let routing_key = queue.unwrap_or(&encoded.meta.routing_key);
+        let routing_key = encoded.meta.routing_key.as_str();
         let properties = lapin::BasicProperties::default()
             .with_content_type(wire::CONTENT_TYPE.into())
             .with_delivery_mode(2)
@@ -217,35 +215,49 @@ async fn publish_with_confirms(
     Ok(())
 }
 
-/// Raw lapin publishing with confirms into a fresh quorum queue: messages per second.
-pub async fn raw_publish(broker: &Broker, messages: u64) -> Result<f64> {
-    let queue = format!(
-        "{}.rawpub.{}",
-        broker.config().prefix,
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
+/// Raw lapin publishing with confirms (a window of 1,000) of already encoded messages —
+/// `(routing key, type, body)` — to `exchange`: messages per second. With the topology a
+/// producer publishes into, this is its baseline: same messages, same routing, same queues.
+pub async fn raw_publish(
+    broker: &Broker,
+    exchange: &str,
+    messages: &[(String, &'static str, Vec<u8>)],
+) -> Result<f64> {
     let channel = broker.channel().await?;
     channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
+        .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let start = Instant::now();
-    publish_with_confirms(&channel, "", Some(&queue), messages).await?;
-    let rate = messages as f64 / start.elapsed().as_secs_f64();
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
+    let mut window = VecDeque::new();
+    for (routing_key, kind, body) in messages {
+        let properties = lapin::BasicProperties::default()
+            .with_content_type(wire::CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
+            .with_type((*kind).into());
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body,
+                properties,
+            )
+            .await?;
+        window.push_back(confirm);
+        if window.len() >= 1_000
+            && let Some(front) = window.pop_front()
+        {
+            front.await?;
+        }
+    }
+    for confirm in window {
+        confirm.await?;
+    }
+    let rate = messages.len() as f64 / start.elapsed().as_secs_f64();
     let _ = channel.close(200, "OK".into()).await;
     Ok(rate)
 }
