@@ -125,6 +125,16 @@ impl KeyWords {
         (KeyWords(w), h)
     }
 
+    /// `==` as a few vector operations (the derived one calls `memcmp`).
+    #[inline]
+    fn same(&self, other: &KeyWords) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .fold(0, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
     fn is_long(&self) -> bool {
         self.0[0] & LONG != 0
     }
@@ -227,6 +237,8 @@ impl Index {
 #[repr(C, align(64))]
 struct Slot {
     key: KeyWords,
+    /// Right after the key: its first cache line is what `Series::warm_next` reads.
+    state: Series,
     interval: Interval,
     last_ts: Option<i64>,
     /// The last candle's close (the price of its signals).
@@ -235,7 +247,6 @@ struct Slot {
     /// (ids included) on demand: its outcomes, then its hits.
     last_outcomes: Vec<Outcome>,
     last_hits: Vec<Hit>,
-    state: Series,
     venue: String,
     symbol: String,
     /// `deterministic_id(0, …)` per kind, computed once: the id's hash covers only the
@@ -248,7 +259,7 @@ const KINDS: usize = SignalKind::ALL.len();
 impl Slot {
     #[inline]
     fn matches(&self, key: &KeyWords, candle: &Candle) -> bool {
-        self.key == *key
+        self.key.same(key)
             && (!key.is_long() || (self.symbol == candle.symbol && self.venue == candle.venue))
     }
 
@@ -333,6 +344,11 @@ pub struct SignalEngine {
     slots: Vec<Slot>,
     /// The shape of each kind's `details` map.
     templates: Templates,
+    /// By slot, the slot whose candle came right after its last one (`EMPTY`: none
+    /// yet). Feeds deliver their series in a steady order, so it is the likely next.
+    next: Vec<u32>,
+    /// The slot of the previous closed candle (`EMPTY`: none yet).
+    prev: u32,
 }
 
 /// One `details` template per kind, by `SignalKind as usize`.
@@ -348,6 +364,8 @@ impl SignalEngine {
             index: Index::default(),
             slots: Vec::new(),
             templates: std::array::from_fn(|_| None),
+            next: Vec::new(),
+            prev: EMPTY,
         })
     }
 
@@ -366,6 +384,26 @@ impl SignalEngine {
             return Vec::new();
         }
         let idx = self.slot_index(candle);
+        // With a thousand series interleaved, a series' state has left the near caches
+        // by its next candle. Loads of it stall the candle until they arrive; stores do
+        // not (the line is fetched in the background). So, for the series expected next
+        // and the one after it, stores pull in ahead of time what this candle would
+        // otherwise wait for: the first slot line of the one after next, then (that
+        // line being in by now) the next one's delay-line record. What this candle
+        // still misses is loaded at once, so that the misses overlap (see
+        // `Series::touch`). Only timing depends on the guess.
+        if let Some(p) = self.next.get_mut(self.prev as usize) {
+            *p = idx as u32;
+        }
+        self.prev = idx as u32;
+        let n1 = self.next[idx];
+        if let Some(&n2) = self.next.get(n1 as usize) {
+            if let Some(after) = self.slots.get_mut(n2 as usize) {
+                after.state.reserve();
+            }
+            self.slots[n1 as usize].state.warm_next();
+        }
+        std::hint::black_box(self.slots[idx].state.touch(&self.config));
         let slot = &mut self.slots[idx];
         match slot.last_ts {
             Some(last) if candle.open_ts == last => {
@@ -515,6 +553,7 @@ impl SignalEngine {
             ids: Box::new([None; KINDS]),
         });
         self.index.insert(hash, i);
+        self.next.push(EMPTY);
         i as usize
     }
 }

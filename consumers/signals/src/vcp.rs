@@ -79,7 +79,6 @@ struct Contraction {
 /// read from the series' history ring, which holds at least `max_base_bars + 2k + 1`.
 #[derive(Debug, Clone)]
 pub(crate) struct Vcp {
-    cfg: VcpConfig,
     pivots: VecDeque<Pivot>,
     armed: Option<Armed>,
 }
@@ -95,33 +94,60 @@ pub(crate) struct VcpBar {
 }
 
 impl Vcp {
-    pub fn new(cfg: VcpConfig) -> Self {
+    /// `cfg` is the one every call is then given: read from the engine's configuration
+    /// rather than copied here, where it would be two more cache lines per bar.
+    pub fn new(cfg: &VcpConfig) -> Self {
         Vcp {
-            cfg,
             pivots: VecDeque::with_capacity(2 * cfg.max_contractions + 3),
             armed: None,
         }
     }
 
+    /// One value of each cache line [`Vcp::on_bar`] reads for bar `t`: this state, the
+    /// last pivot, and the history records of the swing candidate and its neighbours
+    /// (see `Series::touch`).
+    #[inline]
+    pub fn touch(&self, cfg: &VcpConfig, hist: &Hist, t: u64) -> u64 {
+        let mut x = u64::from(self.armed.is_some());
+        if let Some(p) = self.pivots.back() {
+            x ^= p.bar;
+        }
+        let k = cfg.swing_bars as u64;
+        if t >= 2 * k {
+            for b in t - 2 * k..t {
+                x ^= hist.at(b).high.to_bits();
+            }
+        }
+        x
+    }
+
     pub fn on_bar(
         &mut self,
+        cfg: &VcpConfig,
         b: &VcpBar,
         hist: &Hist,
         setup_on: bool,
         breakout_on: bool,
         out: &mut Vec<Hit>,
     ) {
-        self.check_breakout(b, hist, breakout_on, out);
-        if self.confirm_swings(b.index, hist) {
-            self.evaluate(b, hist, setup_on, out);
+        self.check_breakout(cfg, b, hist, breakout_on, out);
+        if self.confirm_swings(cfg, b.index, hist) {
+            self.evaluate(cfg, b, hist, setup_on, out);
         }
     }
 
-    fn check_breakout(&mut self, b: &VcpBar, hist: &Hist, enabled: bool, out: &mut Vec<Hit>) {
+    fn check_breakout(
+        &mut self,
+        cfg: &VcpConfig,
+        b: &VcpBar,
+        hist: &Hist,
+        enabled: bool,
+        out: &mut Vec<Hit>,
+    ) {
         let Some(armed) = self.armed else {
             return;
         };
-        if b.index - armed.since > self.cfg.max_breakout_bars as u64
+        if b.index - armed.since > cfg.max_breakout_bars as u64
             || side(b.close, armed.low, b.close) < 0
         {
             self.armed = None;
@@ -134,12 +160,12 @@ impl Vcp {
             return;
         };
         let ratio = hist.at(b.index).volume / avg;
-        if !ge(ratio, self.cfg.breakout_volume_ratio) {
+        if !ge(ratio, cfg.breakout_volume_ratio) {
             return;
         }
         self.armed = None;
         if enabled {
-            let r = self.cfg.breakout_volume_ratio;
+            let r = cfg.breakout_volume_ratio;
             let s = 0.7 * armed.score + 30.0 * unit((ratio - r) / r.max(1e-9));
             out.push(
                 Hit::new(SignalKind::VcpBreakout, score(s))
@@ -152,8 +178,8 @@ impl Vcp {
     }
 
     /// Looks for a swing at bar `t - k`; true when a swing low was added or deepened.
-    fn confirm_swings(&mut self, t: u64, hist: &Hist) -> bool {
-        let k = self.cfg.swing_bars as u64;
+    fn confirm_swings(&mut self, cfg: &VcpConfig, t: u64, hist: &Hist) -> bool {
+        let k = cfg.swing_bars as u64;
         if t < 2 * k {
             return false;
         }
@@ -190,8 +216,8 @@ impl Vcp {
             });
         }
         // Swings older than any base the evaluation can look at are dropped.
-        let horizon = self.cfg.max_base_bars as u64 + 2 * k;
-        while self.pivots.len() > 2 * self.cfg.max_contractions + 2
+        let horizon = cfg.max_base_bars as u64 + 2 * k;
+        while self.pivots.len() > 2 * cfg.max_contractions + 2
             || self.pivots.front().is_some_and(|p| p.bar + horizon < t)
         {
             self.pivots.pop_front();
@@ -220,8 +246,14 @@ impl Vcp {
         }
     }
 
-    fn evaluate(&mut self, b: &VcpBar, hist: &Hist, enabled: bool, out: &mut Vec<Hit>) {
-        let cfg = self.cfg;
+    fn evaluate(
+        &mut self,
+        cfg: &VcpConfig,
+        b: &VcpBar,
+        hist: &Hist,
+        enabled: bool,
+        out: &mut Vec<Hit>,
+    ) {
         let t = b.index;
         let mut chain = [None::<Contraction>; 6];
         let mut count = 0;
