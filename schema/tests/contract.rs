@@ -249,4 +249,71 @@ proptest! {
         let back: Candle = wire::decode(&encoded.body).expect("decodes");
         prop_assert_eq!(back, candle);
     }
+
+    #[test]
+    fn any_valid_signal_survives_encode_then_decode(
+        id in any::<u128>(), kind in proptest::sample::select(SignalKind::ALL.to_vec()),
+        venue in venue(), symbol in symbol(),
+        interval in proptest::sample::select(Interval::ALL.to_vec()), ts in ts(),
+        price in price(), score in 0u8..=100, grade in proptest::sample::select(Grade::ALL.to_vec()),
+        details in proptest::collection::btree_map("[a-z_]{1,12}", -1e12f64..1e12, 0..6),
+    ) {
+        let signal = Signal {
+            id: uuid::Uuid::from_u128(id), kind, venue, symbol, interval, ts, price, score, grade,
+            details: details.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect(),
+        };
+        let encoded = wire::encode(&signal).expect("valid signal encodes");
+        let back: Signal = wire::decode(&encoded.body).expect("decodes");
+        prop_assert_eq!(back, signal);
+    }
+
+    #[test]
+    fn any_valid_alert_survives_encode_then_decode(
+        id in any::<u128>(), rule_id in 1i64..i64::MAX, user_id in 1i64..i64::MAX,
+        venue in venue(), symbol in symbol(),
+        condition in proptest::sample::select(Condition::ALL.to_vec()),
+        threshold in price(), price in price(), ts in ts(),
+    ) {
+        let alert = AlertTriggered {
+            id: uuid::Uuid::from_u128(id), rule_id, user_id, venue, symbol, condition,
+            threshold, price, ts,
+        };
+        let encoded = wire::encode(&alert).expect("valid alert encodes");
+        let back: AlertTriggered = wire::decode(&encoded.body).expect("decodes");
+        prop_assert_eq!(back, alert);
+    }
+
+    #[test]
+    fn any_valid_notification_survives_encode_then_decode(
+        id in any::<u128>(), chat_id in any::<i64>().prop_filter("a chat", |c| *c != 0),
+        // Any text, including Markdown's reserved characters and Hangul.
+        text in "[ -~가-힣\n]{0,200}[!-~]", dedupe_key in "[ -~]{1,200}",
+        parse_mode in proptest::option::of(proptest::sample::select(ParseMode::ALL.to_vec())),
+        kind in proptest::sample::select(EventKind::ALL.to_vec()),
+        origin_ts in proptest::option::of(ts()),
+    ) {
+        let notification = Notification {
+            id: uuid::Uuid::from_u128(id), channel: Channel::Telegram, chat_id, text, parse_mode,
+            dedupe_key, kind, origin_ts,
+        };
+        let encoded = wire::encode(&notification).expect("valid notification encodes");
+        let back: Notification = wire::decode(&encoded.body).expect("decodes");
+        prop_assert_eq!(back, notification);
+    }
+
+    #[test]
+    fn any_control_without_a_rule_survives_encode_then_decode(
+        which in 0u8..4, id in any::<i64>(), user_id in any::<i64>(), version in any::<i64>(),
+        by_chat in proptest::option::of(any::<i64>()),
+    ) {
+        let control = match which {
+            0 => Control::RuleDeleted { rule_id: id, user_id, version },
+            1 => Control::SubscriptionDeleted { subscription_id: id, version },
+            2 => Control::Halt { by_chat },
+            _ => Control::Resume { by_chat },
+        };
+        let encoded = wire::encode(&control).expect("control encodes");
+        let back: Control = wire::decode(&encoded.body).expect("decodes");
+        prop_assert_eq!(back, control);
+    }
 }
