@@ -224,7 +224,11 @@ pub fn bench_signals(
         rates[2],
         rates[0],
         rates[4],
-        if rates[2] >= 2_000_000.0 { "met" } else { "not met" }
+        if rates[2] >= 2_000_000.0 {
+            "met"
+        } else {
+            "not met"
+        }
     );
     Ok(())
 }

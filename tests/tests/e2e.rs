@@ -137,6 +137,75 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
     db.close().await.expect("close");
 }
 
+/// What the README promises a new user: `tickwatch run` with the defaults (demo replay at
+/// 600×, no Telegram token) shows signals, fired alerts and notifications written to the
+/// log — labelled, never counted as sent — within a minute.
+#[tokio::test]
+async fn tickwatch_run_with_the_defaults_shows_alerts_within_a_minute() {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use tickwatch_schema::db::entity::notification;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let mut config = Config {
+        broker: broker_config("defaults"),
+        ..Default::default()
+    };
+    config.database.url = db.url.clone();
+    config.api.addr = "127.0.0.1:0".into();
+    config.admin.addr = "127.0.0.1:0".into();
+    assert_eq!(config.run.demo_speed, "600x", "the default under test");
+    assert!(config.telegram.token.is_none());
+    let config = config.resolved().expect("valid configuration");
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let run = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move { tickwatch::app::run(&config, shutdown).await }
+    });
+    let logged = notification::Column::Status.eq("logged");
+    let shown = wait_for(Duration::from_secs(60), async || {
+        let signals = signal::Entity::find().count(&db.conn).await.unwrap_or(0);
+        let fired = alert_event::Entity::find()
+            .count(&db.conn)
+            .await
+            .unwrap_or(0);
+        let written = notification::Entity::find()
+            .filter(logged.clone())
+            .count(&db.conn)
+            .await
+            .unwrap_or(0);
+        signals > 0 && fired > 0 && written > 0
+    })
+    .await;
+    assert!(
+        shown,
+        "signals, alerts and logged notifications within a minute (after {:?})",
+        started.elapsed()
+    );
+    let sent = notification::Entity::find()
+        .filter(notification::Column::Status.eq("sent"))
+        .count(&db.conn)
+        .await
+        .expect("count");
+    assert_eq!(sent, 0, "nothing claims to have been sent without a token");
+
+    shutdown.cancel();
+    run.await
+        .expect("join")
+        .expect("tickwatch run stops cleanly");
+    let broker = Broker::connect(config.broker.clone(), "cleanup")
+        .await
+        .expect("broker");
+    Topology::standard(&config.broker)
+        .expect("topology")
+        .delete(&broker)
+        .await
+        .expect("delete");
+    broker.close();
+    db.close().await.expect("close");
+}
+
 /// A user registers with the bot, sets an alert, a tick crosses it, and the notification
 /// arrives in the same chat — once, even though the tick is delivered twice.
 #[tokio::test]
