@@ -1,0 +1,130 @@
+//! The `tickwatch` binary as an operator types it: migrations and user management on a
+//! fresh SQLite file, and a clear error for a bad command line. (A test of the root
+//! package, not of the `tickwatch-tests` crate around it: it needs the built binary.)
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+struct Cli {
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let id = format!("{:016x}", rand_id());
+        let dir = std::env::temp_dir().join(format!("tickwatch-cli-{id}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Cli {
+            dir,
+            prefix: format!("twt-cli-{}", &id[..8]),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tickwatch"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", self.dir.join("cli.db").display()),
+            )
+            // Its own names on the broker: the rule-change announcements go nowhere shared.
+            .env("TICKWATCH_BROKER__PREFIX", &self.prefix)
+            .env_remove("TICKWATCH_CONFIG")
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("tickwatch runs")
+    }
+
+    /// Runs a command that must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "tickwatch {args:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+#[test]
+fn migrate_then_manage_users_and_keys_from_the_command_line() {
+    let cli = Cli::new();
+    // Everything but `run` refuses an unmigrated database, and says how to fix it.
+    let refused = cli.run(&["user", "list"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("migrate"), "points at the fix: {stderr}");
+
+    assert!(cli.ok(&["migrate", "up"]).contains("migrations applied"));
+    let status = cli.ok(&["migrate", "status"]);
+    assert!(status.contains("m20261121_000001_initial"), "{status}");
+
+    let added = cli.ok(&["user", "add", "alice", "--telegram-chat", "4242", "--admin"]);
+    assert!(
+        added.contains("created: alice (admin)"),
+        "user add says what it made: {added}"
+    );
+    let key = cli.ok(&["apikey", "create", "alice"]);
+    let lines: Vec<&str> = key.lines().collect();
+    assert!(lines[0].contains("shown once"), "{key}");
+    assert!(
+        lines.get(1).is_some_and(|k| k.len() >= 32),
+        "the key itself: {key}"
+    );
+    // The key is printed once: the list shows the user, never a key.
+    let list = cli.ok(&["user", "list"]);
+    assert!(list.contains("alice") && list.contains("4242") && list.contains("admin"));
+    assert!(!list.contains(lines[1]));
+
+    assert!(
+        cli.ok(&["user", "remove", "--demo"])
+            .contains("no demo user to remove")
+    );
+    let removed = cli.ok(&["user", "remove", "alice"]);
+    assert!(
+        removed.contains("removed user") && removed.contains("1 API key(s)"),
+        "{removed}"
+    );
+    assert!(!cli.ok(&["user", "list"]).contains("alice"));
+}
+
+#[test]
+fn a_bad_command_line_says_what_is_wrong() {
+    let cli = Cli::new();
+    let out = cli.run(&["user", "add"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("<NAME>"),
+        "names the missing argument: {stderr}"
+    );
+    let out = cli.run(&["produce", "nasdaq"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unrecognized subcommand 'nasdaq'") && stderr.contains("--help"),
+        "names the bad source and where the list is: {stderr}"
+    );
+}
