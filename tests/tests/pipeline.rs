@@ -292,3 +292,112 @@ async fn candles_through_the_broker_come_back_as_the_engines_signals_stored_once
     broker.close();
     db.close().await.expect("close");
 }
+
+/// The signals role restarts halfway through a series: the new instance warms its engine
+/// up from the stored candles and goes on exactly as an uninterrupted engine would — the
+/// same signals, with the same ids, none missing and none extra.
+#[tokio::test]
+async fn a_restarted_signals_role_warms_up_from_the_database_and_continues_exactly() {
+    use tickwatch_schema::db::entity::signal_progress;
+
+    let config = broker_config("warmup");
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let broker = Broker::connect(config.clone(), &config.prefix)
+        .await
+        .expect("broker");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    let stop_listener = CancellationToken::new();
+    let (collect, listener) = listen(&broker, Exchange::Signals, "signal.#", &stop_listener).await;
+    let candles = fixture_candles();
+    let expected =
+        tickwatch_signals::scan(candles.iter().cloned().map(Ok), &Default::default(), &[])
+            .expect("scan");
+    let (first, second) = candles.split_at(candles.len() / 2);
+    assert!(
+        expected.iter().any(|s| s.ts > second[0].open_ts),
+        "the second half has signals of its own"
+    );
+    let start_role = |stop: &CancellationToken| {
+        let (b, d, s) = (broker.clone(), db.conn.clone(), stop.clone());
+        tokio::spawn(
+            async move { tickwatch_signals::adapter::run(&b, d, &Default::default(), s).await },
+        )
+    };
+    let publisher = Publisher::start(&broker, "test");
+
+    let stop_first = CancellationToken::new();
+    let first_role = start_role(&stop_first);
+    for candle in first {
+        publisher
+            .publish(Exchange::Market, candle)
+            .await
+            .expect("candle");
+    }
+    let last_of_first = first.last().expect("bars").open_ts;
+    let mut done = false;
+    for _ in 0..300 {
+        let progress = signal_progress::Entity::find()
+            .one(&db.conn)
+            .await
+            .expect("progress");
+        if progress.is_some_and(|p| p.last_open_ts == last_of_first) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "the first instance processed the first half");
+    stop_first.cancel();
+    first_role.await.expect("join").expect("clean");
+
+    let stop_second = CancellationToken::new();
+    let second_role = start_role(&stop_second);
+    for candle in second {
+        publisher
+            .publish(Exchange::Market, candle)
+            .await
+            .expect("candle");
+    }
+    let mut arrived = false;
+    for _ in 0..300 {
+        if collect.len() >= expected.len() {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received: BTreeMap<uuid::Uuid, Signal> = collect
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m.decode::<Signal>().expect("a signal"))
+        .map(|s| (s.id, s))
+        .collect();
+    let expected: BTreeMap<uuid::Uuid, Signal> = expected.into_iter().map(|s| (s.id, s)).collect();
+    assert!(
+        arrived,
+        "{} of {} signals arrived",
+        received.len(),
+        expected.len()
+    );
+    assert_eq!(
+        received.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the uninterrupted engine's signals, by id"
+    );
+    for (id, s) in &received {
+        assert_eq!(s, &expected[id], "as the uninterrupted engine computed it");
+    }
+
+    stop_second.cancel();
+    second_role.await.expect("join").expect("clean");
+    stop_listener.cancel();
+    listener.await.expect("join").expect("clean");
+    publisher.close().await;
+    topology.delete(&broker).await.expect("delete");
+    broker.close();
+    db.close().await.expect("close");
+}
