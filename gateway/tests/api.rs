@@ -1032,3 +1032,84 @@ async fn rule_changes_are_announced_on_the_control_exchange() {
     broker.close();
     db.close().await.expect("cleanup");
 }
+
+/// What an admin sees of the queues: depths, consumers and DLQ counts, from the broker's
+/// own management API.
+#[tokio::test]
+async fn admins_see_queue_depths_and_dead_letters() {
+    use tickwatch_broker::publisher::OutgoingMessage;
+    use tickwatch_broker::{Publisher, Topology};
+
+    let db = database(Backend::Sqlite).await;
+    let config = broker_config("stats");
+    let broker = Broker::connect(config.clone(), "gateway-test")
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    let names = broker.names().clone();
+    let recorder = names.queue(tickwatch_schema::names::WorkQueue::Recorder);
+    let alerts_dlq = format!(
+        "{}.dlq",
+        names.queue(tickwatch_schema::names::WorkQueue::Alerts)
+    );
+    let publisher = Publisher::start(&broker, "test");
+    // Two messages waiting for the recorder (none runs here), one dead letter for alerts.
+    for queue in [&recorder, &recorder, &alerts_dlq] {
+        publisher
+            .send_raw(OutgoingMessage {
+                exchange: String::new(),
+                routing_key: queue.clone(),
+                body: b"{}".to_vec(),
+                properties: Default::default(),
+                mandatory: true,
+            })
+            .await
+            .expect("send")
+            .wait()
+            .await
+            .expect("confirmed");
+    }
+    let services = Services::new(db.conn.clone(), Some(broker.clone()));
+    let server = Server::start(services, ApiConfig::default()).await;
+    let (_, admin) = user_with_key(&server.services, "root", true).await;
+
+    // The management API refreshes its figures every few seconds.
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        let (status, stats) = server
+            .json(Method::GET, "/v1/admin/stats", Some(&admin), None)
+            .await;
+        assert_eq!(status, 200);
+        seen = stats["queues"].clone();
+        let of = |name: &str| {
+            seen.as_array()
+                .and_then(|qs| qs.iter().find(|q| q["queue"] == name))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let alerts = of(&names.queue(tickwatch_schema::names::WorkQueue::Alerts));
+        if of(&recorder)["messages"] == 2 && alerts["dlq_messages"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = seen.as_array().expect("queue figures with a broker");
+    assert_eq!(rows.len(), 4, "every work queue: {seen}");
+    assert!(
+        rows.iter()
+            .any(|q| q["queue"] == recorder.as_str() && q["messages"] == 2 && q["consumers"] == 0),
+        "the recorder's backlog: {seen}"
+    );
+    assert!(
+        rows.iter()
+            .any(|q| q["dlq"] == alerts_dlq.as_str() && q["dlq_messages"] == 1),
+        "the alerts DLQ: {seen}"
+    );
+
+    server.stop().await;
+    publisher.close().await;
+    topology.delete(&broker).await.expect("delete");
+    broker.close();
+    db.close().await.expect("cleanup");
+}
