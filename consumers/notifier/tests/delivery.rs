@@ -330,6 +330,27 @@ async fn chat_not_found_is_unreachable_without_a_user() {
 }
 
 #[tokio::test]
+async fn chat_not_found_marks_a_registered_user_inactive() {
+    let (fake, db, notifier) = setup().await;
+    add_user(&db, 14, "{}").await;
+    fake.script(Scope::Chat(14), [Reply::ChatNotFound]);
+    let n = notification(14, "x", EventKind::Alert);
+    let outcome = notifier.handle(&n).await.expect("acknowledged");
+    assert!(
+        matches!(outcome, Outcome::Unreachable { user_deactivated: true, ref reason } if reason.contains("chat not found")),
+        "{outcome:?}"
+    );
+    let user = user_row(&db, 14).await;
+    assert!(!user.active, "alerts paused for a chat that is gone");
+    assert!(
+        user.paused_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("chat not found"))
+    );
+    assert_eq!(row(&db, &n.dedupe_key).await.status, "failed");
+}
+
+#[tokio::test]
 async fn bad_markdown_is_rejected_as_poison() {
     let (_fake, db, notifier) = setup().await;
     let n = notification(13, "BRK.B fell", EventKind::Alert);
