@@ -293,6 +293,61 @@ async fn an_unroutable_message_is_an_error_not_a_silent_drop() {
     fx.cleanup().await;
 }
 
+/// A broker nack (here a full queue with `reject-publish` overflow refusing a message)
+/// reaches the caller as an error naming the route: the message is not the broker's.
+#[tokio::test]
+async fn a_broker_nack_is_an_error_to_the_caller() {
+    use tickwatch_broker::topology::{Arg, QueueDecl};
+
+    let fx = Fixture::new("nack").await;
+    let queue = format!("{}.full.q", fx.broker.config().prefix);
+    let mut full = tickwatch_broker::Topology::default();
+    full.queues.push(QueueDecl {
+        name: queue.clone(),
+        // A classic queue: it refuses at once (a quorum queue applies its limit a little
+        // after the fact).
+        args: [
+            ("x-max-length".to_string(), Arg::Int(1)),
+            ("x-overflow".to_string(), Arg::Str("reject-publish".into())),
+        ]
+        .into(),
+        private: false,
+    });
+    full.apply(&fx.broker).await.expect("apply");
+    let publisher = Publisher::start(&fx.broker, "test");
+    let message = || OutgoingMessage {
+        exchange: String::new(),
+        routing_key: queue.clone(),
+        body: b"{}".to_vec(),
+        properties: tickwatch_broker::publisher::json_properties("tick", Default::default()),
+        mandatory: true,
+    };
+    publisher
+        .publish_raw(message())
+        .await
+        .expect("room for one");
+    let err = publisher
+        .publish_raw(message())
+        .await
+        .expect_err("the full queue refuses the second");
+    assert!(
+        matches!(err, tickwatch_broker::Error::Nacked { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&queue), "{err}");
+    assert!(
+        err.is_retryable(),
+        "room may free up: the caller may try again"
+    );
+    assert!(
+        fx.wait_depth(&queue, (1, 0)).await,
+        "only the first was taken"
+    );
+    publisher.close().await;
+    let _ = full.delete(&fx.broker).await;
+    fx.cleanup().await;
+}
+
 #[tokio::test]
 async fn no_message_is_lost_when_connections_are_killed_twice() {
     const N: u64 = 10_000;
