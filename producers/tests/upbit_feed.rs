@@ -229,3 +229,69 @@ async fn ticker_ticks_when_trades_are_off() {
         sub.as_str()
     );
 }
+
+/// The connection scenarios Binance's feed is tested on, for Upbit: a server ping is
+/// answered, a server-initiated close and a silent (half-open) connection are both
+/// replaced, and no trade is lost or repeated across them.
+#[tokio::test]
+async fn pings_answered_closes_and_silent_connections_replaced() {
+    let ws = fake_ws(vec![
+        vec![
+            Step::AwaitReceived(1),
+            trade_default(1, T0 + 1000, "31200000.0", "0.1", "REALTIME"),
+            Step::Ping(b"hb-1".to_vec()),
+            trade_default(2, T0 + 2000, "31201000.0", "0.1", "REALTIME"),
+            Step::Sleep(100),
+            Step::Close(1001, "going away"),
+        ],
+        vec![
+            Step::AwaitReceived(1),
+            trade_default(3, T0 + 3000, "31202000.0", "0.1", "REALTIME"),
+            // Then neither data nor pongs: a half-open connection.
+            Step::Stall(10_000),
+        ],
+        vec![
+            Step::AwaitReceived(1),
+            trade_default(3, T0 + 3000, "31202000.0", "0.1", "SNAPSHOT"),
+            trade_default(4, T0 + 4000, "31203000.0", "0.1", "REALTIME"),
+            Step::Hold,
+        ],
+    ])
+    .await;
+    let mut cfg = config(&ws.base);
+    cfg.connection.ping_interval = Duration::from_millis(100);
+    cfg.connection.idle_timeout = Duration::from_millis(400);
+    let sink = Arc::new(MemorySink::new());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(upbit::run(cfg, sink.clone(), shutdown.clone()));
+    let mut all = false;
+    for _ in 0..100 {
+        if sink.ticks().len() >= 4 {
+            all = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(all, "{:?}", sink.published());
+    shutdown.cancel();
+    let m = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .expect("ran");
+    let ids: Vec<String> = sink
+        .ticks()
+        .into_iter()
+        .filter_map(|t| t.trade_id)
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4"], "each trade once, in order");
+    assert!(
+        ws.seen()[0]
+            .received
+            .iter()
+            .any(|m| *m == Message::Pong(b"hb-1".to_vec().into())),
+        "the server's ping was answered"
+    );
+    assert_eq!(m.reconnects, 2, "{m:?}");
+    assert_eq!(m.duplicates, 1, "the snapshot repeat: {m:?}");
+}
