@@ -521,3 +521,123 @@ async fn subscriptions_prices_signals_and_stats() {
     assert!(!stats.contains("System"), "system figures are for admins");
     h.stop().await;
 }
+
+/// Webhook mode end to end: the bot registers its public URL and secret with
+/// `setWebhook`, takes the updates Telegram posts with that secret (refusing others), and
+/// answers them like in polling mode.
+#[tokio::test]
+async fn webhook_mode_registers_itself_and_answers_posted_updates() {
+    use tickwatch_gateway::config::{BotMode, WebhookConfig};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeTelegram::start().await.expect("fake telegram");
+    let db = database(Backend::Sqlite).await;
+    let services = Services::new(db.conn.clone(), None);
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("addr")
+    };
+    let config = BotConfig {
+        token: Some(Secret::new("1:TEST")),
+        api_url: fake.url(),
+        mode: BotMode::Webhook,
+        webhook: WebhookConfig {
+            url: Some("https://bot.example.org/tg/hook".into()),
+            listen: listen.to_string(),
+            secret_token: Some(Secret::new("s3cret-token")),
+        },
+        ..BotConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (services, shutdown) = (services.clone(), shutdown.clone());
+        async move { bot::run(config, services, shutdown).await }
+    });
+
+    let mut registered = None;
+    for _ in 0..100 {
+        registered = fake.calls().into_iter().find(|c| c.is("setWebhook"));
+        if registered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if registered.is_none() && task.is_finished() {
+        panic!("the bot stopped: {:?}", task.await);
+    }
+    let registered = registered.unwrap_or_else(|| {
+        panic!(
+            "setWebhook was not called; calls: {:?}; bot finished: {}",
+            fake.calls()
+                .iter()
+                .map(|c| c.method.clone())
+                .collect::<Vec<_>>(),
+            task.is_finished()
+        )
+    });
+    assert_eq!(
+        registered.params.get("url").and_then(Value::as_str),
+        Some("https://bot.example.org/tg/hook")
+    );
+    assert_eq!(
+        registered
+            .params
+            .get("secret_token")
+            .and_then(Value::as_str),
+        Some("s3cret-token")
+    );
+
+    let update = json!({
+        "update_id": 1,
+        "message": {"message_id": 1, "date": 1_763_762_400, "text": "/help",
+            "chat": {"id": 606, "type": "private", "first_name": "W"},
+            "from": {"id": 606, "is_bot": false, "first_name": "W"}}
+    });
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/tg/hook");
+    let mut answered = None;
+    for _ in 0..100 {
+        // The server may still be binding.
+        match client
+            .post(&url)
+            .header("x-telegram-bot-api-secret-token", "wrong")
+            .json(&update)
+            .send()
+            .await
+        {
+            Ok(response) => {
+                answered = Some(response.status());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(
+        answered.map(|s| s.as_u16()),
+        Some(401),
+        "a forged update is refused"
+    );
+    let taken = client
+        .post(&url)
+        .header("x-telegram-bot-api-secret-token", "s3cret-token")
+        .json(&update)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(taken.status(), 200);
+    assert!(
+        fake.wait_for_delivered(1, Duration::from_secs(10)).await,
+        "the bot answered"
+    );
+    let replies = fake.delivered_to(606);
+    assert_eq!(
+        replies.len(),
+        1,
+        "answered once: the forged update was dropped"
+    );
+    assert!(replies[0].text.contains("/alert"), "{}", replies[0].text);
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    db.close().await.expect("cleanup");
+}

@@ -6,7 +6,8 @@
 //!   Methods: `getMe`, `sendMessage`, `editMessageText`, `editMessageReplyMarkup`,
 //!   `deleteMessage`, `answerCallbackQuery`, `sendChatAction`, `setMyCommands`,
 //!   `getMyCommands`, `deleteMyCommands`, `getUpdates` (long polling with `offset`,
-//!   `limit`, `timeout`), `getWebhookInfo`, `deleteWebhook`, `close`, `logOut`.
+//!   `limit`, `timeout`), `getWebhookInfo`, `setWebhook`, `deleteWebhook`, `close`,
+//!   `logOut`; parameters as JSON, a form, or multipart text fields.
 //! - Records every call and, in detail, every `sendMessage` ([`SentMessage`]).
 //! - Can be scripted per chat or for all chats ([`Scope`], [`Reply`]): 429 with
 //!   `retry_after`, 500, 403 blocked, 400 chat not found, slow answers; or taken down whole
@@ -547,8 +548,19 @@ fn params(
         for (k, v) in form_pairs(text) {
             map.insert(k, Value::String(v));
         }
-    } else if content_type.starts_with("multipart/") {
-        return Err("multipart bodies are not supported by the fake".into());
+    } else if content_type.starts_with("multipart/form-data") {
+        // teloxide sends some methods (`setWebhook`, with its optional certificate) as
+        // multipart: take the text fields.
+        let original = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = original
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))
+            .map(|b| b.trim_matches('"'))
+            .ok_or("multipart without a boundary")?;
+        map.extend(multipart_fields(body, boundary)?);
     } else {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(object)) => map.extend(object),
@@ -556,6 +568,29 @@ fn params(
         }
     }
     Ok(map)
+}
+
+/// The text fields of a `multipart/form-data` body, by name.
+fn multipart_fields(body: &[u8], boundary: &str) -> Result<Map<String, Value>, String> {
+    let text = String::from_utf8_lossy(body);
+    let delimiter = format!("--{boundary}");
+    let mut fields = Map::new();
+    for part in text.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            break; // the closing delimiter
+        }
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            return Err("a multipart part without headers".into());
+        };
+        let name = head
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("name="))
+            .map(|n| n.trim_matches('"').to_string())
+            .ok_or("a multipart part without a name")?;
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name, Value::String(value.to_string()));
+    }
+    Ok(fields)
 }
 
 fn form_pairs(text: &str) -> Vec<(String, String)> {
@@ -696,7 +731,7 @@ async fn handle(
         | "deletemycommands"
         | "close"
         | "logout" => ok(json!(true)),
-        "deletewebhook" => ok(json!(true)),
+        "deletewebhook" | "setwebhook" => ok(json!(true)),
         "setmycommands" => {
             let commands = json_param(&params, "commands").unwrap_or_else(|| json!([]));
             shared.lock().commands = commands;
