@@ -782,3 +782,103 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
     broker.close();
     db.close().await.expect("close");
 }
+
+/// The start-up protocol: a rule created after the alerts instance read its rule book, but
+/// before it went live, is not missed — its announcement was buffered by the control
+/// queue, which was consuming before the load, and applies on top of the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_created_during_the_start_up_load_is_not_missed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::sqlite().await.expect("db");
+    let config = broker_config("startup");
+    let broker = Broker::connect(config.clone(), &config.prefix)
+        .await
+        .expect("broker");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    let services = Services::new(db.conn.clone(), Some(broker.clone()));
+    let user = services
+        .create_user(tickwatch_gateway::services::users::NewUser {
+            name: "gina".into(),
+            telegram_chat_id: Some(CHAT),
+            ..Default::default()
+        })
+        .await
+        .expect("user");
+
+    // The hook holds the instance between its load and going live until the test says so.
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let loaded_tx = std::sync::Mutex::new(Some(loaded_tx));
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let hooks = tickwatch_alerts::adapter::Hooks {
+        after_load: Some(std::sync::Arc::new(move || {
+            if let Some(tx) = loaded_tx.lock().expect("lock").take() {
+                let _ = tx.send(());
+            }
+            let _ = go_rx
+                .lock()
+                .expect("lock")
+                .recv_timeout(Duration::from_secs(30));
+        })),
+        ..Default::default()
+    };
+    let stop = CancellationToken::new();
+    let alerts = tokio::spawn({
+        let (b, d, s) = (broker.clone(), db.conn.clone(), stop.clone());
+        async move {
+            tickwatch_alerts::adapter::run_with_hooks(&b, d, &Default::default(), s, hooks).await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), loaded_rx)
+        .await
+        .expect("the instance loaded its rule book")
+        .expect("hook");
+    // Created and announced after the load.
+    let rule = services
+        .create_rule(
+            user.id,
+            RuleSpec::price(
+                "binance",
+                "ETHUSDT",
+                Condition::CrossingUp,
+                "3000".parse().expect("d"),
+            ),
+        )
+        .await
+        .expect("rule");
+    tokio::time::sleep(Duration::from_millis(500)).await; // the announcement is routed
+    go_tx.send(()).expect("go");
+
+    let publisher = Publisher::start(&broker, "test");
+    for (price, id) in [("2990", "a"), ("3010", "b")] {
+        let tick = Tick {
+            venue: "binance".into(),
+            symbol: "ETHUSDT".into(),
+            price: price.parse::<Decimal>().expect("price"),
+            qty: Decimal::ONE,
+            ts: tickwatch_schema::db::now_ms(),
+            trade_id: Some(id.into()),
+        };
+        publisher
+            .publish(Exchange::Market, &tick)
+            .await
+            .expect("tick");
+    }
+    let fired = wait_for(Duration::from_secs(30), async || {
+        alert_event::Entity::find()
+            .all(&db.conn)
+            .await
+            .is_ok_and(|events| events.iter().any(|e| e.rule_id == rule.id))
+    })
+    .await;
+    assert!(fired, "the rule created during the load fired");
+
+    stop.cancel();
+    alerts.await.expect("join").expect("clean");
+    publisher.close().await;
+    services.close().await;
+    topology.delete(&broker).await.expect("delete");
+    broker.close();
+    db.close().await.expect("close");
+}

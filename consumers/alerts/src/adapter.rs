@@ -52,6 +52,9 @@ pub struct Hooks {
     /// Called before a firing is stored; returning `true` simulates a database failure
     /// there (the handler fails with a transient error).
     pub before_store: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Called at start-up after the rule book is loaded and before the changes buffered
+    /// meanwhile are applied (a test commits a change in that window).
+    pub after_load: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("after_store", &self.after_store.is_some())
             .field("before_store", &self.before_store.is_some())
+            .field("after_load", &self.after_load.is_some())
             .finish()
     }
 }
@@ -729,6 +733,9 @@ pub async fn run_with_hooks(
     // 2. The snapshot, 3. the buffered changes on top of it.
     let mut engine = AlertEngine::new(config.clone())?;
     load(&mut engine, &db).await?;
+    if let Some(hook) = &hooks.after_load {
+        hook();
+    }
     while let Ok(control) = control_rx.try_recv() {
         apply(&mut engine, &control);
     }
