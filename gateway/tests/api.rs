@@ -647,8 +647,17 @@ async fn symbols_and_prices_postgres() {
 // ---------------------------------------------------------------- admin
 
 #[tokio::test]
-async fn admins_manage_users_and_keys() {
-    let db = database(Backend::Sqlite).await;
+async fn admins_manage_users_and_keys_sqlite() {
+    admins_manage_users_and_keys(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn admins_manage_users_and_keys_postgres() {
+    admins_manage_users_and_keys(Backend::Postgres).await;
+}
+
+async fn admins_manage_users_and_keys(backend: Backend) {
+    let db = database(backend).await;
     let server = server_on(&db).await;
     let (_, admin) = user_with_key(&server.services, "root", true).await;
     let (status, created) = server
