@@ -31,6 +31,12 @@ pub struct BrokerConfig {
     pub confirm_window: usize,
     /// How long `publish` waits for the broker's confirm before giving up.
     pub publish_timeout_ms: u64,
+    /// A consumer paused (an admin's halt, an open breaker) holds its prefetched
+    /// deliveries this long, then hands them back to the queue by closing its channel.
+    /// Holding spares the queue's `x-delivery-limit` (every hand-back counts) through
+    /// short pauses; handing back keeps a long pause clear of the broker's
+    /// `consumer_timeout` (30 min by default), so keep this well under it.
+    pub pause_release_ms: u64,
     /// A handler still running after this long counts as a transient failure.
     pub handler_timeout_ms: u64,
     /// Finished deliveries acknowledged together (`multiple = true`); at most `prefetch`.
@@ -61,6 +67,7 @@ impl Default for BrokerConfig {
             delivery_limit: 20,
             confirm_window: 1_000,
             publish_timeout_ms: 30_000,
+            pause_release_ms: 300_000,
             handler_timeout_ms: 60_000,
             ack_batch: 128,
             ack_flush_ms: 10,

@@ -75,14 +75,16 @@ impl HandlerError {
     /// it would come back behind later messages and find the engine past it (its outputs,
     /// a firing or a signal, would be lost). The engine answers the same message again
     /// with the same outputs. Logged loudly: the queue waits until it works.
+    /// Only a transient failure is held: one that will never work (invalid, rejected)
+    /// still goes to the DLQ rather than stopping the queue for good.
     pub fn retry_in_place(self, delay: Duration) -> Self {
         match self {
-            HandlerError::Backoff(d) => HandlerError::Backoff(d),
-            other => {
-                tracing::error!(error = %other, retry_in = ?delay, "failed after processing; holding the message and retrying it in place");
+            HandlerError::Transient(error) => {
+                tracing::error!(%error, retry_in = ?delay, "failed after processing; holding the message and retrying it in place");
                 metrics::counter!("tw_handler_held_total").increment(1);
                 HandlerError::Backoff(delay)
             }
+            other => other,
         }
     }
 
@@ -493,6 +495,37 @@ async fn start_consuming(ctx: &Ctx, channel: &Channel) -> Result<lapin::Consumer
     Ok(consumer)
 }
 
+enum Held {
+    Resumed,
+    /// Paused longer than `broker.pause_release_ms`: hand the deliveries back.
+    Release,
+    Shutdown,
+}
+
+/// Holds the session's deliveries through a pause (every hand-back of a delivery counts
+/// towards the queue's `x-delivery-limit`, so a flapping breaker must not return them each
+/// time), until it ends or has lasted `broker.pause_release_ms` (kept well under the
+/// broker's `consumer_timeout`, which would otherwise close the channel itself).
+async fn hold_while_paused(
+    ctx: &Ctx,
+    pause: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+) -> Held {
+    tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
+    ctx.broker.health().set(&ctx.component, true, "paused");
+    let release = Duration::from_millis(ctx.broker.config().pause_release_ms);
+    let held = tokio::select! {
+        r = pause.wait_for(|paused| !*paused) => if r.is_ok() { Held::Resumed } else { Held::Release },
+        _ = tokio::time::sleep(release) => Held::Release,
+        _ = shutdown.cancelled() => Held::Shutdown,
+    };
+    if let Held::Resumed = held {
+        tracing::info!(queue = %ctx.queue.name, "resumed");
+        ctx.broker.health().set(&ctx.component, true, "consuming");
+    }
+    held
+}
+
 /// Waits while paused; `false` if shut down meanwhile.
 async fn wait_while_paused(
     ctx: &Ctx,
@@ -542,8 +575,15 @@ async fn sequential_session<H: Handler>(
     let mut pause = ctx.options.pause.clone();
     let mut acks = AckBatch::default();
     let end = loop {
-        if pause.as_ref().is_some_and(|p| *p.borrow()) {
-            break SessionEnd::Paused;
+        if let Some(p) = pause.as_mut()
+            && *p.borrow()
+        {
+            acks.flush(&ctx.queue.name).await?;
+            match hold_while_paused(&ctx, p, shutdown).await {
+                Held::Resumed => continue,
+                Held::Release => break SessionEnd::Paused,
+                Held::Shutdown => break SessionEnd::Shutdown,
+            }
         }
         let next = if acks.count > 0 {
             tokio::select! {
@@ -604,7 +644,7 @@ struct Slot {
     state: Option<Processed>,
 }
 
-type Running = tokio::task::JoinSet<(u64, Option<String>, Result<Processed>)>;
+type Running = tokio::task::JoinSet<(Delivery, Option<String>, Result<Processed>)>;
 
 async fn concurrent_session<H: Handler + Clone + Sync>(
     ctx: Arc<Ctx>,
@@ -628,28 +668,58 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
     let spawn = |running: &mut Running, delivery: Delivery, key: Option<String>| {
         let (ctx, mut handler, shutdown) = (ctx.clone(), handler.clone(), shutdown.clone());
         running.spawn(async move {
-            let tag = delivery.delivery_tag;
             let result = handle_delivery(&ctx, &mut handler, &delivery, &shutdown).await;
-            (tag, key, result)
+            (delivery, key, result)
         });
     };
+    // Deliveries a pause interrupted (in a backoff): run again once it is over, before
+    // anything new, their key's successors still waiting behind them.
+    let mut interrupted: std::collections::VecDeque<(Delivery, Option<String>)> =
+        Default::default();
+    let release_after = Duration::from_millis(ctx.broker.config().pause_release_ms);
+    let mut paused_since: Option<tokio::time::Instant> = None;
     let end = loop {
         let paused = pause.as_ref().is_some_and(|p| *p.borrow());
+        if paused {
+            if paused_since.is_none() {
+                tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
+                ctx.broker.health().set(&ctx.component, true, "paused");
+            }
+            paused_since.get_or_insert_with(tokio::time::Instant::now);
+        } else if paused_since.take().is_some() {
+            tracing::info!(queue = %ctx.queue.name, "resumed");
+            ctx.broker.health().set(&ctx.component, true, "consuming");
+        }
+        let release_at = paused_since.map(|since| since + release_after);
         let held = window.len();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-            // Paused and nothing running (a held delivery stops at a pause): hand back the
-            // rest by closing the channel.
-            _ = std::future::ready(()), if paused && running.is_empty() => break SessionEnd::Paused,
+            // Paused long and nothing running (a held delivery stops at a pause): hand back
+            // the rest by closing the channel (see `hold_while_paused`).
+            _ = async { if let Some(at) = release_at { tokio::time::sleep_until(at).await } },
+                if paused && running.is_empty() && release_at.is_some() => break SessionEnd::Paused,
+            _ = std::future::ready(()), if !paused && !interrupted.is_empty() => {
+                for (delivery, key) in interrupted.drain(..) {
+                    spawn(&mut running, delivery, key);
+                }
+            }
             joined = running.join_next(), if !running.is_empty() => {
                 let Some(joined) = joined else { continue };
-                let (tag, key, result) = joined.map_err(|e| Error::Dlq(format!("consumer task failed: {e}")))?;
+                let (delivery, key, result) = joined.map_err(|e| Error::Dlq(format!("consumer task failed: {e}")))?;
+                let tag = delivery.delivery_tag;
                 let processed = match result {
                     Ok(p) => p,
                     Err(e) if e.is_retryable() => break SessionEnd::Broken(e.to_string()),
                     Err(e) => return Err(e),
                 };
+                if processed == Processed::Interrupted {
+                    if shutdown.is_cancelled() {
+                        continue; // left unacknowledged: back to the queue with the channel
+                    }
+                    interrupted.push_back((delivery, key));
+                    continue;
+                }
                 if let Some(slot) = window.iter_mut().find(|s| s.tag == tag) {
                     slot.state = Some(processed);
                 }
@@ -709,8 +779,8 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
             // acknowledge every finished delivery: the prefix together, the rest one by one;
             // then close while the consumer exists (see `sequential_session`).
             while let Some(joined) = running.join_next().await {
-                if let Ok((tag, _, Ok(processed))) = joined
-                    && let Some(slot) = window.iter_mut().find(|s| s.tag == tag)
+                if let Ok((delivery, _, Ok(processed))) = joined
+                    && let Some(slot) = window.iter_mut().find(|s| s.tag == delivery.delivery_tag)
                 {
                     slot.state = Some(processed);
                 }

@@ -85,8 +85,13 @@ struct Shared {
     routes: Mutex<HashMap<i64, Route>>,
     /// Symbols whose latest evaluated price has not finished its delivery yet: their price
     /// is not saved (a restart primed with it would skip firings never stored).
-    in_flight: Mutex<HashSet<(String, String)>>,
+    /// With when the mark was set: one left behind by a delivery that never finished (a
+    /// message dead-lettered after all) stops shielding its events from the sweep.
+    in_flight: Mutex<HashMap<(String, String), Instant>>,
     hooks: Hooks,
+    /// A delivery's own time limit, under the consumer's handler timeout: past that the
+    /// runtime would send the message through the retry tiers (see `evaluate`).
+    deliver_timeout: Duration,
 }
 
 /// How long a delivery that failed after the engine processed it waits before retrying.
@@ -361,14 +366,19 @@ impl AlertsHandler {
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
+            .insert(key.clone(), Instant::now());
         let firings =
             tracing::info_span!("process", %symbol).in_scope(|| process(&mut self.shared.engine()));
-        // The engine has moved past this message: a failure retries it in place.
-        self.shared
-            .deliver(firings, origin)
-            .await
-            .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))?;
+        // The engine has moved past this message: a failure (a hang included, cut off
+        // before the runtime's own handler timeout would) retries it in place.
+        let timeout = self.shared.deliver_timeout;
+        match tokio::time::timeout(timeout, self.shared.deliver(firings, origin)).await {
+            Ok(result) => result,
+            Err(_) => Err(HandlerError::Transient(format!(
+                "storing and publishing the firings took over {timeout:?}"
+            ))),
+        }
+        .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))?;
         self.shared
             .in_flight
             .lock()
@@ -519,7 +529,7 @@ async fn save_prices(
         let engine = shared.engine();
         let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut prices = engine.last_prices();
-        prices.retain(|(v, s, _, _)| !in_flight.contains(&(v.clone(), s.clone())));
+        prices.retain(|(v, s, _, _)| !in_flight.contains_key(&(v.clone(), s.clone())));
         prices
     };
     let mut changed = Vec::new();
@@ -745,8 +755,9 @@ pub async fn run_with_hooks(
         db: db.clone(),
         publisher: publisher.clone(),
         routes: Mutex::new(HashMap::new()),
-        in_flight: Mutex::new(HashSet::new()),
+        in_flight: Mutex::new(HashMap::new()),
         hooks,
+        deliver_timeout: Duration::from_millis(broker.config().handler_timeout_ms / 2),
     });
     let applier = {
         let (shared, stop) = (shared.clone(), stop.clone());
@@ -797,11 +808,16 @@ pub async fn run_with_hooks(
                     tracing::warn!(error = %e, "could not save the last evaluated prices");
                 }
                 if tick % 5 == 1 {
-                    let busy = shared
+                    // A mark older than any delivery can take is a leftover.
+                    let stale = shared.deliver_timeout * 4;
+                    let busy: HashSet<(String, String)> = shared
                         .in_flight
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .clone();
+                        .iter()
+                        .filter(|(_, since)| since.elapsed() < stale)
+                        .map(|(key, _)| key.clone())
+                        .collect();
                     if let Err(e) =
                         sweep_outbox(&shared.db, &shared.publisher, SWEEP_AFTER_MS, &busy).await
                     {

@@ -30,6 +30,9 @@ pub struct SignalsHandler {
     engine: Arc<Mutex<SignalEngine>>,
     db: DatabaseConnection,
     publisher: Publisher,
+    /// A candle's own time limit for storing and publishing, under the consumer's
+    /// handler timeout (past that the runtime would use the retry tiers).
+    work_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for SignalsHandler {
@@ -67,6 +70,7 @@ impl SignalsHandler {
             engine: Arc::new(Mutex::new(engine)),
             db,
             publisher,
+            work_timeout: std::time::Duration::from_secs(30),
         }
     }
 
@@ -152,9 +156,14 @@ impl Handler for SignalsHandler {
         };
         // The engine has moved past this candle: a failure retries it in place, where the
         // engine answers it again with the same outputs.
-        self.store_and_publish(&outputs, &candle)
-            .await
-            .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))
+        let timeout = self.work_timeout;
+        match tokio::time::timeout(timeout, self.store_and_publish(&outputs, &candle)).await {
+            Ok(result) => result,
+            Err(_) => Err(HandlerError::Transient(format!(
+                "storing and publishing the signals took over {timeout:?}"
+            ))),
+        }
+        .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))
     }
 }
 
@@ -232,7 +241,8 @@ pub async fn run(
         "signals engine warmed up from stored candles"
     );
     let publisher = Publisher::start(broker, "signals");
-    let handler = SignalsHandler::new(engine, db, publisher.clone());
+    let mut handler = SignalsHandler::new(engine, db, publisher.clone());
+    handler.work_timeout = std::time::Duration::from_millis(broker.config().handler_timeout_ms / 2);
     let result = consume_role(
         broker,
         WorkQueue::Signals,
