@@ -419,14 +419,14 @@ async fn run_sessions<S: Sessions>(
             Ok(SessionEnd::Paused) => {
                 let _ = channel.close(200, "OK".into()).await;
                 let mut pause = options.pause.clone();
-                let resumed = match pause.as_mut() {
-                    Some(pause) => wait_while_paused(&ctx, pause, shutdown).await,
-                    None => true,
+                let held = match pause.as_mut() {
+                    Some(pause) => wait_while_paused(&ctx, pause, shutdown, None).await,
+                    None => Held::Resumed,
                 };
-                if resumed {
-                    continue;
+                match held {
+                    Held::Resumed | Held::Release => continue,
+                    Held::Shutdown => break Ok(()),
                 }
-                break Ok(());
             }
             Ok(SessionEnd::Broken(reason)) => reason,
             Err(e) if e.is_retryable() => e.to_string(),
@@ -499,50 +499,43 @@ enum Held {
     Resumed,
     /// Paused longer than `broker.pause_release_ms`: hand the deliveries back.
     Release,
+    /// Shut down, or the pause's sender is gone (the role is stopping).
     Shutdown,
 }
 
-/// Holds the session's deliveries through a pause (every hand-back of a delivery counts
-/// towards the queue's `x-delivery-limit`, so a flapping breaker must not return them each
-/// time), until it ends or has lasted `broker.pause_release_ms` (kept well under the
-/// broker's `consumer_timeout`, which would otherwise close the channel itself).
-async fn hold_while_paused(
-    ctx: &Ctx,
-    pause: &mut watch::Receiver<bool>,
-    shutdown: &CancellationToken,
-) -> Held {
-    tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
-    ctx.broker.health().set(&ctx.component, true, "paused");
-    let release = Duration::from_millis(ctx.broker.config().pause_release_ms);
-    let held = tokio::select! {
-        r = pause.wait_for(|paused| !*paused) => if r.is_ok() { Held::Resumed } else { Held::Release },
-        _ = tokio::time::sleep(release) => Held::Release,
-        _ = shutdown.cancelled() => Held::Shutdown,
-    };
-    if let Held::Resumed = held {
+/// Logs and reports (health) that consumption paused or resumed.
+fn report_pause(ctx: &Ctx, paused: bool) {
+    if paused {
+        tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
+        ctx.broker.health().set(&ctx.component, true, "paused");
+    } else {
         tracing::info!(queue = %ctx.queue.name, "resumed");
         ctx.broker.health().set(&ctx.component, true, "consuming");
     }
-    held
 }
 
-/// Waits while paused; `false` if shut down meanwhile.
+/// Waits through a pause until it ends, or, with `release`, has lasted that long.
+///
+/// A session holds its deliveries meanwhile (every hand-back of a delivery counts towards
+/// the queue's `x-delivery-limit`, so a flapping breaker must not return them each time)
+/// and releases them after `broker.pause_release_ms`, kept well under the broker's
+/// `consumer_timeout`, which would otherwise close the channel itself.
 async fn wait_while_paused(
     ctx: &Ctx,
     pause: &mut watch::Receiver<bool>,
     shutdown: &CancellationToken,
-) -> bool {
-    tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
-    ctx.broker.health().set(&ctx.component, true, "paused");
-    let resumed = tokio::select! {
-        r = pause.wait_for(|paused| !*paused) => r.is_ok(),
-        _ = shutdown.cancelled() => false,
+    release: Option<Duration>,
+) -> Held {
+    report_pause(ctx, true);
+    let held = tokio::select! {
+        r = pause.wait_for(|paused| !*paused) => if r.is_ok() { Held::Resumed } else { Held::Shutdown },
+        _ = tokio::time::sleep(release.unwrap_or_default()), if release.is_some() => Held::Release,
+        _ = shutdown.cancelled() => Held::Shutdown,
     };
-    if resumed {
-        tracing::info!(queue = %ctx.queue.name, "resumed");
-        ctx.broker.health().set(&ctx.component, true, "consuming");
+    if let Held::Resumed = held {
+        report_pause(ctx, false);
     }
-    resumed
+    held
 }
 
 /// Resolves when the pause flag is no longer `current`. Never without a pause, nor once its
@@ -579,7 +572,8 @@ async fn sequential_session<H: Handler>(
             && *p.borrow()
         {
             acks.flush(&ctx.queue.name).await?;
-            match hold_while_paused(&ctx, p, shutdown).await {
+            let release = Duration::from_millis(ctx.broker.config().pause_release_ms);
+            match wait_while_paused(&ctx, p, shutdown, Some(release)).await {
                 Held::Resumed => continue,
                 Held::Release => break SessionEnd::Paused,
                 Held::Shutdown => break SessionEnd::Shutdown,
@@ -680,15 +674,11 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
     let mut paused_since: Option<tokio::time::Instant> = None;
     let end = loop {
         let paused = pause.as_ref().is_some_and(|p| *p.borrow());
-        if paused {
-            if paused_since.is_none() {
-                tracing::info!(queue = %ctx.queue.name, "paused: messages stay queued");
-                ctx.broker.health().set(&ctx.component, true, "paused");
-            }
-            paused_since.get_or_insert_with(tokio::time::Instant::now);
-        } else if paused_since.take().is_some() {
-            tracing::info!(queue = %ctx.queue.name, "resumed");
-            ctx.broker.health().set(&ctx.component, true, "consuming");
+        if paused && paused_since.is_none() {
+            report_pause(&ctx, true);
+            paused_since = Some(tokio::time::Instant::now());
+        } else if !paused && paused_since.take().is_some() {
+            report_pause(&ctx, false);
         }
         let release_at = paused_since.map(|since| since + release_after);
         let held = window.len();
@@ -696,7 +686,7 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
             biased;
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
             // Paused long and nothing running (a held delivery stops at a pause): hand back
-            // the rest by closing the channel (see `hold_while_paused`).
+            // the rest by closing the channel (see `wait_while_paused`).
             _ = async { if let Some(at) = release_at { tokio::time::sleep_until(at).await } },
                 if paused && running.is_empty() && release_at.is_some() => break SessionEnd::Paused,
             _ = std::future::ready(()), if !paused && !interrupted.is_empty() => {

@@ -5,12 +5,14 @@
 //! - [`db`]: fresh migrated test databases (SQLite in a temporary directory, or a new
 //!   PostgreSQL database on the local server).
 //! - [`broker`]: faults forced from the broker's side (killing a role's connections).
+//! - [`fixtures`]: market data the tests replay (SPY's 2015 daily bars).
 //! - [`bench`]: the notification burst benchmark, measured at the fake.
 
 pub mod bench;
 pub mod broker;
 pub mod db;
 pub mod fake_telegram;
+pub mod fixtures;
 
 pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};
 

@@ -33,6 +33,54 @@ fn broker_config(tag: &str) -> BrokerConfig {
     }
 }
 
+/// A broker on its own prefix with the standard topology applied.
+async fn broker_with_topology(tag: &str) -> (Broker, Topology) {
+    let config = broker_config(tag);
+    let broker = Broker::connect(config.clone(), &config.prefix)
+        .await
+        .expect("broker");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("apply");
+    (broker, topology)
+}
+
+/// A user whose notifications go to [`CHAT`].
+async fn user_in_chat(
+    services: &Services,
+    name: &str,
+) -> tickwatch_gateway::services::users::UserInfo {
+    services
+        .create_user(tickwatch_gateway::services::users::NewUser {
+            name: name.into(),
+            telegram_chat_id: Some(CHAT),
+            ..Default::default()
+        })
+        .await
+        .expect("user")
+}
+
+/// The rule most tests here fire: ETHUSDT on Binance crossing up through 3000.
+fn eth_crossing_3000() -> RuleSpec {
+    RuleSpec::price(
+        "binance",
+        "ETHUSDT",
+        Condition::CrossingUp,
+        "3000".parse().expect("d"),
+    )
+}
+
+/// An ETHUSDT trade on Binance, now.
+fn eth_tick(price: &str, id: &str) -> Tick {
+    Tick {
+        venue: "binance".into(),
+        symbol: "ETHUSDT".into(),
+        price: price.parse::<Decimal>().expect("price"),
+        qty: Decimal::ONE,
+        ts: tickwatch_schema::db::now_ms(),
+        trade_id: Some(id.into()),
+    }
+}
+
 async fn wait_for(timeout: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed() < timeout {
@@ -333,31 +381,11 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
             TestDb::postgres().await
         }
         .expect("db");
-        let config = broker_config("crash");
-        let broker = Broker::connect(config.clone(), &config.prefix)
-            .await
-            .expect("broker");
-        let topology = Topology::standard(&config).expect("topology");
-        topology.apply(&broker).await.expect("apply");
+        let (broker, topology) = broker_with_topology("crash").await;
         let services = Services::new(db.conn.clone(), Some(broker.clone()));
-        let user = services
-            .create_user(tickwatch_gateway::services::users::NewUser {
-                name: "carol".into(),
-                telegram_chat_id: Some(CHAT),
-                ..Default::default()
-            })
-            .await
-            .expect("user");
+        let user = user_in_chat(&services, "carol").await;
         services
-            .create_rule(
-                user.id,
-                RuleSpec::price(
-                    "binance",
-                    "ETHUSDT",
-                    Condition::CrossingUp,
-                    "3000".parse().expect("d"),
-                ),
-            )
+            .create_rule(user.id, eth_crossing_3000())
             .await
             .expect("rule");
         services.close().await;
@@ -400,14 +428,7 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
             }
         });
         let publisher = Publisher::start(&broker, "test");
-        let tick = |price: &str, id: &str| Tick {
-            venue: "binance".into(),
-            symbol: "ETHUSDT".into(),
-            price: price.parse::<Decimal>().expect("price"),
-            qty: Decimal::ONE,
-            ts: tickwatch_schema::db::now_ms(),
-            trade_id: Some(id.into()),
-        };
+        let tick = eth_tick;
         publisher
             .publish(Exchange::Market, &tick("2990", "a"))
             .await
@@ -476,31 +497,11 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
 async fn a_failure_after_evaluating_retries_the_tick_in_place_and_the_firing_is_kept() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::sqlite().await.expect("db");
-    let config = broker_config("inplace");
-    let broker = Broker::connect(config.clone(), &config.prefix)
-        .await
-        .expect("broker");
-    let topology = Topology::standard(&config).expect("topology");
-    topology.apply(&broker).await.expect("apply");
+    let (broker, topology) = broker_with_topology("inplace").await;
     let services = Services::new(db.conn.clone(), Some(broker.clone()));
-    let user = services
-        .create_user(tickwatch_gateway::services::users::NewUser {
-            name: "dave".into(),
-            telegram_chat_id: Some(CHAT),
-            ..Default::default()
-        })
-        .await
-        .expect("user");
+    let user = user_in_chat(&services, "dave").await;
     services
-        .create_rule(
-            user.id,
-            RuleSpec::price(
-                "binance",
-                "ETHUSDT",
-                Condition::CrossingUp,
-                "3000".parse().expect("d"),
-            ),
-        )
+        .create_rule(user.id, eth_crossing_3000())
         .await
         .expect("rule");
     services.close().await;
@@ -516,14 +517,7 @@ async fn a_failure_after_evaluating_retries_the_tick_in_place_and_the_firing_is_
         ..Default::default()
     };
     let publisher = Publisher::start(&broker, "test");
-    let tick = |price: &str, id: &str| Tick {
-        venue: "binance".into(),
-        symbol: "ETHUSDT".into(),
-        price: price.parse::<Decimal>().expect("price"),
-        qty: Decimal::ONE,
-        ts: tickwatch_schema::db::now_ms(),
-        trade_id: Some(id.into()),
-    };
+    let tick = eth_tick;
     // Queued before the consumer starts, so the later ones wait behind the crossing one.
     for (price, id) in [("2990", "a"), ("3010", "b"), ("3020", "c"), ("3030", "d")] {
         publisher
@@ -575,30 +569,12 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::sqlite().await.expect("db");
-    let config = broker_config("reload");
-    let broker = Broker::connect(config.clone(), &config.prefix)
-        .await
-        .expect("broker");
-    let topology = Topology::standard(&config).expect("topology");
-    topology.apply(&broker).await.expect("apply");
+    let (broker, topology) = broker_with_topology("reload").await;
+    let config = broker.config().clone();
     // Changes written without announcing them: what a lost control queue misses.
     let silent = Services::new(db.conn.clone(), None);
-    let user = silent
-        .create_user(tickwatch_gateway::services::users::NewUser {
-            name: "erin".into(),
-            telegram_chat_id: Some(CHAT),
-            ..Default::default()
-        })
-        .await
-        .expect("user");
-    let crossing = || {
-        RuleSpec::price(
-            "binance",
-            "ETHUSDT",
-            Condition::CrossingUp,
-            "3000".parse().expect("d"),
-        )
-    };
+    let user = user_in_chat(&silent, "erin").await;
+    let crossing = || eth_crossing_3000();
     let removed = silent.create_rule(user.id, crossing()).await.expect("rule");
 
     let role = format!("{}-alerts", config.prefix);
@@ -646,14 +622,7 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
 
     let publisher = Publisher::start(&broker, "test");
     for (price, id) in [("2990", "a"), ("3010", "b")] {
-        let tick = Tick {
-            venue: "binance".into(),
-            symbol: "ETHUSDT".into(),
-            price: price.parse::<Decimal>().expect("price"),
-            qty: Decimal::ONE,
-            ts: tickwatch_schema::db::now_ms(),
-            trade_id: Some(id.into()),
-        };
+        let tick = eth_tick(price, id);
         publisher
             .publish(Exchange::Market, &tick)
             .await
@@ -695,31 +664,11 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::postgres().await.expect("db");
-    let config = broker_config("sweep");
-    let broker = Broker::connect(config.clone(), &config.prefix)
-        .await
-        .expect("broker");
-    let topology = Topology::standard(&config).expect("topology");
-    topology.apply(&broker).await.expect("apply");
+    let (broker, topology) = broker_with_topology("sweep").await;
     let services = Services::new(db.conn.clone(), None);
-    let user = services
-        .create_user(tickwatch_gateway::services::users::NewUser {
-            name: "frank".into(),
-            telegram_chat_id: Some(CHAT),
-            ..Default::default()
-        })
-        .await
-        .expect("user");
+    let user = user_in_chat(&services, "frank").await;
     let rule = services
-        .create_rule(
-            user.id,
-            RuleSpec::price(
-                "binance",
-                "ETHUSDT",
-                Condition::CrossingUp,
-                "3000".parse().expect("d"),
-            ),
-        )
+        .create_rule(user.id, eth_crossing_3000())
         .await
         .expect("rule");
     let now = tickwatch_schema::db::now_ms();
@@ -790,21 +739,9 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
 async fn a_rule_created_during_the_start_up_load_is_not_missed() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::sqlite().await.expect("db");
-    let config = broker_config("startup");
-    let broker = Broker::connect(config.clone(), &config.prefix)
-        .await
-        .expect("broker");
-    let topology = Topology::standard(&config).expect("topology");
-    topology.apply(&broker).await.expect("apply");
+    let (broker, topology) = broker_with_topology("startup").await;
     let services = Services::new(db.conn.clone(), Some(broker.clone()));
-    let user = services
-        .create_user(tickwatch_gateway::services::users::NewUser {
-            name: "gina".into(),
-            telegram_chat_id: Some(CHAT),
-            ..Default::default()
-        })
-        .await
-        .expect("user");
+    let user = user_in_chat(&services, "gina").await;
 
     // The hook holds the instance between its load and going live until the test says so.
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
@@ -836,15 +773,7 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
         .expect("hook");
     // Created and announced after the load.
     let rule = services
-        .create_rule(
-            user.id,
-            RuleSpec::price(
-                "binance",
-                "ETHUSDT",
-                Condition::CrossingUp,
-                "3000".parse().expect("d"),
-            ),
-        )
+        .create_rule(user.id, eth_crossing_3000())
         .await
         .expect("rule");
     tokio::time::sleep(Duration::from_millis(500)).await; // the announcement is routed
@@ -852,14 +781,7 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
 
     let publisher = Publisher::start(&broker, "test");
     for (price, id) in [("2990", "a"), ("3010", "b")] {
-        let tick = Tick {
-            venue: "binance".into(),
-            symbol: "ETHUSDT".into(),
-            price: price.parse::<Decimal>().expect("price"),
-            qty: Decimal::ONE,
-            ts: tickwatch_schema::db::now_ms(),
-            trade_id: Some(id.into()),
-        };
+        let tick = eth_tick(price, id);
         publisher
             .publish(Exchange::Market, &tick)
             .await

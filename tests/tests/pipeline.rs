@@ -185,30 +185,6 @@ async fn a_csv_replay_reaches_the_broker_complete_and_in_order() {
     broker.close();
 }
 
-fn fixture_candles() -> Vec<Candle> {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../consumers/signals/tests/fixtures/indicators/spy_2015.csv"
-    ));
-    let text = std::fs::read_to_string(&path).expect("fixture");
-    // The fixture holds TA-Lib's columns after OHLCV; the reader wants the first six.
-    let trimmed: String = text
-        .lines()
-        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
-        .collect::<Vec<_>>()
-        .join("\n");
-    tickwatch_schema::history::HistoryReader::new(
-        trimmed.as_bytes(),
-        "spy_2015.csv",
-        "nyse",
-        "SPY",
-        tickwatch_schema::wire::Interval::D1,
-    )
-    .expect("header")
-    .collect::<Result<Vec<_>, _>>()
-    .expect("bars")
-}
-
 #[tokio::test]
 async fn candles_through_the_broker_come_back_as_the_engines_signals_stored_once() {
     let config = broker_config("signals");
@@ -225,7 +201,7 @@ async fn candles_through_the_broker_come_back_as_the_engines_signals_stored_once
         async move { tickwatch_signals::adapter::run(&b, d, &Default::default(), s).await }
     });
 
-    let candles = fixture_candles();
+    let candles = tickwatch_tests::fixtures::spy_2015_daily();
     let expected =
         tickwatch_signals::scan(candles.iter().cloned().map(Ok), &Default::default(), &[])
             .expect("scan");
@@ -309,7 +285,7 @@ async fn a_restarted_signals_role_warms_up_from_the_database_and_continues_exact
     topology.apply(&broker).await.expect("apply");
     let stop_listener = CancellationToken::new();
     let (collect, listener) = listen(&broker, Exchange::Signals, "signal.#", &stop_listener).await;
-    let candles = fixture_candles();
+    let candles = tickwatch_tests::fixtures::spy_2015_daily();
     let expected =
         tickwatch_signals::scan(candles.iter().cloned().map(Ok), &Default::default(), &[])
             .expect("scan");

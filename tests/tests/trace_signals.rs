@@ -3,7 +3,6 @@
 //! subscription and publishing the notification, and the notifier's send share a trace,
 //! in that order. (Its own test binary: the tracing subscriber is process-global.)
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -12,7 +11,7 @@ use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
 use tickwatch_gateway::Services;
 use tickwatch_gateway::services::subscriptions::NewSubscription;
 use tickwatch_schema::names::Exchange;
-use tickwatch_schema::wire::{Candle, Grade};
+use tickwatch_schema::wire::Grade;
 use tickwatch_tests::FakeTelegram;
 use tickwatch_tests::db::TestDb;
 use tokio_util::sync::CancellationToken;
@@ -27,30 +26,6 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
         .map(|kv| kv.value.as_str().into_owned())
 }
 
-/// SPY's 2015 daily bars (the TA-Lib fixture's first six columns).
-fn candles() -> Vec<Candle> {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../consumers/signals/tests/fixtures/indicators/spy_2015.csv"
-    ));
-    let text = std::fs::read_to_string(&path).expect("fixture");
-    let trimmed: String = text
-        .lines()
-        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
-        .collect::<Vec<_>>()
-        .join("\n");
-    tickwatch_schema::history::HistoryReader::new(
-        trimmed.as_bytes(),
-        "spy_2015.csv",
-        "nyse",
-        "SPY",
-        tickwatch_schema::wire::Interval::D1,
-    )
-    .expect("header")
-    .collect::<Result<Vec<_>, _>>()
-    .expect("bars")
-}
-
 #[tokio::test]
 async fn one_candle_is_one_trace_through_signals_and_alerts_to_the_telegram_send() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -63,7 +38,7 @@ async fn one_candle_is_one_trace_through_signals_and_alerts_to_the_telegram_send
     tracing::subscriber::set_global_default(subscriber)
         .expect("the only subscriber of this test binary");
 
-    let candles = candles();
+    let candles = tickwatch_tests::fixtures::spy_2015_daily();
     let signals =
         tickwatch_signals::scan(candles.iter().cloned().map(Ok), &Default::default(), &[])
             .expect("scan");
