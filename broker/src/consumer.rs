@@ -200,6 +200,14 @@ pub trait Handler: Send + 'static {
         &mut self,
         message: &Incoming,
     ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send;
+
+    /// What orders deliveries when a consumer handles several at once: deliveries with the
+    /// same key run one after another, in queue order. By default the `tw-shard-key` header
+    /// tickwatch's publisher sets; a handler whose order must hold for any publisher (the
+    /// notifier: one chat's messages) derives it from the body instead.
+    fn ordering_key(&self, message: &Incoming) -> Option<String> {
+        message.header(headers::SHARD_KEY)
+    }
 }
 
 /// Optional behaviour of a consumer.
@@ -607,7 +615,8 @@ async fn sequential_session<H: Handler>(
             None => break SessionEnd::Broken("the broker cancelled the consumer".into()),
         };
         backoff.reset();
-        match handle_delivery(&ctx, handler, &delivery, shutdown).await? {
+        let incoming = Incoming::from_delivery(&ctx.queue.name, &delivery);
+        match handle_delivery(&ctx, handler, &delivery, &incoming, shutdown).await? {
             Processed::Finished => {
                 acks.add(delivery.acker.clone());
                 if acks.count >= ack_batch {
@@ -638,7 +647,7 @@ struct Slot {
     state: Option<Processed>,
 }
 
-type Running = tokio::task::JoinSet<(Delivery, Option<String>, Result<Processed>)>;
+type Running = tokio::task::JoinSet<(Delivery, Incoming, Option<String>, Result<Processed>)>;
 
 async fn concurrent_session<H: Handler + Clone + Sync>(
     ctx: Arc<Ctx>,
@@ -655,20 +664,24 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
     let mut window: std::collections::VecDeque<Slot> = Default::default();
     let mut running: Running = tokio::task::JoinSet::new();
     // Deliveries waiting behind a running one with the same key.
-    let mut waiting: std::collections::HashMap<String, std::collections::VecDeque<Delivery>> =
-        Default::default();
+    let mut waiting: std::collections::HashMap<
+        String,
+        std::collections::VecDeque<(Delivery, Incoming)>,
+    > = Default::default();
     let mut acks = AckBatch::default();
     let mut flush_at: Option<tokio::time::Instant> = None;
-    let spawn = |running: &mut Running, delivery: Delivery, key: Option<String>| {
-        let (ctx, mut handler, shutdown) = (ctx.clone(), handler.clone(), shutdown.clone());
-        running.spawn(async move {
-            let result = handle_delivery(&ctx, &mut handler, &delivery, &shutdown).await;
-            (delivery, key, result)
-        });
-    };
+    let spawn =
+        |running: &mut Running, delivery: Delivery, incoming: Incoming, key: Option<String>| {
+            let (ctx, mut handler, shutdown) = (ctx.clone(), handler.clone(), shutdown.clone());
+            running.spawn(async move {
+                let result =
+                    handle_delivery(&ctx, &mut handler, &delivery, &incoming, &shutdown).await;
+                (delivery, incoming, key, result)
+            });
+        };
     // Deliveries a pause interrupted (in a backoff): run again once it is over, before
     // anything new, their key's successors still waiting behind them.
-    let mut interrupted: std::collections::VecDeque<(Delivery, Option<String>)> =
+    let mut interrupted: std::collections::VecDeque<(Delivery, Incoming, Option<String>)> =
         Default::default();
     let release_after = Duration::from_millis(ctx.broker.config().pause_release_ms);
     let mut paused_since: Option<tokio::time::Instant> = None;
@@ -690,13 +703,13 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
             _ = async { if let Some(at) = release_at { tokio::time::sleep_until(at).await } },
                 if paused && running.is_empty() && release_at.is_some() => break SessionEnd::Paused,
             _ = std::future::ready(()), if !paused && !interrupted.is_empty() => {
-                for (delivery, key) in interrupted.drain(..) {
-                    spawn(&mut running, delivery, key);
+                for (delivery, incoming, key) in interrupted.drain(..) {
+                    spawn(&mut running, delivery, incoming, key);
                 }
             }
             joined = running.join_next(), if !running.is_empty() => {
                 let Some(joined) = joined else { continue };
-                let (delivery, key, result) = joined.map_err(|e| Error::Dlq(format!("consumer task failed: {e}")))?;
+                let (delivery, incoming, key, result) = joined.map_err(|e| Error::Dlq(format!("consumer task failed: {e}")))?;
                 let tag = delivery.delivery_tag;
                 let processed = match result {
                     Ok(p) => p,
@@ -707,7 +720,7 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
                     if shutdown.is_cancelled() {
                         continue; // left unacknowledged: back to the queue with the channel
                     }
-                    interrupted.push_back((delivery, key));
+                    interrupted.push_back((delivery, incoming, key));
                     continue;
                 }
                 if let Some(slot) = window.iter_mut().find(|s| s.tag == tag) {
@@ -716,7 +729,7 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
                 if let Some(key) = key {
                     let next = waiting.get_mut(&key).and_then(|q| q.pop_front());
                     match next {
-                        Some(delivery) => spawn(&mut running, delivery, Some(key)),
+                        Some((delivery, incoming)) => spawn(&mut running, delivery, incoming, Some(key)),
                         None => { waiting.remove(&key); }
                     }
                 }
@@ -749,16 +762,17 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
                 };
                 backoff.reset();
                 window.push_back(Slot { tag: delivery.delivery_tag, acker: delivery.acker.clone(), state: None });
-                let key = headers::get_str(delivery.properties.headers().as_ref(), headers::SHARD_KEY);
+                let incoming = Incoming::from_delivery(&ctx.queue.name, &delivery);
+                let key = handler.ordering_key(&incoming);
                 match key {
                     Some(key) => match waiting.get_mut(&key) {
-                        Some(queue) => queue.push_back(delivery),
+                        Some(queue) => queue.push_back((delivery, incoming)),
                         None => {
                             waiting.insert(key.clone(), Default::default());
-                            spawn(&mut running, delivery, Some(key));
+                            spawn(&mut running, delivery, incoming, Some(key));
                         }
                     },
-                    None => spawn(&mut running, delivery, None),
+                    None => spawn(&mut running, delivery, incoming, None),
                 }
             }
         }
@@ -769,7 +783,7 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
             // acknowledge every finished delivery: the prefix together, the rest one by one;
             // then close while the consumer exists (see `sequential_session`).
             while let Some(joined) = running.join_next().await {
-                if let Ok((delivery, _, Ok(processed))) = joined
+                if let Ok((delivery, _, _, Ok(processed))) = joined
                     && let Some(slot) = window.iter_mut().find(|s| s.tag == delivery.delivery_tag)
                 {
                     slot.state = Some(processed);
@@ -818,9 +832,9 @@ async fn handle_delivery<H: Handler>(
     ctx: &Ctx,
     handler: &mut H,
     delivery: &Delivery,
+    incoming: &Incoming,
     shutdown: &CancellationToken,
 ) -> Result<Processed> {
-    let incoming = Incoming::from_delivery(&ctx.queue.name, delivery);
     let queue = ctx.queue.name.clone();
     metrics::counter!("tw_messages_consumed_total", "queue" => queue.clone()).increment(1);
     let span = tracing::info_span!(

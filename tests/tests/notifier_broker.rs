@@ -539,10 +539,10 @@ async fn a_message_redelivered_after_a_crash_is_not_sent_again() {
     world.cleanup().await;
 }
 
-/// Telegram answers 500 three times, then accepts: the message goes through every retry
-/// tier and reaches the user once.
+/// Telegram answers 500 three times, then accepts: the message is retried in place (its
+/// chat's later messages wait behind it) with growing pauses and reaches the user once.
 #[tokio::test]
-async fn server_errors_three_times_then_delivered_once_after_the_retry_tiers() {
+async fn server_errors_three_times_then_delivered_once_in_place() {
     let world = World::new("nt-500x3").await;
     world.fake.script(
         Scope::Chat(400),
@@ -556,15 +556,16 @@ async fn server_errors_three_times_then_delivered_once_after_the_retry_tiers() {
     let calls = world.calls_to(400);
     let statuses: Vec<u16> = calls.iter().map(|m| m.status).collect();
     assert_eq!(statuses, [500, 500, 500, 200]);
-    // Each retry waited out its tier (150, 300, 600 ms).
-    for (gap, tier) in calls.windows(2).zip(RETRY_DELAYS_MS) {
+    // Each retry waited out its pause (500 ms, 1 s, 2 s), spending no attempt.
+    for (gap, pause) in calls.windows(2).zip([500, 1_000, 2_000]) {
         let waited = gap[1].at - gap[0].at;
         assert!(
-            waited >= Duration::from_millis(tier),
-            "{waited:?} < tier {tier} ms"
+            waited >= Duration::from_millis(pause),
+            "{waited:?} < pause {pause} ms"
         );
     }
-    assert_eq!(world.wait_status(&n.dedupe_key, "sent").await.attempts, 4);
+    assert_eq!(world.wait_status(&n.dedupe_key, "sent").await.attempts, 1);
+    assert_eq!(world.in_retry_tiers().await, 0);
     assert!(world.wait_depth(&world.queue, (0, 0)).await);
     assert_eq!(world.depth(&world.dlq()).await, (0, 0));
     running.stop().await;
@@ -573,9 +574,11 @@ async fn server_errors_three_times_then_delivered_once_after_the_retry_tiers() {
 
 /// Telegram answers 500 every time: after the last tier the message is in the DLQ with
 /// reason `exhausted` and the error; once Telegram recovers, a DLQ replay delivers it.
+/// (No in-place hold here, so that each attempt is one call.)
 #[tokio::test]
 async fn server_errors_forever_end_in_the_dlq_and_a_replay_delivers() {
-    let world = World::new("nt-dlq").await;
+    let mut world = World::new("nt-dlq").await;
+    world.config.transient_hold_s = 0;
     world
         .fake
         .set_persistent(Scope::Chat(500), Some(Reply::ServerError));
@@ -631,40 +634,27 @@ async fn a_telegram_outage_pauses_consumption_and_loses_nothing() {
     world.publish_all(&notifications).await;
     let running = world.start();
 
-    // The breaker opened: the notifier probes with getMe, and sends nothing more.
+    // The breaker opened after three failures; while open nothing is sent, and each
+    // half-open lets one real message through as the probe (300, 600, 1,000 ms apart).
     assert!(
-        poll(WAIT, || async { world.fake.call_count("getMe") >= 2 }).await,
-        "the breaker probes Telegram"
+        poll(WAIT, || async { world.fake.call_count("sendMessage") >= 3 }).await,
+        "the first sends failed"
     );
     let sends = world.fake.call_count("sendMessage");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        world.fake.call_count("sendMessage"),
-        sends,
-        "no sendMessage while the breaker is open"
-    );
-    // Only the sends up to the threshold failed: the other messages never left the queue.
+    let probes = world.fake.call_count("sendMessage") - sends;
     assert!(
-        sends <= 3 + 2,
-        "{sends} sends failed before the breaker opened"
+        (1..=4).contains(&probes),
+        "{probes} probes in 2 s while Telegram was down"
     );
-    // Every message is in the queue. The few that failed came back from their retry tier
-    // as copies, while their original deliveries may still be unacknowledged: the
-    // consumer acknowledges only a finished prefix of its window, and the head of the
-    // window is held (circuit open) until Telegram is back. So between N and N + sends.
-    assert!(
-        poll(WAIT, || async { world.in_retry_tiers().await == 0 }).await,
-        "the failed ones came back from the retry tiers"
-    );
-    let expected = N as usize..=N as usize + sends;
+    assert_eq!(world.fake.call_count("getMe"), 0, "probes are real sends");
+    // Failures are held in place (keeping each chat's order), not sent through the retry
+    // tiers: every message is in the queue once, none in the tiers or the DLQ.
+    assert_eq!(world.in_retry_tiers().await, 0);
     let (ready, unacked) = world
-        .wait_queue(&world.queue, |r, u| expected.contains(&((r + u) as usize)))
+        .wait_queue(&world.queue, |r, u| r + u == N as u64)
         .await;
-    let total = (ready + unacked) as usize;
-    assert!(
-        expected.contains(&total),
-        "every message is in the queue (ready {ready}, unacked {unacked}, {sends} failed sends)"
-    );
+    assert_eq!(ready + unacked, N as u64, "every message is in the queue");
     assert_eq!(
         world.depth(&world.dlq()).await,
         (0, 0),
@@ -672,7 +662,7 @@ async fn a_telegram_outage_pauses_consumption_and_loses_nothing() {
     );
     assert!(world.fake.delivered().is_empty());
 
-    // Telegram is back: the next probe closes the breaker and everything flows.
+    // Telegram is back: the next probe is delivered, closes the breaker, everything flows.
     world.fake.set_outage(None);
     assert!(
         world
@@ -685,6 +675,84 @@ async fn a_telegram_outage_pauses_consumption_and_loses_nothing() {
     for (i, n) in notifications.iter().enumerate() {
         assert_eq!(world.texts(n.chat_id), [format!("held {i}")]);
     }
+    assert!(world.wait_depth(&world.queue, (0, 0)).await);
+    assert_eq!(world.depth(&world.dlq()).await, (0, 0));
+    running.stop().await;
+    world.cleanup().await;
+}
+
+/// Six messages to one chat published by a client that is not tickwatch (no
+/// `tw-shard-key` header) — four plain ones, a duplicate and a MarkdownV2 one — with
+/// Telegram answering the first send with 429 `retry_after: 2`: they arrive in the order
+/// published, the duplicate once, and nothing goes to the chat while the wait lasts.
+#[tokio::test]
+async fn one_chats_messages_keep_their_order_through_a_429() {
+    const CHAT: i64 = 950;
+    let world = World::new("nt-429-order").await;
+    world.fake.script(Scope::Chat(CHAT), [Reply::RetryAfter(2)]);
+    let plain = |i: usize| {
+        let mut n = notification(CHAT, &format!("message {i}"));
+        n.parse_mode = None;
+        n
+    };
+    let first = plain(0);
+    let mut markdown = notification(CHAT, "*bold* and \\-1\\.5%");
+    markdown.dedupe_key = format!("{}-md", first.dedupe_key);
+    let published = [
+        first.clone(),
+        plain(1),
+        first.clone(), // the duplicate
+        markdown,
+        plain(2),
+        plain(3),
+    ];
+    let exchange = world.broker.names().exchange(Exchange::Notify);
+    for n in &published {
+        // As an independent AMQP client publishes: the contract's properties and headers
+        // only.
+        let mut headers = tickwatch_broker::publisher::Headers::default();
+        tickwatch_broker::headers::set_i64(&mut headers, "tw-schema", 1);
+        world
+            .publisher
+            .publish_raw(tickwatch_broker::OutgoingMessage {
+                exchange: exchange.clone(),
+                routing_key: "telegram".into(),
+                body: serde_json::to_vec(n).expect("encodes"),
+                properties: tickwatch_broker::publisher::json_properties("notification", headers),
+                mandatory: true,
+            })
+            .await
+            .expect("published");
+    }
+    let running = world.start();
+    assert!(
+        world.fake.wait_for_delivered(5, WAIT).await,
+        "five distinct messages delivered, got {:?}",
+        world.texts(CHAT)
+    );
+    assert_eq!(
+        world.texts(CHAT),
+        [
+            "message 0",
+            "message 1",
+            "bold and -1.5%",
+            "message 2",
+            "message 3"
+        ],
+        "in the order published, the duplicate once"
+    );
+    let calls = world.calls_to(CHAT);
+    assert_eq!(calls[0].status, 429, "the first send was told to wait");
+    let wait_over = calls[0].at + Duration::from_secs(2);
+    for call in &calls[1..] {
+        assert!(
+            call.at >= wait_over,
+            "a send {:?} after the 429, inside its 2 s wait",
+            call.at - calls[0].at
+        );
+    }
+    assert_eq!(world.fake.rates().early_retries, 0);
+    assert!(world.fake.rates().max_per_chat_per_sec <= 1);
     assert!(world.wait_depth(&world.queue, (0, 0)).await);
     assert_eq!(world.depth(&world.dlq()).await, (0, 0));
     running.stop().await;

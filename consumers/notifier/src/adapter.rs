@@ -19,19 +19,18 @@ use tracing::Instrument;
 
 use crate::{Error, Notifier, NotifierConfig, Outcome};
 
+/// How often a delivery held by the breaker looks again whether it may go.
+const HELD_RECHECK: Duration = Duration::from_millis(250);
+
 /// Hands each notification to the shared [`Notifier`].
 #[derive(Debug, Clone)]
 pub struct NotifierHandler {
     notifier: Notifier,
-    probe_delay: Duration,
 }
 
 impl NotifierHandler {
-    pub fn new(notifier: Notifier, config: &NotifierConfig) -> Self {
-        NotifierHandler {
-            notifier,
-            probe_delay: Duration::from_millis(config.breaker.probe_delay_ms),
-        }
+    pub fn new(notifier: Notifier) -> Self {
+        NotifierHandler { notifier }
     }
 }
 
@@ -56,13 +55,26 @@ impl Handler for NotifierHandler {
                 }
                 Ok(())
             }
-            // Nothing was sent: hold the message where it is without spending an attempt
-            // while the breaker probes Telegram (consumption is paused meanwhile).
-            Err(Error::CircuitOpen) => Err(HandlerError::Backoff(self.probe_delay)),
+            // Nothing was sent: hold the message where it is, without spending an attempt
+            // and ahead of its chat's later messages, while the breaker is open (consumption
+            // is paused, which hands it back) or another message is the half-open probe.
+            Err(Error::CircuitOpen) => Err(HandlerError::Backoff(HELD_RECHECK)),
             Err(Error::InFlight(_)) => Err(HandlerError::Backoff(Duration::from_millis(200))),
             Err(Error::Invalid(e)) => Err(HandlerError::Invalid(e)),
             Err(e) => Err(HandlerError::classify(e.is_retryable(), e)),
         }
+    }
+
+    /// One chat's notifications go out in the order they were published, whoever published
+    /// them: the chat id comes from the body (the `tw-shard-key` header is tickwatch's own).
+    fn ordering_key(&self, message: &Incoming) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct ChatOnly {
+            chat_id: i64,
+        }
+        serde_json::from_slice::<ChatOnly>(&message.body)
+            .ok()
+            .map(|m| m.chat_id.to_string())
     }
 }
 
@@ -144,7 +156,8 @@ pub async fn run(
         );
     }
     let mut breaker = notifier.watch_breaker();
-    let (pause_tx, pause_rx) = watch::channel(*halted.borrow() || !breaker.borrow().is_closed());
+    let (pause_tx, pause_rx) =
+        watch::channel(*halted.borrow() || !breaker.borrow().admits_consumption());
     let stop = shutdown.child_token();
 
     let combine = {
@@ -152,10 +165,12 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 let is_halted = *halted.borrow_and_update();
-                let breaker_open = !breaker.borrow_and_update().is_closed();
+                let state = *breaker.borrow_and_update();
+                let breaker_open = !state.is_closed();
                 metrics::gauge!("tw_notifier_breaker_open").set(f64::from(u8::from(breaker_open)));
                 metrics::gauge!("tw_notifier_halted").set(f64::from(u8::from(is_halted)));
-                pause_tx.send_replace(is_halted || breaker_open);
+                // Half-open takes messages again: the first real send is the probe.
+                pause_tx.send_replace(is_halted || !state.admits_consumption());
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     r = halted.changed() => if r.is_err() { break },
@@ -211,17 +226,20 @@ pub async fn run(
         })
     };
 
-    // A delivery may wait out Telegram's 429s in place (up to `max_retry_after_s`) plus a
-    // request: cutting it off earlier would risk a second send of a message in flight.
-    let handler_timeout =
-        config.max_retry_after() + config.request_timeout() * 2 + Duration::from_secs(30);
+    // A delivery may wait out Telegram's 429s (up to `max_retry_after_s`) and transient
+    // failures (`transient_hold_s`) in place, plus a request: cutting it off earlier would
+    // risk a second send of a message in flight.
+    let handler_timeout = config.max_retry_after()
+        + config.transient_hold()
+        + config.request_timeout() * 3
+        + Duration::from_secs(30);
     let options = ConsumeOptions {
         concurrency: config.concurrency,
         pause: Some(pause_rx),
         handler_timeout: Some(handler_timeout),
         ..Default::default()
     };
-    let handler = NotifierHandler::new(notifier, config);
+    let handler = NotifierHandler::new(notifier);
     let result = consume_role(
         broker,
         WorkQueue::NotifyTelegram,

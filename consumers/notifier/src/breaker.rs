@@ -1,10 +1,12 @@
 //! A circuit breaker for Telegram outages, as a pure state machine: time is passed in.
 //!
 //! Closed: deliveries flow; consecutive transient failures are counted, any answer from
-//! Telegram (a success, or a 4xx about the message) resets the count. At
-//! `failure_threshold` the breaker opens: consumption pauses (messages stay in the queue)
-//! and one probe is due after `probe_delay`. A probe that fails reopens it with the delay
-//! doubled (up to `max_probe_delay`); the first success closes it.
+//! Telegram (a success, a 429, or a 4xx about the message) resets the count. At
+//! `failure_threshold` the breaker opens: consumption pauses (messages stay in the queue).
+//! After `probe_delay` it turns half-open: consumption resumes and the first real send is
+//! the probe — something that fails exactly when sends fail (a `getMe` succeeds while
+//! `sendMessage` answers 500). Other sends wait meanwhile. The probe's success closes the
+//! breaker; its failure opens it again with the delay doubled (up to `max_probe_delay`).
 
 use std::time::{Duration, Instant};
 
@@ -50,16 +52,23 @@ impl BreakerConfig {
 pub enum BreakerState {
     /// Deliveries flow.
     Closed,
-    /// Telegram looks down: pause consumption; a probe is due at `probe_at`.
+    /// Telegram looks down: pause consumption; half-open at `probe_at`.
     Open { probe_at: Instant },
-    /// A probe is in flight; consumption stays paused.
-    Probing,
+    /// Consumption resumes; one send at a time is let through as the probe (`probe_since`:
+    /// when the one in flight left).
+    HalfOpen { probe_since: Option<Instant> },
 }
 
 impl BreakerState {
-    /// Whether the consumer should take messages.
+    /// Whether every send may go out.
     pub fn is_closed(&self) -> bool {
         matches!(self, BreakerState::Closed)
+    }
+
+    /// Whether the consumer should take messages: not while open (half-open needs a
+    /// message to probe with).
+    pub fn admits_consumption(&self) -> bool {
+        !matches!(self, BreakerState::Open { .. })
     }
 }
 
@@ -91,8 +100,8 @@ impl CircuitBreaker {
         self.consecutive_failures
     }
 
-    /// Telegram answered (delivered, or refused the message for its own reasons): closes the
-    /// breaker. Returns the new state when it changed.
+    /// Telegram answered (delivered, asked to wait, or refused the message for its own
+    /// reasons): closes the breaker. Returns the new state when it changed.
     pub fn record_success(&mut self) -> Option<BreakerState> {
         self.consecutive_failures = 0;
         self.failed_probes = 0;
@@ -108,7 +117,7 @@ impl CircuitBreaker {
                     probe_at: now + self.probe_delay(),
                 })
             }
-            BreakerState::Probing => {
+            BreakerState::HalfOpen { .. } => {
                 self.failed_probes = self.failed_probes.saturating_add(1);
                 self.transition(BreakerState::Open {
                     probe_at: now + self.probe_delay(),
@@ -119,19 +128,37 @@ impl CircuitBreaker {
         }
     }
 
-    /// When open and the probe is due at `now`, moves to probing and returns true: the
-    /// caller sends one probe and reports it with `record_success` / `record_failure`.
-    pub fn try_probe(&mut self, now: Instant) -> bool {
+    /// When open and the probe is due at `now`, turns half-open. Returns the new state
+    /// when it changed.
+    pub fn half_open(&mut self, now: Instant) -> Option<BreakerState> {
         match self.state {
             BreakerState::Open { probe_at } if now >= probe_at => {
-                self.state = BreakerState::Probing;
-                true
+                self.transition(BreakerState::HalfOpen { probe_since: None })
             }
-            _ => false,
+            _ => None,
         }
     }
 
-    /// When the next probe is due, if the breaker is open.
+    /// Whether a send may go out at `now`. Half-open, the first one asking is the probe
+    /// and the others are refused until it is answered — or until it has been out longer
+    /// than `stale_after` (its request was abandoned), when the next one probes.
+    pub fn try_send(&mut self, now: Instant, stale_after: Duration) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::HalfOpen { probe_since } => {
+                let free = probe_since.is_none_or(|since| now >= since + stale_after);
+                if free {
+                    self.state = BreakerState::HalfOpen {
+                        probe_since: Some(now),
+                    };
+                }
+                free
+            }
+            BreakerState::Open { .. } => false,
+        }
+    }
+
+    /// When the breaker turns half-open, if it is open.
     pub fn next_probe_at(&self) -> Option<Instant> {
         match self.state {
             BreakerState::Open { probe_at } => Some(probe_at),
@@ -162,6 +189,8 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    const STALE: Duration = Duration::from_secs(30);
+
     fn breaker() -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
             failure_threshold: 3,
@@ -184,6 +213,8 @@ mod tests {
             })
         );
         assert!(!b.state().is_closed());
+        assert!(!b.state().admits_consumption());
+        assert!(!b.try_send(now, STALE));
     }
 
     #[test]
@@ -199,29 +230,53 @@ mod tests {
     }
 
     #[test]
-    fn probes_back_off_then_close_on_success() {
+    fn half_open_lets_one_real_send_probe_and_backs_off_while_it_fails() {
         let mut b = breaker();
         let t0 = Instant::now();
         for _ in 0..3 {
             b.record_failure(t0);
         }
-        assert!(!b.try_probe(t0), "not due yet");
+        assert_eq!(b.half_open(t0), None, "not due yet");
         let t1 = t0 + Duration::from_secs(1);
-        assert!(b.try_probe(t1));
-        assert_eq!(b.state(), BreakerState::Probing);
-        assert!(!b.try_probe(t1), "one probe at a time");
-        // Failed probe: the delay doubles.
-        b.record_failure(t1);
+        assert_eq!(
+            b.half_open(t1),
+            Some(BreakerState::HalfOpen { probe_since: None })
+        );
+        assert!(b.state().admits_consumption());
+        assert!(b.try_send(t1, STALE), "the first send is the probe");
+        assert!(!b.try_send(t1, STALE), "one probe at a time");
+        // The probe failed: open again, the delay doubled.
+        assert!(b.record_failure(t1).is_some());
         assert_eq!(b.next_probe_at(), Some(t1 + Duration::from_secs(2)));
         let t2 = t1 + Duration::from_secs(2);
-        assert!(b.try_probe(t2));
+        assert!(b.half_open(t2).is_some());
+        assert!(b.try_send(t2, STALE));
         b.record_failure(t2);
         // Capped at max_probe_delay.
         assert_eq!(b.next_probe_at(), Some(t2 + Duration::from_secs(3)));
         let t3 = t2 + Duration::from_secs(3);
-        assert!(b.try_probe(t3));
+        assert!(b.half_open(t3).is_some());
+        assert!(b.try_send(t3, STALE));
         assert_eq!(b.record_success(), Some(BreakerState::Closed));
         assert_eq!(b.probe_delay(), Duration::from_secs(1));
+        assert!(
+            b.try_send(t3, STALE) && b.try_send(t3, STALE),
+            "closed: every send goes"
+        );
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_send_probe() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.record_failure(t0);
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        b.half_open(t1);
+        assert!(b.try_send(t1, STALE));
+        assert!(!b.try_send(t1 + Duration::from_secs(29), STALE));
+        assert!(b.try_send(t1 + STALE, STALE));
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct NotifierConfig {
     /// The longest total 429 wait spent in place before handing the message back to the
     /// broker's retry tiers, in seconds.
     pub max_retry_after_s: u64,
+    /// How long a transient failure (5xx, network) is retried in place, in seconds, before
+    /// the message goes to the broker's retry tiers. In place, the chat's later messages
+    /// wait behind it, so they arrive in order; through the tiers they would not.
+    pub transient_hold_s: u64,
     /// Messages longer than this (UTF-16 code units) are split; at most 4,096.
     pub max_message_len: usize,
     pub limits: RateLimits,
@@ -83,6 +87,7 @@ impl Default for NotifierConfig {
             concurrency: 64,
             request_timeout_ms: 15_000,
             max_retry_after_s: 300,
+            transient_hold_s: 30,
             max_message_len: MAX_MESSAGE_LEN,
             limits: RateLimits::default(),
             breaker: BreakerConfig::default(),
@@ -112,6 +117,10 @@ impl NotifierConfig {
         if let Some(url) = set("TELEGRAM_API_URL") {
             self.telegram_api_url = url;
         }
+    }
+
+    pub fn transient_hold(&self) -> Duration {
+        Duration::from_secs(self.transient_hold_s)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -149,6 +149,13 @@ impl Limiter {
             return Err(state.sent[state.sent.len() - per_second] + window);
         }
         let chat = state.chats.entry(chat_id).or_default();
+        // A 429 that came after this slot was reserved holds it too: Telegram's wait
+        // applies to the chat, not to the one request it answered.
+        if let Some(not_before) = chat.not_before
+            && now < not_before
+        {
+            return Err(not_before);
+        }
         if let Some(last) = chat.last_sent
             && now < last + limits.chat_interval()
         {

@@ -16,7 +16,7 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::config::NotifierConfig;
 use crate::markdown;
 use crate::record::{self, Preference, Row, status};
-use crate::sender::{OutgoingMessage, SendOutcome, Sender};
+use crate::sender::{OutgoingMessage, SendOutcome, Sender, TelegramSender};
 
 /// What `handle` did; every outcome means "acknowledge the message".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,9 @@ struct Inner {
     breaker: Mutex<BreakerCell>,
     breaker_tx: watch::Sender<BreakerState>,
     in_flight: Mutex<HashSet<String>>,
+    /// How long a transient failure is retried in place before the retry tiers.
+    transient_hold: Duration,
+    request_timeout: Duration,
 }
 
 struct BreakerCell {
@@ -109,6 +112,8 @@ impl Notifier {
                 }),
                 breaker_tx,
                 in_flight: Mutex::new(HashSet::new()),
+                transient_hold: config.transient_hold(),
+                request_timeout: config.request_timeout(),
             }),
         }
     }
@@ -196,7 +201,7 @@ impl Notifier {
             }
             Sender::Telegram(telegram) => telegram,
         };
-        if !self.breaker_state().is_closed() {
+        if !self.breaker_state().admits_consumption() {
             return Err(Error::CircuitOpen);
         }
 
@@ -241,37 +246,14 @@ impl Notifier {
                 parse_mode: notification.parse_mode,
                 disable_notification: silent,
             };
-            // The breaker is asked again when the slot comes: with many deliveries in
-            // flight, those already waiting for their slot when it opened must not go out
-            // to a Telegram that is down (each would fail and spend a retry attempt).
-            let outcome = telegram
-                .send_if(&message, || self.breaker_state().is_closed())
-                .await;
             let record_key = part_key.as_deref().unwrap_or(key);
-            let Some(outcome) = outcome else {
-                return Err(Error::CircuitOpen);
-            };
-            match outcome {
+            match self.deliver(telegram, &message, key, record_key).await? {
                 SendOutcome::Delivered { message_id } => {
                     // First thing after Telegram accepted: the crash window is this write.
                     recorded &= self.record_sent(record_key).await;
-                    self.breaker_success();
                     message_ids.push(message_id);
                 }
-                SendOutcome::Transient(error) => {
-                    self.breaker_failure();
-                    self.note_error(key, record_key, status::PENDING, &error)
-                        .await;
-                    return Err(Error::Transient(error));
-                }
-                SendOutcome::RetryAfter(wait) => {
-                    let error = format!("429: retry after {} s", wait.as_secs());
-                    self.note_error(key, record_key, status::PENDING, &error)
-                        .await;
-                    return Err(Error::RateLimited(wait));
-                }
                 SendOutcome::Unreachable(reason) => {
-                    self.breaker_success();
                     let user_deactivated =
                         record::deactivate_user(db, notification.chat_id, &reason).await?;
                     self.finish_failed(key, record_key, &reason).await?;
@@ -287,10 +269,12 @@ impl Notifier {
                     });
                 }
                 SendOutcome::Rejected(reason) => {
-                    self.breaker_success();
                     self.finish_failed(key, record_key, &reason).await?;
                     return Err(Error::Rejected(reason));
                 }
+                // `deliver` returns these as errors.
+                SendOutcome::RetryAfter(wait) => return Err(Error::RateLimited(wait)),
+                SendOutcome::Transient(error) => return Err(Error::Transient(error)),
             }
         }
         if count > 1 {
@@ -311,6 +295,70 @@ impl Notifier {
             set: &self.inner.in_flight,
             key: key.to_string(),
         })
+    }
+
+    /// Sends one message to Telegram, holding it — and so its chat, whose later messages
+    /// wait behind it — in place through Telegram's 429s (up to `max_retry_after_s` in
+    /// all) and through transient failures (up to `transient_hold_s`, with growing
+    /// pauses), so one chat's messages arrive in the order they were published. Returns
+    /// what Telegram finally said: delivered, unreachable or rejected; a wait or failure
+    /// beyond those bounds is an error, as is an open circuit breaker (nothing sent).
+    async fn deliver(
+        &self,
+        telegram: &TelegramSender,
+        message: &OutgoingMessage,
+        key: &str,
+        record_key: &str,
+    ) -> Result<SendOutcome, Error> {
+        let started = Instant::now();
+        let mut rate_limited = Duration::ZERO;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            // The breaker is asked when the slot comes: with many deliveries in flight,
+            // those already waiting for their slot when it opened must not go out to a
+            // Telegram that is down. Half-open, the first one asking is the probe.
+            let outcome = telegram
+                .send_once_if(message, || self.try_send())
+                .await
+                .ok_or(Error::CircuitOpen)?;
+            match outcome {
+                SendOutcome::Transient(error) => {
+                    self.breaker_failure();
+                    self.note_error(key, record_key, status::PENDING, &error)
+                        .await;
+                    if !self.breaker_state().is_closed() {
+                        // Held without spending an attempt while the breaker probes.
+                        return Err(Error::CircuitOpen);
+                    }
+                    if started.elapsed() + pause > self.inner.transient_hold {
+                        return Err(Error::Transient(error));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(8));
+                }
+                SendOutcome::RetryAfter(wait) => {
+                    // Telegram answers: it is up. The limiter holds the chat until the wait
+                    // is over, slots reserved before the 429 included.
+                    self.breaker_success();
+                    rate_limited += wait;
+                    let error = format!("429: retry after {} s", wait.as_secs());
+                    self.note_error(key, record_key, status::PENDING, &error)
+                        .await;
+                    if rate_limited > telegram.max_retry_wait() {
+                        return Err(Error::RateLimited(wait));
+                    }
+                    tracing::info!(
+                        chat_id = message.chat_id,
+                        wait_s = wait.as_secs_f64(),
+                        "telegram asked to wait before sending to this chat"
+                    );
+                }
+                answered => {
+                    self.breaker_success();
+                    return Ok(answered);
+                }
+            }
+        }
     }
 
     /// Marks `key` sent, retrying briefly: Telegram has the message, so giving up here
@@ -351,10 +399,18 @@ impl Notifier {
         Ok(())
     }
 
+    /// Whether a send may go out now (half-open: only the probe).
+    fn try_send(&self) -> bool {
+        let stale_after = self.inner.request_timeout + Duration::from_secs(5);
+        lock(&self.inner.breaker)
+            .breaker
+            .try_send(Instant::now(), stale_after)
+    }
+
     fn breaker_success(&self) {
         let changed = lock(&self.inner.breaker).breaker.record_success();
         if let Some(state) = changed {
-            tracing::info!("telegram answers again: circuit breaker closed");
+            tracing::info!("telegram answers again: circuit breaker closed, sending resumes");
             self.inner.breaker_tx.send_replace(state);
         }
     }
@@ -370,11 +426,24 @@ impl Notifier {
             (changed, spawn)
         };
         if let Some(state) = changed {
-            tracing::warn!("telegram keeps failing: circuit breaker open, consumption paused");
+            let probe_in = self.breaker_state_delay();
+            tracing::warn!(
+                probe_in_s = probe_in.as_secs_f64(),
+                "telegram keeps failing: circuit breaker open, consumption paused until the next probe"
+            );
             self.inner.breaker_tx.send_replace(state);
         }
         if spawn {
-            tokio::spawn(probe_loop(Arc::downgrade(&self.inner)));
+            tokio::spawn(half_open_timer(Arc::downgrade(&self.inner)));
+        }
+    }
+}
+
+impl Notifier {
+    fn breaker_state_delay(&self) -> Duration {
+        match self.breaker_state() {
+            BreakerState::Open { probe_at } => probe_at.saturating_duration_since(Instant::now()),
+            _ => Duration::ZERO,
         }
     }
 }
@@ -387,47 +456,42 @@ fn dedup_keys<'a>(key: &'a str, part_key: &'a str) -> Vec<&'a str> {
     }
 }
 
-/// While the breaker is open: wait for the probe time, ask Telegram `getMe`, close on
-/// success or back off on failure. Ends when closed or when the notifier is dropped.
-async fn probe_loop(inner: Weak<Inner>) {
+/// While the breaker is not closed: turns it half-open when its probe is due (the next
+/// real send probes), and waits for the probe's verdict. Ends when the breaker closes or
+/// the notifier is dropped.
+async fn half_open_timer(inner: Weak<Inner>) {
+    let Some(mut changes) = inner.upgrade().map(|i| i.breaker_tx.subscribe()) else {
+        return;
+    };
     loop {
         let due = {
             let Some(inner) = inner.upgrade() else { return };
             let mut cell = lock(&inner.breaker);
-            match cell.breaker.next_probe_at() {
-                Some(due) => due,
-                None if cell.breaker.state().is_closed() => {
+            match cell.breaker.state() {
+                BreakerState::Closed => {
                     cell.prober = false;
                     return;
                 }
-                // Probing is this task's own state; not reachable here.
-                None => Instant::now(),
+                BreakerState::Open { probe_at } => Some(probe_at),
+                BreakerState::HalfOpen { .. } => None,
             }
         };
-        tokio::time::sleep_until(due.into()).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let probing = lock(&inner.breaker).breaker.try_probe(Instant::now());
-        if !probing {
-            continue;
-        }
-        inner.breaker_tx.send_replace(BreakerState::Probing);
-        let result = match &inner.sender {
-            Sender::Telegram(telegram) => telegram.probe().await,
-            Sender::Log(_) => Ok(()),
-        };
-        let changed = {
-            let mut cell = lock(&inner.breaker);
-            match &result {
-                Ok(()) => cell.breaker.record_success(),
-                Err(_) => cell.breaker.record_failure(Instant::now()),
+        match due {
+            Some(at) => {
+                tokio::time::sleep_until(at.into()).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let changed = lock(&inner.breaker).breaker.half_open(Instant::now());
+                if let Some(state) = changed {
+                    tracing::info!("circuit breaker half-open: the next message probes telegram");
+                    inner.breaker_tx.send_replace(state);
+                }
             }
-        };
-        match result {
-            Ok(()) => tracing::info!("telegram probe succeeded: circuit breaker closed"),
-            Err(e) => tracing::warn!("telegram probe failed: {e}"),
-        }
-        if let Some(state) = changed {
-            inner.breaker_tx.send_replace(state);
+            // Half-open: the probe's answer closes or reopens it.
+            None => {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

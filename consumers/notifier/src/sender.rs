@@ -105,41 +105,37 @@ impl TelegramSender {
     /// the total wait stays within `max_retry_after_s`; beyond that returns the
     /// `RetryAfter`. Any other outcome is returned as it comes.
     pub async fn send(&self, message: &OutgoingMessage) -> SendOutcome {
-        match self.send_if(message, || true).await {
-            Some(outcome) => outcome,
-            // Not reachable: the condition above always holds.
-            None => SendOutcome::Transient("not sent".into()),
-        }
-    }
-
-    /// [`TelegramSender::send`], but `proceed` is asked again each time the chat's slot has
-    /// come, right before the request: `None` when it said no and nothing was sent. A slot
-    /// can be seconds away (many chats ahead of this one, or a 429's wait), and much can
-    /// change meanwhile: the circuit breaker may have opened.
-    pub async fn send_if(
-        &self,
-        message: &OutgoingMessage,
-        proceed: impl Fn() -> bool,
-    ) -> Option<SendOutcome> {
         let mut waited = Duration::ZERO;
         loop {
-            self.limiter.acquire(message.chat_id).await;
-            if !proceed() {
-                return None;
-            }
-            match self.post(message).await {
+            match self.send_once(message).await {
                 SendOutcome::RetryAfter(wait) if waited + wait <= self.max_retry_wait => {
                     // `post` deferred the chat: the next slot is after the wait.
                     waited += wait;
-                    tracing::info!(
-                        chat_id = message.chat_id,
-                        wait_s = wait.as_secs_f64(),
-                        "telegram asked to wait before sending to this chat"
-                    );
                 }
-                outcome => return Some(outcome),
+                outcome => return outcome,
             }
         }
+    }
+
+    /// One attempt, but `proceed` is asked when the chat's slot has come, right before the
+    /// request: `None` when it said no and nothing was sent. A slot can be seconds away
+    /// (many chats ahead of this one, or a 429's wait), and much can change meanwhile: the
+    /// circuit breaker may have opened.
+    pub async fn send_once_if(
+        &self,
+        message: &OutgoingMessage,
+        proceed: impl FnOnce() -> bool,
+    ) -> Option<SendOutcome> {
+        self.limiter.acquire(message.chat_id).await;
+        if !proceed() {
+            return None;
+        }
+        Some(self.post(message).await)
+    }
+
+    /// The longest total 429 wait one message spends in place (`max_retry_after_s`).
+    pub fn max_retry_wait(&self) -> Duration {
+        self.max_retry_wait
     }
 
     /// One attempt: waits for the chat's slot, sends, classifies the answer.
@@ -167,19 +163,6 @@ impl TelegramSender {
             self.limiter.defer(message.chat_id, Instant::now() + wait);
         }
         outcome
-    }
-
-    /// Whether Telegram answers at all (`getMe`): the circuit breaker's probe.
-    pub async fn probe(&self) -> Result<(), String> {
-        let (status, body) = self.call("getMe", &serde_json::json!({})).await?;
-        match serde_json::from_str::<ApiReply>(&body) {
-            Ok(reply) if reply.ok == Some(true) => Ok(()),
-            Ok(reply) => Err(format!(
-                "getMe: HTTP {status}: {}",
-                reply.description.unwrap_or_default()
-            )),
-            Err(_) => Err(format!("getMe: HTTP {status}: not a Bot API answer")),
-        }
     }
 
     /// POSTs a JSON body to a Bot API method; the status and body, or a network error with

@@ -79,6 +79,14 @@ async fn user_row(db: &TestDb, chat_id: i64) -> user::Model {
         .expect("user exists")
 }
 
+/// A notifier that hands a transient failure back at once instead of holding it in place.
+fn no_hold(fake: &FakeTelegram) -> NotifierConfig {
+    NotifierConfig {
+        transient_hold_s: 0,
+        ..config(fake)
+    }
+}
+
 async fn setup() -> (FakeTelegram, TestDb, Notifier) {
     let fake = fake().await;
     let db = TestDb::sqlite().await.expect("sqlite test database");
@@ -248,8 +256,29 @@ async fn server_errors_are_transient_then_delivered() {
 }
 
 #[tokio::test]
-async fn server_errors_through_the_notifier_are_retryable() {
+async fn server_errors_are_held_in_place_then_delivered_once() {
     let (fake, db, notifier) = setup().await;
+    fake.script(Scope::Chat(4), [Reply::ServerError, Reply::ServerError]);
+    let n = notification(4, "retry me", EventKind::Alert);
+    let outcome = notifier.handle(&n).await.expect("delivered in place");
+    assert!(matches!(outcome, Outcome::Sent { .. }));
+    let to_4: Vec<u16> = fake
+        .sent()
+        .into_iter()
+        .filter(|m| m.chat_id == 4)
+        .map(|m| m.status)
+        .collect();
+    assert_eq!(to_4, [500, 500, 200]);
+    let row = row(&db, &n.dedupe_key).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("sent", 1));
+    assert_eq!(notifier.breaker_state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn server_errors_beyond_the_hold_are_handed_back_as_retryable() {
+    let fake = fake().await;
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let notifier = Notifier::new(&no_hold(&fake), db.conn.clone()).expect("notifier");
     fake.script(
         Scope::Chat(4),
         [Reply::ServerError, Reply::ServerError, Reply::ServerError],
@@ -475,7 +504,9 @@ async fn long_messages_are_split_and_every_part_accepted() {
 
 #[tokio::test]
 async fn a_failed_part_is_retried_without_resending_the_others() {
-    let (fake, _db, notifier) = setup().await;
+    let fake = fake().await;
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let notifier = Notifier::new(&no_hold(&fake), db.conn.clone()).expect("notifier");
     let text = (0..200)
         .map(|i| format!("line {i} {}", "x".repeat(40)))
         .collect::<Vec<_>>()
@@ -574,23 +605,27 @@ async fn without_a_token_messages_are_logged_not_sent() {
 }
 
 #[tokio::test]
-async fn circuit_breaker_pauses_while_telegram_is_down() {
+async fn circuit_breaker_pauses_while_telegram_is_down_and_probes_with_a_real_send() {
     let fake = fake().await;
     let db = TestDb::sqlite().await.expect("sqlite");
-    let mut cfg = config(&fake);
+    let mut cfg = no_hold(&fake);
     cfg.breaker.failure_threshold = 2;
     cfg.breaker.probe_delay_ms = 300;
     cfg.breaker.max_probe_delay_ms = 1_000;
     let notifier = Notifier::new(&cfg, db.conn.clone()).expect("notifier");
     let mut watch = notifier.watch_breaker();
 
-    fake.set_outage(Some(Reply::ServerError));
+    // `getMe` answers while `sendMessage` fails: a probe must notice the difference.
+    fake.set_persistent(Scope::Global, Some(Reply::ServerError));
     for chat in [70, 71] {
         let err = notifier
             .handle(&notification(chat, "x", EventKind::Alert))
             .await
             .expect_err("down");
-        assert!(matches!(err, Error::Transient(_)));
+        assert!(
+            matches!(err, Error::Transient(_) | Error::CircuitOpen),
+            "{err:?}"
+        );
     }
     assert!(matches!(
         notifier.breaker_state(),
@@ -607,22 +642,40 @@ async fn circuit_breaker_pauses_while_telegram_is_down() {
         "nothing sent while open"
     );
 
-    // The first probe (after 300 ms) fails; Telegram comes back; a later probe closes it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(fake.call_count("getMe") >= 1);
-    assert!(!notifier.breaker_state().is_closed());
-    fake.set_outage(None);
+    // After 300 ms it is half-open: the next real send is the probe. It fails, so the
+    // breaker opens again, now for 600 ms.
     tokio::time::timeout(
-        Duration::from_secs(5),
-        watch.wait_for(BreakerState::is_closed),
+        Duration::from_secs(2),
+        watch.wait_for(|s| matches!(s, BreakerState::HalfOpen { .. })),
     )
     .await
-    .expect("closed within 5 s")
+    .expect("half-open within 2 s")
+    .expect("watch open");
+    let err = notifier.handle(&held).await.expect_err("the probe fails");
+    assert!(matches!(err, Error::CircuitOpen), "{err:?}");
+    assert_eq!(fake.call_count("sendMessage"), calls + 1, "one probe sent");
+    let reopened = notifier.breaker_state();
+    let BreakerState::Open { probe_at } = reopened else {
+        panic!("open again after a failed probe: {reopened:?}");
+    };
+    assert!(probe_at >= Instant::now() + Duration::from_millis(400));
+    assert_eq!(fake.call_count("getMe"), 0, "sends probe, not getMe");
+
+    // Telegram comes back; at the next half-open the probe is delivered and closes it.
+    fake.set_persistent(Scope::Global, None);
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        watch.wait_for(|s| matches!(s, BreakerState::HalfOpen { .. })),
+    )
+    .await
+    .expect("half-open again")
     .expect("watch open");
     assert!(matches!(
         notifier.handle(&held).await,
         Ok(Outcome::Sent { .. })
     ));
+    assert_eq!(notifier.breaker_state(), BreakerState::Closed);
+    assert_eq!(fake.delivered_to(72).len(), 1);
 }
 
 #[tokio::test]
@@ -632,7 +685,7 @@ async fn a_slow_telegram_times_out_as_transient() {
     let notifier = Notifier::new(
         &NotifierConfig {
             request_timeout_ms: 300,
-            ..config(&fake)
+            ..no_hold(&fake)
         },
         db.conn.clone(),
     )
