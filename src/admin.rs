@@ -117,11 +117,22 @@ pub fn router(readiness: Readiness, metrics_handle: PrometheusHandle) -> Router 
         })
 }
 
+/// Whether a process must have its admin endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminBind {
+    /// A role in a deployment: without `/readyz` its pod is never ready, so an address in
+    /// use is an error at start.
+    Required,
+    /// `tickwatch run` on a developer's machine: runs on without them, with a warning.
+    BestEffort,
+}
+
 /// Serves `/healthz`, `/readyz` and `/metrics` on the configured admin address.
-pub fn spawn(
+pub async fn spawn(
     config: &crate::Config,
     readiness: Readiness,
     shutdown: &CancellationToken,
+    bind: AdminBind,
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = config
         .admin
@@ -129,7 +140,20 @@ pub fn spawn(
         .parse()
         .map_err(|e| anyhow::anyhow!("admin.addr: {e}"))?;
     let router = router(readiness.clone(), metrics_handle()?);
-    tokio::spawn(serve(addr, router, shutdown.clone()));
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tokio::spawn(serve(listener, router, shutdown.clone()));
+        }
+        Err(e) if bind == AdminBind::Required => anyhow::bail!(
+            "cannot serve /healthz, /readyz and /metrics on {addr}: {e}; \
+             set TICKWATCH_ADMIN_ADDR (or [admin] addr) to a free address"
+        ),
+        Err(e) => tracing::warn!(
+            %addr,
+            error = %e,
+            "admin endpoints (/healthz, /readyz, /metrics) not served; set TICKWATCH_ADMIN_ADDR to a free address"
+        ),
+    }
     // `tw_ready` for alerting, also when nobody polls /readyz.
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -146,16 +170,12 @@ pub fn spawn(
     Ok(())
 }
 
-/// Serves the admin routes on `addr` until `shutdown`. A port already in use (several
-/// tickwatch processes on one host) only disables them, with a warning.
-pub async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(%addr, error = %e, "admin endpoints (/healthz, /readyz, /metrics) not served; set TICKWATCH_ADMIN_ADDR to a free address");
-            return;
-        }
-    };
+/// Serves the admin routes on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(%addr, "admin endpoints: /healthz /readyz /metrics");
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

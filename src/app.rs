@@ -18,6 +18,7 @@ use tickwatch_producers::{MarketSink, Metrics};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminBind;
 use crate::config::Config;
 
 /// The consuming roles (`tickwatch consume <role>`).
@@ -223,6 +224,66 @@ pub fn start_role(
     }
 }
 
+/// A process's wiring, in the order every process starts: the database (if it uses one),
+/// the broker with its topology, the admin endpoints; then its roles, started by the
+/// caller on [`Process::roles`]; then [`Process::finish`] waits for them and closes.
+#[derive(Debug)]
+pub struct Process {
+    pub broker: Broker,
+    pub db: Option<DatabaseConnection>,
+    pub roles: Roles,
+}
+
+impl Process {
+    /// Opens what the process `name` needs; `migrations` `None`: no database.
+    pub async fn start(
+        config: &Config,
+        name: &str,
+        migrations: Option<Migrations>,
+        admin: AdminBind,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Process> {
+        let db = match migrations {
+            Some(migrations) => Some(database(config, migrations).await?),
+            None => None,
+        };
+        let broker = broker(config, name).await?;
+        crate::admin::spawn(
+            config,
+            crate::admin::Readiness {
+                broker: Some(broker.clone()),
+                db: db.clone(),
+            },
+            shutdown,
+            admin,
+        )
+        .await?;
+        Ok(Process {
+            broker,
+            db,
+            roles: Roles::new(shutdown),
+        })
+    }
+
+    /// The database; only for processes started with migrations.
+    pub fn db(&self) -> anyhow::Result<&DatabaseConnection> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this process has no database"))
+    }
+
+    /// Waits for every role (the first failure stops the others), then closes the
+    /// gateway's services, if any, and the broker.
+    pub async fn finish(self, services: Option<Services>) -> anyhow::Result<()> {
+        let result = self.roles.wait().await;
+        if let Some(services) = services {
+            services.close().await;
+        }
+        self.broker.close();
+        result
+    }
+}
+
 /// `tickwatch consume <role>`.
 pub async fn consume(
     config: &Config,
@@ -230,21 +291,17 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = format!("{role:?}").to_lowercase();
-    let db = database(config, Migrations::Require).await?;
-    let broker = broker(config, &name).await?;
-    crate::admin::spawn(
+    let mut process = Process::start(
         config,
-        crate::admin::Readiness {
-            broker: Some(broker.clone()),
-            db: Some(db.clone()),
-        },
+        &name,
+        Some(Migrations::Require),
+        AdminBind::Required,
         &shutdown,
-    )?;
-    let mut roles = Roles::new(&shutdown);
-    start_role(&mut roles, role, config, &broker, &db);
-    let result = roles.wait().await;
-    broker.close();
-    result
+    )
+    .await?;
+    let db = process.db()?.clone();
+    start_role(&mut process.roles, role, config, &process.broker, &db);
+    process.finish(None).await
 }
 
 /// A sink publishing to the broker, confirmed.
@@ -332,20 +389,9 @@ pub async fn produce(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = format!("produce-{source:?}").to_lowercase();
-    let broker = broker(config, &name).await?;
-    crate::admin::spawn(
-        config,
-        crate::admin::Readiness {
-            broker: Some(broker.clone()),
-            db: None,
-        },
-        &shutdown,
-    )?;
-    let mut roles = Roles::new(&shutdown);
-    start_source(&mut roles, source, config, &broker);
-    let result = roles.wait().await;
-    broker.close();
-    result
+    let mut process = Process::start(config, &name, None, AdminBind::Required, &shutdown).await?;
+    start_source(&mut process.roles, source, config, &process.broker);
+    process.finish(None).await
 }
 
 /// The demo's history file: the configured one, or the copy built into the binary.
@@ -419,61 +465,54 @@ pub async fn gateway(
     api: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let name = if api { "api" } else { "bot" };
-    let db = database(config, Migrations::Require).await?;
-    let broker = broker(config, name).await?;
-    crate::admin::spawn(
-        config,
-        crate::admin::Readiness {
-            broker: Some(broker.clone()),
-            db: Some(db.clone()),
-        },
-        &shutdown,
-    )?;
-    let services = services(&db, Some(&broker));
-    let mut roles = Roles::new(&shutdown);
-    if api {
-        start_api(&mut roles, config, &services).await?;
-    } else {
-        if config.bot.token.is_none() {
-            anyhow::bail!("the bot needs TELEGRAM_BOT_TOKEN (or [telegram] token) from @BotFather");
-        }
-        start_bot(&mut roles, config, &services);
+    if !api && config.bot.token.is_none() {
+        anyhow::bail!("the bot needs TELEGRAM_BOT_TOKEN (or [telegram] token) from @BotFather");
     }
-    let result = roles.wait().await;
-    services.close().await;
-    broker.close();
-    result
+    let name = if api { "api" } else { "bot" };
+    let mut process = Process::start(
+        config,
+        name,
+        Some(Migrations::Require),
+        AdminBind::Required,
+        &shutdown,
+    )
+    .await?;
+    let services = services(process.db()?, Some(&process.broker));
+    if api {
+        start_api(&mut process.roles, config, &services).await?;
+    } else {
+        start_bot(&mut process.roles, config, &services);
+    }
+    process.finish(Some(services)).await
 }
 
 /// `tickwatch run`: every role in one process.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let db = database(config, Migrations::Apply).await?;
-    let broker = broker(config, "run").await?;
+    let mut process = Process::start(
+        config,
+        "run",
+        Some(Migrations::Apply),
+        AdminBind::BestEffort,
+        &shutdown,
+    )
+    .await?;
     tracing::info!(
         database = %tickwatch_broker::config::mask_url(&config.database.url),
         broker = %tickwatch_broker::config::mask_url(&config.broker.url),
         "topology applied and database migrated"
     );
-    crate::admin::spawn(
-        config,
-        crate::admin::Readiness {
-            broker: Some(broker.clone()),
-            db: Some(db.clone()),
-        },
-        &shutdown,
-    )?;
+    let (broker, db) = (process.broker.clone(), process.db()?.clone());
     let services = services(&db, Some(&broker));
-    let mut roles = Roles::new(&shutdown);
+    let roles = &mut process.roles;
     if config.run.demo_user {
         crate::demo::ensure(config, &services).await?;
     }
     for role in [Role::Recorder, Role::Signals, Role::Alerts, Role::Notifier] {
-        start_role(&mut roles, role, config, &broker, &db);
+        start_role(roles, role, config, &broker, &db);
     }
-    start_api(&mut roles, config, &services).await?;
+    start_api(roles, config, &services).await?;
     if config.bot.token.is_some() {
-        start_bot(&mut roles, config, &services);
+        start_bot(roles, config, &services);
     } else {
         tracing::info!("no TELEGRAM_BOT_TOKEN: the Telegram bot is not started (the HTTP API is)");
     }
@@ -482,14 +521,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         let mut with_demo = config.clone();
         with_demo.producers.csv = demo_csv(config, &file)?;
         tracing::info!(file = %file.display(), speed = %config.run.demo_speed, "demo source: replaying real BTCUSDT minute bars");
-        start_source(&mut roles, Source::Csv, &with_demo, &broker);
+        start_source(roles, Source::Csv, &with_demo, &broker);
     } else {
         for name in &config.run.sources {
-            start_source(&mut roles, Source::parse(name)?, config, &broker);
+            start_source(roles, Source::parse(name)?, config, &broker);
         }
     }
-    let result = roles.wait().await;
-    services.close().await;
-    broker.close();
-    result
+    process.finish(Some(services)).await
 }

@@ -128,3 +128,31 @@ fn a_bad_command_line_says_what_is_wrong() {
         "names the bad source and where the list is: {stderr}"
     );
 }
+
+/// A role whose admin address is taken would run without `/readyz` — a pod that is never
+/// ready: it refuses to start and names the address and the variable to change.
+#[test]
+fn a_role_refuses_to_start_when_its_admin_address_is_taken() {
+    let cli = Cli::new();
+    cli.ok(&["migrate", "up"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("address").to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwatch"))
+        .args(["consume", "recorder"])
+        .current_dir(&cli.dir)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", cli.dir.join("cli.db").display()),
+        )
+        .env("TICKWATCH_BROKER__PREFIX", &cli.prefix)
+        .env("TICKWATCH_ADMIN_ADDR", &addr)
+        .env_remove("TICKWATCH_CONFIG")
+        .output()
+        .expect("tickwatch runs");
+    assert!(!out.status.success(), "it must not run without /readyz");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("TICKWATCH_ADMIN_ADDR"),
+        "names the address and the variable: {stderr}"
+    );
+}

@@ -43,7 +43,9 @@ pub struct BrokerConfig {
     pub ack_batch: u16,
     /// The longest a finished delivery waits for its batched ack.
     pub ack_flush_ms: u64,
-    /// Reconnect backoff: first delay and cap (milliseconds), with jitter.
+    /// Reconnect backoff: first delay and cap (milliseconds), with jitter. The cap is a few
+    /// seconds: a broker that refuses connections costs little to ask, and a role must be
+    /// back promptly when it returns (a 30 s cap kept roles away up to 25 s after a restart).
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
     /// Connections in the process-wide pool shared by publishers and consumers.
@@ -72,7 +74,7 @@ impl Default for BrokerConfig {
             ack_batch: 128,
             ack_flush_ms: 10,
             reconnect_min_ms: 200,
-            reconnect_max_ms: 30_000,
+            reconnect_max_ms: 3_000,
             pool_size: 2,
             shards: BTreeMap::new(),
             single_active_consumer: true,

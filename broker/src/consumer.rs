@@ -30,9 +30,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::connection::{Backoff, Broker};
 use crate::error::{Error, Result};
-use crate::headers;
 use crate::publisher::{OutgoingMessage, Publisher};
 use crate::topology::{Topology, WorkQueueSpec};
+use crate::{events, headers};
 
 /// Why a dead-lettered message is in the DLQ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +347,8 @@ struct Ctx {
     component: String,
     handler_timeout: Duration,
     options: ConsumeOptions,
+    /// When the last session broke, until the next one consumes (then logged as back).
+    lost_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The reconnect loop around sessions.
@@ -407,6 +409,7 @@ async fn run_sessions<S: Sessions>(
             .handler_timeout
             .unwrap_or(Duration::from_millis(broker.config().handler_timeout_ms)),
         options: options.clone(),
+        lost_at: std::sync::Mutex::new(None),
     });
     let mut backoff = Backoff::new(
         broker.config().reconnect_min(),
@@ -441,6 +444,10 @@ async fn run_sessions<S: Sessions>(
             Err(e) => break Err(e),
         };
         broker.health().set(&component, false, &reason);
+        ctx.lost_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Instant::now);
         let delay = backoff.next_delay();
         tracing::warn!(queue = %queue.name, %reason, retry_in = ?delay, "consumer lost its channel; reconnecting");
         tokio::select! {
@@ -496,7 +503,16 @@ async fn start_consuming(ctx: &Ctx, channel: &Channel) -> Result<lapin::Consumer
         )
         .await?;
     ctx.broker.health().set(&ctx.component, true, "consuming");
-    tracing::info!(queue = %ctx.queue.name, "consuming");
+    let lost_at = ctx.lost_at.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match lost_at {
+        Some(at) => tracing::info!(
+            queue = %ctx.queue.name,
+            down_s = at.elapsed().as_secs_f64(),
+            "back: consuming again after losing the broker for {:.1} s",
+            at.elapsed().as_secs_f64()
+        ),
+        None => tracing::info!(queue = %ctx.queue.name, "consuming"),
+    }
     if let Some(sessions) = &ctx.options.sessions {
         sessions.send_modify(|n| *n += 1);
     }
@@ -850,21 +866,14 @@ async fn handle_delivery<H: Handler>(
     async {
         let schema = incoming.header(headers::HEADER_SCHEMA);
         if let Err(e) = wire::check_schema_version(schema.as_deref()) {
-            settle_failure(
-                ctx,
-                delivery,
-                &incoming,
-                DeadReason::Invalid,
-                &e.to_string(),
-            )
-            .await?;
+            settle_failure(ctx, delivery, incoming, DeadReason::Invalid, &e.to_string()).await?;
             return Ok(Processed::Finished);
         }
         loop {
             let started = Instant::now();
             let outcome = tokio::time::timeout(
                 ctx.handler_timeout,
-                AssertUnwindSafe(handler.handle(&incoming)).catch_unwind(),
+                AssertUnwindSafe(handler.handle(incoming)).catch_unwind(),
             )
             .await;
             metrics::histogram!("tw_handler_seconds", "queue" => queue.clone())
@@ -892,13 +901,13 @@ async fn handle_delivery<H: Handler>(
                     }
                 }
                 Err(HandlerError::Transient(error)) => {
-                    retry_or_exhaust(ctx, delivery, &incoming, &error).await?;
+                    retry_or_exhaust(ctx, delivery, incoming, &error).await?;
                     return Ok(Processed::Finished);
                 }
                 Err(HandlerError::Invalid(error)) => (DeadReason::Invalid, error),
                 Err(HandlerError::Rejected(error)) => (DeadReason::Rejected, error),
             };
-            settle_failure(ctx, delivery, &incoming, reason, &error).await?;
+            settle_failure(ctx, delivery, incoming, reason, &error).await?;
             return Ok(Processed::Finished);
         }
     }
@@ -938,8 +947,13 @@ async fn retry_or_exhaust(
     };
     let mut table = failure_headers(delivery, incoming);
     headers::set_i64(&mut table, headers::HEADER_ATTEMPT, attempt as i64 + 1);
-    tracing::warn!(queue = %ctx.queue.name, attempt, retry_queue = %tier, %error, "handler failed; retrying later");
-    metrics::counter!("tw_messages_retried_total", "queue" => ctx.queue.name.clone()).increment(1);
+    events::Retried {
+        queue: &ctx.queue.name,
+        attempt,
+        retry_queue: tier,
+        error,
+    }
+    .emit();
     ctx.failures
         .publish_raw(OutgoingMessage {
             exchange: String::new(),
@@ -959,20 +973,16 @@ async fn settle_failure(
     reason: DeadReason,
     error: &str,
 ) -> Result<()> {
-    metrics::counter!(
-        "tw_messages_dead_lettered_total",
-        "queue" => ctx.queue.name.clone(),
-        "reason" => reason.as_str()
-    )
-    .increment(1);
+    events::DeadLettered {
+        queue: &ctx.queue.name,
+        dlq: (!ctx.queue.discard_failures).then_some(ctx.queue.dlq.as_str()),
+        reason: reason.as_str(),
+        attempts: incoming.attempt,
+        message_id: incoming.message_id.as_deref().unwrap_or(""),
+        error,
+    }
+    .emit();
     if ctx.queue.discard_failures {
-        tracing::warn!(
-            queue = %ctx.queue.name,
-            reason = reason.as_str(),
-            message_id = incoming.message_id.as_deref().unwrap_or(""),
-            %error,
-            "message dropped (a private queue has no DLQ)"
-        );
         return Ok(());
     }
     let mut table = failure_headers(delivery, incoming);
@@ -984,14 +994,6 @@ async fn settle_failure(
         &mut table,
         headers::HEADER_ATTEMPT,
         i64::from(incoming.attempt),
-    );
-    tracing::error!(
-        queue = %ctx.queue.name,
-        dlq = %ctx.queue.dlq,
-        reason = reason.as_str(),
-        attempts = incoming.attempt,
-        %error,
-        "message dead-lettered"
     );
     ctx.failures
         .publish_raw(OutgoingMessage {

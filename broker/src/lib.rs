@@ -10,6 +10,7 @@
 //! - [`consumer`]: the consumer runtime — manual acks after the handler succeeded, retry
 //!   tiers, dead-lettering with reasons, panics caught, graceful shutdown, reconnect.
 //! - [`dlq`]: list, show, replay and purge dead-lettered messages.
+//! - [`events`]: what the runtime reports, each event counted and logged (floods summarised).
 //! - [`headers`]: header names, typed header access, W3C trace context in headers.
 //! - [`management`]: the RabbitMQ management API, for diagnostics and tests.
 
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod consumer;
 pub mod dlq;
 pub mod error;
+pub mod events;
 pub mod headers;
 pub mod management;
 pub mod publisher;
