@@ -210,6 +210,23 @@ pub trait Handler: Send + 'static {
     }
 }
 
+/// Makes durable what a handler keeps in memory (an engine's last prices), run before
+/// every acknowledgement: a message is acknowledged only once the state it produced is
+/// stored, so a restart resumes from a state that includes every acknowledged message.
+/// An error leaves the deliveries unacknowledged (tried again at the next flush).
+#[derive(Clone)]
+pub struct Checkpoint(pub Arc<dyn Fn() -> CheckpointFuture + Send + Sync>);
+
+/// What a [`Checkpoint`] returns: the save, to be awaited.
+pub type CheckpointFuture =
+    std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send>>;
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Checkpoint")
+    }
+}
+
 /// Optional behaviour of a consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -231,6 +248,8 @@ pub struct ConsumeOptions {
     /// Counts the sessions that started consuming: the owner of a private queue, which
     /// is lost with its connection, learns of each new one (and reloads what it missed).
     pub sessions: Option<watch::Sender<u64>>,
+    /// Run before every acknowledgement, see [`Checkpoint`].
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl Default for ConsumeOptions {
@@ -242,6 +261,7 @@ impl Default for ConsumeOptions {
             arguments: FieldTable::default(),
             handler_timeout: None,
             sessions: None,
+            checkpoint: None,
         }
     }
 }
@@ -465,6 +485,8 @@ async fn run_sessions<S: Sessions>(
 struct AckBatch {
     last: Option<Acker>,
     count: usize,
+    /// After a failed checkpoint, the next is not tried before this.
+    checkpoint_after: Option<Instant>,
 }
 
 impl AckBatch {
@@ -473,14 +495,45 @@ impl AckBatch {
         self.count += 1;
     }
 
-    async fn flush(&mut self, queue: &str) -> Result<()> {
+    /// Acknowledges the batch once the checkpoint, if any, succeeded; false when it did
+    /// not (the batch stays, for the next flush).
+    async fn flush(&mut self, ctx: &Ctx) -> Result<bool> {
+        if self.last.is_none() {
+            return Ok(true);
+        }
+        if self.checkpoint_after.is_some_and(|at| Instant::now() < at) {
+            return Ok(false);
+        }
+        if !checkpoint(ctx).await {
+            self.checkpoint_after = Some(Instant::now() + Duration::from_secs(1));
+            return Ok(false);
+        }
+        self.checkpoint_after = None;
         if let Some(acker) = self.last.take() {
             let n = std::mem::take(&mut self.count);
             acker.ack(BasicAckOptions { multiple: true }).await?;
-            metrics::counter!("tw_messages_acked_total", "queue" => queue.to_string())
+            metrics::counter!("tw_messages_acked_total", "queue" => ctx.queue.name.clone())
                 .increment(n as u64);
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// Runs the consumer's checkpoint; true when there is none or it succeeded.
+async fn checkpoint(ctx: &Ctx) -> bool {
+    let Some(Checkpoint(save)) = &ctx.options.checkpoint else {
+        return true;
+    };
+    match save().await {
+        Ok(()) => true,
+        Err(error) => {
+            events::CheckpointFailed {
+                queue: &ctx.queue.name,
+                error: &error,
+            }
+            .emit();
+            false
+        }
     }
 }
 
@@ -595,7 +648,7 @@ async fn sequential_session<H: Handler>(
         if let Some(p) = pause.as_mut()
             && *p.borrow()
         {
-            acks.flush(&ctx.queue.name).await?;
+            acks.flush(&ctx).await?;
             let release = Duration::from_millis(ctx.broker.config().pause_release_ms);
             match wait_while_paused(&ctx, p, shutdown, Some(release)).await {
                 Held::Resumed => continue,
@@ -612,7 +665,7 @@ async fn sequential_session<H: Handler>(
                 next = tokio::time::timeout(flush_after, consumer.next()) => match next {
                     Ok(next) => next,
                     Err(_) => {
-                        acks.flush(&ctx.queue.name).await?;
+                        acks.flush(&ctx).await?;
                         continue;
                     }
                 },
@@ -636,7 +689,7 @@ async fn sequential_session<H: Handler>(
             Processed::Finished => {
                 acks.add(delivery.acker.clone());
                 if acks.count >= ack_batch {
-                    acks.flush(&ctx.queue.name).await?;
+                    acks.flush(&ctx).await?;
                 }
             }
             Processed::Interrupted if shutdown.is_cancelled() => break SessionEnd::Shutdown,
@@ -649,7 +702,7 @@ async fn sequential_session<H: Handler>(
         // the consumer first would send `basic.cancel`: with a single active consumer that
         // hands the queue to a standby while those deliveries are still out, and the
         // standby would see later messages of a symbol before the returned earlier ones.
-        acks.flush(&ctx.queue.name).await?;
+        acks.flush(&ctx).await?;
         let _ = channel.close(200, "OK".into()).await;
     }
     drop(consumer);
@@ -757,14 +810,14 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
                     }
                 }
                 if acks.count >= ack_batch {
-                    acks.flush(&ctx.queue.name).await?;
+                    acks.flush(&ctx).await?;
                     flush_at = None;
                 } else if acks.count > 0 && flush_at.is_none() {
                     flush_at = Some(tokio::time::Instant::now() + flush_after);
                 }
             }
             _ = async { if let Some(at) = flush_at { tokio::time::sleep_until(at).await } }, if flush_at.is_some() => {
-                acks.flush(&ctx.queue.name).await?;
+                acks.flush(&ctx).await?;
                 flush_at = None;
             }
             // Watched in both directions: a pause must stop the next delivery, not only the
@@ -813,12 +866,13 @@ async fn concurrent_session<H: Handler + Clone + Sync>(
                     acks.add(slot.acker);
                 }
             }
-            acks.flush(&ctx.queue.name).await?;
-            for slot in window
-                .iter()
-                .filter(|s| s.state == Some(Processed::Finished))
-            {
-                slot.acker.ack(BasicAckOptions { multiple: false }).await?;
+            if acks.flush(&ctx).await? {
+                for slot in window
+                    .iter()
+                    .filter(|s| s.state == Some(Processed::Finished))
+                {
+                    slot.acker.ack(BasicAckOptions { multiple: false }).await?;
+                }
             }
             let _ = channel.close(200, "OK".into()).await;
         }

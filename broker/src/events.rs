@@ -40,7 +40,13 @@ impl DeadLettered<'_> {
         let first = throttle().first_in_window(
             format!("{what}|{}|{}", self.queue, self.reason),
             self.error,
-            summary(what, self.queue, self.reason),
+            summary(
+                format!(
+                    "{what} {{n}} more {} messages from {}",
+                    self.reason, self.queue
+                ),
+                self.queue,
+            ),
         );
         if first {
             tracing::error!(
@@ -72,7 +78,10 @@ impl Retried<'_> {
         let first = throttle().first_in_window(
             format!("retried|{}", self.queue),
             self.error,
-            summary("sent to a retry tier", self.queue, "transient"),
+            summary(
+                format!("{{n}} more messages of {} sent to a retry tier", self.queue),
+                self.queue,
+            ),
         );
         if first {
             tracing::warn!(
@@ -86,16 +95,44 @@ impl Retried<'_> {
     }
 }
 
-/// The text of a window's summary line.
-fn summary(what: &str, queue: &str, reason: &str) -> impl Fn(u64, &str) + Send + 'static {
-    let (what, queue, reason) = (what.to_string(), queue.to_string(), reason.to_string());
+/// A consumer's checkpoint failed: its finished deliveries stay unacknowledged.
+#[derive(Debug)]
+pub struct CheckpointFailed<'a> {
+    pub queue: &'a str,
+    pub error: &'a str,
+}
+
+impl CheckpointFailed<'_> {
+    pub fn emit(&self) {
+        metrics::counter!("tw_checkpoint_failures_total", "queue" => self.queue.to_string())
+            .increment(1);
+        let first = throttle().first_in_window(
+            format!("checkpoint|{}", self.queue),
+            self.error,
+            summary(
+                format!("the checkpoint of {} failed {{n}} more times", self.queue),
+                self.queue,
+            ),
+        );
+        if first {
+            tracing::warn!(
+                queue = %self.queue,
+                error = %self.error,
+                "checkpoint failed; acknowledgements wait until it succeeds"
+            );
+        }
+    }
+}
+
+/// A window's summary line: `text` with `{n}` replaced by the number suppressed.
+fn summary(text: String, queue: &str) -> impl Fn(u64, &str) + Send + 'static {
+    let queue = queue.to_string();
     move |more, example| {
         tracing::error!(
             queue = %queue,
-            reason = %reason,
             count = more,
-            "{what} {} more {reason} messages from {queue} in the last {} s, e.g. {example}",
-            thousands(more),
+            "{} in the last {} s, e.g. {example}",
+            text.replace("{n}", &thousands(more)),
             SUMMARY_WINDOW.as_secs()
         );
     }

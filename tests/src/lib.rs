@@ -7,11 +7,14 @@
 //! - [`broker`]: faults forced from the broker's side (killing a role's connections).
 //! - [`fixtures`]: market data the tests replay (SPY's 2015 daily bars).
 //! - [`bench`]: the notification burst benchmark, measured at the fake.
+//! - [`faults`]: the fault suite — every role as its own process, one fault per run, what
+//!   users would see (lost, duplicated, out of order, dead-lettered, time to recover).
 
 pub mod bench;
 pub mod broker;
 pub mod db;
 pub mod fake_telegram;
+pub mod faults;
 pub mod fixtures;
 
 pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};

@@ -4,7 +4,8 @@
 //! Start-up follows the engine's protocol: this instance's control queue is bound and
 //! buffering before the rules are loaded, the buffered changes are applied after the load,
 //! and only then does market data flow. The last evaluated price of every symbol is saved
-//! every second and at shutdown, and primes the engine after a restart.
+//! before every acknowledgement (the consumer's checkpoint), and primes the engine after a
+//! restart: it is never older than the last acknowledged tick.
 //!
 //! Exactly once: a firing's id derives from the rule and the triggering tick. It is stored
 //! (`alert_events`, unique id) together with the rule's firing record — and, for a `once`
@@ -88,6 +89,8 @@ struct Shared {
     /// With when the mark was set: one left behind by a delivery that never finished (a
     /// message dead-lettered after all) stops shielding its events from the sweep.
     in_flight: Mutex<HashMap<(String, String), Instant>>,
+    /// The last saved price time of each symbol (only changed ones are written again).
+    saved: tokio::sync::Mutex<HashMap<(String, String), i64>>,
     hooks: Hooks,
     /// A delivery's own time limit, under the consumer's handler timeout: past that the
     /// runtime would send the message through the retry tiers (see `evaluate`).
@@ -369,6 +372,7 @@ impl AlertsHandler {
             .insert(key.clone(), Instant::now());
         let firings =
             tracing::info_span!("process", %symbol).in_scope(|| process(&mut self.shared.engine()));
+        tracing::debug!(%symbol, firings = firings.len(), "evaluated");
         // The engine has moved past this message: a failure (a hang included, cut off
         // before the runtime's own handler timeout would) retries it in place.
         let timeout = self.shared.deliver_timeout;
@@ -520,11 +524,13 @@ impl Snapshot {
     }
 }
 
-/// Saves the last evaluated price of each symbol that changed since the last save.
-async fn save_prices(
-    shared: &Shared,
-    saved: &mut HashMap<(String, String), i64>,
-) -> Result<(), sea_orm::DbErr> {
+/// Saves the last evaluated price of each symbol that changed since the last save: the
+/// consumer's checkpoint, run before every acknowledgement, so a restart is primed with a
+/// price no older than the last acknowledged tick (a fall acknowledged but not saved would
+/// make the restarted engine miss the next crossing). Symbols still in flight are left out:
+/// a restart primed with their price would skip firings never stored.
+async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
+    let mut saved = shared.saved.lock().await;
     let prices = {
         let engine = shared.engine();
         let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -560,6 +566,19 @@ async fn save_prices(
         .await?;
     saved.extend(keys);
     Ok(())
+}
+
+/// [`save_prices`] as the consumer's checkpoint.
+fn checkpoint(shared: &Arc<Shared>) -> tickwatch_broker::consumer::Checkpoint {
+    let shared = shared.clone();
+    tickwatch_broker::consumer::Checkpoint(Arc::new(move || {
+        let shared = shared.clone();
+        Box::pin(async move {
+            save_prices(&shared)
+                .await
+                .map_err(|e| format!("saving the last prices: {e}"))
+        })
+    }))
 }
 
 /// Publishes stored events not marked published (a crash between storing and publishing),
@@ -756,6 +775,7 @@ pub async fn run_with_hooks(
         publisher: publisher.clone(),
         routes: Mutex::new(HashMap::new()),
         in_flight: Mutex::new(HashMap::new()),
+        saved: tokio::sync::Mutex::new(HashMap::new()),
         hooks,
         deliver_timeout: Duration::from_millis(broker.config().handler_timeout_ms / 2),
     });
@@ -794,20 +814,14 @@ pub async fn run_with_hooks(
     let housekeeping = {
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut saved = HashMap::new();
             let mut unsaved_expiries = Vec::new();
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            let mut tick = 0u64;
+            let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = every.tick() => {}
                 }
-                tick += 1;
-                if let Err(e) = save_prices(&shared, &mut saved).await {
-                    tracing::warn!(error = %e, "could not save the last evaluated prices");
-                }
-                if tick % 5 == 1 {
+                {
                     // A mark older than any delivery can take is a leftover.
                     let stale = shared.deliver_timeout * 4;
                     let busy: HashSet<(String, String)> = shared
@@ -828,24 +842,17 @@ pub async fn run_with_hooks(
                     }
                 }
             }
-            // The final save: a graceful restart resumes exactly where this one stopped.
-            if let Err(e) = save_prices(&shared, &mut saved).await {
-                tracing::warn!(error = %e, "could not save the last evaluated prices at shutdown");
-            }
         })
     };
     // 4. Market data.
     let handler = AlertsHandler {
         shared: shared.clone(),
     };
-    let result = consume_role(
-        broker,
-        WorkQueue::Alerts,
-        handler,
-        stop.clone(),
-        ConsumeOptions::default(),
-    )
-    .await;
+    let options = ConsumeOptions {
+        checkpoint: Some(checkpoint(&shared)),
+        ..ConsumeOptions::default()
+    };
+    let result = consume_role(broker, WorkQueue::Alerts, handler, stop.clone(), options).await;
     stop.cancel();
     let _ = housekeeping.await;
     let _ = control.await;

@@ -54,13 +54,14 @@
 //!   the two (its row may predate a firing made here since); an upsert without it starts
 //!   the rule afresh, as before.
 //! - **The last evaluated price** of each symbol: [`AlertEngine::last_prices`], saved by
-//!   the adapter periodically and at shutdown, and [`AlertEngine::prime`] after the load.
+//!   the adapter before every acknowledgement, and [`AlertEngine::prime`] after the load.
 //!   The rules take that price as evaluated, so the next real price is compared with it: a
 //!   crossing in between fires (a rule merely loaded would take its first price as no
 //!   cross). Nothing fires on the prime; a true state condition fires at the next real price
 //!   its trigger mode allows. Save a symbol's price only once that price's firings are
 //!   stored: a price saved ahead of them would, after a crash, turn the redelivered tick
-//!   into no move at all.
+//!   into no move at all; saved behind the acknowledged ticks, it would make a restarted
+//!   engine miss a fall and the crossing after it.
 //!
 //! The re-arm state (hysteresis) is not stored. Priming restores it where the rule's last
 //! firing `F` and the primed price `p` at `t` determine it: `F = t` — the rule fired at `p`,

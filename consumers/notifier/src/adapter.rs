@@ -22,15 +22,43 @@ use crate::{Error, Notifier, NotifierConfig, Outcome};
 /// How often a delivery held by the breaker looks again whether it may go.
 const HELD_RECHECK: Duration = Duration::from_millis(250);
 
-/// Hands each notification to the shared [`Notifier`].
+/// How long a delivery is held in place while the database fails, before it goes to the
+/// retry tiers.
+const DB_HOLD: Duration = Duration::from_secs(300);
+
+/// Hands each notification to the shared [`Notifier`]. Cloned for every delivery, so
+/// `db_down_since` belongs to the delivery being handled.
 #[derive(Debug, Clone)]
 pub struct NotifierHandler {
     notifier: Notifier,
+    /// Since when this delivery has been held because the database failed.
+    db_down_since: Option<std::time::Instant>,
 }
 
 impl NotifierHandler {
     pub fn new(notifier: Notifier) -> Self {
-        NotifierHandler { notifier }
+        NotifierHandler {
+            notifier,
+            db_down_since: None,
+        }
+    }
+
+    /// A database failure holds the delivery in place (growing pauses, up to `DB_HOLD`):
+    /// nothing can be recorded, so nothing should be sent, and a message sent through the
+    /// retry tiers would come back behind its chat's later ones.
+    fn hold_for_db(&mut self, error: &Error) -> HandlerError {
+        let first = self.db_down_since.is_none();
+        let since = *self
+            .db_down_since
+            .get_or_insert_with(std::time::Instant::now);
+        let held = since.elapsed();
+        if held > DB_HOLD {
+            return HandlerError::Transient(error.to_string());
+        }
+        if first {
+            tracing::warn!(error = %error, "database failing: notification held in place");
+        }
+        HandlerError::Backoff((held / 2).clamp(Duration::from_millis(250), Duration::from_secs(5)))
     }
 }
 
@@ -40,6 +68,10 @@ impl Handler for NotifierHandler {
         let span = tracing::info_span!("send", chat = notification.chat_id, dedupe_key = %notification.dedupe_key);
         let result = self.notifier.handle(&notification).instrument(span).await;
         record_metrics(&notification, &result);
+        if let Err(e @ Error::Db(_)) = &result {
+            return Err(self.hold_for_db(e));
+        }
+        self.db_down_since = None;
         match result {
             Ok(outcome) => {
                 match &outcome {

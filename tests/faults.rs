@@ -1,0 +1,39 @@
+//! The fault suite's short version, so it cannot rot: the built `tickwatch` binary's
+//! roles, each its own process, through a kill -9 of the alerts role (it found a loss), of
+//! the notifier, and the closing of every broker connection. Nothing lost, nothing doubled
+//! beyond the one unavoidable window, every chat in order. (`scripts/chaos.sh` runs every
+//! fault.)
+
+use tickwatch_tests::faults::{self, Fault, Suite, Workload};
+
+async fn run(fault: Fault) {
+    let mut suite = Suite::local(env!("CARGO_BIN_EXE_tickwatch").into());
+    suite.workload = Workload {
+        crossings: 20,
+        candles: 150,
+        poison: 200,
+        ..Workload::default()
+    };
+    let row = faults::run(&suite, fault).await.expect("the suite runs");
+    println!("{}", faults::table(std::slice::from_ref(&row)));
+    assert!(row.expected > 0);
+    assert_eq!(row.lost, 0, "{row:?}");
+    assert_eq!(row.duplicated, row.unavoidable, "{row:?}");
+    assert_eq!(row.out_of_order, 0, "{row:?}");
+    assert!(row.dead_lettered.is_empty(), "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_alerts_role_loses_nothing() {
+    run(Fault::KillAlerts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_notifier_loses_nothing() {
+    run(Fault::KillNotifier).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_broker_connections_lose_nothing() {
+    run(Fault::CloseConnections).await;
+}
