@@ -16,6 +16,9 @@ pub enum Error {
     /// The thing does not exist, or belongs to someone else (the two look the same).
     #[error("{0} not found")]
     NotFound(String),
+    /// The request body is not of a type the endpoint reads (it reads JSON).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     /// The request body is larger than the server takes.
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -79,6 +82,7 @@ impl Error {
             Error::Invalid { .. }
             | Error::BadRequest(_)
             | Error::TooLarge { .. }
+            | Error::UnsupportedMediaType(_)
             | Error::NotFound(_)
             | Error::Unauthorized(_)
             | Error::Forbidden(_)
@@ -96,6 +100,7 @@ impl Error {
             Error::Invalid { .. }
                 | Error::BadRequest(_)
                 | Error::TooLarge { .. }
+                | Error::UnsupportedMediaType(_)
                 | Error::NotFound(_)
                 | Error::Unauthorized(_)
                 | Error::Forbidden(_)

@@ -186,7 +186,7 @@ async fn websocket_topics_protocol_and_slow_clients() {
         close.reason
     );
 
-    // Bad requests before the upgrade are problems.
+    // Bad requests before the upgrade are problems; a plain GET is a request for SSE.
     let (status, problem) = server
         .json(
             reqwest::Method::GET,
@@ -195,7 +195,7 @@ async fn websocket_topics_protocol_and_slow_clients() {
             None,
         )
         .await;
-    assert_eq!(status, 400, "neither WebSocket nor SSE: {problem}");
+    assert_eq!(status, 403, "alerts:* is for admins: {problem}");
     let response = server
         .http
         .get(server.url("/v1/stream/sse?topics=alerts:*"))
@@ -203,7 +203,7 @@ async fn websocket_topics_protocol_and_slow_clients() {
         .send()
         .await
         .expect("answer");
-    assert_eq!(response.status(), 422, "alerts:* is for admins");
+    assert_eq!(response.status(), 403, "alerts:* is for admins");
     let response = server
         .http
         .get(server.url("/v1/stream/sse"))

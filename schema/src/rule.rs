@@ -132,24 +132,6 @@ fn default_trigger() -> Trigger {
 }
 
 impl RuleSpec {
-    /// Every field a client may send; anything else is refused by [`RuleSpec::from_json_strict`].
-    pub const FIELDS: &'static [&'static str] = &[
-        "venue",
-        "symbol",
-        "condition",
-        "threshold",
-        "low",
-        "high",
-        "pct",
-        "window_s",
-        "trigger",
-        "interval",
-        "cooldown_s",
-        "expires_at",
-        "hysteresis_pct",
-        "template",
-    ];
-
     /// A price rule with the defaults: fires once.
     pub fn price(venue: &str, symbol: &str, condition: Condition, threshold: Decimal) -> Self {
         RuleSpec {
@@ -170,21 +152,15 @@ impl RuleSpec {
         }
     }
 
-    /// Decodes a client's JSON, refusing unknown fields (a typo such as `treshold` must not
-    /// silently make a rule without a threshold) and validating the result.
-    pub fn from_json_strict(value: &serde_json::Value) -> Result<Self> {
-        let object = value
-            .as_object()
-            .ok_or_else(|| Error::BadValue("the alert rule must be a JSON object".into()))?;
-        if let Some(unknown) = object.keys().find(|k| !Self::FIELDS.contains(&k.as_str())) {
-            return Err(Error::BadValue(format!(
-                "unknown field `{unknown}`; the fields are {}",
-                Self::FIELDS.join(", ")
-            )));
+    /// The same rule with a channel's bounds in order: clients may give `low` and `high`
+    /// either way round (a schema cannot compare two fields, so the API takes both).
+    pub fn normalized(mut self) -> Self {
+        if let (Some(low), Some(high)) = (self.low, self.high)
+            && low > high
+        {
+            (self.low, self.high) = (Some(high), Some(low));
         }
-        let spec: RuleSpec = serde_json::from_value(value.clone()).map_err(Error::from_json)?;
-        spec.validate()?;
-        Ok(spec)
+        self
     }
 
     /// Checks that the fields fit together; names the first field that does not.
@@ -223,10 +199,10 @@ impl RuleSpec {
             })?;
             validate_price("low", low)?;
             validate_price("high", high)?;
-            if low >= high {
+            if low > high {
                 return Err(Error::invalid(
                     "low",
-                    format!("{low} must be below high {high}"),
+                    format!("{low} must be at most high {high}"),
                 ));
             }
         } else {
@@ -396,13 +372,5 @@ impl Subscription {
             && self.kind == kind
             && self.symbol.as_deref().is_none_or(|s| s == symbol)
             && grade.meets(self.min_grade)
-    }
-}
-
-impl FromStr for RuleSpec {
-    type Err = Error;
-    fn from_str(json: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(Error::from_json)?;
-        RuleSpec::from_json_strict(&value)
     }
 }

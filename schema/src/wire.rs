@@ -217,6 +217,15 @@ macro_rules! str_enum {
             }
         }
 
+        /// Documented as the string enumeration it is on the wire.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::wire::string_enum_schema($name::ALL.iter().map(|v| v.as_str()))
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl FromStr for $name {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
@@ -230,6 +239,26 @@ macro_rules! str_enum {
     };
 }
 pub(crate) use str_enum;
+
+/// The OpenAPI schema of a string enumeration with these values.
+pub fn string_enum_schema<'a>(
+    values: impl Iterator<Item = &'a str>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .enum_values(Some(values.map(str::to_string)))
+        .into()
+}
+
+impl utoipa::PartialSchema for Interval {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_enum_schema(Interval::ALL.iter().map(|i| i.as_str()))
+    }
+}
+
+/// A candle interval as exchanges spell it.
+impl utoipa::ToSchema for Interval {}
 
 str_enum!(
     /// What a signal says. Each kind has a written definition in the signals engine.

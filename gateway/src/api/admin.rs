@@ -3,21 +3,102 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
-use serde_json::Value;
-use utoipa::ToSchema;
+use std::sync::LazyLock;
 
-use super::docs::CreateUserIn;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use regex::Regex;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::fields::{ChatId, present};
 use super::problem::Problem;
-use super::{AdminAuth, ApiState, Auth, json_object, path_id};
+use super::{AdminAuth, ApiState, Auth, JsonBody, path_id};
 use crate::error::{Error, Result};
 use crate::services::system::SystemStats;
 use crate::services::users::{Language, NewApiKey, NewUser, RemovedUser, UserInfo};
+
+/// The body of `POST /v1/admin/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name":"alice","telegram_chat_id":123456789,"admin":false,"api_key":true}))]
+pub struct NewUserIn {
+    pub name: UserName,
+    /// The user's Telegram chat, or `null`.
+    #[serde(default)]
+    pub telegram_chat_id: Option<ChatId>,
+    /// Default false.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub admin: Option<bool>,
+    /// Default `en`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub language: Option<LanguageIn>,
+    /// Also create a first API key (shown once in the response).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub api_key: Option<bool>,
+}
+
+/// The language of a user's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LanguageIn {
+    En,
+    Ko,
+}
+
+/// A user's name: 1 to 64 characters, no control characters, not only spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(pub String);
+
+impl UserName {
+    const PATTERN: &'static str =
+        "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x20\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
+    const MAX_CHARS: usize = 64;
+}
+
+impl<'de> Deserialize<'de> for UserName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        static RE: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(UserName::PATTERN).expect("the pattern compiles"));
+        let name = String::deserialize(d)?;
+        let count = name.chars().count();
+        if count == 0 || count > UserName::MAX_CHARS {
+            return Err(de::Error::custom(format!(
+                "is {count} characters long; 1 to {} are allowed",
+                UserName::MAX_CHARS
+            )));
+        }
+        if !RE.is_match(&name) {
+            return Err(de::Error::custom(
+                "holds control characters, or only spaces",
+            ));
+        }
+        Ok(UserName(name))
+    }
+}
+
+impl PartialSchema for UserName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .min_length(Some(1))
+            .max_length(Some(UserName::MAX_CHARS))
+            .pattern(Some(UserName::PATTERN))
+            .description(Some(
+                "1 to 64 characters, no control characters, not only spaces",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for UserName {}
 
 /// The caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -61,8 +142,6 @@ pub struct DlqList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = MeOut),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn me(Auth(caller): Auth) -> Json<MeOut> {
     Json(MeOut {
@@ -77,9 +156,6 @@ pub async fn me(Auth(caller): Auth) -> Json<MeOut> {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every user", body = UserList),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_users(
     State(state): State<ApiState>,
@@ -93,26 +169,30 @@ pub async fn list_users(
 /// Creates a user (admins), optionally with a first API key.
 #[utoipa::path(post, operation_id = "admin_create_user", path = "/v1/admin/users", tag = "admin",
     security(("bearer" = [])),
-    request_body(content = CreateUserIn, content_type = "application/json"),
+    request_body = NewUserIn,
     responses(
         (status = 201, description = "The user (and key)", body = CreatedUser),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Telegram chat belongs to another user", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_user(
     State(state): State<ApiState>,
     _admin: AdminAuth,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    JsonBody(new): JsonBody<NewUserIn>,
 ) -> Result<(StatusCode, Json<CreatedUser>)> {
-    let value = json_object(&state, &headers, body)?;
-    let (new, with_key) = new_user_from_json(&value)?;
-    let user = state.services().create_user(new).await?;
-    let api_key = if with_key {
+    let user = state
+        .services()
+        .create_user(NewUser {
+            name: new.name.0,
+            telegram_chat_id: new.telegram_chat_id.map(|c| c.0),
+            admin: new.admin.unwrap_or(false),
+            language: match new.language {
+                Some(LanguageIn::Ko) => Language::Ko,
+                Some(LanguageIn::En) | None => Language::En,
+            },
+            demo: false,
+        })
+        .await?;
+    let api_key = if new.api_key.unwrap_or(false) {
         Some(state.services().create_api_key(user.id).await?)
     } else {
         None
@@ -120,92 +200,34 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(CreatedUser { user, api_key })))
 }
 
-/// Fields of `POST /v1/admin/users`.
-pub const CREATE_USER_FIELDS: &[&str] =
-    &["name", "telegram_chat_id", "admin", "language", "api_key"];
-
-fn new_user_from_json(value: &Value) -> Result<(NewUser, bool)> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| Error::invalid("body", "must be a JSON object"))?;
-    if let Some(unknown) = object
-        .keys()
-        .find(|k| !CREATE_USER_FIELDS.contains(&k.as_str()))
-    {
-        return Err(Error::invalid(
-            unknown.clone(),
-            format!(
-                "is not a field; the fields are {}",
-                CREATE_USER_FIELDS.join(", ")
-            ),
-        ));
-    }
-    let name = match object.get("name") {
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => return Err(Error::invalid("name", "is required")),
-        Some(_) => return Err(Error::invalid("name", "must be a string")),
-    };
-    let telegram_chat_id = match object.get("telegram_chat_id") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .ok_or_else(|| Error::invalid("telegram_chat_id", "must be an integer"))?,
-        ),
-    };
-    let flag = |key: &str| -> Result<bool> {
-        match object.get(key) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(Error::invalid(key, "must be true or false")),
-        }
-    };
-    let language = match object.get("language") {
-        None | Some(Value::Null) => Language::En,
-        Some(Value::String(s)) => s.parse()?,
-        Some(_) => return Err(Error::invalid("language", "must be en or ko")),
-    };
-    Ok((
-        NewUser {
-            name,
-            telegram_chat_id,
-            admin: flag("admin")?,
-            language,
-            demo: false,
-        },
-        flag("api_key")?,
-    ))
-}
-
-/// Removes a user with their rules, subscriptions and keys (admins).
+/// Removes a user with their rules, subscriptions and keys (admins; not oneself).
 #[utoipa::path(delete, operation_id = "admin_remove_user", path = "/v1/admin/users/{id}", tag = "admin",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The user id")),
+    params(("id" = i64, Path, minimum = 1, description = "The user id")),
     responses(
         (status = 200, description = "What was removed", body = RemovedUser),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The caller's own user: an admin cannot remove themselves", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn remove_user(
     State(state): State<ApiState>,
-    _admin: AdminAuth,
+    AdminAuth(caller): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<RemovedUser>> {
     let id = path_id(&id, "user")?;
+    if id == caller.user_id {
+        return Err(Error::Conflict(
+            "that is your own user; another admin can remove it".into(),
+        ));
+    }
     Ok(Json(state.services().remove_user(id).await?))
 }
 
 /// A new API key for a user (admins); the key is shown only in this response.
 #[utoipa::path(post, operation_id = "admin_create_api_key", path = "/v1/admin/users/{id}/apikeys", tag = "admin",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The user id")),
+    params(("id" = i64, Path, minimum = 1, description = "The user id")),
     responses(
         (status = 201, description = "The new key", body = NewApiKey),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_api_key(
     State(state): State<ApiState>,
@@ -222,9 +244,6 @@ pub async fn create_api_key(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The system at a glance", body = SystemStats),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn stats(State(state): State<ApiState>, _admin: AdminAuth) -> Result<Json<SystemStats>> {
     Ok(Json(state.services().system_stats().await?))
@@ -235,10 +254,7 @@ pub async fn stats(State(state): State<ApiState>, _admin: AdminAuth) -> Result<J
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every DLQ", body = DlqList),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No broker", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This server runs without a broker", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn dlq(State(state): State<ApiState>, _admin: AdminAuth) -> Result<Json<DlqList>> {
     let items = state

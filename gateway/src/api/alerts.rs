@@ -1,22 +1,200 @@
 //! `/v1/alerts`: the caller's price alert rules, in the design's JSON, and their events.
+//!
+//! [`NewAlert`] and [`AlertPatch`] are the request bodies: serde parses them and utoipa
+//! documents them, from the same types. Which fields go with which `condition` and
+//! `trigger` is added to the document in `docs::finish`; the whole rule is then checked by
+//! the model's own validation (`RuleSpec::validate`).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 use tickwatch_schema::db::entity::alert_event;
-use tickwatch_schema::db::now_ms;
-use tickwatch_schema::rule::{AlertRule, Condition, Trigger};
+use tickwatch_schema::rule::{AlertRule, Condition, RuleSpec, Trigger};
 use tickwatch_schema::wire::Interval;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::docs::{AlertIn, AlertPatch, ConditionName, IntervalName, TriggerName};
-use super::problem::Problem;
-use super::{ApiState, Auth, PageQuery, json_object, path_id, query};
+use super::fields::{
+    Expiry, Hysteresis, IdCursor, PageLimit, Percent, Price, Seconds, Symbol, Template, TimeCursor,
+    Venue, patch, present,
+};
+use super::{ApiState, Auth, JsonBody, Params, path_id};
 use crate::error::Result;
-use crate::services::rules::parse_rule_spec;
+use crate::services::rules::RulePatch;
+
+/// The body of `POST /v1/alerts`. `condition` decides the other fields: `threshold` for
+/// the threshold conditions, `low` and `high` (either way round) for the channels, `pct`
+/// and `window_s` for the moving ones. `interval` goes with `trigger: once_per_bar`. Any
+/// other field is refused; so is `null`, but for `expires_at`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"venue":"binance","symbol":"BTCUSDT","condition":"crossing_up",
+    "threshold":"65000","trigger":"once","cooldown_s":0,"expires_at":null}))]
+pub struct NewAlert {
+    pub venue: Venue,
+    pub symbol: Symbol,
+    pub condition: Condition,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub threshold: Option<Price>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub low: Option<Price>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub high: Option<Price>,
+    /// The move in percent, within `window_s` seconds.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub pct: Option<Percent>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub window_s: Option<Seconds>,
+    /// Default `once`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub trigger: Option<Trigger>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub interval: Option<Interval>,
+    /// Seconds between firings of an `every_time` rule (default 0).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub cooldown_s: Option<Seconds>,
+    /// When the rule stops, or `null` for never. A time already past stores the rule
+    /// expired (`active: false`).
+    #[serde(default)]
+    pub expires_at: Option<Expiry>,
+    /// Re-arm band in percent (default: the server's).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub hysteresis_pct: Option<Hysteresis>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub template: Option<Template>,
+}
+
+impl NewAlert {
+    /// The rule this asks for (not yet validated as a whole).
+    pub fn into_spec(self) -> RuleSpec {
+        RuleSpec {
+            venue: self.venue.0,
+            symbol: self.symbol.0,
+            condition: self.condition,
+            threshold: self.threshold.map(|p| p.0),
+            low: self.low.map(|p| p.0),
+            high: self.high.map(|p| p.0),
+            pct: self.pct.map(|p| p.0),
+            window_s: self.window_s.map(|s| s.0),
+            trigger: self.trigger.unwrap_or(Trigger::Once),
+            interval: self.interval,
+            cooldown_s: self.cooldown_s.map_or(0, |s| s.0),
+            expires_at: self.expires_at.map(|e| e.0),
+            hysteresis_pct: self.hysteresis_pct.map(|h| h.0),
+            template: self.template.map(|t| t.0),
+        }
+        .normalized()
+    }
+}
+
+/// The body of `PATCH /v1/alerts/{id}`: a JSON merge patch of a rule — a field left out
+/// stays, an optional field set to `null` is removed — and `active` to pause (`false`) or
+/// resume (`true`). The result is checked as a whole, against the rule it patches: a
+/// `threshold` on a channel rule is refused with 422.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"threshold":"66000","active":false}))]
+pub struct AlertPatch {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub venue: Option<Venue>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub symbol: Option<Symbol>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub condition: Option<Condition>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Price>)]
+    pub threshold: Option<Option<Price>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Price>)]
+    pub low: Option<Option<Price>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Price>)]
+    pub high: Option<Option<Price>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Percent>)]
+    pub pct: Option<Option<Percent>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Seconds>)]
+    pub window_s: Option<Option<Seconds>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub trigger: Option<Trigger>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Interval>)]
+    pub interval: Option<Option<Interval>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub cooldown_s: Option<Seconds>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Expiry>)]
+    pub expires_at: Option<Option<Expiry>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Hysteresis>)]
+    pub hysteresis_pct: Option<Option<Hysteresis>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<Template>)]
+    pub template: Option<Option<Template>>,
+    /// `false` pauses the rule, `true` resumes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub active: Option<bool>,
+}
+
+impl From<AlertPatch> for RulePatch {
+    fn from(p: AlertPatch) -> Self {
+        fn inner<T, U>(v: Option<Option<T>>, f: impl Fn(T) -> U) -> Option<Option<U>> {
+            v.map(|o| o.map(f))
+        }
+        RulePatch {
+            venue: p.venue.map(|v| v.0),
+            symbol: p.symbol.map(|s| s.0),
+            condition: p.condition,
+            threshold: inner(p.threshold, |x| x.0),
+            low: inner(p.low, |x| x.0),
+            high: inner(p.high, |x| x.0),
+            pct: inner(p.pct, |x| x.0),
+            window_s: inner(p.window_s, |x| x.0),
+            trigger: p.trigger,
+            interval: p.interval,
+            cooldown_s: p.cooldown_s.map(|s| s.0),
+            expires_at: inner(p.expires_at, |x| x.0),
+            hysteresis_pct: inner(p.hysteresis_pct, |x| x.0),
+            template: inner(p.template, |x| x.0),
+            active: p.active,
+        }
+    }
+}
+
+/// `limit` and `cursor` of `GET /v1/alerts`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RulePageQuery {
+    pub limit: Option<PageLimit>,
+    pub cursor: Option<IdCursor>,
+}
+
+/// `limit` and `cursor` of a newest-first listing.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimePageQuery {
+    pub limit: Option<PageLimit>,
+    pub cursor: Option<TimeCursor>,
+}
 
 /// A stored rule as the API shows it: the rule's fields, its id, whether it is active and
 /// when it was created. Optional fields appear only when set; `expires_at` is always there.
@@ -28,7 +206,6 @@ pub struct AlertOut {
     pub venue: String,
     #[schema(example = "BTCUSDT")]
     pub symbol: String,
-    #[schema(value_type = ConditionName)]
     pub condition: Condition,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "65000")]
@@ -41,10 +218,8 @@ pub struct AlertOut {
     pub pct: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_s: Option<u64>,
-    #[schema(value_type = TriggerName)]
     pub trigger: Trigger,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<IntervalName>)]
     pub interval: Option<Interval>,
     pub cooldown_s: u64,
     /// Epoch milliseconds, or `null` for never.
@@ -129,24 +304,18 @@ super::page_type!(
 );
 
 /// The caller's rules, by id.
-#[utoipa::path(get, operation_id = "alerts_list", path = "/v1/alerts", tag = "alerts", params(PageQuery),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The caller's rules", body = AlertPage),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, operation_id = "alerts_list", path = "/v1/alerts", tag = "alerts",
+    params(RulePageQuery), security(("bearer" = [])),
+    responses((status = 200, description = "The caller's rules", body = AlertPage)))]
 pub async fn list(
     State(state): State<ApiState>,
     Auth(caller): Auth,
-    q: std::result::Result<Query<PageQuery>, QueryRejection>,
+    Params(q): Params<RulePageQuery>,
 ) -> Result<Json<AlertPage>> {
-    let q = query(q)?;
-    let limit = state.page_size(q.limit)?;
+    let limit = state.page_size(q.limit.map(|l| l.0))?;
     let page = state
         .services()
-        .list_rules(caller.user_id, q.cursor.as_deref(), limit)
+        .list_rules(caller.user_id, q.cursor.map(|c| c.0), limit)
         .await?;
     Ok(Json(AlertPage {
         items: page.items.into_iter().map(AlertOut::from).collect(),
@@ -156,38 +325,28 @@ pub async fn list(
 
 /// Creates a rule. Unknown fields are refused; a bad value is a 422 naming its field.
 #[utoipa::path(post, operation_id = "alerts_create", path = "/v1/alerts", tag = "alerts",
-    security(("bearer" = [])),
-    request_body(content = AlertIn, content_type = "application/json"),
+    security(("bearer" = [])), request_body = NewAlert,
     responses(
         (status = 201, description = "The stored rule", body = AlertOut),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Too many rules", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too many rules", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<ApiState>,
     Auth(caller): Auth,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    JsonBody(new): JsonBody<NewAlert>,
 ) -> Result<(StatusCode, Json<AlertOut>)> {
-    let value = json_object(&state, &headers, body)?;
-    let spec = parse_rule_spec(&value, now_ms())?;
-    let rule = state.services().create_rule(caller.user_id, spec).await?;
+    let rule = state
+        .services()
+        .create_rule(caller.user_id, new.into_spec())
+        .await?;
     Ok((StatusCode::CREATED, Json(AlertOut::from(rule))))
 }
 
 /// One of the caller's rules (another user's rule is a 404, like a missing one).
 #[utoipa::path(get, operation_id = "alerts_get_one", path = "/v1/alerts/{id}", tag = "alerts",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The rule id")),
-    responses(
-        (status = 200, description = "The rule", body = AlertOut),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such rule of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+    params(("id" = i64, Path, minimum = 1, description = "The rule id")),
+    responses((status = 200, description = "The rule", body = AlertOut)))]
 pub async fn get_one(
     State(state): State<ApiState>,
     Auth(caller): Auth,
@@ -202,30 +361,22 @@ pub async fn get_one(
 /// `active` (pause or resume). The result is validated as a whole.
 #[utoipa::path(patch, operation_id = "alerts_update", path = "/v1/alerts/{id}", tag = "alerts",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The rule id")),
-    request_body(content = AlertPatch, content_type = "application/json"),
+    params(("id" = i64, Path, minimum = 1, description = "The rule id")),
+    request_body = AlertPatch,
     responses(
         (status = 200, description = "The changed rule", body = AlertOut),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such rule of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The rule kept changing meanwhile", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is unknown or invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The rule kept changing meanwhile", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update(
     State(state): State<ApiState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    JsonBody(patch): JsonBody<AlertPatch>,
 ) -> Result<Json<AlertOut>> {
     let id = path_id(&id, "alert rule")?;
-    let value = json_object(&state, &headers, body)?;
-    let patch = value.as_object().cloned().unwrap_or_default();
     let rule = state
         .services()
-        .patch_rule(caller.user_id, id, &patch)
+        .patch_rule(caller.user_id, id, &RulePatch::from(patch))
         .await?;
     Ok(Json(AlertOut::from(rule)))
 }
@@ -233,13 +384,8 @@ pub async fn update(
 /// Deletes a rule.
 #[utoipa::path(delete, operation_id = "alerts_remove", path = "/v1/alerts/{id}", tag = "alerts",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The rule id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such rule of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+    params(("id" = i64, Path, minimum = 1, description = "The rule id")),
+    responses((status = 204, description = "Deleted")))]
 pub async fn remove(
     State(state): State<ApiState>,
     Auth(caller): Auth,
@@ -253,26 +399,19 @@ pub async fn remove(
 /// The firings of one of the caller's rules, newest first.
 #[utoipa::path(get, operation_id = "alerts_events", path = "/v1/alerts/{id}/events", tag = "alerts",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The rule id"), PageQuery),
-    responses(
-        (status = 200, description = "The rule's events", body = AlertEventPage),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such rule of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+    params(("id" = i64, Path, minimum = 1, description = "The rule id"), TimePageQuery),
+    responses((status = 200, description = "The rule's events", body = AlertEventPage)))]
 pub async fn events(
     State(state): State<ApiState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    q: std::result::Result<Query<PageQuery>, QueryRejection>,
+    Params(q): Params<TimePageQuery>,
 ) -> Result<Json<AlertEventPage>> {
     let id = path_id(&id, "alert rule")?;
-    let q = query(q)?;
-    let limit = state.page_size(q.limit)?;
+    let limit = state.page_size(q.limit.map(|l| l.0))?;
     let page = state
         .services()
-        .rule_events(caller.user_id, id, q.cursor.as_deref(), limit)
+        .rule_events(caller.user_id, id, q.cursor.map(|c| (c.ts, c.id)), limit)
         .await?;
     Ok(Json(AlertEventPage {
         items: page.items.into_iter().map(AlertEventOut::from).collect(),

@@ -1,158 +1,19 @@
-//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` attributes and the
-//! types they return, plus the schemas of request bodies (which are decoded by the shared
-//! validation, not by serde derives, so that errors name their field). The enumerations'
-//! values come from the model's own lists (`Condition::ALL`, …), so they cannot drift.
+//! The OpenAPI document's frame — title, tags, the bearer scheme — and, in [`finish`], what
+//! every operation shares, declared once instead of on each handler: a problem+json
+//! `default` for 5xx; 401 and 429 for an authenticated operation; 400, 413, 415 and 422 for
+//! one with a body; 422 for one with parameters; 404 for one with an id in its path.
+//! [`finish`] also adds the rules the types alone cannot say (which fields go with which
+//! condition and trigger of a rule), and [`for_server`] the limits that come from the
+//! configuration (page sizes, topics per stream).
+//!
+//! The handlers carry their own `#[utoipa::path]`; the routes are registered with them in
+//! `api::api_routes`, so this module names no handler.
 
-use serde_json::Value;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use tickwatch_schema::rule::{Condition, Trigger};
-use tickwatch_schema::wire::{Grade, Interval, SignalKind};
-
-macro_rules! string_enum_schema {
-    ($(#[$meta:meta])* $name:ident, $values:expr, $description:literal) => {
-        $(#[$meta])*
-        #[derive(Debug)]
-        pub struct $name;
-
-        impl PartialSchema for $name {
-            fn schema() -> RefOr<Schema> {
-                let values: Vec<Value> = $values.map(|v| Value::from(v.as_str())).collect();
-                ObjectBuilder::new()
-                    .schema_type(SchemaType::new(Type::String))
-                    .enum_values(Some(values))
-                    .description(Some($description))
-                    .into()
-            }
-        }
-
-        impl ToSchema for $name {}
-    };
-}
-
-string_enum_schema!(
-    /// `condition` of a rule.
-    ConditionName,
-    Condition::ALL.iter(),
-    "When the rule is true. `entering_channel`/`exiting_channel` take `low` and `high`; \
-     `moving_up_pct`/`moving_down_pct` take `pct` and `window_s`; the others take `threshold`."
-);
-string_enum_schema!(
-    /// `trigger` of a rule.
-    TriggerName,
-    Trigger::ALL.iter(),
-    "How often the rule may fire: `once`, `once_per_bar` (with `interval`), `every_time` \
-     (with `cooldown_s`)."
-);
-string_enum_schema!(
-    /// A candle interval.
-    IntervalName,
-    Interval::ALL.iter(),
-    "A candle interval as exchanges spell it."
-);
-string_enum_schema!(
-    /// A signal kind.
-    SignalKindName,
-    SignalKind::ALL.iter(),
-    "A kind of signal."
-);
-string_enum_schema!(
-    /// A signal grade.
-    GradeName,
-    Grade::ALL.iter(),
-    "A signal's grade; A is the strongest."
-);
-
-/// The body of `POST /v1/alerts`. Decimals are strings; times are epoch milliseconds;
-/// any other field is refused with a 422 naming it.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({"venue":"binance","symbol":"BTCUSDT","condition":"crossing_up",
-    "threshold":"65000","trigger":"once","cooldown_s":0,"expires_at":null}))]
-pub struct AlertIn {
-    /// Lower-case venue (`binance`, `upbit`, `krx`).
-    pub venue: String,
-    /// Upper-case as the venue spells it (`BTCUSDT`, `005930`).
-    pub symbol: String,
-    #[schema(value_type = ConditionName)]
-    pub condition: String,
-    /// The price, for the threshold conditions.
-    pub threshold: Option<String>,
-    /// Channel bounds, for the channel conditions.
-    pub low: Option<String>,
-    pub high: Option<String>,
-    /// Percent move (0, 1000], for the moving conditions, within `window_s` seconds.
-    pub pct: Option<String>,
-    pub window_s: Option<u64>,
-    /// Default `once`.
-    #[schema(value_type = Option<TriggerName>)]
-    pub trigger: Option<String>,
-    /// The bar, for `once_per_bar`.
-    #[schema(value_type = Option<IntervalName>)]
-    pub interval: Option<String>,
-    /// Seconds between firings of an `every_time` rule (default 0, at most 30 days).
-    pub cooldown_s: Option<u64>,
-    /// When the rule stops (epoch ms, in the future), or `null`.
-    pub expires_at: Option<i64>,
-    /// Re-arm band in percent [0, 50].
-    pub hysteresis_pct: Option<String>,
-    /// The message, with `{{symbol}}`, `{{price}}` … placeholders.
-    pub template: Option<String>,
-}
-
-/// The body of `PATCH /v1/alerts/{id}`: any fields of a rule (a JSON merge patch: `null`
-/// removes an optional field) and `active` to pause (`false`) or resume (`true`).
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({"threshold":"66000","active":false}))]
-pub struct AlertPatch {
-    pub venue: Option<String>,
-    pub symbol: Option<String>,
-    #[schema(value_type = Option<ConditionName>)]
-    pub condition: Option<String>,
-    pub threshold: Option<String>,
-    pub low: Option<String>,
-    pub high: Option<String>,
-    pub pct: Option<String>,
-    pub window_s: Option<u64>,
-    #[schema(value_type = Option<TriggerName>)]
-    pub trigger: Option<String>,
-    #[schema(value_type = Option<IntervalName>)]
-    pub interval: Option<String>,
-    pub cooldown_s: Option<u64>,
-    pub expires_at: Option<i64>,
-    pub hysteresis_pct: Option<String>,
-    pub template: Option<String>,
-    pub active: Option<bool>,
-}
-
-/// The body of `POST /v1/subscriptions`.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"}))]
-pub struct SubscriptionIn {
-    #[schema(value_type = SignalKindName)]
-    pub kind: String,
-    /// A symbol, or `null` (or `*`) for every symbol.
-    pub symbol: Option<String>,
-    /// The weakest grade to hear about (default `D`: all).
-    #[schema(value_type = Option<GradeName>)]
-    pub min_grade: Option<String>,
-}
-
-/// The body of `POST /v1/admin/users`.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({"name":"alice","telegram_chat_id":123456789,"admin":false,"api_key":true}))]
-pub struct CreateUserIn {
-    pub name: String,
-    pub telegram_chat_id: Option<i64>,
-    /// Default false.
-    pub admin: Option<bool>,
-    /// `en` (default) or `ko`.
-    pub language: Option<String>,
-    /// Also create a first API key (shown once in the response).
-    pub api_key: Option<bool>,
-}
+use crate::config::ApiConfig;
 
 struct BearerAuth;
 
@@ -182,36 +43,16 @@ impl Modify for BearerAuth {
             Every `/v1` endpoint needs `Authorization: Bearer <api key>` and is rate limited per key (429 with `Retry-After`).",
     ),
     modifiers(&BearerAuth),
-    paths(
-        super::ops::healthz,
-        super::ops::readyz,
-        super::ops::metrics,
-        super::ops::openapi,
-        super::ops::docs_page,
-        super::admin::me,
-        super::alerts::list,
-        super::alerts::create,
-        super::alerts::get_one,
-        super::alerts::update,
-        super::alerts::remove,
-        super::alerts::events,
-        super::subscriptions::list,
-        super::subscriptions::create,
-        super::subscriptions::get_one,
-        super::subscriptions::remove,
-        super::market::signals,
-        super::market::signal_stats,
-        super::market::symbols,
-        super::market::price,
-        super::stream::stream,
-        super::stream::sse_only,
-        super::admin::list_users,
-        super::admin::create_user,
-        super::admin::remove_user,
-        super::admin::create_api_key,
-        super::admin::stats,
-        super::admin::dlq,
-    ),
+    // Parameter types are referenced from operations but not collected with them.
+    components(schemas(
+        super::fields::PageLimit,
+        super::fields::IdCursor,
+        super::fields::TimeCursor,
+        super::fields::Symbol,
+        super::fields::Venue,
+        super::market::SymbolLimit,
+        tickwatch_schema::wire::SignalKind,
+    )),
     tags(
         (name = "alerts", description = "The caller's price alert rules"),
         (name = "subscriptions", description = "The caller's signal subscriptions"),
@@ -229,47 +70,153 @@ impl Modify for BearerAuth {
 #[derive(Debug)]
 pub struct ApiDoc;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tickwatch_schema::rule::RuleSpec;
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    })
+}
 
-    fn properties(schema: RefOr<Schema>) -> Vec<String> {
-        let value = serde_json::to_value(schema).expect("schema serialises");
-        let mut keys: Vec<String> = value["properties"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        keys.sort();
-        keys
+/// Adds what operations share, and the rules between fields of a rule.
+pub fn finish(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            let secured = operation
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            let has_body = operation.get("requestBody").is_some();
+            let admin = operation["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|t| t == "admin"));
+            let has_params = operation
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|p| p.iter().any(|p| p["in"] == "query"));
+            let responses = operation["responses"]
+                .as_object_mut()
+                .expect("every operation has responses");
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| problem(description));
+            };
+            add(
+                "default",
+                "An unexpected error; `reference` ties it to the server's log",
+            );
+            if secured {
+                add("401", "No API key, or an unknown one");
+                add(
+                    "429",
+                    "Too many requests for this key; retry after `Retry-After` seconds",
+                );
+            }
+            if admin {
+                add("403", "The API key is not an admin's");
+            }
+            if has_body {
+                add("400", "The body is not JSON");
+                add("413", "The body is larger than the server takes");
+                add("415", "The body is not `application/json`");
+                add(
+                    "422",
+                    "A field is missing, unknown or invalid; `field` names it",
+                );
+            }
+            if has_params {
+                add("422", "A parameter is invalid; `field` names it");
+            }
+            if path.contains('{') {
+                add("404", "No such thing (or not the caller's)");
+            }
+        }
     }
+    if let Some(schema) = doc.pointer_mut("/components/schemas/NewAlert") {
+        schema["allOf"] = json!([condition_fields(), trigger_fields()]);
+    }
+}
 
-    #[test]
-    fn request_schemas_list_exactly_the_accepted_fields() {
-        let mut fields: Vec<String> = RuleSpec::FIELDS.iter().map(|f| f.to_string()).collect();
-        fields.sort();
-        assert_eq!(properties(AlertIn::schema()), fields);
-        fields.push("active".into());
-        fields.sort();
-        assert_eq!(properties(AlertPatch::schema()), fields);
-        let mut sub: Vec<String> = crate::services::subscriptions::FIELDS
+/// Which of `threshold`, `low`/`high`, `pct`/`window_s` go with which condition.
+fn condition_fields() -> Value {
+    use tickwatch_schema::rule::Condition;
+    let family = |pick: fn(Condition) -> bool| -> Vec<&'static str> {
+        Condition::ALL
             .iter()
-            .map(|f| f.to_string())
-            .collect();
-        sub.sort();
-        assert_eq!(properties(SubscriptionIn::schema()), sub);
-        let mut user: Vec<String> = super::super::admin::CREATE_USER_FIELDS
-            .iter()
-            .map(|f| f.to_string())
-            .collect();
-        user.sort();
-        assert_eq!(properties(CreateUserIn::schema()), user);
-    }
+            .copied()
+            .filter(|c| pick(*c))
+            .map(Condition::as_str)
+            .collect()
+    };
+    json!({"oneOf": [
+        {
+            "properties": {
+                "condition": {"enum": family(|c| !c.is_channel() && !c.is_moving())},
+                "low": false, "high": false, "pct": false, "window_s": false
+            },
+            "required": ["threshold"]
+        },
+        {
+            "properties": {
+                "condition": {"enum": family(Condition::is_channel)},
+                "threshold": false, "pct": false, "window_s": false
+            },
+            "required": ["low", "high"]
+        },
+        {
+            "properties": {
+                "condition": {"enum": family(Condition::is_moving)},
+                "threshold": false, "low": false, "high": false,
+                "window_s": {"minimum": 1}
+            },
+            "required": ["pct", "window_s"]
+        }
+    ]})
+}
 
-    #[test]
-    fn enumerations_come_from_the_model() {
-        let value = serde_json::to_value(ConditionName::schema()).expect("schema");
-        let listed = value["enum"].as_array().map(Vec::len);
-        assert_eq!(listed, Some(Condition::ALL.len()));
+/// `interval` goes with `once_per_bar`, and only with it.
+fn trigger_fields() -> Value {
+    json!({"oneOf": [
+        {"properties": {"trigger": {"const": "once_per_bar"}}, "required": ["trigger", "interval"]},
+        {"properties": {"trigger": {"enum": ["once", "every_time"]}, "interval": false}}
+    ]})
+}
+
+/// The document as served: the page size and the topics of a stream from the
+/// configuration.
+pub fn for_server(config: &ApiConfig) -> Value {
+    let mut doc = super::document().clone();
+    if let Some(limit) = doc.pointer_mut("/components/schemas/PageLimit") {
+        limit["maximum"] = json!(config.max_page_size);
+        limit["description"] = json!(format!(
+            "Items per page (default {}, at most {})",
+            config.default_page_size, config.max_page_size
+        ));
     }
+    // `?topics=` holds at most `stream.max_topics`.
+    let topic = super::stream::TOPIC_PATTERN;
+    let topics = format!(
+        "^$|^({topic})(,({topic})){{0,{}}}$",
+        config.stream.max_topics.saturating_sub(1)
+    );
+    for path in ["/v1/stream", "/v1/stream/sse"] {
+        let params = doc
+            .pointer_mut(&format!(
+                "/paths/{}/get/parameters",
+                path.replace('/', "~1")
+            ))
+            .and_then(Value::as_array_mut);
+        for param in params.into_iter().flatten() {
+            if param["name"] == "topics" {
+                param["schema"]["pattern"] = json!(topics);
+            }
+        }
+    }
+    doc
 }

@@ -2,16 +2,17 @@
 //! search, and the latest price with the day's change.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use tickwatch_schema::db::entity::signal;
-use tickwatch_schema::wire::{SignalKind, validate_symbol, validate_venue};
-use utoipa::{IntoParams, ToSchema};
+use tickwatch_schema::wire::{Grade, SignalKind, validate_symbol, validate_venue};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::docs::{GradeName, SignalKindName};
-use super::problem::Problem;
-use super::{ApiState, Auth, query};
+use super::fields::{PageLimit, Symbol, TimeCursor, Venue};
+use super::{ApiState, Auth, Params};
 use crate::error::{Error, Result};
 use crate::services::market::{KindStats, PriceView, SignalFilter, SymbolInfo};
 
@@ -21,15 +22,14 @@ use crate::services::market::{KindStats, PriceView, SignalFilter, SymbolInfo};
 #[into_params(parameter_in = Query)]
 pub struct SignalsQuery {
     /// Only this symbol (`BTCUSDT`).
-    pub symbol: Option<String>,
+    pub symbol: Option<Symbol>,
     /// Only this kind (`rsi_oversold`).
-    pub kind: Option<String>,
+    pub kind: Option<SignalKind>,
     /// Only signals at or after this time (epoch ms).
+    #[param(minimum = 0)]
     pub since: Option<i64>,
-    /// Items per page (default 50, at most 500).
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    pub limit: Option<PageLimit>,
+    pub cursor: Option<TimeCursor>,
 }
 
 /// Filters of `GET /v1/signals/stats`.
@@ -37,9 +37,10 @@ pub struct SignalsQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    pub symbol: Option<String>,
-    pub kind: Option<String>,
+    pub symbol: Option<Symbol>,
+    pub kind: Option<SignalKind>,
     /// Only signals at or after this time (epoch ms).
+    #[param(minimum = 0)]
     pub since: Option<i64>,
 }
 
@@ -50,15 +51,44 @@ pub struct StatsQuery {
 pub struct SymbolsQuery {
     /// A symbol, name or alias, or part of one (`삼성`, `samsung`, `btc`); empty lists all.
     pub query: Option<String>,
-    /// At most this many (default 20, at most 100).
-    pub limit: Option<u32>,
+    /// At most this many (default 20).
+    pub limit: Option<SymbolLimit>,
 }
+
+/// How many symbols a search returns: 1 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolLimit(pub usize);
+
+impl<'de> Deserialize<'de> for SymbolLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if !(1..=100).contains(&n) {
+            return Err(de::Error::custom(format!("{n} is not between 1 and 100")));
+        }
+        Ok(SymbolLimit(n as usize))
+    }
+}
+
+impl PartialSchema for SymbolLimit {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Integer))
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int32,
+            )))
+            .minimum(Some(1))
+            .maximum(Some(100))
+            .into()
+    }
+}
+
+impl ToSchema for SymbolLimit {}
 
 /// A recorded signal and its outcome so far.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SignalOut {
     pub id: String,
-    #[schema(value_type = SignalKindName)]
+    #[schema(value_type = SignalKind)]
     pub kind: String,
     pub venue: String,
     pub symbol: String,
@@ -67,7 +97,7 @@ pub struct SignalOut {
     pub ts: i64,
     pub price: String,
     pub score: i32,
-    #[schema(value_type = GradeName)]
+    #[schema(value_type = Grade)]
     pub grade: String,
     /// The values behind the signal.
     #[schema(value_type = Object)]
@@ -122,46 +152,36 @@ pub struct SymbolList {
 }
 
 fn filter(
-    symbol: Option<String>,
-    kind: Option<String>,
+    symbol: Option<Symbol>,
+    kind: Option<SignalKind>,
     since: Option<i64>,
 ) -> Result<SignalFilter> {
-    if let Some(s) = &symbol {
-        validate_symbol(s)?;
-    }
-    let kind = kind.map(|k| k.parse::<SignalKind>()).transpose()?;
     if let Some(since) = since
         && since < 0
     {
         return Err(Error::invalid("since", "must be epoch milliseconds"));
     }
     Ok(SignalFilter {
-        symbol,
+        symbol: symbol.map(|s| s.0),
         kind,
         since,
     })
 }
 
 /// Recorded signals, newest first, with cursor pagination.
-#[utoipa::path(get, operation_id = "market_signals", path = "/v1/signals", tag = "signals", params(SignalsQuery),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "A page of signals", body = SignalPage),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter, `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, operation_id = "market_signals", path = "/v1/signals", tag = "signals",
+    params(SignalsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "A page of signals", body = SignalPage)))]
 pub async fn signals(
     State(state): State<ApiState>,
     _auth: Auth,
-    q: std::result::Result<Query<SignalsQuery>, QueryRejection>,
+    Params(q): Params<SignalsQuery>,
 ) -> Result<Json<SignalPage>> {
-    let q = query(q)?;
-    let limit = state.page_size(q.limit)?;
+    let limit = state.page_size(q.limit.map(|l| l.0))?;
     let filter = filter(q.symbol, q.kind, q.since)?;
     let page = state
         .services()
-        .signals(&filter, q.cursor.as_deref(), limit)
+        .signals(&filter, q.cursor.map(|c| (c.ts, c.id)), limit)
         .await?;
     Ok(Json(SignalPage {
         items: page.items.into_iter().map(SignalOut::from).collect(),
@@ -171,20 +191,14 @@ pub async fn signals(
 
 /// Per kind: signals recorded, and at 1, 5 and 20 bars the outcomes known, hits, hit
 /// rate and mean return.
-#[utoipa::path(get, operation_id = "market_signal_stats", path = "/v1/signals/stats", tag = "signals", params(StatsQuery),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Statistics per kind", body = SignalStatsOut),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, operation_id = "market_signal_stats", path = "/v1/signals/stats", tag = "signals",
+    params(StatsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Statistics per kind", body = SignalStatsOut)))]
 pub async fn signal_stats(
     State(state): State<ApiState>,
     _auth: Auth,
-    q: std::result::Result<Query<StatsQuery>, QueryRejection>,
+    Params(q): Params<StatsQuery>,
 ) -> Result<Json<SignalStatsOut>> {
-    let q = query(q)?;
     let filter = filter(q.symbol, q.kind, q.since)?;
     let kinds = state.services().signal_stats(&filter).await?;
     Ok(Json(SignalStatsOut {
@@ -194,30 +208,15 @@ pub async fn signal_stats(
 }
 
 /// Symbols by symbol, name or alias, Korean or English.
-#[utoipa::path(get, operation_id = "market_symbols", path = "/v1/symbols", tag = "market", params(SymbolsQuery),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Matching symbols, best first", body = SymbolList),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad `limit`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, operation_id = "market_symbols", path = "/v1/symbols", tag = "market",
+    params(SymbolsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Matching symbols, best first", body = SymbolList)))]
 pub async fn symbols(
     State(state): State<ApiState>,
     _auth: Auth,
-    q: std::result::Result<Query<SymbolsQuery>, QueryRejection>,
+    Params(q): Params<SymbolsQuery>,
 ) -> Result<Json<SymbolList>> {
-    let q = query(q)?;
-    let limit = match q.limit {
-        None => 20,
-        Some(n) if (1..=100).contains(&n) => n as usize,
-        Some(n) => {
-            return Err(Error::invalid(
-                "limit",
-                format!("{n} is not between 1 and 100"),
-            ));
-        }
-    };
+    let limit = q.limit.map_or(20, |l| l.0);
     let items = state
         .services()
         .search_symbols(q.query.as_deref().unwrap_or_default(), limit)
@@ -229,16 +228,10 @@ pub async fn symbols(
 #[utoipa::path(get, operation_id = "market_price", path = "/v1/prices/{venue}/{symbol}", tag = "market",
     security(("bearer" = [])),
     params(
-        ("venue" = String, Path, description = "The venue (`binance`)"),
-        ("symbol" = String, Path, description = "The symbol as the venue spells it (`BTCUSDT`)"),
+        ("venue" = Venue, Path, description = "The venue (`binance`)"),
+        ("symbol" = Symbol, Path, description = "The symbol as the venue spells it (`BTCUSDT`)"),
     ),
-    responses(
-        (status = 200, description = "The latest price", body = PriceView),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No price recorded for it", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a venue or symbol", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
-    ))]
+    responses((status = 200, description = "The latest price", body = PriceView)))]
 pub async fn price(
     State(state): State<ApiState>,
     _auth: Auth,

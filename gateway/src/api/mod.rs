@@ -1,14 +1,19 @@
 //! The HTTP API (axum 0.8): [`ApiState`], [`router`] and [`serve`].
 //!
-//! Every route is declared once, in [`routes`]; the router is built from that table and a
-//! test checks the OpenAPI document ([`docs::ApiDoc`]) against it, so the document
-//! describes exactly what is served. Handlers live by resource: `alerts`,
-//! `subscriptions`, `market` (signals, stats, symbols, prices), `admin`, `ops` (health,
-//! readiness, metrics, the document and its page) and [`stream`] (WebSocket and SSE).
+//! Every handler is registered once, with its OpenAPI description, in [`api_routes`]
+//! (utoipa-axum's `routes!`), so the router and the document cannot disagree. What every
+//! operation shares — 401 and 429 for the authenticated ones, 400/413/415/422 for a body or
+//! parameters, a problem+json `default` — is added to the document once, in
+//! [`docs::finish`]. Request bodies are typed ([`JsonBody`]): serde parses them (an error
+//! names its field) and utoipa documents the very same types ([`fields`]). Handlers live by
+//! resource: `alerts`, `subscriptions`, `market` (signals, stats, symbols, prices), `admin`,
+//! `ops` (health, readiness, metrics, the document and its page) and [`stream`] (WebSocket
+//! and SSE).
 
 pub mod admin;
 pub mod alerts;
 pub mod docs;
+pub mod fields;
 pub mod market;
 pub mod ops;
 pub mod problem;
@@ -16,22 +21,21 @@ pub mod ratelimit;
 pub mod stream;
 pub mod subscriptions;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Query, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post};
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
-use utoipa::IntoParams;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
@@ -107,70 +111,49 @@ impl ApiState {
     }
 }
 
-/// Every route: method, path (as the OpenAPI document spells it) and handler.
-pub fn routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
-    vec![
-        (Method::GET, "/healthz", get(ops::healthz)),
-        (Method::GET, "/readyz", get(ops::readyz)),
-        (Method::GET, "/metrics", get(ops::metrics)),
-        (Method::GET, "/openapi.json", get(ops::openapi)),
-        (Method::GET, "/docs", get(ops::docs_page)),
-        (Method::GET, "/v1/me", get(admin::me)),
-        (Method::GET, "/v1/alerts", get(alerts::list)),
-        (Method::POST, "/v1/alerts", post(alerts::create)),
-        (Method::GET, "/v1/alerts/{id}", get(alerts::get_one)),
-        (Method::PATCH, "/v1/alerts/{id}", patch(alerts::update)),
-        (Method::DELETE, "/v1/alerts/{id}", delete(alerts::remove)),
-        (Method::GET, "/v1/alerts/{id}/events", get(alerts::events)),
-        (Method::GET, "/v1/subscriptions", get(subscriptions::list)),
-        (
-            Method::POST,
-            "/v1/subscriptions",
-            post(subscriptions::create),
-        ),
-        (
-            Method::GET,
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get_one),
-        ),
-        (
-            Method::DELETE,
-            "/v1/subscriptions/{id}",
-            delete(subscriptions::remove),
-        ),
-        (Method::GET, "/v1/signals", get(market::signals)),
-        (Method::GET, "/v1/signals/stats", get(market::signal_stats)),
-        (Method::GET, "/v1/symbols", get(market::symbols)),
-        (
-            Method::GET,
-            "/v1/prices/{venue}/{symbol}",
-            get(market::price),
-        ),
-        (Method::GET, "/v1/stream", get(stream::stream)),
-        (Method::GET, "/v1/stream/sse", get(stream::sse_only)),
-        (Method::GET, "/v1/admin/users", get(admin::list_users)),
-        (Method::POST, "/v1/admin/users", post(admin::create_user)),
-        (
-            Method::DELETE,
-            "/v1/admin/users/{id}",
-            delete(admin::remove_user),
-        ),
-        (
-            Method::POST,
-            "/v1/admin/users/{id}/apikeys",
-            post(admin::create_api_key),
-        ),
-        (Method::GET, "/v1/admin/stats", get(admin::stats)),
-        (Method::GET, "/v1/admin/dlq", get(admin::dlq)),
-    ]
+/// Every endpoint, each registered once with its description. Adding one is a handler
+/// with `#[utoipa::path]` and a line here.
+fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(ops::docs_page))
+        .routes(routes!(admin::me))
+        .routes(routes!(alerts::list, alerts::create))
+        .routes(routes!(alerts::get_one, alerts::update, alerts::remove))
+        .routes(routes!(alerts::events))
+        .routes(routes!(subscriptions::list, subscriptions::create))
+        .routes(routes!(subscriptions::get_one, subscriptions::remove))
+        .routes(routes!(market::signals))
+        .routes(routes!(market::signal_stats))
+        .routes(routes!(market::symbols))
+        .routes(routes!(market::price))
+        .routes(routes!(stream::stream))
+        .routes(routes!(stream::sse_only))
+        .routes(routes!(admin::list_users, admin::create_user))
+        .routes(routes!(admin::remove_user))
+        .routes(routes!(admin::create_api_key))
+        .routes(routes!(admin::stats))
+        .routes(routes!(admin::dlq))
+}
+
+/// The OpenAPI document of every route, with what they share added ([`docs::finish`]);
+/// the limits that come from the configuration are set per server ([`docs::for_server`]).
+pub fn document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let (_, doc) = api_routes().split_for_parts();
+        let mut doc = serde_json::to_value(doc).unwrap_or_default();
+        docs::finish(&mut doc);
+        doc
+    })
 }
 
 /// The whole API as an axum router.
 pub fn router(state: ApiState) -> Router {
-    let mut router = Router::new();
-    for (_, path, handler) in routes() {
-        router = router.route(path, handler);
-    }
+    let (router, _) = api_routes().split_for_parts();
     let limit = state.config().max_body_bytes;
     router
         .fallback(not_found)
@@ -297,65 +280,147 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// A JSON object body: a wrong content type, a body too large or malformed JSON are told
-/// apart.
-pub(crate) fn json_object(
-    state: &ApiState,
-    headers: &HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Value> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-        if !ct.starts_with("application/json") && !ct.contains("+json") {
-            return Err(Error::BadRequest(format!(
-                "Content-Type `{ct}` is not JSON; send application/json"
-            )));
-        }
-    }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::TooLarge {
-                limit: state.config().max_body_bytes,
+/// A JSON request body of type `T`: a wrong content type is 415, a body too large 413,
+/// anything but JSON 400, and a value that does not fit `T` 422 naming the field.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        match content_type.as_deref() {
+            Some("application/json") => {}
+            Some(ct) if ct.starts_with("application/") && ct.ends_with("+json") => {}
+            Some(other) => {
+                return Err(Error::UnsupportedMediaType(format!(
+                    "`{other}` is not JSON; send Content-Type: application/json"
+                )));
             }
-        } else {
-            Error::BadRequest("the request body could not be read".into())
+            None => {
+                return Err(Error::UnsupportedMediaType(
+                    "no Content-Type; send Content-Type: application/json".into(),
+                ));
+            }
         }
-    })?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        Error::BadRequest(format!(
-            "the body is not JSON: {e} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    if !value.is_object() {
-        return Err(Error::invalid("body", "must be a JSON object"));
+        let limit = state.config().max_body_bytes;
+        let body = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::TooLarge { limit }
+            } else {
+                Error::BadRequest("the request body could not be read".into())
+            }
+        })?;
+        parse_json(&body).map(JsonBody)
     }
+}
+
+/// Parses JSON into `T`; see [`JsonBody`].
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // serde_json reports a value of the wrong kind where an enum is expected as a
+        // syntax error; in a body that is JSON it is the field's fault.
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        body_error(e, is_json)
+    })?;
+    de.end()
+        .map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
     Ok(value)
 }
 
-/// Query parameters with the rejection turned into a 422 naming the parameter.
-pub(crate) fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
-    match q {
-        Ok(Query(t)) => Ok(t),
-        Err(rejection) => {
-            let text = rejection.body_text();
-            let detail = text
-                .strip_prefix("Failed to deserialize query string: ")
-                .unwrap_or(&text)
-                .to_string();
-            let field = detail
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                .map(str::to_string)
-                .or_else(|| {
-                    detail
-                        .split_once(": ")
-                        .map(|(f, _)| f.to_string())
-                        .filter(|f| !f.contains(' '))
-                })
-                .unwrap_or_else(|| "query".to_string());
-            Err(Error::invalid(field, detail))
+/// Turns serde's error into a 400 (not JSON) or a 422 naming the field.
+fn body_error(err: serde_path_to_error::Error<serde_json::Error>, is_json: bool) -> Error {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if !is_json {
+        return Error::BadRequest(format!("the body is not JSON: {inner}"));
+    }
+    if inner.is_syntax() {
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        return Error::invalid(field, "has the wrong type");
+    }
+    let text = inner.to_string();
+    // serde appends where in the text it stopped; the field is what the client needs.
+    let message = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let named = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    if let Some(field) = named("unknown field `") {
+        let known = message
+            .split_once("expected one of ")
+            .map_or(String::new(), |(_, known)| {
+                format!("; the fields are {}", known.replace('`', ""))
+            });
+        return Error::invalid(field, format!("is not a field here{known}"));
+    }
+    if let Some(field) = named("missing field `") {
+        let field = if path == "." {
+            field
+        } else {
+            format!("{path}.{field}")
+        };
+        return Error::invalid(field, "is required");
+    }
+    let field = if path == "." {
+        "body".to_string()
+    } else {
+        path
+    };
+    Error::invalid(field, message.to_string())
+}
+
+/// Query parameters of type `T`, a bad one a 422 naming it.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(t)) => Ok(Params(t)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text)
+                    .to_string();
+                let field = detail
+                    .strip_prefix("unknown field `")
+                    .or_else(|| detail.strip_prefix("missing field `"))
+                    .and_then(|r| r.split('`').next())
+                    .map(str::to_string)
+                    .or_else(|| {
+                        detail
+                            .split_once(": ")
+                            .map(|(f, _)| f.to_string())
+                            .filter(|f| !f.contains(' '))
+                    })
+                    .unwrap_or_else(|| "query".to_string());
+                Err(Error::invalid(field, detail))
+            }
         }
     }
 }
@@ -366,17 +431,6 @@ pub(crate) fn path_id(text: &str, what: &str) -> Result<i64> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| Error::not_found(format!("{what} `{text}`")))
-}
-
-/// `limit` and `cursor` of a paginated listing.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Items per page (default 50, at most 500).
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 impl ApiState {

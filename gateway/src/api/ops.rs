@@ -2,7 +2,6 @@
 //! None needs an API key.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Json;
@@ -11,10 +10,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::ApiState;
-use super::docs::ApiDoc;
 use super::problem::Problem;
 
 /// How long one readiness probe waits for the database or the broker.
@@ -173,17 +171,11 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
     }
 }
 
-/// The OpenAPI document, generated from the code at start.
-pub fn document() -> &'static serde_json::Value {
-    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
-}
-
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, operation_id = "ops_openapi", path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
-pub async fn openapi() -> Json<serde_json::Value> {
-    Json(document().clone())
+pub async fn openapi(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(super::docs::for_server(state.config()))
 }
 
 /// A page listing every endpoint, read from `/openapi.json` (no external assets).

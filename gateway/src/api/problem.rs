@@ -68,6 +68,11 @@ impl From<&Error> for Problem {
             Error::BadRequest(detail) => {
                 Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail.clone())
             }
+            Error::UnsupportedMediaType(detail) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                detail.clone(),
+            ),
             Error::TooLarge { .. } => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", err.to_string())
             }

@@ -1,5 +1,5 @@
-//! `GET /v1/stream`: live ticks, signals and the caller's alerts, over a WebSocket or as
-//! Server-Sent Events (`Accept: text/event-stream`, or `GET /v1/stream/sse`).
+//! `GET /v1/stream`: live ticks, signals and the caller's alerts, over a WebSocket (an
+//! upgrade request) or else as Server-Sent Events (`GET /v1/stream/sse` is SSE only).
 //!
 //! **Topics**: `ticks:<SYMBOL>` or `ticks:*`, `signals:<SYMBOL>` or `signals:*`,
 //! `alerts:mine` (the caller's fired alerts) and, for admins, `alerts:*`. The first ones come
@@ -28,22 +28,21 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, Stream, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio_util::sync::CancellationToken;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::problem::Problem;
-use super::{ApiState, authorize, bearer, query};
+use super::{ApiState, Params, authorize, bearer};
 use crate::error::{Error, Result};
 use crate::hub::{ClientSlot, StreamEvent};
 use crate::services::users::Caller;
@@ -58,7 +57,11 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Comma-separated topics: `ticks:BTCUSDT`, `ticks:*`, `signals:*`, `alerts:mine`.
+    /// Comma-separated topics: `ticks:BTCUSDT`, `ticks:*`, `signals:*`, `alerts:mine`
+    /// (`alerts:*` for admins); at most `stream.max_topics`.
+    #[param(
+        pattern = "^$|^((ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|alerts:(mine|\\*))(,((ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|alerts:(mine|\\*))){0,31}$"
+    )]
     pub topics: Option<String>,
     /// The API key, for clients that cannot send `Authorization` (browser WebSockets).
     pub access_token: Option<String>,
@@ -73,9 +76,11 @@ enum Topic {
     AlertsAll,
 }
 
+/// One topic, as the document's pattern for `topics` spells it.
+pub const TOPIC_PATTERN: &str = "(ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|alerts:(mine|\\*)";
+
 impl Topic {
     fn parse(text: &str, caller: &Caller) -> Result<Topic> {
-        let text = text.trim();
         let bad = || {
             Error::invalid(
                 "topics",
@@ -89,7 +94,11 @@ impl Topic {
             if rest == "*" {
                 return Ok(None);
             }
-            let upper = rest.to_uppercase();
+            // ASCII only, as the pattern says: `ß` would upper-case into a valid `SS`.
+            if !rest.is_ascii() {
+                return Err(bad());
+            }
+            let upper = rest.to_ascii_uppercase();
             tickwatch_schema::wire::validate_symbol(&upper).map_err(|_| bad())?;
             Ok(Some(upper))
         };
@@ -98,9 +107,8 @@ impl Topic {
             "signals" => Ok(Topic::Signals(symbol(rest)?)),
             "alerts" if rest == "mine" => Ok(Topic::AlertsMine),
             "alerts" if rest == "*" && caller.admin => Ok(Topic::AlertsAll),
-            "alerts" if rest == "*" => Err(Error::invalid(
-                "topics",
-                "alerts:* is for admins; use alerts:mine",
+            "alerts" if rest == "*" => Err(Error::Forbidden(
+                "the topic alerts:* is for admins; use alerts:mine".into(),
             )),
             _ => Err(bad()),
         }
@@ -137,7 +145,6 @@ impl Topics {
     fn add(&mut self, names: &[String]) -> Result<()> {
         let parsed = names
             .iter()
-            .filter(|n| !n.trim().is_empty())
             .map(|n| Topic::parse(n, &self.caller))
             .collect::<Result<Vec<_>>>()?;
         let mut next = self.set.clone();
@@ -196,9 +203,18 @@ fn message(event: &StreamEvent, topic: &str) -> String {
     json!({"type": event.kind(), "topic": topic, "data": event.data()}).to_string()
 }
 
+/// `?topics=a,b` as the document's pattern has it: no spaces, no empty topic.
 fn split_topics(text: Option<&str>) -> Vec<String> {
-    text.unwrap_or_default()
-        .split(',')
+    match text {
+        None | Some("") => Vec::new(),
+        Some(text) => text.split(',').map(str::to_string).collect(),
+    }
+}
+
+/// Topics a WebSocket client sent, forgiving stray spaces and empty entries.
+fn tidy(topics: Vec<String>) -> Vec<String> {
+    topics
+        .into_iter()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .collect()
@@ -222,38 +238,31 @@ async fn open(
     Ok((topics, slot, rx))
 }
 
-/// Live events over a WebSocket (an upgrade request) or SSE (`Accept: text/event-stream`).
+/// One Server-Sent Event as a client reads it: its name and its data (JSON text).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SseEvent {
+    /// `subscribed`, `tick`, `signal`, `alert`, `heartbeat` or `close`.
+    pub event: String,
+    /// The event's JSON, as text.
+    pub data: String,
+}
+
+/// Live events over a WebSocket (an upgrade request), or as Server-Sent Events otherwise.
 #[utoipa::path(get, operation_id = "stream", path = "/v1/stream", tag = "stream", params(StreamQuery),
     security(("bearer" = [])),
     responses(
         (status = 101, description = "WebSocket: see the protocol in the description of the stream tag"),
-        (status = 200, description = "Server-Sent Events", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "Neither a WebSocket upgrade nor `Accept: text/event-stream`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad topic", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Server-Sent Events", body = SseEvent, content_type = "text/event-stream"),
         (status = 503, description = "Too many streams open", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn stream(
     State(state): State<ApiState>,
     headers: HeaderMap,
     ws: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    q: std::result::Result<Query<StreamQuery>, QueryRejection>,
+    q: Result<Params<StreamQuery>>,
 ) -> Response {
-    let wants_sse = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    if ws.is_err() && !wants_sse {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "open a WebSocket, or send `Accept: text/event-stream` (or use /v1/stream/sse)",
-        )
-        .into_response();
-    }
-    let opened = match query(q) {
-        Ok(q) => open(&state, &headers, q).await,
+    let opened = match q {
+        Ok(Params(q)) => open(&state, &headers, q).await,
         Err(e) => Err(e),
     };
     let (topics, slot, rx) = match opened {
@@ -276,19 +285,16 @@ pub async fn stream(
 #[utoipa::path(get, operation_id = "stream_sse", path = "/v1/stream/sse", tag = "stream", params(StreamQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Server-Sent Events", body = String, content_type = "text/event-stream"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad topic", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Server-Sent Events", body = SseEvent, content_type = "text/event-stream"),
         (status = 503, description = "Too many streams open", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn sse_only(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    q: std::result::Result<Query<StreamQuery>, QueryRejection>,
+    q: Result<Params<StreamQuery>>,
 ) -> Response {
-    let opened = match query(q) {
-        Ok(q) => open(&state, &headers, q).await,
+    let opened = match q {
+        Ok(Params(q)) => open(&state, &headers, q).await,
         Err(e) => Err(e),
     };
     match opened {
@@ -346,8 +352,8 @@ async fn run_websocket(
                 Some(Ok(Message::Text(text))) => {
                     let reply = match serde_json::from_str::<ClientOp>(text.as_str()) {
                         Ok(op) => match op.op.as_str() {
-                            "subscribe" => topics.add(&op.topics).map(|()| json!({"type": "subscribed", "topics": topics.names()})),
-                            "unsubscribe" => topics.remove(&op.topics).map(|()| json!({"type": "subscribed", "topics": topics.names()})),
+                            "subscribe" => topics.add(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": topics.names()})),
+                            "unsubscribe" => topics.remove(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": topics.names()})),
                             "ping" => Ok(json!({"type": "pong"})),
                             other => Err(Error::invalid("op", format!("`{other}` is not subscribe, unsubscribe or ping"))),
                         },

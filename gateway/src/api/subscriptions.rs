@@ -1,29 +1,93 @@
 //! `/v1/subscriptions`: the caller's signal subscriptions.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
-use tickwatch_schema::wire::{Grade, SignalKind};
-use utoipa::ToSchema;
+use std::sync::LazyLock;
 
-use super::docs::{GradeName, SignalKindName, SubscriptionIn};
-use super::problem::Problem;
-use super::{ApiState, Auth, json_object, path_id};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use regex::Regex;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use tickwatch_schema::wire::{Grade, SignalKind};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::{ApiState, Auth, JsonBody, path_id};
 use crate::error::Result;
 use crate::services::subscriptions::{NewSubscription, SubscriptionView};
+
+/// The body of `POST /v1/subscriptions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"}))]
+pub struct SubscriptionIn {
+    pub kind: SignalKind,
+    /// A symbol, or `null` (or `*`, or `all`) for every symbol.
+    #[serde(default)]
+    pub symbol: Option<SubscriptionSymbol>,
+    /// The weakest grade to hear about (default `D`: all).
+    #[serde(default)]
+    pub min_grade: Option<Grade>,
+}
+
+impl From<SubscriptionIn> for NewSubscription {
+    fn from(s: SubscriptionIn) -> Self {
+        NewSubscription {
+            kind: s.kind,
+            symbol: s.symbol.and_then(|s| s.0),
+            min_grade: s.min_grade.unwrap_or(Grade::D),
+        }
+    }
+}
+
+/// A subscription's symbol: one symbol, or every symbol (`*`, `all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSymbol(pub Option<String>);
+
+impl SubscriptionSymbol {
+    const PATTERN: &'static str = "^([A-Z0-9._/:-]{1,32}|\\*|[Aa][Ll][Ll])$";
+}
+
+impl<'de> Deserialize<'de> for SubscriptionSymbol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        static RE: LazyLock<Regex> = LazyLock::new(|| {
+            Regex::new(SubscriptionSymbol::PATTERN).expect("the pattern compiles")
+        });
+        let text = String::deserialize(d)?;
+        if text == "*" || text.eq_ignore_ascii_case("all") {
+            return Ok(SubscriptionSymbol(None));
+        }
+        if !RE.is_match(&text) {
+            return Err(de::Error::custom(format!(
+                "`{text}` is not a symbol in upper case, `*` or `all`"
+            )));
+        }
+        Ok(SubscriptionSymbol(Some(text)))
+    }
+}
+
+impl PartialSchema for SubscriptionSymbol {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .pattern(Some(SubscriptionSymbol::PATTERN))
+            .description(Some(
+                "A symbol in upper case, or `*` / `all` for every symbol",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for SubscriptionSymbol {}
 
 /// A stored subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SubscriptionOut {
     pub id: i64,
-    #[schema(value_type = SignalKindName)]
     pub kind: SignalKind,
     /// `null`: every symbol.
     pub symbol: Option<String>,
-    #[schema(value_type = GradeName)]
     pub min_grade: Grade,
     pub active: bool,
     pub created_at: i64,
@@ -54,8 +118,6 @@ pub struct SubscriptionList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's subscriptions", body = SubscriptionList),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -75,25 +137,21 @@ pub async fn list(
 /// kind and symbol changes its minimum grade (200 instead of 201).
 #[utoipa::path(post, operation_id = "subscriptions_create", path = "/v1/subscriptions", tag = "subscriptions",
     security(("bearer" = [])),
-    request_body(content = SubscriptionIn, content_type = "application/json"),
+    request_body = SubscriptionIn,
     responses(
         (status = 201, description = "Subscribed", body = SubscriptionOut),
         (status = 200, description = "The existing subscription, changed", body = SubscriptionOut),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Too many subscriptions", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too many subscriptions", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<ApiState>,
     Auth(caller): Auth,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    JsonBody(new): JsonBody<SubscriptionIn>,
 ) -> Result<(StatusCode, Json<SubscriptionOut>)> {
-    let value = json_object(&state, &headers, body)?;
-    let new = NewSubscription::from_json(&value)?;
-    let (view, created) = state.services().subscribe(caller.user_id, new).await?;
+    let (view, created) = state
+        .services()
+        .subscribe(caller.user_id, NewSubscription::from(new))
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -105,12 +163,9 @@ pub async fn create(
 /// One of the caller's subscriptions.
 #[utoipa::path(get, operation_id = "subscriptions_get_one", path = "/v1/subscriptions/{id}", tag = "subscriptions",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The subscription id")),
+    params(("id" = i64, Path, minimum = 1, description = "The subscription id")),
     responses(
         (status = 200, description = "The subscription", body = SubscriptionOut),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_one(
     State(state): State<ApiState>,
@@ -128,12 +183,9 @@ pub async fn get_one(
 /// Removes a subscription.
 #[utoipa::path(delete, operation_id = "subscriptions_remove", path = "/v1/subscriptions/{id}", tag = "subscriptions",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The subscription id")),
+    params(("id" = i64, Path, minimum = 1, description = "The subscription id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No or an unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn remove(
     State(state): State<ApiState>,
@@ -143,4 +195,36 @@ pub async fn remove(
     let id = path_id(&id, "subscription")?;
     state.services().unsubscribe(caller.user_id, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::parse_json;
+    use crate::error::Error;
+
+    fn parse(body: &str) -> Result<NewSubscription> {
+        parse_json::<SubscriptionIn>(body.as_bytes()).map(NewSubscription::from)
+    }
+
+    #[test]
+    fn bodies_are_checked_field_by_field() {
+        let ok =
+            parse(r#"{"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"}"#).expect("valid");
+        assert_eq!(ok.symbol.as_deref(), Some("BTCUSDT"));
+        let all = parse(r#"{"kind":"golden_cross","symbol":"*"}"#).expect("defaults");
+        assert_eq!((all.symbol, all.min_grade), (None, Grade::D));
+        for (body, field) in [
+            (r#"{"kind":"nope"}"#, "kind"),
+            (r#"{"symbol":"BTCUSDT"}"#, "kind"),
+            (r#"{"kind":"gap_up","min_grade":"Z"}"#, "min_grade"),
+            (r#"{"kind":"gap_up","extra":1}"#, "extra"),
+            (r#"{"kind":"gap_up","symbol":"btc"}"#, "symbol"),
+        ] {
+            match parse(body) {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
 }

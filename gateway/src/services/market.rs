@@ -23,7 +23,7 @@ use tickwatch_schema::db::entity::{candle, latest_price, signal, symbol};
 use tickwatch_schema::wire::{SignalKind, validate_symbol, validate_venue};
 use utoipa::ToSchema;
 
-use super::{Page, Services, decode_cursor, encode_cursor};
+use super::{Before, Page, Services, time_cursor};
 use crate::error::{Error, Result};
 
 const DAY_MS: i64 = 86_400_000;
@@ -172,7 +172,7 @@ pub struct HorizonStats {
 /// Outcome statistics of one signal kind.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct KindStats {
-    #[schema(value_type = crate::api::docs::SignalKindName)]
+    #[schema(value_type = tickwatch_schema::wire::SignalKind)]
     pub kind: SignalKind,
     pub direction: Direction,
     /// Signals recorded.
@@ -409,7 +409,7 @@ impl Services {
     pub async fn signals(
         &self,
         filter: &SignalFilter,
-        cursor: Option<&str>,
+        before: Option<Before>,
         limit: u64,
     ) -> Result<Page<signal::Model>> {
         let mut query = signal::Entity::find()
@@ -425,8 +425,7 @@ impl Services {
         if let Some(since) = filter.since {
             query = query.filter(signal::Column::Ts.gte(since));
         }
-        if let Some(cursor) = cursor {
-            let (ts, id) = decode_cursor(cursor)?;
+        if let Some((ts, id)) = before {
             query = query.filter(
                 Where::any().add(signal::Column::Ts.lt(ts)).add(
                     Where::all()
@@ -439,7 +438,7 @@ impl Services {
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(encode_cursor(last.ts, &last.id)),
+            (true, Some(last)) => Some(time_cursor(last.ts, &last.id)),
             _ => None,
         };
         Ok(Page {

@@ -151,43 +151,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+/// The `next_cursor` of a newest-first page: `<ts>_<id>` of its last item, the position
+/// the next page starts after (the API reads it back as `api::fields::TimeCursor`).
+pub(crate) fn time_cursor(ts: i64, id: &str) -> String {
+    format!("{ts}_{id}")
 }
 
-/// An opaque cursor over a `(ts, id)` ordering: hex of `"<ts>:<id>"`.
-pub(crate) fn encode_cursor(ts: i64, id: &str) -> String {
-    hex(format!("{ts}:{id}").as_bytes())
-}
-
-/// The `(ts, id)` inside a cursor; an unreadable one is the client's mistake.
-pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, String)> {
-    let bad = || Error::invalid("cursor", "is not a cursor this API gave out");
-    let bytes = unhex(cursor).ok_or_else(bad)?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (ts, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok((ts.parse().map_err(|_| bad())?, id.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_garbage() {
-        let c = encode_cursor(1_763_762_400_000, "0193abc");
-        assert_eq!(
-            decode_cursor(&c).expect("round trip"),
-            (1_763_762_400_000, "0193abc".to_string())
-        );
-        for bad in ["zz", "abc", "", &hex(b"nocolon"), &hex(b"x:1")] {
-            assert!(decode_cursor(bad).is_err(), "{bad:?}");
-        }
-    }
-}
+/// Where a newest-first list goes on: before this `(ts, id)`.
+pub type Before = (i64, String);

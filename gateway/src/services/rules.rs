@@ -12,13 +12,12 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition as Where, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
-use serde_json::{Map, Value};
 use tickwatch_schema::db::entity::{alert_event, alert_rule};
 use tickwatch_schema::db::{now_ms, rule_from_row, rule_spec_columns};
 use tickwatch_schema::rule::{AlertRule, Condition, RuleSpec, Trigger};
 use tickwatch_schema::wire::{Control, Interval};
 
-use super::{Page, Services, decode_cursor, encode_cursor};
+use super::{Before, Page, Services, time_cursor};
 use crate::error::{Error, Result};
 
 /// The most rules one user may have; protects a small server from one runaway script.
@@ -26,103 +25,60 @@ pub const MAX_RULES_PER_USER: u64 = 1_000;
 /// Optimistic-update attempts before a change is reported as a conflict.
 pub(super) const UPDATE_ATTEMPTS: usize = 5;
 
-/// The fields `PATCH /v1/alerts/{id}` takes besides the rule's own.
-pub const PATCH_EXTRA_FIELDS: &[&str] = &["active"];
-
-/// Decodes a client's rule JSON: names the first field with a wrong type or value, refuses
-/// unknown fields, then runs the shared validation (with `expires_at` in the future).
-pub fn parse_rule_spec(value: &Value, now_ms: i64) -> Result<RuleSpec> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| Error::invalid("body", "the alert rule must be a JSON object"))?;
-    check_fields(object, &[])?;
-    let spec = RuleSpec::from_json_strict(value)?;
-    spec.validate_at(now_ms)?;
-    Ok(spec)
+/// A change to a rule: a field left `None` stays; an optional field set to `Some(None)` is
+/// removed. The result is validated as a whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulePatch {
+    pub venue: Option<String>,
+    pub symbol: Option<String>,
+    pub condition: Option<Condition>,
+    pub threshold: Option<Option<Decimal>>,
+    pub low: Option<Option<Decimal>>,
+    pub high: Option<Option<Decimal>>,
+    pub pct: Option<Option<Decimal>>,
+    pub window_s: Option<Option<u64>>,
+    pub trigger: Option<Trigger>,
+    pub interval: Option<Option<Interval>>,
+    pub cooldown_s: Option<u64>,
+    pub expires_at: Option<Option<i64>>,
+    pub hysteresis_pct: Option<Option<Decimal>>,
+    pub template: Option<Option<String>>,
+    /// Pause (`false`) or resume (`true`).
+    pub active: Option<bool>,
 }
 
-/// Checks each field's JSON type and value on its own, so an error names its field;
-/// `extra` are further allowed fields (`active` in a patch).
-pub fn check_fields(object: &Map<String, Value>, extra: &[&str]) -> Result<()> {
-    for (field, value) in object {
-        if !RuleSpec::FIELDS.contains(&field.as_str()) && !extra.contains(&field.as_str()) {
-            let mut known: Vec<&str> = RuleSpec::FIELDS.to_vec();
-            known.extend_from_slice(extra);
-            return Err(Error::invalid(
-                field.clone(),
-                format!(
-                    "is not a field of an alert rule; the fields are {}",
-                    known.join(", ")
-                ),
-            ));
+impl RulePatch {
+    /// Whether it changes more than the active flag.
+    fn changes_spec(&self) -> bool {
+        RulePatch {
+            active: None,
+            ..self.clone()
+        } != RulePatch::default()
+    }
+
+    /// `spec` with this patch applied.
+    fn apply(&self, spec: &RuleSpec) -> RuleSpec {
+        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
         }
-        probe(field, value)?;
-    }
-    Ok(())
-}
-
-fn probe(field: &str, value: &Value) -> Result<()> {
-    let (ok, expected) = match field {
-        "venue" | "symbol" => (value.is_string(), "a string"),
-        "template" => (value.is_string() || value.is_null(), "a string"),
-        "condition" => return probe_enum::<Condition>(field, value, false),
-        "trigger" => return probe_enum::<Trigger>(field, value, false),
-        "interval" => return probe_enum::<Interval>(field, value, true),
-        "threshold" | "low" | "high" | "pct" | "hysteresis_pct" => (
-            value.is_null() || value.as_str().is_some_and(|s| s.parse::<Decimal>().is_ok()),
-            "a decimal string such as \"65000.5\" (not a JSON number)",
-        ),
-        "window_s" => (
-            value.is_null() || value.as_u64().is_some(),
-            "a whole number of seconds",
-        ),
-        "cooldown_s" => (value.as_u64().is_some(), "a whole number of seconds"),
-        "expires_at" => (
-            value.is_null() || value.as_i64().is_some(),
-            "epoch milliseconds or null",
-        ),
-        "active" => (value.is_boolean(), "true or false"),
-        _ => (true, ""),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(field, format!("must be {expected}")))
-    }
-}
-
-/// An enum field: its exact spelling, or an error listing the known values.
-fn probe_enum<T>(field: &str, value: &Value, nullable: bool) -> Result<()>
-where
-    T: serde::de::DeserializeOwned + std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    if nullable && value.is_null() {
-        return Ok(());
-    }
-    if serde_json::from_value::<T>(value.clone()).is_ok() {
-        return Ok(());
-    }
-    match value.as_str() {
-        Some(text) => match text.parse::<T>() {
-            // Known, but spelt in another case: the wire wants the exact spelling.
-            Ok(_) => Err(Error::invalid(
-                field,
-                format!("`{text}`: write it in lower case as documented"),
-            )),
-            Err(e) => Err(Error::invalid(field, strip_field_prefix(&e.to_string()))),
-        },
-        None => Err(Error::invalid(field, "must be a string")),
-    }
-}
-
-/// `invalid `condition`: `x` is not known…` → `` `x` is not known…``.
-fn strip_field_prefix(text: &str) -> String {
-    match text.strip_prefix("invalid `") {
-        Some(rest) => rest
-            .split_once("`: ")
-            .map_or(text.to_string(), |(_, r)| r.to_string()),
-        None => text.to_string(),
+        let mut out = spec.clone();
+        set(&mut out.venue, &self.venue);
+        set(&mut out.symbol, &self.symbol);
+        set(&mut out.condition, &self.condition);
+        set(&mut out.threshold, &self.threshold);
+        set(&mut out.low, &self.low);
+        set(&mut out.high, &self.high);
+        set(&mut out.pct, &self.pct);
+        set(&mut out.window_s, &self.window_s);
+        set(&mut out.trigger, &self.trigger);
+        set(&mut out.interval, &self.interval);
+        set(&mut out.cooldown_s, &self.cooldown_s);
+        set(&mut out.expires_at, &self.expires_at);
+        set(&mut out.hysteresis_pct, &self.hysteresis_pct);
+        set(&mut out.template, &self.template);
+        out
     }
 }
 
@@ -131,10 +87,13 @@ fn to_rule(row: &alert_rule::Model) -> Result<AlertRule> {
 }
 
 impl Services {
-    /// Stores a new rule of `user_id` (validated, active, version 1) and announces it.
+    /// Stores a new rule of `user_id` (validated, version 1) and announces it. It is active
+    /// unless its expiry has passed already: then it is stored expired (inactive), as it
+    /// would be a moment later anyway.
     pub async fn create_rule(&self, user_id: i64, spec: RuleSpec) -> Result<AlertRule> {
         let now = now_ms();
-        spec.validate_at(now)?;
+        spec.validate()?;
+        let active = spec.expires_at.is_none_or(|at| at > now);
         let count = alert_rule::Entity::find()
             .filter(alert_rule::Column::UserId.eq(user_id))
             .count(self.db())
@@ -146,7 +105,7 @@ impl Services {
         }
         let mut row = alert_rule::ActiveModel {
             user_id: Set(user_id),
-            active: Set(true),
+            active: Set(active),
             version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
@@ -166,25 +125,21 @@ impl Services {
     pub async fn list_rules(
         &self,
         user_id: i64,
-        cursor: Option<&str>,
+        after: Option<i64>,
         limit: u64,
     ) -> Result<Page<AlertRule>> {
         let mut query = alert_rule::Entity::find()
             .filter(alert_rule::Column::UserId.eq(user_id))
             .order_by_asc(alert_rule::Column::Id)
             .limit(limit + 1);
-        if let Some(cursor) = cursor {
-            let (_, id) = decode_cursor(cursor)?;
-            let after: i64 = id
-                .parse()
-                .map_err(|_| Error::invalid("cursor", "is not a cursor this API gave out"))?;
+        if let Some(after) = after {
             query = query.filter(alert_rule::Column::Id.gt(after));
         }
         let mut rows = query.all(self.db()).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(encode_cursor(0, &last.id.to_string())),
+            (true, Some(last)) => Some(last.id.to_string()),
             _ => None,
         };
         let items = rows.iter().map(to_rule).collect::<Result<Vec<_>>>()?;
@@ -213,42 +168,24 @@ impl Services {
         to_rule(&self.owned_rule_row(user_id, rule_id).await?)
     }
 
-    /// Applies a JSON merge patch (a field set to `null` is removed) of rule fields and
-    /// `active`, validates the result as a whole, stores and announces it.
+    /// Applies a patch to one of the user's rules, validates the result as a whole, stores
+    /// and announces it.
     pub async fn patch_rule(
         &self,
         user_id: i64,
         rule_id: i64,
-        patch: &Map<String, Value>,
+        patch: &RulePatch,
     ) -> Result<AlertRule> {
-        check_fields(patch, PATCH_EXTRA_FIELDS)?;
         let now = now_ms();
         self.update_owned(user_id, rule_id, |current| {
-            let active = match patch.get("active") {
-                Some(v) => v.as_bool().unwrap_or(current.active),
-                None => current.active,
-            };
-            let spec_changed = patch.keys().any(|k| k != "active");
-            if !spec_changed {
+            let active = patch.active.unwrap_or(current.active);
+            if !patch.changes_spec() {
                 check_resumable(&current.spec, active, current.active, now)?;
                 return Ok((current.spec.clone(), active));
             }
-            let mut merged = match serde_json::to_value(&current.spec) {
-                Ok(Value::Object(map)) => map,
-                _ => return Err(Error::Data(format!("rule {rule_id} does not serialise"))),
-            };
-            for (key, value) in patch {
-                if key == "active" {
-                    continue;
-                }
-                if value.is_null() {
-                    merged.remove(key);
-                } else {
-                    merged.insert(key.clone(), value.clone());
-                }
-            }
-            let spec = RuleSpec::from_json_strict(&Value::Object(merged))?;
-            if patch.contains_key("expires_at") {
+            let spec = patch.apply(&current.spec).normalized();
+            spec.validate()?;
+            if patch.expires_at.is_some() {
                 spec.validate_at(now)?;
             }
             check_resumable(&spec, active, current.active, now)?;
@@ -348,7 +285,7 @@ impl Services {
         &self,
         user_id: i64,
         rule_id: i64,
-        cursor: Option<&str>,
+        before: Option<Before>,
         limit: u64,
     ) -> Result<Page<alert_event::Model>> {
         self.owned_rule_row(user_id, rule_id).await?;
@@ -358,8 +295,7 @@ impl Services {
             .order_by_desc(alert_event::Column::Ts)
             .order_by_desc(alert_event::Column::Id)
             .limit(limit + 1);
-        if let Some(cursor) = cursor {
-            let (ts, id) = decode_cursor(cursor)?;
+        if let Some((ts, id)) = before {
             query = query.filter(
                 Where::any().add(alert_event::Column::Ts.lt(ts)).add(
                     Where::all()
@@ -372,7 +308,7 @@ impl Services {
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(encode_cursor(last.ts, &last.id)),
+            (true, Some(last)) => Some(time_cursor(last.ts, &last.id)),
             _ => None,
         };
         Ok(Page {
@@ -395,54 +331,4 @@ fn check_resumable(spec: &RuleSpec, active: bool, was_active: bool, now: i64) ->
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn field_of(err: Error) -> String {
-        match err {
-            Error::Invalid { field, .. } => field,
-            other => panic!("expected a validation error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn each_error_names_its_field() {
-        let now = 1_763_762_400_000;
-        let base = json!({"venue":"binance","symbol":"BTCUSDT","condition":"crossing_up","threshold":"65000"});
-        assert!(parse_rule_spec(&base, now).is_ok());
-        let with = |k: &str, v: Value| {
-            let mut b = base.clone();
-            b[k] = v;
-            b
-        };
-        let cases = [
-            (with("threshold", json!(65000)), "threshold"),
-            (with("threshold", json!("-1")), "threshold"),
-            (with("condition", json!("sideways")), "condition"),
-            (with("trigger", json!("twice")), "trigger"),
-            (with("cooldown_s", json!(-5)), "cooldown_s"),
-            (with("treshold", json!("1")), "treshold"),
-            (with("symbol", json!("btcusdt")), "symbol"),
-            (
-                with("expires_at", json!(1_000_000_000_000i64)),
-                "expires_at",
-            ),
-        ];
-        for (body, field) in cases {
-            let err = parse_rule_spec(&body, now).expect_err(field);
-            assert_eq!(field_of(err), field, "{body}");
-        }
-        let mut missing = base.clone();
-        if let Some(map) = missing.as_object_mut() {
-            map.remove("threshold");
-        }
-        assert_eq!(
-            field_of(parse_rule_spec(&missing, now).expect_err("missing")),
-            "threshold"
-        );
-    }
 }

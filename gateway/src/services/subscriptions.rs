@@ -5,7 +5,6 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 };
-use serde_json::{Map, Value};
 use tickwatch_schema::db::entity::subscription;
 use tickwatch_schema::db::{now_ms, subscription_from_row};
 use tickwatch_schema::rule::Subscription;
@@ -16,9 +15,6 @@ use crate::error::{Error, Result};
 
 /// The most subscriptions one user may have.
 pub const MAX_SUBSCRIPTIONS_PER_USER: u64 = 200;
-
-/// The fields of `POST /v1/subscriptions`.
-pub const FIELDS: &[&str] = &["kind", "symbol", "min_grade"];
 
 /// What a user asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,50 +30,6 @@ pub struct NewSubscription {
 pub struct SubscriptionView {
     pub subscription: Subscription,
     pub created_at: i64,
-}
-
-impl NewSubscription {
-    /// Decodes `{"kind": …, "symbol": … | null, "min_grade": …}`, naming a bad field.
-    pub fn from_json(value: &Value) -> Result<Self> {
-        let object: &Map<String, Value> = value
-            .as_object()
-            .ok_or_else(|| Error::invalid("body", "the subscription must be a JSON object"))?;
-        if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(Error::invalid(
-                unknown.clone(),
-                format!(
-                    "is not a field of a subscription; the fields are {}",
-                    FIELDS.join(", ")
-                ),
-            ));
-        }
-        let kind = match object.get("kind") {
-            None | Some(Value::Null) => return Err(Error::invalid("kind", "is required")),
-            Some(Value::String(s)) => s.parse::<SignalKind>()?,
-            Some(_) => return Err(Error::invalid("kind", "must be a string")),
-        };
-        let symbol = match object.get("symbol") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s == "*" || s.eq_ignore_ascii_case("all") => None,
-            Some(Value::String(s)) => {
-                validate_symbol(s)?;
-                Some(s.clone())
-            }
-            Some(_) => return Err(Error::invalid("symbol", "must be a string or null")),
-        };
-        let min_grade = match object.get("min_grade") {
-            None | Some(Value::Null) => Grade::D,
-            Some(Value::String(s)) => s.parse::<Grade>().map_err(|_| {
-                Error::invalid("min_grade", format!("`{s}` is not one of A, B, C, D"))
-            })?,
-            Some(_) => return Err(Error::invalid("min_grade", "must be one of A, B, C, D")),
-        };
-        Ok(NewSubscription {
-            kind,
-            symbol,
-            min_grade,
-        })
-    }
 }
 
 fn to_view(row: &subscription::Model) -> Result<SubscriptionView> {
@@ -239,38 +191,5 @@ impl Services {
             }
         }
         Ok(removed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn bodies_are_checked_field_by_field() {
-        let ok = NewSubscription::from_json(
-            &json!({"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"}),
-        )
-        .expect("valid");
-        assert_eq!(ok.symbol.as_deref(), Some("BTCUSDT"));
-        assert_eq!(
-            NewSubscription::from_json(&json!({"kind":"golden_cross"}))
-                .expect("defaults")
-                .min_grade,
-            Grade::D
-        );
-        for (body, field) in [
-            (json!({"kind":"nope"}), "kind"),
-            (json!({"symbol":"BTCUSDT"}), "kind"),
-            (json!({"kind":"gap_up","min_grade":"Z"}), "min_grade"),
-            (json!({"kind":"gap_up","extra":1}), "extra"),
-            (json!({"kind":"gap_up","symbol":"btc"}), "symbol"),
-        ] {
-            match NewSubscription::from_json(&body) {
-                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{body}"),
-                other => panic!("{body}: {other:?}"),
-            }
-        }
     }
 }
