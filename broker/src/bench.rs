@@ -23,7 +23,7 @@ use tickwatch_schema::names::{Exchange, routing};
 use tickwatch_schema::wire::{self, Tick};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{Handler, HandlerError, Incoming, consume};
+use crate::consumer::{Handler, Incoming, consume};
 use crate::error::{Error, Result};
 use crate::publisher::Publisher;
 use crate::topology::{Arg, BindingDecl, ExchangeDecl, QueueDecl, Topology};
@@ -262,14 +262,15 @@ pub async fn raw_publish(
     Ok(rate)
 }
 
+#[derive(Clone)]
 struct Count(Arc<AtomicU64>, Arc<tokio::sync::Notify>, u64);
 
 impl Handler for Count {
-    async fn handle(&mut self, _message: &Incoming) -> std::result::Result<(), HandlerError> {
+    async fn handle(&mut self, _message: &Incoming) -> crate::consumer::Outcome {
         if self.0.fetch_add(1, Ordering::Relaxed) + 1 == self.2 {
             self.1.notify_one();
         }
-        Ok(())
+        Ok(crate::consumer::Handled::Done)
     }
 }
 

@@ -7,8 +7,9 @@
 //! - [`topology`]: every exchange, queue, binding and argument as data; apply and show.
 //! - [`publisher`]: persistent, confirmed, pipelined publishing that republishes what was
 //!   unconfirmed when a connection drops.
-//! - [`consumer`]: the consumer runtime — manual acks after the handler succeeded, retry
-//!   tiers, dead-lettering with reasons, panics caught, graceful shutdown, reconnect.
+//! - [`consumer`]: the consumer runtime — one state machine for every consumer: batches,
+//!   per-key order, holds in place, acks after the work (and a checkpoint) is durable,
+//!   retry tiers, dead-lettering with reasons, pauses, graceful shutdown, reconnect.
 //! - [`dlq`]: list, show, replay and purge dead-lettered messages.
 //! - [`events`]: what the runtime reports, each event counted and logged (floods summarised).
 //! - [`headers`]: header names, typed header access, W3C trace context in headers.
@@ -29,8 +30,8 @@ pub mod topology;
 pub use config::BrokerConfig;
 pub use connection::{Broker, Health};
 pub use consumer::{
-    ConsumeOptions, DeadReason, Handler, HandlerError, Incoming, consume, consume_concurrent,
-    consume_role, consume_with,
+    BatchHandler, Checkpoint, ConsumeOptions, DeadReason, Handled, Handler, HandlerError, Incoming,
+    Outcome, consume, consume_role, consume_with,
 };
 pub use error::{Error, Result};
 pub use publisher::{Confirm, OutgoingMessage, Publisher};

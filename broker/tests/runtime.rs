@@ -670,13 +670,13 @@ async fn a_replay_to_its_queue_only_leaves_other_bound_queues_alone() {
 struct Slow(std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>);
 
 impl tickwatch_broker::Handler for Slow {
-    async fn handle(&mut self, m: &tickwatch_broker::Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, m: &tickwatch_broker::Incoming) -> tickwatch_broker::Outcome {
         let t: Tick = m.decode()?;
         let seq: u64 = t.trade_id.as_deref().unwrap_or("0").parse().unwrap_or(0);
         // Uneven work, so that deliveries finish out of order.
         tokio::time::sleep(Duration::from_millis(seq * 7 % 5)).await;
         self.0.lock().expect("lock").push((t.symbol, seq));
-        Ok(())
+        Ok(tickwatch_broker::Handled::Done)
     }
 }
 
@@ -697,7 +697,7 @@ async fn a_concurrent_consumer_keeps_each_keys_order_and_acks_everything() {
             Slow(log.clone()),
             shutdown.clone(),
         );
-        async move { tickwatch_broker::consume_concurrent(&b, &q, h, s, options).await }
+        async move { tickwatch_broker::consume_with(&b, &q, h, s, options).await }
     });
     let publisher = Publisher::start(&fx.broker, "test");
     let mut confirms = Vec::new();

@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 type Log = Arc<Mutex<Vec<(&'static str, String, u64)>>>;
 
+#[derive(Clone)]
 struct Instance {
     name: &'static str,
     log: Log,
 }
 
 impl tickwatch_broker::Handler for Instance {
-    async fn handle(&mut self, m: &tickwatch_broker::Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, m: &tickwatch_broker::Incoming) -> tickwatch_broker::Outcome {
         let t: Tick = m.decode()?;
         let seq: u64 = t
             .trade_id
@@ -33,7 +34,7 @@ impl tickwatch_broker::Handler for Instance {
             .expect("lock")
             .push((self.name, t.symbol, seq));
         tokio::time::sleep(Duration::from_micros(300)).await;
-        Ok(())
+        Ok(tickwatch_broker::Handled::Done)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tickwatch_broker::topology::{Arg, Topology};
-use tickwatch_broker::{Broker, ConsumeOptions, Handler, HandlerError, Incoming, consume_with};
+use tickwatch_broker::{Broker, ConsumeOptions, Handler, Incoming, consume_with};
 use tickwatch_schema::names::{Exchange, routing};
 use tickwatch_schema::wire::{AlertTriggered, MessageKind, Signal, Tick};
 use tokio::sync::broadcast;
@@ -156,19 +156,20 @@ impl Hub {
     }
 }
 
+#[derive(Clone)]
 struct Feed {
     hub: Hub,
 }
 
 impl Handler for Feed {
-    async fn handle(&mut self, message: &Incoming) -> std::result::Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> tickwatch_broker::Outcome {
         let event = match message.message_kind() {
             Some(MessageKind::Tick) => StreamEvent::Tick(message.decode::<Tick>()?),
             Some(MessageKind::Signal) => StreamEvent::Signal(message.decode::<Signal>()?),
             Some(MessageKind::Alert) => StreamEvent::Alert(message.decode::<AlertTriggered>()?),
-            _ => return Ok(()),
+            _ => return Ok(tickwatch_broker::Handled::Done),
         };
         self.hub.publish(event);
-        Ok(())
+        Ok(tickwatch_broker::Handled::Done)
     }
 }

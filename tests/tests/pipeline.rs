@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use sea_orm::{EntityTrait, PaginatorTrait};
 use tickwatch_broker::{
-    Broker, BrokerConfig, ConsumeOptions, Handler, HandlerError, Incoming, Publisher, Topology,
-    consume_with,
+    Broker, BrokerConfig, ConsumeOptions, Handler, Incoming, Publisher, Topology, consume_with,
 };
 use tickwatch_producers::broker_sink::PublisherSink;
 use tickwatch_producers::csv::CsvConfig;
@@ -37,9 +36,9 @@ fn broker_config(tag: &str) -> BrokerConfig {
 struct Collect(Arc<Mutex<Vec<Incoming>>>);
 
 impl Handler for Collect {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> tickwatch_broker::Outcome {
         self.0.lock().expect("lock").push(message.clone());
-        Ok(())
+        Ok(tickwatch_broker::Handled::Done)
     }
 }
 

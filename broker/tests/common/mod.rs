@@ -156,7 +156,7 @@ impl<F> Handler for Recording<F>
 where
     F: Fn(&Incoming, usize) -> Result<(), HandlerError> + Send + Sync + Clone + 'static,
 {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> tickwatch_broker::Outcome {
         let seen = {
             let mut calls = self.calls.lock().expect("lock");
             calls.push(Call {
@@ -168,7 +168,7 @@ where
                 .filter(|c| c.message.message_id == message.message_id)
                 .count()
         };
-        (self.decide)(message, seen)
+        (self.decide)(message, seen).map(|()| tickwatch_broker::Handled::Done)
     }
 }
 

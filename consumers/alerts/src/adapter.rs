@@ -27,8 +27,8 @@ use sea_orm::{
     QueryFilter, TransactionTrait,
 };
 use tickwatch_broker::{
-    Broker, ConsumeOptions, Handler, HandlerError, Incoming, Publisher, Topology, consume_role,
-    consume_with, headers,
+    Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome, Publisher, Topology,
+    consume_role, consume_with, headers,
 };
 use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
 use tickwatch_schema::db::{now_ms, rule_from_row, subscription_from_row};
@@ -361,7 +361,7 @@ impl AlertsHandler {
         symbol: &str,
         origin: Option<i64>,
         process: impl FnOnce(&mut AlertEngine) -> Vec<Firing>,
-    ) -> Result<(), HandlerError> {
+    ) -> Outcome {
         let key = (venue.to_string(), symbol.to_string());
         // Marked before the engine moves on, so a price save never sees the new price
         // without the mark (it reads both under the engine lock).
@@ -376,24 +376,27 @@ impl AlertsHandler {
         // The engine has moved past this message: a failure (a hang included, cut off
         // before the runtime's own handler timeout would) retries it in place.
         let timeout = self.shared.deliver_timeout;
-        match tokio::time::timeout(timeout, self.shared.deliver(firings, origin)).await {
-            Ok(result) => result,
-            Err(_) => Err(HandlerError::Transient(format!(
-                "storing and publishing the firings took over {timeout:?}"
-            ))),
+        let delivered =
+            match tokio::time::timeout(timeout, self.shared.deliver(firings, origin)).await {
+                Ok(result) => result,
+                Err(_) => Err(HandlerError::Transient(format!(
+                    "storing and publishing the firings took over {timeout:?}"
+                ))),
+            };
+        if let Err(e) = delivered {
+            return e.hold_in_place(RETRY_IN_PLACE);
         }
-        .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))?;
         self.shared
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        Ok(())
+        Ok(Handled::Done)
     }
 }
 
 impl Handler for AlertsHandler {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> Outcome {
         let origin = message
             .header(headers::SENT_AT)
             .and_then(|v| v.parse().ok());
@@ -413,7 +416,8 @@ impl Handler for AlertsHandler {
             Some(MessageKind::Signal) => {
                 let signal: Signal = message.decode()?;
                 let hits = self.shared.engine().process_signal(&signal);
-                self.shared.deliver_hits(&signal, hits, origin).await
+                self.shared.deliver_hits(&signal, hits, origin).await?;
+                Ok(Handled::Done)
             }
             other => Err(HandlerError::Invalid(format!(
                 "the alerts queue takes ticks, candles and signals, not {}",
@@ -428,11 +432,11 @@ impl Handler for AlertsHandler {
 struct ForwardControl(mpsc::UnboundedSender<Control>);
 
 impl Handler for ForwardControl {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> Outcome {
         let control: Control = message.decode()?;
         // A closed receiver means the role is stopping; the change is in the database.
         let _ = self.0.send(control);
-        Ok(())
+        Ok(Handled::Done)
     }
 }
 

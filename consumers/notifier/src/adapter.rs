@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, EntityTrait};
 use tickwatch_broker::{
-    Broker, ConsumeOptions, Handler, HandlerError, Incoming, Topology, consume_role, consume_with,
+    Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Topology, consume_role,
+    consume_with,
 };
+
+type HandlerOutcome = tickwatch_broker::Outcome;
 use tickwatch_schema::db::SETTING_NOTIFICATIONS_HALTED;
 use tickwatch_schema::db::entity::setting;
 use tickwatch_schema::names::{Exchange, WorkQueue};
@@ -26,52 +29,42 @@ const HELD_RECHECK: Duration = Duration::from_millis(250);
 /// retry tiers.
 const DB_HOLD: Duration = Duration::from_secs(300);
 
-/// Hands each notification to the shared [`Notifier`]. Cloned for every delivery, so
-/// `db_down_since` belongs to the delivery being handled.
+/// Hands each notification to the shared [`Notifier`].
 #[derive(Debug, Clone)]
 pub struct NotifierHandler {
     notifier: Notifier,
-    /// Since when this delivery has been held because the database failed.
-    db_down_since: Option<std::time::Instant>,
 }
 
 impl NotifierHandler {
     pub fn new(notifier: Notifier) -> Self {
-        NotifierHandler {
-            notifier,
-            db_down_since: None,
-        }
-    }
-
-    /// A database failure holds the delivery in place (growing pauses, up to `DB_HOLD`):
-    /// nothing can be recorded, so nothing should be sent, and a message sent through the
-    /// retry tiers would come back behind its chat's later ones.
-    fn hold_for_db(&mut self, error: &Error) -> HandlerError {
-        let first = self.db_down_since.is_none();
-        let since = *self
-            .db_down_since
-            .get_or_insert_with(std::time::Instant::now);
-        let held = since.elapsed();
-        if held > DB_HOLD {
-            return HandlerError::Transient(error.to_string());
-        }
-        if first {
-            tracing::warn!(error = %error, "database failing: notification held in place");
-        }
-        HandlerError::Backoff((held / 2).clamp(Duration::from_millis(250), Duration::from_secs(5)))
+        NotifierHandler { notifier }
     }
 }
 
+/// A database failure holds the delivery in place (growing pauses, up to `DB_HOLD`):
+/// nothing can be recorded, so nothing should be sent, and a message sent through the
+/// retry tiers would come back behind its chat's later ones.
+fn hold_for_db(message: &Incoming, error: &Error) -> HandlerOutcome {
+    let held = message
+        .held_since
+        .map_or(Duration::ZERO, |since| since.elapsed());
+    if held > DB_HOLD {
+        return Err(HandlerError::Transient(error.to_string()));
+    }
+    if message.held_since.is_none() {
+        tracing::warn!(error = %error, "database failing: notification held in place");
+    }
+    Ok(Handled::Hold(
+        (held / 2).clamp(Duration::from_millis(250), Duration::from_secs(5)),
+    ))
+}
+
 impl Handler for NotifierHandler {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> HandlerOutcome {
         let notification: Notification = message.decode()?;
         let span = tracing::info_span!("send", chat = notification.chat_id, dedupe_key = %notification.dedupe_key);
         let result = self.notifier.handle(&notification).instrument(span).await;
         record_metrics(&notification, &result);
-        if let Err(e @ Error::Db(_)) = &result {
-            return Err(self.hold_for_db(e));
-        }
-        self.db_down_since = None;
         match result {
             Ok(outcome) => {
                 match &outcome {
@@ -85,13 +78,14 @@ impl Handler for NotifierHandler {
                         tracing::debug!(chat = notification.chat_id, key = %notification.dedupe_key, outcome = ?other, "notification handled")
                     }
                 }
-                Ok(())
+                Ok(Handled::Done)
             }
+            Err(e @ Error::Db(_)) => hold_for_db(message, &e),
             // Nothing was sent: hold the message where it is, without spending an attempt
             // and ahead of its chat's later messages, while the breaker is open (consumption
             // is paused, which hands it back) or another message is the half-open probe.
-            Err(Error::CircuitOpen) => Err(HandlerError::Backoff(HELD_RECHECK)),
-            Err(Error::InFlight(_)) => Err(HandlerError::Backoff(Duration::from_millis(200))),
+            Err(Error::CircuitOpen) => Ok(Handled::Hold(HELD_RECHECK)),
+            Err(Error::InFlight(_)) => Ok(Handled::Hold(Duration::from_millis(200))),
             Err(Error::Invalid(e)) => Err(HandlerError::Invalid(e)),
             Err(e) => Err(HandlerError::classify(e.is_retryable(), e)),
         }
@@ -140,7 +134,7 @@ struct ControlHandler {
 }
 
 impl Handler for ControlHandler {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> HandlerOutcome {
         match message.decode::<Control>()? {
             Control::Halt { by_chat } => {
                 tracing::warn!(
@@ -155,7 +149,7 @@ impl Handler for ControlHandler {
             }
             _ => {}
         }
-        Ok(())
+        Ok(Handled::Done)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use sea_orm::DatabaseConnection;
-use tickwatch_broker::{Broker, Handler, HandlerError, Incoming, consume_role};
+use tickwatch_broker::{Broker, Handled, Handler, HandlerError, Incoming, Outcome, consume_role};
 use tickwatch_schema::names::WorkQueue;
 use tickwatch_schema::wire::{Candle, MessageKind, Tick};
 use tokio_util::sync::CancellationToken;
@@ -73,16 +73,17 @@ impl RecorderHandler {
 }
 
 impl Handler for RecorderHandler {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> Outcome {
         match message.message_kind() {
             Some(MessageKind::Tick) => {
                 let tick: Tick = message.decode()?;
                 self.remember(&tick.venue, &tick.symbol, tick.price, tick.ts);
-                Ok(())
+                Ok(Handled::Done)
             }
             Some(MessageKind::Candle) => {
                 let candle: Candle = message.decode()?;
-                self.record_candle(&candle).await
+                self.record_candle(&candle).await?;
+                Ok(Handled::Done)
             }
             other => Err(HandlerError::Invalid(format!(
                 "the recorder takes ticks and candles, not {}",

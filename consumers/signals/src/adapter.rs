@@ -15,7 +15,9 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
 };
-use tickwatch_broker::{Broker, Handler, HandlerError, Incoming, Publisher, consume_role};
+use tickwatch_broker::{
+    Broker, Handled, Handler, HandlerError, Incoming, Outcome, Publisher, consume_role,
+};
 use tickwatch_schema::db::entity::{signal, signal_progress};
 use tickwatch_schema::db::now_ms;
 use tickwatch_schema::names::{Exchange, WorkQueue};
@@ -145,10 +147,10 @@ impl SignalsHandler {
 }
 
 impl Handler for SignalsHandler {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> Outcome {
         let candle: Candle = message.decode()?;
         if !candle.closed {
-            return Ok(());
+            return Ok(Handled::Done);
         }
         let outputs = {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,12 +160,13 @@ impl Handler for SignalsHandler {
         // engine answers it again with the same outputs.
         let timeout = self.work_timeout;
         match tokio::time::timeout(timeout, self.store_and_publish(&outputs, &candle)).await {
-            Ok(result) => result,
-            Err(_) => Err(HandlerError::Transient(format!(
+            Ok(Ok(())) => Ok(Handled::Done),
+            Ok(Err(e)) => e.hold_in_place(RETRY_IN_PLACE),
+            Err(_) => HandlerError::Transient(format!(
                 "storing and publishing the signals took over {timeout:?}"
-            ))),
+            ))
+            .hold_in_place(RETRY_IN_PLACE),
         }
-        .map_err(|e| e.retry_in_place(RETRY_IN_PLACE))
     }
 }
 

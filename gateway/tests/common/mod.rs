@@ -9,9 +9,7 @@ use std::time::Duration;
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
 use tickwatch_broker::topology::{ExchangeDecl, Topology, WorkQueueSpec};
-use tickwatch_broker::{
-    Broker, BrokerConfig, ConsumeOptions, Handler, HandlerError, Incoming, consume_with,
-};
+use tickwatch_broker::{Broker, BrokerConfig, ConsumeOptions, Handler, Incoming, consume_with};
 use tickwatch_gateway::api::{self, ApiState};
 use tickwatch_gateway::services::users::NewUser;
 use tickwatch_gateway::{ApiConfig, Services};
@@ -174,10 +172,10 @@ pub struct Controls {
 }
 
 impl Handler for Controls {
-    async fn handle(&mut self, message: &Incoming) -> Result<(), HandlerError> {
+    async fn handle(&mut self, message: &Incoming) -> tickwatch_broker::Outcome {
         let control = message.decode::<Control>()?;
         self.seen.lock().expect("lock").push(control);
-        Ok(())
+        Ok(tickwatch_broker::Handled::Done)
     }
 }
 

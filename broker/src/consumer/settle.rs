@@ -1,0 +1,184 @@
+//! Settling deliveries with the broker: failures handed on durably (a retry tier, the
+//! DLQ with the reason), and acknowledgements of finished deliveries, cumulative and after
+//! the consumer's checkpoint.
+
+use std::time::{Duration, Instant};
+
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
+use lapin::types::FieldTable;
+
+use super::{Checkpoint, Ctx, DeadReason, Incoming, now_ms};
+use crate::error::Result;
+use crate::publisher::OutgoingMessage;
+use crate::{events, headers};
+
+/// Finished deliveries not yet acknowledged: the newest one's acker acks them all.
+#[derive(Default)]
+pub(super) struct AckBatch {
+    last: Option<Acker>,
+    pub(super) count: usize,
+    /// After a failed checkpoint, the next is not tried before this.
+    checkpoint_after: Option<Instant>,
+}
+
+impl AckBatch {
+    pub(super) fn add(&mut self, acker: Acker) {
+        self.last = Some(acker);
+        self.count += 1;
+    }
+
+    /// Acknowledges the batch once the checkpoint, if any, succeeded; false when it did
+    /// not (the batch stays, for the next flush).
+    pub(super) async fn flush(&mut self, ctx: &Ctx) -> Result<bool> {
+        if self.last.is_none() {
+            return Ok(true);
+        }
+        if self.checkpoint_after.is_some_and(|at| Instant::now() < at) {
+            return Ok(false);
+        }
+        if !checkpoint(ctx).await {
+            self.checkpoint_after = Some(Instant::now() + Duration::from_secs(1));
+            return Ok(false);
+        }
+        self.checkpoint_after = None;
+        if let Some(acker) = self.last.take() {
+            let n = std::mem::take(&mut self.count);
+            acker.ack(BasicAckOptions { multiple: true }).await?;
+            metrics::counter!("tw_messages_acked_total", "queue" => ctx.queue.name.clone())
+                .increment(n as u64);
+        }
+        Ok(true)
+    }
+}
+
+/// Runs the consumer's checkpoint; true when there is none or it succeeded.
+async fn checkpoint(ctx: &Ctx) -> bool {
+    let Some(Checkpoint(save)) = &ctx.options.checkpoint else {
+        return true;
+    };
+    match save().await {
+        Ok(()) => true,
+        Err(error) => {
+            events::CheckpointFailed {
+                queue: &ctx.queue.name,
+                error: &error,
+            }
+            .emit();
+            false
+        }
+    }
+}
+
+/// Headers of a failure copy: the original route and first failure time are recorded once
+/// and carried along.
+fn failure_headers(delivery: &Delivery, incoming: &Incoming) -> FieldTable {
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    if headers::get_str(Some(&table), headers::ORIGINAL_EXCHANGE).is_none() {
+        headers::set_str(&mut table, headers::ORIGINAL_EXCHANGE, &incoming.exchange);
+    }
+    if headers::get_str(Some(&table), headers::ORIGINAL_ROUTING_KEY).is_none() {
+        headers::set_str(
+            &mut table,
+            headers::ORIGINAL_ROUTING_KEY,
+            &incoming.routing_key,
+        );
+    }
+    if headers::get_i64(Some(&table), headers::FIRST_FAILURE).is_none() {
+        headers::set_i64(&mut table, headers::FIRST_FAILURE, now_ms());
+    }
+    table
+}
+
+pub(super) async fn retry_or_exhaust(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    incoming: &Incoming,
+    error: &str,
+) -> Result<()> {
+    let attempt = incoming.attempt as usize;
+    let Some(tier) = ctx.queue.retry_queues.get(attempt - 1) else {
+        return settle_failure(ctx, delivery, incoming, DeadReason::Exhausted, error).await;
+    };
+    let mut table = failure_headers(delivery, incoming);
+    headers::set_i64(&mut table, headers::HEADER_ATTEMPT, attempt as i64 + 1);
+    events::Retried {
+        queue: &ctx.queue.name,
+        attempt,
+        retry_queue: tier,
+        error,
+    }
+    .emit();
+    ctx.failures
+        .publish_raw(OutgoingMessage {
+            exchange: String::new(),
+            routing_key: tier.clone(),
+            body: delivery.data.clone(),
+            properties: delivery.properties.clone().with_headers(table),
+            mandatory: true,
+        })
+        .await
+}
+
+/// Dead-letters a delivery with the reason, or drops it (logged) from a private queue.
+pub(super) async fn settle_failure(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    incoming: &Incoming,
+    reason: DeadReason,
+    error: &str,
+) -> Result<()> {
+    events::DeadLettered {
+        queue: &ctx.queue.name,
+        dlq: (!ctx.queue.discard_failures).then_some(ctx.queue.dlq.as_str()),
+        reason: reason.as_str(),
+        attempts: incoming.attempt,
+        message_id: incoming.message_id.as_deref().unwrap_or(""),
+        error,
+    }
+    .emit();
+    if ctx.queue.discard_failures {
+        return Ok(());
+    }
+    let mut table = failure_headers(delivery, incoming);
+    headers::set_str(&mut table, headers::DEAD_REASON, reason.as_str());
+    headers::set_str(&mut table, headers::DEAD_ERROR, &truncate(error, 2_000));
+    headers::set_str(&mut table, headers::DEAD_QUEUE, &ctx.queue.name);
+    headers::set_i64(&mut table, headers::DEAD_AT, now_ms());
+    headers::set_i64(
+        &mut table,
+        headers::HEADER_ATTEMPT,
+        i64::from(incoming.attempt),
+    );
+    ctx.failures
+        .publish_raw(OutgoingMessage {
+            exchange: ctx.queue.dead_letter_exchange.clone(),
+            routing_key: ctx.queue.name.clone(),
+            body: delivery.data.clone(),
+            properties: delivery.properties.clone().with_headers(table),
+            mandatory: true,
+        })
+        .await
+}
+
+pub(super) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic".to_string()
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
