@@ -210,9 +210,8 @@ pub fn start_role(
             });
         }
         Role::Recorder => {
-            let cfg = config.recorder.clone();
             roles.spawn("recorder", async move {
-                Ok(tickwatch_recorder::adapter::run(&broker, db, &cfg, shutdown).await?)
+                Ok(tickwatch_recorder::adapter::run(&broker, db, shutdown).await?)
             });
         }
         Role::Notifier => {

@@ -22,7 +22,6 @@ use tickwatch_producers::csv::CsvConfig;
 use tickwatch_producers::synthetic::SyntheticConfig;
 use tickwatch_producers::upbit::UpbitConfig;
 use tickwatch_producers::webhook::WebhookConfig;
-use tickwatch_recorder::RecorderConfig;
 use tickwatch_signals::SignalsConfig;
 
 /// The file read when `--config` is not given, if it exists.
@@ -38,7 +37,6 @@ pub struct Config {
     pub bot: BotConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
-    pub recorder: RecorderConfig,
     pub signals: SignalsConfig,
     pub alerts: AlertsConfig,
     pub notifier: NotifierConfig,
@@ -336,7 +334,6 @@ impl Config {
                 self.log.format
             );
         }
-        self.recorder.validate()?;
         self.notifier.validate()?;
         self.signals.validate()?;
         self.alerts.validate()?;
@@ -482,11 +479,7 @@ mod tests {
                 "0",
                 "notifier.concurrency",
             ),
-            (
-                "TICKWATCH_RECORDER__LATEST_FLUSH_MS",
-                "0",
-                "recorder.latest_flush_ms",
-            ),
+            ("TICKWATCH_BROKER__BATCH", "0", "broker.batch"),
             ("TICKWATCH_RUN__SOURCES", "[\"kraken\"]", "run.sources"),
             ("TICKWATCH_RUN__DEMO_SPEED", "fast", "run.demo_speed"),
         ];

@@ -41,6 +41,10 @@ pub struct BrokerConfig {
     pub handler_timeout_ms: u64,
     /// Finished deliveries acknowledged together (`multiple = true`); at most `prefetch`.
     pub ack_batch: u16,
+    /// The most deliveries the batching roles (signals, alerts, recorder) take at once,
+    /// of those the broker has already delivered (`prefetch` caps it). Each batch is one
+    /// database transaction.
+    pub batch: usize,
     /// The longest a finished delivery waits for its batched ack.
     pub ack_flush_ms: u64,
     /// Reconnect backoff: first delay and cap (milliseconds), with jitter. The cap is a few
@@ -72,6 +76,7 @@ impl Default for BrokerConfig {
             pause_release_ms: 300_000,
             handler_timeout_ms: 60_000,
             ack_batch: 128,
+            batch: 256,
             ack_flush_ms: 10,
             reconnect_min_ms: 200,
             reconnect_max_ms: 3_000,
@@ -143,6 +148,9 @@ impl BrokerConfig {
         if self.ack_batch == 0 {
             return bad("ack_batch", "must be at least 1".into());
         }
+        if self.batch == 0 {
+            return bad("batch", "must be at least 1".into());
+        }
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
             return bad(
                 "reconnect_min_ms",
@@ -169,6 +177,11 @@ impl BrokerConfig {
 
     pub fn names(&self) -> Result<Names> {
         Names::new(self.prefix.clone()).map_err(Error::from)
+    }
+
+    /// The batch size in effect: `batch`, capped by `prefetch`.
+    pub fn batch_size(&self) -> usize {
+        self.batch.min(usize::from(self.prefetch))
     }
 
     pub fn reconnect_min(&self) -> Duration {

@@ -27,8 +27,8 @@ use sea_orm::{
     QueryFilter, TransactionTrait,
 };
 use tickwatch_broker::{
-    Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome, Publisher, Topology,
-    consume_role, consume_with, headers,
+    BatchHandler, Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome,
+    Publisher, Topology, consume_role, consume_with, headers,
 };
 use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
 use tickwatch_schema::db::{now_ms, rule_from_row, subscription_from_row};
@@ -91,6 +91,9 @@ struct Shared {
     in_flight: Mutex<HashMap<(String, String), Instant>>,
     /// The last saved price time of each symbol (only changed ones are written again).
     saved: tokio::sync::Mutex<HashMap<(String, String), i64>>,
+    /// What the engine gave for messages held in place, by message: it is past them, so
+    /// running them again must reuse it.
+    held: Mutex<HashMap<String, Evaluated>>,
     hooks: Hooks,
     /// A delivery's own time limit, under the consumer's handler timeout: past that the
     /// runtime would send the message through the retry tiers (see `evaluate`).
@@ -135,9 +138,38 @@ impl Shared {
         Ok(route)
     }
 
-    /// Stores firings, publishes them, marks them published.
-    async fn deliver(&self, firings: Vec<Firing>, origin: Option<i64>) -> Result<(), HandlerError> {
+    /// Stores a batch's firings in one transaction, publishes them and the signal
+    /// subscriptions' notifications with pipelined confirms, marks the firings published.
+    ///
+    /// Each firing and hit comes with its message's origin time and span: its publishes
+    /// belong to that message's trace, and the batch's one transaction to the first's.
+    async fn deliver(
+        &self,
+        firings: Vec<(Firing, Option<i64>, tracing::Span)>,
+        hits: Vec<(Signal, Vec<SubscriptionHit>, Option<i64>, tracing::Span)>,
+    ) -> Result<(), HandlerError> {
+        let mut origins = Vec::with_capacity(firings.len());
+        let mut spans = Vec::with_capacity(firings.len());
+        let firings: Vec<Firing> = firings
+            .into_iter()
+            .map(|(firing, origin, span)| {
+                origins.push(origin);
+                spans.push(span);
+                firing
+            })
+            .collect();
+        let mut confirms = Vec::new();
+        for (signal, hits, origin, span) in hits {
+            confirms.extend(
+                self.send_hits(&signal, hits, origin)
+                    .instrument(span)
+                    .await?,
+            );
+        }
         if firings.is_empty() {
+            for confirm in confirms {
+                confirm.wait().await?;
+            }
             return Ok(());
         }
         let mut texts = Vec::with_capacity(firings.len());
@@ -152,9 +184,10 @@ impl Shared {
                 "failure injected before storing the firing".into(),
             ));
         }
+        let first = spans.first().cloned().unwrap_or_else(tracing::Span::none);
         let disabled = self
             .store(&firings, &texts)
-            .instrument(tracing::info_span!("store", firings = firings.len()))
+            .instrument(tracing::info_span!(parent: &first, "store", firings = firings.len()))
             .await?;
         if let Some(hook) = &self.hooks.after_store
             && hook()
@@ -172,17 +205,21 @@ impl Shared {
             .into_iter()
             .map(|e| e.id)
             .collect();
-        let mut confirms = Vec::new();
         let mut done = Vec::new();
-        for (firing, (text, chat_id)) in firings.iter().zip(texts) {
+        for (((firing, (text, chat_id)), origin), span) in
+            firings.iter().zip(texts).zip(origins).zip(spans)
+        {
             if published.contains(&firing.id.to_string()) {
                 continue; // a redelivery after everything was done but the ack
             }
-            tracing::info!(rule = firing.rule_id, user = firing.user_id, symbol = %firing.symbol, condition = firing.condition.as_str(), price = %firing.price, "alert fired");
+            span.in_scope(|| {
+                tracing::info!(rule = firing.rule_id, user = firing.user_id, symbol = %firing.symbol, condition = firing.condition.as_str(), price = %firing.price, "alert fired");
+            });
             metrics::counter!("tw_alerts_fired_total").increment(1);
             confirms.push(
                 self.publisher
                     .send(Exchange::Alerts, &firing.to_wire())
+                    .instrument(span.clone())
                     .await?,
             );
             if let Some(chat_id) = chat_id {
@@ -196,7 +233,12 @@ impl Shared {
                     kind: EventKind::Alert,
                     origin_ts: origin,
                 };
-                confirms.push(self.publisher.send(Exchange::Notify, &notification).await?);
+                confirms.push(
+                    self.publisher
+                        .send(Exchange::Notify, &notification)
+                        .instrument(span.clone())
+                        .await?,
+                );
             }
             done.push(firing.id.to_string());
         }
@@ -297,13 +339,14 @@ impl Shared {
         }
     }
 
-    /// Signal subscriptions: a notification per hit (the notifier sends a key once).
-    async fn deliver_hits(
+    /// Signal subscriptions: a notification per hit (the notifier sends a key once),
+    /// handed to the publisher; the confirms to wait for.
+    async fn send_hits(
         &self,
         signal: &Signal,
         hits: Vec<SubscriptionHit>,
         origin: Option<i64>,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Vec<tickwatch_broker::Confirm>, HandlerError> {
         let mut confirms = Vec::new();
         for hit in hits {
             let route = self.route(hit.user_id).await.map_err(db_error)?;
@@ -322,10 +365,7 @@ impl Shared {
             };
             confirms.push(self.publisher.send(Exchange::Notify, &notification).await?);
         }
-        for confirm in confirms {
-            confirm.wait().await?;
-        }
-        Ok(())
+        Ok(confirms)
     }
 }
 
@@ -353,77 +393,169 @@ impl std::fmt::Debug for AlertsHandler {
     }
 }
 
-impl AlertsHandler {
-    /// Marks the symbol in flight, evaluates, delivers, and clears the mark once done.
-    async fn evaluate(
-        &self,
-        venue: &str,
-        symbol: &str,
-        origin: Option<i64>,
-        process: impl FnOnce(&mut AlertEngine) -> Vec<Firing>,
-    ) -> Outcome {
-        let key = (venue.to_string(), symbol.to_string());
-        // Marked before the engine moves on, so a price save never sees the new price
-        // without the mark (it reads both under the engine lock).
-        self.shared
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), Instant::now());
-        let firings =
-            tracing::info_span!("process", %symbol).in_scope(|| process(&mut self.shared.engine()));
-        tracing::debug!(%symbol, firings = firings.len(), "evaluated");
-        // The engine has moved past this message: a failure (a hang included, cut off
-        // before the runtime's own handler timeout would) retries it in place.
-        let timeout = self.shared.deliver_timeout;
-        let delivered =
-            match tokio::time::timeout(timeout, self.shared.deliver(firings, origin)).await {
-                Ok(result) => result,
-                Err(_) => Err(HandlerError::Transient(format!(
-                    "storing and publishing the firings took over {timeout:?}"
-                ))),
-            };
-        if let Err(e) = delivered {
-            return e.hold_in_place(RETRY_IN_PLACE);
+/// A message's symbol (ticks and candles) and what the engine gave for it.
+type Evaluated = (Option<(String, String)>, Produced);
+
+/// What one message of a batch gave.
+#[derive(Debug, Clone)]
+enum Produced {
+    Firings(Vec<Firing>),
+    Hits(Signal, Vec<SubscriptionHit>),
+}
+
+/// A message of a batch and what the engine made of it.
+struct Work {
+    index: usize,
+    key: String,
+    symbol: Option<(String, String)>,
+    produced: Produced,
+    origin: Option<i64>,
+    span: tracing::Span,
+}
+
+/// A delivery's identity across redeliveries: its message id, or its content.
+fn message_key(message: &Incoming) -> String {
+    match &message.message_id {
+        Some(id) => id.clone(),
+        None => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            message.routing_key.hash(&mut hasher);
+            message.body.hash(&mut hasher);
+            format!("body:{:x}", hasher.finish())
         }
-        self.shared
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        Ok(Handled::Done)
     }
 }
 
-impl Handler for AlertsHandler {
-    async fn handle(&mut self, message: &Incoming) -> Outcome {
-        let origin = message
-            .header(headers::SENT_AT)
-            .and_then(|v| v.parse().ok());
+impl AlertsHandler {
+    /// Runs one message through the engine (or takes what it gave before it was held).
+    fn evaluate(
+        &self,
+        engine: &mut AlertEngine,
+        message: &Incoming,
+    ) -> Result<Evaluated, HandlerError> {
         match message.message_kind() {
             Some(MessageKind::Tick) => {
                 let tick: Tick = message.decode()?;
-                self.evaluate(&tick.venue, &tick.symbol, origin, |e| e.process_tick(&tick))
-                    .await
+                let symbol = (tick.venue.clone(), tick.symbol.clone());
+                self.mark(&symbol);
+                let firings =
+                    tracing::info_span!(parent: &message.span, "process", symbol = %tick.symbol)
+                        .in_scope(|| engine.process_tick(&tick));
+                Ok((Some(symbol), Produced::Firings(firings)))
             }
             Some(MessageKind::Candle) => {
                 let candle: Candle = message.decode()?;
-                self.evaluate(&candle.venue, &candle.symbol, origin, |e| {
-                    e.process_candle(&candle)
-                })
-                .await
+                let symbol = (candle.venue.clone(), candle.symbol.clone());
+                self.mark(&symbol);
+                let firings =
+                    tracing::info_span!(parent: &message.span, "process", symbol = %candle.symbol)
+                        .in_scope(|| engine.process_candle(&candle));
+                Ok((Some(symbol), Produced::Firings(firings)))
             }
             Some(MessageKind::Signal) => {
                 let signal: Signal = message.decode()?;
-                let hits = self.shared.engine().process_signal(&signal);
-                self.shared.deliver_hits(&signal, hits, origin).await?;
-                Ok(Handled::Done)
+                let hits = engine.process_signal(&signal);
+                Ok((None, Produced::Hits(signal, hits)))
             }
             other => Err(HandlerError::Invalid(format!(
                 "the alerts queue takes ticks, candles and signals, not {}",
                 other.map_or("an untyped message".to_string(), |k| k.to_string())
             ))),
         }
+    }
+
+    /// Marks a symbol in flight before the engine moves on, so a price save never sees
+    /// the new price without the mark (it reads both under the engine lock).
+    fn mark(&self, symbol: &(String, String)) {
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(symbol.clone(), Instant::now());
+    }
+}
+
+impl BatchHandler for AlertsHandler {
+    async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+        let mut work = Vec::new();
+        {
+            let mut engine = self.shared.engine();
+            let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+            for (index, message) in batch.iter().enumerate() {
+                let key = message_key(message);
+                let evaluated = match held.remove(&key) {
+                    Some(done) => Ok(done),
+                    None => self.evaluate(&mut engine, message),
+                };
+                match evaluated {
+                    Ok((symbol, produced)) => {
+                        outcomes.push(Ok(Handled::Done));
+                        work.push(Work {
+                            index,
+                            key,
+                            symbol,
+                            produced,
+                            origin: message
+                                .header(headers::SENT_AT)
+                                .and_then(|v| v.parse().ok()),
+                            span: message.span.clone(),
+                        });
+                    }
+                    Err(e) => outcomes.push(Err(e)),
+                }
+            }
+        }
+        let mut firings = Vec::new();
+        let mut hits = Vec::new();
+        for w in &work {
+            match &w.produced {
+                Produced::Firings(f) => {
+                    firings.extend(f.iter().cloned().map(|f| (f, w.origin, w.span.clone())))
+                }
+                Produced::Hits(signal, h) if !h.is_empty() => {
+                    hits.push((signal.clone(), h.clone(), w.origin, w.span.clone()));
+                }
+                Produced::Hits(..) => {}
+            }
+        }
+        // The engine has moved past these messages: a failure (a hang included, cut off
+        // before the runtime's own handler timeout would) holds them in place, with what the
+        // engine gave, to be stored and published when they run again.
+        let timeout = self.shared.deliver_timeout;
+        let delivered = if firings.is_empty() && hits.is_empty() {
+            Ok(())
+        } else {
+            match tokio::time::timeout(timeout, self.shared.deliver(firings, hits)).await {
+                Ok(result) => result,
+                Err(_) => Err(HandlerError::Transient(format!(
+                    "storing and publishing the firings took over {timeout:?}"
+                ))),
+            }
+        };
+        match delivered {
+            Ok(()) => {
+                let mut in_flight = self
+                    .shared
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for w in &work {
+                    if let Some(symbol) = &w.symbol {
+                        in_flight.remove(symbol);
+                    }
+                }
+            }
+            Err(e) => {
+                let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+                for w in work {
+                    outcomes[w.index] = e.clone().hold_in_place(RETRY_IN_PLACE);
+                    held.insert(w.key, (w.symbol, w.produced));
+                }
+            }
+        }
+        outcomes
     }
 }
 
@@ -780,6 +912,7 @@ pub async fn run_with_hooks(
         routes: Mutex::new(HashMap::new()),
         in_flight: Mutex::new(HashMap::new()),
         saved: tokio::sync::Mutex::new(HashMap::new()),
+        held: Mutex::new(HashMap::new()),
         hooks,
         deliver_timeout: Duration::from_millis(broker.config().handler_timeout_ms / 2),
     });
@@ -853,6 +986,7 @@ pub async fn run_with_hooks(
         shared: shared.clone(),
     };
     let options = ConsumeOptions {
+        batch: broker.config().batch_size(),
         checkpoint: Some(checkpoint(&shared)),
         ..ConsumeOptions::default()
     };

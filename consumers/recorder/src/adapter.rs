@@ -1,135 +1,157 @@
-//! The `recorder` role: consumes `tw.recorder.q` and writes what it reads.
+//! The `recorder` role: consumes `tw.recorder.q` in batches and writes each batch in one
+//! transaction — its closed candles, and the latest price of each symbol it saw (ticks
+//! and candle closes, the newest per symbol; never back in time) — before the batch is
+//! acknowledged. A redelivered batch writes the same rows again, which changes nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rust_decimal::Decimal;
-use sea_orm::DatabaseConnection;
-use tickwatch_broker::{Broker, Handled, Handler, HandlerError, Incoming, Outcome, consume_role};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use tickwatch_broker::{
+    BatchHandler, Broker, ConsumeOptions, Handled, HandlerError, Incoming, Outcome, consume_role,
+};
 use tickwatch_schema::names::WorkQueue;
 use tickwatch_schema::wire::{Candle, MessageKind, Tick};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, RecorderConfig, store};
+use crate::{Error, store};
 
-type Latest = Arc<Mutex<HashMap<(String, String), (Decimal, i64)>>>;
-
-/// Stores closed candles at once and remembers tick prices for the next flush.
+/// Stores what a batch brings in one transaction.
 #[derive(Debug, Clone)]
 pub struct RecorderHandler {
     db: DatabaseConnection,
-    latest: Latest,
 }
 
 impl RecorderHandler {
     pub fn new(db: DatabaseConnection) -> Self {
-        RecorderHandler {
-            db,
-            latest: Latest::default(),
-        }
+        RecorderHandler { db }
     }
+}
 
-    fn remember(&self, venue: &str, symbol: &str, price: Decimal, ts: i64) {
-        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = latest
-            .entry((venue.to_string(), symbol.to_string()))
-            .or_insert((price, ts));
-        if ts >= entry.1 {
-            *entry = (price, ts);
+/// What one message adds to a batch's writes.
+enum Record {
+    Price {
+        venue: String,
+        symbol: String,
+        price: Decimal,
+        ts: i64,
+    },
+    Candle(Candle),
+    Nothing,
+}
+
+fn record(message: &Incoming) -> Result<Record, HandlerError> {
+    match message.message_kind() {
+        Some(MessageKind::Tick) => {
+            let tick: Tick = message.decode()?;
+            Ok(Record::Price {
+                venue: tick.venue,
+                symbol: tick.symbol,
+                price: tick.price,
+                ts: tick.ts,
+            })
         }
+        Some(MessageKind::Candle) => {
+            let candle: Candle = message.decode()?;
+            Ok(if candle.closed {
+                Record::Candle(candle)
+            } else {
+                Record::Nothing
+            })
+        }
+        other => Err(HandlerError::Invalid(format!(
+            "the recorder takes ticks and candles, not {}",
+            other.map_or("an untyped message".to_string(), |k| k.to_string())
+        ))),
     }
+}
 
-    /// Writes the remembered prices; kept for the next flush if the database fails.
-    pub async fn flush(&self) -> Result<usize, Error> {
-        let batch: Vec<_> = {
-            let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-            latest
-                .drain()
-                .map(|((v, s), (p, t))| (v, s, p, t))
-                .collect()
+impl BatchHandler for RecorderHandler {
+    async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut candles = Vec::new();
+        let mut latest: HashMap<(String, String), (Decimal, i64)> = HashMap::new();
+        let mut newest = |venue: String, symbol: String, price: Decimal, ts: i64| {
+            let entry = latest.entry((venue, symbol)).or_insert((price, ts));
+            if ts >= entry.1 {
+                *entry = (price, ts);
+            }
         };
-        if let Err(e) = store::upsert_latest_prices(&self.db, &batch).await {
-            let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-            for (v, s, p, t) in batch {
-                latest.entry((v, s)).or_insert((p, t));
+        for message in batch {
+            match record(message) {
+                Ok(Record::Price {
+                    venue,
+                    symbol,
+                    price,
+                    ts,
+                }) => newest(venue, symbol, price, ts),
+                Ok(Record::Candle(candle)) => {
+                    let close_ts = candle.open_ts + candle.interval.as_ms();
+                    newest(
+                        candle.venue.clone(),
+                        candle.symbol.clone(),
+                        candle.close,
+                        close_ts,
+                    );
+                    candles.push(candle);
+                }
+                Ok(Record::Nothing) => {}
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
             }
-            return Err(e);
+            outcomes.push(Ok(Handled::Done));
         }
-        Ok(batch.len())
-    }
-
-    async fn record_candle(&self, candle: &Candle) -> Result<(), HandlerError> {
-        if !candle.closed {
-            return Ok(());
+        let prices: Vec<_> = latest
+            .into_iter()
+            .map(|((venue, symbol), (price, ts))| (venue, symbol, price, ts))
+            .collect();
+        if let Err(e) = write(&self.db, &candles, &prices).await {
+            let error = HandlerError::classify(e.is_retryable(), e);
+            // The batch fails as one, but a poison message stays poison.
+            for outcome in &mut outcomes {
+                if outcome.is_ok() {
+                    *outcome = Err(error.clone());
+                }
+            }
         }
-        store::upsert_candles(&self.db, std::slice::from_ref(candle))
-            .await
-            .map_err(|e| HandlerError::classify(e.is_retryable(), e))?;
-        let close_ts = candle.open_ts + candle.interval.as_ms();
-        self.remember(&candle.venue, &candle.symbol, candle.close, close_ts);
-        Ok(())
+        outcomes
     }
 }
 
-impl Handler for RecorderHandler {
-    async fn handle(&mut self, message: &Incoming) -> Outcome {
-        match message.message_kind() {
-            Some(MessageKind::Tick) => {
-                let tick: Tick = message.decode()?;
-                self.remember(&tick.venue, &tick.symbol, tick.price, tick.ts);
-                Ok(Handled::Done)
-            }
-            Some(MessageKind::Candle) => {
-                let candle: Candle = message.decode()?;
-                self.record_candle(&candle).await?;
-                Ok(Handled::Done)
-            }
-            other => Err(HandlerError::Invalid(format!(
-                "the recorder takes ticks and candles, not {}",
-                other.map_or("an untyped message".to_string(), |k| k.to_string())
-            ))),
-        }
+async fn write(
+    db: &DatabaseConnection,
+    candles: &[Candle],
+    prices: &[(String, String, Decimal, i64)],
+) -> Result<(), Error> {
+    if candles.is_empty() && prices.is_empty() {
+        return Ok(());
     }
+    let txn = db.begin().await?;
+    store::upsert_candles(&txn, candles).await?;
+    store::upsert_latest_prices(&txn, prices).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
-/// Runs the recorder until `shutdown`, then writes the last prices.
+/// Runs the recorder until `shutdown`.
 pub async fn run(
     broker: &Broker,
     db: DatabaseConnection,
-    config: &RecorderConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    config.validate()?;
-    let handler = RecorderHandler::new(db);
-    let flusher = {
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
-        let every = Duration::from_millis(config.latest_flush_ms);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = handler.flush().await {
-                            tracing::warn!(error = %e, "could not write latest prices; will retry");
-                        }
-                    }
-                }
-            }
-        })
+    let options = ConsumeOptions {
+        batch: broker.config().batch_size(),
+        ..ConsumeOptions::default()
     };
-    let result = consume_role(
+    consume_role(
         broker,
         WorkQueue::Recorder,
-        handler.clone(),
+        RecorderHandler::new(db),
         shutdown,
-        Default::default(),
+        options,
     )
-    .await;
-    // The flusher stops with `shutdown`; make sure it does when the consumers end first.
-    flusher.abort();
-    let _ = flusher.await;
-    handler.flush().await?;
-    Ok(result?)
+    .await?;
+    Ok(())
 }

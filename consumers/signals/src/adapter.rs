@@ -1,30 +1,40 @@
-//! The `signals` role on the broker: candles from `tw.signals.q` through the
-//! [`SignalEngine`], each candle's results stored in one transaction (its signals, the
-//! outcomes of earlier signals, the candle itself and the series' progress), then the
-//! signals published to `tw.signals` with confirms, then the candle acknowledged.
+//! The `signals` role on the broker: candles from `tw.signals.q`, in batches, through the
+//! [`SignalEngine`]; each batch's results stored in one transaction (its signals, the
+//! outcomes of earlier signals, the candles themselves and each series' progress), then
+//! the signals published to `tw.signals` with pipelined confirms, then the batch
+//! acknowledged.
 //!
 //! A restart warms the engine up from the stored candles of each series up to its stored
 //! progress — exactly the candles it had processed — so the first live signal equals the
-//! one a never-stopped engine would give. A candle redelivered after a crash is the series'
-//! last one: the engine returns the same outputs (same ids) again and they are published
-//! again; storing them again changes nothing.
+//! one a never-stopped engine would give. A candle redelivered after a crash that the
+//! engine is already past (its batch was stored, the acknowledgement lost) has its stored
+//! signals published again; storing again changes nothing. A batch that fails after the
+//! engine processed it is held in place with its outputs kept, so the same outputs are
+//! stored and published when it runs again.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
 };
 use tickwatch_broker::{
-    Broker, Handled, Handler, HandlerError, Incoming, Outcome, Publisher, consume_role,
+    BatchHandler, Broker, ConsumeOptions, Handled, HandlerError, Incoming, Outcome, Publisher,
+    consume_role,
 };
 use tickwatch_schema::db::entity::{signal, signal_progress};
 use tickwatch_schema::db::now_ms;
 use tickwatch_schema::names::{Exchange, WorkQueue};
-use tickwatch_schema::wire::{Candle, Signal};
+use tickwatch_schema::wire::{Candle, Grade, Signal};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{Error, Output, SignalEngine, SignalsConfig};
+
+/// How long a batch that failed after the engine processed it waits before running again.
+const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
 
 /// Handles candles with a shared engine (shards of the role share one engine per process).
 #[derive(Clone)]
@@ -32,9 +42,12 @@ pub struct SignalsHandler {
     engine: Arc<Mutex<SignalEngine>>,
     db: DatabaseConnection,
     publisher: Publisher,
-    /// A candle's own time limit for storing and publishing, under the consumer's
-    /// handler timeout (past that the runtime would use the retry tiers).
-    work_timeout: std::time::Duration,
+    /// A batch's own time limit for storing and publishing, under the consumer's handler
+    /// timeout (past that the runtime would use the retry tiers).
+    work_timeout: Duration,
+    /// Outputs of deliveries held in place, by message: the engine is past them, so
+    /// running them again must reuse what it gave.
+    held: Arc<Mutex<HashMap<String, Vec<Output>>>>,
 }
 
 impl std::fmt::Debug for SignalsHandler {
@@ -66,25 +79,72 @@ fn signal_row(s: &Signal) -> signal::ActiveModel {
     }
 }
 
+/// A stored signal as the wire message it was.
+fn signal_from_row(row: &signal::Model) -> Option<Signal> {
+    Some(Signal {
+        id: row.id.parse().ok()?,
+        kind: row.kind.parse().ok()?,
+        venue: row.venue.clone(),
+        symbol: row.symbol.clone(),
+        interval: row.interval.parse().ok()?,
+        ts: row.ts,
+        price: row.price.parse().ok()?,
+        score: u8::try_from(row.score).ok()?,
+        grade: row.grade.parse::<Grade>().ok()?,
+        details: serde_json::from_str(&row.details).ok()?,
+    })
+}
+
+/// A delivery's identity across redeliveries: its message id, or its content.
+fn message_key(message: &Incoming) -> String {
+    match &message.message_id {
+        Some(id) => id.clone(),
+        None => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            message.routing_key.hash(&mut hasher);
+            message.body.hash(&mut hasher);
+            format!("body:{:x}", hasher.finish())
+        }
+    }
+}
+
+/// One candle of a batch and what became of it.
+struct Work {
+    index: usize,
+    key: String,
+    candle: Candle,
+    outputs: Vec<Output>,
+    /// The engine was already past it: publish what was stored for it.
+    past: bool,
+    span: tracing::Span,
+}
+
 impl SignalsHandler {
     pub fn new(engine: SignalEngine, db: DatabaseConnection, publisher: Publisher) -> Self {
         SignalsHandler {
             engine: Arc::new(Mutex::new(engine)),
             db,
             publisher,
-            work_timeout: std::time::Duration::from_secs(30),
+            work_timeout: Duration::from_secs(30),
+            held: Arc::default(),
         }
     }
 
-    /// Stores a candle's results in one transaction.
-    async fn store(&self, candle: &Candle, outputs: &[Output]) -> Result<(), HandlerError> {
+    /// Stores a batch's results in one transaction.
+    async fn store(&self, work: &[Work]) -> Result<(), HandlerError> {
+        let fresh: Vec<&Work> = work.iter().filter(|w| !w.past).collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
         let txn = self.db.begin().await.map_err(db_error)?;
-        tickwatch_recorder::store::upsert_candles(&txn, std::slice::from_ref(candle))
+        let candles: Vec<Candle> = fresh.iter().map(|w| w.candle.clone()).collect();
+        tickwatch_recorder::store::upsert_candles(&txn, &candles)
             .await
             .map_err(db_error)?;
-        let signals: Vec<signal::ActiveModel> = outputs
+        let signals: Vec<signal::ActiveModel> = fresh
             .iter()
-            .filter_map(Output::as_signal)
+            .flat_map(|w| w.outputs.iter().filter_map(Output::as_signal))
             .map(signal_row)
             .collect();
         if !signals.is_empty() {
@@ -98,7 +158,7 @@ impl SignalsHandler {
                 .await
                 .map_err(db_error)?;
         }
-        for output in outputs {
+        for output in fresh.iter().flat_map(|w| &w.outputs) {
             if let Output::Outcome {
                 signal_id,
                 horizon_bars,
@@ -119,14 +179,24 @@ impl SignalsHandler {
                     .map_err(db_error)?;
             }
         }
-        let progress = signal_progress::ActiveModel {
-            venue: Set(candle.venue.clone()),
-            symbol: Set(candle.symbol.clone()),
-            interval: Set(candle.interval.as_str().to_string()),
-            last_open_ts: Set(candle.open_ts),
-            updated_at: Set(now_ms()),
-        };
-        signal_progress::Entity::insert(progress)
+        // Each series' progress: the newest candle of the batch.
+        let mut progress: HashMap<(&str, &str, &str), i64> = HashMap::new();
+        for c in &candles {
+            let at = progress
+                .entry((&c.venue, &c.symbol, c.interval.as_str()))
+                .or_insert(c.open_ts);
+            *at = (*at).max(c.open_ts);
+        }
+        let rows = progress.into_iter().map(|((venue, symbol, interval), ts)| {
+            signal_progress::ActiveModel {
+                venue: Set(venue.to_string()),
+                symbol: Set(symbol.to_string()),
+                interval: Set(interval.to_string()),
+                last_open_ts: Set(ts),
+                updated_at: Set(now_ms()),
+            }
+        });
+        signal_progress::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([
                     signal_progress::Column::Venue,
@@ -144,61 +214,121 @@ impl SignalsHandler {
             .map_err(db_error)?;
         txn.commit().await.map_err(db_error)
     }
-}
 
-impl Handler for SignalsHandler {
-    async fn handle(&mut self, message: &Incoming) -> Outcome {
-        let candle: Candle = message.decode()?;
-        if !candle.closed {
-            return Ok(Handled::Done);
-        }
-        let outputs = {
-            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            engine.process(&candle)
-        };
-        // The engine has moved past this candle: a failure retries it in place, where the
-        // engine answers it again with the same outputs.
-        let timeout = self.work_timeout;
-        match tokio::time::timeout(timeout, self.store_and_publish(&outputs, &candle)).await {
-            Ok(Ok(())) => Ok(Handled::Done),
-            Ok(Err(e)) => e.hold_in_place(RETRY_IN_PLACE),
-            Err(_) => HandlerError::Transient(format!(
-                "storing and publishing the signals took over {timeout:?}"
-            ))
-            .hold_in_place(RETRY_IN_PLACE),
-        }
+    /// The signals stored for a candle the engine is past.
+    async fn stored_signals(&self, candle: &Candle) -> Result<Vec<Signal>, HandlerError> {
+        let rows = signal::Entity::find()
+            .filter(signal::Column::Venue.eq(candle.venue.as_str()))
+            .filter(signal::Column::Symbol.eq(candle.symbol.as_str()))
+            .filter(signal::Column::Interval.eq(candle.interval.as_str()))
+            .filter(signal::Column::Ts.eq(candle.open_ts + candle.interval.as_ms()))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().filter_map(signal_from_row).collect())
     }
-}
 
-/// How long a candle that failed after the engine processed it waits before retrying.
-const RETRY_IN_PLACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl SignalsHandler {
-    async fn store_and_publish(
-        &self,
-        outputs: &[Output],
-        candle: &Candle,
-    ) -> Result<(), HandlerError> {
-        self.store(candle, outputs).await?;
+    async fn store_and_publish(&self, work: &[Work]) -> Result<(), HandlerError> {
+        self.store(work).await?;
         let mut confirms = Vec::new();
-        for signal in outputs.iter().filter_map(Output::as_signal) {
-            tracing::info!(
-                kind = signal.kind.as_str(),
-                symbol = %signal.symbol,
-                interval = %signal.interval,
-                price = %signal.price,
-                score = signal.score,
-                grade = signal.grade.as_str(),
-                "signal"
-            );
-            metrics::counter!("tw_signals_emitted_total", "kind" => signal.kind.as_str())
-                .increment(1);
-            confirms.push(self.publisher.send(Exchange::Signals, signal).await?);
+        for w in work {
+            let signals: Vec<Signal> = if w.past {
+                self.stored_signals(&w.candle).await?
+            } else {
+                w.outputs
+                    .iter()
+                    .filter_map(Output::as_signal)
+                    .cloned()
+                    .collect()
+            };
+            for signal in &signals {
+                w.span.in_scope(|| {
+                    tracing::info!(
+                        kind = signal.kind.as_str(),
+                        symbol = %signal.symbol,
+                        interval = %signal.interval,
+                        price = %signal.price,
+                        score = signal.score,
+                        grade = signal.grade.as_str(),
+                        "signal"
+                    );
+                });
+                metrics::counter!("tw_signals_emitted_total", "kind" => signal.kind.as_str())
+                    .increment(1);
+                confirms.push(
+                    self.publisher
+                        .send(Exchange::Signals, signal)
+                        .instrument(w.span.clone())
+                        .await?,
+                );
+            }
         }
         for confirm in confirms {
             confirm.wait().await?;
         }
         Ok(())
+    }
+}
+
+impl BatchHandler for SignalsHandler {
+    async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+        let mut work = Vec::new();
+        {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            for (index, message) in batch.iter().enumerate() {
+                let candle: Candle = match message.decode() {
+                    Ok(candle) => candle,
+                    Err(e) => {
+                        outcomes.push(Err(e));
+                        continue;
+                    }
+                };
+                outcomes.push(Ok(Handled::Done));
+                if !candle.closed {
+                    continue;
+                }
+                let key = message_key(message);
+                let (outputs, past) = match held.remove(&key) {
+                    Some(outputs) => (outputs, false),
+                    None => {
+                        let past = engine.is_past(&candle);
+                        let outputs = message.span.in_scope(|| engine.process(&candle));
+                        (outputs, past)
+                    }
+                };
+                work.push(Work {
+                    index,
+                    key,
+                    candle,
+                    outputs,
+                    past,
+                    span: message.span.clone(),
+                });
+            }
+        }
+        if work.is_empty() {
+            return outcomes;
+        }
+        // The engine has moved past these candles: a failure (a hang included, cut off
+        // before the runtime's own handler timeout) holds them in place with their outputs.
+        let timeout = self.work_timeout;
+        let failed = match tokio::time::timeout(timeout, self.store_and_publish(&work)).await {
+            Ok(Ok(())) => return outcomes,
+            Ok(Err(e)) => e,
+            Err(_) => HandlerError::Transient(format!(
+                "storing and publishing the signals took over {timeout:?}"
+            )),
+        };
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for w in work {
+            outcomes[w.index] = failed.clone().hold_in_place(RETRY_IN_PLACE);
+            if !w.past {
+                held.insert(w.key, w.outputs);
+            }
+        }
+        outcomes
     }
 }
 
@@ -245,15 +375,12 @@ pub async fn run(
     );
     let publisher = Publisher::start(broker, "signals");
     let mut handler = SignalsHandler::new(engine, db, publisher.clone());
-    handler.work_timeout = std::time::Duration::from_millis(broker.config().handler_timeout_ms / 2);
-    let result = consume_role(
-        broker,
-        WorkQueue::Signals,
-        handler,
-        shutdown,
-        Default::default(),
-    )
-    .await;
+    handler.work_timeout = Duration::from_millis(broker.config().handler_timeout_ms / 2);
+    let options = ConsumeOptions {
+        batch: broker.config().batch_size(),
+        ..ConsumeOptions::default()
+    };
+    let result = consume_role(broker, WorkQueue::Signals, handler, shutdown, options).await;
     publisher.close().await;
     Ok(result?)
 }

@@ -373,6 +373,17 @@ impl SignalEngine {
         &self.config
     }
 
+    /// Whether the engine is already past this candle: an older bar of its series.
+    /// Processing it gives nothing; what it gave (signals, outcomes) came out before.
+    pub fn is_past(&self, candle: &Candle) -> bool {
+        let (key, hash) = KeyWords::of(&candle.venue, &candle.symbol, candle.interval);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |i| slots[i as usize].matches(&key, candle))
+            .and_then(|i| slots[i as usize].last_ts)
+            .is_some_and(|last| candle.open_ts < last)
+    }
+
     /// Number of series the engine holds state for.
     pub fn series_count(&self) -> usize {
         self.slots.len()
