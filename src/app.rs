@@ -393,17 +393,19 @@ pub async fn produce(
     process.finish(None).await
 }
 
+/// Real BTCUSDT minute bars (10–12 March 2023), built into the binary: the demo's source.
+pub const DEMO_BARS: &[u8] = include_bytes!("../data/demo/BTCUSDT_1m.csv");
+
 /// The demo's history file: the configured one, or the copy built into the binary.
 pub fn demo_file(config: &Config) -> anyhow::Result<PathBuf> {
-    const EMBEDDED: &[u8] = include_bytes!("../data/demo/BTCUSDT_1m.csv");
     if config.run.demo_file.exists() {
         return Ok(config.run.demo_file.clone());
     }
     let dir = std::env::temp_dir().join("tickwatch-demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("BTCUSDT_1m.csv");
-    if std::fs::read(&path).ok().as_deref() != Some(EMBEDDED) {
-        std::fs::write(&path, EMBEDDED).with_context(|| format!("writing {}", path.display()))?;
+    if std::fs::read(&path).ok().as_deref() != Some(DEMO_BARS) {
+        std::fs::write(&path, DEMO_BARS).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(path)
 }

@@ -4,12 +4,14 @@
 //! - [`config`]: the effective configuration (defaults, TOML file, environment), validated.
 //! - [`logging`]: human or JSON logs, optionally to a daily-rotated file.
 //! - [`ops`]: the operator commands — migrations, topology, dead-letter queues.
+//! - [`bench`]: `tickwatch bench …`, each benchmark against its reference in one run.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`, served by every process.
 //! - [`demo`]: the demo user `tickwatch run` creates on its first start.
 //! - [`app`]: the roles (consumers, producers) and `tickwatch run`, which starts them all.
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod logging;

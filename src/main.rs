@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tickwatch::app::{self, Role, Source};
+use tickwatch::bench;
 use tickwatch::config::Config;
 use tickwatch::ops::{self, DlqAction};
 use tickwatch_producers::csv::Speed;
@@ -247,13 +248,13 @@ enum BenchCommand {
     },
     /// `produce csv --speed max` into the broker against raw lapin publishing.
     Csv {
-        #[arg(default_value = "../shared/data/BTCUSDT_1m.csv")]
+        /// A history file (e.g. `$TICKWATCH_DATA_DIR/BTCUSDT_1m.csv`).
         path: PathBuf,
     },
     /// The pure signals engine: all indicators and signals, many symbols interleaved.
     Signals {
         /// The folder of history files the symbols are built from.
-        #[arg(long, default_value = "../shared/data")]
+        #[arg(long, env = "TICKWATCH_DATA_DIR")]
         data_dir: PathBuf,
         #[arg(long, default_value_t = 1_000)]
         symbols: usize,
@@ -268,6 +269,22 @@ enum BenchCommand {
     Broker {
         #[arg(long, default_value_t = 200_000)]
         messages: u64,
+    },
+    /// Each batching role draining a backlog from its work queue, against raw lapin
+    /// draining the same backlog from the same queue, on SQLite and PostgreSQL.
+    Drain {
+        #[arg(long, value_delimiter = ',', default_values = ["signals", "alerts", "recorder"])]
+        roles: Vec<tickwatch::bench::DrainRole>,
+        #[arg(long = "db", value_delimiter = ',', default_values = ["sqlite", "postgres"])]
+        databases: Vec<tickwatch::bench::DrainDb>,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// The alerts role runs again with this share of its ticks firing (0: not).
+        #[arg(long, default_value_t = 0.2)]
+        fire_ratio: f64,
+        /// Where bench databases are created on PostgreSQL.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1/test")]
+        pg_url: String,
     },
 }
 
@@ -345,7 +362,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench {
             what: BenchCommand::Broker { messages },
-        } => ops::bench_broker(&config, messages).await,
+        } => bench::broker(&config, messages).await,
+        Command::Bench {
+            what:
+                BenchCommand::Drain {
+                    roles,
+                    databases,
+                    messages,
+                    fire_ratio,
+                    pg_url,
+                },
+        } => {
+            let plan = bench::DrainPlan {
+                roles,
+                databases,
+                messages,
+                fire_ratio,
+                pg_url,
+            };
+            bench::drain(&config, &plan).await.map(drop)
+        }
         Command::Bench {
             what:
                 BenchCommand::Signals {
@@ -356,9 +392,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             if through_broker {
-                ops::bench_signals_through_broker(&config, &data_dir, symbols, bars).await
+                bench::signals_through_broker(&config, &data_dir, symbols, bars).await
             } else {
-                ops::bench_signals(&config, &data_dir, symbols, bars)
+                bench::signals(&config, &data_dir, symbols, bars)
             }
         }
         Command::Bench {
@@ -368,10 +404,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     symbols,
                     ticks,
                 },
-        } => ops::bench_alerts(rules, symbols, ticks),
+        } => bench::alerts(rules, symbols, ticks),
         Command::Bench {
             what: BenchCommand::Csv { path },
-        } => ops::bench_csv(&config, &path).await,
+        } => bench::csv(&config, &path).await,
         Command::User { action } => match action {
             UserCommand::Add {
                 name,

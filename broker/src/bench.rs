@@ -316,3 +316,113 @@ async fn through_runtime(broker: &Broker, config: &BrokerConfig, messages: u64) 
     topology.delete(broker).await?;
     Ok(messages as f64 / elapsed.as_secs_f64())
 }
+
+/// Fills `queue` straight through the default exchange with already encoded messages —
+/// `(routing key, type, body)`; the routing key goes in the `tw-original-routing-key`
+/// header, as if published to the market exchange — with a window of 1,000 confirms.
+pub async fn fill(
+    broker: &Broker,
+    queue: &str,
+    messages: &[(String, &'static str, Vec<u8>)],
+) -> Result<()> {
+    let channel = broker.channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut window = VecDeque::new();
+    for (routing_key, kind, body) in messages {
+        let mut headers = FieldTable::default();
+        crate::headers::set_str(
+            &mut headers,
+            crate::headers::ORIGINAL_ROUTING_KEY,
+            routing_key,
+        );
+        let properties = lapin::BasicProperties::default()
+            .with_content_type(wire::CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
+            .with_type((*kind).into())
+            .with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body,
+                properties,
+            )
+            .await?;
+        window.push_back(confirm);
+        if window.len() >= 1_000
+            && let Some(front) = window.pop_front()
+        {
+            front.await?;
+        }
+    }
+    for confirm in window {
+        confirm.await?;
+    }
+    let _ = channel.close(200, "OK".into()).await;
+    Ok(())
+}
+
+/// Raw lapin draining `messages` already in `queue` — prefetch 256, and one ack per
+/// message (`ack_every` 1, as a careful user writes it) or a cumulative ack every
+/// `ack_every` messages (the fastest a consumer drains a quorum queue): messages per
+/// second, from the first delivery to the last ack. The reference a role draining the
+/// same backlog is measured against.
+pub async fn raw_drain(broker: &Broker, queue: &str, messages: u64, ack_every: u64) -> Result<f64> {
+    let channel = broker.channel().await?;
+    channel.basic_qos(256, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "raw-drain".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut start = None;
+    let mut n = 0;
+    while n < messages {
+        match consumer.next().await {
+            Some(Ok(delivery)) => {
+                start.get_or_insert_with(Instant::now);
+                n += 1;
+                if n % ack_every.max(1) == 0 || n == messages {
+                    delivery
+                        .ack(BasicAckOptions {
+                            multiple: ack_every > 1,
+                        })
+                        .await?;
+                }
+            }
+            Some(Err(e)) => return Err(Error::Amqp(e)),
+            None => return Err(Error::Closed),
+        }
+    }
+    let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
+    let _ = channel.close(200, "OK".into()).await;
+    drop(consumer);
+    Ok(messages as f64 / elapsed.as_secs_f64().max(1e-9))
+}
+
+/// Messages ready in `queue` (not counting those delivered and not yet acknowledged).
+pub async fn ready(broker: &Broker, queue: &str) -> Result<u32> {
+    let channel = broker.channel().await?;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = channel.close(200, "OK".into()).await;
+    Ok(declared.message_count())
+}

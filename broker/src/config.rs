@@ -21,7 +21,8 @@ pub struct BrokerConfig {
     pub prefix: String,
     /// The management HTTP API (`http://user:pass@host:15672`); derived from `url` if unset.
     pub management_url: Option<String>,
-    /// Unacknowledged deliveries a consumer may hold. 1 is slow on quorum queues.
+    /// Unacknowledged deliveries a consumer may hold. 1 is slow on quorum queues; a few
+    /// times `batch`, so the next batches arrive while one is stored.
     pub prefetch: u16,
     /// One retry tier per entry: the delay before attempt 2, 3, … (milliseconds).
     pub retry_delays_ms: Vec<u64>,
@@ -68,7 +69,7 @@ impl Default for BrokerConfig {
             url: DEFAULT_URL.to_string(),
             prefix: tickwatch_schema::names::DEFAULT_PREFIX.to_string(),
             management_url: None,
-            prefetch: 256,
+            prefetch: 1024,
             retry_delays_ms: vec![1_000, 10_000, 60_000],
             delivery_limit: 20,
             confirm_window: 1_000,

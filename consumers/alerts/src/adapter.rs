@@ -16,12 +16,12 @@
 //! publishing, the outbox sweep publishes every stored event not marked published — at
 //! start and every few seconds — so a firing is never lost either.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
     QueryFilter, TransactionTrait,
@@ -31,7 +31,7 @@ use tickwatch_broker::{
     Publisher, Topology, consume_role, consume_with, headers,
 };
 use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
-use tickwatch_schema::db::{now_ms, rule_from_row, subscription_from_row};
+use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscription_from_row};
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{AlertRule, Subscription};
 use tickwatch_schema::wire::{
@@ -261,9 +261,13 @@ impl Shared {
     ) -> Result<Vec<i64>, HandlerError> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let now = now_ms();
-        let mut disabled = Vec::new();
-        for (firing, (text, _)) in firings.iter().zip(texts) {
-            let event = alert_event::ActiveModel {
+        // The events; those already stored (an earlier delivery of the same tick) stay as
+        // they are and count for nothing below.
+        let mut stored: HashSet<String> = HashSet::new();
+        let rows: Vec<alert_event::ActiveModel> = firings
+            .iter()
+            .zip(texts)
+            .map(|(firing, (text, _))| alert_event::ActiveModel {
                 id: Set(firing.id.to_string()),
                 rule_id: Set(firing.rule_id),
                 user_id: Set(firing.user_id),
@@ -276,45 +280,76 @@ impl Shared {
                 text: Set(text.clone()),
                 published: Set(false),
                 created_at: Set(now),
-            };
-            let inserted = alert_event::Entity::insert(event)
+            })
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            match alert_event::Entity::insert_many(chunk.to_vec())
                 .on_conflict(
                     OnConflict::column(alert_event::Column::Id)
                         .do_nothing()
                         .to_owned(),
                 )
-                .exec_without_returning(&txn)
+                .exec_with_returning_keys(&txn)
                 .await
-                .map_err(db_error)?;
-            if inserted == 0 {
-                continue; // stored by an earlier delivery of the same tick
+            {
+                Ok(ids) => stored.extend(ids),
+                Err(sea_orm::DbErr::RecordNotInserted) => {}
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        // Each rule's firing record: how many more times, and the last time.
+        let mut fired: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for firing in firings
+            .iter()
+            .filter(|f| stored.contains(&f.id.to_string()))
+        {
+            let entry = fired.entry(firing.rule_id).or_insert((0, firing.ts));
+            entry.0 += 1;
+            entry.1 = Ord::max(entry.1, firing.ts);
+        }
+        let fired: Vec<(i64, (i64, i64))> = fired.into_iter().collect();
+        for chunk in fired.chunks(ROWS_PER_STATEMENT) {
+            let (mut count, mut last) = (CaseStatement::new(), CaseStatement::new());
+            for (rule_id, (n, ts)) in chunk {
+                count = count.case(alert_rule::Column::Id.eq(*rule_id), Expr::value(*n));
+                last = last.case(alert_rule::Column::Id.eq(*rule_id), Expr::value(*ts));
             }
             alert_rule::Entity::update_many()
                 .col_expr(
                     alert_rule::Column::FiredCount,
-                    Expr::col(alert_rule::Column::FiredCount).add(1),
+                    Expr::col(alert_rule::Column::FiredCount)
+                        .add(Into::<Expr>::into(count.finally(0))),
                 )
-                .col_expr(alert_rule::Column::LastFiredAt, Expr::value(firing.ts))
-                .filter(alert_rule::Column::Id.eq(firing.rule_id))
+                .col_expr(
+                    alert_rule::Column::LastFiredAt,
+                    last.finally(Expr::col(alert_rule::Column::LastFiredAt))
+                        .into(),
+                )
+                .filter(alert_rule::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
                 .exec(&txn)
                 .await
                 .map_err(db_error)?;
-            if firing.disable_rule {
-                let result = alert_rule::Entity::update_many()
-                    .col_expr(alert_rule::Column::Active, Expr::value(false))
-                    .col_expr(
-                        alert_rule::Column::Version,
-                        Expr::col(alert_rule::Column::Version).add(1),
-                    )
-                    .col_expr(alert_rule::Column::UpdatedAt, Expr::value(now))
-                    .filter(alert_rule::Column::Id.eq(firing.rule_id))
-                    .filter(alert_rule::Column::Version.eq(firing.rule_version))
-                    .exec(&txn)
-                    .await
-                    .map_err(db_error)?;
-                if result.rows_affected == 1 {
-                    disabled.push(firing.rule_id);
-                }
+        }
+        // `once` rules stop with their firing.
+        let mut disabled = Vec::new();
+        for firing in firings
+            .iter()
+            .filter(|f| f.disable_rule && stored.contains(&f.id.to_string()))
+        {
+            let result = alert_rule::Entity::update_many()
+                .col_expr(alert_rule::Column::Active, Expr::value(false))
+                .col_expr(
+                    alert_rule::Column::Version,
+                    Expr::col(alert_rule::Column::Version).add(1),
+                )
+                .col_expr(alert_rule::Column::UpdatedAt, Expr::value(now))
+                .filter(alert_rule::Column::Id.eq(firing.rule_id))
+                .filter(alert_rule::Column::Version.eq(firing.rule_version))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+            if result.rows_affected == 1 {
+                disabled.push(firing.rule_id);
             }
         }
         txn.commit().await.map_err(db_error)?;
@@ -692,14 +727,16 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
     if changed.is_empty() {
         return Ok(());
     }
-    alert_price::Entity::insert_many(changed)
-        .on_conflict(
-            OnConflict::columns([alert_price::Column::Venue, alert_price::Column::Symbol])
-                .update_columns([alert_price::Column::Price, alert_price::Column::Ts])
-                .to_owned(),
-        )
-        .exec_without_returning(&shared.db)
-        .await?;
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        alert_price::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([alert_price::Column::Venue, alert_price::Column::Symbol])
+                    .update_columns([alert_price::Column::Price, alert_price::Column::Ts])
+                    .to_owned(),
+            )
+            .exec_without_returning(&shared.db)
+            .await?;
+    }
     saved.extend(keys);
     Ok(())
 }

@@ -8,6 +8,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
+use tickwatch_schema::db::ROWS_PER_STATEMENT;
 use tickwatch_schema::db::entity::{candle, latest_price};
 use tickwatch_schema::wire::{Candle, Interval};
 
@@ -50,10 +51,14 @@ pub async fn upsert_candles(db: &impl ConnectionTrait, candles: &[Candle]) -> Re
         candle::Column::Trades,
     ])
     .to_owned();
-    Ok(candle::Entity::insert_many(candles.iter().map(candle_row))
-        .on_conflict(on_conflict)
-        .exec_without_returning(db)
-        .await?)
+    let mut written = 0;
+    for chunk in candles.chunks(ROWS_PER_STATEMENT) {
+        written += candle::Entity::insert_many(chunk.iter().map(candle_row))
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(written)
 }
 
 /// Sets the latest price of each symbol.
@@ -64,14 +69,13 @@ pub async fn upsert_latest_prices(
     if prices.is_empty() {
         return Ok(());
     }
-    let rows = prices
-        .iter()
-        .map(|(venue, symbol, price, ts)| latest_price::ActiveModel {
+    let row =
+        |(venue, symbol, price, ts): &(String, String, Decimal, i64)| latest_price::ActiveModel {
             venue: Set(venue.clone()),
             symbol: Set(symbol.clone()),
             price: Set(price.to_string()),
             ts: Set(*ts),
-        });
+        };
     // Never back in time: a redelivered or late batch must not replace a newer price.
     let on_conflict =
         OnConflict::columns([latest_price::Column::Venue, latest_price::Column::Symbol])
@@ -81,10 +85,12 @@ pub async fn upsert_latest_prices(
                     .lte(Expr::cust("excluded.ts")),
             )
             .to_owned();
-    latest_price::Entity::insert_many(rows)
-        .on_conflict(on_conflict)
-        .exec_without_returning(db)
-        .await?;
+    for chunk in prices.chunks(ROWS_PER_STATEMENT) {
+        latest_price::Entity::insert_many(chunk.iter().map(row))
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(db)
+            .await?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
 };
@@ -25,7 +25,7 @@ use tickwatch_broker::{
     consume_role,
 };
 use tickwatch_schema::db::entity::{signal, signal_progress};
-use tickwatch_schema::db::now_ms;
+use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms};
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::wire::{Candle, Grade, Signal};
 use tokio_util::sync::CancellationToken;
@@ -147,8 +147,8 @@ impl SignalsHandler {
             .flat_map(|w| w.outputs.iter().filter_map(Output::as_signal))
             .map(signal_row)
             .collect();
-        if !signals.is_empty() {
-            signal::Entity::insert_many(signals)
+        for chunk in signals.chunks(ROWS_PER_STATEMENT) {
+            signal::Entity::insert_many(chunk.to_vec())
                 .on_conflict(
                     OnConflict::column(signal::Column::Id)
                         .do_nothing()
@@ -158,6 +158,13 @@ impl SignalsHandler {
                 .await
                 .map_err(db_error)?;
         }
+        // The outcomes of earlier signals: per horizon column, one statement sets a chunk of
+        // signals (`CASE id WHEN … THEN …`), not one per signal.
+        let mut by_column = [
+            (signal::Column::Ret1, Vec::new()),
+            (signal::Column::Ret5, Vec::new()),
+            (signal::Column::Ret20, Vec::new()),
+        ];
         for output in fresh.iter().flat_map(|w| &w.outputs) {
             if let Output::Outcome {
                 signal_id,
@@ -167,13 +174,22 @@ impl SignalsHandler {
             } = output
             {
                 let column = match horizon_bars {
-                    1 => signal::Column::Ret1,
-                    5 => signal::Column::Ret5,
-                    _ => signal::Column::Ret20,
+                    1 => 0,
+                    5 => 1,
+                    _ => 2,
                 };
+                by_column[column].1.push((signal_id.to_string(), *ret));
+            }
+        }
+        for (column, outcomes) in &by_column {
+            for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+                let mut case = CaseStatement::new();
+                for (id, ret) in chunk {
+                    case = case.case(signal::Column::Id.eq(id.as_str()), Expr::value(*ret));
+                }
                 signal::Entity::update_many()
-                    .col_expr(column, Expr::value(*ret))
-                    .filter(signal::Column::Id.eq(signal_id.to_string()))
+                    .col_expr(*column, case.finally(Expr::col(*column)).into())
+                    .filter(signal::Column::Id.is_in(chunk.iter().map(|(id, _)| id.as_str())))
                     .exec(&txn)
                     .await
                     .map_err(db_error)?;
@@ -187,31 +203,36 @@ impl SignalsHandler {
                 .or_insert(c.open_ts);
             *at = (*at).max(c.open_ts);
         }
-        let rows = progress.into_iter().map(|((venue, symbol, interval), ts)| {
-            signal_progress::ActiveModel {
-                venue: Set(venue.to_string()),
-                symbol: Set(symbol.to_string()),
-                interval: Set(interval.to_string()),
-                last_open_ts: Set(ts),
-                updated_at: Set(now_ms()),
-            }
-        });
-        signal_progress::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([
-                    signal_progress::Column::Venue,
-                    signal_progress::Column::Symbol,
-                    signal_progress::Column::Interval,
-                ])
-                .update_columns([
-                    signal_progress::Column::LastOpenTs,
-                    signal_progress::Column::UpdatedAt,
-                ])
-                .to_owned(),
+        let rows: Vec<signal_progress::ActiveModel> = progress
+            .into_iter()
+            .map(
+                |((venue, symbol, interval), ts)| signal_progress::ActiveModel {
+                    venue: Set(venue.to_string()),
+                    symbol: Set(symbol.to_string()),
+                    interval: Set(interval.to_string()),
+                    last_open_ts: Set(ts),
+                    updated_at: Set(now_ms()),
+                },
             )
-            .exec_without_returning(&txn)
-            .await
-            .map_err(db_error)?;
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            signal_progress::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::columns([
+                        signal_progress::Column::Venue,
+                        signal_progress::Column::Symbol,
+                        signal_progress::Column::Interval,
+                    ])
+                    .update_columns([
+                        signal_progress::Column::LastOpenTs,
+                        signal_progress::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_error)?;
+        }
         txn.commit().await.map_err(db_error)
     }
 
