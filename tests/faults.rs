@@ -1,12 +1,13 @@
 //! The fault suite's short version, so it cannot rot: the built `tickwatch` binary's
 //! roles, each its own process, through a kill -9 of the alerts role (it found a loss), of
-//! the notifier, and the closing of every broker connection. Nothing lost, nothing doubled
-//! beyond the one unavoidable window, every chat in order. (`scripts/chaos.sh` runs every
-//! fault.)
+//! the notifier, the closing of every broker connection, and scale-out (two instances of
+//! alerts and signals splitting 8 shards, one killed and restarted). Nothing lost, nothing
+//! doubled beyond the one unavoidable window, every chat in order. (`scripts/chaos.sh` runs
+//! every fault.)
 
 use tickwatch_tests::faults::{self, Fault, Suite, Workload};
 
-async fn run(fault: Fault) {
+async fn run(fault: Fault) -> faults::Row {
     let mut suite = Suite::local(env!("CARGO_BIN_EXE_tickwatch").into());
     suite.workload = Workload {
         crossings: 20,
@@ -16,11 +17,15 @@ async fn run(fault: Fault) {
     };
     let row = faults::run(&suite, fault).await.expect("the suite runs");
     println!("{}", faults::table(std::slice::from_ref(&row)));
+    for note in &row.notes {
+        println!("note: {note}");
+    }
     assert!(row.expected > 0);
     assert_eq!(row.lost, 0, "{row:?}");
     assert_eq!(row.duplicated, row.unavoidable, "{row:?}");
     assert_eq!(row.out_of_order, 0, "{row:?}");
     assert!(row.dead_lettered.is_empty(), "{row:?}");
+    row
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,4 +41,15 @@ async fn a_killed_notifier_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_broker_connections_lose_nothing() {
     run(Fault::CloseConnections).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_the_shards_and_take_over_a_killed_ones() {
+    let row = run(Fault::ScaleOut).await;
+    let takeover = row.takeover.expect("the survivors took every shard");
+    assert!(takeover.as_secs_f64() <= 10.0, "{row:?}");
+    assert!(
+        row.rebalance.is_some(),
+        "split 4/4 again after the restart: {row:?}"
+    );
 }

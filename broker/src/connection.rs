@@ -27,6 +27,7 @@ struct Inner {
     pool: deadpool_lapin::Pool,
     health: Health,
     app_id: String,
+    instance: String,
 }
 
 impl std::fmt::Debug for Broker {
@@ -44,7 +45,9 @@ impl Broker {
         config.validate()?;
         let names = config.names()?;
         let app_id = format!("tickwatch/{role}");
-        let connection_name = app_id.clone();
+        let instance = format!("{role}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        // The management UI lists connections by this name: role and instance.
+        let connection_name = format!("{app_id} {instance}");
         let settings = PoolSettings {
             url: Some(config.url.clone()),
             pool: Some(PoolConfig {
@@ -73,6 +76,7 @@ impl Broker {
                 pool,
                 health: Health::default(),
                 app_id,
+                instance,
             }),
         })
     }
@@ -95,6 +99,12 @@ impl Broker {
 
     pub fn health(&self) -> &Health {
         &self.inner.health
+    }
+
+    /// This process among the instances of its role: `<role>-<8 hex digits>`, new at every
+    /// start. It names the connections and consumers, and the instance in a shard split.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// `tickwatch/<role>`, the `app_id` of everything this process publishes.

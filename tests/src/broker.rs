@@ -2,7 +2,7 @@
 
 use tickwatch_broker::BrokerConfig;
 
-/// Force-closes, from the broker's side, every connection named `tickwatch/<role>` (what a
+/// Force-closes, from the broker's side, every connection of `tickwatch/<role>` (what a
 /// crashed process leaves behind: its unacknowledged deliveries go back to the queue).
 pub async fn kill_connections(config: &BrokerConfig, role: &str) -> usize {
     let (base, user, pass, _) = config.management_base().expect("management url");
@@ -22,7 +22,8 @@ pub async fn kill_connections(config: &BrokerConfig, role: &str) -> usize {
         let name = c
             .pointer("/client_properties/connection_name")
             .and_then(|v| v.as_str());
-        if name != Some(wanted.as_str()) {
+        // `tickwatch/<role> <instance>`.
+        if name.and_then(|n| n.split(' ').next()) != Some(wanted.as_str()) {
             continue;
         }
         let id = c.get("name").and_then(|v| v.as_str()).unwrap_or_default();

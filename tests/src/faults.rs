@@ -27,7 +27,7 @@ use tickwatch_alerts::template::{Lang, render_signal};
 use tickwatch_broker::{Broker, BrokerConfig, OutgoingMessage, Publisher, Topology, dlq};
 use tickwatch_schema::db::entity::{alert_rule, subscription, user};
 use tickwatch_schema::db::{now_ms, rule_spec_columns};
-use tickwatch_schema::names::{Exchange, WorkQueue};
+use tickwatch_schema::names::{Exchange, Names, WorkQueue};
 use tickwatch_schema::rule::{Condition, RuleSpec, Trigger};
 use tickwatch_schema::wire::{Candle, Grade, SignalKind, Tick};
 use tickwatch_signals::{SignalEngine, SignalsConfig};
@@ -54,10 +54,13 @@ pub enum Fault {
     TelegramErrors,
     /// Malformed, wrong-schema, oversized and invalid messages into every exchange.
     PoisonFlood,
+    /// Two instances each of alerts and signals over 8 shards; kill -9 of one of each,
+    /// restarted once the survivors own every shard.
+    ScaleOut,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::None,
         Fault::KillAlerts,
         Fault::KillNotifier,
@@ -67,6 +70,7 @@ impl Fault {
         Fault::DatabaseOutage,
         Fault::TelegramErrors,
         Fault::PoisonFlood,
+        Fault::ScaleOut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Fault {
             Fault::DatabaseOutage => "database-outage",
             Fault::TelegramErrors => "telegram-errors",
             Fault::PoisonFlood => "poison-flood",
+            Fault::ScaleOut => "scale-out",
         }
     }
 
@@ -95,6 +100,9 @@ impl Fault {
             Fault::DatabaseOutage => "PostgreSQL refuses the database for 20 s",
             Fault::TelegramErrors => "Telegram 500 for 8 s, then 429 (2 s) to every chat",
             Fault::PoisonFlood => "poison flood",
+            Fault::ScaleOut => {
+                "2 × alerts and signals on 8 shards: kill -9 one of each, restart it"
+            }
         }
     }
 
@@ -190,6 +198,10 @@ pub struct Row {
     pub error_lines: usize,
     pub took: Duration,
     pub notes: Vec<String>,
+    /// Scale-out: from the kill to the survivors active on every shard, and from the
+    /// restart to the shards split evenly again.
+    pub takeover: Option<Duration>,
+    pub rebalance: Option<Duration>,
 }
 
 impl Row {
@@ -257,6 +269,55 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SuiteError + '_ 
 }
 
 const ROLES: [&str; 4] = ["recorder", "signals", "alerts", "notifier"];
+/// The roles the scale-out run starts twice, and their shards.
+const SCALED: [&str; 2] = ["alerts", "signals"];
+const SHARDS: usize = 8;
+
+/// The name of a role's second instance.
+fn second(role: &str) -> String {
+    format!("{role}#2")
+}
+
+/// How long shards took to move in the scale-out run.
+#[derive(Debug, Default)]
+struct Handover {
+    takeover: Option<Duration>,
+    rebalance: Option<Duration>,
+}
+
+/// Each scaled role: two instances, each the active consumer of half the shards.
+async fn split_evenly(management: &ManagementApi, vhost: &str, names: &Names) -> bool {
+    for role in SCALED {
+        let active = management
+            .active_by_instance(vhost, &role_queue(names, role))
+            .await;
+        if active.len() != 2 || active.values().any(|n| *n != SHARDS / 2) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Each scaled role: one instance, the active consumer of every shard.
+async fn one_owns_all(management: &ManagementApi, vhost: &str, names: &Names) -> bool {
+    for role in SCALED {
+        let active = management
+            .active_by_instance(vhost, &role_queue(names, role))
+            .await;
+        if active.len() != 1 || active.values().any(|n| *n != SHARDS) {
+            return false;
+        }
+    }
+    true
+}
+
+fn role_queue(names: &Names, role: &str) -> String {
+    let queue = WorkQueue::ALL
+        .into_iter()
+        .find(|q| q.role() == role)
+        .unwrap_or(WorkQueue::Alerts);
+    names.queue(queue)
+}
 const TOKEN: &str = "424242:FAULT-SUITE";
 const VENUE: &str = "binance";
 const LOW: i64 = 100;
@@ -282,8 +343,14 @@ async fn run_on(
 ) -> Result<Row, SuiteError> {
     let w = &suite.workload;
     let db = TestDb::postgres().await.map_err(setup("PostgreSQL"))?;
+    let scale_out = fault == Fault::ScaleOut;
     let broker_config = BrokerConfig {
         url: format!("{}/{vhost}", suite.amqp),
+        shards: if scale_out {
+            SCALED.iter().map(|r| (r.to_string(), SHARDS)).collect()
+        } else {
+            BTreeMap::new()
+        },
         ..BrokerConfig::default()
     };
     let broker = Broker::connect(broker_config.clone(), "faults")
@@ -331,11 +398,28 @@ async fn run_on(
         roles: HashMap::new(),
         starts: 0,
     };
+    if scale_out {
+        for role in SCALED {
+            deployment.env.push((
+                format!("TICKWATCH_BROKER__SHARDS__{}", role.to_uppercase()),
+                SHARDS.to_string(),
+            ));
+        }
+    }
     for role in ROLES {
-        deployment.spawn(role)?;
+        deployment.spawn(role, role)?;
+    }
+    if scale_out {
+        for role in SCALED {
+            deployment.spawn(&second(role), role)?;
+        }
     }
     let names = broker.names().clone();
-    let work_queues: Vec<String> = WorkQueue::ALL.iter().map(|q| names.queue(*q)).collect();
+    let work_queues: Vec<String> = WorkQueue::ALL
+        .iter()
+        .flat_map(|q| topology.work_queues_of(&names.queue(*q)))
+        .map(|spec| spec.name)
+        .collect();
     if !wait_until(Duration::from_secs(60), || async {
         management.consumers_on(vhost, &work_queues).await
     })
@@ -348,9 +432,28 @@ async fn run_on(
         )));
     }
 
+    let mut notes = Vec::new();
+    if scale_out {
+        let begun = Instant::now();
+        if !wait_until(Duration::from_secs(30), || async {
+            split_evenly(management, vhost, &names).await
+        })
+        .await
+        {
+            deployment.stop_all().await;
+            return Err(SuiteError::Setup(format!(
+                "two instances did not split the shards 4/4 within 30 s; logs in {}",
+                log_dir.display()
+            )));
+        }
+        notes.push(format!(
+            "split 4/4 {:.1} s after every queue had a consumer",
+            begun.elapsed().as_secs_f64()
+        ));
+    }
     let publisher = Publisher::start(&broker, "faults");
     let mut fault_window = (Instant::now(), Instant::now());
-    let mut notes = Vec::new();
+    let mut handover = Handover::default();
     {
         let publishing = publish_workload(&publisher, w, &candles);
         tokio::pin!(publishing);
@@ -366,7 +469,7 @@ async fn run_on(
                 _ = &mut fault_after, if !injected => {
                     injected = true;
                     let begun = Instant::now();
-                    inject(fault, &mut deployment, &fake, management, vhost, &publisher, &broker, &db, w, &mut notes).await?;
+                    inject(fault, &mut deployment, &fake, management, vhost, &publisher, &broker, &db, w, &mut notes, &mut handover).await?;
                     fault_window = (begun, Instant::now());
                 }
             }
@@ -384,6 +487,7 @@ async fn run_on(
                 &db,
                 w,
                 &mut notes,
+                &mut handover,
             )
             .await?;
             fault_window = (begun, Instant::now());
@@ -499,6 +603,8 @@ async fn run_on(
         error_lines,
         took: started.elapsed(),
         notes,
+        takeover: handover.takeover,
+        rebalance: handover.rebalance,
     })
 }
 
@@ -523,9 +629,47 @@ async fn inject(
     db: &TestDb,
     w: &Workload,
     notes: &mut Vec<String>,
+    handover: &mut Handover,
 ) -> Result<(), SuiteError> {
     match fault {
         Fault::None => {}
+        Fault::ScaleOut => {
+            let names = broker.names().clone();
+            for role in SCALED {
+                deployment.kill9(&second(role)).await;
+            }
+            let killed = Instant::now();
+            if wait_until(Duration::from_secs(30), || async {
+                one_owns_all(management, vhost, &names).await
+            })
+            .await
+            {
+                handover.takeover = Some(killed.elapsed());
+                notes.push(format!(
+                    "kill -9 → the survivors active on all {SHARDS} shards in {:.1} s",
+                    killed.elapsed().as_secs_f64()
+                ));
+            } else {
+                notes.push("the survivors did not take every shard within 30 s".into());
+            }
+            for role in SCALED {
+                deployment.spawn(&second(role), role)?;
+            }
+            let restarted = Instant::now();
+            if wait_until(Duration::from_secs(30), || async {
+                split_evenly(management, vhost, &names).await
+            })
+            .await
+            {
+                handover.rebalance = Some(restarted.elapsed());
+                notes.push(format!(
+                    "restart → 4/4 again in {:.1} s",
+                    restarted.elapsed().as_secs_f64()
+                ));
+            } else {
+                notes.push("the shards were not split 4/4 again within 30 s".into());
+            }
+        }
         Fault::KillAlerts | Fault::KillNotifier | Fault::KillSignals => {
             let role = match fault {
                 Fault::KillAlerts => "alerts",
@@ -534,7 +678,7 @@ async fn inject(
             };
             deployment.kill9(role).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            deployment.spawn(role)?;
+            deployment.spawn(role, role)?;
         }
         Fault::CloseConnections => {
             for round in 0..2 {
@@ -950,15 +1094,16 @@ struct Deployment {
     binary: PathBuf,
     log_dir: PathBuf,
     env: Vec<(String, String)>,
-    roles: HashMap<&'static str, Child>,
+    /// By instance name: the role, or `<role>#2` for a second instance.
+    roles: HashMap<String, Child>,
     starts: usize,
 }
 
 impl Deployment {
-    fn spawn(&mut self, role: &'static str) -> Result<(), SuiteError> {
+    fn spawn(&mut self, name: &str, role: &str) -> Result<(), SuiteError> {
         self.starts += 1;
-        let log = std::fs::File::create(self.log_dir.join(format!("{role}-{}.log", self.starts)))
-            .map_err(setup("a log file"))?;
+        let file = format!("{}-{}.log", name.replace('#', "-"), self.starts);
+        let log = std::fs::File::create(self.log_dir.join(file)).map_err(setup("a log file"))?;
         let err = log.try_clone().map_err(setup("a log file"))?;
         let child = Command::new(&self.binary)
             .args(["consume", role])
@@ -970,7 +1115,7 @@ impl Deployment {
             .kill_on_drop(true)
             .spawn()
             .map_err(setup("starting a role"))?;
-        self.roles.insert(role, child);
+        self.roles.insert(name.to_string(), child);
         Ok(())
     }
 
@@ -1069,6 +1214,38 @@ impl ManagementApi {
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// For the shards of `queue`: how many each instance is the active consumer of (the
+    /// instance from the consumer tag, `tickwatch/<role>/<instance>:…`).
+    async fn active_by_instance(&self, vhost: &str, queue: &str) -> BTreeMap<String, usize> {
+        let url = format!("{}/api/consumers/{vhost}", self.base);
+        let consumers = match self.send(self.client.get(url)).await {
+            Ok(response) => response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let shard_prefix = format!("{queue}.shard.");
+        let mut active = BTreeMap::new();
+        for c in consumers {
+            let on_shard = c["queue"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&shard_prefix));
+            if !on_shard || c["active"].as_bool() != Some(true) {
+                continue;
+            }
+            let instance = c["consumer_tag"]
+                .as_str()
+                .and_then(|t| t.split(':').next())
+                .unwrap_or_default()
+                .to_string();
+            *active.entry(instance).or_insert(0) += 1;
+        }
+        active
     }
 
     /// Whether every one of `queues` has a consumer.

@@ -22,7 +22,9 @@
 
 mod session;
 mod settle;
+pub mod shards;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,6 +158,11 @@ pub struct Incoming {
     pub attempt: u32,
     /// The broker redelivered it (a consumer died holding it).
     pub redelivered: bool,
+    /// The consumer session that received it, unique in this process. A session that
+    /// starts — a reconnect, a shard taken over, a standby made active — may find a symbol
+    /// that another consumer carried on meanwhile: a stateful handler checks its state for
+    /// a symbol against the database on the symbol's first delivery in a session.
+    pub session: u64,
     /// Since when the handler has been holding it in place ([`Handled::Hold`]).
     pub held_since: Option<Instant>,
     pub properties: BasicProperties,
@@ -165,7 +172,7 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    fn from_delivery(queue: &str, delivery: &Delivery) -> Self {
+    fn from_delivery(queue: &str, session: u64, delivery: &Delivery) -> Self {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let headers = delivery.properties.headers().as_ref();
         let mut incoming = Incoming {
@@ -190,6 +197,7 @@ impl Incoming {
                 .filter(|a| *a >= 1)
                 .unwrap_or(1),
             redelivered: delivery.redelivered,
+            session,
             held_since: None,
             properties: delivery.properties.clone(),
             span: tracing::Span::none(),
@@ -436,9 +444,10 @@ pub async fn consume_with<H: BatchHandler>(
     result
 }
 
-/// Consumes every queue of a role — its work queue, or each of its shards — with clones of
-/// `handler`, until `shutdown` or the first consumer that fails for good (which stops the
-/// others).
+/// Consumes a role's work queue — or, when it is sharded, the shards this instance owns
+/// among the role's live instances ([`shards`]), following the split as instances come and
+/// go — with clones of `handler`, until `shutdown` or the first consumer that fails for
+/// good (which stops the others).
 pub async fn consume_role<H: BatchHandler>(
     broker: &Broker,
     queue: tickwatch_schema::names::WorkQueue,
@@ -447,29 +456,81 @@ pub async fn consume_role<H: BatchHandler>(
     options: ConsumeOptions,
 ) -> Result<()> {
     let topology = Topology::standard(broker.config())?;
-    let specs = topology.work_queues_of(&broker.names().queue(queue));
-    let stop = shutdown.child_token();
-    let mut consumers = tokio::task::JoinSet::new();
-    for spec in specs {
-        let (broker, handler, stop, options) = (
-            broker.clone(),
-            handler.clone(),
-            stop.clone(),
-            options.clone(),
-        );
-        consumers.spawn(async move { consume_with(&broker, &spec, handler, stop, options).await });
+    let base = broker.names().queue(queue);
+    let specs = topology.work_queues_of(&base);
+    if let [only] = specs.as_slice() {
+        return consume_with(broker, only, handler, shutdown, options).await;
     }
+    let me = broker.instance().to_string();
+    let stop = shutdown.child_token();
+    let (live_tx, mut live) = watch::channel(BTreeSet::from([me.clone()]));
+    let membership = tokio::spawn(shards::membership(
+        broker.clone(),
+        base.clone(),
+        live_tx,
+        stop.clone(),
+    ));
+    let mut owned: BTreeMap<usize, CancellationToken> = BTreeMap::new();
+    let mut consumers = tokio::task::JoinSet::new();
     let mut result = Ok(());
-    while let Some(joined) = consumers.join_next().await {
-        let outcome =
-            joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))));
-        if let Err(e) = outcome {
-            stop.cancel();
-            if result.is_ok() {
-                result = Err(e);
+    loop {
+        let members = live.borrow_and_update().clone();
+        let assigned = shards::assign(specs.len(), &members, &me);
+        let before: Vec<usize> = owned.keys().copied().collect();
+        owned.retain(|shard, token| {
+            let keep = assigned.contains(shard);
+            if !keep {
+                // Finishes what runs, acknowledges, closes: the next owner goes on from there.
+                token.cancel();
+            }
+            keep
+        });
+        for &shard in &assigned {
+            if owned.contains_key(&shard) {
+                continue;
+            }
+            let token = stop.child_token();
+            owned.insert(shard, token.clone());
+            let (broker, handler, options) = (broker.clone(), handler.clone(), options.clone());
+            let spec = specs[shard].clone();
+            consumers
+                .spawn(async move { consume_with(&broker, &spec, handler, token, options).await });
+        }
+        if owned.keys().copied().ne(before.iter().copied()) {
+            let shards: Vec<usize> = owned.keys().copied().collect();
+            tracing::info!(queue = %base, instances = members.len(), ?shards, "consuming {} of {} shards", shards.len(), specs.len());
+            metrics::gauge!("tw_shards_owned", "queue" => base.clone()).set(shards.len() as f64);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = live.changed() => {
+                if changed.is_err() {
+                    // The membership task ended: only at shutdown.
+                    stop.cancelled().await;
+                    break;
+                }
+            }
+            Some(joined) = consumers.join_next() => {
+                let outcome = joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))));
+                if let Err(e) = outcome {
+                    stop.cancel();
+                    result = Err(e);
+                    break;
+                }
             }
         }
     }
+    stop.cancel();
+    while let Some(joined) = consumers.join_next().await {
+        let outcome =
+            joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))));
+        if let Err(e) = outcome
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
+    }
+    let _ = membership.await;
     result
 }
 

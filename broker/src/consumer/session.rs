@@ -68,6 +68,12 @@ struct Slot {
     finished: bool,
 }
 
+/// A number no other consumer session of this process has had.
+fn next_session_id() -> u64 {
+    static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs one session until shutdown, a long pause or a broken channel.
 pub(super) async fn run<H: BatchHandler>(
     ctx: Arc<Ctx>,
@@ -86,6 +92,7 @@ pub(super) async fn run<H: BatchHandler>(
         running_keys: HashMap::new(),
         acks: AckBatch::default(),
         flush_at: None,
+        session: next_session_id(),
     };
     let flush_after = Duration::from_millis(ctx.broker.config().ack_flush_ms);
     let release_after = Duration::from_millis(ctx.broker.config().pause_release_ms);
@@ -209,11 +216,13 @@ struct State<H> {
     running_keys: HashMap<String, usize>,
     acks: AckBatch,
     flush_at: Option<tokio::time::Instant>,
+    /// This session's number ([`Incoming::session`]).
+    session: u64,
 }
 
 impl<H: BatchHandler> State<H> {
     fn take(&mut self, delivery: Delivery) {
-        let incoming = Incoming::from_delivery(&self.ctx.queue.name, &delivery);
+        let incoming = Incoming::from_delivery(&self.ctx.queue.name, self.session, &delivery);
         let key = self.handler.ordering_key(&incoming);
         self.window.push_back(Slot {
             tag: delivery.delivery_tag,
@@ -459,7 +468,13 @@ async fn start_consuming(ctx: &Ctx, channel: &Channel) -> Result<lapin::Consumer
     channel
         .basic_qos(config.prefetch, BasicQosOptions { global: false })
         .await?;
-    let tag = format!("{}:{}", ctx.broker.app_id(), uuid::Uuid::now_v7());
+    // The instance in the tag lets an operator (and the scale-out test) see who is active.
+    let tag = format!(
+        "{}/{}:{}",
+        ctx.broker.app_id(),
+        ctx.broker.instance(),
+        uuid::Uuid::now_v7()
+    );
     let consumer = channel
         .basic_consume(
             ctx.queue.name.as_str().into(),

@@ -203,7 +203,8 @@ pub async fn kill_connections(config: &BrokerConfig) -> usize {
         let name = c
             .pointer("/client_properties/connection_name")
             .and_then(|v| v.as_str());
-        if name == Some(wanted.as_str()) {
+        // `tickwatch/<role> <instance>`.
+        if name.and_then(|n| n.split(' ').next()) == Some(wanted.as_str()) {
             let id = c.get("name").and_then(|v| v.as_str()).unwrap_or_default();
             let encoded: String = id
                 .bytes()

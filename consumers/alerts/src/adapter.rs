@@ -94,6 +94,9 @@ struct Shared {
     /// What the engine gave for messages held in place, by message: it is past them, so
     /// running them again must reuse it.
     held: Mutex<HashMap<String, Evaluated>>,
+    /// The consumer session in which each symbol was last checked against the saved price
+    /// (see `AlertsHandler::check_symbols`).
+    checked: Mutex<HashMap<(String, String), u64>>,
     hooks: Hooks,
     /// A delivery's own time limit, under the consumer's handler timeout: past that the
     /// runtime would send the message through the retry tiers (see `evaluate`).
@@ -462,42 +465,138 @@ fn message_key(message: &Incoming) -> String {
     }
 }
 
-impl AlertsHandler {
-    /// Runs one message through the engine (or takes what it gave before it was held).
-    fn evaluate(
-        &self,
-        engine: &mut AlertEngine,
-        message: &Incoming,
-    ) -> Result<Evaluated, HandlerError> {
+/// A message of the alerts queue, decoded.
+enum Market {
+    Tick(Tick),
+    Candle(Candle),
+    Signal(Signal),
+}
+
+impl Market {
+    fn decode(message: &Incoming) -> Result<Market, HandlerError> {
         match message.message_kind() {
-            Some(MessageKind::Tick) => {
-                let tick: Tick = message.decode()?;
-                let symbol = (tick.venue.clone(), tick.symbol.clone());
-                self.mark(&symbol);
-                let firings =
-                    tracing::info_span!(parent: &message.span, "process", symbol = %tick.symbol)
-                        .in_scope(|| engine.process_tick(&tick));
-                Ok((Some(symbol), Produced::Firings(firings)))
-            }
-            Some(MessageKind::Candle) => {
-                let candle: Candle = message.decode()?;
-                let symbol = (candle.venue.clone(), candle.symbol.clone());
-                self.mark(&symbol);
-                let firings =
-                    tracing::info_span!(parent: &message.span, "process", symbol = %candle.symbol)
-                        .in_scope(|| engine.process_candle(&candle));
-                Ok((Some(symbol), Produced::Firings(firings)))
-            }
-            Some(MessageKind::Signal) => {
-                let signal: Signal = message.decode()?;
-                let hits = engine.process_signal(&signal);
-                Ok((None, Produced::Hits(signal, hits)))
-            }
+            Some(MessageKind::Tick) => Ok(Market::Tick(message.decode()?)),
+            Some(MessageKind::Candle) => Ok(Market::Candle(message.decode()?)),
+            Some(MessageKind::Signal) => Ok(Market::Signal(message.decode()?)),
             other => Err(HandlerError::Invalid(format!(
                 "the alerts queue takes ticks, candles and signals, not {}",
                 other.map_or("an untyped message".to_string(), |k| k.to_string())
             ))),
         }
+    }
+
+    /// The symbol whose prices it moves (signals move none).
+    fn symbol(&self) -> Option<(String, String)> {
+        match self {
+            Market::Tick(t) => Some((t.venue.clone(), t.symbol.clone())),
+            Market::Candle(c) => Some((c.venue.clone(), c.symbol.clone())),
+            Market::Signal(_) => None,
+        }
+    }
+}
+
+impl AlertsHandler {
+    /// Runs one decoded message through the engine.
+    fn evaluate(&self, engine: &mut AlertEngine, message: &Incoming, market: Market) -> Evaluated {
+        match market {
+            Market::Tick(tick) => {
+                let symbol = (tick.venue.clone(), tick.symbol.clone());
+                self.mark(&symbol);
+                let firings =
+                    tracing::info_span!(parent: &message.span, "process", symbol = %tick.symbol)
+                        .in_scope(|| engine.process_tick(&tick));
+                (Some(symbol), Produced::Firings(firings))
+            }
+            Market::Candle(candle) => {
+                let symbol = (candle.venue.clone(), candle.symbol.clone());
+                self.mark(&symbol);
+                let firings =
+                    tracing::info_span!(parent: &message.span, "process", symbol = %candle.symbol)
+                        .in_scope(|| engine.process_candle(&candle));
+                (Some(symbol), Produced::Firings(firings))
+            }
+            Market::Signal(signal) => {
+                let hits = engine.process_signal(&signal);
+                (None, Produced::Hits(signal, hits))
+            }
+        }
+    }
+
+    /// On a symbol's first delivery in a consumer session, checks the engine against the
+    /// saved price: when they differ, another instance evaluated the symbol meanwhile (a
+    /// shard handed over, a standby made active) or this one's last batch did not finish,
+    /// and the symbol is taken as stored — its rules as the database has them, primed with
+    /// the saved price — as a restart would have it. What was held for it is dropped: the
+    /// engine evaluates those messages again, with the same firing ids.
+    async fn check_symbols(&self, batch: &[((String, String), u64)]) -> Result<(), HandlerError> {
+        let unchecked: Vec<&((String, String), u64)> = {
+            let checked = self
+                .shared
+                .checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            batch
+                .iter()
+                .filter(|(key, session)| checked.get(key) != Some(session))
+                .collect()
+        };
+        if unchecked.is_empty() {
+            return Ok(());
+        }
+        let symbols: HashSet<&str> = unchecked.iter().map(|((_, s), _)| s.as_str()).collect();
+        let saved: HashMap<(String, String), (Decimal, i64)> = alert_price::Entity::find()
+            .filter(alert_price::Column::Symbol.is_in(symbols.iter().copied()))
+            .all(&self.shared.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .filter_map(|row| Some(((row.venue, row.symbol), (row.price.parse().ok()?, row.ts))))
+            .collect();
+        let mut differing = Vec::new();
+        {
+            let engine = self.shared.engine();
+            for (key, _) in &unchecked {
+                if engine.last_price(&key.0, &key.1) != saved.get(key).copied() {
+                    differing.push(key.clone());
+                }
+            }
+        }
+        if !differing.is_empty() {
+            let names: HashSet<&str> = differing.iter().map(|(_, s)| s.as_str()).collect();
+            let rules: Vec<AlertRule> = alert_rule::Entity::find()
+                .filter(alert_rule::Column::Active.eq(true))
+                .filter(alert_rule::Column::Symbol.is_in(names.iter().copied()))
+                .all(&self.shared.db)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .filter_map(|row| rule_from_row(row).ok())
+                .collect();
+            let mut engine = self.shared.engine();
+            let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &differing {
+                let theirs: Vec<AlertRule> = rules
+                    .iter()
+                    .filter(|r| r.spec.venue == key.0 && r.spec.symbol == key.1)
+                    .cloned()
+                    .collect();
+                let price = saved.get(key).copied();
+                tracing::info!(venue = %key.0, symbol = %key.1, engine = ?engine.last_price(&key.0, &key.1), saved = ?price, rules = theirs.len(), "symbol evaluated elsewhere: taken as stored");
+                for (id, error) in engine.reset_symbol(&key.0, &key.1, &theirs, price) {
+                    tracing::warn!(id, %error, "stored rule refused by the engine");
+                }
+                held.retain(|_, (symbol, _)| symbol.as_ref() != Some(key));
+            }
+        }
+        let mut checked = self
+            .shared
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (key, session) in unchecked {
+            checked.insert(key.clone(), *session);
+        }
+        Ok(())
     }
 
     /// Marks a symbol in flight before the engine moves on, so a price save never sees
@@ -513,16 +612,28 @@ impl AlertsHandler {
 
 impl BatchHandler for AlertsHandler {
     async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
+        let decoded: Vec<Result<Market, HandlerError>> = batch.iter().map(Market::decode).collect();
+        let symbols: Vec<((String, String), u64)> = decoded
+            .iter()
+            .zip(batch)
+            .filter_map(|(market, message)| {
+                Some((market.as_ref().ok()?.symbol()?, message.session))
+            })
+            .collect();
+        if let Err(e) = self.check_symbols(&symbols).await {
+            // Held, not retried through the tiers: a symbol's messages must stay in order.
+            return vec![e.hold_in_place(RETRY_IN_PLACE)];
+        }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut work = Vec::new();
         {
             let mut engine = self.shared.engine();
             let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
-            for (index, message) in batch.iter().enumerate() {
+            for (index, (message, market)) in batch.iter().zip(decoded).enumerate() {
                 let key = message_key(message);
                 let evaluated = match held.remove(&key) {
                     Some(done) => Ok(done),
-                    None => self.evaluate(&mut engine, message),
+                    None => market.map(|market| self.evaluate(&mut engine, message, market)),
                 };
                 match evaluated {
                     Ok((symbol, produced)) => {
@@ -732,6 +843,12 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
             .on_conflict(
                 OnConflict::columns([alert_price::Column::Venue, alert_price::Column::Symbol])
                     .update_columns([alert_price::Column::Price, alert_price::Column::Ts])
+                    // Never back in time: an instance that handed the symbol over may
+                    // still hold an older price.
+                    .action_and_where(
+                        Expr::col((alert_price::Entity, alert_price::Column::Ts))
+                            .lte(Expr::cust("excluded.ts")),
+                    )
                     .to_owned(),
             )
             .exec_without_returning(&shared.db)
@@ -950,6 +1067,7 @@ pub async fn run_with_hooks(
         in_flight: Mutex::new(HashMap::new()),
         saved: tokio::sync::Mutex::new(HashMap::new()),
         held: Mutex::new(HashMap::new()),
+        checked: Mutex::new(HashMap::new()),
         hooks,
         deliver_timeout: Duration::from_millis(broker.config().handler_timeout_ms / 2),
     });

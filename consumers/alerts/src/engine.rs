@@ -617,6 +617,61 @@ impl AlertEngine {
         self.evaluate(book, price, to_f64(price), ts, (None, 0), mode, Pass::Prime);
     }
 
+    /// The last evaluated price of a symbol and its time, if it has one.
+    pub fn last_price(&self, venue: &str, symbol: &str) -> Option<(Decimal, i64)> {
+        let hot = self.hot.get(self.book_of(venue, symbol)?)?;
+        hot.has_last.then_some((hot.last_price, hot.last_ts))
+    }
+
+    /// Forgets everything the engine holds for a symbol — its rules' runtime state, its
+    /// last price and history — and takes it as stored: `rules`, the symbol's active rules
+    /// as the database has them (with their last firing), then `price` as a
+    /// [`prime`](Self::prime). For a symbol another instance has evaluated meanwhile (a
+    /// shard handed over): the symbol ends as a restart would have it. Rules deleted here
+    /// (tombstones) stay deleted. Returns the rules the engine refused.
+    pub fn reset_symbol(
+        &mut self,
+        venue: &str,
+        symbol: &str,
+        rules: &[AlertRule],
+        price: Option<(Decimal, i64)>,
+    ) -> Vec<(i64, Error)> {
+        let stored: std::collections::HashSet<i64> = rules.iter().map(|r| r.id).collect();
+        let mut rejected = Vec::new();
+        if let Some(book) = self.book_of(venue, symbol) {
+            let live: Vec<(i64, i64)> = self.books[book]
+                .rules
+                .iter()
+                .filter(|r| r.is_live())
+                .map(|r| (r.id, r.version))
+                .collect();
+            for (id, version) in live {
+                self.remove_live(id);
+                if !stored.contains(&id) {
+                    self.tombstones.insert(id, version);
+                }
+            }
+            self.books[book] = Book::new(Arc::from(venue), Arc::from(symbol));
+            self.hot[book] = Hot::default();
+        }
+        for rule in rules
+            .iter()
+            .filter(|r| r.spec.venue == venue && r.spec.symbol == symbol)
+        {
+            if let Applied::Rejected { id, error } = self.upsert_rule(rule, true) {
+                rejected.push((id, error));
+            }
+        }
+        if let Some(book) = self.book_of(venue, symbol) {
+            self.books[book].finish_bulk();
+            self.books[book].maybe_compact();
+        }
+        if let Some((price, ts)) = price {
+            self.prime(venue, symbol, price, ts);
+        }
+        rejected
+    }
+
     /// The last evaluated price of every symbol that has one: `(venue, symbol, price, ts)`.
     /// The adapter saves these (periodically and at shutdown) for [`prime`](Self::prime)
     /// after a restart. Save a symbol's price only once the firings of that price are

@@ -1749,3 +1749,57 @@ fn the_first_crossing_after_a_clean_restart_fires() {
     let next = b.process_tick(&tick_at("121.0011", T0 + 10 * SEC));
     assert_eq!(next.len(), 20, "the next crossing fires: {next:?}");
 }
+
+/// Scale-out: instance A evaluated a symbol, instance B carried it on after a handover, and
+/// the symbol comes back to A. Reset to what B stored, A goes on exactly as B would have;
+/// without the reset it would fire B's crossing a second time.
+#[test]
+fn a_symbol_handed_back_is_reset_to_the_stored_state_and_goes_on_as_the_other_instance() {
+    let rules = vec![
+        rule(1, every_time(spec(Condition::CrossingUp))),
+        rule(2, spec(Condition::EnteringChannel)),
+        rule(3, every_time(spec(Condition::CrossingDown))),
+        rule(4, spec(Condition::GreaterThan)),
+    ];
+    let mut a = engine_with("0.1");
+    a.load(rules.clone(), Vec::new());
+    let mut last_fired = HashMap::new();
+    for (i, p) in ["99", "99.5"].iter().enumerate() {
+        let out = a.process_tick(&traded(p, T0 + i as i64 * SEC, &format!("a{i}")));
+        record(&mut last_fired, &out);
+    }
+    // B takes over (a restart's state: the stored rules and price), and crosses up.
+    let mut b = restarted(&a, "0.1", &rules, &last_fired);
+    for (i, p) in ["100.5", "101", "104"].iter().enumerate() {
+        let out = b.process_tick(&traded(p, T0 + (2 + i as i64) * SEC, &format!("b{i}")));
+        record(&mut last_fired, &out);
+    }
+    assert!(!last_fired.is_empty());
+    let mut stale = restarted(&a, "0.1", &rules, &HashMap::new());
+    // What the database holds: the rules still active (a `once` rule B fired is not).
+    let stored: Vec<AlertRule> = rules
+        .iter()
+        .filter(|r| b.has_rule(r.id))
+        .map(|r| AlertRule {
+            last_fired_at: last_fired.get(&r.id).copied(),
+            ..r.clone()
+        })
+        .collect();
+    let (price, ts) = b.last_price("binance", "BTCUSDT").expect("B's last price");
+    let rejected = a.reset_symbol("binance", "BTCUSDT", &stored, Some((price, ts)));
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(a.last_price("binance", "BTCUSDT"), Some((price, ts)));
+    assert_eq!(a.rule_count(), b.rule_count());
+
+    let next = ["104.5", "99", "98", "100.2", "105", "103"];
+    for (i, p) in next.iter().enumerate() {
+        let tick = traded(p, T0 + (10 + i as i64) * SEC, &format!("n{i}"));
+        let in_a = a.process_tick(&tick);
+        let in_b = b.process_tick(&tick);
+        assert_eq!(in_a, in_b, "tick {p}: A after the reset goes on as B");
+        if i == 0 {
+            // A stale A would take 99.5 → 104.5 for a crossing B already fired.
+            assert!(!stale.process_tick(&tick).is_empty());
+        }
+    }
+}

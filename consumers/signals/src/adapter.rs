@@ -27,7 +27,7 @@ use tickwatch_broker::{
 use tickwatch_schema::db::entity::{signal, signal_progress};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms};
 use tickwatch_schema::names::{Exchange, WorkQueue};
-use tickwatch_schema::wire::{Candle, Grade, Signal};
+use tickwatch_schema::wire::{Candle, Grade, Interval, Signal};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -45,9 +45,22 @@ pub struct SignalsHandler {
     /// A batch's own time limit for storing and publishing, under the consumer's handler
     /// timeout (past that the runtime would use the retry tiers).
     work_timeout: Duration,
-    /// Outputs of deliveries held in place, by message: the engine is past them, so
-    /// running them again must reuse what it gave.
-    held: Arc<Mutex<HashMap<String, Vec<Output>>>>,
+    /// Outputs of deliveries held in place, by message (with their series): the engine is
+    /// past them, so running them again must reuse what it gave.
+    held: Arc<Mutex<HashMap<String, HeldOutputs>>>,
+    /// The consumer session in which each series was last checked against the database
+    /// (see [`SignalsHandler::check_series`]).
+    checked: Arc<Mutex<HashMap<SeriesKey, u64>>>,
+}
+
+/// A series: venue, symbol, interval.
+type SeriesKey = (String, String, Interval);
+
+/// What the engine gave for a delivery held in place, and its series.
+type HeldOutputs = (SeriesKey, Vec<Output>);
+
+fn series_of(candle: &Candle) -> SeriesKey {
+    (candle.venue.clone(), candle.symbol.clone(), candle.interval)
 }
 
 impl std::fmt::Debug for SignalsHandler {
@@ -128,7 +141,80 @@ impl SignalsHandler {
             publisher,
             work_timeout: Duration::from_secs(30),
             held: Arc::default(),
+            checked: Arc::default(),
         }
+    }
+
+    /// On a series' first candle in a consumer session, checks the engine against the
+    /// stored progress: when they differ, another instance carried the series on (a shard
+    /// handed over, a standby made active) or this one's last batch did not finish, and the
+    /// series is warmed up again from the stored candles up to the stored progress — the
+    /// state a never-stopped single engine would have.
+    async fn check_series(&self, batch: &[(SeriesKey, u64)]) -> Result<(), HandlerError> {
+        let unchecked: Vec<&(SeriesKey, u64)> = {
+            let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            batch
+                .iter()
+                .filter(|(key, session)| checked.get(key) != Some(session))
+                .collect()
+        };
+        if unchecked.is_empty() {
+            return Ok(());
+        }
+        let symbols: std::collections::BTreeSet<&str> =
+            unchecked.iter().map(|((_, s, _), _)| s.as_str()).collect();
+        let stored: HashMap<SeriesKey, i64> = signal_progress::Entity::find()
+            .filter(signal_progress::Column::Symbol.is_in(symbols))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .filter_map(|row| {
+                let interval = row.interval.parse().ok()?;
+                Some(((row.venue, row.symbol, interval), row.last_open_ts))
+            })
+            .collect();
+        for (key, session) in unchecked {
+            let (venue, symbol, interval) = key;
+            let progress = stored.get(key).copied();
+            let (held_by_engine, limit) = {
+                let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+                (
+                    engine.last_open_ts(venue, symbol, *interval),
+                    engine.warmup_bars_for(*interval) as u64,
+                )
+            };
+            if held_by_engine != progress {
+                let candles = match progress {
+                    Some(ts) => tickwatch_recorder::store::recent_candles(
+                        &self.db,
+                        venue,
+                        symbol,
+                        *interval,
+                        Some(ts),
+                        limit,
+                    )
+                    .await
+                    .map_err(db_error)?,
+                    None => Vec::new(),
+                };
+                let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+                engine.forget_series(venue, symbol, *interval);
+                for candle in &candles {
+                    engine.process(candle);
+                }
+                self.held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|_, (series, _)| series != key);
+                tracing::info!(%venue, %symbol, %interval, engine = ?held_by_engine, stored = ?progress, candles = candles.len(), "series carried on elsewhere: warmed up again from the stored candles");
+            }
+            self.checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), *session);
+        }
+        Ok(())
     }
 
     /// Stores a batch's results in one transaction.
@@ -293,13 +379,27 @@ impl SignalsHandler {
 
 impl BatchHandler for SignalsHandler {
     async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
+        let decoded: Vec<Result<Candle, HandlerError>> =
+            batch.iter().map(|message| message.decode()).collect();
+        let series: Vec<(SeriesKey, u64)> = decoded
+            .iter()
+            .zip(batch)
+            .filter_map(|(candle, message)| {
+                let candle = candle.as_ref().ok().filter(|c| c.closed)?;
+                Some((series_of(candle), message.session))
+            })
+            .collect();
+        if let Err(e) = self.check_series(&series).await {
+            // Held, not retried through the tiers: the candles must stay in order.
+            return vec![e.hold_in_place(RETRY_IN_PLACE)];
+        }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut work = Vec::new();
         {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            for (index, message) in batch.iter().enumerate() {
-                let candle: Candle = match message.decode() {
+            for (index, (message, candle)) in batch.iter().zip(decoded).enumerate() {
+                let candle = match candle {
                     Ok(candle) => candle,
                     Err(e) => {
                         outcomes.push(Err(e));
@@ -312,7 +412,7 @@ impl BatchHandler for SignalsHandler {
                 }
                 let key = message_key(message);
                 let (outputs, past) = match held.remove(&key) {
-                    Some(outputs) => (outputs, false),
+                    Some((_, outputs)) => (outputs, false),
                     None => {
                         let past = engine.is_past(&candle);
                         let outputs = message.span.in_scope(|| engine.process(&candle));
@@ -346,7 +446,7 @@ impl BatchHandler for SignalsHandler {
         for w in work {
             outcomes[w.index] = failed.clone().hold_in_place(RETRY_IN_PLACE);
             if !w.past {
-                held.insert(w.key, w.outputs);
+                held.insert(w.key, (series_of(&w.candle), w.outputs));
             }
         }
         outcomes

@@ -384,6 +384,38 @@ impl SignalEngine {
             .is_some_and(|last| candle.open_ts < last)
     }
 
+    /// The open time of the last candle processed for a series, if any.
+    pub fn last_open_ts(&self, venue: &str, symbol: &str, interval: Interval) -> Option<i64> {
+        self.find_series(venue, symbol, interval)
+            .and_then(|i| self.slots[i].last_ts)
+    }
+
+    fn find_series(&self, venue: &str, symbol: &str, interval: Interval) -> Option<usize> {
+        let (key, hash) = KeyWords::of(venue, symbol, interval);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |i| {
+                let slot = &slots[i as usize];
+                slot.key.same(&key)
+                    && (!key.is_long() || (&*slot.symbol == symbol && &*slot.venue == venue))
+            })
+            .map(|i| i as usize)
+    }
+
+    /// Forgets a series' state, as if the engine had never seen it (another instance has
+    /// carried it on since): warm it up again from the stored candles before its next one.
+    pub fn forget_series(&mut self, venue: &str, symbol: &str, interval: Interval) {
+        let Some(i) = self.find_series(venue, symbol, interval) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        slot.last_ts = None;
+        slot.last_outcomes.clear();
+        slot.last_hits.clear();
+        *slot.ids = [None; KINDS];
+        slot.state = Series::new(&self.config, self.kinds, venue, interval);
+    }
+
     /// Number of series the engine holds state for.
     pub fn series_count(&self) -> usize {
         self.slots.len()

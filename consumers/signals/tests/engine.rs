@@ -347,3 +347,31 @@ fn signal_ids_are_deterministic_ids_of_time_key_and_kind() {
         assert_eq!((s.ts - 86_400_000) % 86_400_000, 0);
     }
 }
+
+/// Scale-out: an engine that processed a series, then lost it to another instance, then
+/// got it back. Forgotten and warmed up again from the stored candles it goes on as the
+/// engine that never stopped; without that it takes the other instance's candles for a gap.
+#[test]
+fn a_series_handed_back_is_forgotten_warmed_up_and_goes_on_as_the_never_stopped_engine() {
+    let bars = daily("windows/btc_1d_2020_2022.csv", "binance", "BTCUSDT");
+    let warmup = engine().warmup_bars_for(Interval::D1);
+    let (handed_over, back) = (warmup + 50, warmup + 200);
+    let mut straight = engine();
+    let all = run(&mut straight, &bars);
+    let mut this = engine();
+    run(&mut this, &bars[..handed_over]);
+    assert_eq!(
+        this.last_open_ts("binance", "BTCUSDT", Interval::D1),
+        Some(bars[handed_over - 1].open_ts)
+    );
+    // Another instance processed bars[handed_over..back]; they are stored.
+    this.forget_series("binance", "BTCUSDT", Interval::D1);
+    assert_eq!(this.last_open_ts("binance", "BTCUSDT", Interval::D1), None);
+    run(&mut this, &bars[back - warmup..back]);
+    let resumed = run(&mut this, &bars[back..]);
+    assert_eq!(resumed, all[back..].to_vec());
+    // Not forgotten, the engine would go on from its own stale state.
+    let mut stale = engine();
+    run(&mut stale, &bars[..handed_over]);
+    assert_ne!(run(&mut stale, &bars[back..]), all[back..].to_vec());
+}
