@@ -1,6 +1,6 @@
 //! Scale-out: the shards of a role's work queue split between its live instances.
 //!
-//! Each instance of a sharded role announces itself every second on the `<prefix>.members`
+//! Each instance of a sharded role announces itself twice a second on the `<prefix>.members`
 //! topic exchange (routing key: the role's work queue) and hears the others on a private
 //! queue; an instance heard from within [`MEMBER_TIMEOUT`] is live, one that stops
 //! (`leaving`) drops out at once. Every instance computes the same split from the same
@@ -34,9 +34,10 @@ use crate::connection::{Backoff, Broker};
 use crate::error::Result;
 
 /// How often an instance announces itself.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// An instance not heard from for this long is gone: its shards are taken over.
-pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// An instance not heard from for this long (four announcements missed) is gone: its
+/// shards are taken over.
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The shards `me` consumes when `members` (`me` among them) are live: shard by shard, the
 /// live instance that ranks it highest (rendezvous hashing) and has fewer than
