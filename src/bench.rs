@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rust_decimal::Decimal;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait};
 use tickwatch_broker::{Broker, Topology};
 use tickwatch_schema::names::WorkQueue;
 use tickwatch_schema::wire::{Candle, Message, Tick};
@@ -77,14 +75,7 @@ pub async fn signals_through_broker(
     let db_url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
     let db = tickwatch_schema::db::connect(&db_url).await?;
     tickwatch_schema::db::migrate_up(&db).await?;
-    let mut broker_config = config.broker.clone();
-    broker_config.prefix = format!(
-        "twbench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let broker =
-        tickwatch_broker::Broker::connect(broker_config.clone(), &broker_config.prefix).await?;
-    let topology = Topology::standard(&broker_config)?;
+    let (broker, topology) = throwaway_broker(config).await?;
     topology.apply(&broker).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let role = tokio::spawn({
@@ -176,20 +167,26 @@ pub fn alerts(rules: usize, symbols: usize, ticks: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The configured broker under a throwaway `twbench-…` prefix (connected), and the
+/// standard topology under that prefix (not applied yet).
+async fn throwaway_broker(config: &Config) -> anyhow::Result<(Broker, Topology)> {
+    let mut broker_config = config.broker.clone();
+    broker_config.prefix = format!(
+        "twbench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let topology = Topology::standard(&broker_config)?;
+    let broker = Broker::connect(broker_config.clone(), &broker_config.prefix).await?;
+    Ok((broker, topology))
+}
+
 /// `tickwatch bench csv`: `produce csv --speed max` into the broker, next to raw lapin
 /// publishing the same candles with confirms to the same exchange (so into the same
 /// queues), in one run; each phase on a freshly applied standard topology.
 pub async fn csv(config: &Config, path: &std::path::Path) -> anyhow::Result<()> {
     use tickwatch_schema::wire::Message;
 
-    let mut broker_config = config.broker.clone();
-    broker_config.prefix = format!(
-        "twbench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let broker =
-        tickwatch_broker::Broker::connect(broker_config.clone(), &broker_config.prefix).await?;
-    let topology = Topology::standard(&broker_config)?;
+    let (broker, topology) = throwaway_broker(config).await?;
     let csv = tickwatch_producers::csv::CsvConfig::for_file(path);
 
     // The messages the replay publishes, encoded up front for the raw side.
@@ -418,13 +415,7 @@ async fn drain_one(
     fire_ratio: f64,
 ) -> anyhow::Result<DrainRow> {
     let db = BenchDb::create(database, &plan.pg_url).await?;
-    let mut broker_config = config.broker.clone();
-    broker_config.prefix = format!(
-        "twbench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let broker = Broker::connect(broker_config.clone(), &broker_config.prefix).await?;
-    let topology = Topology::standard(&broker_config)?;
+    let (broker, topology) = throwaway_broker(config).await?;
     topology.apply(&broker).await?;
     let (queue, messages) = match role {
         DrainRole::Signals | DrainRole::Recorder => {
@@ -568,7 +559,8 @@ async fn alert_workload(
     ticks: usize,
     fire_ratio: f64,
 ) -> anyhow::Result<Vec<Tick>> {
-    use tickwatch_schema::db::entity::{alert_rule, user};
+    use tickwatch_schema::db::entity::alert_rule;
+    use tickwatch_schema::db::{new_rule_row, new_user_row};
     use tickwatch_schema::rule::{Condition, RuleSpec, Trigger};
     const SYMBOLS: usize = 1_000;
     const RULES_PER_SYMBOL: usize = 10;
@@ -576,20 +568,9 @@ async fn alert_workload(
     let now = tickwatch_schema::db::now_ms();
     let mut users = Vec::with_capacity(USERS);
     for u in 0..USERS {
-        let row = user::ActiveModel {
-            name: Set(format!("bench{u}")),
-            telegram_chat_id: Set(Some(10_000 + u as i64)),
-            language: Set("en".into()),
-            active: Set(true),
-            role: Set("user".into()),
-            prefs: Set("{}".into()),
-            paused_reason: Set(None),
-            demo: Set(false),
-            created_at: Set(now),
-            ..Default::default()
-        }
-        .insert(db)
-        .await?;
+        let row = new_user_row(format!("bench{u}"), Some(10_000 + u as i64), "en", now)
+            .insert(db)
+            .await?;
         users.push(row.id);
     }
     let mut rows = Vec::with_capacity(SYMBOLS * RULES_PER_SYMBOL);
@@ -604,18 +585,8 @@ async fn alert_workload(
             );
             spec.trigger = Trigger::EveryTime;
             spec.hysteresis_pct = Some(Decimal::ZERO);
-            let mut row = alert_rule::ActiveModel {
-                user_id: Set(users[(s * RULES_PER_SYMBOL + r) % USERS]),
-                active: Set(true),
-                version: Set(1),
-                created_at: Set(now),
-                updated_at: Set(now),
-                fired_count: Set(0),
-                last_fired_at: Set(None),
-                ..Default::default()
-            };
-            tickwatch_schema::db::rule_spec_columns(&spec, &mut row);
-            rows.push(row);
+            let user = users[(s * RULES_PER_SYMBOL + r) % USERS];
+            rows.push(new_rule_row(user, &spec, true, now));
         }
     }
     for chunk in rows.chunks(1_000) {

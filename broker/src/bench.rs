@@ -181,24 +181,42 @@ async fn publish_with_confirms(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let mut window = VecDeque::new();
-    for seq in 0..messages {
+    let ticks = (0..messages).map(|seq| {
         let encoded = wire::encode(&sample_tick(seq))?;
-        let routing_key = encoded.meta.routing_key.as_str();
-        let properties = lapin::BasicProperties::default()
-            .with_content_type(wire::CONTENT_TYPE.into())
-            .with_delivery_mode(2)
-            .with_message_id(encoded.meta.message_id.to_string().as_str().into())
-            .with_type("tick".into());
+        let properties = raw_properties("tick")
+            .with_message_id(encoded.meta.message_id.to_string().as_str().into());
+        Ok((encoded.meta.routing_key, properties, encoded.body))
+    });
+    publish_windowed(channel, exchange, ticks).await
+}
+
+/// The properties raw lapin gives a persistent message of type `kind`.
+fn raw_properties(kind: &str) -> lapin::BasicProperties {
+    lapin::BasicProperties::default()
+        .with_content_type(wire::CONTENT_TYPE.into())
+        .with_delivery_mode(2)
+        .with_type(kind.into())
+}
+
+/// Publishes `(routing key, properties, body)` messages to `exchange`, mandatory, with a
+/// window of 1,000 pipelined confirms (the channel in confirm mode).
+async fn publish_windowed<K: AsRef<str>, B: AsRef<[u8]>>(
+    channel: &lapin::Channel,
+    exchange: &str,
+    messages: impl IntoIterator<Item = Result<(K, lapin::BasicProperties, B)>>,
+) -> Result<()> {
+    let mut window = VecDeque::new();
+    for message in messages {
+        let (routing_key, properties, body) = message?;
         let confirm = channel
             .basic_publish(
                 exchange.into(),
-                routing_key.into(),
+                routing_key.as_ref().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     immediate: false,
                 },
-                &encoded.body,
+                body.as_ref(),
                 properties,
             )
             .await?;
@@ -228,35 +246,12 @@ pub async fn raw_publish(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let start = Instant::now();
-    let mut window = VecDeque::new();
-    for (routing_key, kind, body) in messages {
-        let properties = lapin::BasicProperties::default()
-            .with_content_type(wire::CONTENT_TYPE.into())
-            .with_delivery_mode(2)
-            .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
-            .with_type((*kind).into());
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                body,
-                properties,
-            )
-            .await?;
-        window.push_back(confirm);
-        if window.len() >= 1_000
-            && let Some(front) = window.pop_front()
-        {
-            front.await?;
-        }
-    }
-    for confirm in window {
-        confirm.await?;
-    }
+    let outgoing = messages.iter().map(|(routing_key, kind, body)| {
+        let properties =
+            raw_properties(kind).with_message_id(uuid::Uuid::now_v7().to_string().as_str().into());
+        Ok((routing_key, properties, body))
+    });
+    publish_windowed(&channel, exchange, outgoing).await?;
     let rate = messages.len() as f64 / start.elapsed().as_secs_f64();
     let _ = channel.close(200, "OK".into()).await;
     Ok(rate)
@@ -329,42 +324,19 @@ pub async fn fill(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let mut window = VecDeque::new();
-    for (routing_key, kind, body) in messages {
+    let outgoing = messages.iter().map(|(routing_key, kind, body)| {
         let mut headers = FieldTable::default();
         crate::headers::set_str(
             &mut headers,
             crate::headers::ORIGINAL_ROUTING_KEY,
             routing_key,
         );
-        let properties = lapin::BasicProperties::default()
-            .with_content_type(wire::CONTENT_TYPE.into())
-            .with_delivery_mode(2)
+        let properties = raw_properties(kind)
             .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
-            .with_type((*kind).into())
             .with_headers(headers);
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                body,
-                properties,
-            )
-            .await?;
-        window.push_back(confirm);
-        if window.len() >= 1_000
-            && let Some(front) = window.pop_front()
-        {
-            front.await?;
-        }
-    }
-    for confirm in window {
-        confirm.await?;
-    }
+        Ok((queue, properties, body))
+    });
+    publish_windowed(&channel, "", outgoing).await?;
     let _ = channel.close(200, "OK".into()).await;
     Ok(())
 }

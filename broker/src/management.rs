@@ -113,8 +113,9 @@ fn filter_by_name(list: Option<Value>, prefix: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Percent-encodes a path segment (vhost `/` → `%2F`).
-fn encode(segment: &str) -> String {
+/// Percent-encodes a path segment of the management API (vhost `/` → `%2F`, a
+/// connection name's spaces and arrows).
+pub fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

@@ -27,16 +27,7 @@ pub async fn kill_connections(config: &BrokerConfig, role: &str) -> usize {
             continue;
         }
         let id = c.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-        let encoded: String = id
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let encoded = tickwatch_broker::management::encode(id);
         let response = client
             .delete(format!("{base}/api/connections/{encoded}"))
             .basic_auth(&user, Some(&pass))

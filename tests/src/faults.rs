@@ -25,8 +25,8 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection};
 use tickwatch_alerts::template::{Lang, render_signal};
 use tickwatch_broker::{Broker, BrokerConfig, OutgoingMessage, Publisher, Topology, dlq};
-use tickwatch_schema::db::entity::{alert_rule, subscription, user};
-use tickwatch_schema::db::{now_ms, rule_spec_columns};
+use tickwatch_schema::db::entity::subscription;
+use tickwatch_schema::db::{new_rule_row, new_user_row, now_ms};
 use tickwatch_schema::names::{Exchange, Names, WorkQueue};
 use tickwatch_schema::rule::{Condition, RuleSpec, Trigger};
 use tickwatch_schema::wire::{Candle, Grade, SignalKind, Tick};
@@ -34,7 +34,7 @@ use tickwatch_signals::{SignalEngine, SignalsConfig};
 use tokio::process::{Child, Command};
 
 use crate::db::TestDb;
-use crate::{FakeTelegram, Reply, Scope};
+use crate::{FakeTelegram, Reply, Scope, wait_until};
 
 /// One fault, injected once per run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -285,30 +285,32 @@ struct Handover {
     rebalance: Option<Duration>,
 }
 
-/// Each scaled role: two instances, each the active consumer of half the shards.
-async fn split_evenly(management: &ManagementApi, vhost: &str, names: &Names) -> bool {
-    for role in SCALED {
-        let active = management
-            .active_by_instance(vhost, &role_queue(names, role))
-            .await;
-        if active.len() != 2 || active.values().any(|n| *n != SHARDS / 2) {
-            return false;
-        }
-    }
-    true
-}
+/// Active shards per instance when two share them evenly, and when one has them all.
+const EVEN: [usize; 2] = [SHARDS / 2, SHARDS / 2];
+const ALL: [usize; 1] = [SHARDS];
 
-/// Each scaled role: one instance, the active consumer of every shard.
-async fn one_owns_all(management: &ManagementApi, vhost: &str, names: &Names) -> bool {
-    for role in SCALED {
-        let active = management
-            .active_by_instance(vhost, &role_queue(names, role))
-            .await;
-        if active.len() != 1 || active.values().any(|n| *n != SHARDS) {
-            return false;
+/// How long until, for every scaled role, the instances are the active consumers of
+/// `split` shards each (within 30 s; `None` past that).
+async fn time_to_split(
+    management: &ManagementApi,
+    vhost: &str,
+    names: &Names,
+    split: &[usize],
+) -> Option<Duration> {
+    let begun = Instant::now();
+    let reached = wait_until(Duration::from_secs(30), || async {
+        for role in SCALED {
+            let active = management
+                .active_by_instance(vhost, &role_queue(names, role))
+                .await;
+            if active.values().copied().collect::<Vec<_>>() != split {
+                return false;
+            }
         }
-    }
-    true
+        true
+    })
+    .await;
+    reached.then(|| begun.elapsed())
 }
 
 fn role_queue(names: &Names, role: &str) -> String {
@@ -434,21 +436,16 @@ async fn run_on(
 
     let mut notes = Vec::new();
     if scale_out {
-        let begun = Instant::now();
-        if !wait_until(Duration::from_secs(30), || async {
-            split_evenly(management, vhost, &names).await
-        })
-        .await
-        {
+        let Some(took) = time_to_split(management, vhost, &names, &EVEN).await else {
             deployment.stop_all().await;
             return Err(SuiteError::Setup(format!(
                 "two instances did not split the shards 4/4 within 30 s; logs in {}",
                 log_dir.display()
             )));
-        }
+        };
         notes.push(format!(
             "split 4/4 {:.1} s after every queue had a consumer",
-            begun.elapsed().as_secs_f64()
+            took.as_secs_f64()
         ));
     }
     let publisher = Publisher::start(&broker, "faults");
@@ -638,37 +635,22 @@ async fn inject(
             for role in SCALED {
                 deployment.kill9(&second(role)).await;
             }
-            let killed = Instant::now();
-            if wait_until(Duration::from_secs(30), || async {
-                one_owns_all(management, vhost, &names).await
-            })
-            .await
-            {
-                handover.takeover = Some(killed.elapsed());
-                notes.push(format!(
+            handover.takeover = time_to_split(management, vhost, &names, &ALL).await;
+            notes.push(match handover.takeover {
+                Some(took) => format!(
                     "kill -9 → the survivors active on all {SHARDS} shards in {:.1} s",
-                    killed.elapsed().as_secs_f64()
-                ));
-            } else {
-                notes.push("the survivors did not take every shard within 30 s".into());
-            }
+                    took.as_secs_f64()
+                ),
+                None => "the survivors did not take every shard within 30 s".into(),
+            });
             for role in SCALED {
                 deployment.spawn(&second(role), role)?;
             }
-            let restarted = Instant::now();
-            if wait_until(Duration::from_secs(30), || async {
-                split_evenly(management, vhost, &names).await
-            })
-            .await
-            {
-                handover.rebalance = Some(restarted.elapsed());
-                notes.push(format!(
-                    "restart → 4/4 again in {:.1} s",
-                    restarted.elapsed().as_secs_f64()
-                ));
-            } else {
-                notes.push("the shards were not split 4/4 again within 30 s".into());
-            }
+            handover.rebalance = time_to_split(management, vhost, &names, &EVEN).await;
+            notes.push(match handover.rebalance {
+                Some(took) => format!("restart → 4/4 again in {:.1} s", took.as_secs_f64()),
+                None => "the shards were not split 4/4 again within 30 s".into(),
+            });
         }
         Fault::KillAlerts | Fault::KillNotifier | Fault::KillSignals => {
             let role = match fault {
@@ -783,21 +765,10 @@ fn crossing_price(k: usize) -> Decimal {
 }
 
 async fn insert_user(db: &DatabaseConnection, chat: i64) -> Result<i64, SuiteError> {
-    let row = user::ActiveModel {
-        name: Set(format!("faults{chat}")),
-        telegram_chat_id: Set(Some(chat)),
-        language: Set("en".into()),
-        active: Set(true),
-        role: Set("user".into()),
-        prefs: Set("{}".into()),
-        paused_reason: Set(None),
-        demo: Set(false),
-        created_at: Set(now_ms()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .map_err(setup("inserting a user"))?;
+    let row = new_user_row(format!("faults{chat}"), Some(chat), "en", now_ms())
+        .insert(db)
+        .await
+        .map_err(setup("inserting a user"))?;
     Ok(row.id)
 }
 
@@ -814,19 +785,10 @@ async fn seed_rules(db: &DatabaseConnection, w: &Workload) -> Result<Vec<i64>, S
             spec.trigger = Trigger::EveryTime;
             spec.hysteresis_pct = Some(Decimal::ZERO);
             spec.template = Some("fault {{symbol}} {{price}}".into());
-            let now = now_ms();
-            let mut row = alert_rule::ActiveModel {
-                user_id: Set(user_id),
-                active: Set(true),
-                version: Set(1),
-                created_at: Set(now),
-                updated_at: Set(now),
-                fired_count: Set(0),
-                last_fired_at: Set(None),
-                ..Default::default()
-            };
-            rule_spec_columns(&spec, &mut row);
-            row.insert(db).await.map_err(setup("inserting a rule"))?;
+            new_rule_row(user_id, &spec, true, now_ms())
+                .insert(db)
+                .await
+                .map_err(setup("inserting a rule"))?;
         }
         chats.push(chat);
     }
@@ -1072,23 +1034,6 @@ fn count_error_lines(dir: &Path) -> usize {
 }
 
 /// Polls `done` every 200 ms until it holds or `timeout` passed.
-async fn wait_until<F, Fut>(timeout: Duration, mut done: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The role processes of one run.
 struct Deployment {
     binary: PathBuf,
@@ -1296,17 +1241,11 @@ impl ManagementApi {
             let Some(name) = c["name"].as_str() else {
                 continue;
             };
-            let encoded: String = name
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            let url = format!("{}/api/connections/{encoded}", self.base);
+            let url = format!(
+                "{}/api/connections/{}",
+                self.base,
+                tickwatch_broker::management::encode(name)
+            );
             if self
                 .send(self.client.delete(url).header("X-Reason", "fault suite"))
                 .await

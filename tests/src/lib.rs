@@ -19,6 +19,19 @@ pub mod fixtures;
 
 pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};
 
+/// Polls `done` every 50 ms until it holds (`true`) or `timeout` has passed (`false`,
+/// after one last look): tests wait for an observable fact, not for a fixed time.
+pub async fn wait_until(timeout: std::time::Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    done().await
+}
+
 /// What can go wrong while setting up test support.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

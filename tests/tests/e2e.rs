@@ -12,8 +12,8 @@ use tickwatch_schema::db::entity::{alert_event, candle, signal};
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_schema::wire::Tick;
-use tickwatch_tests::FakeTelegram;
 use tickwatch_tests::db::TestDb;
+use tickwatch_tests::{FakeTelegram, wait_until};
 use tokio_util::sync::CancellationToken;
 
 const CHAT: i64 = 4242;
@@ -81,17 +81,6 @@ fn eth_tick(price: &str, id: &str) -> Tick {
     }
 }
 
-async fn wait_for(timeout: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < timeout {
-        if done().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    done().await
-}
-
 /// `tickwatch run` in-process: topology, migrations, every role, the API, the bot, the demo
 /// replay (at full speed here) and the demo user, whose alerts reach the admin's chat.
 #[tokio::test]
@@ -118,7 +107,7 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
     });
 
     // The demo's `crossing_down 20000` and `crossing_up 21500` alerts fire on the replay.
-    let alerts_arrived = wait_for(Duration::from_secs(120), async || {
+    let alerts_arrived = wait_until(Duration::from_secs(120), async || {
         let texts: Vec<String> = fake
             .delivered_to(CHAT)
             .into_iter()
@@ -135,7 +124,7 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
     assert!(alerts_arrived, "alerts in the admin's chat: {texts:#?}");
     assert!(texts.iter().all(|t| !t.is_empty()));
     // Every candle of the replay was recorded, and signals were computed and stored.
-    let all_candles = wait_for(Duration::from_secs(60), async || {
+    let all_candles = wait_until(Duration::from_secs(60), async || {
         candle::Entity::find().count(&db.conn).await.unwrap_or(0) == 4_320
     })
     .await;
@@ -212,7 +201,7 @@ async fn tickwatch_run_with_the_defaults_shows_alerts_within_a_minute() {
         async move { tickwatch::app::run(&config, shutdown).await }
     });
     let logged = notification::Column::Status.eq("logged");
-    let shown = wait_for(Duration::from_secs(60), async || {
+    let shown = wait_until(Duration::from_secs(60), async || {
         let signals = signal::Entity::find().count(&db.conn).await.unwrap_or(0);
         let fired = alert_event::Entity::find()
             .count(&db.conn)
@@ -284,7 +273,7 @@ async fn a_bot_users_alert_fires_once_into_their_chat() {
     let say = async |text: &str| {
         let before = fake.delivered_to(user_chat).len();
         fake.push_message(user_chat, user_chat, text);
-        let replied = wait_for(Duration::from_secs(20), async || {
+        let replied = wait_until(Duration::from_secs(20), async || {
             fake.delivered_to(user_chat).len() > before
         })
         .await;
@@ -328,7 +317,7 @@ async fn a_bot_users_alert_fires_once_into_their_chat() {
         .await
         .expect("tick again");
     let before = fake.delivered_to(user_chat).len();
-    let notified = wait_for(Duration::from_secs(30), async || {
+    let notified = wait_until(Duration::from_secs(30), async || {
         fake.delivered_to(user_chat)
             .iter()
             .skip(before)
@@ -438,7 +427,7 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
             .await
             .expect("tick");
         assert!(
-            wait_for(Duration::from_secs(30), async || crashed
+            wait_until(Duration::from_secs(30), async || crashed
                 .load(std::sync::atomic::Ordering::SeqCst))
             .await,
             "the firing was stored, then the consumer died"
@@ -458,7 +447,7 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
             let (b, d, s) = (broker.clone(), db.conn.clone(), stop_second.clone());
             async move { tickwatch_alerts::adapter::run(&b, d, &Default::default(), s).await }
         });
-        let delivered = wait_for(Duration::from_secs(40), async || {
+        let delivered = wait_until(Duration::from_secs(40), async || {
             !fake.delivered_to(CHAT).is_empty()
         })
         .await;
@@ -532,7 +521,7 @@ async fn a_failure_after_evaluating_retries_the_tick_in_place_and_the_firing_is_
             tickwatch_alerts::adapter::run_with_hooks(&b, d, &Default::default(), s, hooks).await
         }
     });
-    let fired = wait_for(Duration::from_secs(30), async || {
+    let fired = wait_until(Duration::from_secs(30), async || {
         alert_event::Entity::find()
             .all(&db.conn)
             .await
@@ -591,7 +580,7 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
             .iter()
             .any(|(name, c)| name.contains(".control.") && c.up && c.detail == "consuming")
     };
-    assert!(wait_for(Duration::from_secs(30), control_up).await);
+    assert!(wait_until(Duration::from_secs(30), control_up).await);
     tokio::time::sleep(Duration::from_millis(500)).await; // the first load
 
     alert_rule::Entity::update_many()
@@ -607,7 +596,7 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
     let added = silent.create_rule(user.id, crossing()).await.expect("rule");
     // The management API lists a new connection after its next statistics round.
     assert!(
-        wait_for(Duration::from_secs(30), async || {
+        wait_until(Duration::from_secs(30), async || {
             tickwatch_tests::broker::kill_connections(&config, &role).await >= 1
         })
         .await,
@@ -615,7 +604,7 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        wait_for(Duration::from_secs(30), control_up).await,
+        wait_until(Duration::from_secs(30), control_up).await,
         "reconnected"
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // the reload
@@ -628,7 +617,7 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
             .await
             .expect("tick");
     }
-    let fired = wait_for(Duration::from_secs(30), async || {
+    let fired = wait_until(Duration::from_secs(30), async || {
         alert_event::Entity::find()
             .all(&db.conn)
             .await
@@ -787,7 +776,7 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
             .await
             .expect("tick");
     }
-    let fired = wait_for(Duration::from_secs(30), async || {
+    let fired = wait_until(Duration::from_secs(30), async || {
         alert_event::Entity::find()
             .all(&db.conn)
             .await

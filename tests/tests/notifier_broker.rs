@@ -6,7 +6,6 @@
 //! Each test has its own broker prefix (`twt-<tag>-<uuid8>`), database and fake, and
 //! removes its broker entities at the end.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use sea_orm::{
@@ -20,7 +19,7 @@ use tickwatch_schema::db::entity::{notification, setting, user};
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::wire::{Channel, Control, EventKind, Notification, ParseMode};
 use tickwatch_tests::db::TestDb;
-use tickwatch_tests::{FakeTelegram, Reply, Scope, SentMessage};
+use tickwatch_tests::{FakeTelegram, Reply, Scope, SentMessage, wait_until};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -243,7 +242,7 @@ impl World {
     async fn wait_control_bound(&self) {
         let exchange = self.broker.names().exchange(Exchange::Control);
         let prefix = format!("{}.control.", self.broker.config().prefix);
-        let bound = poll(WAIT, || async {
+        let bound = wait_until(WAIT, || async {
             self.management()
                 .bindings(&prefix)
                 .await
@@ -271,7 +270,7 @@ impl World {
     /// Waits until the row of `key` has `status`, and returns it. The fake records a
     /// message before it answers, and the notifier records `sent` after the answer.
     async fn wait_status(&self, key: &str, status: &str) -> notification::Model {
-        let reached = poll(WAIT, || async {
+        let reached = wait_until(WAIT, || async {
             self.row(key).await.is_some_and(|r| r.status == status)
         })
         .await;
@@ -290,21 +289,10 @@ impl World {
     }
 
     async fn add_user(&self, chat_id: i64) {
-        user::ActiveModel {
-            name: Set(format!("user{chat_id}")),
-            telegram_chat_id: Set(Some(chat_id)),
-            language: Set("en".into()),
-            active: Set(true),
-            role: Set("user".into()),
-            prefs: Set("{}".into()),
-            paused_reason: Set(None),
-            demo: Set(false),
-            created_at: Set(0),
-            ..Default::default()
-        }
-        .insert(self.conn())
-        .await
-        .expect("user inserted");
+        tickwatch_schema::db::new_user_row(format!("user{chat_id}"), Some(chat_id), "en", 0)
+            .insert(self.conn())
+            .await
+            .expect("user inserted");
     }
 
     /// What the gateway's `/halt` and `/resume` persist.
@@ -395,24 +383,6 @@ fn notification(chat_id: i64, text: &str) -> Notification {
         dedupe_key: format!("test:{id}"),
         kind: EventKind::Alert,
         origin_ts: None,
-    }
-}
-
-/// Polls `done` every 50 ms until it holds or `timeout` passed.
-async fn poll<F, Fut>(timeout: Duration, mut done: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -637,7 +607,7 @@ async fn a_telegram_outage_pauses_consumption_and_loses_nothing() {
     // The breaker opened after three failures; while open nothing is sent, and each
     // half-open lets one real message through as the probe (300, 600, 1,000 ms apart).
     assert!(
-        poll(WAIT, || async { world.fake.call_count("sendMessage") >= 3 }).await,
+        wait_until(WAIT, || async { world.fake.call_count("sendMessage") >= 3 }).await,
         "the first sends failed"
     );
     let sends = world.fake.call_count("sendMessage");

@@ -216,6 +216,21 @@ impl Incoming {
         incoming
     }
 
+    /// Its identity across redeliveries: the message id, or a hash of its routing key and
+    /// body (what a handler keys the outputs of a held delivery by).
+    pub fn identity(&self) -> String {
+        match &self.message_id {
+            Some(id) => id.clone(),
+            None => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                self.routing_key.hash(&mut hasher);
+                self.body.hash(&mut hasher);
+                format!("body:{:x}", hasher.finish())
+            }
+        }
+    }
+
     /// The message type from the `type` property.
     pub fn message_kind(&self) -> Option<MessageKind> {
         self.kind.as_deref().and_then(|k| k.parse().ok())
@@ -476,19 +491,23 @@ pub async fn consume_role<H: BatchHandler>(
     loop {
         let members = live.borrow_and_update().clone();
         let assigned = shards::assign(specs.len(), &members, &me);
-        let before: Vec<usize> = owned.keys().copied().collect();
-        owned.retain(|shard, token| {
-            let keep = assigned.contains(shard);
-            if !keep {
-                // Finishes what runs, acknowledges, closes: the next owner goes on from there.
+        let released: Vec<usize> = owned
+            .keys()
+            .filter(|shard| !assigned.contains(shard))
+            .copied()
+            .collect();
+        for shard in &released {
+            // Finishes what runs, acknowledges, closes: the next owner goes on from there.
+            if let Some(token) = owned.remove(shard) {
                 token.cancel();
             }
-            keep
-        });
-        for &shard in &assigned {
-            if owned.contains_key(&shard) {
-                continue;
-            }
+        }
+        let taken: Vec<usize> = assigned
+            .iter()
+            .filter(|shard| !owned.contains_key(shard))
+            .copied()
+            .collect();
+        for &shard in &taken {
             let token = stop.child_token();
             owned.insert(shard, token.clone());
             let (broker, handler, options) = (broker.clone(), handler.clone(), options.clone());
@@ -496,7 +515,7 @@ pub async fn consume_role<H: BatchHandler>(
             consumers
                 .spawn(async move { consume_with(&broker, &spec, handler, token, options).await });
         }
-        if owned.keys().copied().ne(before.iter().copied()) {
+        if !released.is_empty() || !taken.is_empty() {
             let shards: Vec<usize> = owned.keys().copied().collect();
             tracing::info!(queue = %base, instances = members.len(), ?shards, "consuming {} of {} shards", shards.len(), specs.len());
             metrics::gauge!("tw_shards_owned", "queue" => base.clone()).set(shards.len() as f64);
@@ -511,8 +530,7 @@ pub async fn consume_role<H: BatchHandler>(
                 }
             }
             Some(joined) = consumers.join_next() => {
-                let outcome = joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))));
-                if let Err(e) = outcome {
+                if let Err(e) = consumer_result(joined) {
                     stop.cancel();
                     result = Err(e);
                     break;
@@ -522,9 +540,7 @@ pub async fn consume_role<H: BatchHandler>(
     }
     stop.cancel();
     while let Some(joined) = consumers.join_next().await {
-        let outcome =
-            joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))));
-        if let Err(e) = outcome
+        if let Err(e) = consumer_result(joined)
             && result.is_ok()
         {
             result = Err(e);
@@ -532,6 +548,11 @@ pub async fn consume_role<H: BatchHandler>(
     }
     let _ = membership.await;
     result
+}
+
+/// A consumer task's end: its result, or its panic as an error.
+fn consumer_result(joined: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    joined.unwrap_or_else(|e| Err(Error::Dlq(format!("consumer task failed: {e}"))))
 }
 
 /// What every delivery of one consumer shares.

@@ -60,9 +60,6 @@ pub fn assign(shards: usize, members: &BTreeSet<String>, me: &str) -> BTreeSet<u
             mine.insert(shard);
         }
     }
-    if members.is_empty() {
-        mine = (0..shards).collect();
-    }
     mine
 }
 

@@ -451,20 +451,6 @@ struct Work {
     span: tracing::Span,
 }
 
-/// A delivery's identity across redeliveries: its message id, or its content.
-fn message_key(message: &Incoming) -> String {
-    match &message.message_id {
-        Some(id) => id.clone(),
-        None => {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            message.routing_key.hash(&mut hasher);
-            message.body.hash(&mut hasher);
-            format!("body:{:x}", hasher.finish())
-        }
-    }
-}
-
 /// A message of the alerts queue, decoded.
 enum Market {
     Tick(Tick),
@@ -630,7 +616,7 @@ impl BatchHandler for AlertsHandler {
             let mut engine = self.shared.engine();
             let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
             for (index, (message, market)) in batch.iter().zip(decoded).enumerate() {
-                let key = message_key(message);
+                let key = message.identity();
                 let evaluated = match held.remove(&key) {
                     Some(done) => Ok(done),
                     None => market.map(|market| self.evaluate(&mut engine, message, market)),

@@ -1665,6 +1665,19 @@ fn the_engine_and_its_outputs_can_move_between_threads() {
     send_sync::<SubscriptionHit>();
 }
 
+/// Twenty `crossing_up` rules (every time, no hysteresis) at 101.0, 101.1, … 102.9: a
+/// rise from 100 to 121.0001 crosses them all.
+fn twenty_crossing_rules() -> Vec<AlertRule> {
+    (0..20)
+        .map(|i| {
+            let mut s = every_time(spec(Condition::CrossingUp));
+            s.threshold = Some(d("101") + Decimal::new(i, 1));
+            s.hysteresis_pct = Some(Decimal::ZERO);
+            rule(i + 1, s)
+        })
+        .collect()
+}
+
 /// The fault suite's kill -9 of the alerts role: a crossing stored and published, the
 /// process killed before its ack; the restarted engine (rules with their last firing from
 /// the database, primed with the last saved price — from before that crossing, or the
@@ -1673,14 +1686,7 @@ fn the_engine_and_its_outputs_can_move_between_threads() {
 #[test]
 fn a_crossing_after_a_redelivered_one_fires_after_a_restart() {
     for saved_after_the_crossing in [false, true] {
-        let rules: Vec<AlertRule> = (0..20)
-            .map(|i| {
-                let mut s = every_time(spec(Condition::CrossingUp));
-                s.threshold = Some(d("101") + Decimal::new(i, 1));
-                s.hysteresis_pct = Some(Decimal::ZERO);
-                rule(i + 1, s)
-            })
-            .collect();
+        let rules = twenty_crossing_rules();
         let mut a = plain();
         a.load(rules.clone(), Vec::new());
         let mut last_fired = HashMap::new();
@@ -1728,14 +1734,7 @@ fn a_crossing_after_a_redelivered_one_fires_after_a_restart() {
 /// the fall before it died: nothing is redelivered, and the next crossing must fire.
 #[test]
 fn the_first_crossing_after_a_clean_restart_fires() {
-    let rules: Vec<AlertRule> = (0..20)
-        .map(|i| {
-            let mut s = every_time(spec(Condition::CrossingUp));
-            s.threshold = Some(d("101") + Decimal::new(i, 1));
-            s.hysteresis_pct = Some(Decimal::ZERO);
-            rule(i + 1, s)
-        })
-        .collect();
+    let rules = twenty_crossing_rules();
     let mut a = plain();
     a.load(rules.clone(), Vec::new());
     let mut last_fired = HashMap::new();

@@ -108,20 +108,6 @@ fn signal_from_row(row: &signal::Model) -> Option<Signal> {
     })
 }
 
-/// A delivery's identity across redeliveries: its message id, or its content.
-fn message_key(message: &Incoming) -> String {
-    match &message.message_id {
-        Some(id) => id.clone(),
-        None => {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            message.routing_key.hash(&mut hasher);
-            message.body.hash(&mut hasher);
-            format!("body:{:x}", hasher.finish())
-        }
-    }
-}
-
 /// One candle of a batch and what became of it.
 struct Work {
     index: usize,
@@ -410,7 +396,7 @@ impl BatchHandler for SignalsHandler {
                 if !candle.closed {
                     continue;
                 }
-                let key = message_key(message);
+                let key = message.identity();
                 let (outputs, past) = match held.remove(&key) {
                     Some((_, outputs)) => (outputs, false),
                     None => {

@@ -16,8 +16,8 @@ use regex::Regex;
 use rust_decimal::Decimal;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{KnownFormat, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 /// A string field checked against one regular expression, documented with it.
@@ -209,15 +209,22 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// An integer schema of `format` from `min` to `max`.
+pub fn integer_between(
+    format: KnownFormat,
+    min: impl Into<utoipa::Number>,
+    max: impl Into<utoipa::Number>,
+) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Integer))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(format)))
+        .minimum(Some(min))
+        .maximum(Some(max))
+}
+
 impl PartialSchema for Seconds {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::new(Type::Integer))
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int64,
-            )))
-            .minimum(Some(0))
-            .maximum(Some(Seconds::MAX as f64))
+        integer_between(KnownFormat::Int64, 0, Seconds::MAX as f64)
             .description(Some("Whole seconds, at most 30 days"))
             .into()
     }
@@ -240,13 +247,7 @@ impl<'de> Deserialize<'de> for EpochMs {
 impl PartialSchema for EpochMs {
     fn schema() -> RefOr<Schema> {
         use tickwatch_schema::wire::{MAX_TS_MS, MIN_TS_MS};
-        ObjectBuilder::new()
-            .schema_type(SchemaType::new(Type::Integer))
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int64,
-            )))
-            .minimum(Some(MIN_TS_MS as f64))
-            .maximum(Some(MAX_TS_MS as f64))
+        integer_between(KnownFormat::Int64, MIN_TS_MS as f64, MAX_TS_MS as f64)
             .description(Some("Epoch milliseconds"))
             .into()
     }
@@ -269,17 +270,15 @@ impl<'de> Deserialize<'de> for Expiry {
 impl PartialSchema for Expiry {
     fn schema() -> RefOr<Schema> {
         use tickwatch_schema::wire::MAX_TS_MS;
-        ObjectBuilder::new()
-            .schema_type(SchemaType::new(Type::Integer))
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int64,
-            )))
-            .minimum(Some(tickwatch_schema::wire::MIN_TS_MS as f64))
-            .maximum(Some(MAX_TS_MS as f64))
-            .description(Some(
-                "Epoch milliseconds; a time already past stores the rule expired (inactive)",
-            ))
-            .into()
+        integer_between(
+            KnownFormat::Int64,
+            tickwatch_schema::wire::MIN_TS_MS as f64,
+            MAX_TS_MS as f64,
+        )
+        .description(Some(
+            "Epoch milliseconds; a time already past stores the rule expired (inactive)",
+        ))
+        .into()
     }
 }
 
@@ -302,14 +301,7 @@ impl<'de> Deserialize<'de> for PageLimit {
 
 impl PartialSchema for PageLimit {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::new(Type::Integer))
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int32,
-            )))
-            .minimum(Some(1))
-            .maximum(Some(500))
-            .into()
+        integer_between(KnownFormat::Int32, 1, 500).into()
     }
 }
 
@@ -413,18 +405,9 @@ impl<'de> Deserialize<'de> for ChatId {
 impl PartialSchema for ChatId {
     fn schema() -> RefOr<Schema> {
         // Any integer but 0: below it or above it.
-        let range = |min: i64, max: i64| {
-            ObjectBuilder::new()
-                .schema_type(SchemaType::new(Type::Integer))
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Int64,
-                )))
-                .minimum(Some(min))
-                .maximum(Some(max))
-        };
         utoipa::openapi::schema::OneOfBuilder::new()
-            .item(range(-(1 << 53), -1))
-            .item(range(1, 1 << 53))
+            .item(integer_between(KnownFormat::Int64, -(1_i64 << 53), -1_i64))
+            .item(integer_between(KnownFormat::Int64, 1_i64, 1_i64 << 53))
             .description(Some("A Telegram chat id (not 0)"))
             .into()
     }

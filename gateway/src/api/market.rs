@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tickwatch_schema::db::entity::signal;
 use tickwatch_schema::wire::{Grade, SignalKind, validate_symbol, validate_venue};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::Schema;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::fields::{PageLimit, Symbol, TimeCursor, Venue};
@@ -71,14 +71,7 @@ impl<'de> Deserialize<'de> for SymbolLimit {
 
 impl PartialSchema for SymbolLimit {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::new(Type::Integer))
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int32,
-            )))
-            .minimum(Some(1))
-            .maximum(Some(100))
-            .into()
+        super::fields::integer_between(utoipa::openapi::KnownFormat::Int32, 1, 100).into()
     }
 }
 

@@ -13,7 +13,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 use tickwatch_schema::db::entity::{alert_event, alert_rule};
-use tickwatch_schema::db::{now_ms, rule_from_row, rule_spec_columns};
+use tickwatch_schema::db::{new_rule_row, now_ms, rule_from_row, rule_spec_columns};
 use tickwatch_schema::rule::{AlertRule, Condition, RuleSpec, Trigger};
 use tickwatch_schema::wire::{Control, Interval};
 
@@ -103,18 +103,9 @@ impl Services {
                 "you have {count} alert rules, the most allowed; delete some first"
             )));
         }
-        let mut row = alert_rule::ActiveModel {
-            user_id: Set(user_id),
-            active: Set(active),
-            version: Set(1),
-            created_at: Set(now),
-            updated_at: Set(now),
-            fired_count: Set(0),
-            last_fired_at: Set(None),
-            ..Default::default()
-        };
-        rule_spec_columns(&spec, &mut row);
-        let stored = row.insert(self.db()).await?;
+        let stored = new_rule_row(user_id, &spec, active, now)
+            .insert(self.db())
+            .await?;
         let rule = to_rule(&stored)?;
         self.announce(&Control::RuleUpserted { rule: rule.clone() })
             .await;

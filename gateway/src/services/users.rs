@@ -16,7 +16,7 @@ use sea_orm::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tickwatch_schema::db::entity::{alert_rule, api_key, subscription, user};
-use tickwatch_schema::db::now_ms;
+use tickwatch_schema::db::{new_user_row, now_ms};
 use tickwatch_schema::wire::{Control, EventKind};
 use utoipa::ToSchema;
 
@@ -268,18 +268,9 @@ impl Services {
                 )));
             }
         }
-        let row = user::ActiveModel {
-            name: Set(name),
-            telegram_chat_id: Set(new.telegram_chat_id),
-            language: Set(new.language.as_str().to_string()),
-            active: Set(true),
-            role: Set(if new.admin { ROLE_ADMIN } else { ROLE_USER }.to_string()),
-            prefs: Set("{}".to_string()),
-            paused_reason: Set(None),
-            demo: Set(new.demo),
-            created_at: Set(now_ms()),
-            ..Default::default()
-        };
+        let mut row = new_user_row(name, new.telegram_chat_id, new.language.as_str(), now_ms());
+        row.role = Set(if new.admin { ROLE_ADMIN } else { ROLE_USER }.to_string());
+        row.demo = Set(new.demo);
         match row.insert(self.db()).await {
             Ok(stored) => Ok(UserInfo::from(&stored)),
             Err(e) if is_unique_violation(&e) => Err(Error::Conflict(

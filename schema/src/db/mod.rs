@@ -117,6 +117,51 @@ pub fn rule_from_row(row: &entity::alert_rule::Model) -> Result<AlertRule> {
     })
 }
 
+/// A new rule's row: `spec` for `user_id`, version 1, never fired, created `now`.
+pub fn new_rule_row(
+    user_id: i64,
+    spec: &RuleSpec,
+    active: bool,
+    now: i64,
+) -> entity::alert_rule::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    let mut row = entity::alert_rule::ActiveModel {
+        user_id: Set(user_id),
+        active: Set(active),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+        fired_count: Set(0),
+        last_fired_at: Set(None),
+        ..Default::default()
+    };
+    rule_spec_columns(spec, &mut row);
+    row
+}
+
+/// A new active user's row: a plain user (not an admin, not the demo), default
+/// preferences, created `now`.
+pub fn new_user_row(
+    name: String,
+    telegram_chat_id: Option<i64>,
+    language: &str,
+    now: i64,
+) -> entity::user::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    entity::user::ActiveModel {
+        name: Set(name),
+        telegram_chat_id: Set(telegram_chat_id),
+        language: Set(language.to_string()),
+        active: Set(true),
+        role: Set("user".into()),
+        prefs: Set("{}".into()),
+        paused_reason: Set(None),
+        demo: Set(false),
+        created_at: Set(now),
+        ..Default::default()
+    }
+}
+
 /// The columns of a rule spec, for inserting or updating a row.
 pub fn rule_spec_columns(spec: &RuleSpec, row: &mut entity::alert_rule::ActiveModel) {
     use sea_orm::ActiveValue::Set;
