@@ -102,7 +102,7 @@ pub async fn database(
     migrations: Migrations,
 ) -> anyhow::Result<DatabaseConnection> {
     let shown = tickwatch_broker::config::mask_url(&config.database.url);
-    let db = tickwatch_schema::db::connect(&config.database.url)
+    let db = tickwatch_schema::db::connect_pool(&config.database.url, config.database.pool_size)
         .await
         .with_context(|| format!("opening the database {shown}"))?;
     match migrations {

@@ -86,12 +86,16 @@ impl Default for RunConfig {
 pub struct DatabaseConfig {
     /// `sqlite://tickwatch.db?mode=rwc` (default) or `postgres://user@host/db`.
     pub url: String,
+    /// Connections each process opens at most. Every instance of every role has its own
+    /// pool: keep their sum under PostgreSQL's `max_connections` (100 by default).
+    pub pool_size: u32,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: tickwatch_schema::db::DEFAULT_URL.to_string(),
+            pool_size: tickwatch_schema::db::DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -100,6 +104,7 @@ impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &mask_url(&self.url))
+            .field("pool_size", &self.pool_size)
             .finish()
     }
 }
@@ -307,6 +312,12 @@ impl Config {
                 mask_url(db)
             );
         }
+        if !(1..=1_000).contains(&self.database.pool_size) {
+            bail!(
+                "database.pool_size: {} connections; use 1 to 1000",
+                self.database.pool_size
+            );
+        }
         if !(self.telegram.api_url.starts_with("http://")
             || self.telegram.api_url.starts_with("https://"))
         {
@@ -469,6 +480,7 @@ mod tests {
             ("TICKWATCH_BROKER__PREFECH", "10", "prefech"),
             ("TICKWATCH_API_ADDR", "nowhere", "api.addr"),
             ("DATABASE_URL", "mysql://x", "database.url"),
+            ("TICKWATCH_DATABASE__POOL_SIZE", "0", "database.pool_size"),
             ("TELEGRAM_BOT_TOKEN", "nonsense", "telegram.token"),
             ("TELEGRAM_API_URL", "http://fake/", "telegram.api_url"),
             ("TICKWATCH_LOG__FORMAT", "xml", "log.format"),

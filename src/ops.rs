@@ -7,7 +7,7 @@ use crate::config::Config;
 
 /// `tickwatch migrate up|down|status`.
 pub async fn migrate(config: &Config, action: &str, steps: u32) -> anyhow::Result<()> {
-    let db = tickwatch_schema::db::connect(&config.database.url)
+    let db = tickwatch_schema::db::connect_pool(&config.database.url, config.database.pool_size)
         .await
         .with_context(|| {
             format!(

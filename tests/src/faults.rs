@@ -378,6 +378,8 @@ async fn run_on(
         env: vec![
             ("AMQP_URL".into(), broker_config.url.clone()),
             ("DATABASE_URL".into(), db.url.clone()),
+            // Up to eight processes a run, while other tests use the same server.
+            ("TICKWATCH_DATABASE__POOL_SIZE".into(), "4".into()),
             ("TELEGRAM_BOT_TOKEN".into(), TOKEN.into()),
             ("TELEGRAM_API_URL".into(), fake.url()),
             ("TICKWATCH_ADMIN_ADDR".into(), "127.0.0.1:0".into()),

@@ -18,7 +18,9 @@ pub fn config(tag: &str) -> BrokerConfig {
         url: std::env::var("AMQP_URL")
             .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
         prefix: format!("twt-{tag}-{}", &id[..8]),
-        retry_delays_ms: vec![150, 300, 600],
+        // Far enough apart that a busy broker's late expiries (up to ~200 ms seen) cannot
+        // make a later tier look shorter than an earlier one.
+        retry_delays_ms: vec![150, 600, 1200],
         prefetch: 64,
         ack_batch: 32,
         reconnect_min_ms: 50,

@@ -29,11 +29,20 @@ pub const ROWS_PER_STATEMENT: usize = 64;
 /// The default database: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_URL: &str = "sqlite://tickwatch.db?mode=rwc";
 
-/// Opens a pool on `url` (`sqlite://…` or `postgres://…`).
+/// Connections a pool opens at most, unless configured otherwise.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// Opens a pool of at most [`DEFAULT_POOL_SIZE`] connections on `url` (`sqlite://…` or
+/// `postgres://…`).
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
+    connect_pool(url, DEFAULT_POOL_SIZE).await
+}
+
+/// Opens a pool of at most `pool_size` connections on `url`.
+pub async fn connect_pool(url: &str, pool_size: u32) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_string());
     options
-        .max_connections(16)
+        .max_connections(pool_size)
         .connect_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
         // WAL lets readers (the API) run beside the writers (consumers) in one process.
