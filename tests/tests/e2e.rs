@@ -358,7 +358,9 @@ async fn a_bot_users_alert_fires_once_into_their_chat() {
 }
 
 /// The alerts consumer dies between storing a firing and publishing it: the restarted
-/// consumer's outbox sweep publishes it, and the user gets exactly one notification.
+/// consumer publishes it when the symbol's first message arrives — before the next
+/// crossing, already queued behind it, fires (the periodic outbox sweep would send it 10 s
+/// late, after that one) — and the user gets each notification once, in order.
 #[tokio::test]
 async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothing() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -373,8 +375,10 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
         let (broker, topology) = broker_with_topology("crash").await;
         let services = Services::new(db.conn.clone(), Some(broker.clone()));
         let user = user_in_chat(&services, "carol").await;
+        let mut every_crossing = eth_crossing_3000();
+        every_crossing.trigger = tickwatch_schema::rule::Trigger::EveryTime;
         services
-            .create_rule(user.id, eth_crossing_3000())
+            .create_rule(user.id, every_crossing)
             .await
             .expect("rule");
         services.close().await;
@@ -441,31 +445,47 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
         assert!(!stored[0].published, "not published before the crash");
         assert!(fake.delivered_to(CHAT).is_empty(), "nothing sent yet");
 
-        // A new consumer: the outbox sweep publishes the stored firing.
+        // The market goes on: a fall and the next crossing wait behind the redelivered one.
+        for (price, id) in [("2995", "c"), ("3020", "d")] {
+            publisher
+                .publish(Exchange::Market, &tick(price, id))
+                .await
+                .expect("tick");
+        }
+        // A new consumer.
         let stop_second = CancellationToken::new();
         let second = tokio::spawn({
             let (b, d, s) = (broker.clone(), db.conn.clone(), stop_second.clone());
             async move { tickwatch_alerts::adapter::run(&b, d, &Default::default(), s).await }
         });
         let delivered = wait_until(Duration::from_secs(40), async || {
-            !fake.delivered_to(CHAT).is_empty()
+            fake.delivered_to(CHAT).len() >= 2
         })
         .await;
         assert!(
             delivered,
-            "the stored firing reached the user after the restart ({backend})"
+            "both firings reached the user after the restart ({backend})"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let texts: Vec<String> = fake
+            .delivered_to(CHAT)
+            .into_iter()
+            .map(|m| m.visible_text.unwrap_or_default())
+            .collect();
         assert_eq!(
-            fake.delivered_to(CHAT).len(),
-            1,
-            "exactly one notification ({backend})"
+            texts.len(),
+            2,
+            "each notification once ({backend}): {texts:?}"
+        );
+        assert!(
+            texts[0].contains("3010") && texts[1].contains("3020"),
+            "the stored firing first, then the next one ({backend}): {texts:?}"
         );
         let events = alert_event::Entity::find()
             .all(&db.conn)
             .await
             .expect("events");
-        assert!(events.len() == 1 && events[0].published);
+        assert!(events.len() == 2 && events.iter().all(|e| e.published));
 
         stop_second.cancel();
         second.await.expect("join").expect("clean");

@@ -24,7 +24,7 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
-    QueryFilter, TransactionTrait,
+    QueryFilter, QueryOrder, TransactionTrait,
 };
 use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome,
@@ -513,7 +513,8 @@ impl AlertsHandler {
     /// shard handed over, a standby made active) or this one's last batch did not finish,
     /// and the symbol is taken as stored — its rules as the database has them, primed with
     /// the saved price — as a restart would have it. What was held for it is dropped: the
-    /// engine evaluates those messages again, with the same firing ids.
+    /// engine evaluates those messages again, with the same firing ids. Then what was
+    /// stored for the symbol and not published goes out, before anything newer.
     async fn check_symbols(&self, batch: &[((String, String), u64)]) -> Result<(), HandlerError> {
         let unchecked: Vec<&((String, String), u64)> = {
             let checked = self
@@ -574,6 +575,11 @@ impl AlertsHandler {
                 held.retain(|_, (symbol, _)| symbol.as_ref() != Some(key));
             }
         }
+        let symbols: HashSet<(String, String)> =
+            unchecked.iter().map(|(key, _)| key.clone()).collect();
+        publish_left_over(&self.shared.db, &self.shared.publisher, &symbols)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
         let mut checked = self
             .shared
             .checked
@@ -869,13 +875,48 @@ pub async fn sweep_outbox(
     let pending = alert_event::Entity::find()
         .filter(alert_event::Column::Published.eq(false))
         .filter(alert_event::Column::CreatedAt.lte(cutoff))
+        .order_by_asc(alert_event::Column::Ts)
+        .order_by_asc(alert_event::Column::Id)
         .all(shared_db)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|e| !busy.contains(&(e.venue.clone(), e.symbol.clone())))
+        .collect();
+    publish_stored(shared_db, publisher, pending).await
+}
+
+/// Publishes what was stored for `symbols` and not published, oldest first: run on a
+/// symbol's first message in a consumer session, so what a previous owner (a process
+/// killed between storing and publishing) left goes out before anything newer of the
+/// symbol. The redelivered message does not fire again (its firing is recorded), and the
+/// periodic sweep would send it late, behind newer messages to the same chats.
+async fn publish_left_over(
+    shared_db: &DatabaseConnection,
+    publisher: &Publisher,
+    symbols: &HashSet<(String, String)>,
+) -> Result<usize, Error> {
+    let pending = alert_event::Entity::find()
+        .filter(alert_event::Column::Published.eq(false))
+        .filter(alert_event::Column::Symbol.is_in(symbols.iter().map(|(_, s)| s.as_str())))
+        .order_by_asc(alert_event::Column::Ts)
+        .order_by_asc(alert_event::Column::Id)
+        .all(shared_db)
+        .await?
+        .into_iter()
+        .filter(|e| symbols.contains(&(e.venue.clone(), e.symbol.clone())))
+        .collect();
+    publish_stored(shared_db, publisher, pending).await
+}
+
+/// Publishes stored events in the order given, each marked published once its publishes
+/// are confirmed.
+async fn publish_stored(
+    shared_db: &DatabaseConnection,
+    publisher: &Publisher,
+    pending: Vec<alert_event::Model>,
+) -> Result<usize, Error> {
     let mut done = 0;
     for event in &pending {
-        if busy.contains(&(event.venue.clone(), event.symbol.clone())) {
-            continue;
-        }
         let Ok(id) = event.id.parse::<uuid::Uuid>() else {
             continue;
         };
@@ -919,7 +960,7 @@ pub async fn sweep_outbox(
         // Marked as soon as its own publishes are confirmed: a failure further down the
         // list must not make this one go out again at the next sweep.
         mark_published(shared_db, vec![event.id.clone()]).await?;
-        tracing::info!(event = %event.id, rule = event.rule_id, "stored alert published by the outbox sweep");
+        tracing::info!(event = %event.id, rule = event.rule_id, "stored alert published (stored, not published, by an earlier delivery)");
         done += 1;
     }
     Ok(done)
