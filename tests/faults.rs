@@ -1,9 +1,10 @@
 //! The fault suite's short version, so it cannot rot: the built `tickwatch` binary's
 //! roles, each its own process, through a kill -9 of the alerts role (it found a loss), of
-//! the notifier, the closing of every broker connection, and scale-out (two instances of
-//! alerts and signals splitting 8 shards, one killed and restarted). Nothing lost, nothing
-//! doubled beyond the one unavoidable window, every chat in order. (`scripts/chaos.sh` runs
-//! every fault.)
+//! the notifier, the closing of every broker connection, scale-out (two instances of
+//! alerts and signals splitting 8 shards, one killed and restarted), and kill -9 at the two
+//! exact moments of a batch that matter: inside its transaction, and after its commit but
+//! before its acks. Nothing lost, nothing doubled beyond the one unavoidable window, every
+//! chat in order, every candle stored. (`scripts/chaos.sh` runs every fault.)
 
 use tickwatch_tests::faults::{self, Fault, Suite, Workload};
 
@@ -24,6 +25,7 @@ async fn run(fault: Fault) -> faults::Row {
     assert_eq!(row.lost, 0, "{row:?}");
     assert_eq!(row.duplicated, row.unavoidable, "{row:?}");
     assert_eq!(row.out_of_order, 0, "{row:?}");
+    assert_eq!(row.candles_stored, row.candles_published, "{row:?}");
     assert!(row.dead_lettered.is_empty(), "{row:?}");
     row
 }
@@ -52,4 +54,24 @@ async fn two_instances_split_the_shards_and_take_over_a_killed_ones() {
         row.rebalance.is_some(),
         "split 4/4 again after the restart: {row:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_inside_a_batchs_transaction_loses_nothing() {
+    let row = run(Fault::CrashMidWrite).await;
+    assert_eq!(crashes(&row), 3, "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_after_a_batchs_commit_before_its_acks_doubles_nothing() {
+    let row = run(Fault::CrashAfterWrite).await;
+    assert_eq!(crashes(&row), 3, "{row:?}");
+}
+
+/// The roles that died at their crash point (by SIGKILL).
+fn crashes(row: &faults::Row) -> usize {
+    row.notes
+        .iter()
+        .filter(|n| n.contains(" died at ") && n.contains("signal: 9"))
+        .count()
 }

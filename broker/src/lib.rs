@@ -14,11 +14,13 @@
 //! - [`events`]: what the runtime reports, each event counted and logged (floods summarised).
 //! - [`headers`]: header names, typed header access, W3C trace context in headers.
 //! - [`management`]: the RabbitMQ management API, for diagnostics and tests.
+//! - [`crash`]: crash points, where the fault suite makes a role kill -9 itself.
 
 pub mod bench;
 pub mod config;
 pub mod connection;
 pub mod consumer;
+pub mod crash;
 pub mod dlq;
 pub mod error;
 pub mod events;

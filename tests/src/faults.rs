@@ -57,10 +57,16 @@ pub enum Fault {
     /// Two instances each of alerts and signals over 8 shards; kill -9 of one of each,
     /// restarted once the survivors own every shard.
     ScaleOut,
+    /// alerts, signals and recorder each kill -9 themselves in the middle of a batch's
+    /// database transaction (a crash point), and are restarted.
+    CrashMidWrite,
+    /// The same, after a batch's commit and before its outputs are published and its
+    /// deliveries acknowledged.
+    CrashAfterWrite,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 12] = [
         Fault::None,
         Fault::KillAlerts,
         Fault::KillNotifier,
@@ -71,6 +77,8 @@ impl Fault {
         Fault::TelegramErrors,
         Fault::PoisonFlood,
         Fault::ScaleOut,
+        Fault::CrashMidWrite,
+        Fault::CrashAfterWrite,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +93,8 @@ impl Fault {
             Fault::TelegramErrors => "telegram-errors",
             Fault::PoisonFlood => "poison-flood",
             Fault::ScaleOut => "scale-out",
+            Fault::CrashMidWrite => "crash-mid-write",
+            Fault::CrashAfterWrite => "crash-after-write",
         }
     }
 
@@ -103,11 +113,32 @@ impl Fault {
             Fault::ScaleOut => {
                 "2 × alerts and signals on 8 shards: kill -9 one of each, restart it"
             }
+            Fault::CrashMidWrite => {
+                "kill -9 of alerts, signals, recorder inside a batch's transaction (restarted)"
+            }
+            Fault::CrashAfterWrite => {
+                "kill -9 of alerts, signals, recorder after a batch's commit, before its acks (restarted)"
+            }
         }
     }
 
     pub fn parse(name: &str) -> Option<Fault> {
         Fault::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The crash points a crash fault arms (`TICKWATCH_CRASH_AT` of the role's first
+    /// start): each role dies the n-th time it passes its point, a few seconds into the
+    /// workload (alerts write only for batches that fire).
+    fn crash_points(self) -> Vec<(&'static str, String)> {
+        let point = match self {
+            Fault::CrashMidWrite => "batch.mid-write",
+            Fault::CrashAfterWrite => "batch.written",
+            _ => return Vec::new(),
+        };
+        [("alerts", 3), ("signals", 20), ("recorder", 30)]
+            .into_iter()
+            .map(|(role, nth)| (role, format!("{role}.{point}:{nth}")))
+            .collect()
     }
 }
 
@@ -202,20 +233,27 @@ pub struct Row {
     /// restart to the shards split evenly again.
     pub takeover: Option<Duration>,
     pub rebalance: Option<Duration>,
+    /// Closed candles published, and those the database holds at the end (the recorder
+    /// and signals roles store them; a candle is one row however often it is written).
+    pub candles_published: usize,
+    pub candles_stored: usize,
 }
 
 impl Row {
-    /// No loss, no duplicate beyond the unavoidable window, in order.
+    /// No loss, no duplicate beyond the unavoidable window, in order, every candle stored.
     pub fn is_clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == self.unavoidable && self.out_of_order == 0
+        self.lost == 0
+            && self.duplicated == self.unavoidable
+            && self.out_of_order == 0
+            && self.candles_stored == self.candles_published
     }
 }
 
 /// The rows as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| fault | expected | delivered | lost | duplicated | out of order | dead-lettered | first send after the fault | error log lines |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| fault | expected | delivered | lost | duplicated | out of order | dead-lettered | first send after the fault | candles stored | error log lines |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let dead = if r.dead_lettered.is_empty() {
@@ -236,7 +274,7 @@ pub fn table(rows: &[Row]) -> String {
             .first_send_after
             .map_or("—".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |\n",
             r.fault.description(),
             r.expected,
             r.delivered,
@@ -245,6 +283,8 @@ pub fn table(rows: &[Row]) -> String {
             r.out_of_order,
             dead,
             first,
+            r.candles_stored,
+            r.candles_published,
             r.error_lines
         ));
     }
@@ -410,8 +450,14 @@ async fn run_on(
             ));
         }
     }
+    let crash_points = fault.crash_points();
     for role in ROLES {
-        deployment.spawn(role, role)?;
+        let armed: Vec<(String, String)> = crash_points
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .map(|(_, point)| (tickwatch_broker::crash::ENV.to_string(), point.clone()))
+            .collect();
+        deployment.spawn_with(role, role, &armed)?;
     }
     if scale_out {
         for role in SCALED {
@@ -581,6 +627,14 @@ async fn run_on(
         0
     };
     let error_lines = count_error_lines(&log_dir);
+    let candles_stored = stored_candles(&db.conn, &candles).await?;
+    if candles_stored != candles.len() {
+        notes.push(format!(
+            "{} of {} closed candles stored",
+            candles_stored,
+            candles.len()
+        ));
+    }
     drop(alert_chats);
     if std::env::var_os("TICKWATCH_FAULTS_KEEP").is_some() {
         // For a post-mortem: the database stays (and its URL is noted).
@@ -604,7 +658,27 @@ async fn run_on(
         notes,
         takeover: handover.takeover,
         rebalance: handover.rebalance,
+        candles_published: candles.len(),
+        candles_stored,
     })
+}
+
+/// How many of the published candles the database holds.
+async fn stored_candles(db: &DatabaseConnection, candles: &[Candle]) -> Result<usize, SuiteError> {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use tickwatch_schema::db::entity::candle;
+    let Some(first) = candles.first() else {
+        return Ok(0);
+    };
+    let count = candle::Entity::find()
+        .filter(candle::Column::Venue.eq(first.venue.as_str()))
+        .filter(candle::Column::Symbol.eq(first.symbol.as_str()))
+        .filter(candle::Column::Interval.eq(first.interval.as_str()))
+        .filter(candle::Column::OpenTs.is_in(candles.iter().map(|c| c.open_ts)))
+        .count(db)
+        .await
+        .map_err(setup("counting stored candles"))?;
+    Ok(count as usize)
 }
 
 fn delivered_distinct(fake: &FakeTelegram, expected: &HashSet<(i64, String)>) -> usize {
@@ -717,6 +791,19 @@ async fn inject(
         Fault::PoisonFlood => {
             let sent = publish_poison(publisher, broker, w.poison).await?;
             notes.push(format!("{sent} poison messages"));
+        }
+        Fault::CrashMidWrite | Fault::CrashAfterWrite => {
+            for (role, point) in fault.crash_points() {
+                match deployment.exit_of(role, Duration::from_secs(60)).await {
+                    Some(status) => notes.push(format!("{role} died at {point} ({status})")),
+                    None => {
+                        return Err(SuiteError::Setup(format!(
+                            "{role} did not reach its crash point {point} within 60 s"
+                        )));
+                    }
+                }
+                deployment.spawn(role, role)?;
+            }
         }
     }
     Ok(())
@@ -1048,6 +1135,16 @@ struct Deployment {
 
 impl Deployment {
     fn spawn(&mut self, name: &str, role: &str) -> Result<(), SuiteError> {
+        self.spawn_with(name, role, &[])
+    }
+
+    /// [`Deployment::spawn`] with more environment variables for this start only.
+    fn spawn_with(
+        &mut self,
+        name: &str,
+        role: &str,
+        extra_env: &[(String, String)],
+    ) -> Result<(), SuiteError> {
         self.starts += 1;
         let file = format!("{}-{}.log", name.replace('#', "-"), self.starts);
         let log = std::fs::File::create(self.log_dir.join(file)).map_err(setup("a log file"))?;
@@ -1055,6 +1152,7 @@ impl Deployment {
         let child = Command::new(&self.binary)
             .args(["consume", role])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("TICKWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -1064,6 +1162,17 @@ impl Deployment {
             .map_err(setup("starting a role"))?;
         self.roles.insert(name.to_string(), child);
         Ok(())
+    }
+
+    /// Waits up to `timeout` for the instance to end by itself; its exit status.
+    async fn exit_of(&mut self, name: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.roles.get_mut(name)?;
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        self.roles.remove(name);
+        Some(status)
     }
 
     async fn kill9(&mut self, role: &str) {

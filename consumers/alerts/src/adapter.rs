@@ -28,7 +28,7 @@ use sea_orm::{
 };
 use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome,
-    Publisher, Topology, consume_role, consume_with, headers,
+    Publisher, Topology, consume_role, consume_with, crash, headers,
 };
 use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscription_from_row};
@@ -192,6 +192,7 @@ impl Shared {
             .store(&firings, &texts)
             .instrument(tracing::info_span!(parent: &first, "store", firings = firings.len()))
             .await?;
+        crash::point("alerts.batch.written");
         if let Some(hook) = &self.hooks.after_store
             && hook()
         {
@@ -300,6 +301,7 @@ impl Shared {
                 Err(e) => return Err(db_error(e)),
             }
         }
+        crash::point("alerts.batch.mid-write");
         // Each rule's firing record: how many more times, and the last time.
         let mut fired: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
         for firing in firings

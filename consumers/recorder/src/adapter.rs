@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, HandlerError, Incoming, Outcome, consume_role,
+    crash,
 };
 use tickwatch_schema::names::WorkQueue;
 use tickwatch_schema::wire::{Candle, MessageKind, Tick};
@@ -130,8 +131,10 @@ async fn write(
     }
     let txn = db.begin().await?;
     store::upsert_candles(&txn, candles).await?;
+    crash::point("recorder.batch.mid-write");
     store::upsert_latest_prices(&txn, prices).await?;
     txn.commit().await?;
+    crash::point("recorder.batch.written");
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use sea_orm::{
 };
 use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, HandlerError, Incoming, Outcome, Publisher,
-    consume_role,
+    consume_role, crash,
 };
 use tickwatch_schema::db::entity::{signal, signal_progress};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms};
@@ -214,6 +214,7 @@ impl SignalsHandler {
         tickwatch_recorder::store::upsert_candles(&txn, &candles)
             .await
             .map_err(db_error)?;
+        crash::point("signals.batch.mid-write");
         let signals: Vec<signal::ActiveModel> = fresh
             .iter()
             .flat_map(|w| w.outputs.iter().filter_map(Output::as_signal))
@@ -323,6 +324,7 @@ impl SignalsHandler {
 
     async fn store_and_publish(&self, work: &[Work]) -> Result<(), HandlerError> {
         self.store(work).await?;
+        crash::point("signals.batch.written");
         let mut confirms = Vec::new();
         for w in work {
             let signals: Vec<Signal> = if w.past {
