@@ -285,6 +285,40 @@ enum BenchCommand {
         /// Where bench databases are created on PostgreSQL.
         #[arg(long, default_value = "postgres://postgres@127.0.0.1/test")]
         pg_url: String,
+        /// A Python interpreter with aio-pika: the alerts role is also measured against a
+        /// Python consumer doing its job on the same backlog (scripts/python-bench.sh).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
+    /// The whole pipeline, every role running: the sustained input rate against the raw
+    /// broker's one-queue ceiling, and tick → notification latency against a raw hop.
+    Pipeline {
+        #[arg(long = "db", default_value = "sqlite")]
+        database: tickwatch::bench::DrainDb,
+        /// Where the bench database is created on PostgreSQL.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1/test")]
+        pg_url: String,
+        #[arg(long, default_value_t = 1_000)]
+        symbols: usize,
+        #[arg(long, default_value_t = 100)]
+        rules_per_symbol: usize,
+        /// Seconds each offered rate is held while the sustained rate is searched.
+        #[arg(long, default_value_t = 8)]
+        step_secs: u64,
+    },
+    /// The signals role over its shards: one instance, then several splitting them.
+    ScaleOut {
+        #[arg(long = "db", default_value = "sqlite")]
+        database: tickwatch::bench::DrainDb,
+        /// Where the bench databases are created on PostgreSQL.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1/test")]
+        pg_url: String,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 8)]
+        shards: usize,
+        #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
+        instances: Vec<usize>,
     },
 }
 
@@ -371,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     messages,
                     fire_ratio,
                     pg_url,
+                    python,
                 },
         } => {
             let plan = bench::DrainPlan {
@@ -379,6 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 messages,
                 fire_ratio,
                 pg_url,
+                python,
             };
             bench::drain(&config, &plan).await.map(drop)
         }
@@ -408,6 +444,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Csv { path },
         } => bench::csv(&config, &path).await,
+        Command::Bench {
+            what:
+                BenchCommand::Pipeline {
+                    database,
+                    pg_url,
+                    symbols,
+                    rules_per_symbol,
+                    step_secs,
+                },
+        } => {
+            let plan = bench::pipeline::PipelinePlan {
+                database,
+                pg_url,
+                symbols,
+                rules_per_symbol,
+                step: std::time::Duration::from_secs(step_secs.max(1)),
+                ..Default::default()
+            };
+            bench::pipeline::run(&config, &plan).await.map(drop)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::ScaleOut {
+                    database,
+                    pg_url,
+                    messages,
+                    shards,
+                    instances,
+                },
+        } => {
+            let plan = bench::scale::ScalePlan {
+                database,
+                pg_url,
+                messages,
+                shards,
+                instances,
+            };
+            bench::scale::run(&config, &plan).await.map(drop)
+        }
         Command::User { action } => match action {
             UserCommand::Add {
                 name,

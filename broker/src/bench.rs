@@ -398,3 +398,197 @@ pub async fn ready(broker: &Broker, queue: &str) -> Result<u32> {
     let _ = channel.close(200, "OK".into()).await;
     Ok(declared.message_count())
 }
+
+/// The raw broker's one-queue publish+consume ceiling: raw lapin publishing `messages`
+/// ticks with confirms into a work queue declared as tickwatch declares it, while
+/// consuming them with one ack each (messages per second). It declares the market
+/// exchange under `broker`'s prefix and deletes it afterwards: give it a prefix of its own.
+pub async fn raw_ceiling(broker: &Broker, messages: u64) -> Result<f64> {
+    raw_lapin(broker, broker.config(), messages, false).await
+}
+
+/// Sends due at `rate` per second since `start`, given `sent` already sent.
+fn due(start: Instant, rate: f64, sent: u64) -> u64 {
+    ((start.elapsed().as_secs_f64() * rate) as u64).saturating_sub(sent)
+}
+
+/// A raw publish→consume hop at `rate` messages per second for `messages` messages:
+/// raw lapin publishing ticks (a confirm window of 1,000) to the market exchange, into a
+/// work queue declared as tickwatch declares it, and consuming them (one ack each). Each
+/// message's latency, from just before its publish to its delivery. The reference the
+/// pipeline's latency is measured against. Like [`raw_ceiling`], on a prefix of its own.
+pub async fn raw_hop(broker: &Broker, rate: f64, messages: u64) -> Result<Vec<Duration>> {
+    let (topology, queue) = bench_topology(broker, broker.config(), "hop", false).await?;
+    let exchange = broker.names().exchange(Exchange::Market);
+    let consumer_channel = broker.channel().await?;
+    consumer_channel
+        .basic_qos(256, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "bench-hop".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consuming = tokio::spawn(async move {
+        let mut received = Vec::with_capacity(messages as usize);
+        while (received.len() as u64) < messages {
+            match consumer.next().await {
+                Some(Ok(delivery)) => {
+                    let at = Instant::now();
+                    let tick: Tick = wire::decode(&delivery.data)?;
+                    let seq = tick
+                        .trade_id
+                        .as_deref()
+                        .and_then(|id| id.parse::<u64>().ok())
+                        .unwrap_or(u64::MAX);
+                    received.push((seq, at));
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                Some(Err(e)) => return Err(Error::Amqp(e)),
+                None => return Err(Error::Closed),
+            }
+        }
+        Ok::<_, Error>((received, consumer))
+    });
+    let channel = broker.channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut sent_at = Vec::with_capacity(messages as usize);
+    let mut window = VecDeque::new();
+    let start = Instant::now();
+    while (sent_at.len() as u64) < messages {
+        let n = due(start, rate, sent_at.len() as u64).min(messages - sent_at.len() as u64);
+        if n == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        for _ in 0..n {
+            let seq = sent_at.len() as u64;
+            let encoded = wire::encode(&sample_tick(seq))?;
+            let properties = raw_properties("tick")
+                .with_message_id(encoded.meta.message_id.to_string().as_str().into());
+            sent_at.push(Instant::now());
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    encoded.meta.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &encoded.body,
+                    properties,
+                )
+                .await?;
+            window.push_back(confirm);
+            if window.len() >= 1_000
+                && let Some(front) = window.pop_front()
+            {
+                front.await?;
+            }
+        }
+    }
+    for confirm in window {
+        confirm.await?;
+    }
+    let (received, consumer) = consuming.await.map_err(|e| Error::Dlq(e.to_string()))??;
+    let _ = consumer_channel.close(200, "OK".into()).await;
+    drop(consumer);
+    let _ = channel.close(200, "OK".into()).await;
+    topology.delete(broker).await?;
+    Ok(received
+        .into_iter()
+        .filter_map(|(seq, at)| Some(at - *sent_at.get(seq as usize)?))
+        .collect())
+}
+
+/// One message a [`Tap`] saw: when it arrived, its AMQP type and its body.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub at: Instant,
+    pub kind: String,
+    pub body: Vec<u8>,
+}
+
+/// A tap on exchanges for a benchmark: a private queue bound to each `(exchange, key)`,
+/// consumed without acks, every message kept with the instant it arrived.
+#[derive(Debug)]
+pub struct Tap {
+    seen: Arc<std::sync::Mutex<Vec<Tapped>>>,
+    channel: lapin::Channel,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    pub async fn start(broker: &Broker, bindings: &[(Exchange, &str)]) -> Result<Tap> {
+        let channel = broker.channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for (exchange, key) in bindings {
+            channel
+                .queue_bind(
+                    queue.name().as_str().into(),
+                    broker.names().exchange(*exchange).as_str().into(),
+                    (*key).into(),
+                    lapin::options::QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let mut consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "bench-tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    let tapped = Tapped {
+                        at: Instant::now(),
+                        kind: delivery
+                            .properties
+                            .kind()
+                            .as_ref()
+                            .map(|k| k.as_str().to_string())
+                            .unwrap_or_default(),
+                        body: delivery.data,
+                    };
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(tapped);
+                }
+            }
+        });
+        Ok(Tap {
+            seen,
+            channel,
+            task,
+        })
+    }
+
+    /// What arrived since the last call.
+    pub fn take(&self) -> Vec<Tapped> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "OK".into()).await;
+        self.task.abort();
+    }
+}

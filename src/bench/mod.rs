@@ -6,6 +6,12 @@
 //! - `signals`, `alerts`: the pure engines (and the signals role through the broker).
 //! - `drain`: each batching role draining a backlog from its work queue, against raw lapin
 //!   draining the same backlog from the same queue, on SQLite and PostgreSQL.
+//! - [`pipeline`]: every role at once — the sustained input rate and tick → notification
+//!   latency, against the raw broker's ceiling and a raw hop.
+//! - [`scale`]: one instance of the signals role against two splitting its shards.
+
+pub mod pipeline;
+pub mod scale;
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +72,6 @@ pub async fn signals_through_broker(
     symbols: usize,
     bars: usize,
 ) -> anyhow::Result<()> {
-    use tickwatch_schema::db::entity::signal_progress;
     let sources = tickwatch_signals::bench::load_sources(data_dir)?;
     let universe = tickwatch_signals::bench::build_universe(&sources, symbols, bars);
     let dir =
@@ -105,38 +110,7 @@ pub async fn signals_through_broker(
     for c in confirms {
         c.wait().await?;
     }
-    // Done when every series' progress reached its own last candle.
-    let mut last_of: std::collections::HashMap<(String, String, String), i64> = Default::default();
-    for c in &universe {
-        let key = (
-            c.venue.clone(),
-            c.symbol.clone(),
-            c.interval.as_str().to_string(),
-        );
-        let entry = last_of.entry(key).or_insert(c.open_ts);
-        *entry = (*entry).max(c.open_ts);
-    }
-    loop {
-        let progress = signal_progress::Entity::find().all(&db).await?;
-        let done = progress
-            .iter()
-            .filter(|p| {
-                last_of
-                    .get(&(p.venue.clone(), p.symbol.clone(), p.interval.clone()))
-                    .is_some_and(|last| p.last_open_ts >= *last)
-            })
-            .count();
-        if done >= last_of.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if started.elapsed() > std::time::Duration::from_secs(3_600) {
-            anyhow::bail!(
-                "the signals role did not finish within an hour ({done} of {} series)",
-                last_of.len()
-            );
-        }
-    }
+    signals_done(&db, &universe, started, Duration::from_secs(3_600)).await?;
     let elapsed = started.elapsed();
     stop.cancel();
     let _ = role.await;
@@ -152,6 +126,47 @@ pub async fn signals_through_broker(
         universe.len() as f64 / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Waits until the signals role stored its progress up to each series' last candle in
+/// `candles` (`timeout` after `started` at most).
+async fn signals_done(
+    db: &DatabaseConnection,
+    candles: &[Candle],
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use tickwatch_schema::db::entity::signal_progress;
+    let mut last_of: std::collections::HashMap<(String, String, String), i64> = Default::default();
+    for c in candles {
+        let key = (
+            c.venue.clone(),
+            c.symbol.clone(),
+            c.interval.as_str().to_string(),
+        );
+        let entry = last_of.entry(key).or_insert(c.open_ts);
+        *entry = (*entry).max(c.open_ts);
+    }
+    loop {
+        let progress = signal_progress::Entity::find().all(db).await?;
+        let done = progress
+            .iter()
+            .filter(|p| {
+                last_of
+                    .get(&(p.venue.clone(), p.symbol.clone(), p.interval.clone()))
+                    .is_some_and(|last| p.last_open_ts >= *last)
+            })
+            .count();
+        if done >= last_of.len() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "the signals role did not finish within {timeout:?} ({done} of {} series)",
+            last_of.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `tickwatch bench alerts`: the pure rule book against a naive loop, in one run.
@@ -277,6 +292,9 @@ pub struct DrainPlan {
     pub fire_ratio: f64,
     /// The PostgreSQL server's admin database, where bench databases are created.
     pub pg_url: String,
+    /// A Python with aio-pika: the alerts role is also measured against
+    /// `scripts/alerts_baseline.py` draining the same backlog.
+    pub python: Option<std::path::PathBuf>,
 }
 
 /// One line of the `bench drain` table.
@@ -290,6 +308,8 @@ pub struct DrainRow {
     pub raw_per_s: f64,
     /// Raw lapin, a cumulative ack every 128 messages: the drain ceiling.
     pub raw_batched_per_s: f64,
+    /// The Python aio-pika baseline doing the alerts role's job, when measured.
+    pub python_per_s: Option<f64>,
 }
 
 /// `tickwatch bench drain`.
@@ -314,8 +334,14 @@ pub async fn drain(config: &Config, plan: &DrainPlan) -> anyhow::Result<Vec<Drai
 }
 
 fn drain_line(r: &DrainRow) -> String {
+    let python = r.python_per_s.map_or(String::new(), |p| {
+        format!(
+            "; Python aio-pika {p:.0} msg/s (role {:.1}x)",
+            r.role_per_s / p
+        )
+    });
     format!(
-        "{:<22} {:<9} {:>7} messages: role {:>7.0} msg/s; raw lapin {:>7.0} msg/s (ratio {:.2}), with cumulative acks {:>7.0} msg/s (ratio {:.2})",
+        "{:<22} {:<9} {:>7} messages: role {:>7.0} msg/s; raw lapin {:>7.0} msg/s (ratio {:.2}), with cumulative acks {:>7.0} msg/s (ratio {:.2}){python}",
         r.role,
         format!("{:?}", r.database),
         r.messages,
@@ -330,11 +356,14 @@ fn drain_line(r: &DrainRow) -> String {
 /// The rows as a Markdown table.
 pub fn drain_table(rows: &[DrainRow]) -> String {
     let mut out = String::from(
-        "| role | database | messages | role msg/s | raw lapin, ack each | ratio | raw lapin, cumulative acks | ratio |\n|---|---|---|---|---|---|---|---|\n",
+        "| role | database | messages | role msg/s | raw lapin, ack each | ratio | raw lapin, cumulative acks | ratio | Python aio-pika (role ×) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let python = r.python_per_s.map_or("—".to_string(), |p| {
+            format!("{p:.0} ({:.1}×)", r.role_per_s / p)
+        });
         out.push_str(&format!(
-            "| {} | {:?} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |\n",
+            "| {} | {:?} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {python} |\n",
             r.role,
             r.database,
             r.messages,
@@ -439,6 +468,13 @@ async fn drain_one(
     let raw = tickwatch_broker::bench::raw_drain(&broker, &queue, n as u64, 1).await?;
     tickwatch_broker::bench::fill(&broker, &queue, &messages).await?;
     let raw_batched = tickwatch_broker::bench::raw_drain(&broker, &queue, n as u64, 128).await?;
+    let python_per_s = match (&plan.python, role) {
+        (Some(python), DrainRole::Alerts) => {
+            tickwatch_broker::bench::fill(&broker, &queue, &messages).await?;
+            Some(python_baseline(python, &broker, &db.conn, &queue, n).await?)
+        }
+        _ => None,
+    };
 
     tickwatch_broker::bench::fill(&broker, &queue, &messages).await?;
     let stop = CancellationToken::new();
@@ -503,7 +539,77 @@ async fn drain_one(
         role_per_s: n as f64 / elapsed.as_secs_f64(),
         raw_per_s: raw,
         raw_batched_per_s: raw_batched,
+        python_per_s,
     })
+}
+
+/// `scripts/alerts_baseline.py` (built into the binary) draining the `messages` in
+/// `queue` with the database's rules: its messages per second.
+async fn python_baseline(
+    python: &std::path::Path,
+    broker: &Broker,
+    db: &DatabaseConnection,
+    queue: &str,
+    messages: usize,
+) -> anyhow::Result<f64> {
+    use tickwatch_schema::db::entity::{alert_rule, user};
+    const SCRIPT: &str = include_str!("../../scripts/alerts_baseline.py");
+    let chats: std::collections::HashMap<i64, i64> = user::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|u| Some((u.id, u.telegram_chat_id?)))
+        .collect();
+    let mut rules: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+    for rule in alert_rule::Entity::find().all(db).await? {
+        let (Some(chat), Some(threshold)) = (chats.get(&rule.user_id), rule.threshold) else {
+            continue;
+        };
+        rules
+            .entry(format!("{}:{}", rule.venue, rule.symbol))
+            .or_default()
+            .push(serde_json::json!([
+                rule.id,
+                chat,
+                rule.condition,
+                threshold
+            ]));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "tickwatch-baseline-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let (script, rules_file) = (dir.join("alerts_baseline.py"), dir.join("rules.json"));
+    std::fs::write(&script, SCRIPT)?;
+    std::fs::write(&rules_file, serde_json::to_vec(&rules)?)?;
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .args(["--amqp", &broker.config().url])
+        .args(["--queue", queue])
+        .args([
+            "--exchange",
+            &broker
+                .names()
+                .exchange(tickwatch_schema::names::Exchange::Notify),
+        ])
+        .arg("--rules")
+        .arg(&rules_file)
+        .args(["--messages", &messages.to_string()])
+        .output()
+        .await
+        .with_context(|| format!("running {}", python.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        output.status.success(),
+        "the Python baseline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the Python baseline's report")?;
+    report["per_second"]
+        .as_f64()
+        .context("the Python baseline's report has no per_second")
 }
 
 fn encode_all<M: Message>(messages: &[M]) -> anyhow::Result<Vec<(String, &'static str, Vec<u8>)>> {
@@ -559,41 +665,9 @@ async fn alert_workload(
     ticks: usize,
     fire_ratio: f64,
 ) -> anyhow::Result<Vec<Tick>> {
-    use tickwatch_schema::db::entity::alert_rule;
-    use tickwatch_schema::db::{new_rule_row, new_user_row};
-    use tickwatch_schema::rule::{Condition, RuleSpec, Trigger};
     const SYMBOLS: usize = 1_000;
-    const RULES_PER_SYMBOL: usize = 10;
-    const USERS: usize = 100;
+    seed_alert_rules(db, SYMBOLS, 10, 100).await?;
     let now = tickwatch_schema::db::now_ms();
-    let mut users = Vec::with_capacity(USERS);
-    for u in 0..USERS {
-        let row = new_user_row(format!("bench{u}"), Some(10_000 + u as i64), "en", now)
-            .insert(db)
-            .await?;
-        users.push(row.id);
-    }
-    let mut rows = Vec::with_capacity(SYMBOLS * RULES_PER_SYMBOL);
-    for s in 0..SYMBOLS {
-        for r in 0..RULES_PER_SYMBOL {
-            // Thresholds 101, 102, …: a rise to 101.5 crosses exactly the first.
-            let mut spec = RuleSpec::price(
-                "binance",
-                &format!("BENCH{s}"),
-                Condition::CrossingUp,
-                Decimal::from(101 + r as i64),
-            );
-            spec.trigger = Trigger::EveryTime;
-            spec.hysteresis_pct = Some(Decimal::ZERO);
-            let user = users[(s * RULES_PER_SYMBOL + r) % USERS];
-            rows.push(new_rule_row(user, &spec, true, now));
-        }
-    }
-    for chunk in rows.chunks(1_000) {
-        alert_rule::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
-    }
     // Per symbol, every `every`-th tick rises to 101.5 (one firing); the others sit at
     // 100 or just above, below every threshold.
     let every = if fire_ratio > 0.0 {
@@ -619,4 +693,47 @@ async fn alert_workload(
         });
     }
     Ok(out)
+}
+
+/// `users` users with a chat each (`10,000 + n`), and `per_symbol` active `crossing_up`
+/// rules (every time, no hysteresis) on each of the symbols `BENCH0`…: thresholds 101,
+/// 102, …, so a rise to 101.5 crosses exactly the first.
+async fn seed_alert_rules(
+    db: &DatabaseConnection,
+    symbols: usize,
+    per_symbol: usize,
+    users: usize,
+) -> anyhow::Result<()> {
+    use tickwatch_schema::db::entity::alert_rule;
+    use tickwatch_schema::db::{new_rule_row, new_user_row};
+    use tickwatch_schema::rule::{Condition, RuleSpec, Trigger};
+    let now = tickwatch_schema::db::now_ms();
+    let mut user_ids = Vec::with_capacity(users);
+    for u in 0..users {
+        let row = new_user_row(format!("bench{u}"), Some(10_000 + u as i64), "en", now)
+            .insert(db)
+            .await?;
+        user_ids.push(row.id);
+    }
+    let mut rows = Vec::with_capacity(symbols * per_symbol);
+    for s in 0..symbols {
+        for r in 0..per_symbol {
+            let mut spec = RuleSpec::price(
+                "binance",
+                &format!("BENCH{s}"),
+                Condition::CrossingUp,
+                Decimal::from(101 + r as i64),
+            );
+            spec.trigger = Trigger::EveryTime;
+            spec.hysteresis_pct = Some(Decimal::ZERO);
+            let user = user_ids[(s * per_symbol + r) % users];
+            rows.push(new_rule_row(user, &spec, true, now));
+        }
+    }
+    for chunk in rows.chunks(1_000) {
+        alert_rule::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
