@@ -30,6 +30,18 @@ pub enum Role {
     Notifier,
 }
 
+impl Role {
+    /// As on the command line, and as `WorkQueue::role` names a queue's role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Signals => "signals",
+            Role::Alerts => "alerts",
+            Role::Recorder => "recorder",
+            Role::Notifier => "notifier",
+        }
+    }
+}
+
 /// The market-data sources (`tickwatch produce <source>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {

@@ -305,6 +305,9 @@ enum BenchCommand {
         /// Seconds each offered rate is held while the sustained rate is searched.
         #[arg(long, default_value_t = 8)]
         step_secs: u64,
+        /// The roles that run (alerts and notifier at least): to see what the others cost.
+        #[arg(long, value_delimiter = ',', default_values = ["recorder", "signals", "alerts", "notifier"])]
+        roles: Vec<tickwatch::app::Role>,
     },
     /// The signals role over its shards: one instance, then several splitting them.
     ScaleOut {
@@ -452,6 +455,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     symbols,
                     rules_per_symbol,
                     step_secs,
+                    roles,
                 },
         } => {
             let plan = bench::pipeline::PipelinePlan {
@@ -460,6 +464,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 symbols,
                 rules_per_symbol,
                 step: std::time::Duration::from_secs(step_secs.max(1)),
+                roles,
                 ..Default::default()
             };
             bench::pipeline::run(&config, &plan).await.map(drop)
@@ -527,12 +532,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Run => "run",
-        Command::Consume { role } => match role {
-            Role::Signals => "signals",
-            Role::Alerts => "alerts",
-            Role::Recorder => "recorder",
-            Role::Notifier => "notifier",
-        },
+        Command::Consume { role } => role.name(),
         Command::Produce { .. } => "producer",
         Command::Api => "api",
         Command::Bot => "bot",
