@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tickwatch::app::{self, Role, Source};
 use tickwatch::bench;
 use tickwatch::config::Config;
@@ -37,6 +37,13 @@ enum Command {
     /// Everything in one process: topology, migrations, every consumer, and the demo
     /// replay unless sources are configured (`[run] sources = [...]`).
     Run,
+    /// Shell completions, e.g. `tickwatch completions bash > ~/.local/share/bash-completion/completions/tickwatch`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff), e.g. `tickwatch man > tickwatch.1 && man ./tickwatch.1`.
+    Man,
     /// One consuming role.
     Consume {
         #[arg(value_enum)]
@@ -327,6 +334,30 @@ enum BenchCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Printed before any configuration is read: a broken configuration must not stop them.
+    let printed = match &cli.command {
+        Command::Completions { shell } => {
+            use clap_complete::Generator;
+            let mut command = Cli::command();
+            command.set_bin_name("tickwatch");
+            command.build();
+            Some(shell.try_generate(&command, &mut std::io::stdout()))
+        }
+        Command::Man => Some(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())),
+        _ => None,
+    };
+    match printed {
+        Some(Ok(())) => return std::process::ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(Err(e)) => {
+            eprintln!("error: printing: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        None => {}
+    }
     // One TLS provider for everything (lapin, reqwest, teloxide, sqlx): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -356,6 +387,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let service = command_name(&cli.command);
     let _telemetry = tickwatch::logging::init(&config.log, service)?;
     match cli.command {
+        // Printed in `main`, before the configuration.
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Run => app::run(&config, app::shutdown_on_signal()).await,
         Command::Consume { role } => app::consume(&config, role, app::shutdown_on_signal()).await,
         Command::Produce { source } => {
@@ -532,6 +565,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Run => "run",
+        Command::Completions { .. } => "completions",
+        Command::Man => "man",
         Command::Consume { role } => role.name(),
         Command::Produce { .. } => "producer",
         Command::Api => "api",

@@ -156,3 +156,27 @@ fn a_role_refuses_to_start_when_its_admin_address_is_taken() {
         "names the address and the variable: {stderr}"
     );
 }
+
+#[test]
+fn completions_and_the_manual_page_print_without_a_configuration() {
+    // Before any configuration is read: a missing config file is no obstacle.
+    let print = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tickwatch"))
+            .args(args)
+            .env("TICKWATCH_CONFIG", "/nonexistent/tickwatch.toml")
+            .output()
+            .expect("tickwatch runs");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let bash = print(&["completions", "bash"]);
+    assert!(bash.contains("_tickwatch()"), "{bash}");
+    assert!(bash.contains("consume") && bash.contains("dlq"), "{bash}");
+    let zsh = print(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef tickwatch"), "{zsh}");
+    let fish = print(&["completions", "fish"]);
+    assert!(fish.contains("complete -c tickwatch"), "{fish}");
+    let man = print(&["man"]);
+    assert!(man.contains(".TH tickwatch 1"), "{man}");
+    assert!(man.contains("consume"), "{man}");
+}
