@@ -29,6 +29,10 @@ pub struct ApiConfig {
     pub max_page_size: u32,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The shared secret Alertmanager sends as `Authorization: Bearer …` to
+    /// `POST /v1/admin/alertmanager` (`TICKWATCH_API__ALERTMANAGER_SECRET`); unset, the
+    /// endpoint refuses every post.
+    pub alertmanager_secret: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +44,7 @@ impl Default for ApiConfig {
             default_page_size: 50,
             max_page_size: 500,
             max_body_bytes: 64 * 1024,
+            alertmanager_secret: None,
         }
     }
 }
@@ -118,6 +123,14 @@ impl ApiConfig {
         let bad = |key: &str, why: String| Err(Error::Config(format!("api.{key}: {why}")));
         if let Err(e) = self.addr.parse::<SocketAddr>() {
             return bad("addr", format!("`{}` is not host:port ({e})", self.addr));
+        }
+        if let Some(secret) = &self.alertmanager_secret
+            && secret.expose().trim().len() < 16
+        {
+            return bad(
+                "alertmanager_secret",
+                "use at least 16 characters (e.g. `openssl rand -hex 32`)".into(),
+            );
         }
         let rl = &self.rate_limit;
         if rl.enabled && !(rl.per_second.is_finite() && rl.per_second > 0.0) {
@@ -453,6 +466,13 @@ mod tests {
                     ..Default::default()
                 },
                 "api.default_page_size",
+            ),
+            (
+                ApiConfig {
+                    alertmanager_secret: Some(Secret::new("short")),
+                    ..Default::default()
+                },
+                "api.alertmanager_secret",
             ),
         ];
         for (config, key) in cases {

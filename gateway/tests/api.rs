@@ -913,6 +913,7 @@ async fn openapi_describes_every_route_exactly() {
         ("POST", "/v1/admin/users/{id}/apikeys"),
         ("GET", "/v1/admin/stats"),
         ("GET", "/v1/admin/dlq"),
+        ("POST", "/v1/admin/alertmanager"),
     ]
     .into_iter()
     .map(|(method, path)| (method.to_string(), path.to_string()))

@@ -74,3 +74,31 @@ fn every_metric_in_dashboards_alerts_and_docs_is_emitted() {
     assert!(checked > 20, "found only {checked} metric names");
     assert!(missing.is_empty(), "named but never emitted: {missing:#?}");
 }
+
+/// Kubernetes' PrometheusRule carries the very rules of `deploy/prometheus/alerts.yml`
+/// (its groups, indented two spaces under `spec:`), so an edit of one cannot leave the
+/// other behind.
+#[test]
+fn the_kubernetes_rules_are_the_prometheus_rules() {
+    let root = root();
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))
+        .expect("deploy/prometheus/alerts.yml");
+    let wrapped = std::fs::read_to_string(root.join("deploy/k8s/prometheus-rule.yaml"))
+        .expect("deploy/k8s/prometheus-rule.yaml");
+    let groups = &rules[rules.find("\ngroups:").expect("a `groups:` key") + 1..];
+    let indented: String = groups
+        .split_inclusive('\n')
+        .map(|line| {
+            if line.trim().is_empty() {
+                line.to_string()
+            } else {
+                format!("  {line}")
+            }
+        })
+        .collect();
+    let spec = &wrapped[wrapped.find("\nspec:\n").expect("a `spec:` key") + "\nspec:\n".len()..];
+    assert!(
+        spec == indented,
+        "deploy/k8s/prometheus-rule.yaml differs from deploy/prometheus/alerts.yml: regenerate it (see its header)"
+    );
+}

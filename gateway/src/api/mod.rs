@@ -7,10 +7,12 @@
 //! [`docs::finish`]. Request bodies are typed ([`JsonBody`]): serde parses them (an error
 //! names its field) and utoipa documents the very same types ([`fields`]). Handlers live by
 //! resource: `alerts`, `subscriptions`, `market` (signals, stats, symbols, prices), `admin`,
+//! [`alertmanager`] (Alertmanager's webhook, behind its own shared secret),
 //! `ops` (health, readiness, metrics, the document and its page) and [`stream`] (WebSocket
 //! and SSE).
 
 pub mod admin;
+pub mod alertmanager;
 pub mod alerts;
 pub mod docs;
 pub mod fields;
@@ -137,6 +139,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(admin::create_api_key))
         .routes(routes!(admin::stats))
         .routes(routes!(admin::dlq))
+        .routes(routes!(alertmanager::receive))
 }
 
 /// The OpenAPI document of every route, with what they share added ([`docs::finish`]);

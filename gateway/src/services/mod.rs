@@ -15,6 +15,7 @@
 //! - [`system`]: global halt/resume, system statistics, the DLQ summary.
 
 pub mod market;
+pub mod operators;
 pub mod rules;
 pub mod subscriptions;
 pub mod system;
