@@ -279,8 +279,6 @@ pub struct BotConfig {
     pub webhook: WebhookConfig,
     /// Updates handled at once (one chat's updates always in order).
     pub workers: usize,
-    /// Messages per second an admin's `/broadcast` sends (Telegram allows about 30).
-    pub broadcast_per_second: u32,
 }
 
 impl Default for BotConfig {
@@ -293,7 +291,6 @@ impl Default for BotConfig {
             poll_timeout_s: 10,
             webhook: WebhookConfig::default(),
             workers: 4,
-            broadcast_per_second: 25,
         }
     }
 }
@@ -375,15 +372,6 @@ impl BotConfig {
             return bad(
                 "workers",
                 format!("{} is not between 1 and 256", self.workers),
-            );
-        }
-        if self.broadcast_per_second == 0 || self.broadcast_per_second > 30 {
-            return bad(
-                "broadcast_per_second",
-                format!(
-                    "{} is not between 1 and 30 (Telegram's limit)",
-                    self.broadcast_per_second
-                ),
             );
         }
         if self.mode == BotMode::Webhook {

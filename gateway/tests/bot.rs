@@ -5,13 +5,16 @@ mod common;
 
 use std::time::Duration;
 
+use sea_orm::ActiveValue::Set;
 use sea_orm::{EntityTrait, QueryOrder};
 use serde_json::{Value, json};
+use tickwatch_broker::{Broker, Topology};
 use tickwatch_gateway::config::{BotConfig, Secret};
 use tickwatch_gateway::{Services, bot};
+use tickwatch_notifier::NotifierConfig;
 use tickwatch_schema::db::entity::{alert_rule, setting};
-use tickwatch_tests::FakeTelegram;
 use tickwatch_tests::db::TestDb;
+use tickwatch_tests::{FakeTelegram, wait_until};
 use tokio_util::sync::CancellationToken;
 
 use common::{Backend, database};
@@ -29,10 +32,15 @@ struct Harness {
 
 impl Harness {
     async fn start(backend: Backend) -> Harness {
+        Harness::start_with(backend, None).await
+    }
+
+    /// With a broker (the services publish through it).
+    async fn start_with(backend: Backend, broker: Option<Broker>) -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let fake = FakeTelegram::start().await.expect("fake telegram");
         let db = database(backend).await;
-        let services = Services::new(db.conn.clone(), None);
+        let services = Services::new(db.conn.clone(), broker);
         let config = BotConfig {
             token: Some(Secret::new("1:TEST")),
             api_url: fake.url(),
@@ -345,25 +353,129 @@ async fn only_admins_halt_and_broadcast() {
     assert!(resumed.contains("resumed"), "{resumed}");
     assert!(!h.services.notifications_halted().await.expect("read"));
 
-    let before = h.fake.delivered().len();
+    // Broadcasts go through the broker, which this bot has not.
+    let refused = h.say(ADMIN_CHAT, "/broadcast Maintenance tonight").await;
+    assert!(refused.contains("Cannot broadcast"), "{refused}");
+    h.stop().await;
+}
+
+/// The texts a chat received.
+fn texts_to(h: &Harness, chat: i64) -> Vec<String> {
     h.fake
-        .push_message(ADMIN_CHAT, ADMIN_CHAT, "/broadcast Maintenance tonight");
-    assert!(
-        h.fake
-            .wait_for_delivered(before + 3, Duration::from_secs(10))
-            .await
-    );
-    let to_user: Vec<String> = h
-        .fake
-        .delivered_to(user)
+        .delivered_to(chat)
         .into_iter()
         .map(|m| m.text)
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_goes_through_the_notifier_resumes_and_sends_once() {
+    let config = common::broker_config("bc");
+    let broker = Broker::connect(config.clone(), "bc")
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("topology applied");
+    let h = Harness::start_with(Backend::Sqlite, Some(broker.clone())).await;
+    let notifier = NotifierConfig {
+        telegram_bot_token: Some(tickwatch_notifier::Secret::new("1:TEST")),
+        telegram_api_url: h.fake.url(),
+        ..NotifierConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let role = tokio::spawn({
+        let (broker, db, stop) = (broker.clone(), h.db.conn.clone(), stop.clone());
+        async move { tickwatch_notifier::adapter::run(&broker, db, &notifier, stop).await }
+    });
+    let users = [811, 812, 813];
+    for user in users {
+        h.say(user, "/register").await;
+    }
+    let received = |text: &'static str| {
+        let h = &h;
+        move || async move {
+            users
+                .iter()
+                .all(|u| texts_to(h, *u).iter().any(|t| t == text))
+        }
+    };
+
+    let started = h.say(ADMIN_CHAT, "/broadcast Maintenance tonight").await;
+    assert!(started.contains("to 3 user(s)"), "{started}");
     assert!(
-        to_user.iter().any(|t| t == "Maintenance tonight"),
-        "{to_user:?}"
+        wait_until(Duration::from_secs(20), received("Maintenance tonight")).await,
+        "every user got it: {:?}",
+        h.fake.delivered()
     );
+    // The notifier records a send just after Telegram took it.
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = h.say(ADMIN_CHAT, "/broadcast status").await;
+        if status.contains("3/3 handed over, 3 delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        status.contains("3/3 handed over, 3 delivered (all handed over)"),
+        "{status}"
+    );
+
+    // A broadcast a process stored and died before handing over: the next start runs it.
+    let (_, total) = h
+        .services
+        .start_broadcast("Second notice")
+        .await
+        .expect("stored");
+    assert_eq!(total, 3);
+    assert_eq!(h.services.resume_broadcasts().await.expect("resumed"), 1);
+    assert!(wait_until(Duration::from_secs(20), received("Second notice")).await);
+    assert_eq!(h.services.resume_broadcasts().await.expect("none left"), 0);
+
+    // Handed over, but the process died before it stored that: handed over again, sent once.
+    let (id, _) = h
+        .services
+        .start_broadcast("Third notice")
+        .await
+        .expect("stored");
+    h.services.run_broadcast(&id).await.expect("handed over");
+    assert!(wait_until(Duration::from_secs(20), received("Third notice")).await);
+    let key = format!("broadcast:{id}");
+    let row = setting::Entity::find_by_id(key.clone())
+        .one(&h.db.conn)
+        .await
+        .expect("query")
+        .expect("the broadcast's row");
+    let mut state: Value = serde_json::from_str(&row.value).expect("JSON");
+    state["done"] = json!(false);
+    state["after_user"] = json!(0);
+    state["published"] = json!(0);
+    setting::Entity::update(setting::ActiveModel {
+        key: Set(key),
+        value: Set(state.to_string()),
+        updated_at: Set(row.updated_at),
+    })
+    .exec(&h.db.conn)
+    .await
+    .expect("rewound");
+    assert_eq!(h.services.resume_broadcasts().await.expect("resumed"), 1);
+    let progress = h.services.broadcast_progress(1).await.expect("progress");
+    assert_eq!((progress[0].published, progress[0].done), (3, true));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for user in users {
+        let texts = texts_to(&h, user);
+        assert_eq!(
+            texts.iter().filter(|t| *t == "Third notice").count(),
+            1,
+            "{user}: {texts:?}"
+        );
+    }
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), role).await;
     h.stop().await;
+    topology.delete(&broker).await.expect("cleanup topology");
+    broker.close();
 }
 
 #[tokio::test]

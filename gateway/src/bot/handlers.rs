@@ -942,53 +942,76 @@ impl Session<'_> {
         .await
     }
 
+    /// `/broadcast <text>`: a durable broadcast through the broker (see
+    /// [`crate::services::broadcasts`]); `/broadcast status`: the latest ones' progress.
     async fn broadcast(&self, text: String) -> Result<()> {
         if !self.admin {
             return self.forbidden("broadcast").await;
         }
-        let chats = self.ctx.services.reachable_chats().await?;
-        let n = chats.len();
-        let bot = self.ctx.bot.clone();
-        let pace = std::time::Duration::from_millis(
-            1_000 / u64::from(self.ctx.config.broadcast_per_second.max(1)),
-        );
-        let (admin_chat, lang) = (self.chat, self.lang);
-        // Sent in the background at Telegram's pace; the admin hears back when done.
-        tokio::spawn(async move {
-            let (mut sent, mut failed) = (0usize, 0usize);
-            for chat in chats {
-                let mut attempt = 0;
-                loop {
-                    match bot.send_message(ChatId(chat), text.clone()).await {
-                        Ok(_) => {
-                            sent += 1;
-                            break;
-                        }
-                        Err(teloxide::RequestError::RetryAfter(wait)) if attempt < 3 => {
-                            attempt += 1;
-                            tokio::time::sleep(wait.duration()).await;
-                        }
-                        Err(e) => {
-                            tracing::info!(chat, error = %e, "broadcast not delivered");
-                            failed += 1;
-                            break;
-                        }
-                    }
-                }
-                tokio::time::sleep(pace).await;
+        if text.trim().eq_ignore_ascii_case("status") {
+            return self.broadcast_status().await;
+        }
+        let (id, total) = match self.ctx.services.start_broadcast(&text).await {
+            Ok(started) => started,
+            Err(Error::Unavailable(why)) => {
+                return self
+                    .reply(self.t(
+                        format!("⚠️ Cannot broadcast: {}", esc(&why)),
+                        format!("⚠️ 공지를 보낼 수 없습니다: {}", esc(&why)),
+                    ))
+                    .await;
             }
-            let done = pick(
-                lang,
-                format!("📣 Broadcast done: {sent} sent, {failed} failed."),
-                format!("📣 공지 완료: {sent}명 전송, {failed}명 실패."),
-            );
-            let _ = bot.send_message(ChatId(admin_chat), done).await;
-        });
+            Err(e) => return Err(e),
+        };
         self.reply(self.t(
-            format!("📣 Sending to {n} user(s)…"),
-            format!("📣 {n}명에게 보내는 중…"),
+            format!("📣 Broadcast <code>{id}</code> to {total} user(s): handed to the notifier in batches. /broadcast status shows how far it is."),
+            format!("📣 공지 <code>{id}</code>: {total}명에게 순서대로 전달합니다. /broadcast status 로 진행 상황을 확인하세요."),
         ))
-        .await
+        .await?;
+        // Handed over in the background; a restart resumes it (the bot's start).
+        let services = self.ctx.services.clone();
+        tokio::spawn(async move {
+            if let Err(e) = services.run_broadcast(&id).await {
+                tracing::warn!(broadcast = %id, error = %e, "broadcast interrupted; the next start resumes it");
+            }
+        });
+        Ok(())
+    }
+
+    async fn broadcast_status(&self) -> Result<()> {
+        let latest = self.ctx.services.broadcast_progress(5).await?;
+        if latest.is_empty() {
+            return self
+                .reply(self.t("📣 No broadcasts yet.", "📣 아직 공지가 없습니다."))
+                .await;
+        }
+        let mut lines = vec![self.t("📣 Broadcasts, newest first:", "📣 공지 (최신순):")];
+        for b in latest {
+            let state = if b.done {
+                self.t("all handed over", "전달 완료")
+            } else {
+                self.t("handing over", "전달 중")
+            };
+            lines.push(self.t(
+                format!(
+                    "<code>{}</code> {}: {}/{} handed over, {} delivered ({state})",
+                    b.id,
+                    time(b.started_at),
+                    b.published,
+                    b.total,
+                    b.delivered
+                ),
+                format!(
+                    "<code>{}</code> {}: {}/{} 전달, {} 수신 ({state})",
+                    b.id,
+                    time(b.started_at),
+                    b.published,
+                    b.total,
+                    b.delivered
+                ),
+            ));
+        }
+        self.reply(lines.join("\n")).await
     }
 
     /// A plain message: a symbol search with buttons to set an alert.

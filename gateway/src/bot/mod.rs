@@ -126,6 +126,21 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
         config: Arc::new(config),
         username: username.into(),
     };
+    // Broadcasts a previous process left part-way go on (their batches are durable in
+    // the broker once handed over; the rest is handed over now).
+    let resume = tokio::spawn({
+        let services = ctx.services.clone();
+        async move {
+            if services.broker().is_none() {
+                return;
+            }
+            match services.resume_broadcasts().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(broadcasts = n, "resumed unfinished broadcasts"),
+                Err(e) => tracing::warn!(error = %e, "could not resume the unfinished broadcasts"),
+            }
+        }
+    });
     let (dispatch, workers) = spawn_workers(&ctx, ctx.config.workers);
     let result = match ctx.config.mode {
         BotMode::Polling => poll(&ctx, dispatch, &shutdown).await,
@@ -135,6 +150,7 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
     for worker in workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
     }
+    resume.abort();
     result
 }
 

@@ -166,10 +166,10 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "broadcast",
-        form: "/broadcast <text>",
+        form: "/broadcast <text> | /broadcast status",
         example: "/broadcast Maintenance at 02:00 UTC",
-        en: "Message every registered user",
-        ko: "모든 사용자에게 공지",
+        en: "Message every registered user (status: how far the latest got)",
+        ko: "모든 사용자에게 공지 (status: 진행 상황)",
         admin: true,
     },
 ];

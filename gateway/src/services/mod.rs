@@ -14,6 +14,7 @@
 //!   their outcome statistics.
 //! - [`system`]: global halt/resume, system statistics, the DLQ summary.
 
+pub mod broadcasts;
 pub mod market;
 pub mod operators;
 pub mod rules;
