@@ -158,6 +158,7 @@ pub fn standard_sources(queue: WorkQueue) -> Vec<(Exchange, &'static str)> {
             (Exchange::Market, routing::ALL_TICKS),
         ],
         WorkQueue::NotifyTelegram => vec![(Exchange::Notify, routing::TELEGRAM)],
+        WorkQueue::NotifySystem => vec![(Exchange::Notify, routing::TELEGRAM_SYSTEM)],
     }
 }
 
@@ -635,13 +636,21 @@ mod tests {
             Arg::Str("tw.alerts.q".into())
         );
         queue("tw.notify.telegram.q.dlq");
+        queue("tw.notify.system.q.dlq");
         assert!(topology.bindings.contains(&BindingDecl {
             source: "tw.signals".into(),
             destination: "tw.alerts.q".into(),
             to_exchange: false,
             key: "signal.#".into(),
         }));
-        assert_eq!(topology.queues.len(), 4 * 5);
+        assert!(topology.bindings.contains(&BindingDecl {
+            source: "tw.notify".into(),
+            destination: "tw.notify.system.q".into(),
+            to_exchange: false,
+            key: "telegram.system".into(),
+        }));
+        // Five work queues, each with three retry tiers and a DLQ.
+        assert_eq!(topology.queues.len(), 5 * 5);
     }
 
     #[test]

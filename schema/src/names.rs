@@ -55,14 +55,18 @@ pub enum WorkQueue {
     Alerts,
     Recorder,
     NotifyTelegram,
+    /// Telegram notifications of kind `system` (operators' alerts, broadcasts): a queue of
+    /// their own, so an admin's halt of the others does not hold them.
+    NotifySystem,
 }
 
 impl WorkQueue {
-    pub const ALL: [WorkQueue; 4] = [
+    pub const ALL: [WorkQueue; 5] = [
         WorkQueue::Signals,
         WorkQueue::Alerts,
         WorkQueue::Recorder,
         WorkQueue::NotifyTelegram,
+        WorkQueue::NotifySystem,
     ];
 
     fn suffix(self) -> &'static str {
@@ -71,6 +75,7 @@ impl WorkQueue {
             WorkQueue::Alerts => "alerts.q",
             WorkQueue::Recorder => "recorder.q",
             WorkQueue::NotifyTelegram => "notify.telegram.q",
+            WorkQueue::NotifySystem => "notify.system.q",
         }
     }
 
@@ -80,7 +85,7 @@ impl WorkQueue {
             WorkQueue::Signals => "signals",
             WorkQueue::Alerts => "alerts",
             WorkQueue::Recorder => "recorder",
-            WorkQueue::NotifyTelegram => "notifier",
+            WorkQueue::NotifyTelegram | WorkQueue::NotifySystem => "notifier",
         }
     }
 }
@@ -178,6 +183,8 @@ pub mod routing {
     pub const ALL_ALERTS: &str = "alert.#";
     /// The direct-exchange key of Telegram notifications.
     pub const TELEGRAM: &str = "telegram";
+    /// … and of those of kind `system`.
+    pub const TELEGRAM_SYSTEM: &str = "telegram.system";
     /// Fanout exchanges ignore the key; this one names the traffic in the management UI.
     pub const CONTROL: &str = "control";
 

@@ -563,8 +563,9 @@ impl Message for Notification {
     }
     const KIND: MessageKind = MessageKind::Notification;
     fn routing_key(&self) -> String {
-        match self.channel {
-            Channel::Telegram => routing::TELEGRAM.to_string(),
+        match (self.channel, self.kind) {
+            (Channel::Telegram, EventKind::System) => routing::TELEGRAM_SYSTEM.to_string(),
+            (Channel::Telegram, _) => routing::TELEGRAM.to_string(),
         }
     }
     fn validate(&self) -> Result<()> {

@@ -813,6 +813,40 @@ async fn an_admin_halt_holds_messages_until_resume() {
     world.cleanup().await;
 }
 
+/// Operators' messages (kind `system`: Alertmanager's alerts, broadcasts) have a queue of
+/// their own: an admin's halt holds the users' notifications, not them — unless the
+/// operator chose `halt_holds_system`.
+#[tokio::test]
+async fn a_halt_lets_system_notifications_through_unless_configured_otherwise() {
+    for holds_system in [false, true] {
+        let mut world = World::new("nt-sys").await;
+        world.config.halt_holds_system = holds_system;
+        world.set_halted_in_db(true).await;
+        let running = world.start();
+        world.wait_control_bound().await;
+        world.publish(&notification(700, "an alert, held")).await;
+        let mut system = notification(701, "the broker is back");
+        system.kind = EventKind::System;
+        world.publish(&system).await;
+        if holds_system {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(world.fake.call_count("sendMessage"), 0, "both held");
+        } else {
+            assert!(world.fake.wait_for_delivered(1, WAIT).await, "system sent");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(world.texts(701), ["the broker is back"]);
+            assert!(world.texts(700).is_empty(), "the alert waits for /resume");
+        }
+        world.set_halted_in_db(false).await;
+        world.control(Control::Resume { by_chat: Some(1) }).await;
+        assert!(world.fake.wait_for_delivered(2, WAIT).await, "released");
+        assert_eq!(world.texts(700), ["an alert, held"]);
+        assert_eq!(world.texts(701), ["the broker is back"]);
+        running.stop().await;
+        world.cleanup().await;
+    }
+}
+
 /// A notifier that starts while the `settings` row says halted holds the queue too.
 #[tokio::test]
 async fn a_notifier_started_while_halted_stays_halted() {

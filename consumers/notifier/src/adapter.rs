@@ -1,7 +1,9 @@
-//! The `notifier` role on the broker: consumes `tw.notify.telegram.q` with many deliveries
-//! in flight (one chat's in order), pauses while the circuit breaker is open or an admin
-//! halted notifications (messages stay queued), and maps [`Notifier::handle`]'s outcome to
-//! ack, retry tier or dead-letter.
+//! The `notifier` role on the broker: consumes `tw.notify.telegram.q` and
+//! `tw.notify.system.q` (notifications of kind `system`) with many deliveries in flight
+//! (one chat's in order within a queue), pauses while the circuit breaker is open or an
+//! admin halted notifications (messages stay queued; the system queue only with
+//! `halt_holds_system`), and maps [`Notifier::handle`]'s outcome to ack, retry tier or
+//! dead-letter.
 
 use std::time::Duration;
 
@@ -184,6 +186,11 @@ pub async fn run(
     let mut breaker = notifier.watch_breaker();
     let (pause_tx, pause_rx) =
         watch::channel(*halted.borrow() || !breaker.borrow().admits_consumption());
+    // System notifications have their own queue, held by a halt only if configured so.
+    let halt_holds_system = config.halt_holds_system;
+    let (system_pause_tx, system_pause_rx) = watch::channel(
+        (halt_holds_system && *halted.borrow()) || !breaker.borrow().admits_consumption(),
+    );
     let stop = shutdown.child_token();
 
     let combine = {
@@ -197,6 +204,8 @@ pub async fn run(
                 metrics::gauge!("tw_notifier_halted").set(f64::from(u8::from(is_halted)));
                 // Half-open takes messages again: the first real send is the probe.
                 pause_tx.send_replace(is_halted || !state.admits_consumption());
+                system_pause_tx
+                    .send_replace((halt_holds_system && is_halted) || !state.admits_consumption());
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     r = halted.changed() => if r.is_err() { break },
@@ -259,21 +268,35 @@ pub async fn run(
         + config.transient_hold()
         + config.request_timeout() * 3
         + Duration::from_secs(30);
-    let options = ConsumeOptions {
+    let options = |pause| ConsumeOptions {
         concurrency: config.concurrency,
-        pause: Some(pause_rx),
+        pause: Some(pause),
         handler_timeout: Some(handler_timeout),
         ..Default::default()
     };
-    let handler = NotifierHandler::new(notifier);
-    let result = consume_role(
-        broker,
-        WorkQueue::NotifyTelegram,
-        handler,
-        stop.clone(),
-        options,
-    )
-    .await;
+    // One notifier (its limits, breaker and records) for both queues; either ending ends
+    // the other.
+    let consume = |queue, notifier, pause| {
+        let stop = stop.clone();
+        let options = options(pause);
+        async move {
+            let result = consume_role(
+                broker,
+                queue,
+                NotifierHandler::new(notifier),
+                stop.clone(),
+                options,
+            )
+            .await;
+            stop.cancel();
+            result
+        }
+    };
+    let (notifications, system) = tokio::join!(
+        consume(WorkQueue::NotifyTelegram, notifier.clone(), pause_rx),
+        consume(WorkQueue::NotifySystem, notifier, system_pause_rx),
+    );
+    let result = notifications.and(system);
     stop.cancel();
     let _ = combine.await;
     let _ = resync.await;

@@ -77,6 +77,9 @@ pub struct NotifierConfig {
     pub max_message_len: usize,
     pub limits: RateLimits,
     pub breaker: BreakerConfig,
+    /// Whether an admin's halt also holds `system` notifications (operators' alerts,
+    /// broadcasts). Off by default: the operators' own alarms get through a halt.
+    pub halt_holds_system: bool,
 }
 
 impl Default for NotifierConfig {
@@ -91,6 +94,7 @@ impl Default for NotifierConfig {
             max_message_len: MAX_MESSAGE_LEN,
             limits: RateLimits::default(),
             breaker: BreakerConfig::default(),
+            halt_holds_system: false,
         }
     }
 }

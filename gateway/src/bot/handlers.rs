@@ -936,8 +936,8 @@ impl Session<'_> {
             .halt_notifications(Some(self.chat))
             .await?;
         self.reply(self.t(
-            "⏸ Notifications halted for everyone. They are held in the queue, not lost; /resume releases them.",
-            "⏸ 전체 알림을 보류했습니다. 메시지는 큐에 보관되며 /resume 으로 재개합니다.",
+            "⏸ Notifications halted for everyone. They are held in the queue, not lost; /resume releases them. System messages (operators' alerts, broadcasts) are not held unless notifier.halt_holds_system is set.",
+            "⏸ 전체 알림을 보류했습니다. 메시지는 큐에 보관되며 /resume 으로 재개합니다. 시스템 메시지(운영 경보, 공지)는 notifier.halt_holds_system 설정이 없으면 계속 전송됩니다.",
         ))
         .await
     }

@@ -152,8 +152,8 @@ pub const COMMANDS: &[CommandDoc] = &[
         name: "halt",
         form: "/halt",
         example: "/halt",
-        en: "Hold every notification in the queue",
-        ko: "모든 알림 보류",
+        en: "Hold users' notifications in the queue (system messages still go out)",
+        ko: "사용자 알림 보류 (시스템 메시지는 전송)",
         admin: true,
     },
     CommandDoc {
