@@ -1202,7 +1202,11 @@ async fn admins_see_queue_depths_and_dead_letters() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rows = seen.as_array().expect("queue figures with a broker");
-    assert_eq!(rows.len(), 4, "every work queue: {seen}");
+    assert_eq!(
+        rows.len(),
+        tickwatch_schema::names::WorkQueue::ALL.len(),
+        "every work queue: {seen}"
+    );
     assert!(
         rows.iter()
             .any(|q| q["queue"] == recorder.as_str() && q["messages"] == 2 && q["consumers"] == 0),
