@@ -188,7 +188,7 @@ impl Shared {
             ));
         }
         let first = spans.first().cloned().unwrap_or_else(tracing::Span::none);
-        let disabled = self
+        let (disabled, stored) = self
             .store(&firings, &texts)
             .instrument(tracing::info_span!(parent: &first, "store", firings = firings.len()))
             .await?;
@@ -200,15 +200,26 @@ impl Shared {
                 "failure injected after storing the firing".into(),
             ));
         }
-        let published: Vec<String> = alert_event::Entity::find()
-            .filter(alert_event::Column::Id.is_in(firings.iter().map(|f| f.id.to_string())))
-            .filter(alert_event::Column::Published.eq(true))
-            .all(&self.db)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|e| e.id)
+        // A firing stored just now is unpublished; only one stored before (a redelivery)
+        // may have been published already, so only those are looked up.
+        let earlier: Vec<String> = firings
+            .iter()
+            .map(|f| f.id.to_string())
+            .filter(|id| !stored.contains(id))
             .collect();
+        let published: Vec<String> = if earlier.is_empty() {
+            Vec::new()
+        } else {
+            alert_event::Entity::find()
+                .filter(alert_event::Column::Id.is_in(earlier))
+                .filter(alert_event::Column::Published.eq(true))
+                .all(&self.db)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        };
         let mut done = Vec::new();
         for (((firing, (text, chat_id)), origin), span) in
             firings.iter().zip(texts).zip(origins).zip(spans)
@@ -257,12 +268,13 @@ impl Shared {
     }
 
     /// One transaction: the events, each rule's firing record, and the deactivation of
-    /// `once` rules. Returns the rules deactivated.
+    /// `once` rules. Returns the rules deactivated, and the events stored now (those
+    /// stored by an earlier delivery are not).
     async fn store(
         &self,
         firings: &[Firing],
         texts: &[(String, Option<i64>)],
-    ) -> Result<Vec<i64>, HandlerError> {
+    ) -> Result<(Vec<i64>, HashSet<String>), HandlerError> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let now = now_ms();
         // The events; those already stored (an earlier delivery of the same tick) stay as
@@ -358,7 +370,7 @@ impl Shared {
             }
         }
         txn.commit().await.map_err(db_error)?;
-        Ok(disabled)
+        Ok((disabled, stored))
     }
 
     /// Tells every alerts instance (a standby, another shard) the rule's new state.
