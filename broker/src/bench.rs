@@ -120,6 +120,26 @@ async fn bench_topology(
     Ok((topology, queue))
 }
 
+/// A raw lapin consumer of `queue` with manual acks and prefetch 256, on a channel of its
+/// own (close it when done).
+async fn raw_consumer(
+    broker: &Broker,
+    queue: &str,
+    tag: &str,
+) -> Result<(lapin::Channel, lapin::Consumer)> {
+    let channel = broker.channel().await?;
+    channel.basic_qos(256, BasicQosOptions::default()).await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer))
+}
+
 /// Straight lapin, as a careful user writes it: a confirm window of 1,000, one ack per
 /// message, prefetch 256.
 async fn raw_lapin(
@@ -131,18 +151,7 @@ async fn raw_lapin(
     let name = if plain { "plain" } else { "raw" };
     let (topology, queue) = bench_topology(broker, config, name, plain).await?;
     let exchange = broker.names().exchange(Exchange::Market);
-    let consumer_channel = broker.channel().await?;
-    consumer_channel
-        .basic_qos(256, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consumer_channel
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (consumer_channel, mut consumer) = raw_consumer(broker, &queue, "bench").await?;
     let start = Instant::now();
     let consuming = tokio::spawn(async move {
         let mut n = 0;
@@ -347,16 +356,7 @@ pub async fn fill(
 /// second, from the first delivery to the last ack. The reference a role draining the
 /// same backlog is measured against.
 pub async fn raw_drain(broker: &Broker, queue: &str, messages: u64, ack_every: u64) -> Result<f64> {
-    let channel = broker.channel().await?;
-    channel.basic_qos(256, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "raw-drain".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (channel, mut consumer) = raw_consumer(broker, queue, "raw-drain").await?;
     let mut start = None;
     let mut n = 0;
     while n < messages {
@@ -408,7 +408,7 @@ pub async fn raw_ceiling(broker: &Broker, messages: u64) -> Result<f64> {
 }
 
 /// Sends due at `rate` per second since `start`, given `sent` already sent.
-fn due(start: Instant, rate: f64, sent: u64) -> u64 {
+pub fn due(start: Instant, rate: f64, sent: u64) -> u64 {
     ((start.elapsed().as_secs_f64() * rate) as u64).saturating_sub(sent)
 }
 
@@ -420,18 +420,7 @@ fn due(start: Instant, rate: f64, sent: u64) -> u64 {
 pub async fn raw_hop(broker: &Broker, rate: f64, messages: u64) -> Result<Vec<Duration>> {
     let (topology, queue) = bench_topology(broker, broker.config(), "hop", false).await?;
     let exchange = broker.names().exchange(Exchange::Market);
-    let consumer_channel = broker.channel().await?;
-    consumer_channel
-        .basic_qos(256, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consumer_channel
-        .basic_consume(
-            queue.as_str().into(),
-            "bench-hop".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (consumer_channel, mut consumer) = raw_consumer(broker, &queue, "bench-hop").await?;
     let consuming = tokio::spawn(async move {
         let mut received = Vec::with_capacity(messages as usize);
         while (received.len() as u64) < messages {

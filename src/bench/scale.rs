@@ -8,11 +8,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use tickwatch_broker::{Broker, Confirm, Publisher, Topology};
+use tickwatch_broker::{Broker, Confirm, Publisher};
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tokio_util::sync::CancellationToken;
 
-use super::{BenchDb, DrainDb, bench_candles, signals_done};
+use super::{BenchDb, DrainDb, bench_candles, signals_done, throwaway_broker};
 use crate::config::Config;
 
 /// What `bench scale-out` runs.
@@ -62,17 +62,14 @@ async fn one(
     candles: &[tickwatch_schema::wire::Candle],
 ) -> anyhow::Result<f64> {
     let db = BenchDb::create(plan.database, &plan.pg_url).await?;
-    let mut broker_config = config.broker.clone();
-    broker_config.prefix = format!(
-        "twbench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    broker_config
+    let mut sharded = config.clone();
+    sharded
+        .broker
         .shards
         .insert(WorkQueue::Signals.role().to_string(), plan.shards);
-    let topology = Topology::standard(&broker_config)?;
-    let broker = Broker::connect(broker_config.clone(), "bench").await?;
+    let (broker, topology) = throwaway_broker(&sharded).await?;
     topology.apply(&broker).await?;
+    let broker_config = broker.config().clone();
 
     let stop = CancellationToken::new();
     let mut members = Vec::new();

@@ -1259,8 +1259,9 @@ impl ManagementApi {
         self.send(self.client.delete(url)).await.map(drop)
     }
 
-    async fn queues(&self, vhost: &str) -> Vec<serde_json::Value> {
-        let url = format!("{}/api/queues/{vhost}", self.base);
+    /// The JSON array at `path` of the management API; empty when it cannot be had.
+    async fn list(&self, path: &str) -> Vec<serde_json::Value> {
+        let url = format!("{}/api/{path}", self.base);
         match self.send(self.client.get(url)).await {
             Ok(response) => response
                 .json::<serde_json::Value>()
@@ -1272,19 +1273,14 @@ impl ManagementApi {
         }
     }
 
+    async fn queues(&self, vhost: &str) -> Vec<serde_json::Value> {
+        self.list(&format!("queues/{vhost}")).await
+    }
+
     /// For the shards of `queue`: how many each instance is the active consumer of (the
     /// instance from the consumer tag, `tickwatch/<role>/<instance>:…`).
     async fn active_by_instance(&self, vhost: &str, queue: &str) -> BTreeMap<String, usize> {
-        let url = format!("{}/api/consumers/{vhost}", self.base);
-        let consumers = match self.send(self.client.get(url)).await {
-            Ok(response) => response
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let consumers = self.list(&format!("consumers/{vhost}")).await;
         let shard_prefix = format!("{queue}.shard.");
         let mut active = BTreeMap::new();
         for c in consumers {
@@ -1330,16 +1326,7 @@ impl ManagementApi {
     }
 
     async fn connections(&self, vhost: &str) -> Vec<serde_json::Value> {
-        let url = format!("{}/api/vhosts/{vhost}/connections", self.base);
-        match self.send(self.client.get(url)).await {
-            Ok(response) => response
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+        self.list(&format!("vhosts/{vhost}/connections")).await
     }
 
     async fn connection_count(&self, vhost: &str) -> usize {

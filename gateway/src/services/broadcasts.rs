@@ -7,8 +7,6 @@
 //! a broadcast is a notification like any other: rate-limited, in order per chat, each
 //! user's `system` preference (on/silent/off) applied, held by an admin halt.
 
-use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use tickwatch_schema::db::entity::{notification, setting, user};
@@ -188,18 +186,6 @@ impl Services {
     async fn store_broadcast(&self, id: &str, stored: &Stored) -> Result<()> {
         let value = serde_json::to_string(stored)
             .map_err(|e| Error::Unavailable(format!("a broadcast's state: {e}")))?;
-        setting::Entity::insert(setting::ActiveModel {
-            key: Set(format!("{KEY_PREFIX}{id}")),
-            value: Set(value),
-            updated_at: Set(now_ms()),
-        })
-        .on_conflict(
-            OnConflict::column(setting::Column::Key)
-                .update_columns([setting::Column::Value, setting::Column::UpdatedAt])
-                .to_owned(),
-        )
-        .exec(self.db())
-        .await?;
-        Ok(())
+        self.put_setting(&format!("{KEY_PREFIX}{id}"), &value).await
     }
 }

@@ -56,9 +56,14 @@ impl Services {
     }
 
     async fn set_halted(&self, halted: bool) -> Result<()> {
+        self.put_setting(HALTED_KEY, &halted.to_string()).await
+    }
+
+    /// Writes a `settings` row, replacing its value if the key exists.
+    pub(crate) async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
         let row = setting::ActiveModel {
-            key: Set(HALTED_KEY.to_string()),
-            value: Set(halted.to_string()),
+            key: Set(key.to_string()),
+            value: Set(value.to_string()),
             updated_at: Set(now_ms()),
         };
         setting::Entity::insert(row)
