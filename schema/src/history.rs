@@ -3,7 +3,7 @@
 //! The CSV replay producer, `tickwatch scan` and `tickwatch indicators` all read them here.
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
 
@@ -17,6 +17,44 @@ pub struct Inferred {
     pub symbol: Option<String>,
     pub interval: Option<Interval>,
     pub venue: Option<String>,
+}
+
+/// The setting that names the directory of the project's market-data files (the real
+/// history the benchmarks, demos and some tests run on).
+pub const DATA_DIR_VAR: &str = "TICKWATCH_DATA_DIR";
+
+/// The directory `TICKWATCH_DATA_DIR` names: the one way tests and benchmarks find the
+/// shared data, so that missing data is an error that says what to set, never a test
+/// that quietly passes without it. (`scripts/test.sh` sets the variable.)
+pub fn data_dir() -> std::result::Result<PathBuf, String> {
+    let dir = std::env::var_os(DATA_DIR_VAR)
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            format!(
+                "{DATA_DIR_VAR} is not set: point it at the directory holding the market-data files"
+            )
+        })?;
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{DATA_DIR_VAR}={} is not a directory",
+            dir.display()
+        ))
+    }
+}
+
+/// The file `name` of [`data_dir`].
+pub fn data_file(name: &str) -> std::result::Result<PathBuf, String> {
+    let path = data_dir()?.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found ({DATA_DIR_VAR} names the data directory)",
+            path.display()
+        ))
+    }
 }
 
 /// Reads `<SYMBOL>_<interval>.csv` (also `-` as separator); the venue comes from the known

@@ -13,20 +13,24 @@
 //!   (`drive`); run it under `valgrind --tool=callgrind --toggle-collect='*drive*'` to
 //!   count the engine's instructions per candle.
 
-use std::hash::Hasher;
 use std::path::Path;
 
 use tickwatch_schema::wire::Candle;
-use tickwatch_signals::bench::{BATCH, BenchConfig, bench, build_universe, load_sources};
-use tickwatch_signals::{Output, SignalEngine, SignalsConfig};
+use tickwatch_signals::bench::{BATCH, BenchConfig, bench, build_universe, digest, load_sources};
+use tickwatch_signals::{SignalEngine, SignalsConfig};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map_or("bench", String::as_str);
-    let dir = args.get(1).map_or("../shared/data", String::as_str);
+    let dir = args.get(1).cloned().unwrap_or_else(|| {
+        tickwatch_schema::history::data_dir()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .display()
+            .to_string()
+    });
     let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (symbols, bars) = (arg(2, 1_000), arg(3, 1_000));
-    let sources = load_sources(Path::new(dir)).expect("history files");
+    let sources = load_sources(Path::new(&dir)).expect("history files");
     match mode {
         "bench" => {
             let cfg = BenchConfig {
@@ -49,47 +53,7 @@ fn main() {
         }
         "digest" => {
             let universe = build_universe(&sources, symbols, bars);
-            // Every candle twice in a row sometimes (redelivery), to cover replay.
-            let mut engine = SignalEngine::new(SignalsConfig::default()).expect("engine");
-            let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-            let (mut signals, mut outcomes) = (0u64, 0u64);
-            for (i, c) in universe.iter().enumerate() {
-                let out = engine.process(c);
-                let again = if i % 97 == 0 {
-                    Some(engine.process(c))
-                } else {
-                    None
-                };
-                if let Some(a) = &again {
-                    assert_eq!(*a, out, "replay differs");
-                }
-                for o in &out {
-                    match o {
-                        Output::Signal(s) => {
-                            signals += 1;
-                            h.write(serde_json::to_string(s).expect("json").as_bytes());
-                        }
-                        Output::Outcome {
-                            signal_id,
-                            kind,
-                            horizon_bars,
-                            ret,
-                        } => {
-                            outcomes += 1;
-                            h.write(signal_id.as_bytes());
-                            h.write(kind.as_str().as_bytes());
-                            h.write_u32(*horizon_bars);
-                            h.write_u64(ret.to_bits());
-                        }
-                    }
-                }
-                h.write_u8(0xff);
-            }
-            println!(
-                "{} candles, {signals} signals, {outcomes} outcomes, digest {:016x}",
-                universe.len(),
-                h.finish()
-            );
+            println!("{}", digest(&universe).expect("digest"));
         }
         "profile" => {
             // As the benchmark does: candles copied into a reused batch of 4,096 before
@@ -124,17 +88,4 @@ fn drive(engine: &mut SignalEngine, candles: &[Candle]) -> usize {
         n += engine.process(c).len();
     }
     n
-}
-
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
 }

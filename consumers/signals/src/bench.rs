@@ -204,6 +204,82 @@ pub fn bench(sources: &[Vec<Candle>], cfg: &BenchConfig) -> Result<BenchReport, 
     })
 }
 
+/// A fingerprint of every output the engine gives for `universe` (a candle now and then
+/// processed twice in a row, as a redelivery would, to cover replay): a change to the
+/// engine that leaves its results unchanged leaves this unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    pub candles: usize,
+    pub signals: u64,
+    pub outcomes: u64,
+    /// FNV-1a over each signal's JSON and each outcome's fields, in order.
+    pub hash: u64,
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} candles, {} signals, {} outcomes, digest {:016x}",
+            self.candles, self.signals, self.outcomes, self.hash
+        )
+    }
+}
+
+/// The [`Digest`] of the default engine's outputs over `universe`.
+///
+/// # Panics
+/// If a replayed candle gives different outputs: the engine's idempotency is broken.
+pub fn digest(universe: &[Candle]) -> Result<Digest, Error> {
+    let mut engine = SignalEngine::new(SignalsConfig::default())?;
+    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
+    let (mut signals, mut outcomes) = (0u64, 0u64);
+    for (i, c) in universe.iter().enumerate() {
+        let out = engine.process(c);
+        if i % 97 == 0 {
+            assert_eq!(engine.process(c), out, "replay differs");
+        }
+        for o in &out {
+            match o {
+                Output::Signal(s) => {
+                    signals += 1;
+                    fnv.write(serde_json::to_string(s).unwrap_or_default().as_bytes());
+                }
+                Output::Outcome {
+                    signal_id,
+                    kind,
+                    horizon_bars,
+                    ret,
+                } => {
+                    outcomes += 1;
+                    fnv.write(signal_id.as_bytes());
+                    fnv.write(kind.as_str().as_bytes());
+                    fnv.write(&horizon_bars.to_ne_bytes());
+                    fnv.write(&ret.to_bits().to_ne_bytes());
+                }
+            }
+        }
+        fnv.write(&[0xff]);
+    }
+    Ok(Digest {
+        candles: universe.len(),
+        signals,
+        outcomes,
+        hash: fnv.0,
+    })
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
+struct Fnv(u64);
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
 /// [`load_sources`] then [`bench`]: what `tickwatch bench signals` runs on the data folder.
 pub fn bench_dir(dir: &Path, cfg: &BenchConfig) -> Result<BenchReport, Error> {
     bench(&load_sources(dir)?, cfg)

@@ -31,6 +31,7 @@
 //! exponential average has converged to the last bit, every window is full, and any
 //! signal whose outcomes are still pending has been re-derived with the same id.
 
+use rustc_hash::FxHashMap;
 use tickwatch_schema::wire::{Candle, Interval, Signal, SignalKind, deterministic_id};
 use uuid::Uuid;
 
@@ -87,157 +88,9 @@ struct Outcome {
     ret: f64,
 }
 
-/// A series key as eight words, built from a candle with a few loads and compared with
-/// one fixed-size comparison: word 0 holds the interval and both lengths, then come the
-/// venue's bytes and the symbol's, each zero-padded to whole words. A venue and symbol
-/// that need more than seven words together (not on the wire: each is at most 32 bytes)
-/// are marked `LONG` and compared through the slot's strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(64))]
-struct KeyWords([u64; 8]);
-
-const LONG: u64 = 1 << 63;
-
-impl KeyWords {
-    /// The key of a candle's series and its hash.
-    #[inline]
-    fn of(venue: &str, symbol: &str, interval: Interval) -> (Self, u64) {
-        let (v, s) = (venue.as_bytes(), symbol.as_bytes());
-        let mut w = [0u64; 8];
-        w[0] = interval as u64 | (v.len() as u64) << 8 | (s.len() as u64) << 32;
-        let (nv, ns) = (v.len().div_ceil(8), s.len().div_ceil(8));
-        if nv + ns <= 7 {
-            for (slot, chunk) in w[1..].iter_mut().zip(v.chunks(8)) {
-                *slot = word(chunk);
-            }
-            for (slot, chunk) in w[1 + nv..].iter_mut().zip(s.chunks(8)) {
-                *slot = word(chunk);
-            }
-        } else {
-            w[0] |= LONG;
-            w[1] = key_hash(v, s);
-        }
-        // FxHash-style: cheap and well mixed; the series come from the operator's feeds.
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let h = w
-            .iter()
-            .fold(0u64, |h, &x| (h.rotate_left(5) ^ x).wrapping_mul(K));
-        (KeyWords(w), h)
-    }
-
-    /// `==` as a few vector operations (the derived one calls `memcmp`).
-    #[inline]
-    fn same(&self, other: &KeyWords) -> bool {
-        self.0
-            .iter()
-            .zip(&other.0)
-            .fold(0, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
-
-    fn is_long(&self) -> bool {
-        self.0[0] & LONG != 0
-    }
-}
-
-/// Up to eight bytes as a little-endian word, zero-padded: two overlapping loads of the
-/// largest power-of-two size that fits, the second shifted over the first (the bytes
-/// they share are the same).
-#[inline]
-fn word(chunk: &[u8]) -> u64 {
-    let n = chunk.len();
-    if let Ok(bytes) = <[u8; 8]>::try_from(chunk) {
-        return u64::from_le_bytes(bytes);
-    }
-    let le4 = |b: &[u8]| <[u8; 4]>::try_from(b).map_or(0, |a| u64::from(u32::from_le_bytes(a)));
-    let le2 = |b: &[u8]| <[u8; 2]>::try_from(b).map_or(0, |a| u64::from(u16::from_le_bytes(a)));
-    match n {
-        4..=7 => le4(&chunk[..4]) | le4(&chunk[n - 4..]) << (8 * (n - 4)),
-        2..=3 => le2(&chunk[..2]) | le2(&chunk[n - 2..]) << (8 * (n - 2)),
-        1 => u64::from(chunk[0]),
-        _ => 0,
-    }
-}
-
-/// The hash of a long key's bytes.
-fn key_hash(venue: &[u8], symbol: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = 0u64;
-    for part in [venue, symbol] {
-        for chunk in part.chunks(8) {
-            h = (h.rotate_left(5) ^ word(chunk)).wrapping_mul(K);
-        }
-        h = (h.rotate_left(5) ^ part.len() as u64).wrapping_mul(K);
-    }
-    h
-}
-
-/// Open-addressing table from key hash to slot number (linear probing, at most half
-/// full): one probe finds a series almost always, and equal hashes of different keys
-/// simply sit in neighbouring entries.
-#[derive(Debug, Default)]
-struct Index {
-    /// (hash, slot); `EMPTY` marks a free entry.
-    entries: Vec<(u64, u32)>,
-    len: usize,
-}
-
-const EMPTY: u32 = u32::MAX;
-
-impl Index {
-    /// The slot of `hash` for which `is` holds.
-    #[inline]
-    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
-        if self.entries.is_empty() {
-            return None;
-        }
-        let mask = self.entries.len() - 1;
-        let mut i = hash as usize & mask;
-        loop {
-            let (h, slot) = self.entries[i];
-            if slot == EMPTY {
-                return None;
-            }
-            if h == hash && is(slot) {
-                return Some(slot);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn insert(&mut self, hash: u64, slot: u32) {
-        if 2 * (self.len + 1) > self.entries.len() {
-            let old = std::mem::replace(
-                &mut self.entries,
-                vec![(0, EMPTY); (2 * (self.len + 1)).next_power_of_two().max(64)],
-            );
-            for (h, s) in old {
-                if s != EMPTY {
-                    self.place(h, s);
-                }
-            }
-        }
-        self.place(hash, slot);
-        self.len += 1;
-    }
-
-    fn place(&mut self, hash: u64, slot: u32) {
-        let mask = self.entries.len() - 1;
-        let mut i = hash as usize & mask;
-        while self.entries[i].1 != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.entries[i] = (hash, slot);
-    }
-}
-
-/// Per-series bookkeeping around the signal state; the key and the fields every candle
-/// reads come first.
+/// Per-series bookkeeping around the signal state.
 #[derive(Debug)]
-#[repr(C, align(64))]
 struct Slot {
-    key: KeyWords,
-    /// Right after the key: its first cache line is what `Series::warm_next` reads.
     state: Series,
     interval: Interval,
     last_ts: Option<i64>,
@@ -257,12 +110,6 @@ struct Slot {
 const KINDS: usize = SignalKind::ALL.len();
 
 impl Slot {
-    #[inline]
-    fn matches(&self, key: &KeyWords, candle: &Candle) -> bool {
-        self.key.same(key)
-            && (!key.is_long() || (self.symbol == candle.symbol && self.venue == candle.venue))
-    }
-
     /// The id of a `kind` signal at `ts`: exactly `deterministic_id(ts, [venue, symbol,
     /// interval, kind])`.
     fn signal_id(&mut self, ts: i64, kind: SignalKind) -> Uuid {
@@ -339,16 +186,12 @@ const HORIZON_SET: u64 = {
 pub struct SignalEngine {
     config: SignalsConfig,
     kinds: Kinds,
-    /// Series by a 64-bit hash of their key.
-    index: Index,
     slots: Vec<Slot>,
+    /// Slot numbers by symbol: a symbol has a handful of series (venues × intervals),
+    /// found by one hash lookup without building a key.
+    by_symbol: FxHashMap<String, Vec<usize>>,
     /// The shape of each kind's `details` map.
     templates: Templates,
-    /// By slot, the slot whose candle came right after its last one (`EMPTY`: none
-    /// yet). Feeds deliver their series in a steady order, so it is the likely next.
-    next: Vec<u32>,
-    /// The slot of the previous closed candle (`EMPTY`: none yet).
-    prev: u32,
 }
 
 /// One `details` template per kind, by `SignalKind as usize`.
@@ -361,11 +204,9 @@ impl SignalEngine {
         Ok(SignalEngine {
             kinds: Kinds::from_config(&config),
             config,
-            index: Index::default(),
             slots: Vec::new(),
+            by_symbol: FxHashMap::default(),
             templates: std::array::from_fn(|_| None),
-            next: Vec::new(),
-            prev: EMPTY,
         })
     }
 
@@ -376,11 +217,7 @@ impl SignalEngine {
     /// Whether the engine is already past this candle: an older bar of its series.
     /// Processing it gives nothing; what it gave (signals, outcomes) came out before.
     pub fn is_past(&self, candle: &Candle) -> bool {
-        let (key, hash) = KeyWords::of(&candle.venue, &candle.symbol, candle.interval);
-        let slots = &self.slots;
-        self.index
-            .find(hash, |i| slots[i as usize].matches(&key, candle))
-            .and_then(|i| slots[i as usize].last_ts)
+        self.last_open_ts(&candle.venue, &candle.symbol, candle.interval)
             .is_some_and(|last| candle.open_ts < last)
     }
 
@@ -391,15 +228,10 @@ impl SignalEngine {
     }
 
     fn find_series(&self, venue: &str, symbol: &str, interval: Interval) -> Option<usize> {
-        let (key, hash) = KeyWords::of(venue, symbol, interval);
-        let slots = &self.slots;
-        self.index
-            .find(hash, |i| {
-                let slot = &slots[i as usize];
-                slot.key.same(&key)
-                    && (!key.is_long() || (&*slot.symbol == symbol && &*slot.venue == venue))
-            })
-            .map(|i| i as usize)
+        self.by_symbol.get(symbol)?.iter().copied().find(|&i| {
+            let slot = &self.slots[i];
+            slot.interval == interval && slot.venue == venue
+        })
     }
 
     /// Forgets a series' state, as if the engine had never seen it (another instance has
@@ -427,26 +259,6 @@ impl SignalEngine {
             return Vec::new();
         }
         let idx = self.slot_index(candle);
-        // With a thousand series interleaved, a series' state has left the near caches
-        // by its next candle. Loads of it stall the candle until they arrive; stores do
-        // not (the line is fetched in the background). So, for the series expected next
-        // and the one after it, stores pull in ahead of time what this candle would
-        // otherwise wait for: the first slot line of the one after next, then (that
-        // line being in by now) the next one's delay-line record. What this candle
-        // still misses is loaded at once, so that the misses overlap (see
-        // `Series::touch`). Only timing depends on the guess.
-        if let Some(p) = self.next.get_mut(self.prev as usize) {
-            *p = idx as u32;
-        }
-        self.prev = idx as u32;
-        let n1 = self.next[idx];
-        if let Some(&n2) = self.next.get(n1 as usize) {
-            if let Some(after) = self.slots.get_mut(n2 as usize) {
-                after.state.reserve();
-            }
-            self.slots[n1 as usize].state.warm_next();
-        }
-        std::hint::black_box(self.slots[idx].state.touch(&self.config));
         let slot = &mut self.slots[idx];
         match slot.last_ts {
             Some(last) if candle.open_ts == last => {
@@ -566,25 +378,12 @@ impl SignalEngine {
         bars + HORIZONS[HORIZONS.len() - 1] as usize
     }
 
-    #[inline]
     fn slot_index(&mut self, candle: &Candle) -> usize {
-        let (key, hash) = KeyWords::of(&candle.venue, &candle.symbol, candle.interval);
-        let slots = &self.slots;
-        match self
-            .index
-            .find(hash, |i| slots[i as usize].matches(&key, candle))
-        {
-            Some(i) => i as usize,
-            None => self.add_slot(key, hash, candle),
+        if let Some(i) = self.find_series(&candle.venue, &candle.symbol, candle.interval) {
+            return i;
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn add_slot(&mut self, key: KeyWords, hash: u64, candle: &Candle) -> usize {
-        let i = self.slots.len() as u32;
+        let i = self.slots.len();
         self.slots.push(Slot {
-            key,
             interval: candle.interval,
             last_ts: None,
             last_price: candle.close,
@@ -595,9 +394,11 @@ impl SignalEngine {
             symbol: candle.symbol.clone(),
             ids: Box::new([None; KINDS]),
         });
-        self.index.insert(hash, i);
-        self.next.push(EMPTY);
-        i as usize
+        self.by_symbol
+            .entry(candle.symbol.clone())
+            .or_default()
+            .push(i);
+        i
     }
 }
 

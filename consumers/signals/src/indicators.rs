@@ -38,8 +38,7 @@
 use std::collections::VecDeque;
 
 /// The running sum behind TA-Lib's `SMA`: add the new value, divide by N, subtract the
-/// oldest value of the window just averaged. Shared by [`Sma`] (which keeps its own ring)
-/// and the engine (which reads the oldest value from its per-series history).
+/// oldest value of the window just averaged. [`Sma`] keeps the window in its own ring.
 #[derive(Debug, Clone)]
 pub(crate) struct RunningSum {
     sum: f64,
@@ -387,7 +386,7 @@ impl BandsValue {
 }
 
 /// The arithmetic of TA-Lib 0.8's `BBANDS` (SMA middle, population deviation with a
-/// shifted, self-re-centring sum of squares). Shared by [`Bollinger`] and the engine.
+/// shifted, self-re-centring sum of squares); [`Bollinger`] keeps the window.
 #[derive(Debug, Clone)]
 pub(crate) struct BandsCore {
     k: f64,

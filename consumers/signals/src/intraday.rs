@@ -26,7 +26,7 @@ use tickwatch_schema::wire::SignalKind;
 use crate::config::IntradayConfig;
 use crate::hit::{Detail, Hit};
 use crate::indicators::Vwap;
-use crate::num::{Cross, Crossing, ge, score, side, unit};
+use crate::num::{Cross, Crossing, at_least, clamp01, score, side_of};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -105,15 +105,15 @@ impl Intraday {
         if b.ts < self.open_ts + self.orb_ms {
             self.orb_high = self.orb_high.max(b.high);
             self.orb_low = self.orb_low.min(b.low);
-        } else if !self.orb_spent && side(b.close, self.orb_high, b.close) > 0 {
+        } else if !self.orb_spent && side_of(b.close, self.orb_high, b.close) > 0 {
             self.orb_spent = true;
             let ratio = b.rel_volume.unwrap_or(0.0);
             let r = self.cfg.orb_volume_ratio;
-            if kinds.orb && self.complete && ge(ratio, r) {
+            if kinds.orb && self.complete && at_least(ratio, r) {
                 let minutes = (b.ts - self.open_ts) as f64 / 60_000.0;
                 let s = 50.0
-                    + 30.0 * unit((ratio - r) / (2.0 * r).max(1e-9))
-                    + 20.0 * unit(1.0 - minutes / 240.0);
+                    + 30.0 * clamp01((ratio - r) / (2.0 * r).max(1e-9))
+                    + 20.0 * clamp01(1.0 - minutes / 240.0);
                 out.push(
                     Hit::new(SignalKind::OpeningRangeBreakout, score(s))
                         .num("range_high", self.orb_high)
@@ -126,7 +126,7 @@ impl Intraday {
 
         if let Some(vwap) = self.vwap.update(day, b.high, b.low, b.close, b.volume) {
             let run = self.below;
-            match side(b.close, vwap, b.close) {
+            match side_of(b.close, vwap, b.close) {
                 -1 => self.below += 1,
                 1 => self.below = 0,
                 _ => {}
@@ -134,7 +134,8 @@ impl Intraday {
             let crossed = self.vwap_cross.update(b.close, vwap, b.close) == Crossing::Up;
             if crossed && kinds.vwap && self.complete && run >= self.cfg.vwap_min_bars_below {
                 let rel = b.rel_volume.unwrap_or(0.0);
-                let s = 50.0 + 25.0 * unit(run as f64 / 30.0) + 25.0 * unit((rel - 1.0) / 2.0);
+                let s =
+                    50.0 + 25.0 * clamp01(run as f64 / 30.0) + 25.0 * clamp01((rel - 1.0) / 2.0);
                 out.push(
                     Hit::new(SignalKind::VwapReclaim, score(s))
                         .num("vwap", vwap)
@@ -178,12 +179,12 @@ impl Intraday {
 pub(crate) fn gap_hit(gap: f64, ratio: f64, cfg: &IntradayConfig) -> Option<Hit> {
     let x = cfg.gap_pct / 100.0;
     let r = cfg.gap_volume_ratio;
-    if !(ge(gap, x) && ge(ratio, r)) {
+    if !(at_least(gap, x) && at_least(ratio, r)) {
         return None;
     }
     let s = 50.0
-        + 25.0 * unit((gap - x) / (2.0 * x).max(1e-9))
-        + 25.0 * unit((ratio - r) / (2.0 * r).max(1e-9));
+        + 25.0 * clamp01((gap - x) / (2.0 * x).max(1e-9))
+        + 25.0 * clamp01((ratio - r) / (2.0 * r).max(1e-9));
     Some(
         Hit::new(SignalKind::GapUp, score(s))
             .num("gap_pct", gap * 100.0)

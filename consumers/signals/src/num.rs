@@ -130,7 +130,7 @@ fn round_half_away(v: f64) -> f64 {
 }
 
 /// Clamps `x` to 0..=1 (NaN counts as 0).
-pub fn unit(x: f64) -> f64 {
+pub fn clamp01(x: f64) -> f64 {
     if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
 }
 
@@ -144,7 +144,7 @@ pub fn score(x: f64) -> u8 {
 
 /// Which side of `b` the value `a` is on: +1 above, -1 below, 0 within the dead band
 /// `TOL * scale` (on the line).
-pub fn side(a: f64, b: f64, scale: f64) -> i8 {
+pub fn side_of(a: f64, b: f64, scale: f64) -> i8 {
     let band = TOL * scale.abs();
     if a > b + band {
         1
@@ -157,12 +157,12 @@ pub fn side(a: f64, b: f64, scale: f64) -> i8 {
 
 /// `a >= b`, where "equal within the dead band" counts as meeting the threshold (so a
 /// volume exactly twice its average meets "≥ 2×" in every run).
-pub fn ge(a: f64, b: f64) -> bool {
+pub fn at_least(a: f64, b: f64) -> bool {
     a >= b - TOL * a.abs().max(b.abs())
 }
 
 /// `a <= b` with the same dead band.
-pub fn le(a: f64, b: f64) -> bool {
+pub fn at_most(a: f64, b: f64) -> bool {
     a <= b + TOL * a.abs().max(b.abs())
 }
 
@@ -185,7 +185,7 @@ pub enum Crossing {
 impl Cross {
     /// Feeds `a` against the level `b`; `scale` sets the dead band.
     pub fn update(&mut self, a: f64, b: f64, scale: f64) -> Crossing {
-        let s = side(a, b, scale);
+        let s = side_of(a, b, scale);
         if s == 0 {
             return Crossing::None;
         }
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(c.update(2.1, 2.0, 2.0), Crossing::Up);
         assert_eq!(c.update(2.2, 2.0, 2.0), Crossing::None);
         assert_eq!(c.update(1.9, 2.0, 2.0), Crossing::Down);
-        assert!(ge(200.0, 2.0 * 100.000_000_000_01));
+        assert!(at_least(200.0, 2.0 * 100.000_000_000_01));
         assert_eq!(round_sig(31.234_567_89), 31.2346);
         assert_eq!(round_sig(0.000_123_456_78), 0.000_123_457);
         assert_eq!(score(72.5), 73);

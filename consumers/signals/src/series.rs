@@ -49,9 +49,11 @@ use uuid::Uuid;
 
 use crate::config::SignalsConfig;
 use crate::hit::{Detail, Hit};
-use crate::indicators::{Atr, BandsCore, BandsValue, Ema, Macd, MacdValue, Rsi, RunningSum};
+use crate::indicators::{
+    Atr, BandsValue, Bollinger, Ema, Macd, MacdValue, RollingMax, RollingMin, Rsi, Sma,
+};
 use crate::intraday::{Intraday, IntradayBar, IntradayKinds, gap_hit};
-use crate::num::{Cross, Crossing, ge, le, score, side, unit};
+use crate::num::{Cross, Crossing, at_least, at_most, clamp01, score, side_of};
 use crate::vcp::{Trend, Vcp, VcpBar};
 
 /// The forward-return horizons of signal outcomes, in bars.
@@ -99,274 +101,100 @@ pub(crate) struct Pending {
     pub bar: u64,
 }
 
-/// One bar of a series' recent history.
+/// What the VCP detector remembers of one bar.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Rec {
-    pub close: f64,
+pub(crate) struct BarRecord {
     pub high: f64,
     pub low: f64,
     pub volume: f64,
 }
 
-/// The last bars of a series (a power-of-two ring), for what needs whole windows: the
-/// Bollinger re-centring and the VCP's swings and contraction volumes.
+/// The last bars of a series, looked up by bar number, for the VCP's swings and
+/// contraction volumes.
 #[derive(Debug, Clone)]
-pub(crate) struct Hist {
-    recs: Box<[Rec]>,
-    mask: u64,
+pub(crate) struct RecentBars {
+    ring: Vec<BarRecord>,
 }
 
-impl Hist {
-    fn new(min_len: usize) -> Self {
-        let cap = min_len.max(2).next_power_of_two();
-        Hist {
-            recs: vec![Rec::default(); cap].into_boxed_slice(),
-            mask: cap as u64 - 1,
+impl RecentBars {
+    fn new(len: usize) -> Self {
+        RecentBars {
+            ring: vec![BarRecord::default(); len.max(1)],
         }
     }
 
-    /// Bar number `bar` (must be one of the last `capacity` bars).
-    #[inline]
-    pub fn at(&self, bar: u64) -> &Rec {
-        &self.recs[(bar & self.mask) as usize]
+    /// Bar number `bar` (must be one of the last `len` bars).
+    pub fn at(&self, bar: u64) -> &BarRecord {
+        &self.ring[(bar % self.ring.len() as u64) as usize]
     }
 
-    #[inline]
-    fn set(&mut self, bar: u64, rec: Rec) {
-        self.recs[(bar & self.mask) as usize] = rec;
+    fn set(&mut self, bar: u64, record: BarRecord) {
+        let len = self.ring.len() as u64;
+        self.ring[(bar % len) as usize] = record;
     }
 }
 
-/// What a delay channel carries (while channels are being laid out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Close,
-    Volume,
-    Width,
-    /// The value of SMA slot `i` (see `Series::sma_values`).
-    Sma(usize),
-    /// Block suffix extremes of [`BlockExtreme`] number `i`.
-    Suffix(usize),
-}
-
-/// The channels of a series' delay lines, each a (source, delay) pair.
-type Plan = Vec<(Source, u64)>;
-
-/// The channel carrying `source` with delay `d`, added to the plan if new. A channel is
-/// the position of its value in a bar's record, skipping the last value of each cache
-/// line ([`SCRATCH`]).
-fn channel(plan: &mut Plan, source: Source, d: u64) -> u8 {
-    let i = match plan.iter().position(|c| *c == (source, d)) {
-        Some(i) => i,
-        None => {
-            plan.push((source, d));
-            plan.len() - 1
-        }
-    };
-    (i + i / 7) as u8
-}
-
-/// The value of each record line that no channel uses: written ahead of the bar that
-/// reads the record, to pull the line into the cache (see [`Delays::warm`]).
-const SCRATCH: usize = 7;
-
-/// Delay lines: a value needed `d` bars from now (the oldest value of a moving window
-/// when it leaves, an SMA's value for a "rising" check, a block extreme) is written now
-/// into the record of bar `t + d`, so that each bar reads one record — the one written
-/// for it — instead of one distant ring slot per window. The writes are scattered but
-/// never wait; distant reads were what stalled with a thousand series interleaved.
+/// An SMA's values over the last `lag` bars and this one, to tell whether it is rising.
 #[derive(Debug, Clone)]
-struct Delays {
-    /// Records of `1 << shift` values (a power of two of whole cache lines), one per bar
-    /// of the ring.
-    lines: Box<[Line]>,
-    /// The ring's bar mask, shifted to a value index.
-    mask: usize,
-    shift: u32,
+struct Slope {
+    values: VecDeque<Option<f64>>,
+    lag: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-#[repr(align(64))]
-struct Line([f64; 8]);
-
-impl Delays {
-    fn new(plan: &Plan) -> Self {
-        let longest = plan.iter().map(|c| c.1).max().unwrap_or(0) as usize;
-        let cap = (longest + 1).max(2).next_power_of_two();
-        let slots = plan.len() + plan.len().div_ceil(7);
-        let stride = slots.max(1).next_power_of_two().max(8);
-        let shift = stride.trailing_zeros();
-        Delays {
-            lines: vec![Line([f64::NAN; 8]); cap * stride / 8].into_boxed_slice(),
-            mask: (cap - 1) << shift,
-            shift,
+impl Slope {
+    fn new(lag: usize) -> Self {
+        Slope {
+            values: VecDeque::with_capacity(lag + 1),
+            lag,
         }
     }
 
-    /// The value index of channel `ch` at bar `bar`.
-    #[inline]
-    fn index(&self, ch: u8, bar: u64) -> usize {
-        ((bar as usize) << self.shift & self.mask) | usize::from(ch)
-    }
-
-    /// What channel `ch` delivers at bar `t`.
-    #[inline]
-    fn get(&self, ch: u8, t: u64) -> f64 {
-        let i = self.index(ch, t);
-        self.lines[i >> 3].0[i & 7]
-    }
-
-    /// Writes `x` for channel `ch` at bar `t` (at most the channel's delay ahead).
-    #[inline]
-    fn put(&mut self, ch: u8, t: u64, x: f64) {
-        let i = self.index(ch, t);
-        self.lines[i >> 3].0[i & 7] = x;
-    }
-
-    /// Writes the scratch value of every line of bar `t`'s record: the record was last
-    /// written tens of bars ago and has left the caches, and its reads would stall the
-    /// bar; a store fetches the lines without stalling (see `SignalEngine::process`).
-    #[inline]
-    fn warm(&mut self, t: u64) {
-        let first = self.index(0, t) >> 3;
-        let lines = (1usize << self.shift) >> 3;
-        if let Some(ls) = self.lines.get_mut(first..first + lines) {
-            for l in ls {
-                l.0[SCRATCH] = 0.0;
-            }
+    /// This bar's value.
+    fn push(&mut self, value: Option<f64>) {
+        if self.values.len() > self.lag {
+            self.values.pop_front();
         }
+        self.values.push_back(value);
     }
 
-    /// One value of every cache line of bar `t`'s record (see [`Series::touch`]).
-    #[inline]
-    fn touch(&self, t: u64) -> u64 {
-        let first = self.index(0, t) >> 3;
-        let lines = (1usize << self.shift) >> 3;
-        self.lines
-            .get(first..first + lines)
-            .map_or(0, |ls| ls.iter().fold(0, |x, l| x ^ l.0[0].to_bits()))
+    /// +1 rising, -1 falling over the last `lag` bars; 0 when flat or not known yet.
+    fn direction(&self, scale: f64) -> i8 {
+        if self.values.len() <= self.lag {
+            return 0;
+        }
+        match (self.values.back(), self.values.front()) {
+            (Some(Some(now)), Some(Some(then))) => side_of(*now, *then, scale),
+            _ => 0,
+        }
     }
 }
 
-/// A moving average whose leaving values come down a delay channel.
-#[derive(Debug, Clone)]
-struct Window {
-    sum: RunningSum,
-    delay: u32,
-    channel: u8,
-}
-
-impl Window {
-    fn new(period: usize, source: Source, plan: &mut Plan) -> Self {
-        let sum = RunningSum::new(period);
-        let d = sum.period() as u64 - 1;
-        Window {
-            channel: channel(plan, source, d),
-            delay: d as u32,
-            sum,
-        }
-    }
-
-    /// Adds bar `t`'s value: sends it to where it will leave the window, then averages.
-    #[inline]
-    fn step(&mut self, x: f64, delays: &mut Delays, t: u64) -> Option<f64> {
-        delays.put(self.channel, t + u64::from(self.delay), x);
-        let ch = self.channel;
-        let delays = &*delays;
-        self.sum.step(x, || delays.get(ch, t))
-    }
-}
-
-/// Highest (or lowest) of the last n values, fed once per bar, in O(1) amortised without
-/// a deque (van Herk / Gil-Werman): the inputs are cut into blocks of n; a window is the
-/// tail of the previous block and the head of the current one. The head's extreme is a
-/// running value; the tails' extremes are computed once per block, when it ends, and
-/// each is sent down a delay channel to the bar that needs it — so a bar reads only the
-/// record its other delayed values share. Exact: the same value a scan would find.
-#[derive(Debug, Clone)]
-struct BlockExtreme<const MAX: bool> {
-    block: Box<[f64]>,
-    head: f64,
-    /// The last result (NaN: none yet).
-    value: f64,
-    /// A whole block has been seen (so every window is full).
-    full: bool,
-    /// Position of the next value in its block.
-    k: u32,
-    channel: u8,
-}
-
-impl<const MAX: bool> BlockExtreme<MAX> {
-    fn new(n: usize, id: usize, plan: &mut Plan) -> Self {
-        let n = n.max(1);
-        BlockExtreme {
-            block: vec![0.0; n].into_boxed_slice(),
-            head: 0.0,
-            value: f64::NAN,
-            full: false,
-            k: 0,
-            channel: channel(plan, Source::Suffix(id), n as u64 - 1),
-        }
-    }
-
-    #[inline]
-    fn better(a: f64, b: f64) -> f64 {
-        if (a >= b) == MAX { a } else { b }
-    }
-
-    fn value(&self) -> Option<f64> {
-        opt(self.value)
-    }
-
-    /// Feeds bar `t`'s value; the extreme of the last n values once n are in.
-    #[inline]
-    fn update(&mut self, x: f64, t: u64, delays: &mut Delays) -> Option<f64> {
-        let k = self.k as usize;
-        let n = self.block.len();
-        let last = k + 1 >= n;
-        if let Some(slot) = self.block.get_mut(k) {
-            *slot = x;
-        }
-        self.head = if k == 0 {
-            x
-        } else {
-            Self::better(self.head, x)
-        };
-        if last {
-            self.full = true;
-            self.value = self.head;
-            self.end_block(x, t, delays);
-        } else {
-            self.k += 1;
-            self.value = if self.full {
-                Self::better(delays.get(self.channel, t), self.head)
-            } else {
-                f64::NAN
-            };
-        }
-        self.value()
-    }
-
-    /// The block (ending with `x` at bar `t`) is whole: the window starting at its
-    /// position j ends at bar t + j, and gets the extreme of the block from j on.
-    #[cold]
-    fn end_block(&mut self, x: f64, t: u64, delays: &mut Delays) {
-        let mut tail = x;
-        for (j, &v) in self.block.iter().enumerate().skip(1).rev() {
-            tail = Self::better(v, tail);
-            delays.put(self.channel, t + j as u64, tail);
-        }
-        self.k = 0;
-    }
-}
-
-/// One of the trend template's SMAs: its own window, or the moving-average cross's
-/// fast or slow one when the period is the same (then the values are the same bits).
+/// One SMA of the trend template: the moving-average cross's fast or slow one when the
+/// period is the same (the same values, computed once), or its own.
 #[derive(Debug, Clone)]
 enum TrendSma {
-    Fast,
-    Slow,
-    Own(Window),
+    SameAsFast,
+    SameAsSlow,
+    Own(Sma),
+}
+
+/// A trend-template SMA's value on this bar and whether it is rising.
+#[derive(Debug, Clone)]
+struct TrendLine {
+    sma: TrendSma,
+    slope: Slope,
+    value: Option<f64>,
+}
+
+/// Minervini's trend template and the VCP detector: daily series with a VCP kind on.
+#[derive(Debug, Clone)]
+struct VcpState {
+    /// The template's three SMAs (50, 150, 200 by default), shortest first.
+    trend: [TrendLine; 3],
+    /// The volume average the contractions and the breakout are measured against.
+    volume_avg: Sma,
+    recent: RecentBars,
+    detector: Vcp,
 }
 
 /// This bar's SMAs the daily detectors use.
@@ -377,177 +205,157 @@ struct DailySmas {
     slow: Option<f64>,
 }
 
-/// `Some(x)` unless `x` is the NaN that marks "no value" in the compact state.
-#[inline]
-fn opt(x: f64) -> Option<f64> {
-    (!x.is_nan()).then_some(x)
+/// The 52-week range of a daily series.
+#[derive(Debug, Clone)]
+struct YearRange {
+    highest: RollingMax,
+    lowest: RollingMin,
+    last_new_high: Option<u64>,
+    last_high_signal: Option<u64>,
 }
 
-/// Lag slots: the long SMA, then the trend template's three.
-const LAGGED: usize = 4;
-const NO_CHANNEL: u8 = u8::MAX;
-
-/// All state of one series. Laid out (`repr(C)`) with what every bar touches first and
-/// packed (NaN for "no value"): with a thousand series interleaved, each bar's cost is
-/// the cache lines it pulls in.
+/// All state of one series: its indicators, the detectors' memory, and the signals
+/// waiting for their outcomes.
 #[derive(Debug, Clone)]
-#[repr(C)]
 pub(crate) struct Series {
-    /// Written, never read: a store into the first cache line, which holds what
-    /// [`Series::warm_next`] reads (see `SignalEngine::process`).
-    reserve: u8,
-    delays: Delays,
     /// Non-halted bars processed so far.
     pub bars: u64,
-    prev_close: f64,
-    vol_avg_value: f64,
-    vol_avg_long_value: f64,
-    rsi_extreme: f64,
-    /// This bar's SMAs for the "rising" checks: the long one, then the trend three.
-    sma_values: [f64; LAGGED],
-    hist: Hist,
-    /// `None` when it is the Bollinger middle band (same period: the same running sum).
-    closing_sma: Option<Window>,
-    fast_sma: Window,
-    slow_sma: Window,
-    vol_avg: Window,
-    width_avg: Window,
+    pub pending: VecDeque<Pending>,
+    kinds: Kinds,
+    prev_close: Option<f64>,
     ema: Ema,
     rsi: Rsi,
     atr: Atr,
-    bb: BandsCore,
     macd: Macd,
-    width_min: BlockExtreme<false>,
-    pub pending: VecDeque<Pending>,
-    kinds: Kinds,
-    lag_delay: u32,
-    lag_channels: [u8; LAGGED],
-    bb_channel: u8,
-    bb_delay: u32,
-    daily: bool,
-    intraday_interval: bool,
+    bands: Bollinger,
+    volume_avg: Sma,
+    /// The closing-price setup's trend filter.
+    closing_sma: Sma,
+    fast_sma: Sma,
+    slow_sma: Sma,
+    /// Whether the slow SMA rose over `ma_cross.rising_bars`.
+    slow_slope: Slope,
+    /// Band widths: the lowest and the average of the last `squeeze_lookback`.
+    width_min: RollingMin,
+    width_avg: Sma,
     squeezed: bool,
+    /// The RSI's most extreme value in the current excursion beyond a threshold.
+    rsi_extreme: f64,
     rsi_low: Cross,
     rsi_high: Cross,
     macd_cross: Cross,
     ma_cross: Cross,
     upper_cross: Cross,
     lower_cross: Cross,
-
-    // Daily series only.
-    high_max: Option<BlockExtreme<true>>,
-    low_min: Option<BlockExtreme<false>>,
-    /// The trend template's SMAs and the 50-bar volume average (VCP series only).
-    trend_sma: Option<[TrendSma; 3]>,
-    vol_avg_long: Option<Window>,
-    last_new_high: Option<u64>,
-    last_high_signal: Option<u64>,
-    /// Inline, not boxed: one cache miss less on the way to it every bar.
-    vcp: Option<Vcp>,
-    // Intraday series only.
+    /// Daily series only.
+    year: Option<YearRange>,
+    /// Daily series with a VCP kind on.
+    vcp: Option<Box<VcpState>>,
+    /// Intraday series with an intraday kind on.
     intraday: Option<Intraday>,
+}
+
+/// Minervini's stage-2 trend template on the current bar: the close above each of the
+/// three SMAs, each of them rising, near the 52-week high and well above the low.
+fn trend_template(
+    lines: &[TrendLine; 3],
+    close: f64,
+    high_52w: Option<f64>,
+    low_52w: Option<f64>,
+    cfg: &SignalsConfig,
+) -> Trend {
+    let no = Trend {
+        ok: false,
+        strength: 0.0,
+    };
+    let (Some(hi), Some(lo)) = (high_52w, low_52w) else {
+        return no;
+    };
+    let mut longest = None;
+    for line in lines {
+        let Some(v) = line.value else {
+            return no;
+        };
+        if side_of(close, v, close) <= 0 || line.slope.direction(close) <= 0 {
+            return no;
+        }
+        longest = Some(v);
+    }
+    let v = &cfg.vcp;
+    let below_high = (hi - close) / hi * 100.0;
+    let above_low = (close / lo - 1.0) * 100.0;
+    if !at_most(below_high, v.max_below_high_pct) || !at_least(above_low, v.min_above_low_pct) {
+        return no;
+    }
+    let over_sma = longest.map_or(0.0, |s| clamp01((close / s - 1.0) / 0.5));
+    let near_high = clamp01(1.0 - below_high / v.max_below_high_pct.max(1e-9));
+    Trend {
+        ok: true,
+        strength: 0.5 * (over_sma + near_high),
+    }
 }
 
 impl Series {
     pub fn new(cfg: &SignalsConfig, kinds: Kinds, venue: &str, interval: Interval) -> Self {
         let daily = interval == Interval::D1;
-        let intraday_interval = interval < Interval::D1;
         let vcp_on = daily && kinds.any(&[SignalKind::VcpSetup, SignalKind::VcpBreakout]);
-        let intraday_on = intraday_interval
+        let intraday_on = interval < Interval::D1
             && kinds.any(&[
                 SignalKind::GapUp,
                 SignalKind::OpeningRangeBreakout,
                 SignalKind::VwapReclaim,
             ]);
-        let mut history = cfg.bollinger.period;
-        if vcp_on {
-            history = history.max(cfg.vcp.max_base_bars + 2 * cfg.vcp.swing_bars + 1);
-        }
-        // Channels are laid out so that those written with the same delay share a cache
-        // line of the record they are written to: each bar then writes one line per
-        // distinct delay (the records are far apart, and every line is a cache miss).
-        // First the delays of the Bollinger and volume windows and of the fast SMA, with
-        // the block extremes (which write only when a block ends) filling that line; then
-        // the lags of the "rising" checks and the long windows.
-        let mut plan = Plan::new();
-        let [t0, t1, t2] = cfg.vcp.trend_smas;
-        let lag = cfg.ma_cross.rising_bars as u64;
-        let vol_avg = Window::new(cfg.volume.period, Source::Volume, &mut plan);
-        let bb = BandsCore::new(cfg.bollinger.period, cfg.bollinger.std_devs);
-        // The Bollinger's leaving value comes down a channel too.
-        let bb_delay = bb.period() as u64 - 1;
-        let bb_channel = channel(&mut plan, Source::Close, bb_delay);
-        // An SMA of the closes with the period of one computed anyway is that one: the
-        // same additions, division and subtractions in the same order, from bar 0.
-        let closing_sma = (cfg.closing.sma_period != cfg.bollinger.period
-            || cfg.bollinger.period < 2)
-            .then(|| Window::new(cfg.closing.sma_period, Source::Close, &mut plan));
-        let fast_sma = Window::new(cfg.ma_cross.fast, Source::Close, &mut plan);
-        let vol_avg_long =
-            vcp_on.then(|| Window::new(cfg.vcp.volume_period, Source::Volume, &mut plan));
-        let width_min = BlockExtreme::new(cfg.bollinger.squeeze_lookback, 0, &mut plan);
-        let high_max = daily.then(|| BlockExtreme::new(cfg.high_52w.lookback_bars, 1, &mut plan));
-        let low_min = daily.then(|| BlockExtreme::new(cfg.high_52w.lookback_bars, 2, &mut plan));
-        let mut lag_channels = [NO_CHANNEL; LAGGED];
-        let lagged_slots = if vcp_on { LAGGED } else { 1 };
-        for (slot, lag_ch) in lag_channels.iter_mut().enumerate().take(lagged_slots) {
-            *lag_ch = channel(&mut plan, Source::Sma(slot), lag);
-        }
-        let slow_sma = Window::new(cfg.ma_cross.slow, Source::Close, &mut plan);
-        let width_avg = Window::new(cfg.bollinger.squeeze_lookback, Source::Width, &mut plan);
-        let mut trend = |period: usize| {
-            if period.max(1) == cfg.ma_cross.fast.max(1) {
-                TrendSma::Fast
-            } else if period.max(1) == cfg.ma_cross.slow.max(1) {
-                TrendSma::Slow
-            } else {
-                TrendSma::Own(Window::new(period, Source::Close, &mut plan))
-            }
-        };
-        let trend_sma = vcp_on.then(|| [trend(t0), trend(t1), trend(t2)]);
+        let lag = cfg.ma_cross.rising_bars;
         Series {
-            reserve: 0,
             bars: 0,
-            prev_close: f64::NAN,
-            vol_avg_value: f64::NAN,
-            vol_avg_long_value: f64::NAN,
-            rsi_extreme: 50.0,
-            sma_values: [f64::NAN; LAGGED],
-            hist: Hist::new(history + 1),
-            delays: Delays::new(&plan),
-            closing_sma,
-            fast_sma,
-            slow_sma,
-            vol_avg,
-            width_avg,
+            pending: VecDeque::new(),
+            kinds,
+            prev_close: None,
             ema: Ema::new(cfg.indicators.ema_period),
             rsi: Rsi::new(cfg.rsi.period),
             atr: Atr::new(cfg.indicators.atr_period),
-            bb,
             macd: Macd::new(cfg.macd.fast, cfg.macd.slow, cfg.macd.signal),
-            width_min,
-            pending: VecDeque::new(),
-            kinds,
-            lag_delay: lag as u32,
-            lag_channels,
-            bb_channel,
-            bb_delay: bb_delay as u32,
-            daily,
-            intraday_interval,
+            bands: Bollinger::new(cfg.bollinger.period, cfg.bollinger.std_devs),
+            volume_avg: Sma::new(cfg.volume.period),
+            closing_sma: Sma::new(cfg.closing.sma_period),
+            fast_sma: Sma::new(cfg.ma_cross.fast),
+            slow_sma: Sma::new(cfg.ma_cross.slow),
+            slow_slope: Slope::new(lag),
+            width_min: RollingMin::new(cfg.bollinger.squeeze_lookback),
+            width_avg: Sma::new(cfg.bollinger.squeeze_lookback),
             squeezed: false,
+            rsi_extreme: 50.0,
             rsi_low: Cross::default(),
             rsi_high: Cross::default(),
             macd_cross: Cross::default(),
             ma_cross: Cross::default(),
             upper_cross: Cross::default(),
             lower_cross: Cross::default(),
-            high_max,
-            low_min,
-            trend_sma,
-            vol_avg_long,
-            last_new_high: None,
-            last_high_signal: None,
-            vcp: vcp_on.then(|| Vcp::new(&cfg.vcp)),
+            year: daily.then(|| YearRange {
+                highest: RollingMax::new(cfg.high_52w.lookback_bars),
+                lowest: RollingMin::new(cfg.high_52w.lookback_bars),
+                last_new_high: None,
+                last_high_signal: None,
+            }),
+            vcp: vcp_on.then(|| {
+                let v = &cfg.vcp;
+                Box::new(VcpState {
+                    trend: v.trend_smas.map(|period| TrendLine {
+                        sma: if period.max(1) == cfg.ma_cross.fast.max(1) {
+                            TrendSma::SameAsFast
+                        } else if period.max(1) == cfg.ma_cross.slow.max(1) {
+                            TrendSma::SameAsSlow
+                        } else {
+                            TrendSma::Own(Sma::new(period))
+                        },
+                        slope: Slope::new(lag),
+                        value: None,
+                    }),
+                    volume_avg: Sma::new(v.volume_period),
+                    recent: RecentBars::new(v.max_base_bars + 2 * v.swing_bars + 2),
+                    detector: Vcp::new(v),
+                })
+            }),
             intraday: intraday_on.then(|| {
                 Intraday::new(
                     cfg.intraday,
@@ -558,91 +366,26 @@ impl Series {
         }
     }
 
-    /// Reads one value from each cache line outside this struct that the next bar reads
-    /// — its delay-line record, the oldest pending signal, the VCP's recent history —
-    /// and returns them mixed. With a thousand series interleaved these lines have left
-    /// the near caches since the series' last bar; loaded together up front, their
-    /// misses overlap instead of each stalling the bar where it is first used. (Safe
-    /// Rust has no prefetch instruction; loads whose results are kept do the same.
-    /// Lines the bar only writes are left out: a store miss does not stall.)
-    #[inline]
-    pub fn touch(&self, cfg: &SignalsConfig) -> u64 {
-        let t = self.bars;
-        let mut x = self.delays.touch(t);
-        if let Some(p) = self.pending.front() {
-            x ^= p.bar;
-        }
-        if let Some(vcp) = &self.vcp {
-            x ^= vcp.touch(&cfg.vcp, &self.hist, t);
-        }
-        x
-    }
-
-    /// Pulls this struct's first cache line towards the core without waiting for it: a
-    /// store retires at once, and the line is fetched in the background.
-    #[inline]
-    pub fn reserve(&mut self) {
-        self.reserve = 0;
-    }
-
-    /// Pulls the delay-line record of the next bar towards the core without waiting
-    /// for it (stores into its scratch values; see [`Delays::warm`]). Reads only this
-    /// struct's first cache line.
-    #[inline]
-    pub fn warm_next(&mut self) {
-        self.delays.warm(self.bars);
-    }
-
     /// Updates every indicator with `bar` and appends what fires to `out`.
     pub fn on_bar(&mut self, bar: &Bar, cfg: &SignalsConfig, out: &mut Vec<Hit>) {
         let t = self.bars;
         self.bars += 1;
         let c = bar.close;
-        let prev_close = opt(std::mem::replace(&mut self.prev_close, c));
-        self.hist.set(
-            t,
-            Rec {
-                close: c,
-                high: bar.high,
-                low: bar.low,
-                volume: bar.volume,
-            },
-        );
+        let prev_close = self.prev_close.replace(c);
 
         // Averages "of the previous bars" are read before this bar enters them.
-        let vol_avg_prev = opt(self.vol_avg_value);
-        self.vol_avg_value = self
-            .vol_avg
-            .step(bar.volume, &mut self.delays, t)
-            .unwrap_or(f64::NAN);
-        let rel_volume = vol_avg_prev.filter(|a| *a > 0.0).map(|a| bar.volume / a);
-        let closing_sma = match &mut self.closing_sma {
-            Some(w) => w.step(c, &mut self.delays, t),
-            None => None, // taken from the bands below
-        };
-        let fast = self.fast_sma.step(c, &mut self.delays, t);
-        let slow = self.slow_sma.step(c, &mut self.delays, t);
-        self.sma_values[0] = slow.unwrap_or(f64::NAN);
-
+        let volume_avg_prev = self.volume_avg.value();
+        self.volume_avg.update(bar.volume);
+        let rel_volume = volume_avg_prev.filter(|a| *a > 0.0).map(|a| bar.volume / a);
+        let closing_sma = self.closing_sma.update(c);
+        let fast = self.fast_sma.update(c);
+        let slow = self.slow_sma.update(c);
+        self.slow_slope.push(slow);
         self.ema.update(c);
         let rsi = self.rsi.update(c);
         let macd = self.macd.update(c);
-        let (bb_ch, n) = (self.bb_channel, self.bb.period() as u64);
-        self.delays.put(bb_ch, t + u64::from(self.bb_delay), c);
-        let (hist, delays) = (&self.hist, &self.delays);
-        // The leaving value by its channel; the whole window (re-centring) from history.
-        let bands = self.bb.step(c, |i| {
-            if i == 0 {
-                delays.get(bb_ch, t)
-            } else {
-                hist.at(t + 1 - n + i as u64).close
-            }
-        });
+        let bands = self.bands.update(c);
         let atr = self.atr.update(bar.high, bar.low, c);
-        let closing_sma = match &self.closing_sma {
-            Some(_) => closing_sma,
-            None => bands.map(|b| b.middle),
-        };
 
         if let Some(rsi) = rsi {
             self.rsi_signals(rsi, c, slow, &cfg.rsi, out);
@@ -654,12 +397,12 @@ impl Series {
             self.ma_cross_signals(fast, slow, c, rel_volume, out);
         }
         if let Some(b) = bands {
-            self.band_signals(t, b, c, atr, rel_volume, out);
+            self.band_signals(b, c, atr, rel_volume, out);
         }
         if let Some(rel) = rel_volume {
             let k = cfg.volume.surge_ratio;
-            if self.kinds.has(SignalKind::VolumeSurge) && ge(rel, k) {
-                let s = 50.0 + 50.0 * unit((rel - k) / (2.0 * k));
+            if self.kinds.has(SignalKind::VolumeSurge) && at_least(rel, k) {
+                let s = 50.0 + 50.0 * clamp01((rel - k) / (2.0 * k));
                 out.push(
                     Hit::new(SignalKind::VolumeSurge, score(s))
                         .num("volume_ratio", rel)
@@ -675,7 +418,7 @@ impl Series {
             }
         }
 
-        if self.daily {
+        if self.year.is_some() {
             let smas = DailySmas {
                 closing: closing_sma,
                 fast,
@@ -683,9 +426,7 @@ impl Series {
             };
             self.daily_signals(t, bar, prev_close, smas, rel_volume, cfg, out);
         }
-        if self.intraday_interval
-            && let Some(day) = &mut self.intraday
-        {
+        if let Some(day) = &mut self.intraday {
             let ib = IntradayBar {
                 ts: bar.ts,
                 open: bar.open,
@@ -703,29 +444,6 @@ impl Series {
             };
             day.on_bar(&ib, kinds, out);
         }
-        // This bar's SMAs, for the "rising" checks `rising_bars` from now.
-        let at = t + u64::from(self.lag_delay);
-        for slot in 0..LAGGED {
-            let ch = self.lag_channels[slot];
-            if ch != NO_CHANNEL {
-                self.delays.put(ch, at, self.sma_values[slot]);
-            }
-        }
-    }
-
-    /// +1 rising, -1 falling, 0 unknown or flat, for lag slot `slot`.
-    fn slope(&self, slot: usize, scale: f64) -> i8 {
-        let ch = self.lag_channels[slot];
-        if ch == NO_CHANNEL {
-            return 0;
-        }
-        let then = self.delays.get(ch, self.bars - 1);
-        let now = self.sma_values[slot];
-        if now.is_nan() || then.is_nan() {
-            0
-        } else {
-            side(now, then, scale)
-        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -740,17 +458,11 @@ impl Series {
         out: &mut Vec<Hit>,
     ) {
         let c = bar.close;
-        let high_max_prev = self.high_max.as_ref().and_then(BlockExtreme::value);
-        let delays = &mut self.delays;
-        let high_max = self
-            .high_max
-            .as_mut()
-            .and_then(|m| m.update(bar.high, t, delays));
-        let low_min = self
-            .low_min
-            .as_mut()
-            .and_then(|m| m.update(bar.low, t, delays));
-        if let Some(prev_high) = high_max_prev {
+        let Some(year) = &mut self.year else { return };
+        let prev_high = year.highest.value();
+        let high_52w = year.highest.update(bar.high);
+        let low_52w = year.lowest.update(bar.low);
+        if let Some(prev_high) = prev_high {
             self.new_high_signal(t, c, prev_high, rel_volume, cfg, out);
         }
         if let (Some(prev), Some(sma)) = (prev_close, smas.closing) {
@@ -762,73 +474,36 @@ impl Series {
         {
             out.extend(gap_hit(bar.open / prev - 1.0, rel, &cfg.intraday));
         }
-        let (Some(trend_sma), Some(vol_long)) = (&mut self.trend_sma, &mut self.vol_avg_long)
-        else {
-            return;
-        };
-        let vol_long_prev = opt(self.vol_avg_long_value);
-        self.vol_avg_long_value = vol_long
-            .step(bar.volume, &mut self.delays, t)
-            .unwrap_or(f64::NAN);
-        for (i, sma) in trend_sma.iter_mut().enumerate() {
-            let value = match sma {
-                TrendSma::Fast => smas.fast,
-                TrendSma::Slow => smas.slow,
-                TrendSma::Own(w) => w.step(c, &mut self.delays, t),
+        let setup = self.kinds.has(SignalKind::VcpSetup);
+        let breakout = self.kinds.has(SignalKind::VcpBreakout);
+        let Some(vcp) = &mut self.vcp else { return };
+        vcp.recent.set(
+            t,
+            BarRecord {
+                high: bar.high,
+                low: bar.low,
+                volume: bar.volume,
+            },
+        );
+        let volume_avg_prev = vcp.volume_avg.value();
+        vcp.volume_avg.update(bar.volume);
+        for line in &mut vcp.trend {
+            line.value = match &mut line.sma {
+                TrendSma::SameAsFast => smas.fast,
+                TrendSma::SameAsSlow => smas.slow,
+                TrendSma::Own(sma) => sma.update(c),
             };
-            self.sma_values[i + 1] = value.unwrap_or(f64::NAN);
+            line.slope.push(line.value);
         }
-        let trend = self.trend_template(c, high_max, low_min, cfg);
+        let trend = trend_template(&vcp.trend, c, high_52w, low_52w, cfg);
         let vb = VcpBar {
             index: t,
             close: c,
-            volume_avg: vol_long_prev,
+            volume_avg: volume_avg_prev,
             trend,
         };
-        let setup = self.kinds.has(SignalKind::VcpSetup);
-        let breakout = self.kinds.has(SignalKind::VcpBreakout);
-        if let Some(vcp) = &mut self.vcp {
-            vcp.on_bar(&cfg.vcp, &vb, &self.hist, setup, breakout, out);
-        }
-    }
-
-    /// The VCP's stage-2 trend template on the current bar.
-    fn trend_template(
-        &self,
-        close: f64,
-        high_52w: Option<f64>,
-        low_52w: Option<f64>,
-        cfg: &SignalsConfig,
-    ) -> Trend {
-        let no = Trend {
-            ok: false,
-            strength: 0.0,
-        };
-        let (Some(hi), Some(lo)) = (high_52w, low_52w) else {
-            return no;
-        };
-        let mut longest = None;
-        for slot in 1..LAGGED {
-            let Some(v) = opt(self.sma_values[slot]) else {
-                return no;
-            };
-            if side(close, v, close) <= 0 || self.slope(slot, close) <= 0 {
-                return no;
-            }
-            longest = Some(v);
-        }
-        let v = &cfg.vcp;
-        let below_high = (hi - close) / hi * 100.0;
-        let above_low = (close / lo - 1.0) * 100.0;
-        if !le(below_high, v.max_below_high_pct) || !ge(above_low, v.min_above_low_pct) {
-            return no;
-        }
-        let over_sma = longest.map_or(0.0, |s| unit((close / s - 1.0) / 0.5));
-        let near_high = unit(1.0 - below_high / v.max_below_high_pct.max(1e-9));
-        Trend {
-            ok: true,
-            strength: 0.5 * (over_sma + near_high),
-        }
+        vcp.detector
+            .on_bar(&cfg.vcp, &vb, &vcp.recent, setup, breakout, out);
     }
 
     fn rsi_signals(
@@ -840,7 +515,7 @@ impl Series {
         out: &mut Vec<Hit>,
     ) {
         // Track the extreme of the current excursion before the crossing updates the side.
-        if side(rsi, cfg.oversold, 100.0) < 0 {
+        if side_of(rsi, cfg.oversold, 100.0) < 0 {
             self.rsi_extreme = if self.rsi_low.last() < 0 {
                 self.rsi_extreme.min(rsi)
             } else {
@@ -859,7 +534,7 @@ impl Series {
                     .num("min_rsi", dip),
             );
         }
-        if side(rsi, cfg.overbought, 100.0) > 0 {
+        if side_of(rsi, cfg.overbought, 100.0) > 0 {
             self.rsi_extreme = if self.rsi_high.last() > 0 {
                 self.rsi_extreme.max(rsi)
             } else {
@@ -900,7 +575,7 @@ impl Series {
         }
         let stretch = atr
             .filter(|a| *a > 0.0)
-            .map_or(0.0, |a| unit(-sign * m.macd / a));
+            .map_or(0.0, |a| clamp01(-sign * m.macd / a));
         let with_trend = long_sma.is_some_and(|s| sign * (close - s) > 0.0);
         let volume = rel_volume.is_some_and(|r| r >= 1.0);
         let s = 50.0
@@ -931,10 +606,10 @@ impl Series {
         if !self.kinds.has(kind) {
             return;
         }
-        let slope = self.slope(0, close);
+        let slope = self.slow_slope.direction(close);
         let slope_ok = slope == sign;
-        let side_ok = side(close, fast, close) == sign;
-        let vol = rel_volume.map_or(0.0, |r| unit(r - 1.0));
+        let side_ok = side_of(close, fast, close) == sign;
+        let vol = rel_volume.map_or(0.0, |r| clamp01(r - 1.0));
         let s = 50.0
             + if slope_ok { 20.0 } else { 0.0 }
             + if side_ok { 15.0 } else { 0.0 }
@@ -956,15 +631,14 @@ impl Series {
 
     fn band_signals(
         &mut self,
-        t: u64,
         b: BandsValue,
         close: f64,
         atr: Option<f64>,
         rel_volume: Option<f64>,
         out: &mut Vec<Hit>,
     ) {
-        let vol = rel_volume.map_or(0.0, |r| unit((r - 1.0) / 2.0));
-        let beyond = |d: f64| atr.filter(|a| *a > 0.0).map_or(0.0, |a| unit(d / a));
+        let vol = rel_volume.map_or(0.0, |r| clamp01((r - 1.0) / 2.0));
+        let beyond = |d: f64| atr.filter(|a| *a > 0.0).map_or(0.0, |a| clamp01(d / a));
         if self.upper_cross.update(close, b.upper, close) == Crossing::Up
             && self.kinds.has(SignalKind::BollingerBreakoutUp)
         {
@@ -986,14 +660,14 @@ impl Series {
             );
         }
         let width = b.bandwidth();
-        let lowest = self.width_min.update(width, t, &mut self.delays);
+        let lowest = self.width_min.update(width);
         // The window's widths are those of its last n bars, all of which had bands.
-        let average = self.width_avg.step(width, &mut self.delays, t);
+        let average = self.width_avg.update(width);
         if let (Some(lowest), Some(average)) = (lowest, average) {
-            let at_low = le(width, lowest);
+            let at_low = at_most(width, lowest);
             if at_low && !self.squeezed && self.kinds.has(SignalKind::BollingerSqueeze) {
                 let ratio = if average > 0.0 { width / average } else { 1.0 };
-                let s = 40.0 + 60.0 * unit(1.0 - ratio);
+                let s = 40.0 + 60.0 * clamp01(1.0 - ratio);
                 out.push(
                     Hit::new(SignalKind::BollingerSqueeze, score(s))
                         .num("bandwidth", width)
@@ -1013,21 +687,22 @@ impl Series {
         cfg: &SignalsConfig,
         out: &mut Vec<Hit>,
     ) {
-        if side(close, prev_high, close) <= 0 {
+        if side_of(close, prev_high, close) <= 0 {
             return;
         }
+        let Some(year) = &mut self.year else { return };
         let cap = 120;
-        let since = self.last_new_high.map_or(cap, |b| (index - b).min(cap));
-        self.last_new_high = Some(index);
-        let cooled = self
+        let since = year.last_new_high.map_or(cap, |b| (index - b).min(cap));
+        year.last_new_high = Some(index);
+        let cooled = year
             .last_high_signal
             .is_none_or(|b| index - b > cfg.high_52w.cooldown_bars as u64);
         if !cooled || !self.kinds.has(SignalKind::New52wHigh) {
             return;
         }
-        self.last_high_signal = Some(index);
-        let vol = rel_volume.map_or(0.0, |r| unit(r - 1.0));
-        let s = 50.0 + 30.0 * unit(since as f64 / cap as f64) + 20.0 * vol;
+        year.last_high_signal = Some(index);
+        let vol = rel_volume.map_or(0.0, |r| clamp01(r - 1.0));
+        let s = 50.0 + 30.0 * clamp01(since as f64 / cap as f64) + 20.0 * vol;
         out.push(
             Hit::new(SignalKind::New52wHigh, score(s))
                 .num("prior_high", prev_high)
@@ -1051,20 +726,23 @@ impl Series {
         let gain = (bar.close / prev - 1.0) * 100.0;
         let range = bar.high - bar.low;
         let Some(rel) = rel_volume else { return };
-        if !(ge(gain, c.min_gain_pct) && le(gain, c.max_gain_pct) && ge(rel, c.volume_ratio)) {
+        if !(at_least(gain, c.min_gain_pct)
+            && at_most(gain, c.max_gain_pct)
+            && at_least(rel, c.volume_ratio))
+        {
             return;
         }
-        if range <= 0.0 || side(bar.close, sma, bar.close) <= 0 {
+        if range <= 0.0 || side_of(bar.close, sma, bar.close) <= 0 {
             return;
         }
         let position = (bar.close - bar.low) / range;
-        if !ge(position, c.min_close_position) {
+        if !at_least(position, c.min_close_position) {
             return;
         }
-        let gain_part = unit((gain - c.min_gain_pct) / (2.0 * c.min_gain_pct).max(1e-9));
-        let vol_part = unit((rel - c.volume_ratio) / (2.0 * c.volume_ratio).max(1e-9));
+        let gain_part = clamp01((gain - c.min_gain_pct) / (2.0 * c.min_gain_pct).max(1e-9));
+        let vol_part = clamp01((rel - c.volume_ratio) / (2.0 * c.volume_ratio).max(1e-9));
         let pos_part =
-            unit((position - c.min_close_position) / (1.0 - c.min_close_position).max(1e-9));
+            clamp01((position - c.min_close_position) / (1.0 - c.min_close_position).max(1e-9));
         let s = 40.0 + 20.0 * (gain_part + vol_part + pos_part);
         out.push(
             Hit::new(SignalKind::ClosingPriceSetup, score(s))
@@ -1086,34 +764,5 @@ mod tests {
             assert_eq!(*k as usize, i);
         }
         assert!(SignalKind::ALL.len() <= 32);
-    }
-
-    #[test]
-    fn block_extremes_equal_a_scan() {
-        for n in [1usize, 2, 3, 7, 20] {
-            let mut plan = Plan::new();
-            let mut hi = BlockExtreme::<true>::new(n, 0, &mut plan);
-            let mut lo = BlockExtreme::<false>::new(n, 1, &mut plan);
-            let mut delays = Delays::new(&plan);
-            let xs: Vec<f64> = (0..200u64)
-                .map(|i| ((i * 7919) % 97) as f64 - (i % 5) as f64)
-                .collect();
-            for (t, &x) in xs.iter().enumerate() {
-                let got = (
-                    hi.update(x, t as u64, &mut delays),
-                    lo.update(x, t as u64, &mut delays),
-                );
-                let want = if t + 1 >= n {
-                    let w = &xs[t + 1 - n..=t];
-                    (
-                        Some(w.iter().copied().fold(f64::MIN, f64::max)),
-                        Some(w.iter().copied().fold(f64::MAX, f64::min)),
-                    )
-                } else {
-                    (None, None)
-                };
-                assert_eq!(got, want, "n={n} t={t}");
-            }
-        }
     }
 }

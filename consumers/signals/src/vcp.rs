@@ -40,8 +40,8 @@ use tickwatch_schema::wire::SignalKind;
 
 use crate::config::VcpConfig;
 use crate::hit::{Detail, Hit};
-use crate::num::{ge, le, score, side, unit};
-use crate::series::Hist;
+use crate::num::{at_least, at_most, clamp01, score, side_of};
+use crate::series::RecentBars;
 
 /// The trend template's verdict on the current bar.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,7 +76,7 @@ struct Contraction {
 }
 
 /// Per-series VCP state: the alternating swings and a live setup. The bars themselves are
-/// read from the series' history ring, which holds at least `max_base_bars + 2k + 1`.
+/// read from the series' [`RecentBars`], which holds at least `max_base_bars + 2k + 1`.
 #[derive(Debug, Clone)]
 pub(crate) struct Vcp {
     pivots: VecDeque<Pivot>,
@@ -94,8 +94,7 @@ pub(crate) struct VcpBar {
 }
 
 impl Vcp {
-    /// `cfg` is the one every call is then given: read from the engine's configuration
-    /// rather than copied here, where it would be two more cache lines per bar.
+    /// `cfg` is the one every call is then given (the engine's configuration).
     pub fn new(cfg: &VcpConfig) -> Self {
         Vcp {
             pivots: VecDeque::with_capacity(2 * cfg.max_contractions + 3),
@@ -103,36 +102,18 @@ impl Vcp {
         }
     }
 
-    /// One value of each cache line [`Vcp::on_bar`] reads for bar `t`: this state, the
-    /// last pivot, and the history records of the swing candidate and its neighbours
-    /// (see `Series::touch`).
-    #[inline]
-    pub fn touch(&self, cfg: &VcpConfig, hist: &Hist, t: u64) -> u64 {
-        let mut x = u64::from(self.armed.is_some());
-        if let Some(p) = self.pivots.back() {
-            x ^= p.bar;
-        }
-        let k = cfg.swing_bars as u64;
-        if t >= 2 * k {
-            for b in t - 2 * k..t {
-                x ^= hist.at(b).high.to_bits();
-            }
-        }
-        x
-    }
-
     pub fn on_bar(
         &mut self,
         cfg: &VcpConfig,
         b: &VcpBar,
-        hist: &Hist,
+        recent: &RecentBars,
         setup_on: bool,
         breakout_on: bool,
         out: &mut Vec<Hit>,
     ) {
-        self.check_breakout(cfg, b, hist, breakout_on, out);
-        if self.confirm_swings(cfg, b.index, hist) {
-            self.evaluate(cfg, b, hist, setup_on, out);
+        self.check_breakout(cfg, b, recent, breakout_on, out);
+        if self.confirm_swings(cfg, b.index, recent) {
+            self.evaluate(cfg, b, recent, setup_on, out);
         }
     }
 
@@ -140,7 +121,7 @@ impl Vcp {
         &mut self,
         cfg: &VcpConfig,
         b: &VcpBar,
-        hist: &Hist,
+        recent: &RecentBars,
         enabled: bool,
         out: &mut Vec<Hit>,
     ) {
@@ -148,25 +129,25 @@ impl Vcp {
             return;
         };
         if b.index - armed.since > cfg.max_breakout_bars as u64
-            || side(b.close, armed.low, b.close) < 0
+            || side_of(b.close, armed.low, b.close) < 0
         {
             self.armed = None;
             return;
         }
-        if side(b.close, armed.pivot, b.close) <= 0 {
+        if side_of(b.close, armed.pivot, b.close) <= 0 {
             return;
         }
         let Some(avg) = b.volume_avg.filter(|a| *a > 0.0) else {
             return;
         };
-        let ratio = hist.at(b.index).volume / avg;
-        if !ge(ratio, cfg.breakout_volume_ratio) {
+        let ratio = recent.at(b.index).volume / avg;
+        if !at_least(ratio, cfg.breakout_volume_ratio) {
             return;
         }
         self.armed = None;
         if enabled {
             let r = cfg.breakout_volume_ratio;
-            let s = 0.7 * armed.score + 30.0 * unit((ratio - r) / r.max(1e-9));
+            let s = 0.7 * armed.score + 30.0 * clamp01((ratio - r) / r.max(1e-9));
             out.push(
                 Hit::new(SignalKind::VcpBreakout, score(s))
                     .num("pivot", armed.pivot)
@@ -178,19 +159,19 @@ impl Vcp {
     }
 
     /// Looks for a swing at bar `t - k`; true when a swing low was added or deepened.
-    fn confirm_swings(&mut self, cfg: &VcpConfig, t: u64, hist: &Hist) -> bool {
+    fn confirm_swings(&mut self, cfg: &VcpConfig, t: u64, recent: &RecentBars) -> bool {
         let k = cfg.swing_bars as u64;
         if t < 2 * k {
             return false;
         }
         let c = t - k;
-        let (hc, lc) = (hist.at(c).high, hist.at(c).low);
+        let (hc, lc) = (recent.at(c).high, recent.at(c).low);
         let (mut is_high, mut is_low) = (true, true);
         // Most bars are neither: stop at the first neighbour that rules out both (the
         // pivots change only when a swing is added, so nothing else is due then). The
         // nearest neighbours first: they rule out most.
         for d in 1..=k {
-            let (before, after) = (hist.at(c - d), hist.at(c + d));
+            let (before, after) = (recent.at(c - d), recent.at(c + d));
             is_high &= hc > before.high && hc >= after.high;
             is_low &= lc < before.low && lc <= after.low;
             if !(is_high || is_low) {
@@ -250,7 +231,7 @@ impl Vcp {
         &mut self,
         cfg: &VcpConfig,
         b: &VcpBar,
-        hist: &Hist,
+        recent: &RecentBars,
         enabled: bool,
         out: &mut Vec<Hit>,
     ) {
@@ -270,7 +251,7 @@ impl Vcp {
                 break;
             }
             if let Some(later) = count.checked_sub(1).and_then(|j| chain[j])
-                && !le(later.depth, depth * cfg.max_contraction_ratio)
+                && !at_most(later.depth, depth * cfg.max_contraction_ratio)
             {
                 break;
             }
@@ -285,7 +266,7 @@ impl Vcp {
             let later_ok = chain[..count - 1]
                 .iter()
                 .flatten()
-                .all(|c| le(c.high.price, drift_cap));
+                .all(|c| at_most(c.high.price, drift_cap));
             if first.depth * 100.0 <= cfg.max_first_depth_pct && later_ok {
                 break;
             }
@@ -303,8 +284,8 @@ impl Vcp {
             return;
         }
         if !b.trend.ok
-            || side(b.close, last.high.price, b.close) > 0
-            || side(b.close, last.low.price, b.close) <= 0
+            || side_of(b.close, last.high.price, b.close) > 0
+            || side_of(b.close, last.low.price, b.close) <= 0
         {
             return;
         }
@@ -314,10 +295,10 @@ impl Vcp {
         let span = last.low.bar - last.high.bar + 1;
         let mut sum = 0.0;
         for bar in last.high.bar..=last.low.bar {
-            sum += hist.at(bar).volume;
+            sum += recent.at(bar).volume;
         }
         let dry = sum / span as f64 / avg;
-        if !le(dry, cfg.dry_up_ratio) {
+        if !at_most(dry, cfg.dry_up_ratio) {
             return;
         }
         if let Some(armed) = &mut self.armed
@@ -327,10 +308,10 @@ impl Vcp {
             armed.low = last.low.price;
             return;
         }
-        let count_part = unit((count as f64 - 1.0) / 3.0);
-        let tight = unit(1.0 - last.depth * 100.0 / cfg.max_last_depth_pct);
-        let dry_part = unit(1.0 - dry / cfg.dry_up_ratio);
-        let s = 40.0 + 15.0 * (count_part + tight + dry_part + unit(b.trend.strength));
+        let count_part = clamp01((count as f64 - 1.0) / 3.0);
+        let tight = clamp01(1.0 - last.depth * 100.0 / cfg.max_last_depth_pct);
+        let dry_part = clamp01(1.0 - dry / cfg.dry_up_ratio);
+        let s = 40.0 + 15.0 * (count_part + tight + dry_part + clamp01(b.trend.strength));
         self.armed = Some(Armed {
             pivot: last.high.price,
             pivot_bar: last.high.bar,

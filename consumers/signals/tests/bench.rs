@@ -37,10 +37,10 @@ fn bench_runs_on_the_fixtures() {
 }
 
 #[test]
-#[ignore = "measurement: run in release on the shared data folder"]
+#[ignore = "measurement: run in release on the shared data (TICKWATCH_DATA_DIR)"]
 fn throughput_1000_symbols() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let dir = tickwatch_schema::history::data_dir().unwrap_or_else(|e| panic!("{e}"));
     let cfg = BenchConfig::default();
-    let report = bench_dir(&dir, &cfg).expect("bench on ../shared/data");
+    let report = bench_dir(&dir, &cfg).expect("bench on the shared data");
     println!("{report}");
 }

@@ -188,13 +188,10 @@ fn warm_up_reproduces_intraday_outputs() {
 #[test]
 fn warm_up_reproduces_minute_outputs_on_the_full_file() {
     // Minutes need two whole sessions (2,881 bars): too long for a fixture, so this
-    // runs on the shared data folder when it is there.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/BTCUSDT_1m.csv");
-    let Ok(reader) = tickwatch_schema::history::open(&path, None, None, None) else {
-        eprintln!("skipped: {} is not here", path.display());
-        return;
-    };
+    // runs on the shared data.
+    let path =
+        tickwatch_schema::history::data_file("BTCUSDT_1m.csv").unwrap_or_else(|e| panic!("{e}"));
+    let reader = tickwatch_schema::history::open(&path, None, None, None).expect("history file");
     let bars: Vec<Candle> = reader.take(9_000).map(|c| c.expect("bar")).collect();
     check_restart(&bars, Interval::M1);
 }
@@ -374,4 +371,21 @@ fn a_series_handed_back_is_forgotten_warmed_up_and_goes_on_as_the_never_stopped_
     let mut stale = engine();
     run(&mut stale, &bars[..handed_over]);
     assert_ne!(run(&mut stale, &bars[back..]), all[back..].to_vec());
+}
+
+/// The engine's outputs over 300 symbols × 1,000 bars of the real data (every file of the
+/// data directory, prices scaled per symbol, one bar of every symbol in turn), pinned: a
+/// change meant to leave the engine's results as they are (a refactoring, a speed-up)
+/// must leave every signal and outcome byte-identical. A change of behaviour updates the
+/// figures here and says why.
+#[test]
+fn outputs_over_the_real_data_are_pinned() {
+    let dir = tickwatch_schema::history::data_dir().unwrap_or_else(|e| panic!("{e}"));
+    let sources = tickwatch_signals::bench::load_sources(&dir).expect("history files");
+    let universe = tickwatch_signals::bench::build_universe(&sources, 300, 1_000);
+    let digest = tickwatch_signals::bench::digest(&universe).expect("digest");
+    assert_eq!(
+        digest.to_string(),
+        "284520 candles, 64555 signals, 191475 outcomes, digest c63fcb20d0206fa3"
+    );
 }
