@@ -8,6 +8,18 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 eval "$(scripts/tools.sh)"
+# The market-data files some tests run on: TICKWATCH_DATA_DIR, else the workplace's
+# shared data folder beside this checkout (or at /work/shared/data).
+if [ -z "${TICKWATCH_DATA_DIR:-}" ]; then
+  for dir in "$PWD/../shared/data" /work/shared/data; do
+    if [ -f "$dir/SOURCES.md" ]; then TICKWATCH_DATA_DIR="$(cd "$dir" && pwd)"; break; fi
+  done
+fi
+if [ -z "${TICKWATCH_DATA_DIR:-}" ] || [ ! -d "$TICKWATCH_DATA_DIR" ]; then
+  echo "test: set TICKWATCH_DATA_DIR to the directory of the market-data files (the shared data folder)" >&2
+  exit 2
+fi
+export TICKWATCH_DATA_DIR
 scripts/clean-test-leftovers.sh || echo "test: could not clear leftovers of earlier runs (continuing)"
 
 if cargo nextest --version >/dev/null 2>&1; then

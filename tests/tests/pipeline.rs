@@ -95,19 +95,8 @@ async fn listen(
     (collect, task)
 }
 
-fn data_file(name: &str) -> Option<PathBuf> {
-    let dirs = [
-        std::env::var("TICKWATCH_DATA_DIR").ok().map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data"
-        ))),
-        Some(PathBuf::from("/work/shared/data")),
-    ];
-    dirs.into_iter()
-        .flatten()
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
+fn data_file(name: &str) -> PathBuf {
+    tickwatch_schema::history::data_file(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
@@ -121,13 +110,8 @@ async fn a_csv_replay_reaches_the_broker_complete_and_in_order() {
     let stop = CancellationToken::new();
     let (collect, listener) = listen(&broker, Exchange::Market, "candle.#", &stop).await;
 
-    // The real 30,240-row file when the shared data folder is here; the fixture otherwise.
-    let file = data_file("BTCUSDT_1m.csv").unwrap_or_else(|| {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../producers/tests/fixtures/BTCUSDT_1m.csv"
-        ))
-    });
+    // The real 30,240-row file.
+    let file = data_file("BTCUSDT_1m.csv");
     let rows = std::fs::read_to_string(&file)
         .expect("file")
         .lines()

@@ -153,23 +153,9 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The project's data directory: `TICKWATCH_DATA_DIR`, else `shared/data` beside the
-/// workspace, else `/work/shared/data`.
+/// A file of the project's data directory (`TICKWATCH_DATA_DIR`).
 pub fn data_file(name: &str) -> PathBuf {
-    let candidates = [
-        std::env::var_os("TICKWATCH_DATA_DIR").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")),
-        Some(PathBuf::from("/work/shared/data")),
-    ];
-    for dir in candidates.into_iter().flatten() {
-        let path = dir.join(name);
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!(
-        "{name} not found: set TICKWATCH_DATA_DIR to the directory holding the project's data files"
-    )
+    tickwatch_schema::history::data_file(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A fresh temporary directory for one test.
