@@ -7,8 +7,11 @@
 //! - [`rule`]: the alert rule and signal subscription models, with the one validation the
 //!   API, the bot and the alerts engine share.
 //! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
+//! - [`decimal`]: the decimal → `f64` conversion both engines use.
+//! - [`history`]: history files (CSV of bars), and where the shared market data is.
 
 pub mod db;
+pub mod decimal;
 pub mod error;
 pub mod history;
 pub mod names;

@@ -43,20 +43,11 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use tickwatch_schema::wire::Interval;
 
-use crate::compiled::{Band, CompiledRule, LIVE, NO_EXPIRY};
+use crate::compiled::{Band, CompiledRule, NO_EXPIRY};
 use crate::firing::Firing;
 use crate::history::{self, History};
 
-/// `f64` of a decimal, to about one ulp. Monotone up to that error, which the query range
-/// absorbs.
-pub(crate) fn to_f64(d: Decimal) -> f64 {
-    const POW10: [f64; 29] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-        1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
-    ];
-    let scale = POW10.get(d.scale() as usize).copied().unwrap_or(1e28);
-    d.mantissa() as f64 / scale
-}
+pub(crate) use tickwatch_schema::decimal::to_f64;
 
 /// Lowers `x` past any conversion error: relative 10⁻¹² plus `absolute`.
 fn widen_down(x: f64, absolute: f64) -> f64 {
@@ -190,7 +181,7 @@ pub(crate) fn trade_hash(trade: Option<&str>) -> u64 {
     let Some(id) = trade else {
         return 0;
     };
-    let mut hasher = crate::tables::FxHasher::default();
+    let mut hasher = rustc_hash::FxHasher::default();
     hasher.write(id.as_bytes());
     hasher.write_u8(0xff);
     hasher.finish() | 1
@@ -416,7 +407,7 @@ impl Book {
             rule.fire_levels()
         };
         rule.set_entries(levels.as_slice().len());
-        rule.flags |= LIVE;
+        rule.live = true;
         let expires_at = rule.expires_at;
         let group = rule.group;
         match self.rules.get_mut(slot as usize) {
@@ -453,7 +444,7 @@ impl Book {
             }
         }
         let rule = self.rules.get_mut(slot as usize)?;
-        rule.flags &= !LIVE;
+        rule.live = false;
         let removed = rule.clone();
         self.stale += removed.entries();
         self.dead.push(slot);

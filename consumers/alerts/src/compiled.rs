@@ -20,17 +20,6 @@ use tickwatch_schema::wire::Interval;
 use crate::error::{Error, Result};
 use crate::firing::Direction;
 
-/// The slot holds a rule (dead slots wait for the index to drop their entries).
-pub(crate) const LIVE: u8 = 1;
-/// The rule has seen its first price.
-pub(crate) const PRIMED: u8 = 1 << 1;
-/// The rule may fire (cleared by a firing, set again by re-arming).
-pub(crate) const ARMED: u8 = 1 << 2;
-/// The last firing went down (for re-arming on the right side).
-pub(crate) const FIRED_DOWN: u8 = 1 << 3;
-/// Bits 4..7: how many index entries the rule has (at most 4).
-const ENTRIES_SHIFT: u8 = 4;
-
 /// `last_fire` of a rule that has not fired.
 pub(crate) const NEVER: i64 = i64::MIN;
 /// `expires_at` of a rule without expiry.
@@ -144,7 +133,16 @@ pub(crate) struct CompiledRule {
     pub condition: Condition,
     pub trigger: Trigger,
     pub interval: Option<Interval>,
-    pub flags: u8,
+    /// The slot holds a rule (dead slots wait for the index to drop their entries).
+    pub live: bool,
+    /// The rule has seen its first price.
+    primed: bool,
+    /// The rule may fire (cleared by a firing, set again by re-arming).
+    armed: bool,
+    /// The last firing went down (for re-arming on the right side).
+    fired_down: bool,
+    /// How many index entries the rule has (at most 4).
+    entries: u8,
 }
 
 impl CompiledRule {
@@ -186,12 +184,16 @@ impl CompiledRule {
             condition: spec.condition,
             trigger: spec.trigger,
             interval: spec.interval,
-            flags: LIVE,
+            live: true,
+            primed: false,
+            armed: false,
+            fired_down: false,
+            entries: 0,
         })
     }
 
     pub fn is_live(&self) -> bool {
-        self.flags & LIVE != 0
+        self.live
     }
 
     pub fn is_moving(&self) -> bool {
@@ -210,16 +212,15 @@ impl CompiledRule {
     }
 
     fn fired_down(&self) -> bool {
-        self.flags & FIRED_DOWN != 0
+        self.fired_down
     }
 
     pub fn entries(&self) -> usize {
-        usize::from(self.flags >> ENTRIES_SHIFT)
+        usize::from(self.entries)
     }
 
     pub fn set_entries(&mut self, entries: usize) {
-        let entries = u8::try_from(entries.min(4)).unwrap_or(4);
-        self.flags = (self.flags & ((1 << ENTRIES_SHIFT) - 1)) | (entries << ENTRIES_SHIFT);
+        self.entries = u8::try_from(entries.min(4)).unwrap_or(4);
     }
 
     /// Every value at which the rule's state can change: its thresholds and re-arm levels,
@@ -292,7 +293,7 @@ impl CompiledRule {
     /// Whether the rule is waiting to re-arm, so the book must watch its re-arm levels
     /// (moving rules keep all their levels in their group).
     pub fn needs_rearm_entries(&self) -> bool {
-        self.flags & (LIVE | PRIMED | ARMED) == LIVE | PRIMED && !self.is_moving()
+        self.live && self.primed && !self.armed && !self.is_moving()
     }
 
     /// Evaluates the rule at price `p` (time `ts`), the symbol's previous evaluated price
@@ -318,19 +319,20 @@ impl CompiledRule {
         if ts >= self.expires_at {
             return Outcome::Expired;
         }
-        if self.flags & PRIMED == 0 {
-            self.flags |= PRIMED | ARMED;
+        if !self.primed {
+            self.primed = true;
+            self.armed = true;
             if !self.is_state() {
                 return Outcome::Nothing;
             }
             let event = self.state_event(p, change);
             return self.try_fire(event, p, ts, change, band);
         }
-        if self.flags & ARMED == 0 {
+        if !self.armed {
             if !self.rearm_due(p, change, band) {
                 return Outcome::Nothing;
             }
-            self.flags |= ARMED;
+            self.armed = true;
         }
         let event = if self.is_state() {
             self.state_event(p, change)
@@ -364,14 +366,15 @@ impl CompiledRule {
         if ts >= self.expires_at {
             return Outcome::Expired;
         }
-        if self.flags & PRIMED != 0 {
+        if self.primed {
             // Seen a price already (a prime newer than it): re-arming still happens.
-            if self.flags & ARMED == 0 && self.rearm_due(p, change, band) {
-                self.flags |= ARMED;
+            if !self.armed && self.rearm_due(p, change, band) {
+                self.armed = true;
             }
             return self.hold_if_true(p, ts, change);
         }
-        self.flags |= PRIMED | ARMED;
+        self.primed = true;
+        self.armed = true;
         if self.last_fire != NEVER {
             match self.last_fire.cmp(&ts) {
                 std::cmp::Ordering::Greater => {
@@ -381,7 +384,7 @@ impl CompiledRule {
                 std::cmp::Ordering::Equal => {
                     self.disarm(p);
                     if self.rearm_due(p, change, band) {
-                        self.flags |= ARMED;
+                        self.armed = true;
                     }
                 }
                 std::cmp::Ordering::Less => {
@@ -401,7 +404,7 @@ impl CompiledRule {
     /// mode to allow it): the indexed book asks a rule only when something may change, and
     /// this one would fire at the next price even if no level is crossed.
     fn hold_if_true(&self, p: Decimal, ts: i64, change: Option<Decimal>) -> Outcome {
-        if self.is_state() && self.flags & ARMED != 0 && self.state_event(p, change).is_some() {
+        if self.is_state() && self.armed && self.state_event(p, change).is_some() {
             Outcome::Suppressed {
                 eligible: self.gate(ts).err().unwrap_or(ts),
             }
@@ -426,12 +429,8 @@ impl CompiledRule {
                 }
             }
         };
-        self.flags &= !ARMED;
-        if down {
-            self.flags |= FIRED_DOWN;
-        } else {
-            self.flags &= !FIRED_DOWN;
-        }
+        self.armed = false;
+        self.fired_down = down;
     }
 
     fn try_fire(
@@ -449,7 +448,7 @@ impl CompiledRule {
             Ok(()) => {
                 self.record_fire(ts, fire.direction);
                 if self.rearm_due(p, change, band) {
-                    self.flags |= ARMED;
+                    self.armed = true;
                 }
                 Outcome::Fired(fire)
             }
@@ -460,10 +459,10 @@ impl CompiledRule {
 
     fn record_fire(&mut self, ts: i64, direction: Direction) {
         self.last_fire = ts;
-        self.flags &= !ARMED;
+        self.armed = false;
         match direction {
-            Direction::Up => self.flags &= !FIRED_DOWN,
-            Direction::Down => self.flags |= FIRED_DOWN,
+            Direction::Up => self.fired_down = false,
+            Direction::Down => self.fired_down = true,
         }
     }
 

@@ -86,7 +86,10 @@ use crate::config::AlertsConfig;
 use crate::error::{Error, Result};
 use crate::firing::{Firing, SubscriptionHit};
 use crate::subscriptions::SubscriptionBook;
-use crate::tables::{FxMap, IdMap, NameKey, Slab};
+use rustc_hash::FxHashMap;
+use slab::Slab;
+
+use crate::symbol_key::NameKey;
 
 /// What [`AlertEngine::apply`] did with a control message.
 #[derive(Debug)]
@@ -178,13 +181,14 @@ pub struct AlertEngine {
     silence_ms: i64,
     /// Interned hysteresis bands; 0 is the configured default.
     bands: Vec<Band>,
-    band_index: FxMap<Decimal, u16>,
-    symbols: FxMap<NameKey, u32>,
+    band_index: FxHashMap<Decimal, u16>,
+    symbols: FxHashMap<NameKey, u32>,
     books: Vec<Book>,
     /// Per book, what a tick that changes nothing needs (dense: it stays in cache).
     hot: Vec<Hot>,
-    ids: IdMap,
-    tombstones: FxMap<i64, i64>,
+    /// Where each live rule sits: its book and its slot there.
+    ids: FxHashMap<i64, RuleAt>,
+    tombstones: FxHashMap<i64, i64>,
     templates: Slab<Arc<str>>,
     subscriptions: SubscriptionBook,
     expired: Vec<i64>,
@@ -204,13 +208,13 @@ impl AlertEngine {
             silence_ms: config.candle_silence_ms(),
             config,
             bands: vec![default_band],
-            band_index: FxMap::default(),
-            symbols: FxMap::default(),
+            band_index: FxHashMap::default(),
+            symbols: FxHashMap::default(),
             books: Vec::new(),
             hot: Vec::new(),
-            ids: IdMap::default(),
-            tombstones: FxMap::default(),
-            templates: Slab::default(),
+            ids: FxHashMap::default(),
+            tombstones: FxHashMap::default(),
+            templates: Slab::new(),
             subscriptions: SubscriptionBook::default(),
             expired: Vec::new(),
             scratch: Scratch::default(),
@@ -235,11 +239,11 @@ impl AlertEngine {
 
     /// The version held for a rule: live, or the tombstone of a removed one.
     pub fn rule_version(&self, rule_id: i64) -> Option<i64> {
-        match self.ids.get(rule_id) {
-            Some((book, slot)) => self
+        match self.ids.get(&rule_id) {
+            Some(at) => self
                 .books
-                .get(book)
-                .and_then(|b| b.rule(slot))
+                .get(at.book as usize)
+                .and_then(|b| b.rule(at.slot))
                 .map(|r| r.version),
             None => self.tombstones.get(&rule_id).copied(),
         }
@@ -247,7 +251,7 @@ impl AlertEngine {
 
     /// Whether the rule is live in the book.
     pub fn has_rule(&self, rule_id: i64) -> bool {
-        self.ids.get(rule_id).is_some()
+        self.ids.contains_key(&rule_id)
     }
 
     /// The version held for a subscription: live, or the tombstone of a removed one.
@@ -267,7 +271,7 @@ impl AlertEngine {
         S: IntoIterator<Item = Subscription>,
     {
         let mut report = LoadReport::default();
-        let reload = self.ids.len() > 0 || self.subscriptions.len() > 0;
+        let reload = !self.ids.is_empty() || self.subscriptions.len() > 0;
         let mut seen_rules = std::collections::HashSet::new();
         let mut seen_subs = std::collections::HashSet::new();
         for rule in rules {
@@ -372,7 +376,7 @@ impl AlertEngine {
             Err(error) => return Applied::Rejected { id: rule.id, error },
         };
         let template = match &rule.spec.template {
-            Some(text) => match self.templates.insert(Arc::from(text.as_str())) {
+            Some(text) => match add_template(&mut self.templates, text) {
                 Some(index) => index,
                 None => {
                     return Applied::Rejected {
@@ -389,7 +393,7 @@ impl AlertEngine {
         let mut compiled = match CompiledRule::compile(rule, band, template) {
             Ok(compiled) => compiled,
             Err(error) => {
-                self.templates.remove(template);
+                remove_template(&mut self.templates, template);
                 return Applied::Rejected { id: rule.id, error };
             }
         };
@@ -408,7 +412,7 @@ impl AlertEngine {
             _ => None,
         };
         let (Some(book), Some(slot)) = (book, slot) else {
-            self.templates.remove(template);
+            remove_template(&mut self.templates, template);
             return Applied::Rejected {
                 id: rule.id,
                 error: Error::Capacity {
@@ -420,7 +424,13 @@ impl AlertEngine {
                 },
             };
         };
-        self.ids.insert(rule.id, book, slot);
+        self.ids.insert(
+            rule.id,
+            RuleAt {
+                book: book as u32,
+                slot,
+            },
+        );
         self.tombstones.remove(&rule.id);
         if let Some(hot) = self.hot.get_mut(book) {
             hot.has_fresh = true;
@@ -437,8 +447,8 @@ impl AlertEngine {
 
     /// When a live rule last fired, as the engine knows it.
     fn held_last_fire(&self, rule_id: i64) -> Option<i64> {
-        let (book, slot) = self.ids.get(rule_id)?;
-        let rule = self.books.get(book)?.rule(slot)?;
+        let at = self.ids.get(&rule_id)?;
+        let rule = self.books.get(at.book as usize)?.rule(at.slot)?;
         Some(rule.last_fire)
     }
 
@@ -459,12 +469,12 @@ impl AlertEngine {
 
     /// Removes a live rule (no tombstone: the caller leaves the right one).
     fn remove_live(&mut self, rule_id: i64) -> bool {
-        let Some((book, slot)) = self.ids.remove(rule_id) else {
+        let Some(at) = self.ids.remove(&rule_id) else {
             return false;
         };
-        if let Some(b) = self.books.get_mut(book) {
-            if let Some(removed) = b.remove(slot, &self.bands) {
-                self.templates.remove(removed.template);
+        if let Some(b) = self.books.get_mut(at.book as usize) {
+            if let Some(removed) = b.remove(at.slot, &self.bands) {
+                remove_template(&mut self.templates, removed.template);
             }
             b.maybe_compact();
         }
@@ -743,9 +753,9 @@ impl AlertEngine {
         self.books.capacity() * size_of::<Book>()
             + self.hot.capacity() * size_of::<Hot>()
             + self.books.iter().map(Book::heap_bytes).sum::<usize>()
-            + self.ids.heap_bytes()
-            + self.tombstones.capacity() * 17
-            + self.templates.heap_bytes()
+            + self.ids.capacity() * (size_of::<(i64, RuleAt)>() + 1)
+            + self.tombstones.capacity() * (size_of::<(i64, i64)>() + 1)
+            + self.templates.capacity() * size_of::<(usize, Arc<str>)>()
             + self.subscriptions.heap_bytes()
             + self.symbols.capacity() * (std::mem::size_of::<(NameKey, u32)>() + 1)
     }
@@ -910,7 +920,7 @@ impl AlertEngine {
                     expired.push(id);
                 }
                 Outcome::Fired(fire) => {
-                    let template = templates.get(rule.template).cloned();
+                    let template = templates.get(rule.template as usize).cloned();
                     let firing = build_firing(
                         &book.venue,
                         &book.symbol,
@@ -949,20 +959,46 @@ impl AlertEngine {
     }
 }
 
+/// Where a live rule sits in the engine.
+#[derive(Debug, Clone, Copy)]
+struct RuleAt {
+    book: u32,
+    slot: u32,
+}
+
+/// Stores a rule's own message template; its index as a rule keeps it (`None`: no room).
+fn add_template(templates: &mut Slab<Arc<str>>, text: &str) -> Option<u32> {
+    let key = templates.insert(Arc::from(text));
+    match u32::try_from(key).ok().filter(|&k| k != NO_TEMPLATE) {
+        Some(index) => Some(index),
+        None => {
+            templates.remove(key);
+            None
+        }
+    }
+}
+
+/// Drops a rule's template ([`NO_TEMPLATE`]: it had none).
+fn remove_template(templates: &mut Slab<Arc<str>>, index: u32) {
+    if index != NO_TEMPLATE {
+        templates.try_remove(index as usize);
+    }
+}
+
 /// Removes a rule the engine itself ends (a `once` firing, an expiry): the tombstone keeps
 /// its version so a replayed upsert of that version cannot bring it back.
 fn retire(
     book: &mut Book,
     slot: u32,
     bands: &[Band],
-    ids: &mut IdMap,
-    tombstones: &mut FxMap<i64, i64>,
+    ids: &mut FxHashMap<i64, RuleAt>,
+    tombstones: &mut FxHashMap<i64, i64>,
     templates: &mut Slab<Arc<str>>,
 ) {
     if let Some(removed) = book.remove(slot, bands) {
-        ids.remove(removed.id);
+        ids.remove(&removed.id);
         tombstones.insert(removed.id, removed.version);
-        templates.remove(removed.template);
+        remove_template(templates, removed.template);
     }
 }
 
@@ -970,8 +1006,8 @@ fn expire_book(
     book: &mut Book,
     now_ms: i64,
     bands: &[Band],
-    ids: &mut IdMap,
-    tombstones: &mut FxMap<i64, i64>,
+    ids: &mut FxHashMap<i64, RuleAt>,
+    tombstones: &mut FxHashMap<i64, i64>,
     templates: &mut Slab<Arc<str>>,
     expired: &mut Vec<i64>,
 ) {

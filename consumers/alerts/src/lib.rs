@@ -2,9 +2,9 @@
 //!
 //! [`AlertEngine`] holds every active price alert rule and signal subscription in memory
 //! and turns market events into [`Firing`]s and [`SubscriptionHit`]s. It does no I/O and
-//! reads no clock (time is the events' `ts`); the adapter in the `tickwatch` binary feeds it
-//! from `tw.alerts.q`, stores each firing under its deterministic id, and publishes
-//! `AlertTriggered` and `Notification` messages.
+//! reads no clock (time is the events' `ts`); [`adapter`], this crate's one module with
+//! I/O, feeds it from `tw.alerts.q`, stores each firing under its deterministic id, and
+//! publishes `AlertTriggered` and `Notification` messages.
 //!
 //! How the modules fit:
 //! - [`engine`]: [`AlertEngine`] — load from the database, versioned [`Control`] updates,
@@ -15,8 +15,9 @@
 //! - `book` (private): one symbol's rules, the sorted level index that makes a tick cost
 //!   O(log n + rules touched) instead of a scan, and the per-symbol hot record that lets a
 //!   tick which changes nothing skip even that; `history` (private) keeps the bounded price
-//!   history the moving-percentage rules read; `tables` (private): the symbol table, the
-//!   paged id map and the template slab.
+//!   history the moving-percentage rules read; `symbol_key` (private): the inline
+//!   venue-and-symbol key of the symbol table. The other tables are `rustc-hash` maps and
+//!   a `slab` of templates.
 //! - `subscriptions` (private): the signal-subscription index; [`firing`]: what the engine
 //!   returns, and the wire `AlertTriggered` of a firing.
 //! - [`template`]: message templates with `{{placeholders}}`, Korean and English defaults.
@@ -39,7 +40,7 @@ pub mod error;
 pub mod firing;
 mod history;
 mod subscriptions;
-mod tables;
+mod symbol_key;
 pub mod template;
 
 pub use config::AlertsConfig;

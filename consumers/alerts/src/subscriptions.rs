@@ -7,7 +7,7 @@ use tickwatch_schema::wire::{Grade, Signal, SignalKind, deterministic_id};
 use crate::engine::Applied;
 use crate::error::Error;
 use crate::firing::SubscriptionHit;
-use crate::tables::FxMap;
+use rustc_hash::FxHashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -25,7 +25,7 @@ impl Entry {
 #[derive(Debug, Default)]
 struct KindIndex {
     all_symbols: Vec<Entry>,
-    by_symbol: FxMap<Box<str>, Vec<Entry>>,
+    by_symbol: FxHashMap<Box<str>, Vec<Entry>>,
 }
 
 #[derive(Debug)]
@@ -38,9 +38,9 @@ struct Held {
 /// The active subscriptions, with the versions of deleted ones.
 #[derive(Debug, Default)]
 pub(crate) struct SubscriptionBook {
-    held: FxMap<i64, Held>,
-    tombstones: FxMap<i64, i64>,
-    by_kind: FxMap<SignalKind, KindIndex>,
+    held: FxHashMap<i64, Held>,
+    tombstones: FxHashMap<i64, i64>,
+    by_kind: FxHashMap<SignalKind, KindIndex>,
 }
 
 impl SubscriptionBook {

@@ -1,4 +1,6 @@
-//! Numeric helpers: exact decimal → f64 conversion, tolerant comparisons and crossings.
+//! Numeric helpers: tolerant comparisons and crossings, and rounding for details. (The
+//! decimal → f64 conversion is [`tickwatch_schema::decimal::to_f64`], re-exported here as
+//! `dec_to_f64`: the alerts engine uses the same one.)
 //!
 //! Signals are decisions on floating-point values, and the same decision must come out of
 //! a series processed from its first bar and of one warmed up from its last few hundred
@@ -6,58 +8,13 @@
 //! through a relative dead band of [`TOL`]: values within it of the threshold count as
 //! "on the line", which never flips a state.
 
-use std::io::Write as _;
-
-use rust_decimal::Decimal;
+pub use tickwatch_schema::decimal::to_f64 as dec_to_f64;
+use tickwatch_schema::decimal::POW10;
 
 /// Relative dead band of every comparison a signal makes (1e-9 of the larger operand or
 /// of the price scale). Far above the ulp-level drift of running sums (~1e-14), far below
 /// anything a trader would call a difference.
 pub const TOL: f64 = 1e-9;
-
-/// Powers of ten that are exact in f64 (10^22 is the largest).
-const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
-
-/// The f64 nearest to a decimal — the same value Python's `float("…")` or Rust's
-/// `"…".parse::<f64>()` gives for its text, so fixtures written by TA-Lib from the same
-/// text compare bit for bit.
-///
-/// Fast path (Clinger): a mantissa below 2^53 and a scale up to 22 are both exact in f64,
-/// and one IEEE division of exact operands is correctly rounded. Anything else (rare:
-/// 17+ significant digits) goes through the decimal text, without allocating.
-#[inline]
-pub fn dec_to_f64(d: Decimal) -> f64 {
-    let u = d.unpack();
-    let scale = u.scale as usize;
-    if u.hi == 0 && u.mid < (1 << 21) && scale < POW10.len() {
-        // The mantissa is below 2^53: exact as i64 and as f64 (no i128 on the way).
-        let m = (i64::from(u.mid) << 32) | i64::from(u.lo);
-        return if u.negative { -m } else { m } as f64 / POW10[scale];
-    }
-    dec_to_f64_by_text(d)
-}
-
-/// The slow path of [`dec_to_f64`], out of line so that the fast one inlines small.
-#[cold]
-#[inline(never)]
-fn dec_to_f64_by_text(d: Decimal) -> f64 {
-    let mut buf = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    if write!(cursor, "{d}").is_ok() {
-        let len = cursor.position() as usize;
-        if let Some(v) = std::str::from_utf8(&buf[..len])
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-        {
-            return v;
-        }
-    }
-    // Unreachable for rust_decimal's output; keep a value rather than panic.
-    d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
-}
 
 /// `x` rounded to 6 significant digits, for the `details` of a signal: enough to read, and
 /// short enough that ulp-level differences between two runs do not show.
@@ -212,24 +169,6 @@ impl Cross {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_convert_like_text_parsing() {
-        for text in [
-            "23140.48",
-            "0.1",
-            "0.128348",
-            "1e-05",
-            "123456789.12345678",
-            "64321.123456789012345678",
-            "7",
-            "0.000000000000000000000000001",
-        ] {
-            let d = tickwatch_schema::history::parse_decimal(text).expect("decimal");
-            let want: f64 = text.parse().expect("f64");
-            assert_eq!(dec_to_f64(d).to_bits(), want.to_bits(), "{text}");
-        }
-    }
 
     #[test]
     fn crossings_ignore_noise_on_the_line() {
