@@ -1,7 +1,6 @@
 //! Configuration pieces the sources share: human durations (`500ms`, `30s`, `23h`), secrets
 //! that never print, reconnect backoff and the outbox buffer.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -77,43 +76,7 @@ pub mod duration {
     }
 }
 
-/// A secret string: deserialises from plain text, prints and serialises as `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for comparing; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Compares in time independent of where the first difference is.
-    pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for (i, x) in a.iter().enumerate() {
-            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
+pub use tickwatch_schema::secret::Secret;
 
 /// Exponential backoff with jitter, for reconnecting and for retrying the sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

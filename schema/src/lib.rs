@@ -8,6 +8,7 @@
 //!   API, the bot and the alerts engine share.
 //! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
 //! - [`decimal`]: the decimal → `f64` conversion both engines use.
+//! - [`secret`]: the secret-string type of every configuration.
 //! - [`history`]: history files (CSV of bars), and where the shared market data is.
 
 pub mod db;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod history;
 pub mod names;
 pub mod rule;
+pub mod secret;
 pub mod wire;
 
 pub use error::{Error, Result};

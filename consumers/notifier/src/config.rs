@@ -1,6 +1,5 @@
 //! The notifier's configuration (the `[notifier]` section).
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,40 +12,7 @@ use crate::markdown::MAX_MESSAGE_LEN;
 /// Telegram's public Bot API.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 
-/// A secret string: `Debug` and `Display` show `***`, never the value.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-/// Serialised masked, so a printed configuration never shows it.
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use tickwatch_schema::secret::Secret;
 
 /// How the notifier reaches Telegram. Without a token, notifications are written to the
 /// log instead (see [`crate::LogSender`]).

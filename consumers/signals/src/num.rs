@@ -8,8 +8,8 @@
 //! through a relative dead band of [`TOL`]: values within it of the threshold count as
 //! "on the line", which never flips a state.
 
-pub use tickwatch_schema::decimal::to_f64 as dec_to_f64;
 use tickwatch_schema::decimal::POW10;
+pub use tickwatch_schema::decimal::to_f64 as dec_to_f64;
 
 /// Relative dead band of every comparison a signal makes (1e-9 of the larger operand or
 /// of the price scale). Far above the ulp-level drift of running sums (~1e-14), far below
