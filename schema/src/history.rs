@@ -99,16 +99,44 @@ pub fn venue_of(symbol: &str) -> Option<String> {
     Some(venue.to_string())
 }
 
-/// Reads every bar of a history file as closed candles, in file order. Each bad line is an
-/// error naming the file and line; the caller decides whether to stop or skip.
-#[derive(Debug)]
+/// The names a column may go by in a header (compared case-insensitively), so that files
+/// exported by common tools (`Date,Open,High,Low,Close,Adj Close,Volume`) read as they are.
+const COLUMNS: [(&str, &[&str]); 6] = [
+    (
+        "ts",
+        &["ts", "time", "timestamp", "date", "datetime", "open_time"],
+    ),
+    ("open", &["open"]),
+    ("high", &["high"]),
+    ("low", &["low"]),
+    ("close", &["close"]),
+    ("volume", &["volume"]),
+];
+
+/// Reads every bar of a history file as closed candles, in file order: CSV (quoted fields
+/// allowed, one record a line) with a header naming the columns
+/// `ts,open,high,low,close,volume` in any order, other columns ignored; blank lines are
+/// skipped. Each bad line is an error naming the file and line; the caller decides
+/// whether to stop or skip.
 pub struct HistoryReader<R> {
     lines: std::io::Lines<R>,
+    /// Where each of `COLUMNS` is in a record.
+    positions: [usize; 6],
     path: String,
     line_no: usize,
     venue: String,
     symbol: String,
     interval: Interval,
+}
+
+impl<R> std::fmt::Debug for HistoryReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryReader")
+            .field("path", &self.path)
+            .field("line_no", &self.line_no)
+            .field("symbol", &self.symbol)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: BufRead> HistoryReader<R> {
@@ -121,25 +149,35 @@ impl<R: BufRead> HistoryReader<R> {
         interval: Interval,
     ) -> Result<Self> {
         let mut lines = reader.lines();
-        let header = lines
+        let first = lines
             .next()
             .transpose()
             .map_err(|e| csv_error(path, 1, e))?
             .ok_or_else(|| csv_error(path, 1, "the file is empty"))?;
-        let columns: Vec<_> = header
-            .trim_start_matches('\u{feff}')
-            .split(',')
-            .map(|c| c.trim().to_ascii_lowercase())
+        let header = parse_csv_line(&first).map_err(|e| csv_error(path, 1, e))?;
+        let names: Vec<String> = header
+            .iter()
+            .map(|c| c.trim_start_matches('\u{feff}').to_ascii_lowercase())
             .collect();
-        if columns.len() < 6 || columns[..6] != ["ts", "open", "high", "low", "close", "volume"] {
-            return Err(csv_error(
-                path,
-                1,
-                format!("header is `{header}`; expected `ts,open,high,low,close,volume`"),
-            ));
+        let mut positions = [0; 6];
+        for (position, (column, aliases)) in positions.iter_mut().zip(COLUMNS) {
+            *position = names
+                .iter()
+                .position(|n| aliases.contains(&n.as_str()))
+                .ok_or_else(|| {
+                    csv_error(
+                        path,
+                        1,
+                        format!(
+                            "header `{}` has no `{column}` column; expected ts,open,high,low,close,volume",
+                            header.iter().collect::<Vec<_>>().join(",")
+                        ),
+                    )
+                })?;
         }
         Ok(HistoryReader {
             lines,
+            positions,
             path: path.to_string(),
             line_no: 1,
             venue: venue.to_string(),
@@ -148,24 +186,28 @@ impl<R: BufRead> HistoryReader<R> {
         })
     }
 
-    fn parse_line(&self, line: &str) -> Result<Candle> {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() < 6 {
-            return Err(self.error(format!("{} fields; expected 6", fields.len())));
-        }
-        let number = |name: &'static str, text: &str| -> Result<Decimal> {
-            parse_decimal(text).map_err(|e| self.error(format!("{name} `{text}`: {e}")))
+    fn parse_record(&self, record: &csv::StringRecord) -> Result<Candle> {
+        let field = |i: usize| -> Result<&str> {
+            let (column, _) = COLUMNS[i];
+            record
+                .get(self.positions[i])
+                .filter(|f| !f.is_empty())
+                .ok_or_else(|| self.error(format!("no `{column}` value")))
+        };
+        let number = |i: usize| -> Result<Decimal> {
+            let text = field(i)?;
+            parse_decimal(text).map_err(|e| self.error(format!("{} `{text}`: {e}", COLUMNS[i].0)))
         };
         let candle = Candle {
             venue: self.venue.clone(),
             symbol: self.symbol.clone(),
             interval: self.interval,
-            open_ts: parse_ts(fields[0]).map_err(|e| self.error(e))?,
-            open: number("open", fields[1])?,
-            high: number("high", fields[2])?,
-            low: number("low", fields[3])?,
-            close: number("close", fields[4])?,
-            volume: number("volume", fields[5])?,
+            open_ts: parse_ts(field(0)?).map_err(|e| self.error(e))?,
+            open: number(1)?,
+            high: number(2)?,
+            low: number(3)?,
+            close: number(4)?,
+            volume: number(5)?,
             trades: None,
             closed: true,
         };
@@ -183,17 +225,34 @@ impl<R: BufRead> Iterator for HistoryReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let line = match self.lines.next()? {
-                Ok(line) => line,
+            let line = self.lines.next()?;
+            self.line_no += 1;
+            let record = match line {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => parse_csv_line(&line),
                 Err(e) => return Some(Err(self.error(e))),
             };
-            self.line_no += 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Some(self.parse_line(&line));
+            return Some(
+                record
+                    .map_err(|e| self.error(e))
+                    .and_then(|r| self.parse_record(&r)),
+            );
         }
     }
+}
+
+/// One CSV line's fields (trimmed, quotes removed), by the `csv` crate. Lines are read
+/// one at a time so that an error names the file's own line number.
+fn parse_csv_line(line: &str) -> std::result::Result<csv::StringRecord, csv::Error> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .buffer_capacity(line.len().max(64))
+        .from_reader(line.as_bytes());
+    let mut record = csv::StringRecord::new();
+    reader.read_record(&mut record)?;
+    Ok(record)
 }
 
 /// Opens a history file, inferring what the caller did not say from the file name.
@@ -259,77 +318,37 @@ pub fn parse_decimal(text: &str) -> std::result::Result<Decimal, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z`, `YYYY-MM-DD` or epoch milliseconds, to epoch ms.
+/// Parses a bar time to epoch ms: RFC 3339 (`2023-03-01T00:00:00Z`, `…+09:00`), the
+/// same without an offset or with a space for `T` (read as UTC; seconds and fractions
+/// optional), a date (`2023-03-01`, midnight UTC) or epoch milliseconds. Dates that do
+/// not exist (`2023-02-31`) are refused.
 pub fn parse_ts(text: &str) -> std::result::Result<i64, String> {
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
         return text.parse().map_err(|e| format!("timestamp `{text}`: {e}"));
     }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
     let bad = || format!("timestamp `{text}` is not ISO-8601 UTC (2023-03-01T00:00:00Z)");
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
-        None => (text, None),
-    };
-    let mut parts = date.split('-');
-    let mut next = || -> std::result::Result<i64, String> {
-        parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)
-    };
-    let (year, month, day) = (next()?, next()?, next()?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    let mut ms = days_from_civil(year, month, day) * 86_400_000;
-    if let Some(time) = time {
-        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-        let hms: Vec<i64> = hms
-            .split(':')
-            .map(|p| p.parse().map_err(|_| bad()))
-            .collect::<std::result::Result<_, _>>()?;
-        if hms.len() < 2 || hms.len() > 3 || hms[0] > 23 || hms[1] > 59 {
-            return Err(bad());
-        }
-        ms += (hms[0] * 3600 + hms[1] * 60 + hms.get(2).copied().unwrap_or(0)) * 1000;
-        if !frac.is_empty() {
-            let digits: String = frac.chars().take(3).collect();
-            let scale = 10_i64.pow(3 - digits.len() as u32);
-            ms += digits.parse::<i64>().map_err(|_| bad())? * scale;
-        }
-    }
-    Ok(ms)
+    let local = text.trim_end_matches('Z').replacen(' ', "T", 1);
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(&local, format).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(&local, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(bad)
 }
 
 /// Formats epoch ms as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_ts(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let secs = ms.rem_euclid(86_400_000) / 1000;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     )
-}
-
-// Howard Hinnant's civil-calendar algorithms.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -345,7 +364,16 @@ mod tests {
         assert_eq!(parse_ts("2024-02-29T12:30:15.5Z"), Ok(1_709_209_815_500));
         assert_eq!(format_ts(1_709_209_815_000), "2024-02-29T12:30:15Z");
         assert_eq!(format_ts(345_427_200_000), "1980-12-12T00:00:00Z");
-        for bad in ["2023-13-01", "yesterday", "2023-03-01T25:00:00Z", ""] {
+        assert_eq!(parse_ts("2023-03-01T09:01:00+09:00"), Ok(1_677_628_860_000));
+        assert_eq!(parse_ts("2023-03-01 00:01"), Ok(1_677_628_860_000));
+        for bad in [
+            "2023-13-01",
+            "2023-02-31",
+            "2023-02-29T00:00:00Z",
+            "yesterday",
+            "2023-03-01T25:00:00Z",
+            "",
+        ] {
             assert!(parse_ts(bad).is_err(), "{bad}");
         }
     }
@@ -396,8 +424,35 @@ mod tests {
             .expect_err("bad header")
             .to_string();
         assert!(
-            err.contains("expected `ts,open,high,low,close,volume`"),
+            err.contains("no `ts` column; expected ts,open,high,low,close,volume"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn columns_are_found_by_name_and_fields_may_be_quoted() {
+        let text = "Date,Open,High,Low,Close,Adj Close,Volume\n\
+                    2023-03-01,\"1,000.5\",2000,900,1500,1490,\"10\"\n\
+                    2023-03-02, 1500 ,1600,1400,1550,1540,12\n";
+        let rows: Vec<_> =
+            HistoryReader::new(text.as_bytes(), "y.csv", "nasdaq", "AAPL", Interval::D1)
+                .expect("header")
+                .collect();
+        // A thousands separator is not a decimal: named as such, on its own line.
+        let err = rows[0].as_ref().expect_err("1,000.5").to_string();
+        assert!(err.starts_with("y.csv:2: open `1,000.5`"), "{err}");
+        let bar = rows[1].as_ref().expect("second bar");
+        assert_eq!(
+            (bar.open.to_string(), bar.volume.to_string()),
+            ("1500".into(), "12".into())
+        );
+        let reordered = "volume,close,low,high,open,ts\n5,2,1,3,1.5,1677628800000\n";
+        let bar = HistoryReader::new(reordered.as_bytes(), "r.csv", "v", "S", Interval::M1)
+            .expect("header")
+            .next()
+            .expect("a bar")
+            .expect("valid");
+        assert_eq!(bar.open.to_string(), "1.5");
+        assert_eq!(bar.open_ts, 1_677_628_800_000);
     }
 }
