@@ -15,26 +15,23 @@ pub const RESERVED: &str = "_*[]()~`>#+-=|{}.!";
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const MAX_MESSAGE_LEN: usize = 4096;
 
-/// Escapes plain text for MarkdownV2 (outside any entity).
+/// Escapes plain text for MarkdownV2 (outside any entity): teloxide's.
 pub fn escape(text: &str) -> String {
-    escape_set(text, RESERVED)
+    teloxide::utils::markdown::escape(text)
 }
 
-/// Escapes text for the inside of `` `code` `` or a ```` ```pre``` ```` block.
+/// Escapes text for the inside of `` `code` `` or a ```` ```pre``` ```` block: teloxide's.
 pub fn escape_code(text: &str) -> String {
-    escape_set(text, "`")
+    teloxide::utils::markdown::escape_code(text)
 }
 
-/// Escapes a URL for the `(…)` part of a link.
+/// Escapes a URL for the `(…)` part of a link: `)` and `\`, as Telegram's documentation
+/// asks. (teloxide's `escape_link_url` escapes `` ` `` and `)` but not `\`, which would
+/// let a URL ending in a backslash swallow the closing parenthesis.)
 pub fn escape_url(text: &str) -> String {
-    escape_set(text, ")")
-}
-
-fn escape_set(text: &str, reserved: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let mut out = String::with_capacity(text.len() + 2);
     for c in text.chars() {
-        // A backslash is the escape character itself: always escaped.
-        if c == '\\' || reserved.contains(c) {
+        if c == '\\' || c == ')' {
             out.push('\\');
         }
         out.push(c);

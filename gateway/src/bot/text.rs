@@ -189,19 +189,10 @@ pub fn pick(lang: Language, en: impl Into<String>, ko: impl Into<String>) -> Str
     }
 }
 
-/// Escapes text for Telegram's HTML mode.
+/// Escapes text for Telegram's HTML mode (teloxide's escape: `&`, `<`, `>`; the bot puts
+/// no user text inside an attribute, where `"` would matter).
 pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            other => out.push(other),
-        }
-    }
-    out
+    teloxide::utils::html::escape(text)
 }
 
 /// The usage lines of a command: its form and an example.
@@ -298,7 +289,7 @@ mod tests {
         assert!(help(Language::En, false).contains("/alert BTCUSDT &gt; 65000"));
         assert!(!help(Language::En, false).contains("/broadcast"));
         assert!(help(Language::En, true).contains("/broadcast"));
-        assert_eq!(esc("a<b>&\"c"), "a&lt;b&gt;&amp;&quot;c");
+        assert_eq!(esc("a<b>&\"c"), "a&lt;b&gt;&amp;\"c");
         assert_eq!(fraction_pct(0.0042), "+0.42%");
         assert_eq!(signed_pct(Decimal::new(-125, 2)), "-1.25%");
     }
