@@ -1,7 +1,10 @@
 //! The admin endpoints every tickwatch process serves: `/healthz` (the process is alive),
 //! `/readyz` (database and broker reachable, consumers connected; 503 naming what is down)
-//! and `/metrics` (Prometheus).
+//! and `/metrics` (Prometheus). Their bodies are the HTTP API's (`Health`, `Readiness` of
+//! `tickwatch_gateway::api::ops`, documented in its OpenAPI), so a probe reads one shape
+//! whichever port it asks.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sea_orm::DatabaseConnection;
 use tickwatch_broker::Broker;
+use tickwatch_gateway::api::ops::{Check, Readiness as ReadinessBody};
 use tokio_util::sync::CancellationToken;
 
 static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
@@ -57,22 +61,35 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Every problem found, empty when ready.
-    pub async fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if let Some(db) = &self.db
-            && let Err(e) = db.ping().await
-        {
-            problems.push(format!("database: {e}"));
+    /// Every dependency's state, by name: the database, then each broker component of this
+    /// process.
+    pub async fn checks(&self) -> BTreeMap<String, Check> {
+        let mut checks = BTreeMap::new();
+        if let Some(db) = &self.db {
+            let check = match db.ping().await {
+                Ok(()) => Check {
+                    up: true,
+                    detail: "answers".into(),
+                },
+                Err(e) => Check {
+                    up: false,
+                    detail: e.to_string(),
+                },
+            };
+            checks.insert("database".to_string(), check);
         }
         if let Some(broker) = &self.broker {
             for (component, state) in broker.health().snapshot() {
-                if !state.up {
-                    problems.push(format!("{component}: {}", state.detail));
-                }
+                checks.insert(
+                    component,
+                    Check {
+                        up: state.up,
+                        detail: state.detail,
+                    },
+                );
             }
         }
-        problems
+        checks
     }
 }
 
@@ -82,19 +99,19 @@ struct AdminState {
     metrics: PrometheusHandle,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
-}
-
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let problems = state.readiness.problems().await;
-    metrics::gauge!("tw_ready").set(if problems.is_empty() { 1.0 } else { 0.0 });
-    let status = if problems.is_empty() {
-        StatusCode::OK
+    let checks = state.readiness.checks().await;
+    let ready = checks.values().all(|c| c.up);
+    metrics::gauge!("tw_ready").set(if ready { 1.0 } else { 0.0 });
+    let (status, word) = if ready {
+        (StatusCode::OK, "ready")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     };
-    let body = serde_json::json!({ "ready": problems.is_empty(), "down": problems });
+    let body = ReadinessBody {
+        status: word.to_string(),
+        checks,
+    };
     (status, axum::Json(body))
 }
 
@@ -108,7 +125,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 /// The admin routes, for a server of their own or merged into the API.
 pub fn router(readiness: Readiness, metrics_handle: PrometheusHandle) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(tickwatch_gateway::api::ops::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(AdminState {
@@ -163,7 +180,7 @@ pub async fn spawn(
                 _ = shutdown.cancelled() => break,
                 _ = every.tick() => {}
             }
-            let ready = readiness.problems().await.is_empty();
+            let ready = readiness.checks().await.values().all(|c| c.up);
             metrics::gauge!("tw_ready").set(if ready { 1.0 } else { 0.0 });
         }
     });
@@ -180,4 +197,47 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: 
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin port answers with the API's shapes: `{"status":"ok"}`, and
+    /// `{"status":"ready","checks":{…}}` naming each dependency.
+    #[tokio::test]
+    async fn health_and_readiness_have_the_apis_shapes() {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        let readiness = Readiness {
+            broker: None,
+            db: Some(db),
+        };
+        let app = router(readiness, metrics_handle().expect("metrics"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let get = |path: &'static str| async move {
+            let response = reqwest::get(format!("http://{addr}{path}"))
+                .await
+                .expect("answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("json"),
+            )
+        };
+        assert_eq!(
+            get("/healthz").await,
+            (200, serde_json::json!({"status": "ok"}))
+        );
+        let (status, body) = get("/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "ready");
+        assert_eq!(body["checks"]["database"]["up"], true);
+        server.abort();
+    }
 }
