@@ -18,6 +18,7 @@ use sea_orm::DatabaseConnection;
 use tickwatch_broker::Broker;
 use tickwatch_gateway::api::ops::{Check, Readiness as ReadinessBody};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
 
@@ -149,6 +150,7 @@ pub async fn spawn(
     config: &crate::Config,
     readiness: Readiness,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
     bind: AdminBind,
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = config
@@ -159,7 +161,7 @@ pub async fn spawn(
     let router = router(readiness.clone(), metrics_handle()?);
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => {
-            tokio::spawn(serve(listener, router, shutdown.clone()));
+            tasks.spawn(serve(listener, router, shutdown.clone()));
         }
         Err(e) if bind == AdminBind::Required => anyhow::bail!(
             "cannot serve /healthz, /readyz and /metrics on {addr}: {e}; \
@@ -173,7 +175,7 @@ pub async fn spawn(
     }
     // `tw_ready` for alerting, also when nobody polls /readyz.
     let shutdown = shutdown.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {

@@ -17,6 +17,7 @@ use tickwatch_producers::csv::{CsvConfig, Speed};
 use tickwatch_producers::{MarketSink, Metrics};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminBind;
 use crate::config::Config;
@@ -147,10 +148,13 @@ pub async fn broker(config: &Config, role: &str) -> anyhow::Result<Broker> {
     Ok(broker)
 }
 
-/// Named role tasks that stop together.
+/// Named role tasks that stop together, and the background tasks that serve them (the
+/// admin server, metric mirrors), which stop with the shutdown token and are waited for
+/// after the roles.
 #[derive(Debug)]
 pub struct Roles {
     tasks: JoinSet<(String, anyhow::Result<()>)>,
+    background: TaskTracker,
     shutdown: CancellationToken,
 }
 
@@ -158,8 +162,14 @@ impl Roles {
     pub fn new(shutdown: &CancellationToken) -> Self {
         Roles {
             tasks: JoinSet::new(),
+            background: TaskTracker::new(),
             shutdown: shutdown.clone(),
         }
+    }
+
+    /// Where background tasks go: each must end once the shutdown token is cancelled.
+    pub fn background(&self) -> &TaskTracker {
+        &self.background
     }
 
     pub fn token(&self) -> CancellationToken {
@@ -195,6 +205,10 @@ impl Roles {
                 }
             }
         }
+        // Every role is done (a replay that finished, or a shutdown): so is the process.
+        self.shutdown.cancel();
+        self.background.close();
+        self.background.wait().await;
         first_error.map_or(Ok(()), Err)
     }
 }
@@ -259,6 +273,7 @@ impl Process {
             None => None,
         };
         let broker = broker(config, name).await?;
+        let roles = Roles::new(shutdown);
         crate::admin::spawn(
             config,
             crate::admin::Readiness {
@@ -266,14 +281,11 @@ impl Process {
                 db: db.clone(),
             },
             shutdown,
+            roles.background(),
             admin,
         )
         .await?;
-        Ok(Process {
-            broker,
-            db,
-            roles: Roles::new(shutdown),
-        })
+        Ok(Process { broker, db, roles })
     }
 
     /// The database; only for processes started with migrations.
@@ -329,7 +341,7 @@ pub fn start_source(roles: &mut Roles, source: Source, config: &Config, broker: 
     let shutdown = roles.token();
     let p = config.producers.clone();
     let counters = Arc::new(Metrics::default());
-    tokio::spawn(mirror_producer_metrics(
+    roles.background().spawn(mirror_producer_metrics(
         source_name,
         counters.clone(),
         shutdown.clone(),

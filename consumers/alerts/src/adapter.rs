@@ -39,6 +39,7 @@ use tickwatch_schema::wire::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::template::{self, Lang};
@@ -1064,24 +1065,29 @@ pub async fn run_with_hooks(
         &[(broker.names().exchange(Exchange::Control), String::new())],
     )?;
     let (sessions_tx, mut sessions) = watch::channel(0u64);
-    let control = {
+    // Every background task of the role: stopped with `stop`, waited for before returning.
+    let tasks = TaskTracker::new();
+    {
         let (broker, stop) = (broker.clone(), stop.clone());
         let options = ConsumeOptions {
             declare: Some(Arc::new(control_topology)),
             sessions: Some(sessions_tx),
             ..Default::default()
         };
-        tokio::spawn(async move {
-            consume_with(
+        tasks.spawn(async move {
+            let result = consume_with(
                 &broker,
                 &control_spec,
                 ForwardControl(control_tx),
                 stop,
                 options,
             )
-            .await
-        })
-    };
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "alerts control consumer failed");
+            }
+        });
+    }
     tokio::select! {
         _ = stop.cancelled() => return Ok(()),
         _ = sessions.wait_for(|n| *n > 0) => {}
@@ -1112,12 +1118,13 @@ pub async fn run_with_hooks(
         hooks,
         deliver_timeout: Duration::from_millis(broker.config().handler_timeout_ms / 2),
     });
-    let applier = {
+    {
         let (shared, stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut sessions_open = true;
             loop {
                 tokio::select! {
+                    _ = stop.cancelled() => break,
                     control = control_rx.recv() => match control {
                         Some(control) => apply(&mut shared.engine(), &control),
                         None => break,
@@ -1138,15 +1145,15 @@ pub async fn run_with_hooks(
                     }
                 }
             }
-        })
-    };
+        });
+    }
     // Events this instance's handlers are still at work on (publishing, or retrying in
     // place) are skipped by symbol; the age keeps the sweep off another instance's fresh
     // ones. Should one still go out twice, the notifier sends its dedupe key once.
     const SWEEP_AFTER_MS: i64 = 10_000;
-    let housekeeping = {
+    {
         let (shared, stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut unsaved_expiries = Vec::new();
             let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -1175,8 +1182,8 @@ pub async fn run_with_hooks(
                     }
                 }
             }
-        })
-    };
+        });
+    }
     // 4. Market data.
     let handler = AlertsHandler {
         shared: shared.clone(),
@@ -1188,9 +1195,8 @@ pub async fn run_with_hooks(
     };
     let result = consume_role(broker, WorkQueue::Alerts, handler, stop.clone(), options).await;
     stop.cancel();
-    let _ = housekeeping.await;
-    let _ = control.await;
-    applier.abort();
+    tasks.close();
+    tasks.wait().await;
     publisher.close().await;
     Ok(result?)
 }

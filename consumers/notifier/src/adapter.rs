@@ -20,6 +20,7 @@ use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::wire::{Control, Notification};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::{Error, Notifier, NotifierConfig, Outcome};
@@ -192,10 +193,12 @@ pub async fn run(
         (halt_holds_system && *halted.borrow()) || !breaker.borrow().admits_consumption(),
     );
     let stop = shutdown.child_token();
+    // Every background task of the role: stopped with `stop`, waited for before returning.
+    let tasks = TaskTracker::new();
 
-    let combine = {
+    {
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 let is_halted = *halted.borrow_and_update();
                 let state = *breaker.borrow_and_update();
@@ -212,8 +215,8 @@ pub async fn run(
                     r = breaker.changed() => if r.is_err() { break },
                 }
             }
-        })
-    };
+        });
+    }
 
     let mut control_topology = Topology::default();
     let instance = format!(
@@ -226,28 +229,31 @@ pub async fn run(
         &[(broker.names().exchange(Exchange::Control), String::new())],
     )?;
     let halted_tx = std::sync::Arc::new(halted_tx);
-    let control = {
+    {
         let (broker, stop, halted) = (broker.clone(), stop.clone(), halted_tx.clone());
         let options = ConsumeOptions {
             declare: Some(std::sync::Arc::new(control_topology)),
             ..Default::default()
         };
-        tokio::spawn(async move {
-            consume_with(
+        tasks.spawn(async move {
+            let result = consume_with(
                 &broker,
                 &control_spec,
                 ControlHandler { halted },
                 stop,
                 options,
             )
-            .await
-        })
-    };
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "notifier control consumer failed");
+            }
+        });
+    }
     // The settings row is the truth: a Halt or Resume published while the control queue
     // was not bound yet (start, reconnect) is picked up here.
-    let resync = {
+    {
         let (db, stop, halted) = (db.clone(), stop.clone(), halted_tx.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tokio::select! {
@@ -258,8 +264,8 @@ pub async fn run(
                     halted.send_if_modified(|h| std::mem::replace(h, now) != now);
                 }
             }
-        })
-    };
+        });
+    }
 
     // A delivery may wait out Telegram's 429s (up to `max_retry_after_s`) and transient
     // failures (`transient_hold_s`) in place, plus a request: cutting it off earlier would
@@ -298,12 +304,7 @@ pub async fn run(
     );
     let result = notifications.and(system);
     stop.cancel();
-    let _ = combine.await;
-    let _ = resync.await;
-    match control.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "notifier control consumer failed"),
-        Err(e) => tracing::warn!(error = %e, "notifier control consumer task failed"),
-        Ok(Ok(())) => {}
-    }
+    tasks.close();
+    tasks.wait().await;
     Ok(result?)
 }
