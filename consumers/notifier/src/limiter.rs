@@ -10,6 +10,14 @@
 //!
 //! The limits hold per process: several notifier instances sharing one bot must each be
 //! given a share of `global_per_second`.
+//!
+//! Why not `governor` (which the API's per-key limit uses): a send here must satisfy
+//! three limits at once — the bot's, its chat's and, for a group, a per-minute window —
+//! and take a slot in all of them or in none, so that a chat waiting out its own second
+//! (or a 429's `retry_after`, which moves only that chat's slots) never holds a global slot
+//! other chats could use. governor's limiters answer one quota each, and taking a cell
+//! from the global one before the chat's is known to be free would waste it. The slots are
+//! also checked again against the actual departures when a task wakes late.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -1,98 +1,105 @@
-//! A token bucket per API key, in memory: `burst` requests at once, refilled at
-//! `per_second`. Per process: behind N API processes a key gets N times the rate, which is
-//! fine for protecting each process.
+//! A request budget per API key, in memory: `burst` requests at once, refilled at
+//! `per_second` — `governor`'s keyed GCRA limiter (the token bucket's exact equivalent).
+//! Per process: behind N API processes a key gets N times the rate, which is fine for
+//! protecting each process.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as KeyedLimiter};
 
 use crate::config::RateLimitConfig;
 
-/// Buckets kept before idle (full) ones are dropped.
+/// Keys kept before those whose budget is full again are dropped.
 const PRUNE_ABOVE: usize = 10_000;
 
-#[derive(Debug)]
-pub struct RateLimiter {
-    config: RateLimitConfig,
-    buckets: Mutex<HashMap<i64, Bucket>>,
-}
+/// governor's per-key limiter on clock `C`.
+type PerKey<C> =
+    KeyedLimiter<i64, DefaultKeyedStateStore<i64>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+#[derive(Debug)]
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    /// `None`: limits are off.
+    limiter: Option<PerKey<C>>,
+    clock: C,
 }
 
 impl RateLimiter {
     pub fn new(config: RateLimitConfig) -> Self {
+        RateLimiter::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(config: RateLimitConfig, clock: C) -> Self {
+        // The configuration is validated at start (rate above 0, burst at least 1).
+        let quota = Duration::try_from_secs_f64(1.0 / config.per_second)
+            .ok()
+            .and_then(Quota::with_period)
+            .map(|q| q.allow_burst(NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN)));
         RateLimiter {
-            config,
-            buckets: Mutex::new(HashMap::new()),
+            limiter: quota
+                .filter(|_| config.enabled)
+                .map(|q| KeyedLimiter::new(q, DefaultKeyedStateStore::default(), clock.clone())),
+            clock,
         }
     }
 
-    /// Takes one token for `key`; when none is left, how long until one is.
+    /// Takes one request from `key`'s budget; when none is left, how long until one is.
     pub fn check(&self, key: i64) -> Result<(), Duration> {
-        self.check_at(key, Instant::now())
-    }
-
-    fn check_at(&self, key: i64, now: Instant) -> Result<(), Duration> {
-        if !self.config.enabled {
+        let Some(limiter) = &self.limiter else {
             return Ok(());
+        };
+        if limiter.len() > PRUNE_ABOVE {
+            limiter.retain_recent();
         }
-        let burst = f64::from(self.config.burst);
-        let rate = self.config.per_second;
-        // A poisoned lock only means another request panicked mid-update; the map is fine.
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() > PRUNE_ABOVE {
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
-        }
-        let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
-        }
+        limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
     fn bursts_then_refills_per_key() {
-        let limiter = RateLimiter::new(RateLimitConfig {
-            enabled: true,
-            per_second: 2.0,
-            burst: 3,
-        });
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(
+            RateLimitConfig {
+                enabled: true,
+                per_second: 2.0,
+                burst: 3,
+            },
+            clock.clone(),
+        );
         for _ in 0..3 {
-            assert!(limiter.check_at(1, t0).is_ok());
+            assert!(limiter.check(1).is_ok());
         }
-        let wait = limiter.check_at(1, t0).expect_err("empty");
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
+        let wait = limiter.check(1).expect_err("empty");
         assert!(
-            limiter.check_at(2, t0).is_ok(),
-            "another key has its own bucket"
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
         );
-        assert!(limiter.check_at(1, t0 + Duration::from_millis(500)).is_ok());
-        assert!(
-            limiter
-                .check_at(1, t0 + Duration::from_millis(500))
-                .is_err()
-        );
+        assert!(limiter.check(2).is_ok(), "another key has its own budget");
+        clock.advance(Duration::from_millis(500));
+        assert!(limiter.check(1).is_ok());
+        assert!(limiter.check(1).is_err());
+    }
+
+    #[test]
+    fn disabled_limits_let_everything_through() {
+        let limiter = RateLimiter::new(RateLimitConfig {
+            enabled: false,
+            per_second: 1.0,
+            burst: 1,
+        });
+        assert!((0..100).all(|_| limiter.check(7).is_ok()));
     }
 }
