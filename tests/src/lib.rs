@@ -32,6 +32,32 @@ pub async fn wait_until(timeout: std::time::Duration, mut done: impl AsyncFnMut(
     done().await
 }
 
+/// Waits until each of `queues` (of `broker`'s vhost) has a consumer, by the management
+/// API: a role is consuming — for the alerts role that also means its rule book is loaded,
+/// which it does before it consumes market data.
+pub async fn wait_for_consumers(
+    broker: &tickwatch_broker::config::BrokerConfig,
+    queues: &[String],
+    timeout: std::time::Duration,
+) -> bool {
+    let Ok(management) = tickwatch_broker::management::Management::new(broker) else {
+        return false;
+    };
+    wait_until(timeout, async || {
+        for name in queues {
+            let consumers = match management.queue(name).await {
+                Ok(Some(q)) => q["consumers"].as_u64().unwrap_or(0),
+                _ => 0,
+            };
+            if consumers == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
 /// What can go wrong while setting up test support.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

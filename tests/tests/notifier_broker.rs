@@ -784,20 +784,34 @@ async fn an_admin_halt_holds_messages_until_resume() {
     // What the gateway's /halt does: persist, then announce.
     world.set_halted_in_db(true).await;
     world.control(Control::Halt { by_chat: Some(1) }).await;
-    // The control fan-out is local and immediate; give it ample time.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The halt has reached the consumer when it reports itself paused.
+    assert!(
+        tickwatch_tests::wait_until(WAIT, async || {
+            world
+                .broker
+                .health()
+                .snapshot()
+                .iter()
+                .any(|(component, state)| {
+                    component.contains("telegram") && state.detail == "paused"
+                })
+        })
+        .await,
+        "the notifier pauses: {:?}",
+        world.broker.health().snapshot()
+    );
     let held: Vec<Notification> = (0..N)
         .map(|i| notification(810 + i, &format!("held {i}")))
         .collect();
     world.publish_all(&held).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(world.fake.delivered().len(), 1, "nothing sent while halted");
     // After `pause_release_ms`, handed back to the queue, not held by the consumer: a halt
-    // of hours must not run into the broker's consumer timeout.
+    // of hours must not run into the broker's consumer timeout. All N ready again is also
+    // the proof that none was sent (a sent one is acked and gone).
     assert!(
         world.wait_depth(&world.queue, (N as u64, 0)).await,
         "held in the queue as ready messages"
     );
+    assert_eq!(world.fake.delivered().len(), 1, "nothing sent while halted");
 
     world.set_halted_in_db(false).await;
     world.control(Control::Resume { by_chat: Some(1) }).await;

@@ -9,7 +9,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use rust_decimal::Decimal;
 use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
 use tickwatch_gateway::Services;
-use tickwatch_schema::names::Exchange;
+use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_schema::wire::Tick;
 use tickwatch_tests::FakeTelegram;
@@ -100,8 +100,13 @@ async fn one_tick_is_one_trace_from_the_producer_to_the_telegram_send() {
         ts: tickwatch_schema::db::now_ms(),
         trade_id: Some(id.into()),
     };
-    // Give the alerts consumer time to load the rule and start consuming.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The alerts role consumes market data once its rules are loaded.
+    let work_queues =
+        [WorkQueue::Alerts, WorkQueue::NotifyTelegram].map(|q| broker.names().queue(q));
+    assert!(
+        tickwatch_tests::wait_for_consumers(&config, &work_queues, Duration::from_secs(30)).await,
+        "the alerts role and the notifier consume"
+    );
     publisher
         .publish(Exchange::Market, &tick("190", "1"))
         .await

@@ -10,7 +10,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
 use tickwatch_gateway::Services;
 use tickwatch_gateway::services::subscriptions::NewSubscription;
-use tickwatch_schema::names::Exchange;
+use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::wire::Grade;
 use tickwatch_tests::FakeTelegram;
 use tickwatch_tests::db::TestDb;
@@ -118,8 +118,13 @@ async fn one_candle_is_one_trace_through_signals_and_alerts_to_the_telegram_send
             }
         }),
     ];
-    // Give the alerts consumer time to load the subscription and start consuming.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The alerts role consumes market data once its subscriptions are loaded.
+    let work_queues =
+        [WorkQueue::Alerts, WorkQueue::NotifyTelegram].map(|q| broker.names().queue(q));
+    assert!(
+        tickwatch_tests::wait_for_consumers(&config, &work_queues, Duration::from_secs(30)).await,
+        "the alerts role and the notifier consume"
+    );
     let publisher = Publisher::start(&broker, "producer");
     for candle in &candles[..=upto] {
         publisher
