@@ -12,6 +12,13 @@ use tickwatch::ops::{self, DlqAction};
 use tickwatch_producers::csv::Speed;
 use tickwatch_schema::wire::{Interval, SignalKind};
 
+/// What `tickwatch config` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConfigAction {
+    /// Print the effective configuration, secrets masked.
+    Show,
+}
+
 #[derive(Parser)]
 #[command(
     name = "tickwatch",
@@ -60,16 +67,16 @@ enum Command {
     },
     /// Database migrations (SQLite by default, or DATABASE_URL).
     Migrate {
-        #[arg(default_value = "up", value_parser = ["up", "down", "status"])]
-        action: String,
+        #[arg(value_enum, default_value_t = ops::MigrateAction::Up)]
+        action: ops::MigrateAction,
         /// How many migrations `down` rolls back.
         #[arg(long, default_value_t = 1)]
         steps: u32,
     },
     /// The broker topology: declare it, print it, or export it as RabbitMQ definitions.
     Topology {
-        #[arg(value_parser = ["apply", "show", "export"])]
-        action: String,
+        #[arg(value_enum)]
+        action: ops::TopologyAction,
     },
     /// Dead-letter queues: list them, show, replay or purge one.
     Dlq {
@@ -114,8 +121,8 @@ enum Command {
     },
     /// The effective configuration.
     Config {
-        #[arg(value_parser = ["show"], default_value = "show")]
-        action: String,
+        #[arg(value_enum, default_value_t = ConfigAction::Show)]
+        action: ConfigAction,
     },
     /// Benchmarks against the real services.
     Bench {
@@ -396,8 +403,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.validate()?;
             app::produce(&config, source, app::shutdown_on_signal()).await
         }
-        Command::Migrate { action, steps } => ops::migrate(&config, &action, steps).await,
-        Command::Topology { action } => ops::topology(&config, &action).await,
+        Command::Migrate { action, steps } => ops::migrate(&config, action, steps).await,
+        Command::Topology { action } => ops::topology(&config, action).await,
         Command::Dlq { action } => {
             let action = match action {
                 DlqCommand::List => DlqAction::List,

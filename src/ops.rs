@@ -1,12 +1,35 @@
-//! Operator commands: database migrations, broker topology, dead-letter queues, benchmarks.
+//! Operator commands: database migrations, broker topology, dead-letter queues, history
+//! files (`indicators`, `scan`), users and API keys. (Benchmarks are in `bench`.)
 
 use anyhow::Context;
 use tickwatch_broker::{Broker, Topology, dlq};
 
 use crate::config::Config;
 
+/// What `tickwatch migrate` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back `--steps` migrations.
+    Down,
+    /// Only list the migrations, applied or pending.
+    Status,
+}
+
+/// What `tickwatch topology` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopologyAction {
+    /// Declare it on the broker.
+    Apply,
+    /// Print it.
+    Show,
+    /// Print it as RabbitMQ definitions JSON.
+    Export,
+}
+
 /// `tickwatch migrate up|down|status`.
-pub async fn migrate(config: &Config, action: &str, steps: u32) -> anyhow::Result<()> {
+pub async fn migrate(config: &Config, action: MigrateAction, steps: u32) -> anyhow::Result<()> {
     let db = tickwatch_schema::db::connect_pool(&config.database.url, config.database.pool_size)
         .await
         .with_context(|| {
@@ -16,15 +39,15 @@ pub async fn migrate(config: &Config, action: &str, steps: u32) -> anyhow::Resul
             )
         })?;
     match action {
-        "up" => {
+        MigrateAction::Up => {
             tickwatch_schema::db::migrate_up(&db).await?;
             crate::say!("migrations applied");
         }
-        "down" => {
+        MigrateAction::Down => {
             tickwatch_schema::db::migrate_down(&db, steps).await?;
             crate::say!("rolled back {steps} migration(s)");
         }
-        _ => {}
+        MigrateAction::Status => {}
     }
     for (name, applied) in tickwatch_schema::db::migration_status(&db).await? {
         crate::say!("{} {name}", if applied { "applied" } else { "pending" });
@@ -37,10 +60,10 @@ pub async fn broker(config: &Config, role: &str) -> anyhow::Result<Broker> {
 }
 
 /// `tickwatch topology apply|show|export`.
-pub async fn topology(config: &Config, action: &str) -> anyhow::Result<()> {
+pub async fn topology(config: &Config, action: TopologyAction) -> anyhow::Result<()> {
     let topology = Topology::standard(&config.broker)?;
     match action {
-        "apply" => {
+        TopologyAction::Apply => {
             let broker = broker(config, "topology").await?;
             topology.apply(&broker).await?;
             broker.close();
@@ -51,14 +74,14 @@ pub async fn topology(config: &Config, action: &str) -> anyhow::Result<()> {
                 topology.bindings.len()
             );
         }
-        "export" => {
+        TopologyAction::Export => {
             let (_, _, _, vhost) = config.broker.management_base()?;
             crate::say!(
                 "{}",
                 serde_json::to_string_pretty(&topology.definitions(&vhost))?
             );
         }
-        _ => crate::say(topology.to_string()),
+        TopologyAction::Show => crate::say(topology.to_string()),
     }
     Ok(())
 }
