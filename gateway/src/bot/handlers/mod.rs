@@ -1,0 +1,342 @@
+//! What each command, plain message and button does. Every reply is in the user's
+//! language; every mistake gets a reply saying what is wrong and the right form; a user
+//! only ever sees and changes their own rules (the service layer checks ownership).
+
+use teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
+use teloxide::prelude::*;
+use teloxide::types::{
+    CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, ParseMode,
+    UpdateKind, User,
+};
+use tickwatch_schema::db::entity::user;
+use tickwatch_schema::rule::{AlertRule, RuleSpec};
+use tickwatch_schema::wire::{EventKind, validate_symbol};
+
+use super::Ctx;
+use super::parse::{
+    AlertArgs, AlertValues, Command, ParseError, SettingsArgs, SubscribeArgs, Target,
+    UnsubscribeArgs, parse,
+};
+use super::text::{esc, fraction_pct, help, pick, rule_line, signed_pct, time, usage};
+use crate::error::{Error, Result};
+use crate::services::market::{Resolution, SignalFilter, SymbolInfo};
+use crate::services::subscriptions::NewSubscription;
+use crate::services::users::{Language, Preference, ROLE_ADMIN, Registration, preferences};
+
+mod account;
+mod admin;
+mod alerts;
+mod market;
+
+/// Rules listed by `/alerts` (more are in the API).
+const LIST_LIMIT: u64 = 20;
+/// Symbols offered for a plain-text search.
+const SEARCH_LIMIT: usize = 8;
+
+pub(crate) async fn handle_update(ctx: &Ctx, update: Update) {
+    let result = match update.kind {
+        UpdateKind::Message(message) => handle_message(ctx, &message).await,
+        UpdateKind::CallbackQuery(query) => handle_callback(ctx, &query).await,
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "bot update failed");
+    }
+}
+
+/// One incoming message or button, with who sent it.
+struct Session<'a> {
+    ctx: &'a Ctx,
+    chat: i64,
+    user: Option<user::Model>,
+    lang: Language,
+    admin: bool,
+    display_name: String,
+}
+
+impl<'a> Session<'a> {
+    async fn open(ctx: &'a Ctx, chat: i64, from: Option<&User>) -> Result<Session<'a>> {
+        let user = ctx.services.user_by_chat(chat).await?;
+        let lang = match &user {
+            Some(u) => Language::from_code(Some(&u.language)),
+            None => Language::from_code(from.and_then(|f| f.language_code.as_deref())),
+        };
+        let admin =
+            ctx.config.is_admin_chat(chat) || user.as_ref().is_some_and(|u| u.role == ROLE_ADMIN);
+        let display_name = from
+            .map(|f| f.username.clone().unwrap_or_else(|| f.full_name()))
+            .unwrap_or_else(|| format!("telegram-{chat}"));
+        Ok(Session {
+            ctx,
+            chat,
+            user,
+            lang,
+            admin,
+            display_name,
+        })
+    }
+
+    fn t(&self, en: impl Into<String>, ko: impl Into<String>) -> String {
+        pick(self.lang, en, ko)
+    }
+
+    async fn reply(&self, text: String) -> Result<()> {
+        self.reply_with(text, None).await
+    }
+
+    async fn reply_with(&self, text: String, markup: Option<InlineKeyboardMarkup>) -> Result<()> {
+        let mut request = self
+            .ctx
+            .bot
+            .send_message(ChatId(self.chat), text)
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(LinkPreviewOptions {
+                is_disabled: true,
+                url: None,
+                prefer_small_media: false,
+                prefer_large_media: false,
+                show_above_text: false,
+            });
+        if let Some(markup) = markup {
+            request = request.reply_markup(markup);
+        }
+        request.await?;
+        Ok(())
+    }
+
+    /// The registered, active user, or a reply telling how to register.
+    async fn registered(&self) -> Result<Option<&user::Model>> {
+        match &self.user {
+            Some(u) if u.active => Ok(Some(u)),
+            Some(_) => {
+                self.reply(self.t(
+                    "Your notifications are stopped. Send /register to turn them back on first.",
+                    "알림이 중지된 상태입니다. 먼저 /register 로 다시 켜 주세요.",
+                ))
+                .await?;
+                Ok(None)
+            }
+            None => {
+                self.reply(self.t(
+                    "Please /register first: it records your consent to receive notifications.",
+                    "먼저 /register 해 주세요: 알림 수신 동의를 기록합니다.",
+                ))
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A failed command: what is wrong (client errors) or an apology (the rest), and the
+    /// command's usage.
+    async fn reply_error(&self, err: Error, command: &str) -> Result<()> {
+        let body = match &err {
+            Error::Invalid { field, reason } => self.t(
+                format!("⚠️ Invalid <code>{}</code>: {}", esc(field), esc(reason)),
+                format!("⚠️ 잘못된 <code>{}</code>: {}", esc(field), esc(reason)),
+            ),
+            Error::NotFound(what) => self.t(
+                format!("⚠️ No {} of yours. /alerts lists yours.", esc(what)),
+                format!(
+                    "⚠️ 해당 항목이 없습니다 ({}). /alerts 로 확인하세요.",
+                    esc(what)
+                ),
+            ),
+            Error::Conflict(detail) | Error::Forbidden(detail) | Error::BadRequest(detail) => {
+                format!("⚠️ {}", esc(detail))
+            }
+            _ => {
+                tracing::error!(error = %err, chat = self.chat, command, "bot command failed");
+                return self
+                    .reply(self.t(
+                        "😵 Something went wrong on our side. Please try again in a moment.",
+                        "😵 서버에 문제가 생겼습니다. 잠시 후 다시 시도해 주세요.",
+                    ))
+                    .await;
+            }
+        };
+        let hint = if matches!(err, Error::NotFound(_)) {
+            String::new()
+        } else {
+            format!("\n{}", usage(self.lang, command))
+        };
+        self.reply(format!("{body}{hint}")).await
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Start => "start",
+        Command::Help => "help",
+        Command::Register => "register",
+        Command::Unregister => "unregister",
+        Command::Alert(_) => "alert",
+        Command::Alerts => "alerts",
+        Command::DelAlert(_) => "delalert",
+        Command::Pause(_) => "pause",
+        Command::Resume(_) => "resume",
+        Command::Subscribe(_) => "subscribe",
+        Command::Unsubscribe(_) => "unsubscribe",
+        Command::Signals(_) => "signals",
+        Command::Stats => "stats",
+        Command::Price(_) => "price",
+        Command::Settings(_) => "settings",
+        Command::ApiKey { .. } => "apikey",
+        Command::Halt => "halt",
+        Command::Broadcast(_) => "broadcast",
+    }
+}
+
+async fn handle_message(ctx: &Ctx, message: &Message) -> Result<()> {
+    let Some(text) = message.text() else {
+        return Ok(());
+    };
+    let from = message.from.as_ref();
+    if from.is_some_and(|f| f.is_bot) {
+        return Ok(());
+    }
+    let session = Session::open(ctx, message.chat.id.0, from).await?;
+    match parse(text, &ctx.username) {
+        None if text.trim_start().starts_with('/') => Ok(()),
+        // In a group, plain chatter is not a search request.
+        None if !message.chat.is_private() => Ok(()),
+        None => session.search(text).await,
+        Some(Err(ParseError::Unknown(name))) => {
+            session
+                .reply(session.t(
+                    format!(
+                        "🤔 There is no /{} command. /help lists them all.",
+                        esc(&name)
+                    ),
+                    format!(
+                        "🤔 /{} 명령은 없습니다. /help 에서 전체 목록을 보세요.",
+                        esc(&name)
+                    ),
+                ))
+                .await
+        }
+        Some(Err(ParseError::Usage { command, problem })) => {
+            session
+                .reply(format!(
+                    "⚠️ {}\n{}",
+                    esc(problem.text(session.lang)),
+                    usage(session.lang, command)
+                ))
+                .await
+        }
+        Some(Ok(command)) => {
+            let name = command_name(&command);
+            match session.run(command).await {
+                Ok(()) => Ok(()),
+                Err(Error::Telegram(e)) => Err(Error::Telegram(e)),
+                Err(e) => session.reply_error(e, name).await,
+            }
+        }
+    }
+}
+
+impl Session<'_> {
+    async fn run(&self, command: Command) -> Result<()> {
+        match command {
+            Command::Start => self.start().await,
+            Command::Help => self.reply(help(self.lang, self.admin)).await,
+            Command::Register => self.register().await,
+            Command::Unregister => self.unregister().await,
+            Command::Alert(args) => self.alert(args).await,
+            Command::Alerts => self.alerts().await,
+            Command::DelAlert(id) => self.delete(id).await,
+            Command::Pause(id) => self.set_active(id, false).await,
+            Command::Resume(Some(id)) => self.set_active(id, true).await,
+            Command::Resume(None) => self.resume_all().await,
+            Command::Subscribe(args) => self.subscribe(args).await,
+            Command::Unsubscribe(args) => self.unsubscribe(args).await,
+            Command::Signals(symbol) => self.signals(symbol).await,
+            Command::Stats => self.stats().await,
+            Command::Price(symbol) => self.price(&symbol).await,
+            Command::Settings(args) => self.settings(args).await,
+            Command::ApiKey { revoke } => self.api_key(revoke).await,
+            Command::Halt => self.halt().await,
+            Command::Broadcast(text) => self.broadcast(text).await,
+        }
+    }
+}
+
+async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
+    let Some(chat) = query.message.as_ref().map(|m| m.chat().id.0) else {
+        ctx.bot.answer_callback_query(query.id.clone()).await?;
+        return Ok(());
+    };
+    let session = Session::open(ctx, chat, Some(&query.from)).await?;
+    let data = query.data.as_deref().unwrap_or_default();
+    let (action, arg) = data.split_once(':').unwrap_or((data, ""));
+    // Stops the button's spinner first; the outcome comes as a message.
+    ctx.bot
+        .answer_callback_query(query.id.clone())
+        .text(session.t("OK", "확인"))
+        .await?;
+    let outcome = match action {
+        "del" | "pause" | "resume" => match arg.parse::<i64>() {
+            Ok(id) if action == "del" => session.delete(id).await,
+            Ok(id) => session.set_active(id, action == "resume").await,
+            Err(_) => Ok(()),
+        },
+        "pick" => session.picked(arg).await,
+        "forget" => session.forget().await,
+        "pref" => match arg.split_once(':') {
+            Some((kind, pref)) => match (kind.parse::<EventKind>(), pref.parse::<Preference>()) {
+                (Ok(kind), Ok(pref)) => {
+                    session.settings(SettingsArgs::Preference(kind, pref)).await
+                }
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        },
+        "lang" => match arg.parse::<Language>() {
+            Ok(lang) => session.settings(SettingsArgs::Language(lang)).await,
+            Err(_) => Ok(()),
+        },
+        _ => Ok(()),
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Error::Telegram(e)) => Err(Error::Telegram(e)),
+        Err(e) => session.reply_error(e, "alerts").await,
+    }
+}
+
+impl Session<'_> {
+    /// A search result's button: how to set an alert on it, with its price if known.
+    async fn picked(&self, arg: &str) -> Result<()> {
+        let Some((venue, symbol)) = arg.split_once(':') else {
+            return Ok(());
+        };
+        let name = format!("{venue}:{symbol}");
+        let price = match self.ctx.services.price(venue, symbol).await {
+            Ok(p) => self.t(
+                format!(" (now {})", p.price),
+                format!(" (현재 {})", p.price),
+            ),
+            Err(_) => String::new(),
+        };
+        self.reply(self.t(
+            format!("Set an alert on <b>{}</b>{price}: send\n<code>/alert {} &gt; PRICE</code>\nor e.g. <code>/alert {} cross_down PRICE once</code>.", esc(&name), esc(&name), esc(&name)),
+            format!("<b>{}</b>{price} 알림 설정: 다음을 보내세요\n<code>/alert {} &gt; 가격</code>\n또는 <code>/alert {} cross_down 가격 once</code>.", esc(&name), esc(&name), esc(&name)),
+        ))
+        .await
+    }
+
+    /// The "delete all my data" button of `/unregister`.
+    async fn forget(&self) -> Result<()> {
+        let Some(user) = &self.user else {
+            return self
+                .reply(self.t("Nothing to delete.", "삭제할 데이터가 없습니다."))
+                .await;
+        };
+        let removed = self.ctx.services.remove_user(user.id).await?;
+        self.reply(self.t(
+            format!("🗑 Deleted your data: {} alert(s), {} subscription(s), {} API key(s). /register starts afresh.", removed.rules, removed.subscriptions, removed.api_keys),
+            format!("🗑 데이터를 삭제했습니다: 알림 {}개, 구독 {}개, API 키 {}개. /register 로 새로 시작할 수 있습니다.", removed.rules, removed.subscriptions, removed.api_keys),
+        ))
+        .await
+    }
+}
