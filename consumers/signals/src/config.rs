@@ -329,29 +329,77 @@ impl Default for IntradayConfig {
     }
 }
 
-/// When a trading day starts, per venue: the UTC offset of the venue's calendar day.
-/// Venues not listed use UTC days (crypto venues run round the clock on UTC days).
+/// When a trading day starts, per venue: the venue's time zone (daylight saving followed:
+/// a New York session is one day whether New York is on EST or EDT), or a fixed offset.
+/// Venues in neither use UTC days (crypto venues run round the clock on UTC days).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
+    /// IANA time zone names by venue (`krx = "Asia/Seoul"`).
+    pub time_zones: BTreeMap<String, String>,
+    /// Fixed offsets east of UTC in minutes, for a venue without a time zone above.
     pub utc_offset_minutes: BTreeMap<String, i32>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        // KRX trades 09:00–15:30 Asia/Seoul (UTC+9, no DST).
+        // KRX trades 09:00–15:30 Asia/Seoul; NYSE and Nasdaq 09:30–16:00 New York time.
+        let zones = [
+            ("krx", "Asia/Seoul"),
+            ("nasdaq", "America/New_York"),
+            ("nyse", "America/New_York"),
+        ];
         SessionConfig {
-            utc_offset_minutes: BTreeMap::from([("krx".to_string(), 540)]),
+            time_zones: zones
+                .iter()
+                .map(|(venue, zone)| (venue.to_string(), zone.to_string()))
+                .collect(),
+            utc_offset_minutes: BTreeMap::new(),
         }
     }
 }
 
 impl SessionConfig {
-    /// The offset of `venue`'s trading day, in milliseconds.
-    pub fn offset_ms(&self, venue: &str) -> i64 {
-        self.utc_offset_minutes
+    /// The calendar of `venue`'s trading days (zone names are checked by `validate`).
+    pub fn calendar(&self, venue: &str) -> SessionCalendar {
+        if let Some(zone) = self
+            .time_zones
             .get(venue)
-            .map_or(0, |m| i64::from(*m) * 60_000)
+            .and_then(|name| name.parse::<chrono_tz::Tz>().ok())
+        {
+            return SessionCalendar::Zone(zone);
+        }
+        SessionCalendar::Fixed(
+            self.utc_offset_minutes
+                .get(venue)
+                .map_or(0, |m| i64::from(*m) * 60_000),
+        )
+    }
+}
+
+/// How a venue's trading days fall: a time zone, or a fixed offset from UTC in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCalendar {
+    Zone(chrono_tz::Tz),
+    Fixed(i64),
+}
+
+impl SessionCalendar {
+    /// The trading day holding `ts` (epoch ms), as a day number (days since 1970-01-01 of
+    /// the venue's local date).
+    pub fn day(&self, ts: i64) -> i64 {
+        use chrono::Datelike as _;
+        const DAY_MS: i64 = 86_400_000;
+        // 1970-01-01 is day 719,163 counted from 0001-01-01 (day 1).
+        match self {
+            SessionCalendar::Fixed(offset) => (ts + offset).div_euclid(DAY_MS),
+            SessionCalendar::Zone(zone) => chrono::DateTime::from_timestamp_millis(ts)
+                .map(|t| {
+                    let local = t.with_timezone(zone).date_naive();
+                    i64::from(local.num_days_from_ce()) - 719_163
+                })
+                .unwrap_or_else(|| ts.div_euclid(DAY_MS)),
+        }
     }
 }
 
@@ -501,6 +549,14 @@ impl SignalsConfig {
         )?;
         period("intraday.vwap_min_bars_below", i.vwap_min_bars_below, 1)?;
 
+        for (venue, zone) in &self.sessions.time_zones {
+            if zone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(Error::config(
+                    format!("sessions.time_zones.{venue}"),
+                    format!("`{zone}` is not an IANA time zone (e.g. Asia/Seoul)"),
+                ));
+            }
+        }
         for (venue, minutes) in &self.sessions.utc_offset_minutes {
             if !(-720..=840).contains(minutes) {
                 return Err(Error::config(
@@ -539,4 +595,40 @@ fn range(key: &str, value: f64, min: f64, max: f64) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_days_follow_the_venues_time_zone() {
+        let sessions = SessionConfig::default();
+        let ms = |text: &str| tickwatch_schema::history::parse_ts(text).expect("time");
+        let day = |venue: &str, text: &str| sessions.calendar(venue).day(ms(text));
+        let date = |text: &str| ms(text) / 86_400_000;
+        // New York: 09:30 to 16:00 local is one day in winter (UTC-5) and in summer
+        // (UTC-4); 00:30 UTC on a summer night is still the previous New York day.
+        assert_eq!(day("nyse", "2024-01-10T14:30:00Z"), date("2024-01-10"));
+        assert_eq!(day("nyse", "2024-01-10T21:00:00Z"), date("2024-01-10"));
+        assert_eq!(day("nyse", "2024-07-10T13:30:00Z"), date("2024-07-10"));
+        assert_eq!(day("nasdaq", "2024-07-11T00:30:00Z"), date("2024-07-10"));
+        // Seoul: 09:00 KST is 00:00 UTC; 23:00 UTC is the next Seoul day.
+        assert_eq!(day("krx", "2024-07-10T00:00:00Z"), date("2024-07-10"));
+        assert_eq!(day("krx", "2024-07-09T23:00:00Z"), date("2024-07-10"));
+        // Crypto: UTC days; a fixed offset where configured.
+        assert_eq!(day("binance", "2024-07-10T23:59:59Z"), date("2024-07-10"));
+        let mut fixed = SessionConfig::default();
+        fixed.utc_offset_minutes.insert("binance".into(), 60);
+        assert_eq!(
+            fixed.calendar("binance").day(ms("2024-07-10T23:30:00Z")),
+            date("2024-07-11")
+        );
+        let mut bad = SignalsConfig::default();
+        bad.sessions
+            .time_zones
+            .insert("xetra".into(), "Europe/Frankfurt".into());
+        let err = bad.validate().expect_err("no such zone").to_string();
+        assert!(err.contains("sessions.time_zones.xetra"), "{err}");
+    }
 }

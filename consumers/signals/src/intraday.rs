@@ -1,7 +1,7 @@
 //! The day-trading scanner on intraday candles: gap up, opening-range breakout, VWAP
 //! reclaim. All three live within a trading session, the venue's calendar day
-//! (`sessions.utc_offset_minutes`: UTC for crypto, UTC+9 for `krx`); its first bar is the
-//! session's open.
+//! (`sessions.time_zones`: Asia/Seoul for `krx`, New York for `nyse` and `nasdaq`, with
+//! daylight saving; UTC days for crypto); its first bar is the session's open.
 //!
 //! A series' first session is only partly seen (the engine may start mid-day), so nothing
 //! fires in it: a session counts once the series has seen a bar of the session before.
@@ -23,12 +23,10 @@
 
 use tickwatch_schema::wire::SignalKind;
 
-use crate::config::IntradayConfig;
+use crate::config::{IntradayConfig, SessionCalendar};
 use crate::hit::{Detail, Hit};
 use crate::indicators::Vwap;
 use crate::num::{Cross, Crossing, at_least, clamp01, score, side_of};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// One intraday bar and what the series knows around it.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +53,7 @@ pub(crate) struct IntradayKinds {
 #[derive(Debug, Clone)]
 pub(crate) struct Intraday {
     cfg: IntradayConfig,
-    offset_ms: i64,
+    calendar: SessionCalendar,
     orb_ms: i64,
     session: Option<i64>,
     /// The current session was seen from its first bar.
@@ -74,10 +72,10 @@ pub(crate) struct Intraday {
 }
 
 impl Intraday {
-    pub fn new(cfg: IntradayConfig, offset_ms: i64, interval_ms: i64) -> Self {
+    pub fn new(cfg: IntradayConfig, calendar: SessionCalendar, interval_ms: i64) -> Self {
         Intraday {
             cfg,
-            offset_ms,
+            calendar,
             orb_ms: (i64::from(cfg.orb_minutes) * 60_000).max(interval_ms),
             session: None,
             complete: false,
@@ -95,7 +93,7 @@ impl Intraday {
     }
 
     pub fn on_bar(&mut self, b: &IntradayBar, kinds: IntradayKinds, out: &mut Vec<Hit>) {
-        let day = (b.ts + self.offset_ms).div_euclid(DAY_MS);
+        let day = self.calendar.day(b.ts);
         if self.session != Some(day) {
             self.start_session(day, b, kinds.gap, out);
         }

@@ -357,11 +357,7 @@ impl Series {
                 })
             }),
             intraday: intraday_on.then(|| {
-                Intraday::new(
-                    cfg.intraday,
-                    cfg.sessions.offset_ms(venue),
-                    interval.as_ms(),
-                )
+                Intraday::new(cfg.intraday, cfg.sessions.calendar(venue), interval.as_ms())
             }),
         }
     }
