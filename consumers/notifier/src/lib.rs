@@ -1,5 +1,6 @@
 //! tickwatch-notifier: delivers `Notification`s to Telegram, once per dedupe key, within
-//! Telegram's limits; no broker code (the broker adapter calls [`Notifier::handle`]).
+//! Telegram's limits. [`Notifier::handle`] does one delivery and knows nothing of the
+//! broker; [`adapter`], the crate's broker module, consumes `tw.notify` and calls it.
 //!
 //! - [`markdown`]: MarkdownV2 escaping, a safe builder, splitting over 4,096 characters.
 //! - [`limiter`]: per-chat and overall rate limits (30/s, 1/s per chat, 20/min per group).
