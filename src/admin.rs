@@ -37,9 +37,12 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("tw_handler_seconds".into()), &latency)?
         .set_buckets_for_metric(
-            Matcher::Full("tw_tick_to_notification_seconds".into()),
+            Matcher::Full(tickwatch_broker::events::HANDLER_SECONDS.into()),
+            &latency,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(tickwatch_notifier::events::TICK_TO_NOTIFICATION.into()),
             &latency,
         )?
         .install_recorder()?;

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Seconds a batch of deliveries spent in its handler, by queue.
+pub const HANDLER_SECONDS: &str = "tw_handler_seconds";
+
 /// How long one summarising window lasts.
 pub const SUMMARY_WINDOW: Duration = Duration::from_secs(10);
 

@@ -424,7 +424,7 @@ async fn handle_batch<H: BatchHandler>(
             }
         }
     };
-    metrics::histogram!("tw_handler_seconds", "queue" => queue)
+    metrics::histogram!(crate::events::HANDLER_SECONDS, "queue" => queue)
         .record(started.elapsed().as_secs_f64());
     let mut outcomes = outcomes.into_iter();
     for &i in &handled {

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::events::{AlertFired, RuleBookSize};
 use crate::template::{self, Lang};
 use crate::{AlertEngine, AlertsConfig, Applied, Error, Firing, SubscriptionHit};
 
@@ -228,10 +229,7 @@ impl Shared {
             if published.contains(&firing.id.to_string()) {
                 continue; // a redelivery after everything was done but the ack
             }
-            span.in_scope(|| {
-                tracing::info!(rule = firing.rule_id, user = firing.user_id, symbol = %firing.symbol, condition = firing.condition.as_str(), price = %firing.price, "alert fired");
-            });
-            metrics::counter!("tw_alerts_fired_total").increment(1);
+            span.in_scope(|| AlertFired(firing).emit());
             confirms.push(
                 self.publisher
                     .send(Exchange::Alerts, &firing.to_wire())
@@ -733,8 +731,11 @@ fn apply(engine: &mut AlertEngine, control: &Control) {
         }
         applied => tracing::debug!(?applied, "control applied"),
     }
-    metrics::gauge!("tw_rulebook_rules").set(engine.rule_count() as f64);
-    metrics::gauge!("tw_rulebook_subscriptions").set(engine.subscription_count() as f64);
+    RuleBookSize {
+        rules: engine.rule_count(),
+        subscriptions: engine.subscription_count(),
+    }
+    .emit();
 }
 
 /// Loads every active rule and subscription, and primes the engine with the saved prices.
@@ -801,8 +802,11 @@ impl Snapshot {
         for (venue, symbol, price, ts) in self.prices {
             engine.prime(&venue, &symbol, price, ts);
         }
-        metrics::gauge!("tw_rulebook_rules").set(engine.rule_count() as f64);
-        metrics::gauge!("tw_rulebook_subscriptions").set(engine.subscription_count() as f64);
+        RuleBookSize {
+            rules: engine.rule_count(),
+            subscriptions: engine.subscription_count(),
+        }
+        .emit();
         tracing::info!(
             rules = report.rules,
             subscriptions = report.subscriptions,

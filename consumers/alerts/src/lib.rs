@@ -20,6 +20,8 @@
 //!   a `slab` of templates.
 //! - `subscriptions` (private): the signal-subscription index; [`firing`]: what the engine
 //!   returns, and the wire `AlertTriggered` of a firing.
+//! - [`events`]: what the role reports — each event logs and counts itself; the metric
+//!   names are written there only.
 //! - [`template`]: message templates with `{{placeholders}}`, Korean and English defaults.
 //! - [`config`]: [`AlertsConfig`], the `[alerts]` settings.
 //! - [`bench`](mod@bench): the benchmark behind `tickwatch bench alerts`.
@@ -37,6 +39,7 @@ mod compiled;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod firing;
 mod history;
 mod subscriptions;

@@ -21,6 +21,8 @@ use tickwatch_schema::wire::{Control, Notification};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::events::{DeliveryFinished, NotifierState};
 use tracing::Instrument;
 
 use crate::{Error, Notifier, NotifierConfig, Outcome};
@@ -116,18 +118,17 @@ fn record_metrics(notification: &Notification, result: &Result<Outcome, Error>) 
         Ok(Outcome::Duplicate { .. }) => "duplicate",
         Ok(Outcome::Skipped { .. }) => "skipped",
         Ok(Outcome::Unreachable { .. }) => "unreachable",
-        Err(e) => {
-            metrics::counter!("tw_telegram_failures_total", "reason" => e.reason()).increment(1);
-            return;
-        }
+        Err(e) => return DeliveryFinished::Failed { reason: e.reason() }.emit(),
     };
-    metrics::counter!("tw_telegram_sends_total", "outcome" => outcome).increment(1);
-    if matches!(result, Ok(Outcome::Sent { .. } | Outcome::Logged))
-        && let Some(origin) = notification.origin_ts
-    {
-        let seconds = (tickwatch_schema::db::now_ms() - origin) as f64 / 1000.0;
-        metrics::histogram!("tw_tick_to_notification_seconds").record(seconds.max(0.0));
+    let reached = matches!(result, Ok(Outcome::Sent { .. } | Outcome::Logged));
+    let since_origin = notification.origin_ts.filter(|_| reached).map(|origin| {
+        Duration::from_millis((tickwatch_schema::db::now_ms() - origin).max(0) as u64)
+    });
+    DeliveryFinished::Done {
+        outcome,
+        since_origin,
     }
+    .emit();
 }
 
 /// Follows `Halt` / `Resume` on the control fan-out.
@@ -203,8 +204,11 @@ pub async fn run(
                 let is_halted = *halted.borrow_and_update();
                 let state = *breaker.borrow_and_update();
                 let breaker_open = !state.is_closed();
-                metrics::gauge!("tw_notifier_breaker_open").set(f64::from(u8::from(breaker_open)));
-                metrics::gauge!("tw_notifier_halted").set(f64::from(u8::from(is_halted)));
+                NotifierState {
+                    breaker_open,
+                    halted: is_halted,
+                }
+                .emit();
                 // Half-open takes messages again: the first real send is the probe.
                 pause_tx.send_replace(is_halted || !state.admits_consumption());
                 system_pause_tx

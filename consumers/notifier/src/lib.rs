@@ -11,6 +11,8 @@
 //! - [`record`]: the delivery record in the `notifications` table, user preferences.
 //! - [`notifier`]: [`Notifier`], which combines them.
 //! - [`config`]: the configuration, [`NotifierConfig`].
+//! - [`events`]: what the notifier reports (each event counts itself; metric names written
+//!   there only).
 //! - [`adapter`]: the `notifier` role on the broker (concurrent deliveries, pause while the
 //!   breaker is open or an admin halted notifications).
 //!
@@ -21,6 +23,7 @@ pub mod adapter;
 pub mod breaker;
 pub mod config;
 mod error;
+pub mod events;
 pub mod limiter;
 pub mod markdown;
 pub mod notifier;

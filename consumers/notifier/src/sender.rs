@@ -159,7 +159,11 @@ impl TelegramSender {
             Err(error) => SendOutcome::Transient(error),
         };
         if let SendOutcome::RetryAfter(wait) = outcome {
-            metrics::counter!("tw_telegram_rate_limited_total").increment(1);
+            crate::events::RateLimited {
+                chat_id: message.chat_id,
+                wait,
+            }
+            .emit();
             self.limiter.defer(message.chat_id, Instant::now() + wait);
         }
         outcome

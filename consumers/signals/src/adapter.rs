@@ -31,6 +31,7 @@ use tickwatch_schema::wire::{Candle, Grade, Interval, Signal};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::events::SignalEmitted;
 use crate::{Error, Output, SignalEngine, SignalsConfig};
 
 /// How long a batch that failed after the engine processed it waits before running again.
@@ -337,19 +338,7 @@ impl SignalsHandler {
                     .collect()
             };
             for signal in &signals {
-                w.span.in_scope(|| {
-                    tracing::info!(
-                        kind = signal.kind.as_str(),
-                        symbol = %signal.symbol,
-                        interval = %signal.interval,
-                        price = %signal.price,
-                        score = signal.score,
-                        grade = signal.grade.as_str(),
-                        "signal"
-                    );
-                });
-                metrics::counter!("tw_signals_emitted_total", "kind" => signal.kind.as_str())
-                    .increment(1);
+                w.span.in_scope(|| SignalEmitted(signal).emit());
                 confirms.push(
                     self.publisher
                         .send(Exchange::Signals, signal)

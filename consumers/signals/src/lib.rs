@@ -18,6 +18,8 @@
 //! - [`cli`]: `write_indicators`, `scan` and its human format.
 //! - [`adapter`]: the `signals` role on the broker — stores each candle's results in one
 //!   transaction, publishes the signals, warms up from stored candles after a restart.
+//! - [`events`]: what the role reports (each event logs and counts itself; metric names
+//!   written there only).
 //! - [`bench`]: the throughput benchmark (`tickwatch bench signals`).
 //! - [`num`]: decimal conversion and the tolerant comparisons every detector uses
 //!   (`at_least`, `at_most`, `side_of` with a 1e-9 dead band; `clamp01` for scores).
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod events;
 mod hit;
 pub mod indicators;
 mod intraday;

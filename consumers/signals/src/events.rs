@@ -1,0 +1,27 @@
+//! What the signals role reports, as typed events: each one logs and counts itself, and the
+//! metric names are written here only.
+
+use tickwatch_schema::wire::Signal;
+
+/// Signals published, by kind.
+pub const SIGNALS_EMITTED: &str = "tw_signals_emitted_total";
+
+/// A signal fired and is about to be published (log it inside its candle's span).
+#[derive(Debug)]
+pub struct SignalEmitted<'a>(pub &'a Signal);
+
+impl SignalEmitted<'_> {
+    pub fn emit(&self) {
+        let s = self.0;
+        tracing::info!(
+            kind = s.kind.as_str(),
+            symbol = %s.symbol,
+            interval = %s.interval,
+            price = %s.price,
+            score = s.score,
+            grade = s.grade.as_str(),
+            "signal"
+        );
+        metrics::counter!(SIGNALS_EMITTED, "kind" => s.kind.as_str()).increment(1);
+    }
+}
