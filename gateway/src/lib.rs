@@ -9,7 +9,7 @@
 //!   publisher so running alerts instances apply it at once. The binary's `user` and
 //!   `apikey` commands call it too.
 //! - [`api`]: [`api::ApiState`], [`api::router`] and [`api::serve`] — `/v1` endpoints with
-//!   API-key auth and a per-key token bucket, problem+json errors, health/readiness/metrics,
+//!   API-key auth and a per-key rate limit (governor), problem+json errors, health/readiness/metrics,
 //!   the OpenAPI document generated from the handlers, and live streams.
 //! - [`hub`]: the live-stream fan-out: one private broker queue per API process into a
 //!   bounded broadcast channel.
@@ -17,11 +17,14 @@
 //!   and English replies.
 //! - [`config`]: [`ApiConfig`] and [`BotConfig`] with serde defaults and `validate()`.
 //! - [`error`]: the crate's [`Error`], mapped to problem+json at the HTTP edge.
+//! - [`events`]: what the gateway reports (each event counts itself; metric names written
+//!   there only).
 
 pub mod api;
 pub mod bot;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod hub;
 pub mod services;
 

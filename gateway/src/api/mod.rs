@@ -224,11 +224,13 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("tw_api_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("tw_api_request_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::events::ApiRequest {
+        method,
+        route,
+        status: response.status().as_u16(),
+        took: started.elapsed(),
+    }
+    .emit();
     response
 }
 

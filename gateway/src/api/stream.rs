@@ -372,7 +372,7 @@ async fn run_websocket(
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    metrics::counter!("tw_api_stream_slow_closes_total").increment(1);
+                    crate::events::StreamClientTooSlow { missed }.emit();
                     let reason = format!("slow consumer: {missed} events dropped; reconnect and read faster");
                     let _ = close(&mut sink, CLOSE_POLICY, &reason).await;
                     return;
@@ -464,7 +464,7 @@ fn sse(
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
-                        metrics::counter!("tw_api_stream_slow_closes_total").increment(1);
+                        crate::events::StreamClientTooSlow { missed }.emit();
                         st.done = true;
                         let data = json!({"reason": format!("slow consumer: {missed} events dropped; reconnect and read faster")}).to_string();
                         return Some((Ok(Event::default().event("close").data(data)), st));

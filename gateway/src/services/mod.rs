@@ -22,6 +22,7 @@ pub mod subscriptions;
 pub mod system;
 pub mod users;
 
+use crate::events::ControlAnnounced;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,22 +118,19 @@ impl Services {
             publisher.publish(Exchange::Control, control).await
         })
         .await;
-        match outcome {
-            Ok(Ok(_)) => {
-                metrics::counter!("tw_gateway_controls_published_total").increment(1);
-                true
-            }
-            Ok(Err(e)) => {
-                metrics::counter!("tw_gateway_control_publish_failures_total").increment(1);
-                tracing::warn!(error = %e, ?control, "change stored but not announced; alerts instances pick it up on their next reload");
-                false
-            }
-            Err(_) => {
-                metrics::counter!("tw_gateway_control_publish_failures_total").increment(1);
-                tracing::warn!(timeout = ?self.inner.announce_timeout, ?control, "no broker confirm in time; the publisher keeps trying");
-                false
-            }
-        }
+        let event = match outcome {
+            Ok(Ok(_)) => ControlAnnounced::Confirmed,
+            Ok(Err(e)) => ControlAnnounced::Failed {
+                control,
+                error: e.to_string(),
+            },
+            Err(_) => ControlAnnounced::TimedOut {
+                control,
+                after: self.inner.announce_timeout,
+            },
+        };
+        event.emit();
+        matches!(event, ControlAnnounced::Confirmed)
     }
 
     /// The broker, or a 503-style error naming what needs it.

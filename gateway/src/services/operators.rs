@@ -132,7 +132,7 @@ impl Services {
         .await;
         match confirmed {
             Ok(Ok(())) => {
-                metrics::counter!("tw_gateway_operator_alerts_total").increment(sent as u64);
+                crate::events::OperatorAlertsSent { messages: sent }.emit();
                 Ok(sent)
             }
             Ok(Err(e)) => Err(e.into()),
