@@ -1,8 +1,9 @@
 //! The admin endpoints every tickwatch process serves: `/healthz` (the process is alive),
 //! `/readyz` (database and broker reachable, consumers connected; 503 naming what is down)
-//! and `/metrics` (Prometheus). Their bodies are the HTTP API's (`Health`, `Readiness` of
-//! `tickwatch_gateway::api::ops`, documented in its OpenAPI), so a probe reads one shape
-//! whichever port it asks.
+//! and `/metrics` (Prometheus). Their bodies use the HTTP API's types (`Health`,
+//! `Readiness` of `tickwatch_gateway::api::ops`): `{"status":"ok"}` and
+//! `{"status":"ready"|"not_ready","checks":{…}}` — here also with a 503, where the API
+//! answers problem+json; the admin port is internal, so its details are not scrubbed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +58,10 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// How long the readiness probe waits for the database (a hung ping must neither hang
+/// `/readyz` nor the process's shutdown, which waits for the probe).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What `/readyz` checks.
 #[derive(Clone, Debug)]
 pub struct Readiness {
@@ -70,14 +75,18 @@ impl Readiness {
     pub async fn checks(&self) -> BTreeMap<String, Check> {
         let mut checks = BTreeMap::new();
         if let Some(db) = &self.db {
-            let check = match db.ping().await {
-                Ok(()) => Check {
+            let check = match tokio::time::timeout(PROBE_TIMEOUT, db.ping()).await {
+                Ok(Ok(())) => Check {
                     up: true,
                     detail: "answers".into(),
                 },
-                Err(e) => Check {
+                Ok(Err(e)) => Check {
                     up: false,
                     detail: e.to_string(),
+                },
+                Err(_) => Check {
+                    up: false,
+                    detail: format!("no answer within {PROBE_TIMEOUT:?}"),
                 },
             };
             checks.insert("database".to_string(), check);

@@ -159,6 +159,23 @@ impl<R: BufRead> HistoryReader<R> {
             .iter()
             .map(|c| c.trim_start_matches('\u{feff}').to_ascii_lowercase())
             .collect();
+        let times: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| COLUMNS[0].1.contains(n))
+            .collect();
+        if times.len() > 1 {
+            // `Date,Time,…`: taking one would give every intraday bar the same time.
+            return Err(csv_error(
+                path,
+                1,
+                format!(
+                    "header has {} time columns ({}); give one `ts` column with the date and time",
+                    times.len(),
+                    times.join(", ")
+                ),
+            ));
+        }
         let mut positions = [0; 6];
         for (position, (column, aliases)) in positions.iter_mut().zip(COLUMNS) {
             *position = names
@@ -454,5 +471,10 @@ mod tests {
             .expect("valid");
         assert_eq!(bar.open.to_string(), "1.5");
         assert_eq!(bar.open_ts, 1_677_628_800_000);
+        let split = "Date,Time,Open,High,Low,Close,Volume\n";
+        let err = HistoryReader::new(split.as_bytes(), "s.csv", "v", "S", Interval::M1)
+            .expect_err("two time columns")
+            .to_string();
+        assert!(err.contains("2 time columns (date, time)"), "{err}");
     }
 }

@@ -990,7 +990,12 @@ async fn publish_stored(
 async fn reload(shared: &Shared, stop: &CancellationToken) -> bool {
     let mut delay = Duration::from_millis(200);
     loop {
-        match read_snapshot(&shared.db).await {
+        // Raced with the stop: a shutdown must not wait for a slow or stalled database.
+        let snapshot = tokio::select! {
+            _ = stop.cancelled() => return false,
+            snapshot = read_snapshot(&shared.db) => snapshot,
+        };
+        match snapshot {
             Ok(snapshot) => {
                 snapshot.apply_to(&mut shared.engine());
                 return true;

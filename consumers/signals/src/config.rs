@@ -337,7 +337,8 @@ impl Default for IntradayConfig {
 pub struct SessionConfig {
     /// IANA time zone names by venue (`krx = "Asia/Seoul"`).
     pub time_zones: BTreeMap<String, String>,
-    /// Fixed offsets east of UTC in minutes, for a venue without a time zone above.
+    /// Fixed offsets east of UTC in minutes; a venue listed here uses its offset even if
+    /// it also has a time zone.
     pub utc_offset_minutes: BTreeMap<String, i32>,
 }
 
@@ -360,20 +361,21 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// The calendar of `venue`'s trading days (zone names are checked by `validate`).
+    /// The calendar of `venue`'s trading days: a fixed offset given for it wins (so a
+    /// configuration that set `utc_offset_minutes` keeps its meaning), then its time zone,
+    /// else UTC days. Zone names are checked by `validate`.
     pub fn calendar(&self, venue: &str) -> SessionCalendar {
-        if let Some(zone) = self
+        if let Some(minutes) = self.utc_offset_minutes.get(venue) {
+            return SessionCalendar::Fixed(i64::from(*minutes) * 60_000);
+        }
+        match self
             .time_zones
             .get(venue)
             .and_then(|name| name.parse::<chrono_tz::Tz>().ok())
         {
-            return SessionCalendar::Zone(zone);
+            Some(zone) => SessionCalendar::Zone(zone),
+            None => SessionCalendar::Fixed(0),
         }
-        SessionCalendar::Fixed(
-            self.utc_offset_minutes
-                .get(venue)
-                .map_or(0, |m| i64::from(*m) * 60_000),
-        )
     }
 }
 
@@ -622,6 +624,12 @@ mod tests {
         fixed.utc_offset_minutes.insert("binance".into(), 60);
         assert_eq!(
             fixed.calendar("binance").day(ms("2024-07-10T23:30:00Z")),
+            date("2024-07-11")
+        );
+        // An offset given for a venue that has a default zone wins.
+        fixed.utc_offset_minutes.insert("nyse".into(), 0);
+        assert_eq!(
+            fixed.calendar("nyse").day(ms("2024-07-11T00:30:00Z")),
             date("2024-07-11")
         );
         let mut bad = SignalsConfig::default();
