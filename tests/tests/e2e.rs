@@ -107,7 +107,9 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
     });
 
     // The demo's `crossing_down 20000` and `crossing_up 21500` alerts fire on the replay.
-    let alerts_arrived = wait_until(Duration::from_secs(120), async || {
+    // They reach the chat behind the demo's other messages at Telegram's one message a
+    // second per chat: about a minute alone, up to two with the whole suite running.
+    let alerts_arrived = wait_until(Duration::from_secs(240), async || {
         let texts: Vec<String> = fake
             .delivered_to(CHAT)
             .into_iter()
@@ -124,7 +126,7 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
     assert!(alerts_arrived, "alerts in the admin's chat: {texts:#?}");
     assert!(texts.iter().all(|t| !t.is_empty()));
     // Every candle of the replay was recorded, and signals were computed and stored.
-    let all_candles = wait_until(Duration::from_secs(60), async || {
+    let all_candles = wait_until(Duration::from_secs(120), async || {
         candle::Entity::find().count(&db.conn).await.unwrap_or(0) == 4_320
     })
     .await;
