@@ -32,6 +32,21 @@ pub async fn wait_until(timeout: std::time::Duration, mut done: impl AsyncFnMut(
     done().await
 }
 
+/// A broker configuration for one test: the local RabbitMQ (or `AMQP_URL`) under a prefix
+/// of its own (`twt-<tag>-<8 hex digits>`), so tests never share a queue; other settings
+/// are the defaults, for the caller to change.
+pub fn test_broker_config(tag: &str) -> tickwatch_broker::BrokerConfig {
+    tickwatch_broker::BrokerConfig {
+        url: std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
+        prefix: format!(
+            "twt-{tag}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        ..Default::default()
+    }
+}
+
 /// Waits until each of `queues` (of `broker`'s vhost) has a consumer, by the management
 /// API: a role is consuming — for the alerts role that also means its rule book is loaded,
 /// which it does before it consumes market data.

@@ -20,16 +20,10 @@ const CHAT: i64 = 4242;
 
 fn broker_config(tag: &str) -> BrokerConfig {
     BrokerConfig {
-        url: std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
-        prefix: format!(
-            "twt-{tag}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
         retry_delays_ms: vec![200, 400, 800],
         reconnect_min_ms: 50,
         reconnect_max_ms: 1_000,
-        ..Default::default()
+        ..tickwatch_tests::test_broker_config(tag)
     }
 }
 

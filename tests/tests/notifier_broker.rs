@@ -30,11 +30,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const RETRY_DELAYS_MS: [u64; 3] = [150, 300, 600];
 
 fn broker_config(tag: &str) -> BrokerConfig {
-    let id = uuid::Uuid::new_v4().simple().to_string();
     BrokerConfig {
-        url: std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
-        prefix: format!("twt-{tag}-{}", &id[..8]),
         retry_delays_ms: RETRY_DELAYS_MS.to_vec(),
         prefetch: 64,
         ack_batch: 32,
@@ -44,7 +40,7 @@ fn broker_config(tag: &str) -> BrokerConfig {
         // Paused consumers hand their deliveries back after 1.5 s instead of 5 min, so
         // the halt tests see it.
         pause_release_ms: 1_500,
-        ..Default::default()
+        ..tickwatch_tests::test_broker_config(tag)
     }
 }
 

@@ -20,15 +20,7 @@ use tickwatch_tests::db::TestDb;
 use tokio_util::sync::CancellationToken;
 
 fn broker_config(tag: &str) -> BrokerConfig {
-    BrokerConfig {
-        url: std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
-        prefix: format!(
-            "twt-{tag}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-        ..Default::default()
-    }
+    tickwatch_tests::test_broker_config(tag)
 }
 
 /// Collects what arrives on a private queue.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use rust_decimal::Decimal;
-use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
+use tickwatch_broker::{Broker, Publisher, Topology};
 use tickwatch_gateway::Services;
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{Condition, RuleSpec};
@@ -40,15 +40,7 @@ async fn one_tick_is_one_trace_from_the_producer_to_the_telegram_send() {
 
     let fake = FakeTelegram::start().await.expect("fake telegram");
     let db = TestDb::sqlite().await.expect("sqlite");
-    let config = BrokerConfig {
-        url: std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
-        prefix: format!(
-            "twt-trace-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-        ..Default::default()
-    };
+    let config = tickwatch_tests::test_broker_config("trace");
     let broker = Broker::connect(config.clone(), &config.prefix)
         .await
         .expect("broker");

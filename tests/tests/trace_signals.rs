@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
+use tickwatch_broker::{Broker, Publisher, Topology};
 use tickwatch_gateway::Services;
 use tickwatch_gateway::services::subscriptions::NewSubscription;
 use tickwatch_schema::names::{Exchange, WorkQueue};
@@ -51,15 +51,7 @@ async fn one_candle_is_one_trace_through_signals_and_alerts_to_the_telegram_send
 
     let fake = FakeTelegram::start().await.expect("fake telegram");
     let db = TestDb::sqlite().await.expect("sqlite");
-    let config = BrokerConfig {
-        url: std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| tickwatch_broker::config::DEFAULT_URL.into()),
-        prefix: format!(
-            "twt-trsig-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-        ..Default::default()
-    };
+    let config = tickwatch_tests::test_broker_config("trsig");
     let broker = Broker::connect(config.clone(), &config.prefix)
         .await
         .expect("broker");
