@@ -24,13 +24,17 @@ impl Secret {
 
     /// Whether `candidate` is the secret, in time independent of where they differ.
     pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.expose().as_bytes(), candidate.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for (i, x) in a.iter().enumerate() {
-            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
+        constant_time_eq(self.expose().as_bytes(), candidate.as_bytes())
     }
+}
+
+/// `a == b` in time independent of where they differ (for comparing secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 impl PartialEq for Secret {

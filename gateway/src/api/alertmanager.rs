@@ -5,6 +5,7 @@
 //! ([`crate::services::operators`]).
 
 use std::collections::BTreeMap;
+use tickwatch_schema::secret::constant_time_eq;
 
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
@@ -96,17 +97,12 @@ impl FromRequestParts<ApiState> for AlertmanagerAuth {
         let given = bearer(&parts.headers).ok_or_else(|| {
             Error::Unauthorized("no secret: Alertmanager sends it as a bearer token".into())
         })?;
-        if same(given.as_bytes(), secret.expose().trim().as_bytes()) {
+        if constant_time_eq(given.as_bytes(), secret.expose().trim().as_bytes()) {
             Ok(AlertmanagerAuth)
         } else {
             Err(Error::Unauthorized("wrong secret".into()))
         }
     }
-}
-
-/// Compares without stopping at the first difference (the time says nothing of where).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Alertmanager's webhook: each alert to every admin chat, once per alert, status and start.

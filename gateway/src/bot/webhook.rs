@@ -10,6 +10,7 @@ use axum::routing::post;
 use teloxide::payloads::SetWebhookSetters;
 use teloxide::requests::{Request, Requester};
 use teloxide::types::Update;
+use tickwatch_schema::secret::constant_time_eq;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, Dispatch, allowed_updates};
@@ -24,17 +25,13 @@ struct Hook {
     secret: String,
 }
 
-/// Compares without an early exit, so timing does not reveal the secret's prefix.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let given = headers
         .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !same(given, hook.secret.as_bytes()) {
+    // No early exit, so timing does not reveal the secret's prefix.
+    if !constant_time_eq(given, hook.secret.as_bytes()) {
         return StatusCode::UNAUTHORIZED;
     }
     match serde_json::from_slice::<Update>(&body) {
