@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tickwatch_schema::backoff::Backoff;
 use tickwatch_schema::names::Names;
 
 use crate::error::{Error, Result};
@@ -191,6 +192,13 @@ impl BrokerConfig {
 
     pub fn reconnect_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_max_ms)
+    }
+
+    /// The delays between reconnects: doubling from `reconnect_min_ms` to
+    /// `reconnect_max_ms`, each moved by up to ±50 % so that every consumer of a restarted
+    /// broker does not come back in the same instant.
+    pub fn reconnect_backoff(&self) -> Backoff {
+        Backoff::new(self.reconnect_min(), self.reconnect_max(), 2.0, 0.5)
     }
 
     /// The management API base URL (without credentials), user, password and vhost: the

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use deadpool_lapin::{Config as PoolSettings, PoolConfig, Runtime, Timeouts};
 use lapin::{Channel, ConnectionProperties};
-use rand::Rng;
 use tickwatch_schema::names::Names;
 use tokio_util::sync::CancellationToken;
 
@@ -129,8 +128,7 @@ impl Broker {
         component: &str,
         shutdown: &CancellationToken,
     ) -> Option<Channel> {
-        let mut backoff =
-            Backoff::new(self.config().reconnect_min(), self.config().reconnect_max());
+        let mut backoff = self.config().reconnect_backoff();
         loop {
             match self.channel().await {
                 Ok(channel) => return Some(channel),
@@ -161,36 +159,6 @@ fn pool_error_text(e: &deadpool_lapin::PoolError) -> String {
     }
 }
 
-/// Exponential backoff with full jitter, reset after a success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// The next delay: a random point in [min, current], then current doubles (capped).
-    pub fn next_delay(&mut self) -> Duration {
-        let upper = self.current.max(self.min);
-        let delay = rand::rng().random_range(self.min..=upper);
-        self.current = (self.current * 2).min(self.max);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-}
-
 /// What each component of the process last reported about its broker link.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
@@ -205,11 +173,8 @@ pub struct ComponentHealth {
 
 impl Health {
     pub fn set(&self, component: &str, up: bool, detail: &str) {
-        metrics::gauge!("tw_broker_connected", "component" => component.to_string()).set(if up {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!(crate::events::BROKER_CONNECTED, "component" => component.to_string())
+            .set(if up { 1.0 } else { 0.0 });
         if let Ok(mut map) = self.components.lock() {
             map.insert(
                 component.to_string(),
@@ -237,22 +202,5 @@ impl Health {
     /// True when every registered component is up.
     pub fn all_up(&self) -> bool {
         self.snapshot().values().all(|c| c.up)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        for _ in 0..10 {
-            let d = b.next_delay();
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(800));
-        }
-        assert_eq!(b.current, Duration::from_millis(800));
-        b.reset();
-        assert_eq!(b.current, Duration::from_millis(100));
     }
 }

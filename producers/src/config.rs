@@ -76,6 +76,7 @@ pub mod duration {
     }
 }
 
+pub(crate) use tickwatch_schema::backoff::Backoff;
 pub use tickwatch_schema::secret::Secret;
 
 /// Exponential backoff with jitter, for reconnecting and for retrying the sink.
@@ -107,6 +108,11 @@ impl Default for BackoffConfig {
 }
 
 impl BackoffConfig {
+    /// A fresh delay sequence on this schedule.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.initial, self.max, self.multiplier, self.jitter)
+    }
+
     pub fn validate(&self, key: &str) -> Result<()> {
         if self.initial.is_zero() {
             return Err(Error::config(
@@ -133,38 +139,6 @@ impl BackoffConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// The running state of one backoff sequence.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    config: BackoffConfig,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn new(config: BackoffConfig) -> Self {
-        Backoff { config, attempt: 0 }
-    }
-
-    /// The delay before the next attempt; each call lengthens the next one.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.config.initial.as_secs_f64()
-            * self.config.multiplier.powi(self.attempt.min(64) as i32);
-        let base = base.min(self.config.max.as_secs_f64());
-        self.attempt = self.attempt.saturating_add(1);
-        let spread = self.config.jitter * (2.0 * rand::random::<f64>() - 1.0);
-        let secs = (base * (1.0 + spread)).clamp(0.0, self.config.max.as_secs_f64());
-        Duration::from_secs_f64(secs)
-    }
-
-    pub(crate) fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -360,13 +334,14 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(BackoffConfig {
+    fn backoff_follows_the_configured_schedule() {
+        let mut b = BackoffConfig {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(1),
             multiplier: 2.0,
             jitter: 0.2,
-        });
+        }
+        .backoff();
         let first = b.next_delay();
         assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
         for _ in 0..10 {

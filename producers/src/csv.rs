@@ -335,7 +335,7 @@ pub async fn replay_with_metrics(
     let mut replay = Replayer {
         sink,
         metrics: metrics.clone(),
-        backoff: Backoff::new(config.retry.clone()),
+        backoff: config.retry.backoff(),
         hard_stop: hard_stop.clone(),
         held: Vec::new(),
         batch: config.batch,

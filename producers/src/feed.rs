@@ -67,7 +67,7 @@ pub(crate) async fn drive<F: Feed>(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) {
-    let mut backoff = Backoff::new(config.reconnect.clone());
+    let mut backoff = config.reconnect.backoff();
     let mut connected_before = false;
     loop {
         let attempt = tokio::select! {

@@ -285,7 +285,7 @@ async fn publisher(
     metrics: Arc<Metrics>,
     hard_stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(config.retry.clone());
+    let mut backoff = config.retry.backoff();
     while let Some(batch) = outbox.take_batch(config.batch_max).await {
         let published = publish_batch(
             batch,

@@ -7,10 +7,12 @@
 //! - [`rule`]: the alert rule and signal subscription models, with the one validation the
 //!   API, the bot and the alerts engine share.
 //! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
+//! - [`backoff`]: the retry delays of reconnects and publish retries (backon's schedule).
 //! - [`decimal`]: the decimal → `f64` conversion both engines use.
 //! - [`secret`]: the secret-string type of every configuration.
 //! - [`history`]: history files (CSV of bars), and where the shared market data is.
 
+pub mod backoff;
 pub mod db;
 pub mod decimal;
 pub mod error;

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::settle::{AckBatch, panic_text, retry_or_exhaust, settle_failure};
 use super::{BatchHandler, Ctx, DeadReason, Handled, HandlerError, Incoming, Outcome};
-use crate::connection::Backoff;
 use crate::error::{Error, Result};
 use crate::headers;
+use tickwatch_schema::backoff::Backoff;
 
 /// How a session ended.
 pub(super) enum End {
@@ -376,9 +376,10 @@ async fn handle_batch<H: BatchHandler>(
     batch: &mut [Pending],
 ) -> Result<Vec<Fate>> {
     let queue = ctx.queue.name.clone();
-    metrics::counter!("tw_messages_consumed_total", "queue" => queue.clone())
+    metrics::counter!(crate::events::MESSAGES_CONSUMED, "queue" => queue.clone())
         .increment(batch.len() as u64);
-    metrics::histogram!("tw_batch_size", "queue" => queue.clone()).record(batch.len() as f64);
+    metrics::histogram!(crate::events::BATCH_SIZE, "queue" => queue.clone())
+        .record(batch.len() as f64);
     // A message of another schema version is poison before any handler sees it.
     let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
     let mut handled = Vec::new();

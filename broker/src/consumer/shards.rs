@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Backoff, Broker};
+use crate::connection::Broker;
 use crate::error::Result;
 
 /// How often an instance announces itself.
@@ -95,10 +95,7 @@ pub(super) async fn membership(
     shutdown: CancellationToken,
 ) {
     let component = format!("members:{queue}");
-    let mut backoff = Backoff::new(
-        broker.config().reconnect_min(),
-        broker.config().reconnect_max(),
-    );
+    let mut backoff = broker.config().reconnect_backoff();
     let mut heard: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
         let Some(channel) = broker.channel_with_retry(&component, &shutdown).await else {

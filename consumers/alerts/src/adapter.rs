@@ -30,6 +30,7 @@ use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome,
     Publisher, Topology, consume_role, consume_with, crash, headers,
 };
+use tickwatch_schema::backoff::Backoff;
 use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscription_from_row};
 use tickwatch_schema::names::{Exchange, WorkQueue};
@@ -42,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::events::{AlertFired, RuleBookSize};
+use crate::events::{AlertFired, AlertsStarted, RuleBookSize};
 use crate::template::{self, Lang};
 use crate::{AlertEngine, AlertsConfig, Applied, Error, Firing, SubscriptionHit};
 
@@ -988,7 +989,12 @@ async fn publish_stored(
 /// Reads the snapshot again (retrying until it works) and loads it into the live engine;
 /// `false` if stopped meanwhile.
 async fn reload(shared: &Shared, stop: &CancellationToken) -> bool {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        2.0,
+        0.0,
+    );
     loop {
         // Raced with the stop: a shutdown must not wait for a slow or stalled database.
         let snapshot = tokio::select! {
@@ -1001,14 +1007,14 @@ async fn reload(shared: &Shared, stop: &CancellationToken) -> bool {
                 return true;
             }
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "could not reload the rule book");
+                tokio::select! {
+                    _ = stop.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
-        tokio::select! {
-            _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -1060,6 +1066,7 @@ pub async fn run_with_hooks(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> Result<(), Error> {
+    AlertsStarted.emit();
     let stop = shutdown.child_token();
     // 1. This instance's control queue, buffering from before the load.
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();

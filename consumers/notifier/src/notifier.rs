@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use sea_orm::{DatabaseConnection, DbErr};
+use tickwatch_schema::backoff::Backoff;
 use tickwatch_schema::wire::{Message as _, Notification};
 use tokio::sync::watch;
 
@@ -312,7 +313,7 @@ impl Notifier {
     ) -> Result<SendOutcome, Error> {
         let started = Instant::now();
         let mut rate_limited = Duration::ZERO;
-        let mut pause = Duration::from_millis(500);
+        let mut pauses = Backoff::new(Duration::from_millis(500), Duration::from_secs(8), 2.0, 0.0);
         loop {
             // The breaker is asked when the slot comes: with many deliveries in flight,
             // those already waiting for their slot when it opened must not go out to a
@@ -330,11 +331,11 @@ impl Notifier {
                         // Held without spending an attempt while the breaker probes.
                         return Err(Error::CircuitOpen);
                     }
+                    let pause = pauses.next_delay();
                     if started.elapsed() + pause > self.inner.transient_hold {
                         return Err(Error::Transient(error));
                     }
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(8));
                 }
                 SendOutcome::RetryAfter(wait) => {
                     // Telegram answers: it is up. The limiter holds the chat until the wait

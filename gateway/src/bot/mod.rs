@@ -27,6 +27,7 @@ use teloxide::payloads::{GetUpdatesSetters, SetMyCommandsSetters};
 use teloxide::prelude::*;
 use teloxide::requests::Request;
 use teloxide::types::{AllowedUpdate, BotCommand, UpdateKind};
+use tickwatch_schema::backoff::Backoff;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -156,7 +157,7 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
 
 /// The bot's username (`getMe`); `None` if shut down while Telegram was unreachable.
 async fn whoami(bot: &Bot, shutdown: &CancellationToken) -> Result<Option<String>> {
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = telegram_backoff();
     loop {
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
@@ -170,12 +171,12 @@ async fn whoami(bot: &Bot, shutdown: &CancellationToken) -> Result<Option<String
                 ));
             }
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "telegram unreachable");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -203,6 +204,16 @@ fn allowed_updates() -> Vec<AllowedUpdate> {
     vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]
 }
 
+/// Retries of Telegram's getMe and getUpdates: from 0.5 s, doubling up to 30 s.
+fn telegram_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        2.0,
+        0.0,
+    )
+}
+
 /// Long polling: `getUpdates` with the offset after the last update handed on.
 async fn poll(ctx: &Ctx, dispatch: Dispatch, shutdown: &CancellationToken) -> Result<()> {
     if let Err(e) = ctx.bot.delete_webhook().send().await {
@@ -210,7 +221,7 @@ async fn poll(ctx: &Ctx, dispatch: Dispatch, shutdown: &CancellationToken) -> Re
         tracing::warn!(error = %e, "deleteWebhook failed");
     }
     let mut offset: i32 = 0;
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = telegram_backoff();
     loop {
         let request = ctx
             .bot
@@ -225,7 +236,7 @@ async fn poll(ctx: &Ctx, dispatch: Dispatch, shutdown: &CancellationToken) -> Re
         };
         match result {
             Ok(updates) => {
-                delay = Duration::from_millis(500);
+                backoff.reset();
                 for update in updates {
                     offset = offset.max(update.id.0 as i32 + 1);
                     if !dispatch.send(update).await {
@@ -239,6 +250,7 @@ async fn poll(ctx: &Ctx, dispatch: Dispatch, shutdown: &CancellationToken) -> Re
                 ));
             }
             Err(e) => {
+                let delay = backoff.next_delay();
                 let wait = match &e {
                     teloxide::RequestError::RetryAfter(s) => s.duration(),
                     _ => delay,
@@ -248,7 +260,6 @@ async fn poll(ctx: &Ctx, dispatch: Dispatch, shutdown: &CancellationToken) -> Re
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
