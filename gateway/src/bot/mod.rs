@@ -5,6 +5,7 @@
 //! - `parse`: commands as typed values, with every mistake in English and Korean.
 //! - `handlers`: what each command and button does, through [`crate::Services`].
 //! - `text`: every command's usage and example, `/help`, formatting.
+//! - `texts`: every message the bot sends, English and Korean side by side.
 //! - `webhook`: the webhook receiver (mode `webhook`).
 //!
 //! **Webhook mode** (`mode = "webhook"`): the bot calls `setWebhook(webhook.url,
@@ -16,6 +17,7 @@
 mod handlers;
 pub mod parse;
 pub mod text;
+pub mod texts;
 mod webhook;
 
 use std::panic::AssertUnwindSafe;

@@ -1,10 +1,12 @@
-//! What the bot says: every command with its usage and an example (for `/help`, for the
-//! menu set with `setMyCommands`, and after a mistake), and formatting helpers. Replies
-//! use Telegram's HTML mode, so every value from a user or the database is escaped.
+//! Every command with its usage and an example (for `/help`, for the menu set with
+//! `setMyCommands`, and after a mistake), and formatting helpers; the messages themselves
+//! are in [`super::texts`]. Replies use Telegram's HTML mode, so every value from a user
+//! or the database is escaped.
 
 use rust_decimal::Decimal;
 use tickwatch_schema::rule::AlertRule;
 
+use super::texts;
 use crate::services::users::Language;
 
 /// One command: its name, its form, an example, and a short description per language.
@@ -182,13 +184,6 @@ pub fn doc(name: &str) -> Option<&'static CommandDoc> {
         .or_else(|| COMMANDS.iter().find(|c| c.name == name))
 }
 
-pub fn pick(lang: Language, en: impl Into<String>, ko: impl Into<String>) -> String {
-    match lang {
-        Language::En => en.into(),
-        Language::Ko => ko.into(),
-    }
-}
-
 /// Escapes text for Telegram's HTML mode (teloxide's escape: `&`, `<`, `>`; the bot puts
 /// no user text inside an attribute, where `"` would matter).
 pub fn esc(text: &str) -> String {
@@ -198,30 +193,17 @@ pub fn esc(text: &str) -> String {
 /// The usage lines of a command: its form and an example.
 pub fn usage(lang: Language, name: &str) -> String {
     match doc(name) {
-        Some(d) => pick(
+        Some(d) => texts::USAGE.fill(
             lang,
-            format!(
-                "Use: <code>{}</code>\nExample: <code>{}</code>",
-                esc(d.form),
-                esc(d.example)
-            ),
-            format!(
-                "형식: <code>{}</code>\n예: <code>{}</code>",
-                esc(d.form),
-                esc(d.example)
-            ),
+            &[("form", &esc(d.form)), ("example", &esc(d.example))],
         ),
-        None => pick(lang, "See /help.", "/help 를 참고하세요."),
+        None => texts::SEE_HELP.get(lang).to_string(),
     }
 }
 
 /// `/help`.
 pub fn help(lang: Language, admin: bool) -> String {
-    let mut out = pick(
-        lang,
-        "<b>tickwatch</b> — price alerts and market signals.\n",
-        "<b>tickwatch</b> — 가격 알림과 시장 신호.\n",
-    );
+    let mut out = texts::HELP_INTRO.get(lang).to_string();
     for d in COMMANDS.iter().filter(|d| admin || !d.admin) {
         let what = match lang {
             Language::En => d.en,
@@ -235,11 +217,7 @@ pub fn help(lang: Language, admin: bool) -> String {
             esc(d.example)
         ));
     }
-    out.push_str(&pick(
-        lang,
-        "\nConditions: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit up% down% (or the full names, e.g. crossing_down).\nType a name such as <code>삼성</code>, <code>samsung</code> or <code>btc</code> to find a symbol.",
-        "\n조건: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit up% down% (또는 crossing_down 같은 전체 이름).\n<code>삼성</code>, <code>samsung</code>, <code>btc</code> 처럼 이름을 보내면 종목을 찾습니다.",
-    ));
+    out.push_str(texts::HELP_FOOTER.get(lang));
     out
 }
 

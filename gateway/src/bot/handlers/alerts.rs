@@ -19,40 +19,34 @@ impl Session<'_> {
                         )
                     })
                     .collect();
-                self.reply(self.t(
-                    format!("🤔 “{}” matches several symbols: {}.\nWrite one of them as <code>venue:SYMBOL</code>.\n{}", esc(text), list.join(", "), usage(self.lang, command)),
-                    format!("🤔 “{}”에 해당하는 종목이 여럿입니다: {}.\n<code>거래소:종목</code> 형식으로 하나를 고르세요.\n{}", esc(text), list.join(", "), usage(self.lang, command)),
+                self.reply(self.text_with(
+                    &texts::AMBIGUOUS_SYMBOL,
+                    &[
+                        ("text", &esc(text)),
+                        ("options", &list.join(", ")),
+                        ("usage", &usage(self.lang, command)),
+                    ],
                 ))
                 .await?;
                 Ok(None)
             }
             Resolution::NotFound { suggestions } => {
                 let hint = if suggestions.is_empty() {
-                    self.t(
-                        "Type a name such as <code>btc</code> or <code>삼성</code> to search.",
-                        "<code>btc</code>, <code>삼성</code> 처럼 이름을 보내 검색해 보세요.",
-                    )
+                    self.text(&texts::SEARCH_HINT)
                 } else {
                     let list: Vec<String> = suggestions
                         .iter()
                         .map(|s| format!("<code>{}</code> ({})", esc(&s.symbol), esc(&s.name)))
                         .collect();
-                    self.t(
-                        format!("Did you mean {}?", list.join(", ")),
-                        format!("혹시 {} 인가요?", list.join(", ")),
-                    )
+                    self.text_with(&texts::DID_YOU_MEAN, &[("options", &list.join(", "))])
                 };
-                self.reply(self.t(
-                    format!(
-                        "⚠️ Unknown symbol “{}”. {hint}\n{}",
-                        esc(text),
-                        usage(self.lang, command)
-                    ),
-                    format!(
-                        "⚠️ 알 수 없는 종목 “{}”. {hint}\n{}",
-                        esc(text),
-                        usage(self.lang, command)
-                    ),
+                self.reply(self.text_with(
+                    &texts::UNKNOWN_SYMBOL,
+                    &[
+                        ("text", &esc(text)),
+                        ("hint", &hint),
+                        ("usage", &usage(self.lang, command)),
+                    ],
                 ))
                 .await?;
                 Ok(None)
@@ -94,9 +88,13 @@ impl Session<'_> {
         } else {
             String::new()
         };
-        self.reply(self.t(
-            format!("✅ Alert <b>#{}</b> set{name}:\n{}\n/alerts lists yours; /pause {} or /delalert {}.", rule.id, rule_line(&rule), rule.id, rule.id),
-            format!("✅ 알림 <b>#{}</b> 설정{name}:\n{}\n/alerts 로 목록, /pause {} 일시정지, /delalert {} 삭제.", rule.id, rule_line(&rule), rule.id, rule.id),
+        self.reply(self.text_with(
+            &texts::ALERT_SET,
+            &[
+                ("id", &rule.id),
+                ("name", &name),
+                ("rule", &rule_line(&rule)),
+            ],
         ))
         .await
     }
@@ -107,22 +105,19 @@ impl Session<'_> {
             .map(|r| {
                 let toggle = if r.active {
                     InlineKeyboardButton::callback(
-                        self.t(
-                            format!("⏸ Pause #{}", r.id),
-                            format!("⏸ 일시정지 #{}", r.id),
-                        ),
+                        self.text_with(&texts::PAUSE_BUTTON, &[("id", &r.id)]),
                         format!("pause:{}", r.id),
                     )
                 } else {
                     InlineKeyboardButton::callback(
-                        self.t(format!("▶ Resume #{}", r.id), format!("▶ 재개 #{}", r.id)),
+                        self.text_with(&texts::RESUME_BUTTON, &[("id", &r.id)]),
                         format!("resume:{}", r.id),
                     )
                 };
                 vec![
                     toggle,
                     InlineKeyboardButton::callback(
-                        self.t(format!("🗑 Delete #{}", r.id), format!("🗑 삭제 #{}", r.id)),
+                        self.text_with(&texts::DELETE_BUTTON, &[("id", &r.id)]),
                         format!("del:{}", r.id),
                     ),
                 ]
@@ -142,25 +137,17 @@ impl Session<'_> {
             .await?;
         let subs = self.ctx.services.list_subscriptions(user.id).await?;
         let mut text = if page.items.is_empty() {
-            self.t(
-                "You have no alerts yet. Example: <code>/alert BTCUSDT &gt; 65000</code>",
-                "아직 알림이 없습니다. 예: <code>/alert 삼성전자 &gt; 70000</code>",
-            )
+            self.text(&texts::NO_ALERTS)
         } else {
             let lines: Vec<String> = page.items.iter().map(rule_line).collect();
             let more = if page.next_cursor.is_some() {
-                self.t(
-                    format!("\n… and more: the API lists them all (showing {LIST_LIMIT})."),
-                    format!(
-                        "\n… 더 있습니다: API에서 전체를 볼 수 있습니다 ({LIST_LIMIT}개 표시)."
-                    ),
-                )
+                self.text_with(&texts::MORE_ALERTS, &[("limit", &LIST_LIMIT)])
             } else {
                 String::new()
             };
             format!(
                 "{}\n{}{more}",
-                self.t("<b>Your alerts</b>", "<b>내 알림</b>"),
+                self.text(&texts::YOUR_ALERTS),
                 lines.join("\n")
             )
         };
@@ -180,7 +167,7 @@ impl Session<'_> {
                 .collect();
             text.push_str(&format!(
                 "\n\n{}\n{}",
-                self.t("<b>Your signal subscriptions</b>", "<b>내 신호 구독</b>"),
+                self.text(&texts::YOUR_SUBSCRIPTIONS),
                 lines.join("\n")
             ));
         }
@@ -193,11 +180,8 @@ impl Session<'_> {
             return Ok(());
         };
         self.ctx.services.delete_rule(user.id, id).await?;
-        self.reply(self.t(
-            format!("🗑 Alert #{id} deleted."),
-            format!("🗑 알림 #{id} 삭제됨."),
-        ))
-        .await
+        self.reply(self.text_with(&texts::ALERT_DELETED, &[("id", &id)]))
+            .await
     }
 
     pub(super) async fn set_active(&self, id: i64, active: bool) -> Result<()> {
@@ -210,37 +194,20 @@ impl Session<'_> {
             .set_rule_active(user.id, id, active)
             .await?;
         let text = if active {
-            self.t(
-                format!("▶ Alert #{id} resumed.\n{}", rule_line(&rule)),
-                format!("▶ 알림 #{id} 재개.\n{}", rule_line(&rule)),
-            )
+            &texts::ALERT_RESUMED
         } else {
-            self.t(
-                format!(
-                    "⏸ Alert #{id} paused; /resume {id} resumes it.\n{}",
-                    rule_line(&rule)
-                ),
-                format!(
-                    "⏸ 알림 #{id} 일시정지; /resume {id} 로 재개.\n{}",
-                    rule_line(&rule)
-                ),
-            )
+            &texts::ALERT_PAUSED
         };
+        let text = self.text_with(text, &[("id", &id), ("rule", &rule_line(&rule))]);
         self.reply(text).await
     }
 
     pub(super) async fn resume_all(&self) -> Result<()> {
         if !self.admin {
             return self
-                .reply(self.t(
-                    format!(
-                        "⚠️ Which alert? Give its id.\n{}",
-                        usage(self.lang, "resume")
-                    ),
-                    format!(
-                        "⚠️ 어떤 알림인가요? 번호를 쓰세요.\n{}",
-                        usage(self.lang, "resume")
-                    ),
+                .reply(self.text_with(
+                    &texts::WHICH_ALERT,
+                    &[("usage", &usage(self.lang, "resume"))],
                 ))
                 .await;
         }
@@ -248,10 +215,6 @@ impl Session<'_> {
             .services
             .resume_notifications(Some(self.chat))
             .await?;
-        self.reply(self.t(
-            "▶ Notifications resumed for everyone; held messages are being delivered.",
-            "▶ 전체 알림을 재개했습니다. 보류된 메시지를 전송합니다.",
-        ))
-        .await
+        self.reply(self.text(&texts::RESUMED_ALL)).await
     }
 }

@@ -46,10 +46,15 @@ impl Session<'_> {
             .await?;
         let on = symbol
             .as_deref()
-            .map_or_else(|| self.t("every symbol", "모든 종목"), esc);
-        self.reply(self.t(
-            format!("🔔 Subscribed (#{}) to <b>{}</b> on {on}, grade {min_grade} or better.\n/unsubscribe {} stops it.", view.subscription.id, args.kind, view.subscription.id),
-            format!("🔔 <b>{}</b> 신호 구독 (#{}): {on}, {min_grade} 등급 이상.\n/unsubscribe {} 로 해지.", args.kind, view.subscription.id, view.subscription.id),
+            .map_or_else(|| self.text(&texts::EVERY_SYMBOL), esc);
+        self.reply(self.text_with(
+            &texts::SUBSCRIBED,
+            &[
+                ("id", &view.subscription.id),
+                ("kind", &args.kind),
+                ("on", &on),
+                ("grade", &min_grade),
+            ],
         ))
         .await
     }
@@ -81,24 +86,15 @@ impl Session<'_> {
         };
         if removed.is_empty() {
             return self
-                .reply(self.t(
-                    format!(
-                        "⚠️ No matching subscription. /alerts lists yours.\n{}",
-                        usage(self.lang, "unsubscribe")
-                    ),
-                    format!(
-                        "⚠️ 해당하는 구독이 없습니다. /alerts 에서 확인하세요.\n{}",
-                        usage(self.lang, "unsubscribe")
-                    ),
+                .reply(self.text_with(
+                    &texts::NO_MATCHING_SUBSCRIPTION,
+                    &[("usage", &usage(self.lang, "unsubscribe"))],
                 ))
                 .await;
         }
         let n = removed.len();
-        self.reply(self.t(
-            format!("🔕 Removed {n} subscription(s)."),
-            format!("🔕 구독 {n}개를 해지했습니다."),
-        ))
-        .await
+        self.reply(self.text_with(&texts::UNSUBSCRIBED, &[("count", &n)]))
+            .await
     }
 
     pub(super) async fn signals(&self, symbol: Option<String>) -> Result<()> {
@@ -115,9 +111,7 @@ impl Session<'_> {
         };
         let page = self.ctx.services.signals(&filter, None, 10).await?;
         if page.items.is_empty() {
-            return self
-                .reply(self.t("No signals recorded yet.", "아직 기록된 신호가 없습니다."))
-                .await;
+            return self.reply(self.text(&texts::NO_SIGNALS)).await;
         }
         let lines: Vec<String> = page
             .items
@@ -136,7 +130,7 @@ impl Session<'_> {
             .collect();
         self.reply(format!(
             "{}\n{}",
-            self.t("<b>Latest signals</b>", "<b>최근 신호</b>"),
+            self.text(&texts::LATEST_SIGNALS),
             lines.join("\n")
         ))
         .await
@@ -146,17 +140,21 @@ impl Session<'_> {
         let mut out = String::new();
         if self.admin {
             let s = self.ctx.services.system_stats().await?;
-            out.push_str(&self.t(
-                format!(
-                    "<b>System</b>\nUsers: {} ({} active) · rules: {} ({} active) · subscriptions: {}\nNotifications: {}\n",
-                    s.users, s.active_users, s.rules, s.active_rules, s.subscriptions,
-                    if s.notifications_halted { "⏸ halted" } else { "▶ flowing" }
-                ),
-                format!(
-                    "<b>시스템</b>\n사용자: {} (활성 {}) · 알림 규칙: {} (활성 {}) · 구독: {}\n알림 전송: {}\n",
-                    s.users, s.active_users, s.rules, s.active_rules, s.subscriptions,
-                    if s.notifications_halted { "⏸ 보류 중" } else { "▶ 정상" }
-                ),
+            let notifications = self.text(if s.notifications_halted {
+                &texts::NOTIFICATIONS_HALTED
+            } else {
+                &texts::NOTIFICATIONS_FLOWING
+            });
+            out.push_str(&self.text_with(
+                &texts::SYSTEM_STATS,
+                &[
+                    ("users", &s.users),
+                    ("active_users", &s.active_users),
+                    ("rules", &s.rules),
+                    ("active_rules", &s.active_rules),
+                    ("subscriptions", &s.subscriptions),
+                    ("notifications", &notifications),
+                ],
             ));
             match &s.queues {
                 Some(queues) => {
@@ -170,10 +168,7 @@ impl Session<'_> {
                         ));
                     }
                 }
-                None => out.push_str(&self.t(
-                    "Queues: unavailable (broker or management API unreachable)\n",
-                    "큐: 확인 불가 (브로커 또는 관리 API에 연결할 수 없음)\n",
-                )),
+                None => out.push_str(&self.text(&texts::QUEUES_UNAVAILABLE)),
             }
             out.push('\n');
         }
@@ -183,15 +178,9 @@ impl Session<'_> {
             .signal_stats(&SignalFilter::default())
             .await?;
         if kinds.is_empty() {
-            out.push_str(&self.t(
-                "No signal outcomes recorded yet.",
-                "아직 기록된 신호 결과가 없습니다.",
-            ));
+            out.push_str(&self.text(&texts::NO_SIGNAL_OUTCOMES));
         } else {
-            out.push_str(&self.t(
-                "<b>Signals</b> (hit rate and mean return after 5 bars)\n",
-                "<b>신호</b> (5봉 뒤 적중률과 평균 수익률)\n",
-            ));
+            out.push_str(&self.text(&texts::SIGNAL_STATS));
             for k in kinds {
                 let five = k.horizons.iter().find(|h| h.bars == 5);
                 let detail = match five {
@@ -214,9 +203,9 @@ impl Session<'_> {
         match self.ctx.services.price(&info.venue, &info.symbol).await {
             Ok(p) => {
                 let change = match &p.day_change {
-                    Some(c) => self.t(
-                        format!(" · {} ({}) today", signed_pct(c.change_pct), c.change),
-                        format!(" · 오늘 {} ({})", signed_pct(c.change_pct), c.change),
+                    Some(c) => self.text_with(
+                        &texts::DAY_CHANGE,
+                        &[("pct", &signed_pct(c.change_pct)), ("change", &c.change)],
                     ),
                     None => String::new(),
                 };
@@ -226,10 +215,9 @@ impl Session<'_> {
                     time(p.ts)
                 ))
             }
-            Err(Error::NotFound(_)) => Ok(self.t(
-                format!("{label}: no price recorded yet"),
-                format!("{label}: 아직 기록된 가격이 없습니다"),
-            )),
+            Err(Error::NotFound(_)) => {
+                Ok(self.text_with(&texts::NO_PRICE_YET, &[("label", &label)]))
+            }
             Err(e) => Err(e),
         }
     }
@@ -254,12 +242,7 @@ impl Session<'_> {
     pub(super) async fn search(&self, text: &str) -> Result<()> {
         let query = text.trim();
         if query.is_empty() || query.chars().count() > 40 {
-            return self
-                .reply(self.t(
-                    "Type a symbol or a name to search (e.g. <code>btc</code>, <code>삼성</code>), or /help.",
-                    "종목이나 이름을 보내 검색하세요 (예: <code>btc</code>, <code>삼성</code>). 또는 /help.",
-                ))
-                .await;
+            return self.reply(self.text(&texts::SEARCH_HOW)).await;
         }
         let found = self
             .ctx
@@ -268,10 +251,7 @@ impl Session<'_> {
             .await?;
         if found.is_empty() {
             return self
-                .reply(self.t(
-                    format!("🔍 No symbol matches “{}”. Try <code>btc</code>, <code>samsung</code> or <code>삼성</code> — or /help.", esc(query)),
-                    format!("🔍 “{}”에 해당하는 종목이 없습니다. <code>btc</code>, <code>삼성</code> 등으로 찾아보세요. 또는 /help.", esc(query)),
-                ))
+                .reply(self.text_with(&texts::NO_SYMBOL_MATCHES, &[("query", &esc(query))]))
                 .await;
         }
         let lines: Vec<String> = found
@@ -289,9 +269,9 @@ impl Session<'_> {
             .iter()
             .map(|s| {
                 vec![InlineKeyboardButton::callback(
-                    self.t(
-                        format!("🔔 Alert on {} ({})", s.symbol, s.venue),
-                        format!("🔔 {} ({}) 알림", s.symbol, s.venue),
+                    self.text_with(
+                        &texts::ALERT_ON_BUTTON,
+                        &[("symbol", &s.symbol), ("venue", &s.venue)],
                     ),
                     format!("pick:{}:{}", s.venue, s.symbol),
                 )]
@@ -300,10 +280,7 @@ impl Session<'_> {
         self.reply_with(
             format!(
                 "{}\n{}",
-                self.t(
-                    format!("🔍 Symbols for “{}”:", esc(query)),
-                    format!("🔍 “{}” 검색 결과:", esc(query))
-                ),
+                self.text_with(&texts::SEARCH_RESULTS, &[("query", &esc(query))]),
                 lines.join("\n")
             ),
             Some(InlineKeyboardMarkup::new(rows)),

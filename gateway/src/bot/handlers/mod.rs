@@ -1,6 +1,7 @@
 //! What each command, plain message and button does. Every reply is in the user's
 //! language; every mistake gets a reply saying what is wrong and the right form; a user
 //! only ever sees and changes their own rules (the service layer checks ownership).
+//! What the bot says is in [`super::texts`].
 
 use teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
 use teloxide::prelude::*;
@@ -17,7 +18,8 @@ use super::parse::{
     AlertArgs, AlertValues, Command, ParseError, SettingsArgs, SubscribeArgs, Target,
     UnsubscribeArgs, parse,
 };
-use super::text::{esc, fraction_pct, help, pick, rule_line, signed_pct, time, usage};
+use super::text::{esc, fraction_pct, help, rule_line, signed_pct, time, usage};
+use super::texts::{self, Arg, Text};
 use crate::error::{Error, Result};
 use crate::services::market::{Resolution, SignalFilter, SymbolInfo};
 use crate::services::subscriptions::NewSubscription;
@@ -76,8 +78,14 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn t(&self, en: impl Into<String>, ko: impl Into<String>) -> String {
-        pick(self.lang, en, ko)
+    /// A message in the user's language.
+    fn text(&self, text: &Text) -> String {
+        text.get(self.lang).to_string()
+    }
+
+    /// A message in the user's language with its `{placeholders}` filled in.
+    fn text_with(&self, text: &Text, args: &[Arg]) -> String {
+        text.fill(self.lang, args)
     }
 
     async fn reply(&self, text: String) -> Result<()> {
@@ -109,19 +117,11 @@ impl<'a> Session<'a> {
         match &self.user {
             Some(u) if u.active => Ok(Some(u)),
             Some(_) => {
-                self.reply(self.t(
-                    "Your notifications are stopped. Send /register to turn them back on first.",
-                    "알림이 중지된 상태입니다. 먼저 /register 로 다시 켜 주세요.",
-                ))
-                .await?;
+                self.reply(self.text(&texts::NOTIFICATIONS_STOPPED)).await?;
                 Ok(None)
             }
             None => {
-                self.reply(self.t(
-                    "Please /register first: it records your consent to receive notifications.",
-                    "먼저 /register 해 주세요: 알림 수신 동의를 기록합니다.",
-                ))
-                .await?;
+                self.reply(self.text(&texts::REGISTER_FIRST)).await?;
                 Ok(None)
             }
         }
@@ -131,28 +131,17 @@ impl<'a> Session<'a> {
     /// command's usage.
     async fn reply_error(&self, err: Error, command: &str) -> Result<()> {
         let body = match &err {
-            Error::Invalid { field, reason } => self.t(
-                format!("⚠️ Invalid <code>{}</code>: {}", esc(field), esc(reason)),
-                format!("⚠️ 잘못된 <code>{}</code>: {}", esc(field), esc(reason)),
+            Error::Invalid { field, reason } => self.text_with(
+                &texts::INVALID,
+                &[("field", &esc(field)), ("reason", &esc(reason))],
             ),
-            Error::NotFound(what) => self.t(
-                format!("⚠️ No {} of yours. /alerts lists yours.", esc(what)),
-                format!(
-                    "⚠️ 해당 항목이 없습니다 ({}). /alerts 로 확인하세요.",
-                    esc(what)
-                ),
-            ),
+            Error::NotFound(what) => self.text_with(&texts::NOT_FOUND, &[("what", &esc(what))]),
             Error::Conflict(detail) | Error::Forbidden(detail) | Error::BadRequest(detail) => {
                 format!("⚠️ {}", esc(detail))
             }
             _ => {
                 tracing::error!(error = %err, chat = self.chat, command, "bot command failed");
-                return self
-                    .reply(self.t(
-                        "😵 Something went wrong on our side. Please try again in a moment.",
-                        "😵 서버에 문제가 생겼습니다. 잠시 후 다시 시도해 주세요.",
-                    ))
-                    .await;
+                return self.reply(self.text(&texts::INTERNAL_ERROR)).await;
             }
         };
         let hint = if matches!(err, Error::NotFound(_)) {
@@ -203,16 +192,7 @@ async fn handle_message(ctx: &Ctx, message: &Message) -> Result<()> {
         None => session.search(text).await,
         Some(Err(ParseError::Unknown(name))) => {
             session
-                .reply(session.t(
-                    format!(
-                        "🤔 There is no /{} command. /help lists them all.",
-                        esc(&name)
-                    ),
-                    format!(
-                        "🤔 /{} 명령은 없습니다. /help 에서 전체 목록을 보세요.",
-                        esc(&name)
-                    ),
-                ))
+                .reply(session.text_with(&texts::UNKNOWN_COMMAND, &[("name", &esc(&name))]))
                 .await
         }
         Some(Err(ParseError::Usage { command, problem })) => {
@@ -272,7 +252,7 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
     // Stops the button's spinner first; the outcome comes as a message.
     ctx.bot
         .answer_callback_query(query.id.clone())
-        .text(session.t("OK", "확인"))
+        .text(session.text(&texts::BUTTON_OK))
         .await?;
     let outcome = match action {
         "del" | "pause" | "resume" => match arg.parse::<i64>() {
@@ -312,30 +292,26 @@ impl Session<'_> {
         };
         let name = format!("{venue}:{symbol}");
         let price = match self.ctx.services.price(venue, symbol).await {
-            Ok(p) => self.t(
-                format!(" (now {})", p.price),
-                format!(" (현재 {})", p.price),
-            ),
+            Ok(p) => self.text_with(&texts::PICKED_PRICE, &[("price", &p.price)]),
             Err(_) => String::new(),
         };
-        self.reply(self.t(
-            format!("Set an alert on <b>{}</b>{price}: send\n<code>/alert {} &gt; PRICE</code>\nor e.g. <code>/alert {} cross_down PRICE once</code>.", esc(&name), esc(&name), esc(&name)),
-            format!("<b>{}</b>{price} 알림 설정: 다음을 보내세요\n<code>/alert {} &gt; 가격</code>\n또는 <code>/alert {} cross_down 가격 once</code>.", esc(&name), esc(&name), esc(&name)),
-        ))
-        .await
+        self.reply(self.text_with(&texts::PICKED, &[("name", &esc(&name)), ("price", &price)]))
+            .await
     }
 
     /// The "delete all my data" button of `/unregister`.
     async fn forget(&self) -> Result<()> {
         let Some(user) = &self.user else {
-            return self
-                .reply(self.t("Nothing to delete.", "삭제할 데이터가 없습니다."))
-                .await;
+            return self.reply(self.text(&texts::NOTHING_TO_DELETE)).await;
         };
         let removed = self.ctx.services.remove_user(user.id).await?;
-        self.reply(self.t(
-            format!("🗑 Deleted your data: {} alert(s), {} subscription(s), {} API key(s). /register starts afresh.", removed.rules, removed.subscriptions, removed.api_keys),
-            format!("🗑 데이터를 삭제했습니다: 알림 {}개, 구독 {}개, API 키 {}개. /register 로 새로 시작할 수 있습니다.", removed.rules, removed.subscriptions, removed.api_keys),
+        self.reply(self.text_with(
+            &texts::DATA_DELETED,
+            &[
+                ("rules", &removed.rules),
+                ("subscriptions", &removed.subscriptions),
+                ("api_keys", &removed.api_keys),
+            ],
         ))
         .await
     }
