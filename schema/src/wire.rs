@@ -284,6 +284,33 @@ str_enum!(
 );
 
 str_enum!(
+    /// Which way a signal kind points; neutral kinds say "something is happening", not
+    /// which way. Outcome statistics count a hit when the price went this way (neutral
+    /// counts as a long bias).
+    SignalDirection, "direction" {
+        Bullish => "bullish",
+        Bearish => "bearish",
+        Neutral => "neutral",
+    }
+);
+
+impl SignalKind {
+    /// Which way this kind points.
+    pub fn direction(self) -> SignalDirection {
+        use SignalKind::*;
+        match self {
+            RsiOverbought | MacdBearishCross | DeathCross | BollingerBreakoutDown => {
+                SignalDirection::Bearish
+            }
+            BollingerSqueeze | VolumeSurge => SignalDirection::Neutral,
+            RsiOversold | MacdBullishCross | GoldenCross | BollingerBreakoutUp | New52wHigh
+            | VcpSetup | VcpBreakout | ClosingPriceSetup | GapUp | OpeningRangeBreakout
+            | VwapReclaim => SignalDirection::Bullish,
+        }
+    }
+}
+
+str_enum!(
     /// A signal's grade, from its score: A is the strongest.
     Grade, "grade" {
         A => "A",

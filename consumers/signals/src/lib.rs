@@ -43,4 +43,4 @@ pub use cli::{INDICATORS_HEADER, format_scan, scan, write_indicators};
 pub use config::SignalsConfig;
 pub use engine::{Output, SignalEngine, is_halted};
 pub use error::Error;
-pub use stats::{Direction, KindStats, direction, outcome_stats};
+pub use stats::{KindStats, outcome_stats};

@@ -8,27 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tickwatch_schema::wire::SignalKind;
-
-/// Which way a signal kind points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Bullish,
-    Bearish,
-    /// Says "something is happening", not which way.
-    Neutral,
-}
-
-/// The direction of a kind.
-pub fn direction(kind: SignalKind) -> Direction {
-    use SignalKind::*;
-    match kind {
-        RsiOverbought | MacdBearishCross | DeathCross | BollingerBreakoutDown => Direction::Bearish,
-        BollingerSqueeze | VolumeSurge => Direction::Neutral,
-        _ => Direction::Bullish,
-    }
-}
+use tickwatch_schema::wire::{SignalDirection, SignalKind};
 
 /// Statistics of one kind at one horizon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,9 +34,9 @@ where
         if !ret.is_finite() {
             continue;
         }
-        let hit = match direction(kind) {
-            Direction::Bearish => ret < 0.0,
-            Direction::Bullish | Direction::Neutral => ret > 0.0,
+        let hit = match kind.direction() {
+            SignalDirection::Bearish => ret < 0.0,
+            SignalDirection::Bullish | SignalDirection::Neutral => ret > 0.0,
         };
         let e = acc.entry((kind, horizon)).or_insert((0, 0, 0.0));
         e.0 += 1;

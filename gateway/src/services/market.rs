@@ -9,7 +9,7 @@
 //! none is reported.
 //!
 //! **A signal's hit** follows the signals engine (`tickwatch_signals::stats`): the forward
-//! return went the way the kind points — down for the bearish kinds, up for the others
+//! return went the way the kind points (`SignalKind::direction`) — down for the bearish kinds, up for the others
 //! (the direction-less ones have a long bias); a return of exactly 0 is no hit.
 
 use rust_decimal::Decimal;
@@ -20,7 +20,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use tickwatch_schema::db::entity::{candle, latest_price, signal, symbol};
-use tickwatch_schema::wire::{SignalKind, validate_symbol, validate_venue};
+use tickwatch_schema::wire::{SignalDirection, SignalKind, validate_symbol, validate_venue};
 use utoipa::ToSchema;
 
 use super::{Before, Page, Services, time_cursor};
@@ -136,25 +136,6 @@ pub struct SignalFilter {
     pub since: Option<i64>,
 }
 
-/// Which way a kind points; see the module documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Bullish,
-    Bearish,
-    Neutral,
-}
-
-/// The direction of a kind, as the signals engine defines it.
-pub fn direction(kind: SignalKind) -> Direction {
-    use SignalKind::*;
-    match kind {
-        RsiOverbought | MacdBearishCross | DeathCross | BollingerBreakoutDown => Direction::Bearish,
-        BollingerSqueeze | VolumeSurge => Direction::Neutral,
-        _ => Direction::Bullish,
-    }
-}
-
 /// Outcomes of one kind at one horizon.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct HorizonStats {
@@ -174,7 +155,8 @@ pub struct HorizonStats {
 pub struct KindStats {
     #[schema(value_type = tickwatch_schema::wire::SignalKind)]
     pub kind: SignalKind,
-    pub direction: Direction,
+    #[schema(value_type = tickwatch_schema::wire::SignalDirection)]
+    pub direction: SignalDirection,
     /// Signals recorded.
     pub count: u64,
     pub horizons: Vec<HorizonStats>,
@@ -200,7 +182,7 @@ struct StatsRow {
 
 fn horizon(
     bars: u32,
-    dir: Direction,
+    dir: SignalDirection,
     n: i64,
     sum: Option<f64>,
     up: Option<i64>,
@@ -208,8 +190,8 @@ fn horizon(
 ) -> HorizonStats {
     let count = n.max(0) as u64;
     let hits = match dir {
-        Direction::Bearish => down,
-        Direction::Bullish | Direction::Neutral => up,
+        SignalDirection::Bearish => down,
+        SignalDirection::Bullish | SignalDirection::Neutral => up,
     }
     .unwrap_or(0)
     .max(0) as u64;
@@ -488,7 +470,7 @@ impl Services {
                 // A kind this build does not know (a newer signals engine): skip it.
                 continue;
             };
-            let dir = direction(kind);
+            let dir = kind.direction();
             out.push(KindStats {
                 kind,
                 direction: dir,
@@ -535,10 +517,17 @@ mod tests {
 
     #[test]
     fn hits_follow_the_direction() {
-        let bear = horizon(5, Direction::Bearish, 4, Some(-0.02), Some(1), Some(3));
+        let bear = horizon(
+            5,
+            SignalDirection::Bearish,
+            4,
+            Some(-0.02),
+            Some(1),
+            Some(3),
+        );
         assert_eq!((bear.count, bear.hits), (4, 3));
         assert_eq!(bear.hit_rate, Some(0.75));
-        let none = horizon(1, Direction::Bullish, 0, None, None, None);
+        let none = horizon(1, SignalDirection::Bullish, 0, None, None, None);
         assert_eq!((none.hit_rate, none.mean_return), (None, None));
     }
 }
