@@ -115,7 +115,7 @@ struct AdminState {
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let checks = state.readiness.checks().await;
     let ready = checks.values().all(|c| c.up);
-    metrics::gauge!("tw_ready").set(if ready { 1.0 } else { 0.0 });
+    crate::events::ReadinessChecked { ready }.emit();
     let (status, word) = if ready {
         (StatusCode::OK, "ready")
     } else {
@@ -195,7 +195,7 @@ pub async fn spawn(
                 _ = every.tick() => {}
             }
             let ready = readiness.checks().await.values().all(|c| c.up);
-            metrics::gauge!("tw_ready").set(if ready { 1.0 } else { 0.0 });
+            crate::events::ReadinessChecked { ready }.emit();
         }
     });
     Ok(())

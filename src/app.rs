@@ -396,11 +396,12 @@ async fn mirror_producer_metrics(
             _ = every.tick() => {}
         }
         for (event, value) in counters.snapshot().iter() {
-            match event {
-                "connected" => metrics::gauge!("tw_producer_connected", "source" => source.clone()).set(value as f64),
-                "buffered" => metrics::gauge!("tw_producer_buffered", "source" => source.clone()).set(value as f64),
-                _ => metrics::counter!("tw_producer_events_total", "source" => source.clone(), "event" => event).absolute(value),
+            crate::events::ProducerCounter {
+                source: &source,
+                event,
+                value,
             }
+            .emit();
         }
     }
 }

@@ -11,8 +11,74 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Deliveries taken from a queue, by queue.
+pub const MESSAGES_CONSUMED: &str = "tw_messages_consumed_total";
+/// Deliveries acknowledged after their work was done, by queue.
+pub const MESSAGES_ACKED: &str = "tw_messages_acked_total";
+/// Deliveries sent to a retry tier, by queue.
+pub const MESSAGES_RETRIED: &str = "tw_messages_retried_total";
+/// Messages dead-lettered (or dropped from a private queue), by queue and reason.
+pub const MESSAGES_DEAD_LETTERED: &str = "tw_messages_dead_lettered_total";
+/// Checkpoints (acknowledgement rounds) that failed, by queue.
+pub const CHECKPOINT_FAILURES: &str = "tw_checkpoint_failures_total";
 /// Seconds a batch of deliveries spent in its handler, by queue.
 pub const HANDLER_SECONDS: &str = "tw_handler_seconds";
+/// Deliveries a handler asked to run again later (a downstream asked to wait).
+pub const HANDLER_HELD: &str = "tw_handler_held_total";
+/// Deliveries taken together in one batch, by queue.
+pub const BATCH_SIZE: &str = "tw_batch_size";
+/// Messages the broker confirmed, by exchange.
+pub const MESSAGES_PUBLISHED: &str = "tw_messages_published_total";
+/// Messages the broker refused or returned, by exchange.
+pub const PUBLISH_FAILURES: &str = "tw_publish_failures_total";
+/// 1 while a component's broker link is up, by component.
+pub const BROKER_CONNECTED: &str = "tw_broker_connected";
+/// Shards of a sharded queue this instance consumes, by queue.
+pub const SHARDS_OWNED: &str = "tw_shards_owned";
+
+/// The reasons a message is dead-lettered, as the `reason` label spells them.
+pub const DEAD_LETTER_REASONS: [&str; 3] = ["invalid", "exhausted", "rejected"];
+
+/// A consumer started on a queue: its series exist from now on, at zero, so a dashboard
+/// shows 0 rather than "no data" and the first dead letter is an increase Prometheus sees
+/// (a series born at 1 has no increase to alert on).
+#[derive(Debug)]
+pub struct ConsumerStarted<'a> {
+    pub queue: &'a str,
+}
+
+impl ConsumerStarted<'_> {
+    pub fn emit(&self) {
+        let queue = self.queue.to_string();
+        metrics::counter!(MESSAGES_CONSUMED, "queue" => queue.clone()).increment(0);
+        metrics::counter!(MESSAGES_ACKED, "queue" => queue.clone()).increment(0);
+        metrics::counter!(MESSAGES_RETRIED, "queue" => queue.clone()).increment(0);
+        metrics::counter!(CHECKPOINT_FAILURES, "queue" => queue.clone()).increment(0);
+        for reason in DEAD_LETTER_REASONS {
+            metrics::counter!(MESSAGES_DEAD_LETTERED, "queue" => queue.clone(), "reason" => reason)
+                .increment(0);
+        }
+        // Registered without a sample: rendered with empty buckets.
+        let _ = metrics::histogram!(HANDLER_SECONDS, "queue" => queue.clone());
+        let _ = metrics::histogram!(BATCH_SIZE, "queue" => queue);
+        metrics::counter!(HANDLER_HELD).increment(0);
+    }
+}
+
+/// A publisher started: the published and failed series of every exchange exist at zero.
+#[derive(Debug)]
+pub struct PublisherStarted<'a> {
+    pub exchanges: &'a [String],
+}
+
+impl PublisherStarted<'_> {
+    pub fn emit(&self) {
+        for exchange in self.exchanges {
+            metrics::counter!(MESSAGES_PUBLISHED, "exchange" => exchange.clone()).increment(0);
+            metrics::counter!(PUBLISH_FAILURES, "exchange" => exchange.clone()).increment(0);
+        }
+    }
+}
 
 /// How long one summarising window lasts.
 pub const SUMMARY_WINDOW: Duration = Duration::from_secs(10);
@@ -31,7 +97,7 @@ pub struct DeadLettered<'a> {
 impl DeadLettered<'_> {
     pub fn emit(&self) {
         metrics::counter!(
-            "tw_messages_dead_lettered_total",
+            MESSAGES_DEAD_LETTERED,
             "queue" => self.queue.to_string(),
             "reason" => self.reason
         )
@@ -76,8 +142,7 @@ pub struct Retried<'a> {
 
 impl Retried<'_> {
     pub fn emit(&self) {
-        metrics::counter!("tw_messages_retried_total", "queue" => self.queue.to_string())
-            .increment(1);
+        metrics::counter!(MESSAGES_RETRIED, "queue" => self.queue.to_string()).increment(1);
         let first = throttle().first_in_window(
             format!("retried|{}", self.queue),
             self.error,
@@ -107,8 +172,7 @@ pub struct CheckpointFailed<'a> {
 
 impl CheckpointFailed<'_> {
     pub fn emit(&self) {
-        metrics::counter!("tw_checkpoint_failures_total", "queue" => self.queue.to_string())
-            .increment(1);
+        metrics::counter!(CHECKPOINT_FAILURES, "queue" => self.queue.to_string()).increment(1);
         let first = throttle().first_in_window(
             format!("checkpoint|{}", self.queue),
             self.error,

@@ -112,6 +112,14 @@ impl Publisher {
     /// Starts the publishing task. It connects on its own and keeps reconnecting.
     pub fn start(broker: &Broker, component: &str) -> Publisher {
         let config = broker.config();
+        let exchanges: Vec<String> = Exchange::ALL
+            .iter()
+            .map(|&e| broker.names().exchange(e))
+            .collect();
+        crate::events::PublisherStarted {
+            exchanges: &exchanges,
+        }
+        .emit();
         let (tx, rx) = mpsc::channel(config.confirm_window.max(16));
         let stop = CancellationToken::new();
         let done = Arc::new(tokio::sync::Notify::new());
@@ -327,9 +335,9 @@ impl PublishTask {
                                 let outcome = outcome_of(confirmation, &item.pending.message);
                                 let exchange = item.pending.message.exchange.clone();
                                 if outcome.is_ok() {
-                                    metrics::counter!("tw_messages_published_total", "exchange" => exchange).increment(1);
+                                    metrics::counter!(crate::events::MESSAGES_PUBLISHED, "exchange" => exchange).increment(1);
                                 } else {
-                                    metrics::counter!("tw_publish_failures_total", "exchange" => exchange).increment(1);
+                                    metrics::counter!(crate::events::PUBLISH_FAILURES, "exchange" => exchange).increment(1);
                                 }
                                 let _ = item.pending.reply.send(outcome);
                             }

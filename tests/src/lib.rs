@@ -47,6 +47,20 @@ pub fn test_broker_config(tag: &str) -> tickwatch_broker::BrokerConfig {
     }
 }
 
+/// Deletes what `tickwatch run` (or a role) declared on this configuration's prefix: the
+/// standard topology, shards included. For a test's cleanup after its run has stopped.
+pub async fn delete_standard_topology(config: &tickwatch_broker::BrokerConfig) {
+    let broker = tickwatch_broker::Broker::connect(config.clone(), "cleanup")
+        .await
+        .expect("broker for the cleanup");
+    tickwatch_broker::Topology::standard(config)
+        .expect("topology")
+        .delete(&broker)
+        .await
+        .expect("delete the test's topology");
+    broker.close();
+}
+
 /// Waits until each of `queues` (of `broker`'s vhost) has a consumer, by the management
 /// API: a role is consuming — for the alerts role that also means its rule book is loaded,
 /// which it does before it consumes market data.

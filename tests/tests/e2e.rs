@@ -158,15 +158,7 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
     run.await
         .expect("join")
         .expect("tickwatch run stops cleanly");
-    let broker = Broker::connect(config.broker.clone(), "cleanup")
-        .await
-        .expect("broker");
-    Topology::standard(&config.broker)
-        .expect("topology")
-        .delete(&broker)
-        .await
-        .expect("delete");
-    broker.close();
+    tickwatch_tests::delete_standard_topology(&config.broker).await;
     db.close().await.expect("close");
 }
 
@@ -227,15 +219,7 @@ async fn tickwatch_run_with_the_defaults_shows_alerts_within_a_minute() {
     run.await
         .expect("join")
         .expect("tickwatch run stops cleanly");
-    let broker = Broker::connect(config.broker.clone(), "cleanup")
-        .await
-        .expect("broker");
-    Topology::standard(&config.broker)
-        .expect("topology")
-        .delete(&broker)
-        .await
-        .expect("delete");
-    broker.close();
+    tickwatch_tests::delete_standard_topology(&config.broker).await;
     db.close().await.expect("close");
 }
 

@@ -36,7 +36,7 @@ use tickwatch_schema::wire::{self, Message, MessageKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Backoff, Broker};
+use crate::connection::Broker;
 use crate::error::{Error, Result};
 use crate::headers;
 use crate::publisher::Publisher;
@@ -100,7 +100,7 @@ impl HandlerError {
         match self {
             HandlerError::Transient(error) => {
                 tracing::error!(%error, retry_in = ?delay, "failed after processing; holding the message and retrying it in place");
-                metrics::counter!("tw_handler_held_total").increment(1);
+                metrics::counter!(crate::events::HANDLER_HELD).increment(1);
                 Ok(Handled::Hold(delay))
             }
             other => Err(other),
@@ -394,6 +394,7 @@ pub async fn consume_with<H: BatchHandler>(
     options: ConsumeOptions,
 ) -> Result<()> {
     options.check()?;
+    crate::events::ConsumerStarted { queue: &queue.name }.emit();
     let component = format!("consumer:{}", queue.name);
     let failures = Publisher::start(broker, &format!("{component}:failures"));
     let ctx = Arc::new(Ctx {
@@ -407,10 +408,7 @@ pub async fn consume_with<H: BatchHandler>(
         options,
         lost_at: std::sync::Mutex::new(None),
     });
-    let mut backoff = Backoff::new(
-        broker.config().reconnect_min(),
-        broker.config().reconnect_max(),
-    );
+    let mut backoff = broker.config().reconnect_backoff();
     let result = loop {
         let Some(channel) = broker.channel_with_retry(&component, &shutdown).await else {
             break Ok(());
@@ -518,7 +516,8 @@ pub async fn consume_role<H: BatchHandler>(
         if !released.is_empty() || !taken.is_empty() {
             let shards: Vec<usize> = owned.keys().copied().collect();
             tracing::info!(queue = %base, instances = members.len(), ?shards, "consuming {} of {} shards", shards.len(), specs.len());
-            metrics::gauge!("tw_shards_owned", "queue" => base.clone()).set(shards.len() as f64);
+            metrics::gauge!(crate::events::SHARDS_OWNED, "queue" => base.clone())
+                .set(shards.len() as f64);
         }
         tokio::select! {
             _ = stop.cancelled() => break,

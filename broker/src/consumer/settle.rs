@@ -46,7 +46,7 @@ impl AckBatch {
         if let Some(acker) = self.last.take() {
             let n = std::mem::take(&mut self.count);
             acker.ack(BasicAckOptions { multiple: true }).await?;
-            metrics::counter!("tw_messages_acked_total", "queue" => ctx.queue.name.clone())
+            metrics::counter!(crate::events::MESSAGES_ACKED, "queue" => ctx.queue.name.clone())
                 .increment(n as u64);
         }
         Ok(true)

@@ -10,6 +10,16 @@ pub const RULEBOOK_RULES: &str = "tw_rulebook_rules";
 /// Active signal subscriptions in the book.
 pub const RULEBOOK_SUBSCRIPTIONS: &str = "tw_rulebook_subscriptions";
 
+/// The alerts role started: the firing counter exists from now on, at zero.
+#[derive(Debug)]
+pub struct AlertsStarted;
+
+impl AlertsStarted {
+    pub fn emit(&self) {
+        metrics::counter!(ALERTS_FIRED).increment(0);
+    }
+}
+
 /// A rule fired and its firing is about to be published (log it inside the firing's span).
 #[derive(Debug)]
 pub struct AlertFired<'a>(pub &'a Firing);

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::events::{DeliveryFinished, NotifierState};
+use crate::events::{DeliveryFinished, NotifierStarted, NotifierState};
 use tracing::Instrument;
 
 use crate::{Error, Notifier, NotifierConfig, Outcome};
@@ -193,6 +193,7 @@ pub async fn run(
     let (system_pause_tx, system_pause_rx) = watch::channel(
         (halt_holds_system && *halted.borrow()) || !breaker.borrow().admits_consumption(),
     );
+    NotifierStarted.emit();
     let stop = shutdown.child_token();
     // Every background task of the role: stopped with `stop`, waited for before returning.
     let tasks = TaskTracker::new();

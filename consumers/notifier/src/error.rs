@@ -48,6 +48,19 @@ impl Error {
     }
 
     /// A short reason for dead-letter headers and metrics.
+    /// Every value of [`Error::reason`].
+    pub const REASONS: [&'static str; 9] = [
+        "invalid",
+        "config",
+        "db",
+        "transient",
+        "rate_limited",
+        "circuit_open",
+        "in_flight",
+        "rejected",
+        "broker",
+    ];
+
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Invalid(_) => "invalid",

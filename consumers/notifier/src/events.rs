@@ -17,6 +17,28 @@ pub const BREAKER_OPEN: &str = "tw_notifier_breaker_open";
 /// 1 while an admin halt holds notifications.
 pub const HALTED: &str = "tw_notifier_halted";
 
+/// The `outcome` label of [`SENDS`].
+pub const OUTCOMES: [&str; 5] = ["sent", "logged", "duplicate", "skipped", "unreachable"];
+
+/// The notifier started: its series exist from now on, at zero, so dashboards show 0 and
+/// the first failure is an increase Prometheus sees.
+#[derive(Debug)]
+pub struct NotifierStarted;
+
+impl NotifierStarted {
+    pub fn emit(&self) {
+        for outcome in OUTCOMES {
+            metrics::counter!(SENDS, "outcome" => outcome).increment(0);
+        }
+        for reason in crate::Error::REASONS {
+            metrics::counter!(FAILURES, "reason" => reason).increment(0);
+        }
+        metrics::counter!(RATE_LIMITED).increment(0);
+        // Registered without a sample: rendered with empty buckets.
+        let _ = metrics::histogram!(TICK_TO_NOTIFICATION);
+    }
+}
+
 /// How one delivery ended.
 #[derive(Debug)]
 pub enum DeliveryFinished {

@@ -31,7 +31,7 @@ use tickwatch_schema::wire::{Candle, Grade, Interval, Signal};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::events::SignalEmitted;
+use crate::events::{SignalEmitted, SignalsStarted};
 use crate::{Error, Output, SignalEngine, SignalsConfig};
 
 /// How long a batch that failed after the engine processed it waits before running again.
@@ -464,6 +464,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     config.validate()?;
+    SignalsStarted.emit();
     let mut engine = SignalEngine::new(config.clone())?;
     let replayed = warm_up(&mut engine, &db).await?;
     tracing::info!(

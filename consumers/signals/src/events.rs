@@ -6,6 +6,19 @@ use tickwatch_schema::wire::Signal;
 /// Signals published, by kind.
 pub const SIGNALS_EMITTED: &str = "tw_signals_emitted_total";
 
+/// The signals role started: a series per kind exists from now on, at zero, so a
+/// dashboard shows 0 for a kind that has not fired yet.
+#[derive(Debug)]
+pub struct SignalsStarted;
+
+impl SignalsStarted {
+    pub fn emit(&self) {
+        for kind in tickwatch_schema::wire::SignalKind::ALL {
+            metrics::counter!(SIGNALS_EMITTED, "kind" => kind.as_str()).increment(0);
+        }
+    }
+}
+
 /// A signal fired and is about to be published (log it inside its candle's span).
 #[derive(Debug)]
 pub struct SignalEmitted<'a>(pub &'a Signal);
