@@ -1,6 +1,8 @@
 //! End to end through the real RabbitMQ, a fresh database and the fake Telegram Bot API:
 //! what a user of tickwatch would see.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -568,20 +570,33 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
 
     let role = format!("{}-alerts", config.prefix);
     let alerts_broker = Broker::new(config.clone(), &role).expect("alerts broker");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let reloads = Arc::new(AtomicUsize::new(0));
+    let count = |n: &Arc<AtomicUsize>| -> Option<Arc<dyn Fn() + Send + Sync>> {
+        let n = n.clone();
+        Some(Arc::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }))
+    };
+    let hooks = tickwatch_alerts::adapter::Hooks {
+        after_load: count(&loads),
+        after_reload: count(&reloads),
+        ..Default::default()
+    };
     let stop = CancellationToken::new();
     let alerts = tokio::spawn({
         let (b, d, s) = (alerts_broker.clone(), db.conn.clone(), stop.clone());
-        async move { tickwatch_alerts::adapter::run(&b, d, &Default::default(), s).await }
+        async move {
+            tickwatch_alerts::adapter::run_with_hooks(&b, d, &Default::default(), s, hooks).await
+        }
     });
-    let control_up = async || {
-        alerts_broker
-            .health()
-            .snapshot()
-            .iter()
-            .any(|(name, c)| name.contains(".control.") && c.up && c.detail == "consuming")
-    };
-    assert!(wait_until(Duration::from_secs(30), control_up).await);
-    tokio::time::sleep(Duration::from_millis(500)).await; // the first load
+    assert!(
+        wait_until(Duration::from_secs(30), async || loads
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the rule book was loaded"
+    );
 
     alert_rule::Entity::update_many()
         .col_expr(alert_rule::Column::Active, Expr::value(false))
@@ -602,12 +617,13 @@ async fn after_a_lost_control_connection_the_rule_book_is_reloaded() {
         .await,
         "the alerts connection was killed"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        wait_until(Duration::from_secs(30), control_up).await,
-        "reconnected"
+        wait_until(Duration::from_secs(30), async || reloads
+            .load(Ordering::SeqCst)
+            >= 1)
+        .await,
+        "the rule book was reloaded after the reconnect"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await; // the reload
 
     let publisher = Publisher::start(&broker, "test");
     for (price, id) in [("2990", "a"), ("3010", "b")] {
@@ -737,6 +753,7 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let loaded_tx = std::sync::Mutex::new(Some(loaded_tx));
     let go_rx = std::sync::Mutex::new(go_rx);
+    let received = Arc::new(AtomicUsize::new(0));
     let hooks = tickwatch_alerts::adapter::Hooks {
         after_load: Some(std::sync::Arc::new(move || {
             if let Some(tx) = loaded_tx.lock().expect("lock").take() {
@@ -747,6 +764,12 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
                 .expect("lock")
                 .recv_timeout(Duration::from_secs(30));
         })),
+        control_received: Some({
+            let received = received.clone();
+            Arc::new(move || {
+                received.fetch_add(1, Ordering::SeqCst);
+            })
+        }),
         ..Default::default()
     };
     let stop = CancellationToken::new();
@@ -765,7 +788,13 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
         .create_rule(user.id, eth_crossing_3000())
         .await
         .expect("rule");
-    tokio::time::sleep(Duration::from_millis(500)).await; // the announcement is routed
+    assert!(
+        wait_until(Duration::from_secs(30), async || received
+            .load(Ordering::SeqCst)
+            >= 1)
+        .await,
+        "the announcement reached the instance"
+    );
     go_tx.send(()).expect("go");
 
     let publisher = Publisher::start(&broker, "test");

@@ -59,6 +59,10 @@ pub struct Hooks {
     /// Called at start-up after the rule book is loaded and before the changes buffered
     /// meanwhile are applied (a test commits a change in that window).
     pub after_load: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called after the rule book was reloaded (the control queue came back).
+    pub after_reload: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called when a control message has reached this instance (before it applies).
+    pub control_received: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -67,6 +71,8 @@ impl std::fmt::Debug for Hooks {
             .field("after_store", &self.after_store.is_some())
             .field("before_store", &self.before_store.is_some())
             .field("after_load", &self.after_load.is_some())
+            .field("after_reload", &self.after_reload.is_some())
+            .field("control_received", &self.control_received.is_some())
             .finish()
     }
 }
@@ -712,14 +718,20 @@ impl BatchHandler for AlertsHandler {
 }
 
 /// Forwards control messages to the task that applies them.
-#[derive(Debug, Clone)]
-struct ForwardControl(mpsc::UnboundedSender<Control>);
+#[derive(Clone)]
+struct ForwardControl {
+    to: mpsc::UnboundedSender<Control>,
+    received: Option<Arc<dyn Fn() + Send + Sync>>,
+}
 
 impl Handler for ForwardControl {
     async fn handle(&mut self, message: &Incoming) -> Outcome {
         let control: Control = message.decode()?;
         // A closed receiver means the role is stopping; the change is in the database.
-        let _ = self.0.send(control);
+        let _ = self.to.send(control);
+        if let Some(hook) = &self.received {
+            hook();
+        }
         Ok(Handled::Done)
     }
 }
@@ -1004,6 +1016,9 @@ async fn reload(shared: &Shared, stop: &CancellationToken) -> bool {
         match snapshot {
             Ok(snapshot) => {
                 snapshot.apply_to(&mut shared.engine());
+                if let Some(hook) = &shared.hooks.after_reload {
+                    hook();
+                }
                 return true;
             }
             Err(e) => {
@@ -1084,6 +1099,7 @@ pub async fn run_with_hooks(
     // Every background task of the role: stopped with `stop`, waited for before returning.
     let tasks = TaskTracker::new();
     {
+        let received = hooks.control_received.clone();
         let (broker, stop) = (broker.clone(), stop.clone());
         let options = ConsumeOptions {
             declare: Some(Arc::new(control_topology)),
@@ -1094,7 +1110,10 @@ pub async fn run_with_hooks(
             let result = consume_with(
                 &broker,
                 &control_spec,
-                ForwardControl(control_tx),
+                ForwardControl {
+                    to: control_tx,
+                    received,
+                },
                 stop,
                 options,
             )
