@@ -74,6 +74,11 @@ pub struct CandleConfig {
     /// wrong open and volume. Sources that start the market themselves (synthetic, a file)
     /// turn it on.
     pub emit_first_bucket: bool,
+    /// When the venue's regular session ends, `HH:MM` on its trading day's clock (`15:30`
+    /// for KRX): the day's candle and the intraday bucket running at that time close then,
+    /// not at midnight, and later trades that day (after-hours) are left out of the candles.
+    /// Weekly candles still close at the week's end.
+    pub session_close: Option<String>,
 }
 
 impl Default for CandleConfig {
@@ -82,6 +87,7 @@ impl Default for CandleConfig {
             intervals: DEFAULT_INTERVALS.to_vec(),
             close_grace: Duration::from_secs(2),
             emit_first_bucket: false,
+            session_close: None,
         }
     }
 }
@@ -102,7 +108,26 @@ impl CandleConfig {
                 "must be at most 1h",
             ));
         }
+        self.session_close_ms(key)?;
         Ok(())
+    }
+
+    /// [`CandleConfig::session_close`] as milliseconds after the trading day's start.
+    fn session_close_ms(&self, key: &str) -> Result<Option<i64>> {
+        let Some(text) = &self.session_close else {
+            return Ok(None);
+        };
+        use chrono::Timelike;
+        let parsed = chrono::NaiveTime::parse_from_str(text, "%H:%M")
+            .ok()
+            .filter(|t| *t != chrono::NaiveTime::MIN)
+            .map(|t| i64::from(t.num_seconds_from_midnight()) * 1000);
+        parsed.map(Some).ok_or_else(|| {
+            Error::config(
+                format!("{key}.session_close"),
+                format!("`{text}` is not a time of day like `15:30`"),
+            )
+        })
     }
 }
 
@@ -112,6 +137,8 @@ pub struct LateTick {
     pub ts: i64,
     /// The oldest timestamp the builder still accepted for this symbol.
     pub accepted_from: i64,
+    /// Not late but after the session close of its day (an after-hours trade).
+    pub after_close: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +162,7 @@ pub struct CandleBuilder {
     intervals: Vec<Interval>,
     grace_ms: i64,
     emit_first_bucket: bool,
+    session_close_ms: Option<i64>,
     symbols: BTreeMap<(String, String), SymbolState>,
     late_ticks: u64,
     skipped_first: u64,
@@ -149,6 +177,8 @@ impl CandleBuilder {
             intervals,
             grace_ms: i64::try_from(config.close_grace.as_millis()).unwrap_or(i64::MAX),
             emit_first_bucket: config.emit_first_bucket,
+            // `validate` names a bad value; unvalidated, a bad one means no session close.
+            session_close_ms: config.session_close_ms("candles").ok().flatten(),
             symbols: BTreeMap::new(),
             late_ticks: 0,
             skipped_first: 0,
@@ -178,6 +208,17 @@ impl CandleBuilder {
             return Err(LateTick {
                 ts: tick.ts,
                 accepted_from: state.accepted_from,
+                after_close: false,
+            });
+        }
+        if let Some(close_at) = session_close_at(tick.ts, state.offset_ms, self.session_close_ms)
+            && tick.ts >= close_at
+        {
+            self.late_ticks += 1;
+            return Err(LateTick {
+                ts: tick.ts,
+                accepted_from: state.accepted_from,
+                after_close: true,
             });
         }
         let mut closed = Vec::new();
@@ -238,7 +279,12 @@ impl CandleBuilder {
         for state in self.symbols.values_mut() {
             for (slot, &interval) in state.open.iter_mut().zip(&self.intervals) {
                 let end = match slot {
-                    Some(open) => open.candle.open_ts + interval.as_ms(),
+                    Some(open) => bucket_end(
+                        open.candle.open_ts,
+                        interval,
+                        state.offset_ms,
+                        self.session_close_ms,
+                    ),
                     None => continue,
                 };
                 if end.saturating_add(self.grace_ms) > now_ms {
@@ -275,6 +321,23 @@ impl CandleBuilder {
     /// First buckets not published because they started before the builder did.
     pub fn skipped_first_buckets(&self) -> u64 {
         self.skipped_first
+    }
+}
+
+/// When the session of the trading day holding `ts` closes (epoch ms), if there is a close.
+fn session_close_at(ts: i64, offset_ms: i64, close_ms: Option<i64>) -> Option<i64> {
+    close_ms.map(|close| bucket_start(ts, Interval::D1, offset_ms) + close)
+}
+
+/// When the bucket starting at `open_ts` ends: its length, cut at the session close when
+/// that falls inside it (weekly buckets run to the week's end).
+fn bucket_end(open_ts: i64, interval: Interval, offset_ms: i64, close_ms: Option<i64>) -> i64 {
+    let end = open_ts + interval.as_ms();
+    match session_close_at(open_ts, offset_ms, close_ms) {
+        Some(close_at) if interval < Interval::W1 && open_ts < close_at && close_at < end => {
+            close_at
+        }
+        _ => end,
     }
 }
 
@@ -397,7 +460,68 @@ mod tests {
             intervals: intervals.to_vec(),
             close_grace: Duration::ZERO,
             emit_first_bucket: true,
+            session_close: None,
         })
+    }
+
+    /// KRX's regular session ends at 15:30 KST (06:30 UTC): the 1d candle and the 15:00
+    /// hourly bucket close then, and a trade after it stays out of the candles.
+    #[test]
+    fn a_session_close_ends_the_day_and_the_running_bucket() {
+        let mut b = CandleBuilder::new(&CandleConfig {
+            intervals: vec![Interval::H1, Interval::D1],
+            close_grace: Duration::ZERO,
+            emit_first_bucket: true,
+            session_close: Some("15:30".into()),
+        });
+        b.on_tick(&tick("krx", "2023-03-02T00:00:00Z", 60_000, 10))
+            .expect("09:00 KST");
+        b.on_tick(&tick("krx", "2023-03-02T06:29:59Z", 61_000, 5))
+            .expect("15:29:59 KST");
+        let after = b
+            .on_tick(&tick("krx", "2023-03-02T06:30:00Z", 99_000, 7))
+            .expect_err("15:30 KST is after the close");
+        assert!(after.after_close);
+        assert!(b.on_time(ts("2023-03-02T06:29:59Z")).is_empty());
+        let closed = b.on_time(ts("2023-03-02T06:30:00Z"));
+        let day = closed
+            .iter()
+            .find(|c| c.interval == Interval::D1)
+            .expect("1d");
+        assert_eq!(day.open_ts, ts("2023-03-01T15:00:00Z"), "00:00 KST");
+        assert_eq!(
+            (day.open, day.close),
+            (Decimal::new(60_000, 0), Decimal::new(61_000, 0))
+        );
+        assert_eq!(
+            day.volume,
+            Decimal::new(15, 0),
+            "the after-hours trade is left out"
+        );
+        let hour = closed
+            .iter()
+            .find(|c| c.interval == Interval::H1)
+            .expect("1h");
+        assert_eq!(
+            hour.open_ts,
+            ts("2023-03-02T06:00:00Z"),
+            "the 15:00 KST bucket"
+        );
+        // The next session opens the next day's candles as usual.
+        b.on_tick(&tick("krx", "2023-03-03T00:00:00Z", 62_000, 1))
+            .expect("next day");
+    }
+
+    #[test]
+    fn a_session_close_must_be_a_time_of_day() {
+        for bad in ["25:00", "15", "3pm", "00:00"] {
+            let config = CandleConfig {
+                session_close: Some(bad.into()),
+                ..CandleConfig::default()
+            };
+            let err = config.validate("kis.candles").expect_err(bad).to_string();
+            assert!(err.contains("kis.candles.session_close"), "{err}");
+        }
     }
 
     #[test]
@@ -485,6 +609,7 @@ mod tests {
             intervals: vec![Interval::M1],
             close_grace: Duration::ZERO,
             emit_first_bucket: false,
+            session_close: None,
         });
         assert_eq!(
             b.on_tick(&tick("binance", "2023-03-01T00:00:30Z", 10, 1)),

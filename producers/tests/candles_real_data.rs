@@ -88,6 +88,7 @@ fn check(path: &Path, expected_4h: usize) {
         intervals: vec![Interval::D1, Interval::M1, Interval::H4],
         close_grace: Duration::ZERO,
         emit_first_bucket: true,
+        session_close: None,
     });
     let mut built = Vec::new();
     for bar in &bars {

@@ -55,6 +55,7 @@ fn config(ws: &str) -> UpbitConfig {
             intervals: vec![Interval::M1],
             close_grace: Duration::ZERO,
             emit_first_bucket: true,
+            session_close: None,
         },
         connection: ConnectionConfig {
             connect_timeout: Duration::from_secs(2),
