@@ -48,6 +48,8 @@ impl Role {
 pub enum Source {
     Binance,
     Upbit,
+    /// KRX stocks from the KIS Open API (한국투자증권).
+    Kis,
     Csv,
     Synthetic,
     Webhook,
@@ -347,13 +349,17 @@ pub fn start_source(roles: &mut Roles, source: Source, config: &Config, broker: 
         shutdown.clone(),
     ));
     roles.spawn(&name.clone(), async move {
-        use tickwatch_producers::{binance, csv, synthetic, upbit, webhook};
+        use tickwatch_producers::{binance, csv, kis, synthetic, upbit, webhook};
         let outcome: anyhow::Result<()> = match source {
             Source::Binance => binance::run_with_metrics(p.binance, sink, counters, shutdown)
                 .await
                 .map(drop)
                 .map_err(Into::into),
             Source::Upbit => upbit::run_with_metrics(p.upbit, sink, counters, shutdown)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Source::Kis => kis::run_with_metrics(p.kis, sink, counters, shutdown)
                 .await
                 .map(drop)
                 .map_err(Into::into),

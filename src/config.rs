@@ -19,6 +19,7 @@ use tickwatch_gateway::{ApiConfig, BotConfig};
 use tickwatch_notifier::NotifierConfig;
 use tickwatch_producers::binance::BinanceConfig;
 use tickwatch_producers::csv::CsvConfig;
+use tickwatch_producers::kis::KisConfig;
 use tickwatch_producers::synthetic::SyntheticConfig;
 use tickwatch_producers::upbit::UpbitConfig;
 use tickwatch_producers::webhook::WebhookConfig;
@@ -50,6 +51,7 @@ pub struct Config {
 pub struct ProducersConfig {
     pub binance: BinanceConfig,
     pub upbit: UpbitConfig,
+    pub kis: KisConfig,
     pub csv: CsvConfig,
     pub synthetic: SyntheticConfig,
     pub webhook: WebhookConfig,
@@ -59,7 +61,7 @@ pub struct ProducersConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Sources to run (`binance`, `upbit`, `csv`, `synthetic`, `webhook`), each with its
+    /// Sources to run (`binance`, `upbit`, `kis`, `csv`, `synthetic`, `webhook`), each with its
     /// `[producers.<name>]` section. Empty: the demo replay.
     pub sources: Vec<String>,
     /// The demo's history file (a replay of real 1-minute bars, shipped with tickwatch).
@@ -219,10 +221,19 @@ const WELL_KNOWN: &[(&str, &[&str])] = &[
         &["producers", "binance", "rest_url"],
     ),
     ("TICKWATCH_UPBIT_WS_URL", &["producers", "upbit", "ws_url"]),
+    ("KIS_APP_KEY", &["producers", "kis", "app_key"]),
+    ("KIS_APP_SECRET", &["producers", "kis", "app_secret"]),
+    ("TICKWATCH_KIS_WS_URL", &["producers", "kis", "ws_url"]),
+    ("TICKWATCH_KIS_REST_URL", &["producers", "kis", "rest_url"]),
 ];
 
 /// Variables read as they are, as text (never guessed into numbers).
-const TEXT_KEYS: &[&str] = &["TELEGRAM_BOT_TOKEN", "TICKWATCH_ADMIN_CHATS"];
+const TEXT_KEYS: &[&str] = &[
+    "TELEGRAM_BOT_TOKEN",
+    "TICKWATCH_ADMIN_CHATS",
+    "KIS_APP_KEY",
+    "KIS_APP_SECRET",
+];
 
 impl Config {
     /// Reads `path` (or `tickwatch.toml` if present), then the environment, and validates.
@@ -352,11 +363,12 @@ impl Config {
             match source.as_str() {
                 "binance" => self.producers.binance.validate()?,
                 "upbit" => self.producers.upbit.validate()?,
+                "kis" => self.producers.kis.validate()?,
                 "csv" => self.producers.csv.validate()?,
                 "synthetic" => self.producers.synthetic.validate()?,
                 "webhook" => self.producers.webhook.validate()?,
                 other => bail!(
-                    "run.sources: `{other}` is not a source; use binance, upbit, csv, synthetic or webhook"
+                    "run.sources: `{other}` is not a source; use binance, upbit, kis, csv, synthetic or webhook"
                 ),
             }
         }

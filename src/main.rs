@@ -145,6 +145,13 @@ enum ProduceCommand {
         #[arg(long, value_delimiter = ',')]
         codes: Vec<String>,
     },
+    /// KRX stock trades from the KIS Open API (`[producers.kis]`; KIS_APP_KEY and
+    /// KIS_APP_SECRET from the KIS Developers portal).
+    Kis {
+        /// Six-character KRX codes, comma-separated (`005930,000660`).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<String>,
+    },
     /// Replay a history file (`ts,open,high,low,close,volume`).
     Csv {
         path: PathBuf,
@@ -597,6 +604,12 @@ fn apply_produce_flags(config: &mut Config, command: ProduceCommand) -> Source {
                 p.upbit.codes = codes.iter().map(|s| s.to_ascii_uppercase()).collect();
             }
             Source::Upbit
+        }
+        ProduceCommand::Kis { symbols } => {
+            if !symbols.is_empty() {
+                p.kis.symbols = symbols.iter().map(|s| s.to_ascii_uppercase()).collect();
+            }
+            Source::Kis
         }
         ProduceCommand::Csv {
             path,

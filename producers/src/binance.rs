@@ -565,8 +565,8 @@ impl Feed for BinanceFeed {
         self.url.clone()
     }
 
-    fn subscription(&self) -> Option<String> {
-        None
+    fn subscriptions(&self) -> Vec<String> {
+        Vec::new()
     }
 
     async fn on_frame(&mut self, payload: &[u8], out: &mut Vec<Item>) {

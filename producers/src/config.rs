@@ -165,6 +165,12 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// Delays between reconnect attempts.
     pub reconnect: BackoffConfig,
+    /// Send our own WebSocket pings every `ping_interval` (off for KIS, which keeps the
+    /// session alive with its own PINGPONG messages).
+    pub pings: bool,
+    /// Renew the connection every `renew_after` (off for KIS: one session per app key, so
+    /// a second connection would be refused).
+    pub renew: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -176,6 +182,8 @@ impl Default for ConnectionConfig {
             idle_timeout: Duration::from_secs(90),
             connect_timeout: Duration::from_secs(15),
             reconnect: BackoffConfig::default(),
+            pings: true,
+            renew: true,
         }
     }
 }
@@ -197,7 +205,7 @@ impl ConnectionConfig {
                 "must be shorter than `renew_after`",
             ));
         }
-        if self.idle_timeout <= self.ping_interval {
+        if self.pings && self.idle_timeout <= self.ping_interval {
             return Err(Error::config(
                 format!("{key}.idle_timeout"),
                 "must be longer than `ping_interval`, or every quiet spell is taken for a dead connection",

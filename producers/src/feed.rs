@@ -37,15 +37,38 @@ const TIMER: Duration = Duration::from_secs(1);
 pub(crate) trait Feed: Send {
     fn name(&self) -> &'static str;
     fn url(&self) -> String;
-    /// A text message sent right after connecting (Upbit's subscription), if any.
-    fn subscription(&self) -> Option<String>;
+    /// Runs before each connection attempt (KIS fetches its approval key here); an error
+    /// counts as a failed attempt and is retried with backoff.
+    async fn prepare(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Text messages sent right after connecting (Upbit's one subscription, KIS's one per
+    /// symbol), `subscription_pause` apart.
+    fn subscriptions(&self) -> Vec<String>;
+    fn subscription_pause(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Parses one data frame and appends what it yields. Never fails: a bad frame is logged
     /// and counted by the feed.
     async fn on_frame(&mut self, payload: &[u8], out: &mut Vec<Item>);
+    /// What the last frames asked of the connection: replies to send (KIS's PINGPONG echo)
+    /// or a reconnect (a refused key).
+    fn take_requests(&mut self) -> Requests {
+        Requests::default()
+    }
     /// Called every second with the wall clock (epoch ms).
     fn on_timer(&mut self, _now_ms: i64, _out: &mut Vec<Item>) {}
     /// Called once after the last frame, before the outbox is flushed.
     fn on_shutdown(&mut self, _out: &mut Vec<Item>) {}
+}
+
+/// See [`Feed::take_requests`].
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    /// Text frames to send on the current connection.
+    pub(crate) send: Vec<String>,
+    /// Drop the connection for this reason and connect again.
+    pub(crate) reconnect: Option<String>,
 }
 
 enum Flow {
@@ -72,7 +95,10 @@ pub(crate) async fn drive<F: Feed>(
     loop {
         let attempt = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = connect(&*feed, config) => r,
+            r = async {
+                feed.prepare().await?;
+                connect(&*feed, config).await
+            } => r,
         };
         match attempt {
             Ok(ws) => {
@@ -132,7 +158,10 @@ async fn connect<F: Feed>(feed: &F, config: &ConnectionConfig) -> Result<Ws, Str
     .await
     .map_err(|_| format!("no connection within {:?}", config.connect_timeout))?
     .map_err(|e| e.to_string())?;
-    if let Some(subscription) = feed.subscription() {
+    for (i, subscription) in feed.subscriptions().into_iter().enumerate() {
+        if i > 0 && !feed.subscription_pause().is_zero() {
+            tokio::time::sleep(feed.subscription_pause()).await;
+        }
         ws.send(Message::text(subscription))
             .await
             .map_err(|e| format!("subscribing: {e}"))?;
@@ -162,7 +191,7 @@ async fn session<F: Feed>(
     let mut timer = tokio::time::interval_at(start + TIMER, TIMER);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let outcome = loop {
+    let outcome = 'session: loop {
         let switch_at = pending.as_ref().map(|p| p.switch_at);
         // Unbiased on purpose: a busy socket must not starve pings, timers or a renewal.
         let flow = tokio::select! {
@@ -223,7 +252,7 @@ async fn session<F: Feed>(
                     None => Flow::Continue,
                 }
             }
-            () = sleep_until(renew_at), if pending.is_none() => {
+            () = sleep_until(renew_at), if pending.is_none() && config.renew => {
                 tracing::info!(source = feed.name(), "renewing the connection before the venue cuts it");
                 match connect(&*feed, config).await {
                     Ok(ws) => {
@@ -241,7 +270,7 @@ async fn session<F: Feed>(
             () = sleep_until(last_seen + config.idle_timeout) => {
                 Flow::Lost(format!("nothing received for {:?}", config.idle_timeout))
             }
-            _ = ping.tick() => {
+            _ = ping.tick(), if config.pings => {
                 match current.send(Message::Ping(Default::default())).await {
                     Ok(()) => Flow::Continue,
                     Err(e) => Flow::Lost(format!("sending ping: {e}")),
@@ -254,6 +283,16 @@ async fn session<F: Feed>(
         };
         outbox.push_all(out.drain(..));
         if let Flow::Lost(reason) = flow {
+            break Some(reason);
+        }
+        let requests = feed.take_requests();
+        for text in requests.send {
+            if let Err(e) = current.send(Message::text(text)).await {
+                break 'session Some(format!("sending a reply: {e}"));
+            }
+        }
+        if let Some(reason) = requests.reconnect {
+            close_quietly(&mut current).await;
             break Some(reason);
         }
     };

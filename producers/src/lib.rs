@@ -11,6 +11,8 @@
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken), flushing what it holds:
 //!   - [`binance`]: the spot combined stream (trades, klines) with REST kline backfill after a gap;
 //!   - [`upbit`]: the KRW market stream (trades, tickers), candles from the [`candles`] builder;
+//!   - [`kis`]: KRX stock trades from the KIS Open API WebSocket (approval key, one session
+//!     per app key, PINGPONG), candles on the Seoul session closing at 15:30;
 //!   - [`csv`]: replay of history files at a speed (`60x`, `max`), plus the benchmark hook;
 //!   - [`synthetic`]: seeded geometric-Brownian-motion ticks at a target rate;
 //!   - [`webhook`]: the axum router for pushed ticks and TradingView alerts.
@@ -33,6 +35,7 @@ pub mod csv;
 mod dedupe;
 pub mod error;
 mod feed;
+pub mod kis;
 pub mod metrics;
 mod outbox;
 pub mod sink;

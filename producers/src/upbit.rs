@@ -307,11 +307,11 @@ impl Feed for UpbitFeed {
         self.config.ws_url.clone()
     }
 
-    fn subscription(&self) -> Option<String> {
-        Some(
+    fn subscriptions(&self) -> Vec<String> {
+        vec![
             self.config
                 .subscription(&format!("tickwatch-{}", uuid::Uuid::new_v4())),
-        )
+        ]
     }
 
     async fn on_frame(&mut self, payload: &[u8], out: &mut Vec<Item>) {

@@ -1,0 +1,785 @@
+//! KIS (한국투자증권) Open API: real-time KRX trades (`H0STCNT0`) over its WebSocket.
+//!
+//! The protocol, as the public reference (`koreainvestment/open-trading-api`) speaks it:
+//!
+//! - **Approval key.** Before each connection a session asks `POST {rest_url}/oauth2/Approval`
+//!   with `{"grant_type":"client_credentials","appkey":…,"secretkey":…}` (the app secret goes
+//!   in `secretkey`) and gets `{"approval_key":"…"}`. The key is reused across reconnects
+//!   and fetched anew when the server refuses it (`invalid approval`).
+//! - **Subscriptions.** One text frame per symbol after connecting:
+//!   `{"header":{"approval_key":…,"custtype":"P","tr_type":"1","content-type":"utf-8"},
+//!   "body":{"input":{"tr_id":"H0STCNT0","tr_key":"005930"}}}`. KIS allows one session per
+//!   app key and 41 registrations per session, so the symbols are split over the configured
+//!   accounts, at most `max_symbols_per_session` each, one session per account.
+//! - **Data frames** are not JSON: `0|H0STCNT0|004|f0^f1^…` — encrypted flag, tr_id, record
+//!   count, then `count × 46` fields joined by `^`. Field 0 is the symbol, 1 the trade time
+//!   (HHMMSS, KST), 2 the price, 12 the trade's volume, 13 the day's accumulated volume, 33
+//!   the business date (YYYYMMDD). A frame whose field count is not `count × 46` is counted
+//!   as malformed and skipped whole. Encrypted frames (flag `1`) are refused and counted:
+//!   `H0STCNT0` is sent in the clear, so one means a misconfigured subscription.
+//! - **Control frames** are JSON: `PINGPONG` (echoed back as it came: the session's
+//!   heartbeat, so the feed sends no WebSocket pings of its own), subscribe replies
+//!   (`rt_cd` `"0"` is success; `ALREADY IN SUBSCRIBE` after a reconnect is fine), and
+//!   errors: a refused approval key makes the session fetch a new key and reconnect; `ALREADY
+//!   IN USE appkey` (another process holds the app key's one session) reconnects with backoff
+//!   and says so; other refusals (a bad symbol, too many subscriptions) are logged with the
+//!   symbol and counted.
+//!
+//! Each trade becomes a [`Tick`] of venue `krx` whose `trade_id` is the business date and the
+//! accumulated volume (strictly increasing with every trade of a symbol's day), so a trade
+//! seen twice is published once. Candles come from the [`CandleBuilder`] on the Seoul
+//! trading day with the session closing at 15:30 KST (`candles.session_close`): the 1d candle
+//! closes at the close, and after-hours trades are published as ticks but left out of the
+//! candles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveTime};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tickwatch_schema::history::parse_decimal;
+use tickwatch_schema::wire::{Message, Tick};
+use tokio_util::sync::CancellationToken;
+
+use crate::candles::{CandleBuilder, CandleConfig, utc_offset_ms};
+use crate::config::{self, BufferConfig, ConnectionConfig, Secret, duration};
+use crate::dedupe::Dedupe;
+use crate::error::{Error, Result};
+use crate::feed::{self, Feed, Requests, excerpt, worth_logging};
+use crate::metrics::{self, Metrics, MetricsSnapshot};
+use crate::outbox::{Item, Outbox, Pipeline};
+use crate::sink::MarketSink;
+
+/// The real-time trades of KRX stocks.
+pub const TRADES_TR_ID: &str = "H0STCNT0";
+/// Fields of one `H0STCNT0` record.
+pub const TRADE_FIELDS: usize = 46;
+/// KIS's limit of registrations on one session.
+pub const MAX_REGISTRATIONS: usize = 41;
+
+/// One KIS app: its key and secret (from the KIS Developers portal). Each account holds
+/// one WebSocket session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KisAccount {
+    pub app_key: Secret,
+    pub app_secret: Secret,
+}
+
+/// The `[producers.kis]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KisConfig {
+    /// The REST host that issues approval keys: `https://openapi.koreainvestment.com:9443`
+    /// for real trading, `https://openapivts.koreainvestment.com:29443` for paper trading.
+    pub rest_url: String,
+    /// The WebSocket: `ws://ops.koreainvestment.com:21000/tryitout` (real) or
+    /// `ws://ops.koreainvestment.com:31000/tryitout` (paper).
+    pub ws_url: String,
+    /// The app key and secret of the first session (`KIS_APP_KEY`, `KIS_APP_SECRET`).
+    pub app_key: Option<Secret>,
+    pub app_secret: Option<Secret>,
+    /// More apps for more sessions, when the symbols do not fit in one.
+    pub extra_accounts: Vec<KisAccount>,
+    /// Six-character KRX codes (`005930`; ETNs start with `Q`).
+    pub symbols: Vec<String>,
+    /// `P` for a personal account, `B` for a corporate one.
+    pub custtype: String,
+    /// Symbols per session, at most KIS's 41 registrations.
+    pub max_symbols_per_session: usize,
+    /// The pause between two subscription frames (KIS's samples pace them).
+    #[serde(with = "duration")]
+    pub subscribe_pause: Duration,
+    /// How long the approval-key request may take.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// The venue name on the messages.
+    pub venue: String,
+    /// Candles built from the trades, on the Seoul session (closing at 15:30 KST).
+    pub candles: CandleConfig,
+    /// Trades remembered for de-duplication, per session.
+    pub dedupe_capacity: usize,
+    pub connection: ConnectionConfig,
+    pub buffer: BufferConfig,
+}
+
+impl Default for KisConfig {
+    fn default() -> Self {
+        KisConfig {
+            rest_url: "https://openapi.koreainvestment.com:9443".into(),
+            ws_url: "ws://ops.koreainvestment.com:21000/tryitout".into(),
+            app_key: None,
+            app_secret: None,
+            extra_accounts: Vec::new(),
+            symbols: vec!["005930".into()],
+            custtype: "P".into(),
+            max_symbols_per_session: 40,
+            subscribe_pause: Duration::from_millis(50),
+            request_timeout: Duration::from_secs(10),
+            venue: "krx".into(),
+            candles: CandleConfig {
+                session_close: Some("15:30".into()),
+                ..CandleConfig::default()
+            },
+            dedupe_capacity: 200_000,
+            connection: ConnectionConfig {
+                // KIS keeps the session alive with PINGPONG (every few tens of seconds) and
+                // refuses a second session on the same app key.
+                pings: false,
+                renew: false,
+                idle_timeout: Duration::from_secs(150),
+                ..ConnectionConfig::default()
+            },
+            buffer: BufferConfig::default(),
+        }
+    }
+}
+
+impl KisConfig {
+    pub fn validate(&self) -> Result<()> {
+        config::validate_url("kis.rest_url", &self.rest_url, &["http", "https"])?;
+        config::validate_url("kis.ws_url", &self.ws_url, &["ws", "wss"])?;
+        config::validate_venue("kis.venue", &self.venue)?;
+        config::validate_symbols("kis.symbols", &self.symbols)?;
+        for (i, code) in self.symbols.iter().enumerate() {
+            let shaped = code.len() == 6 && code.chars().all(|c| c.is_ascii_alphanumeric());
+            if !shaped {
+                return Err(Error::config(
+                    format!("kis.symbols[{i}]"),
+                    format!("`{code}` is not a six-character KRX code like `005930`"),
+                ));
+            }
+            if self.symbols[..i].contains(code) {
+                return Err(Error::config(
+                    format!("kis.symbols[{i}]"),
+                    format!("`{code}` is listed twice"),
+                ));
+            }
+        }
+        if self.app_key.is_none() || self.app_secret.is_none() {
+            return Err(Error::config(
+                "kis.app_key",
+                "is missing, or `kis.app_secret` is: set both (KIS_APP_KEY and KIS_APP_SECRET, from the KIS Developers portal)",
+            ));
+        }
+        if !["P", "B"].contains(&self.custtype.as_str()) {
+            return Err(Error::config(
+                "kis.custtype",
+                "must be `P` (personal) or `B` (corporate)",
+            ));
+        }
+        if !(1..=MAX_REGISTRATIONS).contains(&self.max_symbols_per_session) {
+            return Err(Error::config(
+                "kis.max_symbols_per_session",
+                format!("must be between 1 and {MAX_REGISTRATIONS} (KIS's limit per session)"),
+            ));
+        }
+        let sessions = self.accounts().len();
+        let capacity = sessions * self.max_symbols_per_session;
+        if self.symbols.len() > capacity {
+            let needed = self.symbols.len().div_ceil(self.max_symbols_per_session);
+            return Err(Error::config(
+                "kis.symbols",
+                format!(
+                    "{} symbols need {needed} sessions of {} but there are {sessions}: KIS allows one session per app key, so add apps to `kis.extra_accounts` or list fewer symbols",
+                    self.symbols.len(),
+                    self.max_symbols_per_session
+                ),
+            ));
+        }
+        if self.dedupe_capacity == 0 {
+            return Err(Error::config("kis.dedupe_capacity", "must be at least 1"));
+        }
+        self.candles.validate("kis.candles")?;
+        self.connection.validate("kis.connection")?;
+        self.buffer.validate("kis.buffer")
+    }
+
+    /// Every account, the first one (`app_key`, `app_secret`) first.
+    pub fn accounts(&self) -> Vec<KisAccount> {
+        let first = match (&self.app_key, &self.app_secret) {
+            (Some(app_key), Some(app_secret)) => Some(KisAccount {
+                app_key: app_key.clone(),
+                app_secret: app_secret.clone(),
+            }),
+            _ => None,
+        };
+        first
+            .into_iter()
+            .chain(self.extra_accounts.iter().cloned())
+            .collect()
+    }
+
+    /// The subscription frame of one symbol.
+    pub fn subscription(&self, approval_key: &str, symbol: &str) -> String {
+        serde_json::json!({
+            "header": {
+                "approval_key": approval_key,
+                "custtype": self.custtype,
+                "tr_type": "1",
+                "content-type": "utf-8",
+            },
+            "body": {"input": {"tr_id": TRADES_TR_ID, "tr_key": symbol}},
+        })
+        .to_string()
+    }
+}
+
+/// Runs the KIS feed until `shutdown` — one session per account, each with its share of
+/// the symbols — then flushes; returns the final counters.
+pub async fn run(
+    config: KisConfig,
+    sink: Arc<dyn MarketSink>,
+    shutdown: CancellationToken,
+) -> Result<MetricsSnapshot> {
+    run_with_metrics(config, sink, Arc::new(Metrics::default()), shutdown).await
+}
+
+/// [`run`], counting into `metrics`.
+pub async fn run_with_metrics(
+    config: KisConfig,
+    sink: Arc<dyn MarketSink>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<MetricsSnapshot> {
+    config.validate()?;
+    let http = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .build()
+        .map_err(|e| Error::config("kis.rest_url", format!("HTTP client: {e}")))?;
+    let config = Arc::new(config);
+    let pipeline = Pipeline::start("kis", sink, config.buffer.clone(), metrics.clone());
+    let sessions: Vec<_> = config
+        .symbols
+        .chunks(config.max_symbols_per_session)
+        .zip(config.accounts())
+        .enumerate()
+        .map(|(index, (symbols, account))| KisFeed {
+            config: config.clone(),
+            index,
+            account,
+            symbols: symbols.to_vec(),
+            http: http.clone(),
+            approval_key: None,
+            dedupe: Dedupe::new(config.dedupe_capacity),
+            builder: CandleBuilder::new(&config.candles),
+            metrics: metrics.clone(),
+            requests: Requests::default(),
+            late_reported: 0,
+        })
+        .collect();
+    tracing::info!(
+        symbols = config.symbols.len(),
+        sessions = sessions.len(),
+        "kis feed starting"
+    );
+    let (outbox, counters, stop, connection) =
+        (&pipeline.outbox, &*metrics, &shutdown, &config.connection);
+    let runs = sessions.into_iter().map(|mut feed| async move {
+        drive_session(&mut feed, connection, outbox, counters, stop).await
+    });
+    futures_util::future::join_all(runs).await;
+    pipeline.finish().await;
+    Ok(metrics.snapshot())
+}
+
+async fn drive_session(
+    feed: &mut KisFeed,
+    connection: &ConnectionConfig,
+    outbox: &Outbox,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    tracing::info!(source = "kis", session = feed.index, symbols = ?feed.symbols, "kis session starting");
+    feed::drive(feed, connection, outbox, metrics, shutdown).await;
+}
+
+/// The approval-key answer.
+#[derive(Deserialize)]
+struct Approval {
+    approval_key: String,
+}
+
+/// A JSON control frame.
+#[derive(Deserialize)]
+struct Control {
+    header: ControlHeader,
+    body: Option<ControlBody>,
+}
+
+#[derive(Deserialize)]
+struct ControlHeader {
+    #[serde(default)]
+    tr_id: String,
+    #[serde(default)]
+    tr_key: String,
+}
+
+#[derive(Deserialize)]
+struct ControlBody {
+    #[serde(default)]
+    rt_cd: String,
+    #[serde(default)]
+    msg_cd: String,
+    #[serde(default)]
+    msg1: String,
+}
+
+/// One session: an account, its symbols, and the state of its connection.
+struct KisFeed {
+    config: Arc<KisConfig>,
+    index: usize,
+    account: KisAccount,
+    symbols: Vec<String>,
+    http: reqwest::Client,
+    approval_key: Option<Secret>,
+    dedupe: Dedupe,
+    builder: CandleBuilder,
+    metrics: Arc<Metrics>,
+    requests: Requests,
+    late_reported: u64,
+}
+
+impl KisFeed {
+    fn count(&self, counter: &std::sync::atomic::AtomicU64, what: impl FnOnce() -> String) {
+        metrics::inc(counter);
+        let n = counter.load(std::sync::atomic::Ordering::Relaxed);
+        if worth_logging(n) {
+            tracing::warn!(
+                source = "kis",
+                session = self.index,
+                count = n,
+                "{}",
+                what()
+            );
+        }
+    }
+
+    async fn request_approval_key(&self) -> std::result::Result<Secret, String> {
+        let url = format!(
+            "{}/oauth2/Approval",
+            self.config.rest_url.trim_end_matches('/')
+        );
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "appkey": self.account.app_key.expose(),
+            "secretkey": self.account.app_secret.expose(),
+        });
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("approval key: {url} unreachable: {e}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("approval key: reading the answer: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "approval key refused ({status}): {}; check kis.app_key and kis.app_secret",
+                excerpt(text.as_bytes())
+            ));
+        }
+        let approval: Approval = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "approval key: unexpected answer ({e}): {}",
+                excerpt(text.as_bytes())
+            )
+        })?;
+        if approval.approval_key.trim().is_empty() {
+            return Err("approval key: the answer holds an empty key".into());
+        }
+        Ok(Secret::new(approval.approval_key))
+    }
+
+    fn on_data(&mut self, text: &str, out: &mut Vec<Item>) {
+        let mut parts = text.splitn(4, '|');
+        let (Some(flag), Some(tr_id), Some(count), Some(payload)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            self.count(&self.metrics.malformed, || {
+                format!("malformed data frame skipped: {}", excerpt(text.as_bytes()))
+            });
+            return;
+        };
+        if flag == "1" {
+            self.count(&self.metrics.unknown_events, || {
+                format!("encrypted {tr_id} frame refused: decryption is not implemented, and {TRADES_TR_ID} is sent in the clear")
+            });
+            return;
+        }
+        if tr_id != TRADES_TR_ID {
+            self.count(&self.metrics.unknown_events, || {
+                format!("{tr_id} frame skipped: only {TRADES_TR_ID} is subscribed")
+            });
+            return;
+        }
+        let fields: Vec<&str> = payload.split('^').collect();
+        let records = match count.parse::<usize>() {
+            Ok(n) if n > 0 && fields.len() == n * TRADE_FIELDS => n,
+            _ => {
+                self.count(&self.metrics.malformed, || {
+                    format!(
+                        "{TRADES_TR_ID} frame skipped: {} fields for a count of `{count}` ({TRADE_FIELDS} per record): {}",
+                        fields.len(),
+                        excerpt(text.as_bytes())
+                    )
+                });
+                return;
+            }
+        };
+        for record in fields.chunks(TRADE_FIELDS).take(records) {
+            match trade_tick(record, &self.config.venue) {
+                Ok(tick) => self.accept(tick, out),
+                Err(e) => self.count(&self.metrics.invalid_values, || {
+                    format!("{} trade skipped: {e}", record[0])
+                }),
+            }
+        }
+    }
+
+    /// Publishes a new trade after the candles it closes.
+    fn accept(&mut self, tick: Tick, out: &mut Vec<Item>) {
+        let key = tick.trade_id.clone().unwrap_or_default();
+        if !self.dedupe.first_time(&tick.symbol, &key) {
+            metrics::inc(&self.metrics.duplicates);
+            return;
+        }
+        match self.builder.on_tick(&tick) {
+            Ok(closed) => out.extend(closed.into_iter().map(Item::Candle)),
+            Err(late) if late.after_close => {} // after-hours: a trade, not part of the day's candle
+            Err(late) => {
+                metrics::inc(&self.metrics.late_ticks);
+                self.late_reported += 1;
+                if worth_logging(self.late_reported) {
+                    tracing::warn!(source = "kis", symbol = %tick.symbol, ts = late.ts, accepted_from = late.accepted_from, "late trade left out of the candles");
+                }
+            }
+        }
+        out.push(Item::Tick(tick));
+    }
+
+    fn on_control(&mut self, text: &str) {
+        let control: Control = match serde_json::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.count(&self.metrics.malformed, || {
+                    format!(
+                        "malformed control frame skipped: {e}: {}",
+                        excerpt(text.as_bytes())
+                    )
+                });
+                return;
+            }
+        };
+        let Some(body) = control.body else {
+            if control.header.tr_id == "PINGPONG" {
+                // The session's heartbeat: answered with the very frame.
+                self.requests.send.push(text.to_string());
+            } else {
+                self.count(&self.metrics.unknown_events, || {
+                    format!(
+                        "control frame without a body skipped: {}",
+                        excerpt(text.as_bytes())
+                    )
+                });
+            }
+            return;
+        };
+        let symbol = control.header.tr_key;
+        let (code, message) = (body.msg_cd.as_str(), body.msg1.as_str());
+        let upper = message.to_ascii_uppercase();
+        if body.rt_cd == "0" {
+            tracing::info!(source = "kis", session = self.index, %symbol, msg_cd = code, "{message}");
+        } else if code == "OPSP0002" || upper.contains("ALREADY IN SUBSCRIBE") {
+            tracing::debug!(source = "kis", %symbol, "already subscribed");
+        } else if code == "OPSP0011" || upper.contains("INVALID APPROVAL") {
+            tracing::warn!(
+                source = "kis",
+                session = self.index,
+                msg_cd = code,
+                "KIS refused the approval key ({message}); getting a new one"
+            );
+            metrics::inc(&self.metrics.unknown_events);
+            self.approval_key = None;
+            self.requests.reconnect = Some(format!("approval key refused: {message}"));
+        } else if code == "OPSP8996" || upper.contains("ALREADY IN USE") {
+            tracing::error!(
+                source = "kis",
+                session = self.index,
+                msg_cd = code,
+                "KIS says another session holds this app key ({message}): KIS allows one session per app key; stop the other process or give this one its own app in kis.extra_accounts"
+            );
+            metrics::inc(&self.metrics.unknown_events);
+            self.requests.reconnect = Some(format!("app key in use elsewhere: {message}"));
+        } else {
+            self.count(&self.metrics.unknown_events, || {
+                format!("KIS refused `{symbol}`: {code} {message}")
+            });
+        }
+    }
+}
+
+/// One `H0STCNT0` record as a tick.
+fn trade_tick(record: &[&str], venue: &str) -> std::result::Result<Tick, String> {
+    let field = |i: usize| record.get(i).copied().unwrap_or_default();
+    let symbol = field(0).trim().to_string();
+    let date = NaiveDate::parse_from_str(field(33), "%Y%m%d")
+        .map_err(|_| format!("business date `{}` is not YYYYMMDD", field(33)))?;
+    let time = NaiveTime::parse_from_str(field(1), "%H%M%S")
+        .map_err(|_| format!("trade time `{}` is not HHMMSS", field(1)))?;
+    let ts = date.and_time(time).and_utc().timestamp_millis() - utc_offset_ms(venue);
+    let price: Decimal = parse_decimal(field(2)).map_err(|e| format!("price: {e}"))?;
+    let qty: Decimal = parse_decimal(field(12)).map_err(|e| format!("volume: {e}"))?;
+    let accumulated = field(13);
+    if accumulated.is_empty() || !accumulated.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "accumulated volume `{accumulated}` is not a number"
+        ));
+    }
+    let tick = Tick {
+        venue: venue.to_string(),
+        symbol,
+        price,
+        qty,
+        ts,
+        trade_id: Some(format!("{}-{accumulated}", field(33))),
+    };
+    tick.validate().map_err(|e| e.to_string())?;
+    Ok(tick)
+}
+
+#[async_trait::async_trait]
+impl Feed for KisFeed {
+    fn name(&self) -> &'static str {
+        "kis"
+    }
+
+    fn url(&self) -> String {
+        self.config.ws_url.clone()
+    }
+
+    async fn prepare(&mut self) -> std::result::Result<(), String> {
+        if self.approval_key.is_none() {
+            self.approval_key = Some(self.request_approval_key().await?);
+            tracing::info!(source = "kis", session = self.index, "approval key issued");
+        }
+        Ok(())
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        let key = self
+            .approval_key
+            .as_ref()
+            .map(|k| k.expose().to_string())
+            .unwrap_or_default();
+        self.symbols
+            .iter()
+            .map(|symbol| self.config.subscription(&key, symbol))
+            .collect()
+    }
+
+    fn subscription_pause(&self) -> Duration {
+        self.config.subscribe_pause
+    }
+
+    async fn on_frame(&mut self, payload: &[u8], out: &mut Vec<Item>) {
+        let text = String::from_utf8_lossy(payload);
+        match text.as_bytes().first() {
+            Some(b'0' | b'1') => self.on_data(&text, out),
+            Some(b'{') => self.on_control(&text),
+            _ => self.count(&self.metrics.malformed, || {
+                format!("frame skipped: {}", excerpt(payload))
+            }),
+        }
+    }
+
+    fn take_requests(&mut self) -> Requests {
+        std::mem::take(&mut self.requests)
+    }
+
+    fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
+        out.extend(self.builder.on_time(now_ms).into_iter().map(Item::Candle));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as KIS sends it: 46 fields, the ones tickwatch reads filled in.
+    fn record(symbol: &str, time: &str, price: &str, qty: &str, accumulated: &str) -> String {
+        let mut fields = vec!["0"; TRADE_FIELDS];
+        fields[0] = symbol;
+        fields[1] = time;
+        fields[2] = price;
+        fields[12] = qty;
+        fields[13] = accumulated;
+        fields[33] = "20260304";
+        fields.join("^")
+    }
+
+    fn feed() -> KisFeed {
+        let config = Arc::new(KisConfig {
+            app_key: Some(Secret::new("key")),
+            app_secret: Some(Secret::new("secret")),
+            ..KisConfig::default()
+        });
+        KisFeed {
+            index: 0,
+            account: config.accounts()[0].clone(),
+            symbols: config.symbols.clone(),
+            http: reqwest::Client::new(),
+            approval_key: Some(Secret::new("approval")),
+            dedupe: Dedupe::new(100),
+            builder: CandleBuilder::new(&config.candles),
+            metrics: Arc::new(Metrics::default()),
+            requests: Requests::default(),
+            late_reported: 0,
+            config,
+        }
+    }
+
+    fn ticks(out: &[Item]) -> Vec<&Tick> {
+        out.iter()
+            .filter_map(|i| match i {
+                Item::Tick(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_multi_record_frame_is_every_trade_in_order() {
+        let mut feed = feed();
+        let frame = format!(
+            "0|H0STCNT0|002|{}^{}",
+            record("005930", "093000", "71500", "10", "1000"),
+            record("005930", "093001", "71600", "3", "1003")
+        );
+        let mut out = Vec::new();
+        feed.on_frame(frame.as_bytes(), &mut out).await;
+        let got = ticks(&out);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].symbol, "005930");
+        assert_eq!(got[0].price, Decimal::new(71500, 0));
+        assert_eq!(got[0].qty, Decimal::new(10, 0));
+        // 09:30:00 KST on 4 March 2026 is 00:30:00 UTC.
+        assert_eq!(got[0].ts, 1_772_584_200_000);
+        assert_eq!(got[1].trade_id.as_deref(), Some("20260304-1003"));
+        // The same frame again (a resent trade) publishes nothing new.
+        let mut again = Vec::new();
+        feed.on_frame(frame.as_bytes(), &mut again).await;
+        assert!(ticks(&again).is_empty());
+        assert_eq!(feed.metrics.snapshot().duplicates, 2);
+    }
+
+    #[tokio::test]
+    async fn a_frame_whose_count_disagrees_is_skipped_whole() {
+        let mut feed = feed();
+        let frame = format!(
+            "0|H0STCNT0|002|{}",
+            record("005930", "093000", "71500", "10", "1000")
+        );
+        let mut out = Vec::new();
+        feed.on_frame(frame.as_bytes(), &mut out).await;
+        assert!(out.is_empty());
+        assert_eq!(feed.metrics.snapshot().malformed, 1);
+    }
+
+    #[tokio::test]
+    async fn encrypted_frames_are_refused() {
+        let mut feed = feed();
+        let mut out = Vec::new();
+        feed.on_frame(b"1|H0STCNT0|001|c2VjcmV0", &mut out).await;
+        assert!(out.is_empty());
+        assert_eq!(feed.metrics.snapshot().unknown_events, 1);
+    }
+
+    #[tokio::test]
+    async fn pingpong_is_echoed_and_a_refused_key_is_dropped() {
+        let mut feed = feed();
+        let ping = r#"{"header":{"tr_id":"PINGPONG","datetime":"20260304093000"}}"#;
+        feed.on_frame(ping.as_bytes(), &mut Vec::new()).await;
+        let requests = feed.take_requests();
+        assert_eq!(requests.send, vec![ping.to_string()]);
+        assert!(requests.reconnect.is_none());
+
+        let refused = r#"{"header":{"tr_id":"H0STCNT0","tr_key":"005930","encrypt":"N"},"body":{"rt_cd":"1","msg_cd":"OPSP0011","msg1":"invalid approval : NOT FOUND"}}"#;
+        feed.on_frame(refused.as_bytes(), &mut Vec::new()).await;
+        assert!(feed.take_requests().reconnect.is_some());
+        assert!(feed.approval_key.is_none(), "a new key is fetched");
+    }
+
+    #[tokio::test]
+    async fn subscribe_replies_are_not_data() {
+        let mut feed = feed();
+        let mut out = Vec::new();
+        for reply in [
+            r#"{"header":{"tr_id":"H0STCNT0","tr_key":"005930","encrypt":"N"},"body":{"rt_cd":"0","msg_cd":"OPSP0000","msg1":"SUBSCRIBE SUCCESS","output":{"iv":"0123456789abcdef","key":"0123456789abcdef0123456789abcdef"}}}"#,
+            r#"{"header":{"tr_id":"H0STCNT0","tr_key":"005930","encrypt":"N"},"body":{"rt_cd":"1","msg_cd":"OPSP0002","msg1":"ALREADY IN SUBSCRIBE"}}"#,
+        ] {
+            feed.on_frame(reply.as_bytes(), &mut out).await;
+        }
+        assert!(out.is_empty());
+        let requests = feed.take_requests();
+        assert!(requests.send.is_empty() && requests.reconnect.is_none());
+        assert_eq!(feed.metrics.snapshot().unknown_events, 0);
+    }
+
+    #[test]
+    fn the_subscription_is_the_documented_json() {
+        let config = KisConfig::default();
+        let got: serde_json::Value =
+            serde_json::from_str(&config.subscription("AK", "005930")).expect("json");
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "header": {"approval_key": "AK", "custtype": "P", "tr_type": "1", "content-type": "utf-8"},
+                "body": {"input": {"tr_id": "H0STCNT0", "tr_key": "005930"}}
+            })
+        );
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let keys = KisConfig {
+            app_key: Some(Secret::new("k")),
+            app_secret: Some(Secret::new("s")),
+            ..KisConfig::default()
+        };
+        keys.validate().expect("valid");
+        let cases = [
+            (KisConfig::default(), "kis.app_key"),
+            (
+                KisConfig {
+                    symbols: vec!["5930".into()],
+                    ..keys.clone()
+                },
+                "kis.symbols[0]",
+            ),
+            (
+                KisConfig {
+                    symbols: (0..41).map(|i| format!("{i:06}")).collect(),
+                    ..keys.clone()
+                },
+                "kis.symbols",
+            ),
+            (
+                KisConfig {
+                    max_symbols_per_session: 42,
+                    ..keys.clone()
+                },
+                "kis.max_symbols_per_session",
+            ),
+        ];
+        for (config, key) in cases {
+            let err = config.validate().expect_err(key).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+}
