@@ -2,6 +2,8 @@
 //!
 //! - [`fake_telegram`]: a fake Telegram Bot API server (axum) that teloxide can be pointed
 //!   at; records and scripts calls, checks MarkdownV2 strictly, measures rate limits.
+//! - [`fake_kis`]: a fake KIS Open API (approval key and the real-time WebSocket) that
+//!   sends KRX trades in KIS's frames.
 //! - [`db`]: fresh migrated test databases (SQLite in a temporary directory, or a new
 //!   PostgreSQL database on the local server).
 //! - [`broker`]: faults forced from the broker's side (killing a role's connections).
@@ -13,10 +15,12 @@
 pub mod bench;
 pub mod broker;
 pub mod db;
+pub mod fake_kis;
 pub mod fake_telegram;
 pub mod faults;
 pub mod fixtures;
 
+pub use fake_kis::{FakeKis, KisTrade};
 pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};
 
 /// Polls `done` every 50 ms until it holds (`true`) or `timeout` has passed (`false`,

@@ -1,0 +1,377 @@
+//! A fake KIS Open API (한국투자증권) for tests: one axum server on `127.0.0.1:0` with the
+//! approval-key endpoint and the real-time WebSocket, speaking KIS's wire formats.
+//!
+//! - `POST /oauth2/Approval` with `{"grant_type":"client_credentials","appkey","secretkey"}`
+//!   answers `{"approval_key":"…"}` (or 403 with KIS's error body while refusing).
+//! - `GET /tryitout` upgrades to the WebSocket. Each subscription frame
+//!   (`{"header":{"approval_key","custtype","tr_type","content-type"},"body":{"input":{"tr_id","tr_key"}}}`)
+//!   gets KIS's JSON reply: `SUBSCRIBE SUCCESS`, `ALREADY IN SUBSCRIBE`, `MAX SUBSCRIBE OVER`
+//!   past 41 on a session, `invalid approval` for a key it did not issue (or revoked), and
+//!   `ALREADY IN USE appkey` for a second session of one app key.
+//! - [`FakeKis::trade`] sends `0|H0STCNT0|<count>|…` frames (46 fields a record) to every
+//!   session subscribed to the symbol; [`FakeKis::pingpong`] sends a PINGPONG and counts
+//!   the echoes; [`FakeKis::disconnect_all`] drops every session.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::Error;
+
+/// Fields of one `H0STCNT0` record.
+pub const TRADE_FIELDS: usize = 46;
+
+/// One KRX trade as KIS reports it.
+#[derive(Debug, Clone)]
+pub struct KisTrade {
+    pub symbol: String,
+    /// `YYYYMMDD`.
+    pub date: String,
+    /// `HHMMSS`, Seoul time.
+    pub time: String,
+    pub price: String,
+    pub volume: u64,
+    /// The day's accumulated volume after this trade.
+    pub accumulated: u64,
+}
+
+impl KisTrade {
+    /// The record's 46 fields joined by `^`.
+    pub fn record(&self) -> String {
+        let volume = self.volume.to_string();
+        let accumulated = self.accumulated.to_string();
+        let mut fields = vec!["0"; TRADE_FIELDS];
+        fields[0] = &self.symbol;
+        fields[1] = &self.time;
+        fields[2] = &self.price;
+        fields[7] = &self.price; // STCK_OPRC: not read by tickwatch, filled as KIS would
+        fields[12] = &volume;
+        fields[13] = &accumulated;
+        fields[33] = &self.date;
+        fields[34] = "20"; // 장중, 보통
+        fields[35] = "N";
+        fields.join("^")
+    }
+}
+
+#[derive(Default)]
+struct Session {
+    app_key: String,
+    symbols: BTreeSet<String>,
+    to_client: Option<mpsc::UnboundedSender<Message>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    approvals: Vec<Value>,
+    /// Issued approval key → app key.
+    issued: HashMap<String, String>,
+    refuse_approvals: bool,
+    sessions: HashMap<u64, Session>,
+    next_session: u64,
+    /// Every subscription frame received, as JSON.
+    subscriptions: Vec<Value>,
+    pingpong_echoes: usize,
+}
+
+/// The running fake; clones share it.
+#[derive(Clone)]
+pub struct FakeKis {
+    addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for FakeKis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeKis").field("addr", &self.addr).finish()
+    }
+}
+
+impl FakeKis {
+    pub async fn start() -> Result<FakeKis, Error> {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/oauth2/Approval", axum::routing::post(approval))
+            .route("/tryitout", axum::routing::get(upgrade))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(FakeKis { addr, inner })
+    }
+
+    /// The REST base (`kis.rest_url`).
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The WebSocket (`kis.ws_url`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/tryitout", self.addr)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Approval-key requests received, as JSON bodies.
+    pub fn approvals(&self) -> Vec<Value> {
+        self.lock().approvals.clone()
+    }
+
+    /// Refuse (403) every approval-key request from now on, or stop refusing.
+    pub fn refuse_approvals(&self, refuse: bool) {
+        self.lock().refuse_approvals = refuse;
+    }
+
+    /// Forgets every issued key: the next subscription with one is `invalid approval`.
+    pub fn revoke_keys(&self) {
+        self.lock().issued.clear();
+    }
+
+    /// Every subscription frame received.
+    pub fn subscriptions(&self) -> Vec<Value> {
+        self.lock().subscriptions.clone()
+    }
+
+    /// Symbols subscribed on the live sessions.
+    pub fn subscribed(&self) -> BTreeSet<String> {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| s.to_client.is_some())
+            .flat_map(|s| s.symbols.iter().cloned())
+            .collect()
+    }
+
+    /// Sends one data frame with these trades to every session subscribed to their
+    /// symbol; returns how many sessions got it.
+    pub fn trade(&self, trades: &[KisTrade]) -> usize {
+        let inner = self.lock();
+        let mut reached = 0;
+        for session in inner.sessions.values() {
+            let mine: Vec<String> = trades
+                .iter()
+                .filter(|t| session.symbols.contains(&t.symbol))
+                .map(KisTrade::record)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let frame = format!("0|H0STCNT0|{:03}|{}", mine.len(), mine.join("^"));
+            if let Some(tx) = &session.to_client
+                && tx.send(Message::Text(frame.into())).is_ok()
+            {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Sends a PINGPONG to every session.
+    pub fn pingpong(&self) {
+        let frame = json!({"header": {"tr_id": "PINGPONG", "datetime": "20260304093000"}});
+        for session in self.lock().sessions.values() {
+            if let Some(tx) = &session.to_client {
+                let _ = tx.send(Message::Text(frame.to_string().into()));
+            }
+        }
+    }
+
+    /// PINGPONG frames the clients echoed back.
+    pub fn pingpong_echoes(&self) -> usize {
+        self.lock().pingpong_echoes
+    }
+
+    /// Drops every session (the TCP connection closes without a close frame).
+    pub fn disconnect_all(&self) {
+        for session in self.lock().sessions.values_mut() {
+            session.to_client = None;
+        }
+    }
+}
+
+async fn approval(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    inner.approvals.push(body.clone());
+    let app_key = body["appkey"].as_str().unwrap_or_default().to_string();
+    let well_formed = body["grant_type"] == "client_credentials"
+        && !app_key.is_empty()
+        && body["secretkey"].as_str().is_some_and(|s| !s.is_empty());
+    if inner.refuse_approvals || !well_formed {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(
+                json!({"error_description": "유효하지 않은 AppKey입니다.", "error_code": "EGW00103"}),
+            ),
+        );
+    }
+    let key = format!("fake-approval-{}", inner.approvals.len());
+    inner.issued.insert(key.clone(), app_key);
+    (StatusCode::OK, Json(json!({ "approval_key": key })))
+}
+
+async fn upgrade(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    ws: WebSocketUpgrade,
+) -> impl IntoResponse {
+    ws.on_upgrade(move |socket| session(socket, inner))
+}
+
+fn reply(tr_key: &str, rt_cd: &str, msg_cd: &str, msg1: &str) -> Message {
+    let mut body = json!({"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": msg1});
+    if rt_cd == "0" {
+        body["output"] =
+            json!({"iv": "0123456789abcdef", "key": "0123456789abcdef0123456789abcdef"});
+    }
+    Message::Text(
+        json!({"header": {"tr_id": "H0STCNT0", "tr_key": tr_key, "encrypt": "N"}, "body": body})
+            .to_string()
+            .into(),
+    )
+}
+
+async fn session(mut socket: WebSocket, inner: Arc<Mutex<Inner>>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let id = {
+        let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.next_session += 1;
+        let id = inner.next_session;
+        inner.sessions.insert(
+            id,
+            Session {
+                to_client: Some(tx.clone()),
+                ..Session::default()
+            },
+        );
+        id
+    };
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(message) => {
+                    if socket.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let answer = on_client_text(&inner, id, text.as_str());
+                    if let Some(answer) = answer
+                        && socket.send(answer).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+        // Dropped by `disconnect_all`: end without a close frame.
+        let dropped = inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sessions
+            .get(&id)
+            .is_none_or(|s| s.to_client.is_none());
+        if dropped {
+            break;
+        }
+    }
+    inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sessions
+        .remove(&id);
+}
+
+fn on_client_text(inner: &Arc<Mutex<Inner>>, id: u64, text: &str) -> Option<Message> {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return Some(reply(
+            "",
+            "9",
+            "OPSP9999",
+            "JSON PARSING ERROR : invalid json format",
+        ));
+    };
+    if frame["header"]["tr_id"] == "PINGPONG" {
+        inner.pingpong_echoes += 1;
+        return None;
+    }
+    inner.subscriptions.push(frame.clone());
+    let header = &frame["header"];
+    let input = &frame["body"]["input"];
+    let tr_key = input["tr_key"].as_str().unwrap_or_default().to_string();
+    let approval_key = header["approval_key"].as_str().unwrap_or_default();
+    let Some(app_key) = inner.issued.get(approval_key).cloned() else {
+        return Some(reply(
+            &tr_key,
+            "1",
+            "OPSP0011",
+            "invalid approval : NOT FOUND",
+        ));
+    };
+    if header["custtype"] != "P" && header["custtype"] != "B" {
+        return Some(reply(
+            &tr_key,
+            "9",
+            "OPSP8998",
+            "JSON PARSING ERROR : invalid custtype",
+        ));
+    }
+    if header["tr_type"] != "1" || header["content-type"] != "utf-8" {
+        return Some(reply(
+            &tr_key,
+            "9",
+            "OPSP8997",
+            "JSON PARSING ERROR : invalid tr_type",
+        ));
+    }
+    if input["tr_id"] != "H0STCNT0" {
+        return Some(reply(
+            &tr_key,
+            "1",
+            "OPSP8991",
+            "SUBSCRIBE ERROR : invalid tr_id",
+        ));
+    }
+    if tr_key.len() != 6 {
+        return Some(reply(
+            &tr_key,
+            "1",
+            "OPSP8992",
+            "SUBSCRIBE ERROR : invalid tr_key",
+        ));
+    }
+    let in_use_elsewhere = inner
+        .sessions
+        .iter()
+        .any(|(other, s)| *other != id && s.to_client.is_some() && s.app_key == app_key);
+    if in_use_elsewhere {
+        return Some(reply(&tr_key, "9", "OPSP8996", "ALREADY IN USE appkey"));
+    }
+    let session = inner.sessions.get_mut(&id)?;
+    session.app_key = app_key;
+    if session.symbols.contains(&tr_key) {
+        return Some(reply(&tr_key, "1", "OPSP0002", "ALREADY IN SUBSCRIBE"));
+    }
+    if session.symbols.len() >= 41 {
+        return Some(reply(&tr_key, "9", "OPSP0008", "MAX SUBSCRIBE OVER"));
+    }
+    session.symbols.insert(tr_key.clone());
+    Some(reply(&tr_key, "0", "OPSP0000", "SUBSCRIBE SUCCESS"))
+}
