@@ -114,6 +114,11 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// The symbol universe: import a venue's whole list of instruments.
+    Symbols {
+        #[command(subcommand)]
+        action: SymbolsCommand,
+    },
     /// API keys.
     Apikey {
         #[command(subcommand)]
@@ -217,6 +222,28 @@ enum DlqCommand {
         /// Confirms that the messages are to be dropped.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SymbolsCommand {
+    /// Import a venue's list (again: names are updated, delisted symbols marked inactive).
+    /// binance and upbit read the venue's API unless given a file or URL; krx reads KIS's
+    /// master files (kospi_code.mst and kosdaq_code.mst, unzipped from
+    /// https://new.real.download.dws.co.kr/common/master/kospi_code.mst.zip and
+    /// …/kosdaq_code.mst.zip) or a CSV `code,name,market` — give all of them at once, as the
+    /// import is the venue's complete list.
+    Import {
+        #[arg(value_enum)]
+        source: ops::symbols::ImportSource,
+        /// Files or URLs; binance and upbit default to the venue's API.
+        inputs: Vec<String>,
+    },
+    /// Search as the bot and the API do (`삼성`, `btc`, `venue:SYMBOL`), with the time taken.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
     },
 }
 
@@ -535,6 +562,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             bench::scale::run(&config, &plan).await.map(drop)
         }
+        Command::Symbols { action } => match action {
+            SymbolsCommand::Import { source, inputs } => {
+                ops::symbols::import(&config, source, &inputs).await
+            }
+            SymbolsCommand::Search { query, limit } => {
+                ops::symbols::search(&config, &query, limit).await
+            }
+        },
         Command::User { action } => match action {
             UserCommand::Add {
                 name,

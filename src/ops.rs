@@ -363,3 +363,148 @@ mod tests {
         );
     }
 }
+
+/// `tickwatch symbols import|search`.
+pub mod symbols {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use anyhow::Context;
+    use tickwatch_gateway::services::universe::{self, Listed};
+
+    use crate::config::Config;
+
+    /// Where a symbol list comes from.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    pub enum ImportSource {
+        /// Binance spot: `GET /api/v3/exchangeInfo` (symbols that are TRADING).
+        Binance,
+        /// Upbit: `GET /v1/market/all?isDetails=true` (Korean and English names).
+        Upbit,
+        /// KRX stocks: KIS's master files (`*.mst`) or a CSV `code,name,market`.
+        Krx,
+    }
+
+    impl ImportSource {
+        fn venue(self) -> &'static str {
+            match self {
+                ImportSource::Binance => "binance",
+                ImportSource::Upbit => "upbit",
+                ImportSource::Krx => "krx",
+            }
+        }
+
+        fn default_url(self) -> Option<&'static str> {
+            match self {
+                ImportSource::Binance => Some("https://api.binance.com/api/v3/exchangeInfo"),
+                ImportSource::Upbit => Some("https://api.upbit.com/v1/market/all?isDetails=true"),
+                ImportSource::Krx => None,
+            }
+        }
+    }
+
+    /// A file's bytes, or a URL's body.
+    async fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
+        if input.starts_with("http://") || input.starts_with("https://") {
+            let response = reqwest::Client::new()
+                .get(input)
+                .timeout(std::time::Duration::from_secs(60))
+                .send()
+                .await
+                .with_context(|| {
+                    format!("{input} unreachable (on a machine without internet, give a file)")
+                })?;
+            let status = response.status();
+            anyhow::ensure!(status.is_success(), "{input} answered {status}");
+            Ok(response.bytes().await?.to_vec())
+        } else {
+            std::fs::read(input).with_context(|| format!("cannot read {input}"))
+        }
+    }
+
+    fn parse(source: ImportSource, input: &str, bytes: &[u8]) -> anyhow::Result<Vec<Listed>> {
+        let text = || String::from_utf8_lossy(bytes).into_owned();
+        Ok(match source {
+            ImportSource::Binance => universe::parse_binance_exchange_info(&text())?,
+            ImportSource::Upbit => universe::parse_upbit_markets(&text())?,
+            ImportSource::Krx if input.to_ascii_lowercase().ends_with(".csv") => {
+                universe::parse_krx_csv(&text())?
+            }
+            ImportSource::Krx => {
+                let name = Path::new(input)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let tail = universe::master_tail(&name).with_context(|| {
+                    format!("{input}: a KIS master file is named kospi_code.mst or kosdaq_code.mst (or give a .csv)")
+                })?;
+                universe::parse_krx_master(bytes, tail)?
+            }
+        })
+    }
+
+    pub async fn import(
+        config: &Config,
+        source: ImportSource,
+        inputs: &[String],
+    ) -> anyhow::Result<()> {
+        let inputs: Vec<String> = match (inputs.is_empty(), source.default_url()) {
+            (false, _) => inputs.to_vec(),
+            (true, Some(url)) => vec![url.to_string()],
+            (true, None) => anyhow::bail!(
+                "krx: give KIS's master files (kospi_code.mst kosdaq_code.mst) or a CSV code,name,market"
+            ),
+        };
+        let mut listed = Vec::new();
+        for input in &inputs {
+            let bytes = read_input(input).await?;
+            let found = parse(source, input, &bytes).with_context(|| input.to_string())?;
+            crate::say!("{input}: {} symbols", found.len());
+            listed.extend(found);
+        }
+        let db = crate::app::database(config, crate::app::Migrations::Require).await?;
+        let services = tickwatch_gateway::Services::new(db, None);
+        let started = Instant::now();
+        let report = services.import_symbols(source.venue(), listed).await?;
+        crate::say!(
+            "{}: {} listed — {} added, {} updated, {} unchanged, {} marked inactive ({:.1} s)",
+            report.venue,
+            report.listed,
+            report.added,
+            report.updated,
+            report.unchanged,
+            report.deactivated,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    pub async fn search(config: &Config, query: &str, limit: usize) -> anyhow::Result<()> {
+        let db = crate::app::database(config, crate::app::Migrations::Require).await?;
+        let services = tickwatch_gateway::Services::new(db, None);
+        // The first search reads the table; later ones (as in a running API or bot) use
+        // the list in memory.
+        let first = Instant::now();
+        services.search_symbols(query, limit).await?;
+        let cold = first.elapsed();
+        let warm = Instant::now();
+        let found = services.search_symbols(query, limit).await?;
+        let warm = warm.elapsed();
+        for s in &found {
+            crate::say!(
+                "{:<8} {:<12} {}{}",
+                s.venue,
+                s.symbol,
+                s.name,
+                if s.active { "" } else { "  (delisted)" }
+            );
+        }
+        crate::say!(
+            "{} found; {:.2} ms from the database, {:.2} ms from memory",
+            found.len(),
+            cold.as_secs_f64() * 1000.0,
+            warm.as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+}

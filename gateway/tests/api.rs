@@ -59,9 +59,18 @@ async fn alerts_crud_and_ownership(backend: Backend) {
         "expires_at",
         "active",
         "created_at",
+        // Only in a create's answer, and only while something may keep the rule from
+        // firing: here no price of BTCUSDT has arrived.
+        "warnings",
     ]
     .into();
     assert_eq!(keys, expected, "exactly the design's JSON: {created}");
+    assert!(
+        created["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("no price of binance:BTCUSDT has arrived yet")),
+        "{created}"
+    );
     assert_eq!(created["threshold"], "65000");
     assert_eq!(created["active"], true);
     assert_eq!(created["expires_at"], Value::Null);

@@ -37,7 +37,8 @@ fn trade(
 
 /// `YYYY-MM-DD HH:MM` in Seoul as epoch ms.
 fn kst(text: &str) -> i64 {
-    tickwatch_schema::history::parse_ts(&format!("{}:00+09:00", text.replace(' ', "T"))).expect("time")
+    tickwatch_schema::history::parse_ts(&format!("{}:00+09:00", text.replace(' ', "T")))
+        .expect("time")
 }
 
 #[tokio::test]

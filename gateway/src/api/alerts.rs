@@ -229,6 +229,10 @@ pub struct AlertOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     pub active: bool,
+    /// Why the rule may never fire (a delisted symbol, no price of it yet); only in the
+    /// answer to a create.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Epoch milliseconds.
     pub created_at: i64,
 }
@@ -254,6 +258,7 @@ impl From<AlertRule> for AlertOut {
             hysteresis_pct: text(spec.hysteresis_pct),
             template: spec.template,
             active: rule.active,
+            warnings: Vec::new(),
             created_at: rule.created_at,
         }
     }
@@ -335,11 +340,18 @@ pub async fn create(
     Auth(caller): Auth,
     JsonBody(new): JsonBody<NewAlert>,
 ) -> Result<(StatusCode, Json<AlertOut>)> {
-    let rule = state
-        .services()
+    let services = state.services();
+    let rule = services
         .create_rule(caller.user_id, new.into_spec())
         .await?;
-    Ok((StatusCode::CREATED, Json(AlertOut::from(rule))))
+    let (venue, symbol) = (rule.spec.venue.clone(), rule.spec.symbol.clone());
+    let warnings = services.symbol_warnings(&venue, &symbol).await?;
+    let mut out = AlertOut::from(rule);
+    out.warnings = warnings
+        .into_iter()
+        .map(|w| w.message(&venue, &symbol))
+        .collect();
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// One of the caller's rules (another user's rule is a 404, like a missing one).

@@ -161,6 +161,12 @@ texts! {
     /// `/alert` done: `name` is ` — <name>` or empty, `rule` the rule's line.
     ALERT_SET => en: "✅ Alert <b>#{id}</b> set{name}:\n{rule}\n/alerts lists yours; /pause {id} or /delalert {id}.",
         ko: "✅ 알림 <b>#{id}</b> 설정{name}:\n{rule}\n/alerts 로 목록, /pause {id} 일시정지, /delalert {id} 삭제.";
+    /// After ALERT_SET: the symbol is no longer in its venue's list.
+    ALERT_WARN_DELISTED => en: "⚠️ {symbol} is delisted: this alert fires only if data still arrives.",
+        ko: "⚠️ {symbol} 은(는) 상장폐지된 종목입니다: 데이터가 들어오는 경우에만 알림이 울립니다.";
+    /// After ALERT_SET: no price of the symbol has arrived yet.
+    ALERT_WARN_NO_DATA => en: "⚠️ No price of {symbol} has arrived yet: no source may publish it. The alert waits until one does.",
+        ko: "⚠️ 아직 {symbol} 의 시세가 들어오지 않았습니다: 이 종목을 보내는 소스가 없을 수 있습니다. 시세가 들어오면 알림이 동작합니다.";
     /// `/alerts` with no rules.
     NO_ALERTS => en: "You have no alerts yet. Example: <code>/alert BTCUSDT &gt; 65000</code>",
         ko: "아직 알림이 없습니다. 예: <code>/alert 삼성전자 &gt; 70000</code>";

@@ -12,6 +12,8 @@
 //! return went the way the kind points (`SignalKind::direction`) — down for the bearish kinds, up for the others
 //! (the direction-less ones have a long bias); a return of exactly 0 is no hit.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -37,6 +39,8 @@ pub struct SymbolInfo {
     pub name: String,
     pub market: String,
     pub aliases: Vec<String>,
+    /// False once the venue's list no longer has it (delisted).
+    pub active: bool,
 }
 
 impl From<symbol::Model> for SymbolInfo {
@@ -53,6 +57,7 @@ impl From<symbol::Model> for SymbolInfo {
             symbol: row.symbol,
             name: row.name,
             market: row.market,
+            active: row.active,
         }
     }
 }
@@ -87,6 +92,30 @@ fn match_rank(info: &SymbolInfo, query: &str) -> Option<u8> {
         Some(4)
     } else {
         None
+    }
+}
+
+/// Why an alert on a symbol may never fire, told to the user when they create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymbolWarning {
+    /// The venue's list no longer has it.
+    Delisted,
+    /// No price of it has arrived yet: no configured source publishes it (or its market
+    /// has not traded since tickwatch started).
+    NoData,
+}
+
+impl SymbolWarning {
+    /// The warning in English, for the API.
+    pub fn message(self, venue: &str, symbol: &str) -> String {
+        match self {
+            SymbolWarning::Delisted => format!(
+                "{venue}:{symbol} is delisted (no longer in the venue's list): the alert fires only if data still arrives"
+            ),
+            SymbolWarning::NoData => format!(
+                "no price of {venue}:{symbol} has arrived yet: check that a source publishes it (run.sources, tickwatch produce …); the alert waits until one does"
+            ),
+        }
     }
 }
 
@@ -222,39 +251,58 @@ fn parse_price(field: &str, text: &str) -> Result<Decimal> {
 impl Services {
     /// Every known symbol.
     pub async fn all_symbols(&self) -> Result<Vec<SymbolInfo>> {
-        Ok(symbol::Entity::find()
-            .order_by_asc(symbol::Column::Venue)
-            .order_by_asc(symbol::Column::Symbol)
-            .all(self.db())
-            .await?
-            .into_iter()
-            .map(SymbolInfo::from)
-            .collect())
+        Ok(self.symbol_list().await?.as_ref().clone())
+    }
+
+    /// Every symbol, from the in-memory list when fresh (see [`super::SYMBOLS_TTL`]).
+    async fn symbol_list(&self) -> Result<Arc<Vec<SymbolInfo>>> {
+        if let Some(list) = self.cached_symbols() {
+            return Ok(list);
+        }
+        let list: Arc<Vec<SymbolInfo>> = Arc::new(
+            symbol::Entity::find()
+                .order_by_asc(symbol::Column::Venue)
+                .order_by_asc(symbol::Column::Symbol)
+                .all(self.db())
+                .await?
+                .into_iter()
+                .map(SymbolInfo::from)
+                .collect(),
+        );
+        self.cache_symbols(list.clone());
+        Ok(list)
     }
 
     /// Symbols matching a search by symbol, name or alias (`삼성`, `samsung`, `btc`), best
     /// first. `venue:SYMBOL` finds that one. An empty query lists symbols.
     pub async fn search_symbols(&self, query: &str, limit: usize) -> Result<Vec<SymbolInfo>> {
         let query = query.trim().to_lowercase();
-        let all = self.all_symbols().await?;
+        let all = self.symbol_list().await?;
         if query.is_empty() {
-            return Ok(all.into_iter().take(limit).collect());
+            return Ok(all.iter().take(limit).cloned().collect());
         }
         if let Some((venue, sym)) = query.split_once(':') {
             return Ok(all
-                .into_iter()
+                .iter()
                 .filter(|s| s.venue == venue && s.symbol.to_lowercase() == sym)
                 .take(limit)
+                .cloned()
                 .collect());
         }
-        // The symbols table is small (instruments, not trades): ranking in memory keeps the
-        // search the same on SQLite and PostgreSQL, Hangul included.
-        let mut ranked: Vec<(u8, SymbolInfo)> = all
-            .into_iter()
-            .filter_map(|s| match_rank(&s, &query).map(|r| (r, s)))
+        // Instruments, not trades (a few thousand): ranking in memory keeps the search the
+        // same on SQLite and PostgreSQL, Hangul included. Listed symbols before delisted.
+        let mut ranked: Vec<(u8, bool, &SymbolInfo)> = all
+            .iter()
+            .filter_map(|s| match_rank(s, &query).map(|r| (r, !s.active, s)))
             .collect();
-        ranked.sort_by(|a, b| (a.0, &a.1.venue, &a.1.symbol).cmp(&(b.0, &b.1.venue, &b.1.symbol)));
-        Ok(ranked.into_iter().take(limit).map(|(_, s)| s).collect())
+        ranked.sort_by(|a, b| {
+            (a.0, a.1, &a.2.venue, &a.2.symbol).cmp(&(b.0, b.1, &b.2.venue, &b.2.symbol))
+        });
+        Ok(ranked
+            .into_iter()
+            .take(limit)
+            .map(|(_, _, s)| s.clone())
+            .collect())
     }
 
     /// What a name typed in the bot stands for: `venue:SYMBOL`, an exact symbol
@@ -262,7 +310,7 @@ impl Services {
     pub async fn resolve_symbol(&self, text: &str) -> Result<Resolution> {
         let text = text.trim();
         let lowered = text.to_lowercase();
-        let all = self.all_symbols().await?;
+        let all = self.symbol_list().await?;
         if let Some((venue, sym)) = text.split_once(':') {
             let venue = venue.trim().to_lowercase();
             let sym = sym.trim().to_uppercase();
@@ -281,6 +329,7 @@ impl Services {
                 symbol: sym,
                 market: String::new(),
                 aliases: Vec::new(),
+                active: true,
             }));
         }
         let by_symbol: Vec<SymbolInfo> = all
@@ -308,6 +357,30 @@ impl Services {
             }),
             _ => Ok(Resolution::Ambiguous(exact)),
         }
+    }
+
+    /// What may keep an alert on `venue`/`symbol` from ever firing.
+    pub async fn symbol_warnings(
+        &self,
+        venue: &str,
+        symbol_name: &str,
+    ) -> Result<Vec<SymbolWarning>> {
+        let mut warnings = Vec::new();
+        let listed = self.symbol_list().await?;
+        if listed
+            .iter()
+            .any(|s| s.venue == venue && s.symbol == symbol_name && !s.active)
+        {
+            warnings.push(SymbolWarning::Delisted);
+        }
+        let priced = latest_price::Entity::find_by_id((venue.to_string(), symbol_name.to_string()))
+            .one(self.db())
+            .await?
+            .is_some();
+        if !priced {
+            warnings.push(SymbolWarning::NoData);
+        }
+        Ok(warnings)
     }
 
     /// The latest price of `venue`/`symbol` and the day's change; `NotFound` if no price
@@ -507,6 +580,7 @@ mod tests {
             name: "삼성전자".into(),
             market: "krx".into(),
             aliases: vec!["삼성전자".into(), "삼성".into(), "samsung".into()],
+            active: true,
         };
         assert_eq!(match_rank(&info, "005930"), Some(0));
         assert_eq!(match_rank(&info, "삼성"), Some(1));

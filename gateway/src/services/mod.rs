@@ -12,6 +12,7 @@
 //! - [`users`]: users, Telegram registration, preferences, API keys and authentication.
 //! - [`market`]: symbols (search and resolution), prices with the day's change, signals and
 //!   their outcome statistics.
+//! - [`universe`]: importing a venue's whole symbol list (Binance, Upbit, KIS master files).
 //! - [`system`]: global halt/resume, system statistics, the DLQ summary.
 
 pub mod broadcasts;
@@ -20,6 +21,7 @@ pub mod operators;
 pub mod rules;
 pub mod subscriptions;
 pub mod system;
+pub mod universe;
 pub mod users;
 
 use crate::events::ControlAnnounced;
@@ -52,7 +54,14 @@ struct Inner {
     broker: Option<Broker>,
     publisher: Option<Publisher>,
     announce_timeout: Duration,
+    /// Every symbol, read at most every [`SYMBOLS_TTL`]: search runs on thousands of them
+    /// per keystroke. An import in this process clears it at once; another process's
+    /// import shows within the TTL.
+    symbols: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<market::SymbolInfo>>)>>,
 }
+
+/// How long the symbol list is kept in memory.
+pub const SYMBOLS_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,12 +97,32 @@ impl Services {
                 broker,
                 publisher,
                 announce_timeout,
+                symbols: std::sync::Mutex::new(None),
             }),
         }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.inner.db
+    }
+
+    /// The cached symbol list, if fresh.
+    pub(crate) fn cached_symbols(&self) -> Option<Arc<Vec<market::SymbolInfo>>> {
+        let cache = self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < SYMBOLS_TTL)
+            .map(|(_, list)| list.clone())
+    }
+
+    pub(crate) fn cache_symbols(&self, list: Arc<Vec<market::SymbolInfo>>) {
+        *self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), list));
+    }
+
+    /// Drops the cached symbol list (after an import).
+    pub(crate) fn forget_symbols(&self) {
+        *self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn broker(&self) -> Option<&Broker> {

@@ -88,15 +88,29 @@ impl Session<'_> {
         } else {
             String::new()
         };
-        self.reply(self.text_with(
+        let mut text = self.text_with(
             &texts::ALERT_SET,
             &[
                 ("id", &rule.id),
                 ("name", &name),
                 ("rule", &rule_line(&rule)),
             ],
-        ))
-        .await
+        );
+        let symbol = format!("{}:{}", info.venue, info.symbol);
+        for warning in self
+            .ctx
+            .services
+            .symbol_warnings(&info.venue, &info.symbol)
+            .await?
+        {
+            let warning = match warning {
+                SymbolWarning::Delisted => &texts::ALERT_WARN_DELISTED,
+                SymbolWarning::NoData => &texts::ALERT_WARN_NO_DATA,
+            };
+            text.push('\n');
+            text.push_str(&self.text_with(warning, &[("symbol", &esc(&symbol))]));
+        }
+        self.reply(text).await
     }
 
     pub(super) fn rule_buttons(&self, rules: &[AlertRule]) -> InlineKeyboardMarkup {

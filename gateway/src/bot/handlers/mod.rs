@@ -21,7 +21,7 @@ use super::parse::{
 use super::text::{esc, fraction_pct, help, rule_line, signed_pct, time, usage};
 use super::texts::{self, Arg, Text};
 use crate::error::{Error, Result};
-use crate::services::market::{Resolution, SignalFilter, SymbolInfo};
+use crate::services::market::{Resolution, SignalFilter, SymbolInfo, SymbolWarning};
 use crate::services::subscriptions::NewSubscription;
 use crate::services::users::{Language, Preference, ROLE_ADMIN, Registration, preferences};
 

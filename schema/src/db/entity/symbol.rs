@@ -14,6 +14,9 @@ pub struct Model {
     pub aliases: String,
     /// `crypto`, `krx` or `us`: decides the trading day of daily candles.
     pub market: String,
+    /// False once a re-import no longer lists it (delisted): still found, and its rules
+    /// keep working on whatever data arrives, but users are told.
+    pub active: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@ mod m20261121_000001_initial;
 pub mod m20261121_000002_seed_symbols;
 mod m20261122_000003_signal_progress;
 mod m20261122_000004_alert_prices;
+mod m20261207_000005_symbol_universe;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_seed_symbols::Migration),
             Box::new(m20261122_000003_signal_progress::Migration),
             Box::new(m20261122_000004_alert_prices::Migration),
+            Box::new(m20261207_000005_symbol_universe::Migration),
         ]
     }
 }
