@@ -923,6 +923,7 @@ async fn openapi_describes_every_route_exactly() {
         ("GET", "/v1/admin/stats"),
         ("GET", "/v1/admin/dlq"),
         ("POST", "/v1/admin/alertmanager"),
+        ("POST", "/v1/admin/symbols/import"),
     ]
     .into_iter()
     .map(|(method, path)| (method.to_string(), path.to_string()))

@@ -144,3 +144,68 @@ async fn krx_master_files() {
     }
     db.close().await.expect("close");
 }
+
+/// The same through the admin API, in tickwatch's own shape: admins only, a bad entry is a
+/// 422 naming its field, and the imported names are searchable at once.
+#[tokio::test]
+async fn the_admin_api_imports_a_list() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let db = database(Backend::Sqlite).await;
+    let server = common::Server::start(
+        Services::new(db.conn.clone(), None),
+        tickwatch_gateway::ApiConfig::default(),
+    )
+    .await;
+    let (_, admin) = common::user_with_key(&server.services, "root", true).await;
+    let (_, user) = common::user_with_key(&server.services, "minji", false).await;
+    let body = json!({"venue": "upbit", "symbols": [
+        {"symbol": "KRW-BTC", "name": "비트코인 (KRW)", "aliases": ["비트코인", "bitcoin", "btc"]},
+        {"symbol": "KRW-DOGE", "name": "도지코인 (KRW)", "aliases": ["도지코인", "dogecoin", "doge"], "market": "crypto"},
+    ]});
+    let import = async |key: &str, body: serde_json::Value| {
+        server
+            .json(
+                Method::POST,
+                "/v1/admin/symbols/import",
+                Some(key),
+                Some(body),
+            )
+            .await
+    };
+
+    let (status, _) = import(&user, body.clone()).await;
+    assert_eq!(status, 403);
+    let (status, report) = import(&admin, body.clone()).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["venue"], "upbit");
+    assert_eq!(report["listed"], 2);
+    let (_, again) = import(&admin, body).await;
+    assert_eq!(
+        (again["added"].as_u64(), again["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+
+    let (status, problem) = import(
+        &admin,
+        json!({"venue": "upbit", "symbols": [{"symbol": "krw-doge", "name": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("symbol"), "{problem}");
+
+    let (_, found) = server
+        .json(
+            Method::GET,
+            "/v1/symbols?query=%EB%8F%84%EC%A7%80",
+            Some(&user),
+            None,
+        )
+        .await;
+    assert_eq!(found["items"][0]["symbol"], "KRW-DOGE", "도지: {found}");
+    assert_eq!(found["items"][0]["active"], true);
+    server.stop().await;
+    db.close().await.expect("close");
+}

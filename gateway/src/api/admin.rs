@@ -15,11 +15,12 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::fields::{ChatId, present};
+use super::fields::{ChatId, Symbol, Venue, present};
 use super::problem::Problem;
 use super::{AdminAuth, ApiState, Auth, JsonBody, path_id};
 use crate::error::{Error, Result};
 use crate::services::system::SystemStats;
+use crate::services::universe::{ImportReport, Listed};
 use crate::services::users::{Language, NewApiKey, NewUser, RemovedUser, UserInfo};
 
 /// The body of `POST /v1/admin/users`.
@@ -237,6 +238,128 @@ pub async fn create_api_key(
     let id = path_id(&id, "user")?;
     let key = state.services().create_api_key(id).await?;
     Ok((StatusCode::CREATED, Json(key)))
+}
+
+/// A symbol's name or alias: 1 to 100 characters, no control characters and no `|`, not
+/// only spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(pub String);
+
+impl Label {
+    const PATTERN: &'static str =
+        "^[^|\\x00-\\x1f\\x7f-\\x9f]*[^|\\x00-\\x20\\x7f-\\x9f][^|\\x00-\\x1f\\x7f-\\x9f]*$";
+    const MAX_CHARS: usize = 100;
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        static RE: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(Label::PATTERN).expect("the pattern compiles"));
+        let text = String::deserialize(d)?;
+        let count = text.chars().count();
+        if count == 0 || count > Label::MAX_CHARS {
+            return Err(de::Error::custom(format!(
+                "is {count} characters long; 1 to {} are allowed",
+                Label::MAX_CHARS
+            )));
+        }
+        if !RE.is_match(&text) {
+            return Err(de::Error::custom(
+                "holds control characters or `|`, or only spaces",
+            ));
+        }
+        Ok(Label(text))
+    }
+}
+
+impl PartialSchema for Label {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .min_length(Some(1))
+            .max_length(Some(Label::MAX_CHARS))
+            .pattern(Some(Label::PATTERN))
+            .description(Some(
+                "1 to 100 characters, no control characters and no `|`, not only spaces",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Label {}
+
+/// Which trading day a symbol's daily candles follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MarketIn {
+    /// UTC days.
+    Crypto,
+    /// Seoul days.
+    Krx,
+    /// New York days.
+    Us,
+}
+
+/// One instrument of a venue's list.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListedIn {
+    pub symbol: Symbol,
+    pub name: Label,
+    /// Further names users search by (`리플`, `xrp`). Names already stored are kept.
+    #[serde(default)]
+    pub aliases: Vec<Label>,
+    /// Default: `krx` for the venue `krx`, `crypto` otherwise.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub market: Option<MarketIn>,
+}
+
+/// The body of `POST /v1/admin/symbols/import`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"venue":"upbit","symbols":[{"symbol":"KRW-XRP","name":"리플 (KRW)","aliases":["리플","xrp"]}]}))]
+pub struct SymbolsImportIn {
+    pub venue: Venue,
+    /// The venue's complete list. `tickwatch symbols import` reads the venues' own formats
+    /// (Binance's exchangeInfo, Upbit's market list, KIS's master files) into this.
+    pub symbols: Vec<ListedIn>,
+}
+
+/// Replaces a venue's symbol list (admins): new symbols added, names updated (aliases kept
+/// and extended), symbols no longer listed marked inactive (kept, still found), returning
+/// ones reactivated. The same list twice changes nothing.
+#[utoipa::path(post, operation_id = "admin_symbols_import", path = "/v1/admin/symbols/import", tag = "admin",
+    security(("bearer" = [])),
+    request_body = SymbolsImportIn,
+    responses(
+        (status = 200, description = "What the import changed", body = ImportReport),
+    ))]
+pub async fn import_symbols(
+    State(state): State<ApiState>,
+    _admin: AdminAuth,
+    JsonBody(body): JsonBody<SymbolsImportIn>,
+) -> Result<Json<ImportReport>> {
+    let venue = body.venue.0;
+    let default_market = if venue == "krx" { "krx" } else { "crypto" };
+    let listed = body
+        .symbols
+        .into_iter()
+        .map(|item| Listed {
+            venue: venue.clone(),
+            symbol: item.symbol.0,
+            name: item.name.0,
+            aliases: item.aliases.into_iter().map(|a| a.0).collect(),
+            market: match item.market {
+                Some(MarketIn::Crypto) => "crypto",
+                Some(MarketIn::Krx) => "krx",
+                Some(MarketIn::Us) => "us",
+                None => default_market,
+            }
+            .to_string(),
+        })
+        .collect();
+    Ok(Json(state.services().import_symbols(&venue, listed).await?))
 }
 
 /// Users, rules, subscriptions, the halt flag and queue depths (admins).

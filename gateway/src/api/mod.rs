@@ -139,6 +139,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(admin::create_api_key))
         .routes(routes!(admin::stats))
         .routes(routes!(admin::dlq))
+        .routes(routes!(admin::import_symbols))
         .routes(routes!(alertmanager::receive))
 }
 

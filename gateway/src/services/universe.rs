@@ -75,7 +75,7 @@ pub fn parse_binance_exchange_info(json: &str) -> Result<Vec<Listed>> {
         true
     }
     let info: Info = serde_json::from_str(json)
-        .map_err(|e| invalid("binance", format!("not an exchangeInfo answer: {e}")))?;
+        .map_err(|e| invalid("data", format!("not an exchangeInfo answer: {e}")))?;
     Ok(info
         .symbols
         .into_iter()
@@ -103,7 +103,7 @@ pub fn parse_upbit_markets(json: &str) -> Result<Vec<Listed>> {
         english_name: String,
     }
     let entries: Vec<Entry> = serde_json::from_str(json)
-        .map_err(|e| invalid("upbit", format!("not a market/all answer: {e}")))?;
+        .map_err(|e| invalid("data", format!("not a market/all answer: {e}")))?;
     Ok(entries
         .into_iter()
         .map(|e| {
@@ -155,7 +155,7 @@ pub fn parse_krx_master(bytes: &[u8], tail: usize) -> Result<Vec<Listed>> {
         }
         if row.len() < 21 + tail {
             return Err(invalid(
-                "krx",
+                "data",
                 format!(
                     "row {}: {} bytes, shorter than a master row (21 + name + {tail}); is this the right file (KOSPI tail 227, KOSDAQ 221)?",
                     n + 1,
@@ -166,7 +166,7 @@ pub fn parse_krx_master(bytes: &[u8], tail: usize) -> Result<Vec<Listed>> {
         let (front, rest) = row.split_at(row.len() - tail);
         if !rest.is_ascii() {
             return Err(invalid(
-                "krx",
+                "data",
                 format!(
                     "row {}: the fixed-width tail is not ASCII; is this the right file (KOSPI tail 227, KOSDAQ 221)?",
                     n + 1
@@ -177,14 +177,14 @@ pub fn parse_krx_master(bytes: &[u8], tail: usize) -> Result<Vec<Listed>> {
         let (name, _, failed) = encoding_rs::EUC_KR.decode(&front[21..]);
         if failed {
             return Err(invalid(
-                "krx",
+                "data",
                 format!("row {}: the name is not cp949", n + 1),
             ));
         }
         let name = name.trim().to_string();
         if !rest[..2].iter().all(u8::is_ascii_uppercase) {
             return Err(invalid(
-                "krx",
+                "data",
                 format!(
                     "row {}: no security group code (ST, EF, …) where the tail starts; is this the right file (KOSPI tail 227, KOSDAQ 221)?",
                     n + 1
@@ -193,7 +193,7 @@ pub fn parse_krx_master(bytes: &[u8], tail: usize) -> Result<Vec<Listed>> {
         }
         let group = String::from_utf8_lossy(&rest[..2]).to_string();
         if code.is_empty() || name.is_empty() {
-            return Err(invalid("krx", format!("row {}: no code or name", n + 1)));
+            return Err(invalid("data", format!("row {}: no code or name", n + 1)));
         }
         out.push(krx_listed(code, name, Some(group)));
     }
@@ -223,7 +223,7 @@ pub fn parse_krx_csv(text: &str) -> Result<Vec<Listed>> {
         .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| invalid("csv", format!("no header row: {e}")))?
+        .map_err(|e| invalid("data", format!("no header row: {e}")))?
         .clone();
     let column = |name: &str| {
         headers
@@ -231,7 +231,7 @@ pub fn parse_krx_csv(text: &str) -> Result<Vec<Listed>> {
             .position(|h| h.eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 invalid(
-                    "csv",
+                    "data",
                     format!("no `{name}` column (header: code,name,market)"),
                 )
             })
@@ -239,11 +239,14 @@ pub fn parse_krx_csv(text: &str) -> Result<Vec<Listed>> {
     let (code, name) = (column("code")?, column("name")?);
     let mut out = Vec::new();
     for (n, row) in reader.records().enumerate() {
-        let row = row.map_err(|e| invalid("csv", format!("row {}: {e}", n + 2)))?;
+        let row = row.map_err(|e| invalid("data", format!("row {}: {e}", n + 2)))?;
         let field = |i: usize| row.get(i).unwrap_or_default().to_string();
         let (code, name) = (field(code), field(name));
         if code.is_empty() || name.is_empty() {
-            return Err(invalid("csv", format!("row {}: empty code or name", n + 2)));
+            return Err(invalid(
+                "data",
+                format!("row {}: empty code or name", n + 2),
+            ));
         }
         out.push(krx_listed(code, name, None));
     }
@@ -258,12 +261,12 @@ impl Services {
         for item in listed {
             if item.venue != venue {
                 return Err(invalid(
-                    "symbols",
+                    "data",
                     format!("`{}` is of venue {}, not {venue}", item.symbol, item.venue),
                 ));
             }
             validate_symbol(&item.symbol)
-                .map_err(|e| invalid("symbols", format!("`{}`: {e}", item.symbol)))?;
+                .map_err(|e| invalid("data", format!("`{}`: {e}", item.symbol)))?;
             wanted.insert(item.symbol.clone(), item);
         }
         let mut report = ImportReport {
