@@ -180,3 +180,65 @@ fn completions_and_the_manual_page_print_without_a_configuration() {
     assert!(man.contains(".TH tickwatch 1"), "{man}");
     assert!(man.contains("consume"), "{man}");
 }
+
+/// Serves one HTTP answer with `body` on a local port, as a venue's API would; its URL.
+fn serve_once(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/v1/market/all?isDetails=true",
+        listener.local_addr().expect("addr")
+    );
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn symbols_are_imported_from_a_venue_and_from_kis_master_files() {
+    let cli = Cli::new();
+    cli.ok(&["migrate", "up"]);
+    let upbit = serve_once(
+        r#"[{"market":"KRW-BTC","korean_name":"비트코인","english_name":"Bitcoin"},{"market":"KRW-DOGE","korean_name":"도지코인","english_name":"Dogecoin"}]"#,
+    );
+    let imported = cli.ok(&["symbols", "import", "upbit", &upbit]);
+    assert!(imported.contains("upbit: 2 listed"), "{imported}");
+    let found = cli.ok(&["symbols", "search", "도지"]);
+    assert!(
+        found.contains("KRW-DOGE") && found.contains("도지코인 (KRW)"),
+        "{found}"
+    );
+    assert!(found.contains("ms from memory"), "says how long: {found}");
+
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gateway/tests/fixtures");
+    let kospi = fixtures.join("kospi_code.mst");
+    let kosdaq = fixtures.join("kosdaq_code.mst");
+    let krx = cli.ok(&[
+        "symbols",
+        "import",
+        "krx",
+        kospi.to_str().expect("path"),
+        kosdaq.to_str().expect("path"),
+    ]);
+    assert!(krx.contains("krx: 5 listed"), "{krx}");
+    let found = cli.ok(&["symbols", "search", "에코프로"]);
+    assert!(found.contains("247540"), "{found}");
+
+    // krx needs files, and says which.
+    let refused = cli.run(&["symbols", "import", "krx"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("kospi_code.mst"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
