@@ -313,6 +313,13 @@ enum BenchCommand {
         #[arg(long)]
         through_broker: bool,
     },
+    /// Symbol search (the bot's free text, /v1/symbols) over a universe of symbols.
+    Symbols {
+        #[arg(long, default_value_t = 5_000)]
+        count: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// Raw lapin against tickwatch's publisher and consumer runtime.
     Broker {
         #[arg(long, default_value_t = 200_000)]
@@ -474,6 +481,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Broker { messages },
         } => bench::broker(&config, messages).await,
+        Command::Bench {
+            what: BenchCommand::Symbols { count, rounds },
+        } => bench::symbols::run(&config, count, rounds).await,
         Command::Bench {
             what:
                 BenchCommand::Drain {

@@ -313,6 +313,20 @@ impl CandleBuilder {
             .collect()
     }
 
+    /// The forming candles of `interval` that will be published when they close (not a
+    /// first bucket the builder saw only part of), `closed: false`.
+    pub fn forming(&self, interval: Interval) -> Vec<Candle> {
+        let Some(slot) = self.intervals.iter().position(|&i| i == interval) else {
+            return Vec::new();
+        };
+        self.symbols
+            .values()
+            .filter_map(|s| s.open[slot].as_ref())
+            .filter(|o| o.publish)
+            .map(|o| o.candle.clone())
+            .collect()
+    }
+
     /// Ticks dropped as late so far.
     pub fn late_ticks(&self) -> u64 {
         self.late_ticks

@@ -98,6 +98,10 @@ pub struct KisConfig {
     pub venue: String,
     /// Candles built from the trades, on the Seoul session (closing at 15:30 KST).
     pub candles: CandleConfig,
+    /// The pre-close scan, `HH:MM` Seoul time (`15:20`): each symbol's day candle as it
+    /// stands is published once (`closed: false`), so the signals role can send the
+    /// closing-price (종가) setup while it can still be bought at the close. Empty: off.
+    pub pre_close_scan: String,
     /// Trades remembered for de-duplication, per session.
     pub dedupe_capacity: usize,
     pub connection: ConnectionConfig,
@@ -122,6 +126,7 @@ impl Default for KisConfig {
                 session_close: Some("15:30".into()),
                 ..CandleConfig::default()
             },
+            pre_close_scan: "15:20".into(),
             dedupe_capacity: 200_000,
             connection: ConnectionConfig {
                 // KIS keeps the session alive with PINGPONG (every few tens of seconds) and
@@ -191,9 +196,29 @@ impl KisConfig {
         if self.dedupe_capacity == 0 {
             return Err(Error::config("kis.dedupe_capacity", "must be at least 1"));
         }
+        self.pre_close_ms()?;
         self.candles.validate("kis.candles")?;
         self.connection.validate("kis.connection")?;
         self.buffer.validate("kis.buffer")
+    }
+
+    /// [`KisConfig::pre_close_scan`] in milliseconds after midnight, Seoul time.
+    fn pre_close_ms(&self) -> Result<Option<i64>> {
+        use chrono::Timelike;
+        if self.pre_close_scan.trim().is_empty() {
+            return Ok(None);
+        }
+        NaiveTime::parse_from_str(self.pre_close_scan.trim(), "%H:%M")
+            .map(|t| Some(i64::from(t.num_seconds_from_midnight()) * 1000))
+            .map_err(|_| {
+                Error::config(
+                    "kis.pre_close_scan",
+                    format!(
+                        "`{}` is not a time of day like `15:20`",
+                        self.pre_close_scan
+                    ),
+                )
+            })
     }
 
     /// Every account, the first one (`app_key`, `app_secret`) first.
@@ -267,6 +292,7 @@ pub async fn run_with_metrics(
             metrics: metrics.clone(),
             requests: Requests::default(),
             late_reported: 0,
+            scanned_day: None,
         })
         .collect();
     tracing::info!(
@@ -339,9 +365,41 @@ struct KisFeed {
     metrics: Arc<Metrics>,
     requests: Requests,
     late_reported: u64,
+    /// The Seoul day (its 1d bucket start) whose pre-close scan was published.
+    scanned_day: Option<i64>,
 }
 
 impl KisFeed {
+    /// At the pre-close time, once a day: each symbol's forming day candle (a day the
+    /// builder saw from its start), so the signals role can scan it before the close.
+    fn pre_close_scan(&mut self, now_ms: i64, out: &mut Vec<Item>) {
+        let Ok(Some(scan_ms)) = self.config.pre_close_ms() else {
+            return;
+        };
+        let offset = utc_offset_ms(&self.config.venue);
+        let day =
+            crate::candles::bucket_start(now_ms, tickwatch_schema::wire::Interval::D1, offset);
+        if now_ms < day + scan_ms || self.scanned_day == Some(day) {
+            return;
+        }
+        self.scanned_day = Some(day);
+        let forming: Vec<_> = self
+            .builder
+            .forming(tickwatch_schema::wire::Interval::D1)
+            .into_iter()
+            .filter(|c| c.open_ts == day)
+            .collect();
+        if !forming.is_empty() {
+            tracing::info!(
+                source = "kis",
+                session = self.index,
+                symbols = forming.len(),
+                "pre-close scan: the day's candles as they stand"
+            );
+        }
+        out.extend(forming.into_iter().map(Item::Candle));
+    }
+
     fn count(&self, counter: &std::sync::atomic::AtomicU64, what: impl FnOnce() -> String) {
         metrics::inc(counter);
         let n = counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -603,6 +661,7 @@ impl Feed for KisFeed {
     }
 
     fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
+        self.pre_close_scan(now_ms, out);
         out.extend(self.builder.on_time(now_ms).into_iter().map(Item::Candle));
     }
 }
@@ -640,6 +699,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             requests: Requests::default(),
             late_reported: 0,
+            scanned_day: None,
             config,
         }
     }
@@ -729,6 +789,50 @@ mod tests {
         let requests = feed.take_requests();
         assert!(requests.send.is_empty() && requests.reconnect.is_none());
         assert_eq!(feed.metrics.snapshot().unknown_events, 0);
+    }
+
+    #[tokio::test]
+    async fn the_pre_close_scan_publishes_the_forming_day_once() {
+        let mut feed = feed();
+        let frame = |date: &str, time: &str, acc: &str| {
+            let mut r = record("005930", time, "71500", "10", acc);
+            r = r.replace("20260304", date);
+            format!("0|H0STCNT0|001|{r}")
+        };
+        let mut out = Vec::new();
+        // The first day is incomplete (the feed started in it); the second is whole.
+        feed.on_frame(frame("20260303", "150000", "1").as_bytes(), &mut out)
+            .await;
+        feed.on_frame(frame("20260304", "090000", "10").as_bytes(), &mut out)
+            .await;
+        out.clear();
+        let kst = |hhmm: &str| {
+            tickwatch_schema::history::parse_ts(&format!("2026-03-04T{hhmm}:00+09:00")).expect("ts")
+        };
+        feed.on_timer(kst("15:19"), &mut out);
+        assert!(out.iter().all(
+            |i| !matches!(i, Item::Candle(c) if c.interval == tickwatch_schema::wire::Interval::D1)
+        ));
+        feed.on_timer(kst("15:20"), &mut out);
+        let days: Vec<_> = out
+            .iter()
+            .filter_map(|i| match i {
+                Item::Candle(c) if c.interval == tickwatch_schema::wire::Interval::D1 => {
+                    Some(c.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(days.len(), 1, "{days:?}");
+        assert!(!days[0].closed);
+        assert_eq!(days[0].open_ts, kst("00:00"));
+        out.clear();
+        feed.on_timer(kst("15:21"), &mut out);
+        assert!(
+            out.iter()
+                .all(|i| !matches!(i, Item::Candle(c) if !c.closed)),
+            "once a day"
+        );
     }
 
     #[test]

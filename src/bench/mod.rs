@@ -9,9 +9,11 @@
 //! - [`pipeline`]: every role at once — the sustained input rate and tick → notification
 //!   latency, against the raw broker's ceiling and a raw hop.
 //! - [`scale`]: one instance of the signals role against two splitting its shards.
+//! - [`symbols`]: symbol search over thousands of Korean and English names.
 
 pub mod pipeline;
 pub mod scale;
+pub mod symbols;
 
 use std::time::{Duration, Instant};
 

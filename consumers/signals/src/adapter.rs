@@ -27,13 +27,16 @@ use tickwatch_broker::{
 use tickwatch_schema::db::entity::{signal, signal_progress};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms};
 use tickwatch_schema::names::{Exchange, WorkQueue};
-use tickwatch_schema::wire::{Candle, Grade, Interval, Signal};
+use tickwatch_schema::wire::{Candle, Grade, Interval, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::events::{SignalEmitted, SignalsStarted};
 use crate::{Error, Output, SignalEngine, SignalsConfig};
 
+/// The kinds a forming daily candle is scanned for before the close: the closing-price
+/// (종가) setup, which is bought at the close and so must arrive before it.
+const PREVIEW_KINDS: [SignalKind; 1] = [SignalKind::ClosingPriceSetup];
 /// How long a batch that failed after the engine processed it waits before running again.
 const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
 
@@ -323,6 +326,31 @@ impl SignalsHandler {
         Ok(rows.iter().filter_map(signal_from_row).collect())
     }
 
+    /// Publishes the signals of forming candles: not stored (the closed candle's are, with
+    /// their outcomes), only handed on; a redelivery publishes the same ids again, which
+    /// the notifier sends once.
+    async fn publish_previews(
+        &self,
+        previews: &[(usize, Vec<Signal>, tracing::Span)],
+    ) -> Result<(), HandlerError> {
+        let mut confirms = Vec::new();
+        for (_, signals, span) in previews {
+            for signal in signals {
+                span.in_scope(|| SignalEmitted(signal).emit());
+                confirms.push(
+                    self.publisher
+                        .send(Exchange::Signals, signal)
+                        .instrument(span.clone())
+                        .await?,
+                );
+            }
+        }
+        for confirm in confirms {
+            confirm.wait().await?;
+        }
+        Ok(())
+    }
+
     async fn store_and_publish(&self, work: &[Work]) -> Result<(), HandlerError> {
         self.store(work).await?;
         crash::point("signals.batch.written");
@@ -372,6 +400,7 @@ impl BatchHandler for SignalsHandler {
         }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut work = Vec::new();
+        let mut previews: Vec<(usize, Vec<Signal>, tracing::Span)> = Vec::new();
         {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -385,6 +414,13 @@ impl BatchHandler for SignalsHandler {
                 };
                 outcomes.push(Ok(Handled::Done));
                 if !candle.closed {
+                    // A producer's pre-close scan (KIS at 15:20 KST): the day as it stands.
+                    if candle.interval == Interval::D1 {
+                        let signals = engine.preview(&candle, &PREVIEW_KINDS);
+                        if !signals.is_empty() {
+                            previews.push((index, signals, message.span.clone()));
+                        }
+                    }
                     continue;
                 }
                 let key = message.identity();
@@ -404,6 +440,11 @@ impl BatchHandler for SignalsHandler {
                     past,
                     span: message.span.clone(),
                 });
+            }
+        }
+        if let Err(e) = self.publish_previews(&previews).await {
+            for (index, _, _) in &previews {
+                outcomes[*index] = Err(e.clone());
             }
         }
         if work.is_empty() {

@@ -378,6 +378,62 @@ impl SignalEngine {
         bars + HORIZONS[HORIZONS.len() - 1] as usize
     }
 
+    /// The signals of `kinds` that a forming candle (`closed: false`) would give if it
+    /// closed as it stands — the 종가 scan minutes before the close — computed on a copy of
+    /// its series, which stays as it was. Nothing without history, for a candle not after
+    /// the series' last one, or for a halted bar. Each signal has an id of its own (the
+    /// closing candle's signal is another one) and `details.preliminary = true`.
+    pub fn preview(&mut self, candle: &Candle, kinds: &[SignalKind]) -> Vec<Signal> {
+        let Some(index) = self.find_series(&candle.venue, &candle.symbol, candle.interval) else {
+            return Vec::new();
+        };
+        let slot = &self.slots[index];
+        if slot.last_ts.is_none_or(|last| candle.open_ts <= last) || is_halted(candle) {
+            return Vec::new();
+        }
+        let bar = Bar {
+            ts: candle.open_ts,
+            open: dec_to_f64(candle.open),
+            high: dec_to_f64(candle.high),
+            low: dec_to_f64(candle.low),
+            close: dec_to_f64(candle.close),
+            volume: dec_to_f64(candle.volume),
+        };
+        let mut state = slot.state.clone();
+        let mut hits = Vec::new();
+        state.on_bar(&bar, &self.config, &mut hits);
+        hits.retain(|h| kinds.contains(&h.kind));
+        let ts = candle.open_ts + slot.interval.as_ms();
+        let (venue, symbol, interval) = (slot.venue.clone(), slot.symbol.clone(), slot.interval);
+        hits.iter()
+            .map(|hit| {
+                let mut details = hit.details_json_with(&mut self.templates[hit.kind as usize]);
+                details.insert("preliminary".into(), serde_json::Value::Bool(true));
+                Signal {
+                    id: deterministic_id(
+                        ts,
+                        &[
+                            &venue,
+                            &symbol,
+                            interval.as_str(),
+                            hit.kind.as_str(),
+                            "preliminary",
+                        ],
+                    ),
+                    kind: hit.kind,
+                    venue: venue.clone(),
+                    symbol: symbol.clone(),
+                    interval,
+                    ts,
+                    price: candle.close,
+                    score: hit.score,
+                    grade: self.config.grades.grade(hit.score),
+                    details,
+                }
+            })
+            .collect()
+    }
+
     fn slot_index(&mut self, candle: &Candle) -> usize {
         if let Some(i) = self.find_series(&candle.venue, &candle.symbol, candle.interval) {
             return i;

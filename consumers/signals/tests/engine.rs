@@ -4,7 +4,7 @@
 mod common;
 
 use common::{candles, daily};
-use tickwatch_schema::wire::{Candle, Interval, SignalKind};
+use tickwatch_schema::wire::{Candle, Interval, Signal, SignalKind};
 use tickwatch_signals::{
     Error, INDICATORS_HEADER, Output, SignalEngine, SignalsConfig, format_scan, outcome_stats,
     scan, write_indicators,
@@ -388,4 +388,52 @@ fn outputs_over_the_real_data_are_pinned() {
         digest.to_string(),
         "284520 candles, 64555 signals, 191475 outcomes, digest c63fcb20d0206fa3"
     );
+}
+
+/// The 종가 scan before the close: previewing each day's candle while it forms gives the
+/// closing-price signals the closed candle then gives (same kinds, scores and details but
+/// `preliminary`, with ids of their own), and leaves the engine exactly as it was — the
+/// outputs of the closed candles are those of an engine that never previewed.
+#[test]
+fn a_preview_of_the_forming_day_is_the_close_without_touching_the_series() {
+    for (file, symbol) in [("005930_1d.csv", "005930"), ("247540_1d.csv", "247540")] {
+        let path = tickwatch_schema::history::data_file(file).unwrap_or_else(|e| panic!("{e}"));
+        let reader =
+            tickwatch_schema::history::open(&path, Some("krx"), Some(symbol), Some(Interval::D1))
+                .expect("history file");
+        let bars: Vec<Candle> = reader.map(|c| c.expect("bar")).collect();
+        let (mut previewed, mut plain) = (engine(), engine());
+        let mut previews = 0;
+        for bar in &bars {
+            let forming = Candle {
+                closed: false,
+                ..bar.clone()
+            };
+            let early = previewed.preview(&forming, &[SignalKind::ClosingPriceSetup]);
+            assert!(plain.preview(&forming, &[]).is_empty(), "no kinds, nothing");
+            let outputs = previewed.process(bar);
+            assert_eq!(outputs, plain.process(bar), "{file} {}", bar.open_ts);
+            let at_close: Vec<&Signal> = outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Signal(s) if s.kind == SignalKind::ClosingPriceSetup => Some(s),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(early.len(), at_close.len(), "{file} {}", bar.open_ts);
+            for (p, s) in early.iter().zip(at_close) {
+                assert_ne!(p.id, s.id);
+                assert_eq!((p.ts, p.score, p.price), (s.ts, s.score, s.price));
+                assert_eq!(p.details["preliminary"], serde_json::Value::Bool(true));
+                let mut details = p.details.clone();
+                details.remove("preliminary");
+                assert_eq!(details, s.details);
+                previews += 1;
+            }
+        }
+        assert!(
+            previews > 0,
+            "{file}: some closing-price signals to preview"
+        );
+    }
 }

@@ -74,20 +74,52 @@ pub enum Resolution {
     },
 }
 
-/// How well a symbol matches a search: lower is better; `None` is no match.
-fn match_rank(info: &SymbolInfo, query: &str) -> Option<u8> {
-    let symbol = info.symbol.to_lowercase();
-    let name = info.name.to_lowercase();
-    let aliases = || info.aliases.iter().map(|a| a.to_lowercase());
-    if symbol == query {
+/// Every symbol, with what search compares lower-cased once.
+#[derive(Debug, Default)]
+pub struct SymbolList {
+    items: Vec<SymbolInfo>,
+    keys: Vec<SearchKeys>,
+}
+
+impl SymbolList {
+    fn new(items: Vec<SymbolInfo>) -> Self {
+        let keys = items.iter().map(SearchKeys::of).collect();
+        SymbolList { items, keys }
+    }
+}
+
+/// A symbol's code, name and aliases, lower-cased.
+#[derive(Debug)]
+struct SearchKeys {
+    symbol: String,
+    name: String,
+    aliases: Vec<String>,
+}
+
+impl SearchKeys {
+    fn of(info: &SymbolInfo) -> Self {
+        SearchKeys {
+            symbol: info.symbol.to_lowercase(),
+            name: info.name.to_lowercase(),
+            aliases: info.aliases.iter().map(|a| a.to_lowercase()).collect(),
+        }
+    }
+}
+
+/// How well a symbol matches a (lower-cased) search: lower is better; `None` is no match.
+fn match_rank(keys: &SearchKeys, query: &str) -> Option<u8> {
+    let (symbol, name, aliases) = (&keys.symbol, &keys.name, &keys.aliases);
+    if *symbol == query {
         Some(0)
-    } else if name == query || aliases().any(|a| a == query) {
+    } else if *name == query || aliases.iter().any(|a| a == query) {
         Some(1)
     } else if symbol.starts_with(query) {
         Some(2)
-    } else if name.starts_with(query) || aliases().any(|a| a.starts_with(query)) {
+    } else if name.starts_with(query) || aliases.iter().any(|a| a.starts_with(query)) {
         Some(3)
-    } else if symbol.contains(query) || name.contains(query) || aliases().any(|a| a.contains(query))
+    } else if symbol.contains(query)
+        || name.contains(query)
+        || aliases.iter().any(|a| a.contains(query))
     {
         Some(4)
     } else {
@@ -251,33 +283,55 @@ fn parse_price(field: &str, text: &str) -> Result<Decimal> {
 impl Services {
     /// Every known symbol.
     pub async fn all_symbols(&self) -> Result<Vec<SymbolInfo>> {
-        Ok(self.symbol_list().await?.as_ref().clone())
+        Ok(self.symbol_list().await?.items.clone())
     }
 
-    /// Every symbol, from the in-memory list when fresh (see [`super::SYMBOLS_TTL`]).
-    async fn symbol_list(&self) -> Result<Arc<Vec<SymbolInfo>>> {
-        if let Some(list) = self.cached_symbols() {
-            return Ok(list);
+    /// Every symbol, from memory: read from the database the first time (and after an
+    /// import); older than [`super::SYMBOLS_TTL`], still answered from while a background
+    /// read replaces it, so no search waits for the table.
+    async fn symbol_list(&self) -> Result<Arc<SymbolList>> {
+        match self.cached_symbols() {
+            Some((true, list)) => return Ok(list),
+            Some((false, list)) => {
+                if self.start_symbols_refresh() {
+                    let services = self.clone();
+                    tokio::spawn(async move {
+                        match services.read_symbols().await {
+                            Ok(fresh) => services.cache_symbols(fresh),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not re-read the symbols; keeping the list in memory")
+                            }
+                        }
+                        services.end_symbols_refresh();
+                    });
+                }
+                return Ok(list);
+            }
+            None => {}
         }
-        let list: Arc<Vec<SymbolInfo>> = Arc::new(
-            symbol::Entity::find()
-                .order_by_asc(symbol::Column::Venue)
-                .order_by_asc(symbol::Column::Symbol)
-                .all(self.db())
-                .await?
-                .into_iter()
-                .map(SymbolInfo::from)
-                .collect(),
-        );
+        let list = self.read_symbols().await?;
         self.cache_symbols(list.clone());
         Ok(list)
+    }
+
+    async fn read_symbols(&self) -> Result<Arc<SymbolList>> {
+        let items = symbol::Entity::find()
+            .order_by_asc(symbol::Column::Venue)
+            .order_by_asc(symbol::Column::Symbol)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(SymbolInfo::from)
+            .collect();
+        Ok(Arc::new(SymbolList::new(items)))
     }
 
     /// Symbols matching a search by symbol, name or alias (`삼성`, `samsung`, `btc`), best
     /// first. `venue:SYMBOL` finds that one. An empty query lists symbols.
     pub async fn search_symbols(&self, query: &str, limit: usize) -> Result<Vec<SymbolInfo>> {
         let query = query.trim().to_lowercase();
-        let all = self.symbol_list().await?;
+        let list = self.symbol_list().await?;
+        let all = &list.items;
         if query.is_empty() {
             return Ok(all.iter().take(limit).cloned().collect());
         }
@@ -293,7 +347,8 @@ impl Services {
         // same on SQLite and PostgreSQL, Hangul included. Listed symbols before delisted.
         let mut ranked: Vec<(u8, bool, &SymbolInfo)> = all
             .iter()
-            .filter_map(|s| match_rank(s, &query).map(|r| (r, !s.active, s)))
+            .zip(&list.keys)
+            .filter_map(|(s, keys)| match_rank(keys, &query).map(|r| (r, !s.active, s)))
             .collect();
         ranked.sort_by(|a, b| {
             (a.0, a.1, &a.2.venue, &a.2.symbol).cmp(&(b.0, b.1, &b.2.venue, &b.2.symbol))
@@ -310,7 +365,8 @@ impl Services {
     pub async fn resolve_symbol(&self, text: &str) -> Result<Resolution> {
         let text = text.trim();
         let lowered = text.to_lowercase();
-        let all = self.symbol_list().await?;
+        let list = self.symbol_list().await?;
+        let all = &list.items;
         if let Some((venue, sym)) = text.split_once(':') {
             let venue = venue.trim().to_lowercase();
             let sym = sym.trim().to_uppercase();
@@ -334,13 +390,15 @@ impl Services {
         }
         let by_symbol: Vec<SymbolInfo> = all
             .iter()
-            .filter(|s| s.symbol.to_lowercase() == lowered)
-            .cloned()
+            .zip(&list.keys)
+            .filter(|(_, keys)| keys.symbol == lowered)
+            .map(|(s, _)| s.clone())
             .collect();
         let exact = if by_symbol.is_empty() {
             all.iter()
-                .filter(|s| match_rank(s, &lowered) == Some(1))
-                .cloned()
+                .zip(&list.keys)
+                .filter(|(_, keys)| match_rank(keys, &lowered) == Some(1))
+                .map(|(s, _)| s.clone())
                 .collect()
         } else {
             by_symbol
@@ -368,6 +426,7 @@ impl Services {
         let mut warnings = Vec::new();
         let listed = self.symbol_list().await?;
         if listed
+            .items
             .iter()
             .any(|s| s.venue == venue && s.symbol == symbol_name && !s.active)
         {
@@ -582,11 +641,12 @@ mod tests {
             aliases: vec!["삼성전자".into(), "삼성".into(), "samsung".into()],
             active: true,
         };
-        assert_eq!(match_rank(&info, "005930"), Some(0));
-        assert_eq!(match_rank(&info, "삼성"), Some(1));
-        assert_eq!(match_rank(&info, "sams"), Some(3));
-        assert_eq!(match_rank(&info, "sung"), Some(4));
-        assert_eq!(match_rank(&info, "apple"), None);
+        let keys = SearchKeys::of(&info);
+        assert_eq!(match_rank(&keys, "005930"), Some(0));
+        assert_eq!(match_rank(&keys, "삼성"), Some(1));
+        assert_eq!(match_rank(&keys, "sams"), Some(3));
+        assert_eq!(match_rank(&keys, "sung"), Some(4));
+        assert_eq!(match_rank(&keys, "apple"), None);
     }
 
     #[test]

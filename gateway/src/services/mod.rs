@@ -54,10 +54,11 @@ struct Inner {
     broker: Option<Broker>,
     publisher: Option<Publisher>,
     announce_timeout: Duration,
-    /// Every symbol, read at most every [`SYMBOLS_TTL`]: search runs on thousands of them
-    /// per keystroke. An import in this process clears it at once; another process's
-    /// import shows within the TTL.
-    symbols: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<market::SymbolInfo>>)>>,
+    /// Every symbol, kept in memory: search runs over thousands of them per keystroke.
+    /// Older than [`SYMBOLS_TTL`], it is still answered from while a background read
+    /// replaces it; an import in this process clears it at once.
+    symbols: std::sync::Mutex<Option<(std::time::Instant, Arc<market::SymbolList>)>>,
+    refreshing_symbols: std::sync::atomic::AtomicBool,
 }
 
 /// How long the symbol list is kept in memory.
@@ -98,6 +99,7 @@ impl Services {
                 publisher,
                 announce_timeout,
                 symbols: std::sync::Mutex::new(None),
+                refreshing_symbols: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -106,18 +108,31 @@ impl Services {
         &self.inner.db
     }
 
-    /// The cached symbol list, if fresh.
-    pub(crate) fn cached_symbols(&self) -> Option<Arc<Vec<market::SymbolInfo>>> {
+    /// The cached symbol list and whether it is fresh.
+    pub(crate) fn cached_symbols(&self) -> Option<(bool, Arc<market::SymbolList>)> {
         let cache = self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < SYMBOLS_TTL)
-            .map(|(_, list)| list.clone())
+            .map(|(at, list)| (at.elapsed() < SYMBOLS_TTL, list.clone()))
     }
 
-    pub(crate) fn cache_symbols(&self, list: Arc<Vec<market::SymbolInfo>>) {
+    pub(crate) fn cache_symbols(&self, list: Arc<market::SymbolList>) {
         *self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), list));
+    }
+
+    /// Claims the one background refresh of the symbol list; `false` if one runs.
+    pub(crate) fn start_symbols_refresh(&self) -> bool {
+        !self
+            .inner
+            .refreshing_symbols
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub(crate) fn end_symbols_refresh(&self) {
+        self.inner
+            .refreshing_symbols
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Drops the cached symbol list (after an import).
