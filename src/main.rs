@@ -90,6 +90,9 @@ enum Command {
         path: PathBuf,
         #[arg(long)]
         symbol: Option<String>,
+        /// Decides the trading day of daily and longer bars (and the sessions of the
+        /// intraday signals): `krx` Seoul days, `nyse`/`nasdaq` New York days, others UTC.
+        /// Inferred from the symbol when it can be (`005930` → krx); otherwise UTC days.
         #[arg(long)]
         venue: Option<String>,
         #[arg(long)]
@@ -104,6 +107,9 @@ enum Command {
         kinds: Vec<SignalKind>,
         #[arg(long)]
         symbol: Option<String>,
+        /// Decides the trading day of daily and longer bars (and the sessions of the
+        /// intraday signals): `krx` Seoul days, `nyse`/`nasdaq` New York days, others UTC.
+        /// Inferred from the symbol when it can be (`005930` → krx); otherwise UTC days.
         #[arg(long)]
         venue: Option<String>,
         #[arg(long)]

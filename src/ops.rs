@@ -170,17 +170,38 @@ pub async fn dlq(config: &Config, action: DlqAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a history file for `indicators` and `scan`, inferring what is not given.
+/// Opens a history file for `indicators` and `scan`, inferring what is not given. A venue
+/// that cannot be inferred only decides the trading day here: UTC days, said on stderr.
 fn history(
     path: &std::path::Path,
     venue: Option<&str>,
     symbol: Option<&str>,
     interval: Option<tickwatch_schema::wire::Interval>,
 ) -> anyhow::Result<tickwatch_schema::history::HistoryReader<std::io::BufReader<std::fs::File>>> {
+    let inferred = tickwatch_schema::history::infer_from_path(path);
+    let symbol_known = symbol.is_some() || inferred.symbol.is_some();
+    let venue = match venue {
+        Some(v) => Some(v.to_string()),
+        None => inferred.venue.or_else(|| {
+            symbol_known.then(|| {
+                eprintln!(
+                    "note: the venue of {} is not known; days are UTC days (--venue krx for Seoul days, nyse or nasdaq for New York)",
+                    path.display()
+                );
+                UNKNOWN_VENUE.to_string()
+            })
+        }),
+    };
     Ok(tickwatch_schema::history::open(
-        path, venue, symbol, interval,
+        path,
+        venue.as_deref(),
+        symbol,
+        interval,
     )?)
 }
+
+/// The venue `indicators` and `scan` give a file whose venue they cannot tell (UTC days).
+const UNKNOWN_VENUE: &str = "file";
 
 /// `tickwatch indicators <csv>`: the engine's indicator values as CSV on stdout.
 pub fn indicators(
@@ -423,7 +444,7 @@ pub mod symbols {
     }
 
     fn parse(source: ImportSource, input: &str, bytes: &[u8]) -> anyhow::Result<Vec<Listed>> {
-        let text = || String::from_utf8_lossy(bytes).into_owned();
+        let text = || universe::decode_text(bytes);
         Ok(match source {
             ImportSource::Binance => universe::parse_binance_exchange_info(&text())?,
             ImportSource::Upbit => universe::parse_upbit_markets(&text())?,
@@ -455,6 +476,29 @@ pub mod symbols {
                 "krx: give KIS's master files (kospi_code.mst kosdaq_code.mst) or a CSV code,name,market"
             ),
         };
+        // Each import is the venue's complete list: one master file alone would mark the
+        // other market's stocks delisted.
+        let masters: Vec<usize> = inputs
+            .iter()
+            .filter_map(|i| {
+                let name = Path::new(i)
+                    .file_name()?
+                    .to_string_lossy()
+                    .to_ascii_lowercase();
+                name.ends_with(".mst")
+                    .then(|| universe::master_tail(&name))
+                    .flatten()
+            })
+            .collect();
+        if source == ImportSource::Krx
+            && !masters.is_empty()
+            && !(masters.contains(&universe::KOSPI_TAIL)
+                && masters.contains(&universe::KOSDAQ_TAIL))
+        {
+            anyhow::bail!(
+                "krx: give both kospi_code.mst and kosdaq_code.mst in one import (it is the venue's complete list; one file alone would mark the other market's stocks delisted)"
+            );
+        }
         let mut listed = Vec::new();
         for input in &inputs {
             let bytes = read_input(input).await?;

@@ -108,12 +108,16 @@ impl CandleConfig {
                 "must be at most 1h",
             ));
         }
-        self.session_close_ms(key)?;
+        self.session_close_ms_named(key)?;
         Ok(())
     }
 
     /// [`CandleConfig::session_close`] as milliseconds after the trading day's start.
-    fn session_close_ms(&self, key: &str) -> Result<Option<i64>> {
+    pub fn session_close_ms(&self) -> Result<Option<i64>> {
+        self.session_close_ms_named("candles")
+    }
+
+    fn session_close_ms_named(&self, key: &str) -> Result<Option<i64>> {
         let Some(text) = &self.session_close else {
             return Ok(None);
         };
@@ -178,7 +182,7 @@ impl CandleBuilder {
             grace_ms: i64::try_from(config.close_grace.as_millis()).unwrap_or(i64::MAX),
             emit_first_bucket: config.emit_first_bucket,
             // `validate` names a bad value; unvalidated, a bad one means no session close.
-            session_close_ms: config.session_close_ms("candles").ok().flatten(),
+            session_close_ms: config.session_close_ms().ok().flatten(),
             symbols: BTreeMap::new(),
             late_ticks: 0,
             skipped_first: 0,

@@ -198,13 +198,15 @@ async fn session<F: Feed>(
             () = shutdown.cancelled() => break None,
             msg = current.next() => {
                 last_seen = Instant::now();
-                if !had_data && matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_)))) {
-                    // A connection that delivers data is healthy: the next loss starts the
-                    // backoff from the beginning.
+                let flow = handle(feed, msg, &mut out, metrics).await;
+                if !had_data && !out.is_empty() {
+                    // A connection that delivers market data is healthy: the next loss
+                    // starts the backoff from the beginning. (Not any frame: a venue's
+                    // refusal is a frame too, and must not make the reconnects tight.)
                     had_data = true;
                     backoff.reset();
                 }
-                match handle(feed, msg, &mut out, metrics).await {
+                match flow {
                     Flow::Lost(reason) => match pending.take() {
                         // The old connection died during the overlap: the new one takes over.
                         Some(p) => {

@@ -82,7 +82,7 @@ pub struct KisConfig {
     pub app_secret: Option<Secret>,
     /// More apps for more sessions, when the symbols do not fit in one.
     pub extra_accounts: Vec<KisAccount>,
-    /// Six-character KRX codes (`005930`; ETNs start with `Q`).
+    /// KRX codes: six characters (`005930`, `0004Y0`), or `Q` and six digits for an ETN.
     pub symbols: Vec<String>,
     /// `P` for a personal account, `B` for a corporate one.
     pub custtype: String,
@@ -123,7 +123,10 @@ impl Default for KisConfig {
             request_timeout: Duration::from_secs(10),
             venue: "krx".into(),
             candles: CandleConfig {
-                session_close: Some("15:30".into()),
+                // The closing auction (15:20–15:30) ends at a random moment up to 30 s
+                // after 15:30; its trade is the day's close. After-hours trading starts
+                // at 15:40.
+                session_close: Some("15:31".into()),
                 ..CandleConfig::default()
             },
             pre_close_scan: "15:20".into(),
@@ -148,11 +151,14 @@ impl KisConfig {
         config::validate_venue("kis.venue", &self.venue)?;
         config::validate_symbols("kis.symbols", &self.symbols)?;
         for (i, code) in self.symbols.iter().enumerate() {
-            let shaped = code.len() == 6 && code.chars().all(|c| c.is_ascii_alphanumeric());
-            if !shaped {
+            let stock = code.len() == 6 && code.chars().all(|c| c.is_ascii_alphanumeric());
+            let etn = code.len() == 7
+                && code.starts_with('Q')
+                && code[1..].chars().all(|c| c.is_ascii_digit());
+            if !(stock || etn) {
                 return Err(Error::config(
                     format!("kis.symbols[{i}]"),
-                    format!("`{code}` is not a six-character KRX code like `005930`"),
+                    format!("`{code}` is not a KRX code like `005930` (or an ETN's `Q500001`)"),
                 ));
             }
             if self.symbols[..i].contains(code) {
@@ -379,7 +385,12 @@ impl KisFeed {
         let offset = utc_offset_ms(&self.config.venue);
         let day =
             crate::candles::bucket_start(now_ms, tickwatch_schema::wire::Interval::D1, offset);
-        if now_ms < day + scan_ms || self.scanned_day == Some(day) {
+        // Only between the scan time and the close: after a disconnect over the scan time,
+        // a late "preliminary" candle would only race the real close.
+        let close_ms = self.config.candles.session_close_ms().unwrap_or(None);
+        let in_window =
+            now_ms >= day + scan_ms && close_ms.is_none_or(|close| now_ms < day + close);
+        if !in_window || self.scanned_day == Some(day) {
             return;
         }
         self.scanned_day = Some(day);
@@ -478,7 +489,7 @@ impl KisFeed {
         }
         let fields: Vec<&str> = payload.split('^').collect();
         let records = match count.parse::<usize>() {
-            Ok(n) if n > 0 && fields.len() == n * TRADE_FIELDS => n,
+            Ok(n) if n > 0 && n.checked_mul(TRADE_FIELDS) == Some(fields.len()) => n,
             _ => {
                 self.count(&self.metrics.malformed, || {
                     format!(
@@ -590,7 +601,8 @@ fn trade_tick(record: &[&str], venue: &str) -> std::result::Result<Tick, String>
         .map_err(|_| format!("business date `{}` is not YYYYMMDD", field(33)))?;
     let time = NaiveTime::parse_from_str(field(1), "%H%M%S")
         .map_err(|_| format!("trade time `{}` is not HHMMSS", field(1)))?;
-    let ts = date.and_time(time).and_utc().timestamp_millis() - utc_offset_ms(venue);
+    // KIS reports Seoul time (UTC+9, no daylight saving), whatever the venue is named.
+    let ts = date.and_time(time).and_utc().timestamp_millis() - utc_offset_ms("krx");
     let price: Decimal = parse_decimal(field(2)).map_err(|e| format!("price: {e}"))?;
     let qty: Decimal = parse_decimal(field(12)).map_err(|e| format!("volume: {e}"))?;
     let accumulated = field(13);

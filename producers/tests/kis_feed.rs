@@ -104,7 +104,7 @@ fn config(rest: &str, ws: &str) -> KisConfig {
             intervals: vec![Interval::D1],
             close_grace: Duration::ZERO,
             emit_first_bucket: true,
-            session_close: Some("15:30".into()),
+            ..KisConfig::default().candles
         },
         connection: ConnectionConfig {
             connect_timeout: Duration::from_secs(2),
@@ -163,11 +163,14 @@ async fn trades_pingpong_errors_a_disconnect_and_a_refused_key() {
                 "OPSP8992",
                 "SUBSCRIBE ERROR : invalid tr_key",
             ),
-            // Three trades in one frame, two symbols.
+            // The day's trades in one frame, two symbols; the last one is the closing
+            // auction's, stamped after 15:30 (its random end).
             frame(&[
                 record("005930", "093000", "71500", "10", "1000"),
                 record("000660", "093000", "180000", "2", "500"),
                 record("005930", "093001", "71600", "3", "1003"),
+                record("005930", "152959", "72000", "5", "2000"),
+                record("005930", "153012", "72300", "4", "2004"),
             ]),
             Step::Text(PINGPONG.into()),
             Step::Text("1|H0STCNT0|001|U2FsdGVkX1+encrypted".into()),
@@ -179,18 +182,15 @@ async fn trades_pingpong_errors_a_disconnect_and_a_refused_key() {
         vec![
             Step::AwaitReceived(2),
             reply("005930", "1", "OPSP0002", "ALREADY IN SUBSCRIBE"),
-            // The last trade again (resent after the reconnect), then a new one.
-            frame(&[
-                record("005930", "093001", "71600", "3", "1003"),
-                record("005930", "152959", "72000", "5", "2000"),
-            ]),
+            // The last trade again (resent after the reconnect).
+            frame(&[record("005930", "153012", "72300", "4", "2004")]),
             reply("005930", "1", "OPSP0011", "invalid approval : NOT FOUND"),
             Step::Hold,
         ],
         vec![
             Step::AwaitReceived(2),
             // After the close: a trade, but not part of the day's candle.
-            frame(&[record("005930", "153500", "72100", "7", "2007")]),
+            frame(&[record("005930", "153500", "72100", "7", "2011")]),
             Step::Hold,
         ],
     ])
@@ -202,9 +202,9 @@ async fn trades_pingpong_errors_a_disconnect_and_a_refused_key() {
         sink.clone(),
         shutdown.clone(),
     ));
-    // Five distinct trades and the two day candles (closed by the timer: the day is over).
+    // Six distinct trades and the two day candles (closed by the timer: the day is over).
     assert!(
-        sink.wait_for(5, 2, Duration::from_secs(15)).await,
+        sink.wait_for(6, 2, Duration::from_secs(15)).await,
         "{:#?}",
         sink.published()
     );
@@ -222,7 +222,8 @@ async fn trades_pingpong_errors_a_disconnect_and_a_refused_key() {
             tick("000660", "093000", 180000, 2, 500),
             tick("005930", "093001", 71600, 3, 1003),
             tick("005930", "152959", 72000, 5, 2000),
-            tick("005930", "153500", 72100, 7, 2007),
+            tick("005930", "153012", 72300, 4, 2004),
+            tick("005930", "153500", 72100, 7, 2011),
         ]
     );
     let day = sink
@@ -235,14 +236,15 @@ async fn trades_pingpong_errors_a_disconnect_and_a_refused_key() {
         (day.open, day.high, day.low, day.close),
         (
             Decimal::new(71500, 0),
-            Decimal::new(72000, 0),
+            Decimal::new(72300, 0),
             Decimal::new(71500, 0),
-            Decimal::new(72000, 0)
-        )
+            Decimal::new(72300, 0)
+        ),
+        "the closing auction's trade is the day's close"
     );
     assert_eq!(
         day.volume,
-        Decimal::new(18, 0),
+        Decimal::new(22, 0),
         "the 15:35 trade is after the close"
     );
     assert!(sink.published().iter().all(|p| match p {
@@ -285,7 +287,7 @@ async fn trades_pingpong_errors_a_disconnect_and_a_refused_key() {
     assert_eq!(m.unknown_events, 3, "{m:?}");
     assert_eq!(m.duplicates, 1, "{m:?}");
     assert_eq!(m.reconnects, 2, "{m:?}");
-    assert_eq!((m.ticks_published, m.candles_published), (5, 2), "{m:?}");
+    assert_eq!((m.ticks_published, m.candles_published), (6, 2), "{m:?}");
 }
 
 #[tokio::test]
@@ -335,4 +337,51 @@ async fn symbols_beyond_one_session_need_another_app_key() {
         ..config
     };
     two.validate().expect("two sessions hold 80");
+}
+
+/// A session KIS refuses (another process holds the app key) is retried with a growing
+/// delay: the refusal is a frame, but not data, so it does not restart the backoff.
+#[tokio::test]
+async fn refusals_back_off() {
+    let approvals = Approvals::default();
+    let rest = fake_approvals(approvals.clone()).await;
+    let refused = vec![
+        Step::AwaitReceived(1),
+        reply("005930", "9", "OPSP8996", "ALREADY IN USE appkey"),
+        Step::Hold,
+    ];
+    let ws = fake_ws(vec![refused; 8]).await;
+    let mut config = config(&rest, &ws.base);
+    config.symbols = vec!["005930".into()];
+    config.connection.reconnect = BackoffConfig {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(400),
+        multiplier: 2.0,
+        jitter: 0.2,
+    };
+    let sink = Arc::new(MemorySink::new());
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(kis::run(config, sink.clone(), shutdown.clone()));
+    assert!(
+        eventually(15, || ws.seen().len() >= 5).await,
+        "reconnected after each refusal"
+    );
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .expect("ran");
+    // Four waits between five sessions: 100, 200, 400, 400 ms, each at least 80 %.
+    assert!(
+        elapsed >= Duration::from_millis(880),
+        "the delays grew: five sessions in {elapsed:?}"
+    );
+    assert_eq!(
+        approvals.requests.lock().expect("lock").len(),
+        1,
+        "the key itself was not refused"
+    );
 }

@@ -60,7 +60,7 @@ fn free_local_addr() -> String {
 }
 
 /// `tickwatch run` (every role, SQLite, the local RabbitMQ on the test's own prefix, the
-/// alerts queue in two shards), scraped
+/// alerts queue in two shards, no market data flowing), scraped
 /// at its `/metrics` as Prometheus would: every documented metric is there from the start
 /// — at zero when nothing happened yet — not only after its first event.
 #[tokio::test]
@@ -85,6 +85,11 @@ async fn every_metric_in_dashboards_alerts_and_docs_is_served_by_a_running_tickw
     config.api.addr = "127.0.0.1:0".into();
     // `tw_shards_owned` exists for sharded queues only.
     config.broker.shards.insert("alerts".into(), 2);
+    // No traffic at all (a webhook nobody posts to, no demo user): every series must be
+    // there because the roles register it at start, not because something happened.
+    config.run.sources = vec!["webhook".into()];
+    config.run.demo_user = false;
+    config.producers.webhook.addr = "127.0.0.1:0".parse().expect("addr");
     let admin = free_local_addr();
     config.admin.addr = admin.clone();
     let config = config.resolved().expect("valid configuration");

@@ -204,10 +204,20 @@ pub fn render_firing(lang: Lang, firing: &Firing) -> String {
     render(template, lang, firing)
 }
 
-/// Fills a subscription template (or the default one) from a signal.
+/// Fills a subscription template (or the default one) from a signal. A preliminary signal
+/// (the 종가 scan of a day's candle before the close) says so on a first line, so the final
+/// one after the close reads as its confirmation, not a repeat.
 pub fn render_signal(template: Option<&str>, lang: Lang, signal: &Signal) -> String {
     let template = template.unwrap_or_else(|| default_signal_template(lang));
-    substitute(template, |name| match name {
+    let preliminary = signal.details.get("preliminary") == Some(&serde_json::Value::Bool(true));
+    let note = match (preliminary, lang) {
+        (false, _) => "",
+        (true, Lang::Ko) => "⏳ 장 마감 전 예비 신호 (마감 후 확정 신호가 따로 옵니다)\n",
+        (true, Lang::En) => {
+            "⏳ Preliminary, before the close (the confirmed signal follows after it)\n"
+        }
+    };
+    let body = substitute(template, |name| match name {
         "kind" => Some(signal_label(signal.kind, lang).into()),
         "symbol" => Some(signal.symbol.clone()),
         "venue" => Some(signal.venue.clone()),
@@ -217,7 +227,8 @@ pub fn render_signal(template: Option<&str>, lang: Lang, signal: &Signal) -> Str
         "grade" => Some(signal.grade.to_string()),
         "time" => Some(format_time(signal.ts)),
         _ => None,
-    })
+    });
+    format!("{note}{body}")
 }
 
 /// Replaces each `{{name}}` (spaces inside the braces allowed) by `value(name)`; leaves it
@@ -373,6 +384,15 @@ mod tests {
         assert_eq!(
             render_signal(Some("{{kind}} {{grade}} {{x}}"), Lang::Ko, &signal),
             "RSI 과매도 B {{x}}"
+        );
+        let mut early = signal.clone();
+        early
+            .details
+            .insert("preliminary".into(), serde_json::Value::Bool(true));
+        let text = render_signal(Some("{{kind}}"), Lang::Ko, &early);
+        assert_eq!(
+            text,
+            "⏳ 장 마감 전 예비 신호 (마감 후 확정 신호가 따로 옵니다)\nRSI 과매도"
         );
     }
 

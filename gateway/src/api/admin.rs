@@ -321,8 +321,9 @@ pub struct ListedIn {
 #[schema(example = json!({"venue":"upbit","symbols":[{"symbol":"KRW-XRP","name":"리플 (KRW)","aliases":["리플","xrp"]}]}))]
 pub struct SymbolsImportIn {
     pub venue: Venue,
-    /// The venue's complete list. `tickwatch symbols import` reads the venues' own formats
-    /// (Binance's exchangeInfo, Upbit's market list, KIS's master files) into this.
+    /// The venue's complete list (not empty). `tickwatch symbols import` reads the venues'
+    /// own formats (Binance's exchangeInfo, Upbit's market list, KIS's master files).
+    #[schema(min_items = 1)]
     pub symbols: Vec<ListedIn>,
 }
 

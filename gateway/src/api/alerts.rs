@@ -345,7 +345,7 @@ pub async fn create(
         .create_rule(caller.user_id, new.into_spec())
         .await?;
     let (venue, symbol) = (rule.spec.venue.clone(), rule.spec.symbol.clone());
-    let warnings = services.symbol_warnings(&venue, &symbol).await?;
+    let warnings = services.symbol_warnings(&venue, &symbol).await;
     let mut out = AlertOut::from(rule);
     out.warnings = warnings
         .into_iter()

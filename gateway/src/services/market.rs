@@ -290,14 +290,15 @@ impl Services {
     /// import); older than [`super::SYMBOLS_TTL`], still answered from while a background
     /// read replaces it, so no search waits for the table.
     async fn symbol_list(&self) -> Result<Arc<SymbolList>> {
-        match self.cached_symbols() {
+        let (generation, cached) = self.cached_symbols();
+        match cached {
             Some((true, list)) => return Ok(list),
             Some((false, list)) => {
                 if self.start_symbols_refresh() {
                     let services = self.clone();
                     tokio::spawn(async move {
                         match services.read_symbols().await {
-                            Ok(fresh) => services.cache_symbols(fresh),
+                            Ok(fresh) => services.cache_symbols(generation, fresh),
                             Err(e) => {
                                 tracing::warn!(error = %e, "could not re-read the symbols; keeping the list in memory")
                             }
@@ -310,7 +311,7 @@ impl Services {
             None => {}
         }
         let list = self.read_symbols().await?;
-        self.cache_symbols(list.clone());
+        self.cache_symbols(generation, list.clone());
         Ok(list)
     }
 
@@ -417,8 +418,20 @@ impl Services {
         }
     }
 
-    /// What may keep an alert on `venue`/`symbol` from ever firing.
-    pub async fn symbol_warnings(
+    /// What may keep an alert on `venue`/`symbol` from ever firing. Best effort: asked
+    /// after the rule is stored, so a failure here is logged and answers no warnings
+    /// (an error would make the client retry a create that succeeded).
+    pub async fn symbol_warnings(&self, venue: &str, symbol_name: &str) -> Vec<SymbolWarning> {
+        match self.try_symbol_warnings(venue, symbol_name).await {
+            Ok(warnings) => warnings,
+            Err(e) => {
+                tracing::warn!(error = %e, venue, symbol = symbol_name, "could not check the symbol for warnings");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn try_symbol_warnings(
         &self,
         venue: &str,
         symbol_name: &str,

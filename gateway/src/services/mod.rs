@@ -57,8 +57,16 @@ struct Inner {
     /// Every symbol, kept in memory: search runs over thousands of them per keystroke.
     /// Older than [`SYMBOLS_TTL`], it is still answered from while a background read
     /// replaces it; an import in this process clears it at once.
-    symbols: std::sync::Mutex<Option<(std::time::Instant, Arc<market::SymbolList>)>>,
+    symbols: std::sync::Mutex<SymbolCache>,
     refreshing_symbols: std::sync::atomic::AtomicBool,
+}
+
+/// The symbol list in memory, and how many times it was dropped: a read that began
+/// before an import must not put the old list back.
+#[derive(Default)]
+struct SymbolCache {
+    generation: u64,
+    list: Option<(std::time::Instant, Arc<market::SymbolList>)>,
 }
 
 /// How long the symbol list is kept in memory.
@@ -98,7 +106,7 @@ impl Services {
                 broker,
                 publisher,
                 announce_timeout,
-                symbols: std::sync::Mutex::new(None),
+                symbols: std::sync::Mutex::new(SymbolCache::default()),
                 refreshing_symbols: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -108,17 +116,23 @@ impl Services {
         &self.inner.db
     }
 
-    /// The cached symbol list and whether it is fresh.
-    pub(crate) fn cached_symbols(&self) -> Option<(bool, Arc<market::SymbolList>)> {
+    /// The cached symbol list and whether it is fresh, and the cache's generation (for
+    /// [`Services::cache_symbols`]).
+    pub(crate) fn cached_symbols(&self) -> (u64, Option<(bool, Arc<market::SymbolList>)>) {
         let cache = self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        let list = cache
+            .list
             .as_ref()
-            .map(|(at, list)| (at.elapsed() < SYMBOLS_TTL, list.clone()))
+            .map(|(at, list)| (at.elapsed() < SYMBOLS_TTL, list.clone()));
+        (cache.generation, list)
     }
 
-    pub(crate) fn cache_symbols(&self, list: Arc<market::SymbolList>) {
-        *self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), list));
+    /// Keeps `list`, read when the cache was at `generation`, unless it was dropped since.
+    pub(crate) fn cache_symbols(&self, generation: u64, list: Arc<market::SymbolList>) {
+        let mut cache = self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation == generation {
+            cache.list = Some((std::time::Instant::now(), list));
+        }
     }
 
     /// Claims the one background refresh of the symbol list; `false` if one runs.
@@ -137,7 +151,9 @@ impl Services {
 
     /// Drops the cached symbol list (after an import).
     pub(crate) fn forget_symbols(&self) {
-        *self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut cache = self.inner.symbols.lock().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.list = None;
     }
 
     pub fn broker(&self) -> Option<&Broker> {

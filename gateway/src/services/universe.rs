@@ -215,6 +215,16 @@ fn krx_listed(code: String, name: String, group: Option<String>) -> Listed {
     }
 }
 
+/// A downloaded list or file as text: UTF-8 (a byte-order mark dropped), else cp949 — KRX's
+/// and Excel's CSVs of Korean names usually are.
+pub fn decode_text(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => encoding_rs::EUC_KR.decode(bytes).0.into_owned(),
+    }
+}
+
 /// A CSV of KRX symbols with a header: `code,name,market` (market `KOSPI`, `KOSDAQ`, …;
 /// further columns ignored, quoted fields allowed).
 pub fn parse_krx_csv(text: &str) -> Result<Vec<Listed>> {
@@ -257,6 +267,13 @@ impl Services {
     /// Replaces `venue`'s list of symbols with `listed` (see the module documentation).
     pub async fn import_symbols(&self, venue: &str, listed: Vec<Listed>) -> Result<ImportReport> {
         validate_venue(venue).map_err(|e| invalid("venue", e.to_string()))?;
+        if listed.is_empty() {
+            // An empty list would mark every symbol of the venue delisted: surely a mistake.
+            return Err(invalid(
+                "symbols",
+                format!("the list is empty; an import is {venue}'s complete list"),
+            ));
+        }
         let mut wanted: BTreeMap<String, Listed> = BTreeMap::new();
         for item in listed {
             if item.venue != venue {
@@ -457,6 +474,13 @@ mod tests {
         assert_eq!(got[1].symbol, "247540");
         assert_eq!(got[1].name, "에코프로비엠");
         assert!(parse_krx_csv("symbol,title\n1,2\n").is_err());
+    }
+
+    #[test]
+    fn text_is_utf8_or_cp949() {
+        let (cp949, _, _) = encoding_rs::EUC_KR.encode("code,name\n035720,카카오\n");
+        assert_eq!(decode_text(&cp949), "code,name\n035720,카카오\n");
+        assert_eq!(decode_text("\u{feff}code,name".as_bytes()), "code,name");
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Session<'_> {
             .ctx
             .services
             .symbol_warnings(&info.venue, &info.symbol)
-            .await?
+            .await
         {
             let warning = match warning {
                 SymbolWarning::Delisted => &texts::ALERT_WARN_DELISTED,
