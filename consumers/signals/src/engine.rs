@@ -274,14 +274,7 @@ impl SignalEngine {
         if is_halted(candle) {
             return Vec::new();
         }
-        let bar = Bar {
-            ts: candle.open_ts,
-            open: dec_to_f64(candle.open),
-            high: dec_to_f64(candle.high),
-            low: dec_to_f64(candle.low),
-            close: dec_to_f64(candle.close),
-            volume: dec_to_f64(candle.volume),
-        };
+        let bar = bar_of(candle);
         // The hits go straight to where a redelivery finds them.
         slot.state.on_bar(&bar, &self.config, &mut slot.last_hits);
 
@@ -391,14 +384,7 @@ impl SignalEngine {
         if slot.last_ts.is_none_or(|last| candle.open_ts <= last) || is_halted(candle) {
             return Vec::new();
         }
-        let bar = Bar {
-            ts: candle.open_ts,
-            open: dec_to_f64(candle.open),
-            high: dec_to_f64(candle.high),
-            low: dec_to_f64(candle.low),
-            close: dec_to_f64(candle.close),
-            volume: dec_to_f64(candle.volume),
-        };
+        let bar = bar_of(candle);
         let mut state = slot.state.clone();
         let mut hits = Vec::new();
         state.on_bar(&bar, &self.config, &mut hits);
@@ -455,6 +441,18 @@ impl SignalEngine {
             .or_default()
             .push(i);
         i
+    }
+}
+
+/// A candle as the series read it.
+fn bar_of(candle: &Candle) -> Bar {
+    Bar {
+        ts: candle.open_ts,
+        open: dec_to_f64(candle.open),
+        high: dec_to_f64(candle.high),
+        low: dec_to_f64(candle.low),
+        close: dec_to_f64(candle.close),
+        volume: dec_to_f64(candle.volume),
     }
 }
 
