@@ -374,6 +374,20 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Counts one problem of a feed (a malformed frame, a bad value, …) and logs it while
+/// [`worth_logging`] says so.
+pub(crate) fn count_problem(
+    source: &str,
+    counter: &std::sync::atomic::AtomicU64,
+    what: impl FnOnce() -> String,
+) {
+    metrics::inc(counter);
+    let n = counter.load(std::sync::atomic::Ordering::Relaxed);
+    if worth_logging(n) {
+        tracing::warn!(source, count = n, "{}", what());
+    }
+}
+
 /// Logs the first few occurrences of a counted problem and then every power of two, so a
 /// venue sending garbage cannot flood the log while every case is still counted.
 pub(crate) fn worth_logging(count_after: u64) -> bool {

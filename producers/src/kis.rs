@@ -48,7 +48,7 @@ use crate::dedupe::Dedupe;
 use crate::error::{Error, Result};
 use crate::feed::{self, Feed, Requests, excerpt, worth_logging};
 use crate::metrics::{self, Metrics, MetricsSnapshot};
-use crate::outbox::{Item, Outbox, Pipeline};
+use crate::outbox::{Item, Pipeline};
 use crate::sink::MarketSink;
 
 /// The real-time trades of KRX stocks.
@@ -309,22 +309,12 @@ pub async fn run_with_metrics(
     let (outbox, counters, stop, connection) =
         (&pipeline.outbox, &*metrics, &shutdown, &config.connection);
     let runs = sessions.into_iter().map(|mut feed| async move {
-        drive_session(&mut feed, connection, outbox, counters, stop).await
+        tracing::info!(source = "kis", session = feed.index, symbols = ?feed.symbols, "kis session starting");
+        feed::drive(&mut feed, connection, outbox, counters, stop).await
     });
     futures_util::future::join_all(runs).await;
     pipeline.finish().await;
     Ok(metrics.snapshot())
-}
-
-async fn drive_session(
-    feed: &mut KisFeed,
-    connection: &ConnectionConfig,
-    outbox: &Outbox,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) {
-    tracing::info!(source = "kis", session = feed.index, symbols = ?feed.symbols, "kis session starting");
-    feed::drive(feed, connection, outbox, metrics, shutdown).await;
 }
 
 /// The approval-key answer.
@@ -412,17 +402,8 @@ impl KisFeed {
     }
 
     fn count(&self, counter: &std::sync::atomic::AtomicU64, what: impl FnOnce() -> String) {
-        metrics::inc(counter);
-        let n = counter.load(std::sync::atomic::Ordering::Relaxed);
-        if worth_logging(n) {
-            tracing::warn!(
-                source = "kis",
-                session = self.index,
-                count = n,
-                "{}",
-                what()
-            );
-        }
+        let session = self.index;
+        feed::count_problem("kis", counter, || format!("session {session}: {}", what()));
     }
 
     async fn request_approval_key(&self) -> std::result::Result<Secret, String> {

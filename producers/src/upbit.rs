@@ -224,11 +224,7 @@ impl UpbitFeed {
     }
 
     fn count(&self, counter: &std::sync::atomic::AtomicU64, what: impl FnOnce() -> String) {
-        metrics::inc(counter);
-        let n = counter.load(std::sync::atomic::Ordering::Relaxed);
-        if worth_logging(n) {
-            tracing::warn!(source = "upbit", count = n, "{}", what());
-        }
+        feed::count_problem("upbit", counter, what);
     }
 
     fn tick(
