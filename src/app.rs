@@ -459,6 +459,27 @@ pub fn services(db: &DatabaseConnection, broker: Option<&Broker>) -> Services {
     Services::new(db.clone(), broker.cloned())
 }
 
+/// Loads a symbol's candle history when it gets its first alert or subscription (the
+/// `[history]` section; venues of the configured sources only), in the background.
+pub fn load_history_on_first_alert(
+    roles: &Roles,
+    config: &Config,
+    services: &Services,
+    broker: &Broker,
+) -> anyhow::Result<()> {
+    let loader = crate::history::Loader::new(
+        config,
+        services.db().clone(),
+        Publisher::start(broker, "history"),
+    )?;
+    if let Some(loads) =
+        crate::history::FirstAlertLoads::start(config, loader, roles.background(), roles.token())
+    {
+        services.set_history_requests(loads);
+    }
+    Ok(())
+}
+
 /// Starts the HTTP API on `roles`; its address must be free.
 pub async fn start_api(
     roles: &mut Roles,
@@ -510,6 +531,7 @@ pub async fn gateway(
     )
     .await?;
     let services = services(process.db()?, Some(&process.broker));
+    load_history_on_first_alert(&process.roles, config, &services, &process.broker)?;
     if api {
         start_api(&mut process.roles, config, &services).await?;
     } else {
@@ -539,6 +561,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     if config.run.demo_user {
         crate::demo::ensure(config, &services).await?;
     }
+    load_history_on_first_alert(roles, config, &services, &broker)?;
     for role in [Role::Recorder, Role::Signals, Role::Alerts, Role::Notifier] {
         start_role(roles, role, config, &broker, &db);
     }

@@ -4,7 +4,7 @@
 //! the well-known variables of the design are honoured as they are: `AMQP_URL`,
 //! `DATABASE_URL`, `TELEGRAM_BOT_TOKEN`, `TELEGRAM_API_URL`, `TICKWATCH_API_ADDR`,
 //! `TICKWATCH_ADMIN_CHATS`, `TICKWATCH_BINANCE_WS_URL`, `TICKWATCH_BINANCE_REST_URL`,
-//! `TICKWATCH_UPBIT_WS_URL`. The result is validated at start; an error names the key.
+//! `TICKWATCH_UPBIT_WS_URL`, `TICKWATCH_UPBIT_REST_URL`. The result is validated at start; an error names the key.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use tickwatch_gateway::{ApiConfig, BotConfig};
 use tickwatch_notifier::NotifierConfig;
 use tickwatch_producers::binance::BinanceConfig;
 use tickwatch_producers::csv::CsvConfig;
+use tickwatch_producers::history::HistoryConfig;
 use tickwatch_producers::kis::KisConfig;
 use tickwatch_producers::synthetic::SyntheticConfig;
 use tickwatch_producers::upbit::UpbitConfig;
@@ -42,6 +43,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub notifier: NotifierConfig,
     pub producers: ProducersConfig,
+    /// Candle history before the first signal (`tickwatch history load`, first alerts).
+    pub history: HistoryConfig,
     pub run: RunConfig,
 }
 
@@ -221,6 +224,10 @@ const WELL_KNOWN: &[(&str, &[&str])] = &[
         &["producers", "binance", "rest_url"],
     ),
     ("TICKWATCH_UPBIT_WS_URL", &["producers", "upbit", "ws_url"]),
+    (
+        "TICKWATCH_UPBIT_REST_URL",
+        &["producers", "upbit", "rest_url"],
+    ),
     ("KIS_APP_KEY", &["producers", "kis", "app_key"]),
     ("KIS_APP_SECRET", &["producers", "kis", "app_secret"]),
     ("TICKWATCH_KIS_WS_URL", &["producers", "kis", "ws_url"]),
@@ -359,6 +366,7 @@ impl Config {
         self.notifier.validate()?;
         self.signals.validate()?;
         self.alerts.validate()?;
+        self.history.validate()?;
         for source in &self.run.sources {
             match source.as_str() {
                 "binance" => self.producers.binance.validate()?,

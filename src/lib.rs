@@ -7,6 +7,7 @@
 //! - [`bench`]: `tickwatch bench …`, each benchmark against its reference in one run.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`, served by every process.
 //! - [`demo`]: the demo user `tickwatch run` creates on its first start.
+//! - [`history`]: `tickwatch history load` and the history load of a symbol's first alert.
 //! - [`events`]: readiness and the producers' counters as metrics (names written once).
 //! - [`app`]: the roles (consumers, producers) and `tickwatch run`, which starts them all.
 
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod history;
 pub mod logging;
 pub mod ops;
 

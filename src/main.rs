@@ -120,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// Candle history: load closed candles so daily signals need not wait for live bars.
+    History {
+        #[command(subcommand)]
+        action: HistoryCommand,
+    },
     /// The symbol universe: import a venue's whole list of instruments.
     Symbols {
         #[command(subcommand)]
@@ -228,6 +233,33 @@ enum DlqCommand {
         /// Confirms that the messages are to be dropped.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Load closed candles of symbols from the venue's REST API (binance klines, upbit
+    /// candles, krx: KIS daily prices, which need KIS_APP_KEY and KIS_APP_SECRET) or from
+    /// history files (`--file 005930_1d.csv`, symbol and interval from the file name), store
+    /// them and warm the signals role up from them. Series the store already holds are
+    /// skipped (so an interrupted load resumes); `--force` loads them again.
+    Load {
+        /// binance, upbit or krx.
+        venue: String,
+        /// Symbols as the venue spells them (`BTCUSDT`, `KRW-BTC`, `005930`).
+        symbols: Vec<String>,
+        /// Intervals (repeat or comma-separate); default: the `[history]` intervals (1d).
+        #[arg(long, value_delimiter = ',')]
+        interval: Vec<Interval>,
+        /// Bars per series; default: what the signals engine warms up on (≥ 260 days).
+        #[arg(long)]
+        bars: Option<usize>,
+        /// History files to load instead of the venue's API.
+        #[arg(long)]
+        file: Vec<PathBuf>,
+        /// Load series the store already holds.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -577,6 +609,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 instances,
             };
             bench::scale::run(&config, &plan).await.map(drop)
+        }
+        Command::History {
+            action:
+                HistoryCommand::Load {
+                    venue,
+                    symbols,
+                    interval,
+                    bars,
+                    file,
+                    force,
+                },
+        } => {
+            let request = tickwatch::history::LoadRequest {
+                venue,
+                symbols,
+                intervals: interval,
+                bars,
+                files: file,
+                force,
+            };
+            tickwatch::history::load_command(&config, &request).await
         }
         Command::Symbols { action } => match action {
             SymbolsCommand::Import { source, inputs } => {

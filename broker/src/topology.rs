@@ -147,7 +147,10 @@ fn exchange_kind(exchange: Exchange) -> &'static str {
 /// The sources each standard work queue binds: (exchange, binding key).
 pub fn standard_sources(queue: WorkQueue) -> Vec<(Exchange, &'static str)> {
     match queue {
-        WorkQueue::Signals => vec![(Exchange::Market, routing::ALL_CANDLES)],
+        WorkQueue::Signals => vec![
+            (Exchange::Market, routing::ALL_CANDLES),
+            (Exchange::Market, routing::ALL_HISTORY),
+        ],
         WorkQueue::Alerts => vec![
             (Exchange::Market, routing::ALL_TICKS),
             (Exchange::Market, routing::ALL_CANDLES),

@@ -441,118 +441,134 @@ impl BinanceFeed {
         &self,
         symbol: &str,
         interval: Interval,
-        mut start: i64,
-        end: i64,
-    ) -> Result<Vec<Candle>> {
-        let url = format!(
-            "{}/api/v3/klines",
-            self.config.rest_url.trim_end_matches('/')
-        );
-        let mut candles: Vec<Candle> = Vec::new();
-        while start <= end {
-            let rows = self.fetch_page(&url, symbol, interval, start, end).await?;
-            let page_len = rows.len();
-            for row in rows {
-                match self.row_to_candle(&row, symbol, interval) {
-                    Ok(c) if c.open_ts >= start && c.open_ts <= end => {
-                        if candles.last().is_none_or(|l| c.open_ts > l.open_ts) {
-                            candles.push(c);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(reason) => self.invalid(format!("REST kline row: {reason}")),
-                }
-            }
-            match candles.last() {
-                Some(last) if page_len >= REST_PAGE => start = last.open_ts + interval.as_ms(),
-                _ => break,
-            }
-        }
-        Ok(candles)
-    }
-
-    async fn fetch_page(
-        &self,
-        url: &str,
-        symbol: &str,
-        interval: Interval,
         start: i64,
         end: i64,
-    ) -> Result<Vec<Vec<serde_json::Value>>> {
-        let mut last_error = String::new();
-        for attempt in 0..self.config.rest_attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
-            }
-            let response = self
-                .http
-                .get(url)
-                .query(&[
-                    ("symbol", symbol.to_string()),
-                    ("interval", interval.to_string()),
-                    ("startTime", start.to_string()),
-                    ("endTime", end.to_string()),
-                    ("limit", REST_PAGE.to_string()),
-                ])
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().is_success() => match r.json().await {
-                    Ok(rows) => return Ok(rows),
-                    Err(e) => last_error = format!("unreadable body: {e}"),
-                },
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    last_error = format!("HTTP {status}: {}", excerpt(body.as_bytes()));
-                    // A 4xx other than rate limiting will not get better by asking again.
-                    if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 418
-                    {
-                        break;
+    ) -> Result<Vec<Candle>> {
+        fetch_klines(
+            &self.http,
+            &self.config,
+            (symbol, interval),
+            (start, end),
+            &mut |reason| self.invalid(reason),
+        )
+        .await
+    }
+}
+
+/// Closed klines of `symbol` with open time in `[start, end]`, in order, across pages of
+/// `GET {rest_url}/api/v3/klines`; a row that is not a valid candle goes to `invalid` and
+/// is skipped. The feed's gap backfill and the history load both read klines here.
+pub(crate) async fn fetch_klines(
+    http: &reqwest::Client,
+    config: &BinanceConfig,
+    (symbol, interval): (&str, Interval),
+    (mut start, end): (i64, i64),
+    invalid: &mut (dyn FnMut(String) + Send),
+) -> Result<Vec<Candle>> {
+    let url = format!("{}/api/v3/klines", config.rest_url.trim_end_matches('/'));
+    let mut candles: Vec<Candle> = Vec::new();
+    while start <= end {
+        let rows = fetch_page(http, config, &url, symbol, interval, start, end).await?;
+        let page_len = rows.len();
+        for row in rows {
+            match row_to_candle(&config.venue, &row, symbol, interval) {
+                Ok(c) if c.open_ts >= start && c.open_ts <= end => {
+                    if candles.last().is_none_or(|l| c.open_ts > l.open_ts) {
+                        candles.push(c);
                     }
                 }
-                Err(e) => last_error = e.to_string(),
+                Ok(_) => {}
+                Err(reason) => invalid(format!("REST kline row: {reason}")),
             }
         }
-        Err(Error::Rest {
-            url: url.to_string(),
-            reason: last_error,
-        })
+        match candles.last() {
+            Some(last) if page_len >= REST_PAGE => start = last.open_ts + interval.as_ms(),
+            _ => break,
+        }
     }
+    Ok(candles)
+}
 
-    fn row_to_candle(
-        &self,
-        row: &[serde_json::Value],
-        symbol: &str,
-        interval: Interval,
-    ) -> std::result::Result<Candle, String> {
-        let text = |i: usize| -> std::result::Result<Decimal, String> {
-            let value = row.get(i).ok_or_else(|| format!("no column {i}"))?;
-            let s = value
-                .as_str()
-                .ok_or_else(|| format!("column {i} is not a string"))?;
-            parse_decimal(s).map_err(|e| format!("column {i} `{s}`: {e}"))
-        };
-        let open_ts = row
-            .first()
-            .and_then(serde_json::Value::as_i64)
-            .ok_or("column 0 (open time) is not an integer")?;
-        let candle = Candle {
-            venue: self.config.venue.clone(),
-            symbol: symbol.to_string(),
-            interval,
-            open_ts,
-            open: text(1)?,
-            high: text(2)?,
-            low: text(3)?,
-            close: text(4)?,
-            volume: text(5)?,
-            trades: row.get(8).and_then(serde_json::Value::as_u64),
-            closed: true,
-        };
-        candle.validate().map_err(|e| e.to_string())?;
-        Ok(candle)
+async fn fetch_page(
+    http: &reqwest::Client,
+    config: &BinanceConfig,
+    url: &str,
+    symbol: &str,
+    interval: Interval,
+    start: i64,
+    end: i64,
+) -> Result<Vec<Vec<serde_json::Value>>> {
+    let mut last_error = String::new();
+    for attempt in 0..config.rest_attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
+        }
+        let response = http
+            .get(url)
+            .query(&[
+                ("symbol", symbol.to_string()),
+                ("interval", interval.to_string()),
+                ("startTime", start.to_string()),
+                ("endTime", end.to_string()),
+                ("limit", REST_PAGE.to_string()),
+            ])
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(rows) => return Ok(rows),
+                Err(e) => last_error = format!("unreadable body: {e}"),
+            },
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                last_error = format!("HTTP {status}: {}", excerpt(body.as_bytes()));
+                // A 4xx other than rate limiting will not get better by asking again.
+                if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 418 {
+                    break;
+                }
+            }
+            Err(e) => last_error = e.to_string(),
+        }
     }
+    Err(Error::Rest {
+        url: url.to_string(),
+        reason: last_error,
+    })
+}
+
+fn row_to_candle(
+    venue: &str,
+    row: &[serde_json::Value],
+    symbol: &str,
+    interval: Interval,
+) -> std::result::Result<Candle, String> {
+    let text = |i: usize| -> std::result::Result<Decimal, String> {
+        let value = row.get(i).ok_or_else(|| format!("no column {i}"))?;
+        let s = value
+            .as_str()
+            .ok_or_else(|| format!("column {i} is not a string"))?;
+        parse_decimal(s).map_err(|e| format!("column {i} `{s}`: {e}"))
+    };
+    let open_ts = row
+        .first()
+        .and_then(serde_json::Value::as_i64)
+        .ok_or("column 0 (open time) is not an integer")?;
+    let candle = Candle {
+        venue: venue.to_string(),
+        symbol: symbol.to_string(),
+        interval,
+        open_ts,
+        open: text(1)?,
+        high: text(2)?,
+        low: text(3)?,
+        close: text(4)?,
+        volume: text(5)?,
+        trades: row.get(8).and_then(serde_json::Value::as_u64),
+        closed: true,
+    };
+    candle.validate().map_err(|e| e.to_string())?;
+    Ok(candle)
 }
 
 #[async_trait::async_trait]

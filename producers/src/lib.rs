@@ -16,6 +16,8 @@
 //!   - [`csv`]: replay of history files at a speed (`60x`, `max`), plus the benchmark hook;
 //!   - [`synthetic`]: seeded geometric-Brownian-motion ticks at a target rate;
 //!   - [`webhook`]: the axum router for pushed ticks and TradingView alerts.
+//! - [`history`]: closed candles before now from the venues' REST APIs (Binance klines,
+//!   Upbit candles, KIS daily prices) or a history file, for `tickwatch history load`.
 //! - Shared machinery: `feed` (the WebSocket session driver: pings, idle detection, reconnect
 //!   with backoff, make-before-break renewal), `outbox` (the bounded buffer between a live
 //!   source and the sink, with batching, retry and counted drops), `dedupe` (trade ids across
@@ -35,6 +37,7 @@ pub mod csv;
 mod dedupe;
 pub mod error;
 mod feed;
+pub mod history;
 pub mod kis;
 pub mod metrics;
 mod outbox;

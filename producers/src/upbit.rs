@@ -43,6 +43,8 @@ use crate::sink::MarketSink;
 pub struct UpbitConfig {
     /// The WebSocket endpoint (`TICKWATCH_UPBIT_WS_URL`).
     pub ws_url: String,
+    /// The REST base for candle history (`TICKWATCH_UPBIT_REST_URL`).
+    pub rest_url: String,
     /// The venue name on the messages.
     pub venue: String,
     /// Market codes as Upbit spells them (`KRW-BTC`).
@@ -65,6 +67,7 @@ impl Default for UpbitConfig {
     fn default() -> Self {
         UpbitConfig {
             ws_url: "wss://api.upbit.com/websocket/v1".into(),
+            rest_url: "https://api.upbit.com".into(),
             venue: "upbit".into(),
             codes: vec!["KRW-BTC".into()],
             trades: true,
@@ -81,6 +84,7 @@ impl Default for UpbitConfig {
 impl UpbitConfig {
     pub fn validate(&self) -> Result<()> {
         config::validate_url("upbit.ws_url", &self.ws_url, &["ws", "wss"])?;
+        config::validate_url("upbit.rest_url", &self.rest_url, &["http", "https"])?;
         config::validate_venue("upbit.venue", &self.venue)?;
         config::validate_symbols("upbit.codes", &self.codes)?;
         for (i, code) in self.codes.iter().enumerate() {
@@ -195,7 +199,7 @@ struct Ticker {
 
 /// A JSON number or string as an exact decimal: numbers go through their shortest decimal
 /// spelling (`140000000.0` → `140000000`), so no float rounding enters the price.
-fn json_decimal(value: &serde_json::Value) -> std::result::Result<Decimal, String> {
+pub(crate) fn json_decimal(value: &serde_json::Value) -> std::result::Result<Decimal, String> {
     match value {
         // A float has no trailing zeros to keep: `140000000.0` is the integer it spells.
         serde_json::Value::Number(n) => parse_decimal(&n.to_string()).map(|d| d.normalize()),

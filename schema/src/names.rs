@@ -179,6 +179,7 @@ pub mod routing {
 
     pub const ALL_TICKS: &str = "tick.#";
     pub const ALL_CANDLES: &str = "candle.#";
+    pub const ALL_HISTORY: &str = "history.#";
     pub const ALL_SIGNALS: &str = "signal.#";
     pub const ALL_ALERTS: &str = "alert.#";
     /// The direct-exchange key of Telegram notifications.
@@ -194,6 +195,11 @@ pub mod routing {
 
     pub fn candle(venue: &str, symbol: &str, interval: Interval) -> String {
         format!("candle.{venue}.{symbol}.{interval}")
+    }
+
+    /// A history load's notice (see `wire::HistoryLoaded`).
+    pub fn history(venue: &str, symbol: &str, interval: Interval) -> String {
+        format!("history.{venue}.{symbol}.{interval}")
     }
 
     pub fn signal(kind: SignalKind, symbol: &str) -> String {

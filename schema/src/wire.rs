@@ -45,16 +45,19 @@ pub enum MessageKind {
     Alert,
     Notification,
     Control,
+    /// Closed candles of a series were stored by a history load.
+    History,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 7] = [
         MessageKind::Tick,
         MessageKind::Candle,
         MessageKind::Signal,
         MessageKind::Alert,
         MessageKind::Notification,
         MessageKind::Control,
+        MessageKind::History,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl MessageKind {
             MessageKind::Alert => "alert",
             MessageKind::Notification => "notification",
             MessageKind::Control => "control",
+            MessageKind::History => "history",
         }
     }
 }
@@ -387,6 +391,22 @@ pub struct Candle {
     pub closed: bool,
 }
 
+/// A history load stored the closed candles of a series opening in `[first_open_ts,
+/// last_open_ts]` (`tickwatch history load`, or a symbol's first alert). Published on the
+/// market exchange after the candles are stored, in the series' shard: the signals role
+/// warms the series up again from the store before its next candle, so a signal is
+/// possible at the next bar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLoaded {
+    pub venue: String,
+    pub symbol: String,
+    pub interval: Interval,
+    pub first_open_ts: i64,
+    pub last_open_ts: i64,
+    /// How many candles the load stored.
+    pub candles: u64,
+}
+
 /// A computed signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
@@ -561,6 +581,26 @@ impl Message for Signal {
                 "score",
                 format!("{} is above 100", self.score),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Message for HistoryLoaded {
+    fn shard_key(&self) -> Option<String> {
+        Some(format!("{}.{}", self.venue, self.symbol))
+    }
+    const KIND: MessageKind = MessageKind::History;
+    fn routing_key(&self) -> String {
+        routing::history(&self.venue, &self.symbol, self.interval)
+    }
+    fn validate(&self) -> Result<()> {
+        validate_venue(&self.venue)?;
+        validate_symbol(&self.symbol)?;
+        validate_ts("first_open_ts", self.first_open_ts)?;
+        validate_ts("last_open_ts", self.last_open_ts)?;
+        if self.first_open_ts > self.last_open_ts {
+            return Err(Error::invalid("first_open_ts", "is after last_open_ts"));
         }
         Ok(())
     }

@@ -11,6 +11,13 @@
 //! - [`FakeKis::trade`] sends `0|H0STCNT0|<count>|…` frames (46 fields a record) to every
 //!   session subscribed to the symbol; [`FakeKis::pingpong`] sends a PINGPONG and counts
 //!   the echoes; [`FakeKis::disconnect_all`] drops every session.
+//! - `POST /oauth2/tokenP` with `{"grant_type":"client_credentials","appkey","appsecret"}`
+//!   answers `{"access_token","token_type":"Bearer","expires_in"}`.
+//! - `GET /uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice` (`tr_id`
+//!   `FHKST03010100`, a bearer token it issued, `appkey`, `appsecret`) answers the newest 100
+//!   days of [`FakeKis::set_daily`] in `FID_INPUT_DATE_1 ..= FID_INPUT_DATE_2`, newest first, in
+//!   `output2` (a range with none holds one row of empty strings, as KIS sends); an unknown
+//!   token gets HTTP 500 with `EGW00123`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -80,6 +87,35 @@ struct Inner {
     /// Every subscription frame received, as JSON.
     subscriptions: Vec<Value>,
     pingpong_echoes: usize,
+    /// Access tokens issued (`/oauth2/tokenP`).
+    tokens: Vec<String>,
+    /// Daily bars by symbol, oldest first.
+    daily: HashMap<String, Vec<KisDay>>,
+    /// Daily-chart requests received: their query parameters.
+    chart_requests: Vec<HashMap<String, String>>,
+}
+
+/// One day of a symbol for the daily chart (prices and volume as KIS writes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KisDay {
+    /// `YYYYMMDD`.
+    pub date: String,
+    pub open: String,
+    pub high: String,
+    pub low: String,
+    pub close: String,
+    pub volume: String,
+}
+
+impl KisDay {
+    fn row(&self) -> Value {
+        json!({
+            "stck_bsop_date": self.date, "stck_clpr": self.close, "stck_oprc": self.open,
+            "stck_hgpr": self.high, "stck_lwpr": self.low, "acml_vol": self.volume,
+            "acml_tr_pbmn": "0", "flng_cls_code": "00", "prtt_rate": "0.00", "mod_yn": "N",
+            "prdy_vrss_sign": "3", "prdy_vrss": "0", "revl_issu_reas": ""
+        })
+    }
 }
 
 /// The running fake; clones share it.
@@ -101,6 +137,11 @@ impl FakeKis {
         let app = Router::new()
             .route("/oauth2/Approval", axum::routing::post(approval))
             .route("/tryitout", axum::routing::get(upgrade))
+            .route("/oauth2/tokenP", axum::routing::post(token))
+            .route(
+                "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice",
+                axum::routing::get(daily_chart),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -130,6 +171,29 @@ impl FakeKis {
     /// Refuse (403) every approval-key request from now on, or stop refusing.
     pub fn refuse_approvals(&self, refuse: bool) {
         self.lock().refuse_approvals = refuse;
+    }
+
+    /// Serves these days (any order) for `symbol` on the daily chart.
+    pub fn set_daily(&self, symbol: &str, mut days: Vec<KisDay>) {
+        days.sort_by(|a, b| a.date.cmp(&b.date));
+        self.lock().daily.insert(symbol.to_string(), days);
+    }
+
+    /// Access tokens issued so far.
+    pub fn tokens(&self) -> Vec<String> {
+        self.lock().tokens.clone()
+    }
+
+    /// Forgets the issued access tokens: the next chart request with one gets `EGW00123`.
+    pub fn expire_tokens(&self) {
+        for token in &mut self.lock().tokens {
+            token.clear();
+        }
+    }
+
+    /// The query parameters of each daily-chart request.
+    pub fn chart_requests(&self) -> Vec<HashMap<String, String>> {
+        self.lock().chart_requests.clone()
     }
 
     /// Forgets every issued key: the next subscription with one is `invalid approval`.
@@ -220,6 +284,105 @@ async fn approval(
     let key = format!("fake-approval-{}", inner.approvals.len());
     inner.issued.insert(key.clone(), app_key);
     (StatusCode::OK, Json(json!({ "approval_key": key })))
+}
+
+async fn token(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let well_formed = body["grant_type"] == "client_credentials"
+        && body["appkey"].as_str().is_some_and(|s| !s.is_empty())
+        && body["appsecret"].as_str().is_some_and(|s| !s.is_empty());
+    if !well_formed {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(
+                json!({"error_description": "유효하지 않은 AppKey입니다.", "error_code": "EGW00103"}),
+            ),
+        );
+    }
+    let token = format!("fake-token-{}", inner.tokens.len() + 1);
+    inner.tokens.push(token.clone());
+    (
+        StatusCode::OK,
+        Json(
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": 86400,
+            "access_token_token_expired": "2099-01-01 00:00:00"}),
+        ),
+    )
+}
+
+async fn daily_chart(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    inner.chart_requests.push(query.clone());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let error = |status: StatusCode, code: &str, message: &str| {
+        (
+            status,
+            Json(json!({"rt_cd": "1", "msg_cd": code, "msg1": message})),
+        )
+    };
+    let token = header("authorization")
+        .strip_prefix("Bearer ")
+        .unwrap_or_default()
+        .to_string();
+    if token.is_empty() || !inner.tokens.contains(&token) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "EGW00123",
+            "기간이 만료된 token 입니다.",
+        );
+    }
+    if header("tr_id") != "FHKST03010100"
+        || header("appkey").is_empty()
+        || header("appsecret").is_empty()
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "EGW00205",
+            "tr_id, appkey or appsecret is wrong",
+        );
+    }
+    let param = |name: &str| query.get(name).cloned().unwrap_or_default();
+    if param("FID_COND_MRKT_DIV_CODE") != "J" || param("FID_PERIOD_DIV_CODE") != "D" {
+        return error(StatusCode::OK, "OPSQ2001", "입력값이 올바르지 않습니다.");
+    }
+    let (from, to) = (param("FID_INPUT_DATE_1"), param("FID_INPUT_DATE_2"));
+    let mut rows: Vec<Value> = inner
+        .daily
+        .get(&param("FID_INPUT_ISCD"))
+        .map(|days| {
+            days.iter()
+                .rev()
+                .filter(|d| d.date >= from && d.date <= to)
+                .take(100)
+                .map(KisDay::row)
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        rows.push(json!({"stck_bsop_date": "", "stck_clpr": "", "stck_oprc": "", "stck_hgpr": "",
+            "stck_lwpr": "", "acml_vol": "", "acml_tr_pbmn": "", "flng_cls_code": "",
+            "prtt_rate": "", "mod_yn": "", "prdy_vrss_sign": "", "prdy_vrss": "", "revl_issu_reas": ""}));
+    }
+    (
+        StatusCode::OK,
+        Json(
+            json!({"output1": {"stck_shrn_iscd": param("FID_INPUT_ISCD")}, "output2": rows,
+            "rt_cd": "0", "msg_cd": "MCA00000", "msg1": "정상처리 되었습니다."}),
+        ),
+    )
 }
 
 async fn upgrade(

@@ -27,7 +27,9 @@ use tickwatch_broker::{
 use tickwatch_schema::db::entity::{signal, signal_progress};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms};
 use tickwatch_schema::names::{Exchange, WorkQueue};
-use tickwatch_schema::wire::{Candle, Grade, Interval, Signal, SignalKind};
+use tickwatch_schema::wire::{
+    Candle, Grade, HistoryLoaded, Interval, MessageKind, Signal, SignalKind,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -204,6 +206,64 @@ impl SignalsHandler {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.clone(), *session);
         }
+        Ok(())
+    }
+
+    /// A history load stored candles of a series: its stored progress moves up to the
+    /// load's last candle when that is newer, and the series is checked again at its next
+    /// candle — the engine no longer holds it, so [`SignalsHandler::check_series`] warms it
+    /// up from the store, history included. A repeated notice does the same again.
+    async fn apply_history(&self, notice: &HistoryLoaded) -> Result<(), HandlerError> {
+        let interval = notice.interval.as_str();
+        let stored = signal_progress::Entity::find_by_id((
+            notice.venue.clone(),
+            notice.symbol.clone(),
+            interval.to_string(),
+        ))
+        .one(&self.db)
+        .await
+        .map_err(db_error)?;
+        if stored
+            .as_ref()
+            .is_none_or(|row| row.last_open_ts < notice.last_open_ts)
+        {
+            signal_progress::Entity::insert(signal_progress::ActiveModel {
+                venue: Set(notice.venue.clone()),
+                symbol: Set(notice.symbol.clone()),
+                interval: Set(interval.to_string()),
+                last_open_ts: Set(notice.last_open_ts),
+                updated_at: Set(now_ms()),
+            })
+            .on_conflict(
+                OnConflict::columns([
+                    signal_progress::Column::Venue,
+                    signal_progress::Column::Symbol,
+                    signal_progress::Column::Interval,
+                ])
+                .update_columns([
+                    signal_progress::Column::LastOpenTs,
+                    signal_progress::Column::UpdatedAt,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(db_error)?;
+        }
+        let key: SeriesKey = (notice.venue.clone(), notice.symbol.clone(), notice.interval);
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_series(&notice.venue, &notice.symbol, notice.interval);
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (series, _)| *series != key);
+        tracing::info!(venue = %notice.venue, symbol = %notice.symbol, interval = %notice.interval, candles = notice.candles, "history loaded: the series warms up again from the store at its next candle");
         Ok(())
     }
 
@@ -384,8 +444,31 @@ impl SignalsHandler {
 
 impl BatchHandler for SignalsHandler {
     async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
-        let decoded: Vec<Result<Candle, HandlerError>> =
-            batch.iter().map(|message| message.decode()).collect();
+        // History notices first: a candle after one in this batch is then processed on the
+        // warmed-up series, and one before it is in the store the warm-up reads (every
+        // earlier batch was stored before it was acknowledged), so the order is kept.
+        let is_notice = |message: &Incoming| message.message_kind() == Some(MessageKind::History);
+        let mut notices: HashMap<usize, Outcome> = HashMap::new();
+        for (index, message) in batch.iter().enumerate().filter(|(_, m)| is_notice(m)) {
+            let outcome = match message.decode::<HistoryLoaded>() {
+                Ok(notice) => match self.apply_history(&notice).await {
+                    Ok(()) => Ok(Handled::Done),
+                    Err(e) => return vec![e.hold_in_place(RETRY_IN_PLACE)],
+                },
+                Err(e) => Err(e),
+            };
+            notices.insert(index, outcome);
+        }
+        let decoded: Vec<Result<Candle, HandlerError>> = batch
+            .iter()
+            .map(|message| {
+                if is_notice(message) {
+                    Err(HandlerError::Invalid("a history notice".into()))
+                } else {
+                    message.decode()
+                }
+            })
+            .collect();
         let series: Vec<(SeriesKey, u64)> = decoded
             .iter()
             .zip(batch)
@@ -405,6 +488,10 @@ impl BatchHandler for SignalsHandler {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             for (index, (message, candle)) in batch.iter().zip(decoded).enumerate() {
+                if let Some(outcome) = notices.remove(&index) {
+                    outcomes.push(outcome);
+                    continue;
+                }
                 let candle = match candle {
                     Ok(candle) => candle,
                     Err(e) => {

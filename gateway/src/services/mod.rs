@@ -59,6 +59,17 @@ struct Inner {
     /// replaces it; an import in this process clears it at once.
     symbols: std::sync::Mutex<SymbolCache>,
     refreshing_symbols: std::sync::atomic::AtomicBool,
+    /// Loads a symbol's candle history when it gets an alert or a subscription (set by the
+    /// application; none in the CLI's user commands).
+    history: std::sync::OnceLock<Arc<dyn HistoryRequests>>,
+}
+
+/// Takes requests to load a symbol's candle history (the application's history loader).
+/// Called when a symbol gets an alert or a signal subscription: it must return at once and
+/// do the work elsewhere; a request for a symbol whose history is stored costs little.
+pub trait HistoryRequests: Send + Sync {
+    /// `venue` is `None` when the caller knows only the symbol (a signal subscription).
+    fn request(&self, venue: Option<&str>, symbol: &str);
 }
 
 /// The symbol list in memory, and how many times it was dropped: a read that began
@@ -108,7 +119,20 @@ impl Services {
                 announce_timeout,
                 symbols: std::sync::Mutex::new(SymbolCache::default()),
                 refreshing_symbols: std::sync::atomic::AtomicBool::new(false),
+                history: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sets what loads a symbol's history on its first alert (once; later calls are ignored).
+    pub fn set_history_requests(&self, requests: Arc<dyn HistoryRequests>) {
+        let _ = self.inner.history.set(requests);
+    }
+
+    /// Asks for the history of a symbol that just got an alert or a subscription.
+    pub(crate) fn request_history(&self, venue: Option<&str>, symbol: &str) {
+        if let Some(history) = self.inner.history.get() {
+            history.request(venue, symbol);
         }
     }
 

@@ -109,6 +109,7 @@ impl Services {
         let rule = to_rule(&stored)?;
         self.announce(&Control::RuleUpserted { rule: rule.clone() })
             .await;
+        self.request_history(Some(&rule.spec.venue), &rule.spec.symbol);
         Ok(rule)
     }
 

@@ -119,6 +119,9 @@ impl Services {
             subscription: view.subscription.clone(),
         })
         .await;
+        if let Some(symbol) = &view.subscription.symbol {
+            self.request_history(None, symbol);
+        }
         Ok((view, true))
     }
 
