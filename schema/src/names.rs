@@ -202,12 +202,16 @@ pub mod routing {
         format!("history.{venue}.{symbol}.{interval}")
     }
 
-    pub fn signal(kind: SignalKind, symbol: &str) -> String {
-        format!("signal.{kind}.{symbol}")
+    /// `signal.<kind>.<venue>.<symbol>`: the venue tells the same symbol on two venues apart
+    /// (before 2026-12-07 it was `signal.<kind>.<symbol>`; bodies are unchanged, and every
+    /// binding of tickwatch's is `signal.#`).
+    pub fn signal(kind: SignalKind, venue: &str, symbol: &str) -> String {
+        format!("signal.{kind}.{venue}.{symbol}")
     }
 
-    pub fn alert(symbol: &str) -> String {
-        format!("alert.{symbol}")
+    /// `alert.<venue>.<symbol>` (was `alert.<symbol>`).
+    pub fn alert(venue: &str, symbol: &str) -> String {
+        format!("alert.{venue}.{symbol}")
     }
 }
 
@@ -231,8 +235,8 @@ mod tests {
             "candle.binance.BTCUSDT.1m"
         );
         assert_eq!(
-            routing::signal(SignalKind::RsiOversold, "BTCUSDT"),
-            "signal.rsi_oversold.BTCUSDT"
+            routing::signal(SignalKind::RsiOversold, "binance", "BTCUSDT"),
+            "signal.rsi_oversold.binance.BTCUSDT"
         );
     }
 

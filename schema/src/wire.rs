@@ -569,7 +569,7 @@ impl Message for Signal {
     }
     const KIND: MessageKind = MessageKind::Signal;
     fn routing_key(&self) -> String {
-        routing::signal(self.kind, &self.symbol)
+        routing::signal(self.kind, &self.venue, &self.symbol)
     }
     fn validate(&self) -> Result<()> {
         validate_venue(&self.venue)?;
@@ -612,7 +612,7 @@ impl Message for AlertTriggered {
     }
     const KIND: MessageKind = MessageKind::Alert;
     fn routing_key(&self) -> String {
-        routing::alert(&self.symbol)
+        routing::alert(&self.venue, &self.symbol)
     }
     fn validate(&self) -> Result<()> {
         validate_venue(&self.venue)?;

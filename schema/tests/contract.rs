@@ -64,12 +64,12 @@ fn the_designs_examples_decode_to_typed_values_and_round_trip() {
         (SignalKind::RsiOversold, Grade::B, 72)
     );
     assert_eq!(signal.details["rsi"], 27.4);
-    assert_eq!(signal.routing_key(), "signal.rsi_oversold.BTCUSDT");
+    assert_eq!(signal.routing_key(), "signal.rsi_oversold.binance.BTCUSDT");
 
     let alert: AlertTriggered = round_trip(ALERT);
     assert_eq!(alert.condition, Condition::CrossingUp);
     assert_eq!((alert.rule_id, alert.user_id), (42, 7));
-    assert_eq!(alert.routing_key(), "alert.BTCUSDT");
+    assert_eq!(alert.routing_key(), "alert.binance.BTCUSDT");
 
     let notification: Notification = round_trip(NOTIFICATION);
     assert_eq!(notification.channel, Channel::Telegram);

@@ -65,7 +65,7 @@ pub struct Firing {
 }
 
 impl Firing {
-    /// The `AlertTriggered` message for `tw.alerts` (routing key `alert.<symbol>`).
+    /// The `AlertTriggered` message for `tw.alerts` (routing key `alert.<venue>.<symbol>`).
     pub fn to_wire(&self) -> AlertTriggered {
         AlertTriggered {
             id: self.id,
