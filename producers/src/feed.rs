@@ -56,8 +56,9 @@ pub(crate) trait Feed: Send {
     fn take_requests(&mut self) -> Requests {
         Requests::default()
     }
-    /// Called every second with the wall clock (epoch ms).
-    fn on_timer(&mut self, _now_ms: i64, _out: &mut Vec<Item>) {}
+    /// Called every second with the wall clock (epoch ms); like a frame, it may wait on a
+    /// REST backfill (Upbit's, after a reconnect).
+    async fn on_timer(&mut self, _now_ms: i64, _out: &mut Vec<Item>) {}
     /// Called once after the last frame, before the outbox is flushed.
     fn on_shutdown(&mut self, _out: &mut Vec<Item>) {}
 }
@@ -279,7 +280,7 @@ async fn session<F: Feed>(
                 }
             }
             _ = timer.tick() => {
-                feed.on_timer(now_ms(), &mut out);
+                feed.on_timer(now_ms(), &mut out).await;
                 Flow::Continue
             }
         };

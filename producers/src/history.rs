@@ -206,6 +206,16 @@ impl HistoryClient {
         })
     }
 
+    /// A client for Upbit alone (the feed's backfill after a reconnect).
+    pub fn for_upbit(upbit: UpbitConfig) -> Result<Self> {
+        HistoryClient::new(
+            HistoryConfig::default(),
+            BinanceConfig::default(),
+            upbit,
+            KisConfig::default(),
+        )
+    }
+
     pub fn config(&self) -> &HistoryConfig {
         &self.config
     }
@@ -276,7 +286,10 @@ impl HistoryClient {
         let forming = bucket_start(now_ms, interval, offset);
         let mut candles = match venue {
             HistoryVenue::Binance => self.binance_klines(symbol, interval, bars, forming).await?,
-            HistoryVenue::Upbit => self.upbit_candles(symbol, interval, bars, forming).await?,
+            HistoryVenue::Upbit => {
+                self.upbit_candles(symbol, interval, bars, forming, i64::MIN)
+                    .await?
+            }
             HistoryVenue::Krx => self.kis_days(symbol, interval, bars, now_ms).await?,
         };
         candles.sort_by_key(|c| c.open_ts);
@@ -335,12 +348,37 @@ impl HistoryClient {
         Ok(candles)
     }
 
+    /// Upbit's closed candles of `market` opening in `[from, to]`, oldest first: what a
+    /// disconnect cost the feed's own candles (Upbit leaves out buckets without trades).
+    pub(crate) async fn upbit_range(
+        &mut self,
+        market: &str,
+        interval: Interval,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Candle>> {
+        let step = interval.as_ms();
+        let buckets = usize::try_from((to - from) / step + 1)
+            .unwrap_or(1)
+            .min(MAX_BARS);
+        let mut candles = self
+            .upbit_candles(market, interval, buckets, to + step, from)
+            .await?;
+        candles.retain(|c| c.open_ts >= from && c.open_ts <= to);
+        candles.sort_by_key(|c| c.open_ts);
+        candles.dedup_by_key(|c| c.open_ts);
+        Ok(candles)
+    }
+
+    /// Up to `bars` candles opening before `forming`, newest first, paging back no further
+    /// than `not_before`.
     async fn upbit_candles(
         &mut self,
         market: &str,
         interval: Interval,
         bars: usize,
         forming: i64,
+        not_before: i64,
     ) -> Result<Vec<Candle>> {
         let path = upbit_path(interval)?;
         let url = format!(
@@ -380,7 +418,7 @@ impl HistoryClient {
                     }
                 }
             }
-            if page < count || oldest >= to {
+            if page < count || oldest >= to || oldest <= not_before {
                 break;
             }
             to = oldest;

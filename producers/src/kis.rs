@@ -653,7 +653,7 @@ impl Feed for KisFeed {
         std::mem::take(&mut self.requests)
     }
 
-    fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
+    async fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
         self.pre_close_scan(now_ms, out);
         out.extend(self.builder.on_time(now_ms).into_iter().map(Item::Candle));
     }
@@ -802,11 +802,11 @@ mod tests {
         let kst = |hhmm: &str| {
             tickwatch_schema::history::parse_ts(&format!("2026-03-04T{hhmm}:00+09:00")).expect("ts")
         };
-        feed.on_timer(kst("15:19"), &mut out);
+        feed.on_timer(kst("15:19"), &mut out).await;
         assert!(out.iter().all(
             |i| !matches!(i, Item::Candle(c) if c.interval == tickwatch_schema::wire::Interval::D1)
         ));
-        feed.on_timer(kst("15:20"), &mut out);
+        feed.on_timer(kst("15:20"), &mut out).await;
         let days: Vec<_> = out
             .iter()
             .filter_map(|i| match i {
@@ -820,7 +820,7 @@ mod tests {
         assert!(!days[0].closed);
         assert_eq!(days[0].open_ts, kst("00:00"));
         out.clear();
-        feed.on_timer(kst("15:21"), &mut out);
+        feed.on_timer(kst("15:21"), &mut out).await;
         assert!(
             out.iter()
                 .all(|i| !matches!(i, Item::Candle(c) if !c.closed)),

@@ -10,7 +10,8 @@
 //!   and a `run(config, sink, shutdown)` that stops cleanly on its
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken), flushing what it holds:
 //!   - [`binance`]: the spot combined stream (trades, klines) with REST kline backfill after a gap;
-//!   - [`upbit`]: the KRW market stream (trades, tickers), candles from the [`candles`] builder;
+//!   - [`upbit`]: the KRW market stream (trades, tickers), candles from the [`candles`] builder,
+//!     the buckets a disconnect cut into taken from Upbit's REST candles;
 //!   - [`kis`]: KRX stock trades from the KIS Open API WebSocket (approval key, one session
 //!     per app key, PINGPONG), candles on the Seoul session closing at 15:30;
 //!   - [`csv`]: replay of history files at a speed (`60x`, `max`), plus the benchmark hook;

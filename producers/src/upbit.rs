@@ -19,20 +19,27 @@
 //!   ticks; a tick that closes a bucket is published after that bucket's candle, and a timer
 //!   closes the buckets of a quiet market. A late tick (older than an open bucket) is still
 //!   published as the trade it is, but left out of the candles and counted (`late_ticks`).
+//! - After a reconnect, the trades of the disconnect are lost to the feed, so the buckets it
+//!   cut into — from the last trade before it to the first after — are taken from Upbit's
+//!   REST candles (`GET {rest_url}/v1/candles/minutes/N|days|weeks`) as each closes, the
+//!   buckets with no trade seen included; when REST fails the feed's own candle goes out
+//!   and `backfill_failures` counts it (`backfill = false` turns this off).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tickwatch_schema::history::parse_decimal;
-use tickwatch_schema::wire::{Message, Tick};
+use tickwatch_schema::history::{format_ts, parse_decimal};
+use tickwatch_schema::wire::{Candle, Interval, Message, Tick};
 use tokio_util::sync::CancellationToken;
 
-use crate::candles::{CandleBuilder, CandleConfig};
+use crate::candles::{CandleBuilder, CandleConfig, bucket_start};
 use crate::config::{self, BufferConfig, ConnectionConfig};
 use crate::dedupe::Dedupe;
 use crate::error::{Error, Result};
 use crate::feed::{self, Feed, excerpt, worth_logging};
+use crate::history::HistoryClient;
 use crate::metrics::{self, Metrics, MetricsSnapshot};
 use crate::outbox::{Item, Pipeline};
 use crate::sink::MarketSink;
@@ -59,6 +66,9 @@ pub struct UpbitConfig {
     pub candles: CandleConfig,
     /// Trade ids remembered for de-duplication.
     pub dedupe_capacity: usize,
+    /// After a reconnect, take the candles of the buckets the disconnect cut into from
+    /// Upbit's REST candles (`rest_url`) instead of publishing them short of its trades.
+    pub backfill: bool,
     pub connection: ConnectionConfig,
     pub buffer: BufferConfig,
 }
@@ -75,6 +85,7 @@ impl Default for UpbitConfig {
             ticker_ticks: false,
             candles: CandleConfig::default(),
             dedupe_capacity: 100_000,
+            backfill: true,
             connection: ConnectionConfig::default(),
             buffer: BufferConfig::default(),
         }
@@ -214,16 +225,98 @@ struct UpbitFeed {
     builder: CandleBuilder,
     metrics: Arc<Metrics>,
     late_reported: u64,
+    /// Connections made (each one after the first follows a disconnect).
+    sessions: u64,
+    /// The time of the last trade taken, per market.
+    last_trade: HashMap<String, i64>,
+    /// Buckets whose candles lost trades to a disconnect, per (market, interval): from
+    /// the bucket of the last trade before it to that of the first trade after it (`None`
+    /// until that trade). Their candles come from Upbit's REST candles instead.
+    tainted: HashMap<(String, Interval), (i64, Option<i64>)>,
+    /// Upbit's REST candles (`None` with `backfill = false`).
+    rest: Option<Box<HistoryClient>>,
 }
 
 impl UpbitFeed {
     fn new(config: UpbitConfig, metrics: Arc<Metrics>) -> Self {
+        let rest = if config.backfill {
+            match HistoryClient::for_upbit(config.clone()) {
+                Ok(rest) => Some(Box::new(rest)),
+                Err(e) => {
+                    tracing::warn!(source = "upbit", error = %e, "no REST client: candles are not backfilled after a reconnect");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         UpbitFeed {
             dedupe: Dedupe::new(config.dedupe_capacity),
             builder: CandleBuilder::new(&config.candles),
             config,
             metrics,
             late_reported: 0,
+            sessions: 0,
+            last_trade: HashMap::new(),
+            tainted: HashMap::new(),
+            rest,
+        }
+    }
+
+    /// Publishes closed candles; one of a bucket a disconnect cut into is replaced by
+    /// Upbit's REST candles of every bucket from the first cut one up to it (those the feed
+    /// saw no trade in included). When REST fails, the feed's own candle goes out and the
+    /// failure is counted.
+    async fn settle(&mut self, closed: Vec<Candle>, out: &mut Vec<Item>) {
+        for candle in closed {
+            let key = (candle.symbol.clone(), candle.interval);
+            let Some(&(first, last)) = self.tainted.get(&key) else {
+                out.push(Item::Candle(candle));
+                continue;
+            };
+            if candle.open_ts < first || last.is_some_and(|l| candle.open_ts > l) {
+                if last.is_some_and(|l| candle.open_ts > l) {
+                    self.tainted.remove(&key);
+                }
+                out.push(Item::Candle(candle));
+                continue;
+            }
+            let next = candle.open_ts + candle.interval.as_ms();
+            if last.is_some_and(|l| next > l) {
+                self.tainted.remove(&key);
+            } else if let Some(entry) = self.tainted.get_mut(&key) {
+                entry.0 = next;
+            }
+            let Some(rest) = self.rest.as_mut() else {
+                out.push(Item::Candle(candle));
+                continue;
+            };
+            let range = format!("{} .. {}", format_ts(first), format_ts(candle.open_ts));
+            match rest
+                .upbit_range(&candle.symbol, candle.interval, first, candle.open_ts)
+                .await
+            {
+                Ok(fetched) if fetched.last().is_some_and(|c| c.open_ts == candle.open_ts) => {
+                    tracing::info!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, candles = fetched.len(), "candles after a reconnect taken from Upbit's REST candles");
+                    metrics::add(&self.metrics.backfilled_candles, fetched.len() as u64);
+                    out.extend(fetched.into_iter().map(|c| {
+                        Item::Candle(Candle {
+                            venue: candle.venue.clone(),
+                            ..c
+                        })
+                    }));
+                }
+                Ok(_) => {
+                    metrics::inc(&self.metrics.backfill_failures);
+                    tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, "Upbit's REST candles lack the bucket; the feed's own candle (missing the disconnect's trades) goes out");
+                    out.push(Item::Candle(candle));
+                }
+                Err(e) => {
+                    metrics::inc(&self.metrics.backfill_failures);
+                    tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, error = %e, "candles after a reconnect could not be backfilled; the feed's own candle (missing the disconnect's trades) goes out");
+                    out.push(Item::Candle(candle));
+                }
+            }
         }
     }
 
@@ -277,13 +370,25 @@ impl UpbitFeed {
     }
 
     /// Publishes a new tick after the candles it closes.
-    fn accept(&mut self, tick: Tick, dedupe_key: &str, out: &mut Vec<Item>) {
+    async fn accept(&mut self, tick: Tick, dedupe_key: &str, out: &mut Vec<Item>) {
         if !self.dedupe.first_time(&tick.symbol, dedupe_key) {
             metrics::inc(&self.metrics.duplicates);
             return;
         }
+        // The first trade after a disconnect ends the buckets it cut into.
+        for interval in &self.config.candles.intervals {
+            if let Some((_, last @ None)) = self.tainted.get_mut(&(tick.symbol.clone(), *interval))
+            {
+                *last = Some(bucket_start(tick.ts, *interval, 0));
+            }
+        }
+        let newest = self
+            .last_trade
+            .entry(tick.symbol.clone())
+            .or_insert(tick.ts);
+        *newest = (*newest).max(tick.ts);
         match self.builder.on_tick(&tick) {
-            Ok(closed) => out.extend(closed.into_iter().map(Item::Candle)),
+            Ok(closed) => self.settle(closed, out).await,
             Err(late) => {
                 metrics::inc(&self.metrics.late_ticks);
                 self.late_reported += 1;
@@ -351,7 +456,7 @@ impl Feed for UpbitFeed {
                         t.trade_timestamp,
                         Some(id.clone()),
                     ) {
-                        self.accept(tick, &id, out);
+                        self.accept(tick, &id, out).await;
                     }
                 }
                 Ok(_) => {}
@@ -372,7 +477,7 @@ impl Feed for UpbitFeed {
                     };
                     if self.config.ticker_ticks {
                         let key = format!("ticker:{}", tick.ts);
-                        self.accept(tick, &key, out);
+                        self.accept(tick, &key, out).await;
                     }
                 }
                 Err(e) => self.count(&self.metrics.malformed, || {
@@ -390,8 +495,29 @@ impl Feed for UpbitFeed {
         }
     }
 
-    fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
-        out.extend(self.builder.on_time(now_ms).into_iter().map(Item::Candle));
+    async fn prepare(&mut self) -> std::result::Result<(), String> {
+        self.sessions += 1;
+        if self.sessions > 1 && self.rest.is_some() {
+            // Trades during the disconnect are lost to the feed: the buckets from the last
+            // trade seen onwards (until the first trade after it) are Upbit's to tell.
+            for (code, last) in &self.last_trade {
+                for interval in &self.config.candles.intervals {
+                    let start = bucket_start(*last, *interval, 0);
+                    let entry = self
+                        .tainted
+                        .entry((code.clone(), *interval))
+                        .or_insert((start, None));
+                    entry.0 = entry.0.min(start);
+                    entry.1 = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
+        let closed = self.builder.on_time(now_ms);
+        self.settle(closed, out).await;
     }
 }
 

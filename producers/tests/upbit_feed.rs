@@ -66,6 +66,8 @@ fn config(ws: &str) -> UpbitConfig {
             },
             ..ConnectionConfig::default()
         },
+        // Reconnect backfill has a test of its own, against a fake REST server.
+        backfill: false,
         ..UpbitConfig::default()
     }
 }
@@ -295,4 +297,151 @@ async fn pings_answered_closes_and_silent_connections_replaced() {
     );
     assert_eq!(m.reconnects, 2, "{m:?}");
     assert_eq!(m.duplicates, 1, "the snapshot repeat: {m:?}");
+}
+
+/// `GET /v1/candles/minutes/1`: the given candles opening before `to` (exclusive), newest
+/// first, at most `count`, prices as JSON numbers — Upbit leaves out minutes without trades.
+async fn fake_minutes(candles: Vec<Candle>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::{Query, State};
+    use std::collections::HashMap;
+    type Calls = Arc<std::sync::Mutex<Vec<String>>>;
+    async fn minutes(
+        State((candles, calls)): State<(Arc<Vec<Candle>>, Calls)>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> axum::Json<Vec<serde_json::Value>> {
+        let to = q
+            .get("to")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(i64::MAX);
+        let count: usize = q.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+        calls.lock().expect("lock").push(format!(
+            "{} {count}",
+            q.get("to").cloned().unwrap_or_default()
+        ));
+        let number = |d: &Decimal| -> serde_json::Value {
+            serde_json::from_str(&d.to_string()).expect("number")
+        };
+        axum::Json(
+            candles
+                .iter()
+                .rev()
+                .filter(|c| c.open_ts < to)
+                .take(count)
+                .map(|c| {
+                    let utc = chrono::DateTime::from_timestamp_millis(c.open_ts).expect("ts");
+                    serde_json::json!({
+                        "market": "KRW-BTC",
+                        "candle_date_time_utc": utc.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                        "candle_date_time_kst": (utc + chrono::Duration::hours(9)).format("%Y-%m-%dT%H:%M:%S").to_string(),
+                        "opening_price": number(&c.open), "high_price": number(&c.high),
+                        "low_price": number(&c.low), "trade_price": number(&c.close),
+                        "timestamp": c.open_ts + 59_000, "candle_acc_trade_price": 1.0,
+                        "candle_acc_trade_volume": number(&c.volume), "unit": 1
+                    })
+                })
+                .collect(),
+        )
+    }
+    let calls: Calls = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/candles/minutes/1", axum::routing::get(minutes))
+        .with_state((Arc::new(candles), calls.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, calls)
+}
+
+#[tokio::test]
+async fn after_a_reconnect_the_cut_buckets_come_from_upbits_rest_candles() {
+    // Minutes ahead of the clock, so only trades close buckets (not the timer).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let base = (now / 60_000 + 10) * 60_000;
+    let rest_candle = |minute: i64, o: &str, h: &str, l: &str, c: &str, v: &str| Candle {
+        venue: "upbit".into(),
+        symbol: "KRW-BTC".into(),
+        interval: Interval::M1,
+        open_ts: base + minute * 60_000,
+        open: d(o),
+        high: d(h),
+        low: d(l),
+        close: d(c),
+        volume: d(v),
+        trades: None,
+        closed: true,
+    };
+    // Upbit's own minutes: the first holds a trade the feed missed (at 0:50), the second
+    // happened wholly during the disconnect, the third (2) had no trades, the fourth holds
+    // a missed trade (3:02) before the first one the feed sees again.
+    let upbit_minutes = vec![
+        rest_candle(0, "100", "102", "99", "102", "3"),
+        rest_candle(1, "102", "103", "101", "101", "2"),
+        rest_candle(3, "103", "104", "103", "104", "2"),
+    ];
+    let (rest_url, calls) = fake_minutes(upbit_minutes.clone()).await;
+    let ws = fake_ws(vec![
+        vec![
+            Step::AwaitReceived(1),
+            trade_default(1, base + 5_000, "100.0", "1.0", "REALTIME"),
+            trade_default(2, base + 30_000, "101.0", "1.0", "REALTIME"),
+            Step::Sleep(100),
+            Step::Drop,
+        ],
+        vec![
+            Step::AwaitReceived(1),
+            trade_default(5, base + 190_000, "104.0", "1.0", "REALTIME"),
+            trade_default(6, base + 241_000, "105.0", "1.0", "REALTIME"),
+            Step::Hold,
+        ],
+    ])
+    .await;
+    let sink = Arc::new(MemorySink::new());
+    let shutdown = CancellationToken::new();
+    let feed_config = UpbitConfig {
+        rest_url,
+        backfill: true,
+        candles: CandleConfig {
+            emit_first_bucket: true,
+            ..config(&ws.base).candles
+        },
+        ..config(&ws.base)
+    };
+    let task = tokio::spawn(upbit::run(feed_config, sink.clone(), shutdown.clone()));
+    assert!(
+        sink.wait_for(4, 3, Duration::from_secs(10)).await,
+        "{:?}",
+        sink.published()
+    );
+    shutdown.cancel();
+    let metrics = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .expect("ran");
+    let candles: Vec<Candle> = sink
+        .published()
+        .into_iter()
+        .filter_map(|p| match p {
+            Published::Candle(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        candles, upbit_minutes,
+        "the cut minutes as Upbit has them, none of the feed's partial ones"
+    );
+    assert_eq!(metrics.backfilled_candles, 3);
+    assert_eq!(metrics.backfill_failures, 0);
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].ends_with(" 1") && calls[1].ends_with(" 3"),
+        "{calls:?}"
+    );
 }
