@@ -597,7 +597,20 @@ async fn subscriptions_prices_signals_and_stats() {
     .await
     .expect("price");
     let price = h.say(chat, "/price samsung").await;
-    assert!(price.contains("005930 (krx) 71500"), "{price}");
+    assert!(price.contains("005930 (krx) ₩71,500"), "{price}");
+    assert!(
+        price.contains("2025-11-21 22:00 UTC"),
+        "an English user reads UTC: {price}"
+    );
+    // A time zone of their own: the same price reads in Seoul time.
+    let zone = h.say(chat, "/settings tz asia/seoul").await;
+    assert!(zone.contains("Time zone: Asia/Seoul"), "{zone}");
+    let bad_zone = h.say(chat, "/settings tz Mars/Base").await;
+    assert!(bad_zone.contains("not a time zone"), "{bad_zone}");
+    let price = h.say(chat, "/price samsung").await;
+    assert!(price.contains("2025-11-22 07:00 KST"), "{price}");
+    let auto = h.say(chat, "/settings tz auto").await;
+    assert!(auto.contains("Time zone: UTC"), "{auto}");
 
     let empty = h.say(chat, "/signals").await;
     assert!(empty.contains("No signals"), "{empty}");
@@ -622,7 +635,7 @@ async fn subscriptions_prices_signals_and_stats() {
     .expect("signal");
     let signals = h.say(chat, "/signals 삼성전자").await;
     assert!(
-        signals.contains("005930 golden_cross A (81) @ 71000"),
+        signals.contains("005930 golden_cross A (81) @ ₩71,000"),
         "{signals}"
     );
     let stats = h.say(chat, "/stats").await;

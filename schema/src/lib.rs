@@ -9,12 +9,14 @@
 //! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
 //! - [`backoff`]: the retry delays of reconnects and publish retries (backon's schedule).
 //! - [`decimal`]: the decimal → `f64` conversion both engines use.
+//! - [`display`]: times and prices as users read them (their time zone, ₩ and separators).
 //! - [`secret`]: the secret-string type of every configuration.
 //! - [`history`]: history files (CSV of bars), and where the shared market data is.
 
 pub mod backoff;
 pub mod db;
 pub mod decimal;
+pub mod display;
 pub mod error;
 pub mod history;
 pub mod names;

@@ -302,26 +302,34 @@ impl RuleSpec {
     }
 }
 
-impl fmt::Display for RuleSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.venue, self.symbol, self.condition)?;
+impl RuleSpec {
+    /// The rule on one line, its prices written by `price` (the bot shows `₩74,800`).
+    pub fn describe(&self, price: impl Fn(Decimal) -> String) -> String {
+        let mut text = format!("{} {} {}", self.venue, self.symbol, self.condition);
         if let Some(t) = self.threshold {
-            write!(f, " {t}")?;
+            text.push_str(&format!(" {}", price(t)));
         }
         if let (Some(l), Some(h)) = (self.low, self.high) {
-            write!(f, " [{l}, {h}]")?;
+            text.push_str(&format!(" [{}, {}]", price(l), price(h)));
         }
         if let (Some(p), Some(w)) = (self.pct, self.window_s) {
-            write!(f, " {p}% in {w}s")?;
+            text.push_str(&format!(" {p}% in {w}s"));
         }
-        write!(f, " ({}", self.trigger)?;
+        text.push_str(&format!(" ({}", self.trigger));
         if let Some(i) = self.interval {
-            write!(f, " {i}")?;
+            text.push_str(&format!(" {i}"));
         }
         if self.cooldown_s > 0 {
-            write!(f, ", cooldown {}s", self.cooldown_s)?;
+            text.push_str(&format!(", cooldown {}s", self.cooldown_s));
         }
-        write!(f, ")")
+        text.push(')');
+        text
+    }
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(|d| d.to_string()))
     }
 }
 

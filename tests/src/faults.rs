@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection};
-use tickwatch_alerts::template::{Lang, render_signal};
+use tickwatch_alerts::template::{Lang, Locale, render_signal};
 use tickwatch_broker::{Broker, BrokerConfig, OutgoingMessage, Publisher, Topology, dlq};
 use tickwatch_schema::db::entity::subscription;
 use tickwatch_schema::db::{new_rule_row, new_user_row, now_ms};
@@ -945,7 +945,7 @@ fn expected_signals(candles: &[Candle], chats: &[i64]) -> Result<Vec<(i64, Strin
             if !signal.grade.meets(Grade::B) {
                 continue;
             }
-            let text = render_signal(None, Lang::En, signal);
+            let text = render_signal(None, Locale::of(Lang::En), signal);
             for chat in chats {
                 out.push((*chat, text.clone()));
             }

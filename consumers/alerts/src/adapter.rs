@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::events::{AlertFired, AlertsStarted, RuleBookSize};
-use crate::template::{self, Lang};
+use crate::template::{self, Lang, Locale};
 use crate::{AlertEngine, AlertsConfig, Applied, Error, Firing, SubscriptionHit};
 
 /// Test hooks: failure injection between the steps of a firing.
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Hooks {
 #[derive(Debug, Clone)]
 struct Route {
     chat_id: Option<i64>,
-    lang: Lang,
+    locale: Locale,
     looked_up: Instant,
 }
 
@@ -140,7 +140,9 @@ impl Shared {
                 .as_ref()
                 .filter(|u| u.active)
                 .and_then(|u| u.telegram_chat_id),
-            lang: row.map_or(Lang::En, |u| Lang::from_code(&u.language)),
+            locale: row.map_or(Locale::of(Lang::En), |u| {
+                Locale::of_user(&u.language, u.time_zone.as_deref())
+            }),
             looked_up: Instant::now(),
         };
         self.routes
@@ -187,7 +189,7 @@ impl Shared {
         let mut texts = Vec::with_capacity(firings.len());
         for firing in &firings {
             let route = self.route(firing.user_id).await.map_err(db_error)?;
-            texts.push((firing.message(route.lang), route.chat_id));
+            texts.push((firing.message(route.locale), route.chat_id));
         }
         if let Some(hook) = &self.hooks.before_store
             && hook()
@@ -415,7 +417,7 @@ impl Shared {
                 id: hit.id,
                 channel: Channel::Telegram,
                 chat_id,
-                text: template::render_signal(None, route.lang, signal),
+                text: template::render_signal(None, route.locale, signal),
                 parse_mode: None,
                 dedupe_key: hit.dedupe_key(),
                 kind: EventKind::Signal,

@@ -8,7 +8,7 @@ use tickwatch_schema::rule::{Condition, Trigger};
 use tickwatch_schema::wire::{AlertTriggered, Grade, SignalKind};
 use uuid::Uuid;
 
-use crate::template::{self, Lang};
+use crate::template::{self, Locale};
 
 /// Which way the price went through the level that fired the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,8 +81,8 @@ impl Firing {
     }
 
     /// The notification text: the rule's template, or the default one for `lang`.
-    pub fn message(&self, lang: Lang) -> String {
-        template::render_firing(lang, self)
+    pub fn message(&self, locale: Locale) -> String {
+        template::render_firing(locale, self)
     }
 
     /// The notification's dedupe key (the notifier sends a key once).

@@ -50,4 +50,4 @@ pub use config::AlertsConfig;
 pub use engine::{AlertEngine, Applied, LoadReport};
 pub use error::{Error, Result};
 pub use firing::{Direction, Firing, SubscriptionHit};
-pub use template::Lang;
+pub use template::{Lang, Locale};

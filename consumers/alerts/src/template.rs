@@ -4,14 +4,18 @@
 //!
 //! Placeholders for a firing: `{{symbol}}`, `{{venue}}`, `{{price}}`, `{{threshold}}`,
 //! `{{condition}}` (translated, e.g. `crossing_up` → "crossed up" / "상향 돌파"), `{{time}}`
-//! (`YYYY-MM-DD HH:MM:SS UTC`), `{{rule_id}}`, `{{low}}`, `{{high}}`, `{{pct}}`,
+//! (`YYYY-MM-DD HH:MM:SS KST`, in the user's time zone), `{{rule_id}}`, `{{low}}`, `{{high}}`,
+//! `{{pct}}`,
 //! `{{window}}` (e.g. `5m` / `5분`), `{{change}}` (signed, two decimals, e.g. `+5.12`),
 //! `{{direction}}` (`up` / `down`). For a signal: `{{kind}}` (translated), `{{symbol}}`,
 //! `{{venue}}`, `{{interval}}`, `{{price}}`, `{{score}}`, `{{grade}}`, `{{time}}`.
+//! Prices (`{{price}}`, `{{threshold}}`, `{{low}}`, `{{high}}`) read as the market shows
+//! them: `₩74,800`, `64,321.12 USDT` ([`display::format_price`]).
 //! A placeholder with no value for this firing (`{{low}}` of a crossing) becomes empty; an
 //! unknown one is left as written, so a typo shows instead of vanishing.
 
 use rust_decimal::{Decimal, RoundingStrategy};
+use tickwatch_schema::display::{self, Tz, format_price};
 use tickwatch_schema::rule::Condition;
 use tickwatch_schema::wire::{Signal, SignalKind};
 
@@ -41,6 +45,29 @@ impl Lang {
             Lang::Ko => "ko",
             Lang::En => "en",
         }
+    }
+}
+
+/// How one user reads a message: their language and time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locale {
+    pub lang: Lang,
+    pub tz: Tz,
+}
+
+impl Locale {
+    /// From the user's row: `users.language` and `users.time_zone` (none: Asia/Seoul for
+    /// Korean, UTC otherwise).
+    pub fn of_user(language: &str, time_zone: Option<&str>) -> Locale {
+        Locale {
+            lang: Lang::from_code(language),
+            tz: display::user_time_zone(language, time_zone),
+        }
+    }
+
+    /// A language with its default time zone.
+    pub fn of(lang: Lang) -> Locale {
+        Locale::of_user(lang.code(), None)
     }
 }
 
@@ -131,14 +158,6 @@ pub fn signal_label(kind: SignalKind, lang: Lang) -> &'static str {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` of an epoch-millisecond time.
-pub fn format_time(ts_ms: i64) -> String {
-    match chrono::DateTime::from_timestamp_millis(ts_ms) {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        None => ts_ms.to_string(),
-    }
-}
-
 /// A window as people say it: `90s`, `5m`, `4h`, `2d` (`90초`, `5분`, `4시간`, `2일`).
 pub fn format_window(seconds: u32, lang: Lang) -> String {
     let (value, unit) = match seconds {
@@ -170,20 +189,22 @@ fn signed_two_places(value: Decimal) -> String {
 }
 
 /// Fills `template` from a firing.
-pub fn render(template: &str, lang: Lang, firing: &Firing) -> String {
-    let opt = |v: Option<Decimal>| Some(v.map(|d| d.to_string()).unwrap_or_default());
+pub fn render(template: &str, locale: Locale, firing: &Firing) -> String {
+    let lang = locale.lang;
+    let price = |v: Decimal| format_price(v, &firing.venue, &firing.symbol);
+    let opt = |v: Option<Decimal>| Some(v.map(price).unwrap_or_default());
     substitute(template, |name| match name {
         "symbol" => Some(firing.symbol.to_string()),
         "venue" => Some(firing.venue.to_string()),
-        "price" => Some(firing.price.to_string()),
-        "threshold" => Some(firing.threshold.to_string()),
+        "price" => Some(price(firing.price)),
+        "threshold" => Some(price(firing.threshold)),
         "condition" => Some(condition_label(firing.condition, firing.direction, lang).into()),
         "direction" => Some(firing.direction.as_str().into()),
-        "time" => Some(format_time(firing.ts)),
+        "time" => Some(display::format_time(firing.ts, locale.tz)),
         "rule_id" => Some(firing.rule_id.to_string()),
         "low" => opt(firing.low),
         "high" => opt(firing.high),
-        "pct" => opt(firing.pct),
+        "pct" => Some(firing.pct.map(|p| p.to_string()).unwrap_or_default()),
         "window" => Some(
             firing
                 .window_s
@@ -195,19 +216,21 @@ pub fn render(template: &str, lang: Lang, firing: &Firing) -> String {
     })
 }
 
-/// The firing's text: its rule's template, or the default of its condition in `lang`.
-pub fn render_firing(lang: Lang, firing: &Firing) -> String {
+/// The firing's text: its rule's template, or the default of its condition in the user's
+/// language.
+pub fn render_firing(locale: Locale, firing: &Firing) -> String {
     let template = firing
         .template
         .as_deref()
-        .unwrap_or_else(|| default_template(lang, firing.condition));
-    render(template, lang, firing)
+        .unwrap_or_else(|| default_template(locale.lang, firing.condition));
+    render(template, locale, firing)
 }
 
 /// Fills a subscription template (or the default one) from a signal. A preliminary signal
 /// (the 종가 scan of a day's candle before the close) says so on a first line, so the final
 /// one after the close reads as its confirmation, not a repeat.
-pub fn render_signal(template: Option<&str>, lang: Lang, signal: &Signal) -> String {
+pub fn render_signal(template: Option<&str>, locale: Locale, signal: &Signal) -> String {
+    let lang = locale.lang;
     let template = template.unwrap_or_else(|| default_signal_template(lang));
     let preliminary = signal.details.get("preliminary") == Some(&serde_json::Value::Bool(true));
     let note = match (preliminary, lang) {
@@ -222,10 +245,10 @@ pub fn render_signal(template: Option<&str>, lang: Lang, signal: &Signal) -> Str
         "symbol" => Some(signal.symbol.clone()),
         "venue" => Some(signal.venue.clone()),
         "interval" => Some(signal.interval.to_string()),
-        "price" => Some(signal.price.to_string()),
+        "price" => Some(format_price(signal.price, &signal.venue, &signal.symbol)),
         "score" => Some(signal.score.to_string()),
         "grade" => Some(signal.grade.to_string()),
-        "time" => Some(format_time(signal.ts)),
+        "time" => Some(display::format_time(signal.ts, locale.tz)),
         _ => None,
     });
     format!("{note}{body}")
@@ -296,20 +319,20 @@ mod tests {
     fn english_and_korean_defaults() {
         let f = firing(Condition::CrossingUp, Direction::Up);
         assert_eq!(
-            f.message(Lang::En),
-            "🔔 BTCUSDT crossed up 65000: 65000.50 (binance, 2025-11-21 22:01:00 UTC)"
+            f.message(Locale::of(Lang::En)),
+            "🔔 BTCUSDT crossed up 65,000 USDT: 65,000.50 USDT (binance, 2025-11-21 22:01:00 UTC)"
         );
         assert_eq!(
-            f.message(Lang::Ko),
-            "🔔 BTCUSDT 65000 상향 돌파: 현재가 65000.50 (binance, 2025-11-21 22:01:00 UTC)"
+            f.message(Locale::of(Lang::Ko)),
+            "🔔 BTCUSDT 65,000 USDT 상향 돌파: 현재가 65,000.50 USDT (binance, 2025-11-22 07:01:00 KST)"
         );
     }
 
     #[test]
     fn crossing_names_its_direction_and_every_condition_has_labels() {
         let down = firing(Condition::Crossing, Direction::Down);
-        assert!(down.message(Lang::En).contains("crossed down"));
-        assert!(down.message(Lang::Ko).contains("하향 돌파"));
+        assert!(down.message(Locale::of(Lang::En)).contains("crossed down"));
+        assert!(down.message(Locale::of(Lang::Ko)).contains("하향 돌파"));
         for &c in Condition::ALL {
             for d in [Direction::Up, Direction::Down] {
                 assert!(!condition_label(c, d, Lang::En).is_empty());
@@ -329,20 +352,23 @@ mod tests {
         ch.high = Some(Decimal::from(66_000));
         ch.threshold = Decimal::from(64_000);
         assert_eq!(
-            ch.message(Lang::En),
-            "🔔 BTCUSDT entered channel [64000, 66000]: 65000.50 (binance, 2025-11-21 22:01:00 UTC)"
+            ch.message(Locale::of(Lang::En)),
+            "🔔 BTCUSDT entered channel [64,000 USDT, 66,000 USDT]: 65,000.50 USDT (binance, 2025-11-21 22:01:00 UTC)"
         );
-        assert!(ch.message(Lang::Ko).contains("[64000 ~ 66000] 채널 진입"));
+        assert!(
+            ch.message(Locale::of(Lang::Ko))
+                .contains("[64,000 USDT ~ 66,000 USDT] 채널 진입")
+        );
         let mut mv = firing(Condition::MovingDownPct, Direction::Down);
         mv.pct = Some(Decimal::from(5));
         mv.window_s = Some(300);
         mv.change_pct = Some("-5.126".parse().expect("decimal"));
         assert_eq!(
-            mv.message(Lang::En),
-            "🔔 BTCUSDT fell -5.13% within 5m (alert at 5%): 65000.50 (binance, 2025-11-21 22:01:00 UTC)"
+            mv.message(Locale::of(Lang::En)),
+            "🔔 BTCUSDT fell -5.13% within 5m (alert at 5%): 65,000.50 USDT (binance, 2025-11-21 22:01:00 UTC)"
         );
         assert!(
-            mv.message(Lang::Ko)
+            mv.message(Locale::of(Lang::Ko))
                 .contains("5분 동안 -5.13% 하락 (기준 5%)")
         );
     }
@@ -354,8 +380,8 @@ mod tests {
             "{{symbol}}|{{venue}}|{{price}}|{{threshold}}|{{condition}}|{{time}}|{{rule_id}}|{{low}}|{{high}}|{{pct}}|{{ direction }}|{{nope}}|{{unclosed",
         ));
         assert_eq!(
-            f.message(Lang::En),
-            "BTCUSDT|binance|65000.50|65000|crossed up|2025-11-21 22:01:00 UTC|42||||up|{{nope}}|{{unclosed"
+            f.message(Locale::of(Lang::En)),
+            "BTCUSDT|binance|65,000.50 USDT|65,000 USDT|crossed up|2025-11-21 22:01:00 UTC|42||||up|{{nope}}|{{unclosed"
         );
     }
 
@@ -374,22 +400,26 @@ mod tests {
             details: Default::default(),
         };
         assert_eq!(
-            render_signal(None, Lang::En, &signal),
-            "📈 RSI oversold · BTCUSDT (binance, 1m) price 64321.12 · score 72 · grade B · 2025-11-21 22:01:00 UTC"
+            render_signal(None, Locale::of(Lang::En), &signal),
+            "📈 RSI oversold · BTCUSDT (binance, 1m) price 64,321.12 USDT · score 72 · grade B · 2025-11-21 22:01:00 UTC"
         );
         assert_eq!(
-            render_signal(None, Lang::Ko, &signal),
-            "📈 RSI 과매도 · BTCUSDT (binance, 1m) 가격 64321.12 · 점수 72 · 등급 B · 2025-11-21 22:01:00 UTC"
+            render_signal(None, Locale::of(Lang::Ko), &signal),
+            "📈 RSI 과매도 · BTCUSDT (binance, 1m) 가격 64,321.12 USDT · 점수 72 · 등급 B · 2025-11-22 07:01:00 KST"
         );
         assert_eq!(
-            render_signal(Some("{{kind}} {{grade}} {{x}}"), Lang::Ko, &signal),
+            render_signal(
+                Some("{{kind}} {{grade}} {{x}}"),
+                Locale::of(Lang::Ko),
+                &signal
+            ),
             "RSI 과매도 B {{x}}"
         );
         let mut early = signal.clone();
         early
             .details
             .insert("preliminary".into(), serde_json::Value::Bool(true));
-        let text = render_signal(Some("{{kind}}"), Lang::Ko, &early);
+        let text = render_signal(Some("{{kind}}"), Locale::of(Lang::Ko), &early);
         assert_eq!(
             text,
             "⏳ 장 마감 전 예비 신호 (마감 후 확정 신호가 따로 옵니다)\nRSI 과매도"

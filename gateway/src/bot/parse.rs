@@ -83,6 +83,8 @@ pub enum SettingsArgs {
     Show,
     Preference(EventKind, Preference),
     Language(Language),
+    /// `None`: the language's zone again (Asia/Seoul for Korean, UTC for English).
+    TimeZone(Option<tickwatch_schema::display::Tz>),
 }
 
 /// What is wrong with a command, in both languages.
@@ -496,6 +498,24 @@ fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
                     )
                 })
         }
+        [key, value]
+            if matches!(
+                key.to_lowercase().as_str(),
+                "tz" | "timezone" | "zone" | "시간대"
+            ) =>
+        {
+            if matches!(value.to_lowercase().as_str(), "auto" | "default" | "기본") {
+                return Ok(SettingsArgs::TimeZone(None));
+            }
+            tickwatch_schema::display::parse_time_zone(value)
+                .map(|tz| SettingsArgs::TimeZone(Some(tz)))
+                .map_err(|_| {
+                    wrong(
+                        format!("`{value}` is not a time zone; use a name like Asia/Seoul, UTC or Europe/London (or auto)"),
+                        format!("`{value}`은(는) 시간대가 아닙니다. Asia/Seoul, UTC, Europe/London 같은 이름(또는 auto)을 쓰세요"),
+                    )
+                })
+        }
         [kind, value] => {
             let kind = match kind.to_lowercase().as_str() {
                 "alert" | "alerts" | "알림" => EventKind::Alert,
@@ -504,10 +524,10 @@ fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
                 _ => {
                     return Err(wrong(
                         format!(
-                            "`{kind}` is not a kind of event; use alert, signal, system or lang"
+                            "`{kind}` is not a kind of event; use alert, signal, system, lang or tz"
                         ),
                         format!(
-                            "`{kind}`은(는) 이벤트 종류가 아닙니다. alert, signal, system 또는 lang"
+                            "`{kind}`은(는) 이벤트 종류가 아닙니다. alert, signal, system, lang 또는 tz"
                         ),
                     ));
                 }
@@ -530,6 +550,10 @@ fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chrono_tz_tokyo() -> tickwatch_schema::display::Tz {
+        tickwatch_schema::display::parse_time_zone("Asia/Tokyo").expect("zone")
+    }
 
     fn ok(text: &str) -> Command {
         match parse(text, "tw_bot") {
@@ -669,6 +693,19 @@ mod tests {
         assert_eq!(
             ok("/settings lang ko"),
             Command::Settings(SettingsArgs::Language(Language::Ko))
+        );
+        assert_eq!(
+            ok("/settings tz asia/tokyo"),
+            Command::Settings(SettingsArgs::TimeZone(Some(chrono_tz_tokyo())))
+        );
+        assert_eq!(
+            ok("/settings 시간대 auto"),
+            Command::Settings(SettingsArgs::TimeZone(None))
+        );
+        let wrong_zone = err("/settings tz Mars/Base");
+        assert!(
+            format!("{wrong_zone:?}").contains("not a time zone"),
+            "{wrong_zone:?}"
         );
         assert_eq!(ok("/price 삼성전자"), Command::Price("삼성전자".into()));
         assert_eq!(

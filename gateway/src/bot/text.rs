@@ -4,6 +4,7 @@
 //! or the database is escaped.
 
 use rust_decimal::Decimal;
+use tickwatch_schema::display::{Tz, format_price};
 use tickwatch_schema::rule::AlertRule;
 
 use super::texts;
@@ -136,10 +137,10 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "settings",
-        form: "/settings [alert|signal|system on|silent|off] [lang ko|en]",
-        example: "/settings alert silent  ·  /settings lang ko",
-        en: "Notification settings and language",
-        ko: "알림 설정과 언어",
+        form: "/settings [alert|signal|system on|silent|off] [lang ko|en] [tz <zone>|auto]",
+        example: "/settings alert silent  ·  /settings lang ko  ·  /settings tz Asia/Seoul",
+        en: "Notification settings, language and time zone",
+        ko: "알림 설정, 언어와 시간대",
         admin: false,
     },
     CommandDoc {
@@ -221,14 +222,12 @@ pub fn help(lang: Language, admin: bool) -> String {
     out
 }
 
-/// One rule on one line.
+/// One rule on one line, its prices as the market shows them (`₩74,800`).
 pub fn rule_line(rule: &AlertRule) -> String {
     let state = if rule.active { "▶" } else { "⏸" };
-    format!(
-        "{state} <b>#{}</b> {}",
-        rule.id,
-        esc(&rule.spec.to_string())
-    )
+    let spec = &rule.spec;
+    let line = spec.describe(|p| format_price(p, &spec.venue, &spec.symbol));
+    format!("{state} <b>#{}</b> {}", rule.id, esc(&line))
 }
 
 /// A signed percentage: `+1.25%`.
@@ -245,12 +244,9 @@ pub fn fraction_pct(f: f64) -> String {
     format!("{:+.2}%", f * 100.0)
 }
 
-/// `2026-11-21 14:00 UTC`.
-pub fn time(ts_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ts_ms).map_or_else(
-        || ts_ms.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
-    )
+/// `2026-11-21 23:00 KST`, in the reader's time zone.
+pub fn time(ts_ms: i64, tz: Tz) -> String {
+    tickwatch_schema::display::format_time_short(ts_ms, tz)
 }
 
 #[cfg(test)]

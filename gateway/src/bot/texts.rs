@@ -147,8 +147,8 @@ texts! {
         ko: "🗑 데이터를 삭제했습니다: 알림 {rules}개, 구독 {subscriptions}개, API 키 {api_keys}개. /register 로 새로 시작할 수 있습니다.";
     /// `/settings`: one `lines` line per kind of notification. In the language just
     /// chosen, so each names its own language.
-    SETTINGS => en: "<b>Settings</b> (on · silent = no sound · off)\n{lines}\nLanguage: English\nChange with the buttons or e.g. <code>/settings signal silent</code>, <code>/settings lang ko</code>.",
-        ko: "<b>설정</b> (on · silent = 무음 · off)\n{lines}\n언어: 한국어\n버튼 또는 <code>/settings signal silent</code>, <code>/settings lang en</code> 으로 바꿀 수 있습니다.";
+    SETTINGS => en: "<b>Settings</b> (on · silent = no sound · off)\n{lines}\nLanguage: English\nTime zone: {zone}\nChange with the buttons or e.g. <code>/settings signal silent</code>, <code>/settings lang ko</code>, <code>/settings tz Asia/Seoul</code> (<code>auto</code>: the language's).",
+        ko: "<b>설정</b> (on · silent = 무음 · off)\n{lines}\n언어: 한국어\n시간대: {zone}\n버튼 또는 <code>/settings signal silent</code>, <code>/settings lang en</code>, <code>/settings tz Asia/Seoul</code> (<code>auto</code>: 언어 기본값) 으로 바꿀 수 있습니다.";
     /// `/apikey`: the key, shown this once.
     NEW_API_KEY => en: "🔑 Your new API key — shown only now, keep it safe:\n<code>{key}</code>\nSend it as <code>Authorization: Bearer …</code>. /apikey revoke revokes all your keys.",
         ko: "🔑 새 API 키 — 지금 한 번만 표시됩니다. 안전하게 보관하세요:\n<code>{key}</code>\n<code>Authorization: Bearer …</code> 헤더로 보내세요. /apikey revoke 로 모든 키를 폐기합니다.";

@@ -559,6 +559,23 @@ impl Services {
         Ok(())
     }
 
+    /// Sets the zone the user reads times in (an IANA name; `None`: their language's).
+    pub async fn set_time_zone(&self, user_id: i64, zone: Option<String>) -> Result<()> {
+        if let Some(name) = &zone {
+            tickwatch_schema::display::parse_time_zone(name)
+                .map_err(|reason| Error::invalid("time_zone", reason))?;
+        }
+        user::Entity::update_many()
+            .set(user::ActiveModel {
+                time_zone: Set(zone),
+                ..Default::default()
+            })
+            .filter(user::Column::Id.eq(user_id))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
     /// Sets the user's preference for one event kind; returns all of them.
     pub async fn set_preference(
         &self,

@@ -85,13 +85,16 @@ impl Session<'_> {
         &self,
         prefs: &std::collections::BTreeMap<EventKind, Preference>,
         lang: Language,
+        zone: Tz,
     ) -> String {
         let lines: Vec<String> = prefs
             .iter()
             .map(|(kind, p)| format!("• {kind}: <b>{}</b>", p.as_str()))
             .collect();
+        let now = display::format_time_short(tickwatch_schema::db::now_ms(), zone);
+        let zone = format!("{} ({now})", zone.name());
         // In `lang`, not the session's: `/settings lang` answers in the new language.
-        texts::SETTINGS.fill(lang, &[("lines", &lines.join("\n"))])
+        texts::SETTINGS.fill(lang, &[("lines", &lines.join("\n")), ("zone", &zone)])
     }
 
     pub(super) async fn settings(&self, args: SettingsArgs) -> Result<()> {
@@ -99,19 +102,28 @@ impl Session<'_> {
             return Ok(());
         };
         let services = &self.ctx.services;
-        let (prefs, lang) = match args {
-            SettingsArgs::Show => (preferences(&user.prefs), self.lang),
+        let chosen = user.time_zone.clone();
+        let (prefs, lang, chosen) = match args {
+            SettingsArgs::Show => (preferences(&user.prefs), self.lang, chosen),
             SettingsArgs::Preference(kind, pref) => (
                 services.set_preference(user.id, kind, pref).await?,
                 self.lang,
+                chosen,
             ),
             SettingsArgs::Language(lang) => {
                 services.set_language(user.id, lang).await?;
-                (preferences(&user.prefs), lang)
+                (preferences(&user.prefs), lang, chosen)
+            }
+            SettingsArgs::TimeZone(zone) => {
+                let zone = zone.map(|z| z.name().to_string());
+                services.set_time_zone(user.id, zone.clone()).await?;
+                (preferences(&user.prefs), self.lang, zone)
             }
         };
+        // The zone as it now stands: a language change moves a default zone with it.
+        let zone = display::user_time_zone(lang.as_str(), chosen.as_deref());
         self.reply_with(
-            self.settings_text(&prefs, lang),
+            self.settings_text(&prefs, lang, zone),
             Some(self.settings_markup(&prefs)),
         )
         .await

@@ -65,7 +65,7 @@ impl Session<'_> {
                 &texts::BROADCAST_LINE,
                 &[
                     ("id", &b.id),
-                    ("started", &time(b.started_at)),
+                    ("started", &time(b.started_at, self.tz)),
                     ("published", &b.published),
                     ("total", &b.total),
                     ("delivered", &b.delivered),

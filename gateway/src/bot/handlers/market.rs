@@ -119,12 +119,15 @@ impl Session<'_> {
             .map(|s| {
                 format!(
                     "• {} <b>{}</b> {} {} ({}) @ {}",
-                    time(s.ts),
+                    time(s.ts, self.tz),
                     esc(&s.symbol),
                     esc(&s.kind),
                     esc(&s.grade),
                     s.score,
-                    esc(&s.price)
+                    esc(&s.price.parse().map_or_else(
+                        |_| s.price.clone(),
+                        |p| format_price(p, &s.venue, &s.symbol)
+                    ))
                 )
             })
             .collect();
@@ -205,14 +208,17 @@ impl Session<'_> {
                 let change = match &p.day_change {
                     Some(c) => self.text_with(
                         &texts::DAY_CHANGE,
-                        &[("pct", &signed_pct(c.change_pct)), ("change", &c.change)],
+                        &[
+                            ("pct", &signed_pct(c.change_pct)),
+                            ("change", &display::format_number(c.change)),
+                        ],
                     ),
                     None => String::new(),
                 };
                 Ok(format!(
                     "{label} {}{change}\n<i>{}</i>",
-                    p.price,
-                    time(p.ts)
+                    format_price(p.price, &info.venue, &info.symbol),
+                    time(p.ts, self.tz)
                 ))
             }
             Err(Error::NotFound(_)) => {

@@ -10,6 +10,7 @@ use teloxide::types::{
     UpdateKind, User,
 };
 use tickwatch_schema::db::entity::user;
+use tickwatch_schema::display::{self, Tz, format_price};
 use tickwatch_schema::rule::{AlertRule, RuleSpec};
 use tickwatch_schema::wire::{EventKind, validate_symbol};
 
@@ -52,6 +53,8 @@ struct Session<'a> {
     chat: i64,
     user: Option<user::Model>,
     lang: Language,
+    /// The zone times are shown in (the user's, else their language's).
+    tz: Tz,
     admin: bool,
     display_name: String,
 }
@@ -63,6 +66,10 @@ impl<'a> Session<'a> {
             Some(u) => Language::from_code(Some(&u.language)),
             None => Language::from_code(from.and_then(|f| f.language_code.as_deref())),
         };
+        let tz = display::user_time_zone(
+            lang.as_str(),
+            user.as_ref().and_then(|u| u.time_zone.as_deref()),
+        );
         let admin =
             ctx.config.is_admin_chat(chat) || user.as_ref().is_some_and(|u| u.role == ROLE_ADMIN);
         let display_name = from
@@ -73,6 +80,7 @@ impl<'a> Session<'a> {
             chat,
             user,
             lang,
+            tz,
             admin,
             display_name,
         })
@@ -292,7 +300,10 @@ impl Session<'_> {
         };
         let name = format!("{venue}:{symbol}");
         let price = match self.ctx.services.price(venue, symbol).await {
-            Ok(p) => self.text_with(&texts::PICKED_PRICE, &[("price", &p.price)]),
+            Ok(p) => self.text_with(
+                &texts::PICKED_PRICE,
+                &[("price", &display::format_price(p.price, venue, symbol))],
+            ),
             Err(_) => String::new(),
         };
         self.reply(self.text_with(&texts::PICKED, &[("name", &esc(&name)), ("price", &price)]))

@@ -22,6 +22,9 @@ pub struct Model {
     /// Created by `tickwatch run`'s first start; removable with `tickwatch user remove --demo`.
     pub demo: bool,
     pub created_at: i64,
+    /// The IANA time zone the user reads times in; `None`: their language's (see
+    /// `display::user_time_zone`).
+    pub time_zone: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ pub mod m20261121_000002_seed_symbols;
 mod m20261122_000003_signal_progress;
 mod m20261122_000004_alert_prices;
 mod m20261207_000005_symbol_universe;
+mod m20261207_000006_user_time_zone;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_signal_progress::Migration),
             Box::new(m20261122_000004_alert_prices::Migration),
             Box::new(m20261207_000005_symbol_universe::Migration),
+            Box::new(m20261207_000006_user_time_zone::Migration),
         ]
     }
 }
