@@ -27,11 +27,14 @@
 //!
 //! Each trade becomes a [`Tick`] of venue `krx` whose `trade_id` is the business date and the
 //! accumulated volume (strictly increasing with every trade of a symbol's day), so a trade
-//! seen twice is published once. Candles come from the [`CandleBuilder`] on the Seoul
-//! trading day with the session closing at 15:30 KST (`candles.session_close`): the 1d candle
-//! closes at the close, and after-hours trades are published as ticks but left out of the
-//! candles.
+//! seen twice is published once. Intraday candles come from the [`CandleBuilder`] on the
+//! Seoul trading day with the session closing at 15:31 KST (`candles.session_close`); the 1d
+//! candle comes from the day's figures every record carries (open, high, low: fields 7–9;
+//! accumulated volume: 13) and the last trade's price, so it is exact even for a day the feed
+//! joined late or lost a while, and closes at the close. After-hours trades are published as
+//! ticks but left out of the candles; weekends and `holidays` build no candles.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +42,7 @@ use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tickwatch_schema::history::parse_decimal;
-use tickwatch_schema::wire::{Message, Tick};
+use tickwatch_schema::wire::{Candle, Interval, Message, Tick};
 use tokio_util::sync::CancellationToken;
 
 use crate::candles::{CandleBuilder, CandleConfig, utc_offset_ms};
@@ -102,6 +105,9 @@ pub struct KisConfig {
     /// stands is published once (`closed: false`), so the signals role can send the
     /// closing-price (종가) setup while it can still be bought at the close. Empty: off.
     pub pre_close_scan: String,
+    /// KRX holidays, `YYYY-MM-DD`, besides weekends: no candles are built on them (a trade
+    /// reported on one is still published as a tick) and no pre-close scan runs.
+    pub holidays: Vec<String>,
     /// Trades remembered for de-duplication, per session.
     pub dedupe_capacity: usize,
     pub connection: ConnectionConfig,
@@ -130,6 +136,7 @@ impl Default for KisConfig {
                 ..CandleConfig::default()
             },
             pre_close_scan: "15:20".into(),
+            holidays: Vec::new(),
             dedupe_capacity: 200_000,
             connection: ConnectionConfig {
                 // KIS keeps the session alive with PINGPONG (every few tens of seconds) and
@@ -204,8 +211,43 @@ impl KisConfig {
         }
         self.pre_close_ms()?;
         self.candles.validate("kis.candles")?;
+        self.holiday_dates()?;
         self.connection.validate("kis.connection")?;
         self.buffer.validate("kis.buffer")
+    }
+
+    /// [`KisConfig::holidays`] as dates.
+    pub fn holiday_dates(&self) -> Result<std::collections::BTreeSet<NaiveDate>> {
+        self.holidays
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| {
+                    Error::config(
+                        format!("kis.holidays[{i}]"),
+                        format!("`{text}` is not a date like `2026-09-25`"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Whether KRX trades on the Seoul day opening at `day_start` (epoch ms): not a weekend,
+    /// not a listed holiday.
+    fn is_trading_day(
+        &self,
+        day_start: i64,
+        holidays: &std::collections::BTreeSet<NaiveDate>,
+    ) -> bool {
+        use chrono::Datelike;
+        let Some(date) =
+            chrono::DateTime::from_timestamp_millis(day_start + utc_offset_ms(&self.venue))
+                .map(|t| t.date_naive())
+        else {
+            return true;
+        };
+        !matches!(date.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun)
+            && !holidays.contains(&date)
     }
 
     /// [`KisConfig::pre_close_scan`] in milliseconds after midnight, Seoul time.
@@ -279,6 +321,7 @@ pub async fn run_with_metrics(
         .timeout(config.request_timeout)
         .build()
         .map_err(|e| Error::config("kis.rest_url", format!("HTTP client: {e}")))?;
+    let holidays = Arc::new(config.holiday_dates()?);
     let config = Arc::new(config);
     let pipeline = Pipeline::start("kis", sink, config.buffer.clone(), metrics.clone());
     let sessions: Vec<_> = config
@@ -294,7 +337,9 @@ pub async fn run_with_metrics(
             http: http.clone(),
             approval_key: None,
             dedupe: Dedupe::new(config.dedupe_capacity),
-            builder: CandleBuilder::new(&config.candles),
+            builder: CandleBuilder::new(&intraday(&config.candles)),
+            days: HashMap::new(),
+            holidays: holidays.clone(),
             metrics: metrics.clone(),
             requests: Requests::default(),
             late_reported: 0,
@@ -357,7 +402,13 @@ struct KisFeed {
     http: reqwest::Client,
     approval_key: Option<Secret>,
     dedupe: Dedupe,
+    /// Every interval but the day's.
     builder: CandleBuilder,
+    /// Each symbol's forming day candle, from the day's figures KIS sends with every trade
+    /// (its open, high, low and accumulated volume): exact even when the feed saw only part
+    /// of the day (a start or a reconnect mid-session). Empty when `1d` is not built.
+    days: HashMap<String, Candle>,
+    holidays: Arc<BTreeSet<NaiveDate>>,
     metrics: Arc<Metrics>,
     requests: Requests,
     late_reported: u64,
@@ -365,16 +416,40 @@ struct KisFeed {
     scanned_day: Option<i64>,
 }
 
+/// The day's figures a trade record carries (fields 7, 8, 9 and 13).
+#[derive(Debug, Clone, PartialEq)]
+struct DayFigures {
+    open: Option<Decimal>,
+    high: Option<Decimal>,
+    low: Option<Decimal>,
+    volume: Decimal,
+}
+
+/// The builder's configuration: every interval but `1d`, which comes from KIS's day figures.
+fn intraday(candles: &CandleConfig) -> CandleConfig {
+    CandleConfig {
+        intervals: candles
+            .intervals
+            .iter()
+            .copied()
+            .filter(|i| *i != Interval::D1)
+            .collect(),
+        ..candles.clone()
+    }
+}
+
 impl KisFeed {
-    /// At the pre-close time, once a day: each symbol's forming day candle (a day the
-    /// builder saw from its start), so the signals role can scan it before the close.
+    /// At the pre-close time, once a day: each symbol's forming day candle, so the signals
+    /// role can scan it before the close.
     fn pre_close_scan(&mut self, now_ms: i64, out: &mut Vec<Item>) {
         let Ok(Some(scan_ms)) = self.config.pre_close_ms() else {
             return;
         };
         let offset = utc_offset_ms(&self.config.venue);
-        let day =
-            crate::candles::bucket_start(now_ms, tickwatch_schema::wire::Interval::D1, offset);
+        let day = crate::candles::bucket_start(now_ms, Interval::D1, offset);
+        if !self.config.is_trading_day(day, &self.holidays) {
+            return;
+        }
         // Only between the scan time and the close: after a disconnect over the scan time,
         // a late "preliminary" candle would only race the real close.
         let close_ms = self.config.candles.session_close_ms().unwrap_or(None);
@@ -384,11 +459,11 @@ impl KisFeed {
             return;
         }
         self.scanned_day = Some(day);
-        let forming: Vec<_> = self
-            .builder
-            .forming(tickwatch_schema::wire::Interval::D1)
-            .into_iter()
+        let forming: Vec<Candle> = self
+            .days
+            .values()
             .filter(|c| c.open_ts == day)
+            .cloned()
             .collect();
         if !forming.is_empty() {
             tracing::info!(
@@ -484,7 +559,7 @@ impl KisFeed {
         };
         for record in fields.chunks(TRADE_FIELDS).take(records) {
             match trade_tick(record, &self.config.venue) {
-                Ok(tick) => self.accept(tick, out),
+                Ok((tick, figures)) => self.accept(tick, &figures, out),
                 Err(e) => self.count(&self.metrics.invalid_values, || {
                     format!("{} trade skipped: {e}", record[0])
                 }),
@@ -493,12 +568,19 @@ impl KisFeed {
     }
 
     /// Publishes a new trade after the candles it closes.
-    fn accept(&mut self, tick: Tick, out: &mut Vec<Item>) {
+    fn accept(&mut self, tick: Tick, figures: &DayFigures, out: &mut Vec<Item>) {
         let key = tick.trade_id.clone().unwrap_or_default();
         if !self.dedupe.first_time(&tick.symbol, &key) {
             metrics::inc(&self.metrics.duplicates);
             return;
         }
+        let day = crate::candles::bucket_start(tick.ts, Interval::D1, utc_offset_ms(&tick.venue));
+        if !self.config.is_trading_day(day, &self.holidays) {
+            // Not a KRX day: a trade, but no candle.
+            out.push(Item::Tick(tick));
+            return;
+        }
+        self.on_day(&tick, day, figures, out);
         match self.builder.on_tick(&tick) {
             Ok(closed) => out.extend(closed.into_iter().map(Item::Candle)),
             Err(late) if late.after_close => {} // after-hours: a trade, not part of the day's candle
@@ -511,6 +593,83 @@ impl KisFeed {
             }
         }
         out.push(Item::Tick(tick));
+    }
+
+    /// The day candle after a trade: a trade of a later day closes the symbol's last one;
+    /// within the session the day's figures set its open, high, low and volume, the trade
+    /// its close. After-hours trades are left out.
+    fn on_day(&mut self, tick: &Tick, day: i64, figures: &DayFigures, out: &mut Vec<Item>) {
+        if !self.config.candles.intervals.contains(&Interval::D1) {
+            return;
+        }
+        let close_ms = self.config.candles.session_close_ms().unwrap_or(None);
+        if close_ms.is_some_and(|close| tick.ts >= day + close) {
+            return;
+        }
+        if let Some(held) = self.days.get(&tick.symbol) {
+            if held.open_ts > day {
+                return; // a late trade of a day already closed
+            }
+            if held.open_ts < day
+                && let Some(mut done) = self.days.remove(&tick.symbol)
+            {
+                done.closed = true;
+                out.push(Item::Candle(done));
+            }
+        }
+        let candle = self
+            .days
+            .entry(tick.symbol.clone())
+            .or_insert_with(|| Candle {
+                venue: tick.venue.clone(),
+                symbol: tick.symbol.clone(),
+                interval: Interval::D1,
+                open_ts: day,
+                open: figures.open.unwrap_or(tick.price),
+                high: tick.price,
+                low: tick.price,
+                close: tick.price,
+                volume: Decimal::ZERO,
+                trades: None,
+                closed: false,
+            });
+        if let Some(open) = figures.open {
+            candle.open = open;
+        }
+        candle.high = candle
+            .high
+            .max(tick.price)
+            .max(figures.high.unwrap_or(tick.price));
+        candle.low = candle
+            .low
+            .min(tick.price)
+            .min(figures.low.unwrap_or(tick.price));
+        candle.close = tick.price;
+        candle.volume = candle.volume.max(figures.volume);
+    }
+
+    /// Closes the day candles whose session is over (a quiet symbol's last trade was before
+    /// the close).
+    fn close_days(&mut self, now_ms: i64, out: &mut Vec<Item>) {
+        let close_ms = self
+            .config
+            .candles
+            .session_close_ms()
+            .unwrap_or(None)
+            .unwrap_or(Interval::D1.as_ms());
+        let grace = i64::try_from(self.config.candles.close_grace.as_millis()).unwrap_or(0);
+        let over: Vec<String> = self
+            .days
+            .iter()
+            .filter(|(_, c)| now_ms >= c.open_ts + close_ms + grace)
+            .map(|(symbol, _)| symbol.clone())
+            .collect();
+        for symbol in over {
+            if let Some(mut done) = self.days.remove(&symbol) {
+                done.closed = true;
+                out.push(Item::Candle(done));
+            }
+        }
     }
 
     fn on_control(&mut self, text: &str) {
@@ -575,7 +734,7 @@ impl KisFeed {
 }
 
 /// One `H0STCNT0` record as a tick.
-fn trade_tick(record: &[&str], venue: &str) -> std::result::Result<Tick, String> {
+fn trade_tick(record: &[&str], venue: &str) -> std::result::Result<(Tick, DayFigures), String> {
     let field = |i: usize| record.get(i).copied().unwrap_or_default();
     let symbol = field(0).trim().to_string();
     let date = NaiveDate::parse_from_str(field(33), "%Y%m%d")
@@ -601,7 +760,15 @@ fn trade_tick(record: &[&str], venue: &str) -> std::result::Result<Tick, String>
         trade_id: Some(format!("{}-{accumulated}", field(33))),
     };
     tick.validate().map_err(|e| e.to_string())?;
-    Ok(tick)
+    // The day's open, high and low so far (0 or blank: not reported, the trades decide).
+    let day_price = |i: usize| parse_decimal(field(i)).ok().filter(|p| *p > Decimal::ZERO);
+    let figures = DayFigures {
+        open: day_price(7),
+        high: day_price(8),
+        low: day_price(9),
+        volume: parse_decimal(accumulated).map_err(|e| format!("accumulated volume: {e}"))?,
+    };
+    Ok((tick, figures))
 }
 
 #[async_trait::async_trait]
@@ -656,6 +823,7 @@ impl Feed for KisFeed {
     async fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
         self.pre_close_scan(now_ms, out);
         out.extend(self.builder.on_time(now_ms).into_iter().map(Item::Candle));
+        self.close_days(now_ms, out);
     }
 }
 
@@ -676,10 +844,14 @@ mod tests {
     }
 
     fn feed() -> KisFeed {
+        feed_with(KisConfig::default())
+    }
+
+    fn feed_with(config: KisConfig) -> KisFeed {
         let config = Arc::new(KisConfig {
             app_key: Some(Secret::new("key")),
             app_secret: Some(Secret::new("secret")),
-            ..KisConfig::default()
+            ..config
         });
         KisFeed {
             index: 0,
@@ -688,7 +860,9 @@ mod tests {
             http: reqwest::Client::new(),
             approval_key: Some(Secret::new("approval")),
             dedupe: Dedupe::new(100),
-            builder: CandleBuilder::new(&config.candles),
+            builder: CandleBuilder::new(&intraday(&config.candles)),
+            days: HashMap::new(),
+            holidays: Arc::new(config.holiday_dates().expect("holidays")),
             metrics: Arc::new(Metrics::default()),
             requests: Requests::default(),
             late_reported: 0,
@@ -825,6 +999,109 @@ mod tests {
             out.iter()
                 .all(|i| !matches!(i, Item::Candle(c) if !c.closed)),
             "once a day"
+        );
+    }
+
+    /// The closed day candles among `out`.
+    fn days(out: &[Item]) -> Vec<Candle> {
+        out.iter()
+            .filter_map(|i| match i {
+                Item::Candle(c) if c.interval == Interval::D1 && c.closed => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_day_seen_from_its_middle_is_exact_from_kis_day_figures() {
+        let mut feed = feed();
+        let frame = |time: &str, price: &str, acc: &str, (open, high, low): (&str, &str, &str)| {
+            let mut fields: Vec<String> = record("005930", time, price, "10", acc)
+                .split('^')
+                .map(str::to_string)
+                .collect();
+            (fields[7], fields[8], fields[9]) = (open.into(), high.into(), low.into());
+            format!("0|H0STCNT0|001|{}", fields.join("^"))
+        };
+        let kst = |hhmmss: &str| {
+            tickwatch_schema::history::parse_ts(&format!("2026-03-04T{hhmmss}+09:00")).expect("ts")
+        };
+        let mut out = Vec::new();
+        // The feed starts at 11:00: the day opened at 70000 and has been to 72000 and 69500.
+        let figures = ("70000", "72000", "69500");
+        feed.on_frame(
+            frame("110000", "70500", "1000000", figures).as_bytes(),
+            &mut out,
+        )
+        .await;
+        feed.on_frame(
+            frame("152500", "71000", "1500000", figures).as_bytes(),
+            &mut out,
+        )
+        .await;
+        // After the close: a trade, not part of the day.
+        feed.on_frame(
+            frame("154500", "71200", "1500100", figures).as_bytes(),
+            &mut out,
+        )
+        .await;
+        feed.on_timer(kst("15:30:59"), &mut out).await;
+        assert!(days(&out).is_empty(), "the day is not over yet");
+        feed.on_timer(kst("15:31:05"), &mut out).await;
+        let day = days(&out);
+        assert_eq!(day.len(), 1, "{day:?}");
+        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+        assert_eq!(
+            (
+                day[0].open,
+                day[0].high,
+                day[0].low,
+                day[0].close,
+                day[0].volume
+            ),
+            (d("70000"), d("72000"), d("69500"), d("71000"), d("1500000"))
+        );
+        assert_eq!(day[0].open_ts, kst("00:00:00"));
+        assert!(day[0].closed);
+    }
+
+    #[tokio::test]
+    async fn holidays_and_weekends_build_no_candles() {
+        let mut feed = feed_with(KisConfig {
+            holidays: vec!["2026-03-05".into()],
+            ..KisConfig::default()
+        });
+        let frame = |date: &str, time: &str, acc: &str| {
+            let r = record("005930", time, "71500", "10", acc).replace("20260304", date);
+            format!("0|H0STCNT0|001|{r}")
+        };
+        let mut out = Vec::new();
+        feed.on_frame(frame("20260304", "100000", "10").as_bytes(), &mut out)
+            .await;
+        out.clear();
+        // A holiday (listed) and a Saturday: trades, but neither closes nor opens a candle.
+        feed.on_frame(frame("20260305", "100000", "10").as_bytes(), &mut out)
+            .await;
+        feed.on_frame(frame("20260307", "100000", "10").as_bytes(), &mut out)
+            .await;
+        assert_eq!(ticks(&out).len(), 2);
+        assert!(out.iter().all(|i| !matches!(i, Item::Candle(_))), "{out:?}");
+        // The next trading day closes the last one.
+        feed.on_frame(frame("20260309", "090000", "10").as_bytes(), &mut out)
+            .await;
+        let closed = days(&out);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].volume.to_string(), "10");
+        let wrong = KisConfig {
+            holidays: vec!["05/03/2026".into()],
+            ..KisConfig::default()
+        };
+        assert!(
+            wrong
+                .holiday_dates()
+                .expect_err("not a date")
+                .to_string()
+                .contains("kis.holidays[0]")
         );
     }
 

@@ -51,15 +51,23 @@ pub struct KisTrade {
 }
 
 impl KisTrade {
-    /// The record's 46 fields joined by `^`.
+    /// The record's 46 fields joined by `^`, the day's open, high and low (fields 7–9) being
+    /// this trade's price: see [`KisTrade::record_in_day`].
     pub fn record(&self) -> String {
+        self.record_in_day(&self.price, &self.price, &self.price)
+    }
+
+    /// The record with the day's open, high and low so far, as KIS sends them.
+    pub fn record_in_day(&self, open: &str, high: &str, low: &str) -> String {
         let volume = self.volume.to_string();
         let accumulated = self.accumulated.to_string();
         let mut fields = vec!["0"; TRADE_FIELDS];
         fields[0] = &self.symbol;
         fields[1] = &self.time;
         fields[2] = &self.price;
-        fields[7] = &self.price; // STCK_OPRC: not read by tickwatch, filled as KIS would
+        fields[7] = open;
+        fields[8] = high;
+        fields[9] = low;
         fields[12] = &volume;
         fields[13] = &accumulated;
         fields[33] = &self.date;
@@ -93,6 +101,8 @@ struct Inner {
     daily: HashMap<String, Vec<KisDay>>,
     /// Daily-chart requests received: their query parameters.
     chart_requests: Vec<HashMap<String, String>>,
+    /// Each (symbol, date)'s regular-session open, high and low so far, as prices.
+    day_figures: HashMap<(String, String), (f64, f64, f64, String, String, String)>,
 }
 
 /// One day of a symbol for the daily chart (prices and volume as KIS writes them).
@@ -218,14 +228,43 @@ impl FakeKis {
 
     /// Sends one data frame with these trades to every session subscribed to their
     /// symbol; returns how many sessions got it.
+    /// Each record carries the day's open, high and low so far (over this fake's trades of
+    /// the day before 15:31, like KIS's regular session).
     pub fn trade(&self, trades: &[KisTrade]) -> usize {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let records: Vec<(String, String)> = trades
+            .iter()
+            .map(|t| {
+                let price: f64 = t.price.parse().unwrap_or_default();
+                let key = (t.symbol.clone(), t.date.clone());
+                let entry = inner.day_figures.entry(key).or_insert((
+                    price,
+                    price,
+                    price,
+                    t.price.clone(),
+                    t.price.clone(),
+                    t.price.clone(),
+                ));
+                if t.time.as_str() < "153100" {
+                    if price > entry.1 {
+                        (entry.1, entry.4) = (price, t.price.clone());
+                    }
+                    if price < entry.2 {
+                        (entry.2, entry.5) = (price, t.price.clone());
+                    }
+                }
+                (
+                    t.symbol.clone(),
+                    t.record_in_day(&entry.3, &entry.4, &entry.5),
+                )
+            })
+            .collect();
         let mut reached = 0;
         for session in inner.sessions.values() {
-            let mine: Vec<String> = trades
+            let mine: Vec<String> = records
                 .iter()
-                .filter(|t| session.symbols.contains(&t.symbol))
-                .map(KisTrade::record)
+                .filter(|(symbol, _)| session.symbols.contains(symbol))
+                .map(|(_, record)| record.clone())
                 .collect();
             if mine.is_empty() {
                 continue;

@@ -109,8 +109,9 @@ async fn tickwatch_run_with_kis_turns_krx_trades_into_candles_and_alerts() {
         "the alerts role and the recorder consume"
     );
 
-    // The feed's first day is incomplete (it started mid-session), so its candles are not
-    // published; the next day's are.
+    // The feed starts mid-session: the first day's intraday candles are incomplete and not
+    // published, its day candle is (KIS sends the day's open, high, low and volume with
+    // every trade).
     assert_eq!(
         kis.trade(&[trade("20260303", "150000", "005930", "70000", 1, 1)]),
         1
@@ -132,7 +133,7 @@ async fn tickwatch_run_with_kis_turns_krx_trades_into_candles_and_alerts() {
         telegram
             .delivered_to(CHAT)
             .iter()
-            .any(|m| m.text.contains("71500"))
+            .any(|m| m.text.contains("₩71,500"))
     })
     .await;
     assert!(
@@ -154,7 +155,10 @@ async fn tickwatch_run_with_kis_turns_krx_trades_into_candles_and_alerts() {
     .await;
     let candles = samsung().all(&db.conn).await.expect("candles");
     assert!(stored, "1m and 1d candles stored: {candles:#?}");
-    let day = candles.iter().find(|c| c.interval == "1d").expect("1d");
+    let day = candles
+        .iter()
+        .find(|c| c.interval == "1d" && c.open_ts == kst("2026-03-04 00:00"))
+        .expect("1d");
     assert_eq!(day.open_ts, kst("2026-03-04 00:00"), "the Seoul day");
     assert_eq!(
         (day.open.as_str(), day.high.as_str(), day.close.as_str()),
@@ -170,8 +174,18 @@ async fn tickwatch_run_with_kis_turns_krx_trades_into_candles_and_alerts() {
         ("70500", "71500")
     );
     assert!(
-        candles.iter().all(|c| c.open_ts >= kst("2026-03-04 00:00")),
-        "nothing of the incomplete first day: {candles:#?}"
+        candles
+            .iter()
+            .all(|c| c.open_ts >= kst("2026-03-04 00:00") || c.interval == "1d"),
+        "no intraday candle of the incomplete first day: {candles:#?}"
+    );
+    let first = candles
+        .iter()
+        .find(|c| c.interval == "1d" && c.open_ts == kst("2026-03-03 00:00"))
+        .expect("the first day's candle, from KIS's day figures");
+    assert_eq!(
+        (first.close.as_str(), first.volume.as_str()),
+        ("70000", "1")
     );
     assert!(
         wait_until(Duration::from_secs(10), async || kis.pingpong_echoes() >= 1).await,
