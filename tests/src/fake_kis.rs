@@ -101,8 +101,15 @@ struct Inner {
     daily: HashMap<String, Vec<KisDay>>,
     /// Daily-chart requests received: their query parameters.
     chart_requests: Vec<HashMap<String, String>>,
-    /// Each (symbol, date)'s regular-session open, high and low so far, as prices.
-    day_figures: HashMap<(String, String), (f64, f64, f64, String, String, String)>,
+    /// Each (symbol, date)'s regular-session open, high and low so far.
+    day_figures: HashMap<(String, String), DayFigures>,
+}
+
+/// A day's open, high and low so far, as KIS writes prices.
+struct DayFigures {
+    open: String,
+    high: String,
+    low: String,
 }
 
 /// One day of a symbol for the daily chart (prices and volume as KIS writes them).
