@@ -242,27 +242,24 @@ impl FakeKis {
         let records: Vec<(String, String)> = trades
             .iter()
             .map(|t| {
-                let price: f64 = t.price.parse().unwrap_or_default();
+                let value = |p: &str| p.parse::<f64>().unwrap_or_default();
                 let key = (t.symbol.clone(), t.date.clone());
-                let entry = inner.day_figures.entry(key).or_insert((
-                    price,
-                    price,
-                    price,
-                    t.price.clone(),
-                    t.price.clone(),
-                    t.price.clone(),
-                ));
+                let day = inner.day_figures.entry(key).or_insert_with(|| DayFigures {
+                    open: t.price.clone(),
+                    high: t.price.clone(),
+                    low: t.price.clone(),
+                });
                 if t.time.as_str() < "153100" {
-                    if price > entry.1 {
-                        (entry.1, entry.4) = (price, t.price.clone());
+                    if value(&t.price) > value(&day.high) {
+                        day.high = t.price.clone();
                     }
-                    if price < entry.2 {
-                        (entry.2, entry.5) = (price, t.price.clone());
+                    if value(&t.price) < value(&day.low) {
+                        day.low = t.price.clone();
                     }
                 }
                 (
                     t.symbol.clone(),
-                    t.record_in_day(&entry.3, &entry.4, &entry.5),
+                    t.record_in_day(&day.open, &day.high, &day.low),
                 )
             })
             .collect();
