@@ -351,6 +351,17 @@ enum BenchCommand {
         #[arg(long)]
         through_broker: bool,
     },
+    /// `history load` of N symbols' daily warm-up from a local fake of Binance's klines,
+    /// unpaced and at the configured pace.
+    History {
+        #[arg(long, default_value_t = 100)]
+        symbols: usize,
+        #[arg(long = "db", default_value = "sqlite")]
+        database: tickwatch::bench::DrainDb,
+        /// Where the bench database is created on PostgreSQL.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1/test")]
+        pg_url: String,
+    },
     /// Symbol search (the bot's free text, /v1/symbols) over a universe of symbols.
     Symbols {
         #[arg(long, default_value_t = 5_000)]
@@ -522,6 +533,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Symbols { count, rounds },
         } => bench::symbols::run(&config, count, rounds).await,
+        Command::Bench {
+            what:
+                BenchCommand::History {
+                    symbols,
+                    database,
+                    pg_url,
+                },
+        } => bench::history::run(&config, symbols, database, &pg_url).await,
         Command::Bench {
             what:
                 BenchCommand::Drain {

@@ -11,6 +11,7 @@
 //! - [`scale`]: one instance of the signals role against two splitting its shards.
 //! - [`symbols`]: symbol search over thousands of Korean and English names.
 
+pub mod history;
 pub mod pipeline;
 pub mod scale;
 pub mod symbols;
