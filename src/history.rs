@@ -30,10 +30,11 @@ use crate::config::Config;
 
 /// Loads series and tells the signals role.
 pub struct Loader {
-    client: HistoryClient,
+    client: Box<HistoryClient>,
     db: DatabaseConnection,
     publisher: Publisher,
-    engine: SignalEngine,
+    /// The signals engine's warm-up of each interval.
+    warmup: std::collections::HashMap<Interval, usize>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -71,11 +72,15 @@ impl Loader {
             config.producers.kis.clone(),
         )?;
         let engine = SignalEngine::new(config.signals.clone())?;
+        let warmup = Interval::ALL
+            .iter()
+            .map(|i| (*i, engine.warmup_bars_for(*i)))
+            .collect();
         Ok(Loader {
-            client,
+            client: Box::new(client),
             db,
             publisher,
-            engine,
+            warmup,
         })
     }
 
@@ -86,7 +91,7 @@ impl Loader {
     /// Bars loaded for `interval`: `history.bars`, or what the signals engine warms up on.
     pub fn bars_for(&self, interval: Interval) -> usize {
         match self.client.config().bars {
-            0 => self.engine.warmup_bars_for(interval),
+            0 => self.warmup.get(&interval).copied().unwrap_or(1),
             bars => bars,
         }
     }
