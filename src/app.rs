@@ -506,7 +506,16 @@ pub async fn start_api(
 
 /// Starts the Telegram bot on `roles`.
 pub fn start_bot(roles: &mut Roles, config: &Config, services: &Services) {
-    let (bot, services, shutdown) = (config.bot.clone(), services.clone(), roles.token());
+    let (mut bot, services, shutdown) = (config.bot.clone(), services.clone(), roles.token());
+    // `/relay` shows a URL of the HTTP API.
+    bot.relay_base_url = Some(
+        config
+            .api
+            .relay
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.api.addr)),
+    );
     roles.spawn("bot", async move {
         Ok(tickwatch_gateway::bot::run(bot, services, shutdown).await?)
     });

@@ -33,6 +33,33 @@ pub struct ApiConfig {
     /// `POST /v1/admin/alertmanager` (`TICKWATCH_API__ALERTMANAGER_SECRET`); unset, the
     /// endpoint refuses every post.
     pub alertmanager_secret: Option<Secret>,
+    /// The TradingView relay (`POST /v1/relay/tradingview/{secret}`).
+    pub relay: RelayConfig,
+}
+
+/// The TradingView relay: each user's webhook URL, whose posts go to their Telegram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Where users' TradingView reaches this API from outside (`https://alerts.example.org`),
+    /// to show them their URL; unset, the listen address is shown.
+    pub public_url: Option<String>,
+    /// Posts a minute per user (a burst of as many); 0: no limit.
+    pub per_minute: u32,
+    /// Sender addresses allowed (TradingView posts from 52.89.214.238, 34.212.75.30,
+    /// 54.218.53.128 and 52.32.178.7); empty: any. Checked on the connection's address, so
+    /// behind a proxy enforce it at the proxy.
+    pub allow_ips: Vec<std::net::IpAddr>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            public_url: None,
+            per_minute: 30,
+            allow_ips: Vec::new(),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -45,6 +72,7 @@ impl Default for ApiConfig {
             max_page_size: 500,
             max_body_bytes: 64 * 1024,
             alertmanager_secret: None,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -130,6 +158,14 @@ impl ApiConfig {
             return bad(
                 "alertmanager_secret",
                 "use at least 16 characters (e.g. `openssl rand -hex 32`)".into(),
+            );
+        }
+        if let Some(url) = &self.relay.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "relay.public_url",
+                format!("`{url}` must be an http(s) URL"),
             );
         }
         let rl = &self.rate_limit;
@@ -246,6 +282,10 @@ pub struct BotConfig {
     pub webhook: WebhookConfig,
     /// Updates handled at once (one chat's updates always in order).
     pub workers: usize,
+    /// Where the HTTP API is reached from outside, for `/relay`'s URL (in the `tickwatch`
+    /// binary: `api.relay.public_url`, else the API's listen address).
+    #[serde(skip)]
+    pub relay_base_url: Option<String>,
 }
 
 impl Default for BotConfig {
@@ -258,6 +298,7 @@ impl Default for BotConfig {
             poll_timeout_s: 10,
             webhook: WebhookConfig::default(),
             workers: 4,
+            relay_base_url: None,
         }
     }
 }

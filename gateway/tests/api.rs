@@ -924,6 +924,8 @@ async fn openapi_describes_every_route_exactly() {
         ("GET", "/v1/admin/dlq"),
         ("POST", "/v1/admin/alertmanager"),
         ("POST", "/v1/admin/symbols/import"),
+        ("POST", "/v1/me/relay"),
+        ("POST", "/v1/relay/tradingview/{secret}"),
     ]
     .into_iter()
     .map(|(method, path)| (method.to_string(), path.to_string()))

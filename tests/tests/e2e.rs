@@ -111,7 +111,7 @@ async fn tickwatch_run_turns_the_demo_replay_into_alerts_in_the_admins_chat() {
             .into_iter()
             .map(|m| m.text)
             .collect();
-        texts.iter().any(|t| t.contains("20000")) && texts.iter().any(|t| t.contains("21500"))
+        texts.iter().any(|t| t.contains("20,000")) && texts.iter().any(|t| t.contains("21,500"))
     })
     .await;
     let texts: Vec<String> = fake
@@ -460,7 +460,7 @@ async fn a_crash_between_storing_and_publishing_loses_nothing_and_repeats_nothin
             "each notification once ({backend}): {texts:?}"
         );
         assert!(
-            texts[0].contains("3010") && texts[1].contains("3020"),
+            texts[0].contains("3,010") && texts[1].contains("3,020"),
             "the stored firing first, then the next one ({backend}): {texts:?}"
         );
         let events = alert_event::Entity::find()

@@ -149,7 +149,9 @@ async fn tickwatch_run_with_kis_turns_krx_trades_into_candles_and_alerts() {
     };
     let stored = wait_until(Duration::from_secs(60), async || {
         samsung().all(&db.conn).await.is_ok_and(|c| {
-            c.iter().any(|c| c.interval == "1d") && c.iter().any(|c| c.interval == "1m")
+            c.iter()
+                .any(|c| c.interval == "1d" && c.open_ts == kst("2026-03-04 00:00"))
+                && c.iter().any(|c| c.interval == "1m")
         })
     })
     .await;

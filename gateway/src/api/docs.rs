@@ -63,6 +63,7 @@ impl Modify for BearerAuth {
             Topics: `ticks:<SYMBOL>`, `ticks:*`, `signals:<SYMBOL>`, `signals:*`, `alerts:mine`. \
             A client that falls behind is closed with code 1008 and a `slow consumer` reason; SSE ends with a `close` event."),
         (name = "users", description = "The caller"),
+        (name = "relay", description = "The TradingView relay: a user's webhook URL whose posts go to their Telegram"),
         (name = "admin", description = "Users, keys and the system (admins only)"),
         (name = "ops", description = "Health, readiness, metrics and this document"),
     ),

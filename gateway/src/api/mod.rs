@@ -20,6 +20,7 @@ pub mod market;
 pub mod ops;
 pub mod problem;
 pub mod ratelimit;
+pub mod relay;
 pub mod stream;
 pub mod subscriptions;
 
@@ -39,7 +40,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, RateLimitConfig};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::services::Services;
@@ -60,6 +61,8 @@ struct Inner {
     services: Services,
     config: ApiConfig,
     limiter: RateLimiter,
+    /// Relay posts per user.
+    relay_limiter: RateLimiter,
     hub: Hub,
     metrics: Option<MetricsRender>,
     /// Cancelled when serving stops: open streams close with a reason.
@@ -86,6 +89,11 @@ impl ApiState {
         Ok(ApiState {
             inner: Arc::new(Inner {
                 limiter: RateLimiter::new(config.rate_limit.clone()),
+                relay_limiter: RateLimiter::new(RateLimitConfig {
+                    enabled: config.relay.per_minute > 0,
+                    per_second: f64::from(config.relay.per_minute.max(1)) / 60.0,
+                    burst: config.relay.per_minute.max(1),
+                }),
                 hub: Hub::new(&config.stream),
                 services,
                 config,
@@ -106,6 +114,10 @@ impl ApiState {
     /// The live-stream hub (tests and embedders may publish into it directly).
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    pub(crate) fn relay_limiter(&self) -> &RateLimiter {
+        &self.inner.relay_limiter
     }
 
     pub(crate) fn closing(&self) -> &CancellationToken {
@@ -141,6 +153,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(admin::dlq))
         .routes(routes!(admin::import_symbols))
         .routes(routes!(alertmanager::receive))
+        .routes(routes!(relay::tradingview))
+        .routes(routes!(relay::rotate))
 }
 
 /// The OpenAPI document of every route, with what they share added ([`docs::finish`]);
@@ -194,7 +208,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

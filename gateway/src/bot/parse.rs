@@ -30,6 +30,8 @@ pub enum Command {
     ApiKey {
         revoke: bool,
     },
+    /// `/relay`: a new TradingView relay URL (`/relay rotate` says so explicitly).
+    Relay,
     Halt,
     Broadcast(String),
 }
@@ -179,6 +181,19 @@ pub fn parse(text: &str, bot_username: &str) -> Option<Parsed<Command>> {
                 Problem::new(
                     format!("`{other}` is not an option; use /apikey or /apikey revoke"),
                     format!("`{other}`은(는) 옵션이 아닙니다. /apikey 또는 /apikey revoke"),
+                ),
+            )),
+        },
+        "relay" => match tokens.as_slice() {
+            [] => Ok(Command::Relay),
+            [t] if ["rotate", "new", "새로"].contains(&t.to_lowercase().as_str()) => {
+                Ok(Command::Relay)
+            }
+            [other, ..] => Err(usage(
+                "relay",
+                Problem::new(
+                    format!("`{other}` is not an option; use /relay"),
+                    format!("`{other}`은(는) 옵션이 아닙니다. /relay 를 쓰세요"),
                 ),
             )),
         },
@@ -713,6 +728,8 @@ mod tests {
             Command::Broadcast("hello\nworld".into())
         );
         assert_eq!(ok("/apikey revoke"), Command::ApiKey { revoke: true });
+        assert_eq!(ok("/relay"), Command::Relay);
+        assert_eq!(ok("/relay rotate"), Command::Relay);
         assert_eq!(parse_duration("90"), Some(90));
         assert_eq!(parse_duration("10m"), Some(600));
         assert_eq!(parse_duration("x"), None);

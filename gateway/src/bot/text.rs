@@ -152,6 +152,14 @@ pub const COMMANDS: &[CommandDoc] = &[
         admin: false,
     },
     CommandDoc {
+        name: "relay",
+        form: "/relay",
+        example: "/relay",
+        en: "A webhook URL for your TradingView alerts: what they say comes here (a new URL each time)",
+        ko: "TradingView 알림용 웹훅 URL: 알림 내용이 여기로 옵니다 (매번 새 URL)",
+        admin: false,
+    },
+    CommandDoc {
         name: "halt",
         form: "/halt",
         example: "/halt",

@@ -129,6 +129,26 @@ impl Session<'_> {
         .await
     }
 
+    /// A new TradingView relay URL (the old one stops working), shown this once.
+    pub(super) async fn relay(&self) -> Result<()> {
+        let Some(user) = self.registered().await? else {
+            return Ok(());
+        };
+        let secret = self.ctx.services.rotate_relay_token(user.id).await?;
+        let base = self
+            .ctx
+            .config
+            .relay_base_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let url = format!(
+            "{}/v1/relay/tradingview/{secret}",
+            base.trim_end_matches('/')
+        );
+        self.reply(self.text_with(&texts::RELAY_URL, &[("url", &esc(&url))]))
+            .await
+    }
+
     pub(super) async fn api_key(&self, revoke: bool) -> Result<()> {
         let Some(user) = self.registered().await? else {
             return Ok(());

@@ -179,6 +179,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Price(_) => "price",
         Command::Settings(_) => "settings",
         Command::ApiKey { .. } => "apikey",
+        Command::Relay => "relay",
         Command::Halt => "halt",
         Command::Broadcast(_) => "broadcast",
     }
@@ -243,6 +244,7 @@ impl Session<'_> {
             Command::Price(symbol) => self.price(&symbol).await,
             Command::Settings(args) => self.settings(args).await,
             Command::ApiKey { revoke } => self.api_key(revoke).await,
+            Command::Relay => self.relay().await,
             Command::Halt => self.halt().await,
             Command::Broadcast(text) => self.broadcast(text).await,
         }

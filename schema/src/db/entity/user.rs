@@ -25,6 +25,9 @@ pub struct Model {
     /// The IANA time zone the user reads times in; `None`: their language's (see
     /// `display::user_time_zone`).
     pub time_zone: Option<String>,
+    /// SHA-256 (hex) of the secret in the user's TradingView relay URL.
+    #[sea_orm(unique)]
+    pub relay_token_hash: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

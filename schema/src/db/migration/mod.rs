@@ -7,6 +7,7 @@ mod m20261122_000003_signal_progress;
 mod m20261122_000004_alert_prices;
 mod m20261207_000005_symbol_universe;
 mod m20261207_000006_user_time_zone;
+mod m20261207_000007_relay_token;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_alert_prices::Migration),
             Box::new(m20261207_000005_symbol_universe::Migration),
             Box::new(m20261207_000006_user_time_zone::Migration),
+            Box::new(m20261207_000007_relay_token::Migration),
         ]
     }
 }
