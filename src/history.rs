@@ -108,7 +108,10 @@ impl Loader {
     ) -> anyhow::Result<SeriesLoad> {
         let venue_name = self.client.venue_name(venue).to_string();
         self.client.check(venue, interval)?;
-        if !force && self.is_loaded(&venue_name, symbol, interval, bars).await? {
+        if !force && let Some(stored) = self.stored(&venue_name, symbol, interval, bars).await? {
+            // Told again: a notice lost after an earlier load stored the candles (a broker
+            // outage) would otherwise leave the series cold; a repeat only re-warms it.
+            self.notify(&venue_name, symbol, interval, &stored).await?;
             return Ok(SeriesLoad {
                 venue: venue_name,
                 symbol: symbol.to_string(),
@@ -134,7 +137,7 @@ impl Loader {
         interval: Interval,
         candles: &[Candle],
     ) -> anyhow::Result<SeriesLoad> {
-        let (Some(first), Some(last)) = (candles.first(), candles.last()) else {
+        if candles.is_empty() {
             return Ok(SeriesLoad {
                 venue: venue.to_string(),
                 symbol: symbol.to_string(),
@@ -143,10 +146,33 @@ impl Loader {
                 skipped: false,
                 span: span(candles),
             });
-        };
+        }
         let txn = self.db.begin().await?;
         tickwatch_recorder::store::upsert_candles(&txn, candles).await?;
         txn.commit().await?;
+        self.notify(venue, symbol, interval, candles).await?;
+        tracing::info!(%venue, %symbol, %interval, candles = candles.len(), span = %span(candles), "history loaded");
+        Ok(SeriesLoad {
+            venue: venue.to_string(),
+            symbol: symbol.to_string(),
+            interval,
+            stored: candles.len(),
+            skipped: false,
+            span: span(candles),
+        })
+    }
+
+    /// Tells the signals role that `candles` (oldest first, not empty) of a series are stored.
+    async fn notify(
+        &self,
+        venue: &str,
+        symbol: &str,
+        interval: Interval,
+        candles: &[Candle],
+    ) -> anyhow::Result<()> {
+        let (Some(first), Some(last)) = (candles.first(), candles.last()) else {
+            return Ok(());
+        };
         let notice = HistoryLoaded {
             venue: venue.to_string(),
             symbol: symbol.to_string(),
@@ -159,26 +185,18 @@ impl Loader {
             .publish(Exchange::Market, &notice)
             .await
             .context("telling the signals role about the loaded history")?;
-        tracing::info!(%venue, %symbol, %interval, candles = candles.len(), span = %span(candles), "history loaded");
-        Ok(SeriesLoad {
-            venue: venue.to_string(),
-            symbol: symbol.to_string(),
-            interval,
-            stored: candles.len(),
-            skipped: false,
-            span: span(candles),
-        })
+        Ok(())
     }
 
-    /// Whether the store holds `bars` candles of the series and its newest is recent: no
+    /// The stored candles of the series when they are `bars` and the newest is recent: no
     /// older than a few bars (a weekend and a holiday for days; two weeks for weeks).
-    async fn is_loaded(
+    async fn stored(
         &self,
         venue: &str,
         symbol: &str,
         interval: Interval,
         bars: usize,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<Vec<Candle>>> {
         let stored = tickwatch_recorder::store::recent_candles(
             &self.db,
             venue,
@@ -194,12 +212,23 @@ impl Loader {
             // Days and intraday bars: a long weekend (Seoul's Chuseok is three days).
             _ => (5 * 86_400_000_i64).max(3 * interval.as_ms()),
         };
-        Ok(stored.len() >= bars && stored.last().is_some_and(|c| c.open_ts >= forming - recent))
+        let loaded =
+            stored.len() >= bars && stored.last().is_some_and(|c| c.open_ts >= forming - recent);
+        Ok(loaded.then_some(stored))
     }
 }
 
-/// The venues `tickwatch run`'s sources serve, which a first alert loads history for.
+/// The venues a first alert loads history for: `history.venues`, else those `run.sources`
+/// has a feed for.
 pub fn served_venues(config: &Config) -> HashSet<HistoryVenue> {
+    if !config.history.venues.is_empty() {
+        return config
+            .history
+            .venues
+            .iter()
+            .filter_map(|v| HistoryVenue::parse(v))
+            .collect();
+    }
     config
         .run
         .sources
@@ -245,7 +274,13 @@ impl FirstAlertLoads {
         shutdown: CancellationToken,
     ) -> Option<Arc<FirstAlertLoads>> {
         let served = served_venues(config);
-        if !config.history.load_on_first_alert || served.is_empty() {
+        if !config.history.load_on_first_alert {
+            return None;
+        }
+        if served.is_empty() {
+            tracing::info!(
+                "history loads on first alerts are off: no venue (set history.venues, or run.sources in this process)"
+            );
             return None;
         }
         let intervals = config.history.intervals.clone();

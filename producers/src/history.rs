@@ -15,8 +15,9 @@
 //! - **Files**: the `ts,open,high,low,close,volume` CSV the replay reads, with the same day
 //!   boundary (a KRX day is a Seoul session).
 //!
-//! A candle is loaded only once its bucket is over: the forming bar is the live feed's.
-//! Requests to one venue are spaced by its `pace`, and a failed request is retried with
+//! A candle is loaded only once its bucket is over, by a minute ([`SETTLE_MS`]): the forming
+//! bar, and one just closed, are the live feed's. Requests to one venue are spaced by its
+//! `pace` (Binance's pages of one series follow each other), and a failed request is retried with
 //! backoff (not a 4xx other than rate limiting). Candles are in open-time order, one per
 //! bucket, with the same `open_ts` the live candle builder gives the bucket.
 
@@ -38,6 +39,10 @@ use crate::feed::excerpt;
 use crate::kis::KisConfig;
 use crate::upbit::{UpbitConfig, json_decimal};
 
+/// A bucket closed less than this long ago is left to the live feed, whose candle of it may
+/// still be on its way: a load that stored it first would make the live one look old to the
+/// signals role, and its signals would be lost.
+pub const SETTLE_MS: i64 = 60_000;
 /// Upbit's most candles per request.
 const UPBIT_PAGE: usize = 200;
 /// The KIS daily chart's most rows per request.
@@ -56,6 +61,9 @@ pub struct HistoryConfig {
     /// Load a symbol's history when it gets its first alert or signal subscription, for
     /// the venues `tickwatch run` has a source for.
     pub load_on_first_alert: bool,
+    /// The venues (`binance`, `upbit`, `krx`) a first alert loads history from; empty: those
+    /// `run.sources` has a feed for (set it for an API or bot process that runs no source).
+    pub venues: Vec<String>,
     /// The intervals loaded; `1d` feeds the daily signals (52-week high, VCP, golden cross).
     pub intervals: Vec<Interval>,
     /// Bars per series; `0` means as many as the signals engine warms up on for the
@@ -97,6 +105,7 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
             load_on_first_alert: true,
+            venues: Vec::new(),
             intervals: vec![Interval::D1],
             bars: 0,
             pace: HistoryPace::default(),
@@ -126,6 +135,14 @@ impl HistoryConfig {
         if self.attempts == 0 {
             return Err(Error::config("history.attempts", "must be at least 1"));
         }
+        for (i, venue) in self.venues.iter().enumerate() {
+            if HistoryVenue::parse(venue).is_none() {
+                return Err(Error::config(
+                    format!("history.venues[{i}]"),
+                    format!("`{venue}` is not binance, upbit or krx"),
+                ));
+            }
+        }
         if self.request_timeout.is_zero() {
             return Err(Error::config(
                 "history.request_timeout",
@@ -151,6 +168,16 @@ impl HistoryVenue {
         HistoryVenue::Upbit,
         HistoryVenue::Krx,
     ];
+
+    /// `binance`, `upbit` or `krx` (also `kis`).
+    pub fn parse(name: &str) -> Option<HistoryVenue> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "binance" => Some(HistoryVenue::Binance),
+            "upbit" => Some(HistoryVenue::Upbit),
+            "krx" | "kis" => Some(HistoryVenue::Krx),
+            _ => None,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -206,10 +233,15 @@ impl HistoryClient {
         })
     }
 
-    /// A client for Upbit alone (the feed's backfill after a reconnect).
+    /// A client for Upbit alone (the feed's backfill after a reconnect): short timeouts and
+    /// one retry, as the feed reads no frame while it waits.
     pub fn for_upbit(upbit: UpbitConfig) -> Result<Self> {
         HistoryClient::new(
-            HistoryConfig::default(),
+            HistoryConfig {
+                request_timeout: Duration::from_secs(5),
+                attempts: 2,
+                ..HistoryConfig::default()
+            },
             BinanceConfig::default(),
             upbit,
             KisConfig::default(),
@@ -282,15 +314,17 @@ impl HistoryClient {
             return Ok(Vec::new());
         }
         let offset = utc_offset_ms(self.venue_name(venue));
-        // The forming bucket is the live feed's: only those before it are loaded.
-        let forming = bucket_start(now_ms, interval, offset);
+        // The forming bucket, and one that has only just closed, are the live feed's: only
+        // those before are loaded.
+        let settled = now_ms - SETTLE_MS;
+        let forming = bucket_start(settled, interval, offset);
         let mut candles = match venue {
             HistoryVenue::Binance => self.binance_klines(symbol, interval, bars, forming).await?,
             HistoryVenue::Upbit => {
                 self.upbit_candles(symbol, interval, bars, forming, i64::MIN)
                     .await?
             }
-            HistoryVenue::Krx => self.kis_days(symbol, interval, bars, now_ms).await?,
+            HistoryVenue::Krx => self.kis_days(symbol, interval, bars, settled).await?,
         };
         candles.sort_by_key(|c| c.open_ts);
         candles.dedup_by_key(|c| c.open_ts);

@@ -339,6 +339,7 @@ pub async fn run_with_metrics(
             dedupe: Dedupe::new(config.dedupe_capacity),
             builder: CandleBuilder::new(&intraday(&config.candles)),
             days: HashMap::new(),
+            closed_days: HashMap::new(),
             holidays: holidays.clone(),
             metrics: metrics.clone(),
             requests: Requests::default(),
@@ -408,6 +409,8 @@ struct KisFeed {
     /// (its open, high, low and accumulated volume): exact even when the feed saw only part
     /// of the day (a start or a reconnect mid-session). Empty when `1d` is not built.
     days: HashMap<String, Candle>,
+    /// The last day candle published per symbol: later trades of it change nothing.
+    closed_days: HashMap<String, i64>,
     holidays: Arc<BTreeSet<NaiveDate>>,
     metrics: Arc<Metrics>,
     requests: Requests,
@@ -606,6 +609,14 @@ impl KisFeed {
         if close_ms.is_some_and(|close| tick.ts >= day + close) {
             return;
         }
+        // A late trade of a day already published would publish it again, short.
+        if self
+            .closed_days
+            .get(&tick.symbol)
+            .is_some_and(|closed| day <= *closed)
+        {
+            return;
+        }
         if let Some(held) = self.days.get(&tick.symbol) {
             if held.open_ts > day {
                 return; // a late trade of a day already closed
@@ -614,6 +625,7 @@ impl KisFeed {
                 && let Some(mut done) = self.days.remove(&tick.symbol)
             {
                 done.closed = true;
+                self.closed_days.insert(tick.symbol.clone(), done.open_ts);
                 out.push(Item::Candle(done));
             }
         }
@@ -636,6 +648,8 @@ impl KisFeed {
         if let Some(open) = figures.open {
             candle.open = open;
         }
+        // A record out of order (an older accumulated volume) leaves the close alone.
+        let newest = figures.volume >= candle.volume;
         candle.high = candle
             .high
             .max(tick.price)
@@ -644,7 +658,9 @@ impl KisFeed {
             .low
             .min(tick.price)
             .min(figures.low.unwrap_or(tick.price));
-        candle.close = tick.price;
+        if newest {
+            candle.close = tick.price;
+        }
         candle.volume = candle.volume.max(figures.volume);
     }
 
@@ -667,6 +683,7 @@ impl KisFeed {
         for symbol in over {
             if let Some(mut done) = self.days.remove(&symbol) {
                 done.closed = true;
+                self.closed_days.insert(symbol.clone(), done.open_ts);
                 out.push(Item::Candle(done));
             }
         }
@@ -862,6 +879,7 @@ mod tests {
             dedupe: Dedupe::new(100),
             builder: CandleBuilder::new(&intraday(&config.candles)),
             days: HashMap::new(),
+            closed_days: HashMap::new(),
             holidays: Arc::new(config.holiday_dates().expect("holidays")),
             metrics: Arc::new(Metrics::default()),
             requests: Requests::default(),
@@ -1063,6 +1081,15 @@ mod tests {
         );
         assert_eq!(day[0].open_ts, kst("00:00:00"));
         assert!(day[0].closed);
+        // A late record of that day, after it was published, publishes nothing again.
+        out.clear();
+        feed.on_frame(
+            frame("152900", "70900", "1499000", figures).as_bytes(),
+            &mut out,
+        )
+        .await;
+        feed.on_timer(kst("15:32:00"), &mut out).await;
+        assert!(days(&out).is_empty(), "{out:?}");
     }
 
     #[tokio::test]

@@ -235,7 +235,15 @@ struct UpbitFeed {
     tainted: HashMap<(String, Interval), (i64, Option<i64>)>,
     /// Upbit's REST candles (`None` with `backfill = false`).
     rest: Option<Box<HistoryClient>>,
+    /// Closed candles waiting behind a REST backfill, in order.
+    backlog: std::collections::VecDeque<Candle>,
+    /// When the current connection was made: a trade older than that (Upbit's snapshot of
+    /// its last trade) does not end a disconnect's cut.
+    connected_at: i64,
 }
+
+/// The most buckets one backfill asks for (the gap's recent end).
+const MAX_BACKFILL_BARS: i64 = 1_000;
 
 impl UpbitFeed {
     fn new(config: UpbitConfig, metrics: Arc<Metrics>) -> Self {
@@ -260,62 +268,97 @@ impl UpbitFeed {
             last_trade: HashMap::new(),
             tainted: HashMap::new(),
             rest,
+            backlog: std::collections::VecDeque::new(),
+            connected_at: i64::MIN,
         }
     }
 
     /// Publishes closed candles; one of a bucket a disconnect cut into is replaced by
     /// Upbit's REST candles of every bucket from the first cut one up to it (those the feed
     /// saw no trade in included). When REST fails, the feed's own candle goes out and the
-    /// failure is counted.
+    /// failure is counted. At most one REST request per frame or timer tick, so the socket
+    /// keeps being read: candles wait in `backlog`, in order, until theirs is done.
     async fn settle(&mut self, closed: Vec<Candle>, out: &mut Vec<Item>) {
-        for candle in closed {
-            let key = (candle.symbol.clone(), candle.interval);
-            let Some(&(first, last)) = self.tainted.get(&key) else {
-                out.push(Item::Candle(candle));
-                continue;
-            };
-            if candle.open_ts < first || last.is_some_and(|l| candle.open_ts > l) {
-                if last.is_some_and(|l| candle.open_ts > l) {
-                    self.tainted.remove(&key);
-                }
-                out.push(Item::Candle(candle));
-                continue;
+        self.backlog.extend(closed);
+        let mut fetched = false;
+        while let Some(front) = self.backlog.front() {
+            if fetched && self.is_cut(front) {
+                break;
             }
-            let next = candle.open_ts + candle.interval.as_ms();
-            if last.is_some_and(|l| next > l) {
-                self.tainted.remove(&key);
-            } else if let Some(entry) = self.tainted.get_mut(&key) {
-                entry.0 = next;
-            }
-            let Some(rest) = self.rest.as_mut() else {
-                out.push(Item::Candle(candle));
-                continue;
+            let Some(candle) = self.backlog.pop_front() else {
+                break;
             };
-            let range = format!("{} .. {}", format_ts(first), format_ts(candle.open_ts));
-            match rest
-                .upbit_range(&candle.symbol, candle.interval, first, candle.open_ts)
-                .await
-            {
-                Ok(fetched) if fetched.last().is_some_and(|c| c.open_ts == candle.open_ts) => {
-                    tracing::info!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, candles = fetched.len(), "candles after a reconnect taken from Upbit's REST candles");
-                    metrics::add(&self.metrics.backfilled_candles, fetched.len() as u64);
-                    out.extend(fetched.into_iter().map(|c| {
-                        Item::Candle(Candle {
-                            venue: candle.venue.clone(),
-                            ..c
-                        })
-                    }));
+            match self.cut_range(&candle) {
+                None => out.push(Item::Candle(candle)),
+                Some(first) => {
+                    fetched = true;
+                    self.backfill(candle, first, out).await;
                 }
-                Ok(_) => {
-                    metrics::inc(&self.metrics.backfill_failures);
-                    tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, "Upbit's REST candles lack the bucket; the feed's own candle (missing the disconnect's trades) goes out");
-                    out.push(Item::Candle(candle));
-                }
-                Err(e) => {
-                    metrics::inc(&self.metrics.backfill_failures);
-                    tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, error = %e, "candles after a reconnect could not be backfilled; the feed's own candle (missing the disconnect's trades) goes out");
-                    out.push(Item::Candle(candle));
-                }
+            }
+        }
+    }
+
+    /// Whether a candle's bucket was cut by a disconnect.
+    fn is_cut(&self, candle: &Candle) -> bool {
+        self.tainted
+            .get(&(candle.symbol.clone(), candle.interval))
+            .is_some_and(|&(first, last)| {
+                candle.open_ts >= first && last.is_none_or(|l| candle.open_ts <= l)
+            })
+    }
+
+    /// Where the REST range of a candle cut by a disconnect starts; `None` for a whole one.
+    /// Taking the answer moves the cut on past the candle.
+    fn cut_range(&mut self, candle: &Candle) -> Option<i64> {
+        let key = (candle.symbol.clone(), candle.interval);
+        let &(first, last) = self.tainted.get(&key)?;
+        if last.is_some_and(|l| candle.open_ts > l) {
+            self.tainted.remove(&key);
+            return None;
+        }
+        if candle.open_ts < first {
+            return None;
+        }
+        let next = candle.open_ts + candle.interval.as_ms();
+        if last.is_some_and(|l| next > l) {
+            self.tainted.remove(&key);
+        } else if let Some(entry) = self.tainted.get_mut(&key) {
+            entry.0 = next;
+        }
+        // A longer gap is filled at its recent end, as Binance's is.
+        let step = candle.interval.as_ms();
+        Some(first.max(candle.open_ts - step * (MAX_BACKFILL_BARS - 1)))
+    }
+
+    async fn backfill(&mut self, candle: Candle, first: i64, out: &mut Vec<Item>) {
+        let Some(rest) = self.rest.as_mut() else {
+            out.push(Item::Candle(candle));
+            return;
+        };
+        let range = format!("{} .. {}", format_ts(first), format_ts(candle.open_ts));
+        match rest
+            .upbit_range(&candle.symbol, candle.interval, first, candle.open_ts)
+            .await
+        {
+            Ok(fetched) if fetched.last().is_some_and(|c| c.open_ts == candle.open_ts) => {
+                tracing::info!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, candles = fetched.len(), "candles after a reconnect taken from Upbit's REST candles");
+                metrics::add(&self.metrics.backfilled_candles, fetched.len() as u64);
+                out.extend(fetched.into_iter().map(|c| {
+                    Item::Candle(Candle {
+                        venue: candle.venue.clone(),
+                        ..c
+                    })
+                }));
+            }
+            Ok(_) => {
+                metrics::inc(&self.metrics.backfill_failures);
+                tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, "Upbit's REST candles lack the bucket; the feed's own candle (missing the disconnect's trades) goes out");
+                out.push(Item::Candle(candle));
+            }
+            Err(e) => {
+                metrics::inc(&self.metrics.backfill_failures);
+                tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, error = %e, "candles after a reconnect could not be backfilled; the feed's own candle (missing the disconnect's trades) goes out");
+                out.push(Item::Candle(candle));
             }
         }
     }
@@ -375,11 +418,13 @@ impl UpbitFeed {
             metrics::inc(&self.metrics.duplicates);
             return;
         }
-        // The first trade after a disconnect ends the buckets it cut into.
+        // The first trade after a disconnect ends the buckets it cut into: at the trade, or at
+        // the reconnect for an older one (Upbit's snapshot of its last trade).
+        let resumed = tick.ts.max(self.connected_at);
         for interval in &self.config.candles.intervals {
             if let Some((_, last @ None)) = self.tainted.get_mut(&(tick.symbol.clone(), *interval))
             {
-                *last = Some(bucket_start(tick.ts, *interval, 0));
+                *last = Some(bucket_start(resumed, *interval, 0));
             }
         }
         let newest = self
@@ -497,6 +542,7 @@ impl Feed for UpbitFeed {
 
     async fn prepare(&mut self) -> std::result::Result<(), String> {
         self.sessions += 1;
+        self.connected_at = feed::now_ms();
         if self.sessions > 1 && self.rest.is_some() {
             // Trades during the disconnect are lost to the feed: the buckets from the last
             // trade seen onwards (until the first trade after it) are Upbit's to tell.
@@ -518,6 +564,11 @@ impl Feed for UpbitFeed {
     async fn on_timer(&mut self, now_ms: i64, out: &mut Vec<Item>) {
         let closed = self.builder.on_time(now_ms);
         self.settle(closed, out).await;
+    }
+
+    /// Candles still waiting behind a backfill go out as the feed built them.
+    fn on_shutdown(&mut self, out: &mut Vec<Item>) {
+        out.extend(self.backlog.drain(..).map(Item::Candle));
     }
 }
 

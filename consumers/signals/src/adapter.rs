@@ -444,31 +444,33 @@ impl SignalsHandler {
 
 impl BatchHandler for SignalsHandler {
     async fn handle_batch(&mut self, batch: &[Incoming]) -> Vec<Outcome> {
-        // History notices first: a candle after one in this batch is then processed on the
-        // warmed-up series, and one before it is in the store the warm-up reads (every
-        // earlier batch was stored before it was acknowledged), so the order is kept.
+        // A history notice is handled in queue order: the candles before it first (this
+        // round, up to the notice), then the notices at the front of the line (the next
+        // round); the deliveries not got to go back to the front of the line.
         let is_notice = |message: &Incoming| message.message_kind() == Some(MessageKind::History);
-        let mut notices: HashMap<usize, Outcome> = HashMap::new();
-        for (index, message) in batch.iter().enumerate().filter(|(_, m)| is_notice(m)) {
-            let outcome = match message.decode::<HistoryLoaded>() {
-                Ok(notice) => match self.apply_history(&notice).await {
-                    Ok(()) => Ok(Handled::Done),
-                    Err(e) => return vec![e.hold_in_place(RETRY_IN_PLACE)],
-                },
-                Err(e) => Err(e),
-            };
-            notices.insert(index, outcome);
-        }
-        let decoded: Vec<Result<Candle, HandlerError>> = batch
-            .iter()
-            .map(|message| {
-                if is_notice(message) {
-                    Err(HandlerError::Invalid("a history notice".into()))
-                } else {
-                    message.decode()
+        let batch = match batch.iter().position(is_notice) {
+            Some(0) => {
+                let mut outcomes = Vec::new();
+                for message in batch.iter().take_while(|m| is_notice(m)) {
+                    let outcome = match message.decode::<HistoryLoaded>() {
+                        Ok(notice) => match self.apply_history(&notice).await {
+                            Ok(()) => Ok(Handled::Done),
+                            Err(e) => {
+                                outcomes.push(e.hold_in_place(RETRY_IN_PLACE));
+                                return outcomes;
+                            }
+                        },
+                        Err(e) => Err(e),
+                    };
+                    outcomes.push(outcome);
                 }
-            })
-            .collect();
+                return outcomes;
+            }
+            Some(first) => &batch[..first],
+            None => batch,
+        };
+        let decoded: Vec<Result<Candle, HandlerError>> =
+            batch.iter().map(|message| message.decode()).collect();
         let series: Vec<(SeriesKey, u64)> = decoded
             .iter()
             .zip(batch)
@@ -488,10 +490,6 @@ impl BatchHandler for SignalsHandler {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             for (index, (message, candle)) in batch.iter().zip(decoded).enumerate() {
-                if let Some(outcome) = notices.remove(&index) {
-                    outcomes.push(outcome);
-                    continue;
-                }
                 let candle = match candle {
                     Ok(candle) => candle,
                     Err(e) => {

@@ -74,7 +74,7 @@ pub async fn tradingview(
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .map(|c| c.0.ip().to_canonical());
         if !peer.is_some_and(|ip| allowed.contains(&ip)) {
             return Err(Error::Forbidden(format!(
                 "{} is not an allowed sender (api.relay.allow_ips)",
@@ -87,10 +87,24 @@ pub async fn tradingview(
         .relay_limiter()
         .check(user.id)
         .map_err(|retry_after| Error::RateLimited { retry_after })?;
+    let too_large = Error::TooLarge {
+        limit: MAX_RELAY_BODY,
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_RELAY_BODY) {
+        return Err(too_large);
+    }
     let body = axum::body::to_bytes(request.into_body(), MAX_RELAY_BODY)
         .await
-        .map_err(|_| Error::TooLarge {
-            limit: MAX_RELAY_BODY,
+        .map_err(|e| {
+            if format!("{e:?}").contains("LengthLimit") {
+                too_large
+            } else {
+                Error::BadRequest(format!("the body could not be read: {e}"))
+            }
         })?;
     state.services().relay_post(&user, &body).await?;
     Ok((StatusCode::ACCEPTED, Json(RelayAccepted { queued: true })))
