@@ -10,8 +10,8 @@
 //!   `GET {rest_url}/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice`
 //!   (`tr_id` `FHKST03010100`, the newest 100 rows of the date range per call), paged
 //!   backwards: each page's range ends the day before the oldest row of the last.
-//!   Daily and weekly bars only: KIS serves minute bars for the current day alone, so
-//!   intraday history comes from a file.
+//!   Intraday bars come from KIS's daily minute chart (`inquire-time-dailychartprice`,
+//!   `FHKST03010230`, 120 minutes a call, about a year kept), longer ones built from them.
 //! - **Files**: the `ts,open,high,low,close,volume` CSV the replay reads, with the same day
 //!   boundary (a KRX day is a Seoul session).
 //!
@@ -49,6 +49,8 @@ const UPBIT_PAGE: usize = 200;
 const KIS_PAGE: usize = 100;
 /// The KIS daily chart (국내주식기간별시세).
 pub const KIS_DAILY_TR_ID: &str = "FHKST03010100";
+/// The KIS daily minute chart (주식일별분봉조회).
+pub const KIS_MINUTES_TR_ID: &str = "FHKST03010230";
 /// KIS's answer when the access token has expired (`기간이 만료된 token`) or is unknown.
 const KIS_TOKEN_REFUSED: [&str; 2] = ["EGW00123", "EGW00121"];
 /// KIS's answer when requests come faster than the app's limit.
@@ -280,14 +282,6 @@ impl HistoryClient {
             HistoryVenue::Binance => Ok(()),
             HistoryVenue::Upbit => upbit_path(interval).map(drop),
             HistoryVenue::Krx => {
-                if !matches!(interval, Interval::D1 | Interval::W1) {
-                    return Err(Error::config(
-                        "history.intervals",
-                        format!(
-                            "KIS serves {interval} bars for the current day only; load KRX intraday history from a file"
-                        ),
-                    ));
-                }
                 if self.kis.app_key.is_none() || self.kis.app_secret.is_none() {
                     return Err(Error::config(
                         "producers.kis.app_key",
@@ -324,7 +318,10 @@ impl HistoryClient {
                 self.upbit_candles(symbol, interval, bars, forming, i64::MIN)
                     .await?
             }
-            HistoryVenue::Krx => self.kis_days(symbol, interval, bars, settled).await?,
+            HistoryVenue::Krx if interval.is_daily_or_longer() => {
+                self.kis_days(symbol, interval, bars, settled).await?
+            }
+            HistoryVenue::Krx => self.kis_minutes(symbol, interval, bars, settled).await?,
         };
         candles.sort_by_key(|c| c.open_ts);
         candles.dedup_by_key(|c| c.open_ts);
@@ -495,7 +492,16 @@ impl HistoryClient {
         let start = NaiveDate::from_ymd_opt(1980, 1, 1).unwrap_or_default();
         while candles.len() < bars && end >= start {
             self.pace(HistoryVenue::Krx).await;
-            let rows = self.kis_page(&url, symbol, period, start, end).await?;
+            let query = [
+                ("FID_COND_MRKT_DIV_CODE", "J".to_string()),
+                ("FID_INPUT_ISCD", symbol.to_string()),
+                ("FID_INPUT_DATE_1", start.format("%Y%m%d").to_string()),
+                ("FID_INPUT_DATE_2", end.format("%Y%m%d").to_string()),
+                ("FID_PERIOD_DIV_CODE", period.to_string()),
+                // Adjusted prices, so splits do not show as crashes in the indicators.
+                ("FID_ORG_ADJ_PRC", "0".to_string()),
+            ];
+            let rows = self.kis_page(&url, KIS_DAILY_TR_ID, &query).await?;
             let mut oldest: Option<NaiveDate> = None;
             for row in &rows {
                 match kis_candle(&self.kis.venue, symbol, interval, row) {
@@ -523,13 +529,110 @@ impl HistoryClient {
     }
 
     /// One page of the KIS daily chart, with a fresh token when the old one is refused.
+    /// KRX minute bars from KIS's daily minute chart (KIS keeps about a year of them), 120
+    /// a request, newest first, paged back by the oldest bar's date and time (the request's
+    /// `FID_PW_DATA_INCU_YN=Y` carries on into earlier days); a longer interval is built from
+    /// them on the Seoul day. A bar's `stck_cntg_hour` is taken as its minute's start.
+    async fn kis_minutes(
+        &mut self,
+        symbol: &str,
+        interval: Interval,
+        bars: usize,
+        settled: i64,
+    ) -> Result<Vec<Candle>> {
+        let url = format!(
+            "{}/uapi/domestic-stock/v1/quotations/inquire-time-dailychartprice",
+            self.kis.rest_url.trim_end_matches('/')
+        );
+        let offset = utc_offset_ms(&self.kis.venue);
+        let minutes_a_bar = usize::try_from(interval.as_ms() / 60_000)
+            .unwrap_or(1)
+            .max(1);
+        let wanted = bars.saturating_mul(minutes_a_bar).min(MAX_BARS);
+        let forming = bucket_start(settled, Interval::M1, offset);
+        let local = chrono::DateTime::from_timestamp_millis(settled + offset)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default();
+        let (mut date, mut hour) = (
+            local.format("%Y%m%d").to_string(),
+            local.format("%H%M%S").to_string(),
+        );
+        let mut minutes: Vec<Candle> = Vec::new();
+        let mut oldest: Option<i64> = None;
+        while minutes.len() < wanted {
+            self.pace(HistoryVenue::Krx).await;
+            let query = [
+                ("FID_COND_MRKT_DIV_CODE", "J".to_string()),
+                ("FID_INPUT_ISCD", symbol.to_string()),
+                ("FID_INPUT_HOUR_1", hour.clone()),
+                ("FID_INPUT_DATE_1", date.clone()),
+                ("FID_PW_DATA_INCU_YN", "Y".to_string()),
+                ("FID_FAKE_TICK_INCU_YN", String::new()),
+            ];
+            let rows = self.kis_page(&url, KIS_MINUTES_TR_ID, &query).await?;
+            let mut page_oldest: Option<(i64, String, String)> = None;
+            for row in &rows {
+                match kis_minute(&self.kis.venue, symbol, row) {
+                    Ok(Some(candle)) => {
+                        if oldest.is_some_and(|o| candle.open_ts >= o) {
+                            continue; // seen on the last page
+                        }
+                        if page_oldest
+                            .as_ref()
+                            .is_none_or(|(ts, _, _)| candle.open_ts < *ts)
+                        {
+                            let text = |k: &str| {
+                                row.get(k)
+                                    .and_then(serde_json::Value::as_str)
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            page_oldest = Some((
+                                candle.open_ts,
+                                text("stck_bsop_date"),
+                                text("stck_cntg_hour"),
+                            ));
+                        }
+                        if candle.open_ts < forming {
+                            minutes.push(candle);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(reason) => {
+                        self.invalid_rows += 1;
+                        tracing::warn!(source = "kis", %symbol, "history row skipped: {reason}");
+                    }
+                }
+            }
+            // No older bar on the page: KIS has no more.
+            let Some((ts, next_date, next_hour)) = page_oldest else {
+                break;
+            };
+            oldest = Some(ts);
+            (date, hour) = (next_date, next_hour);
+        }
+        minutes.sort_by_key(|c| c.open_ts);
+        minutes.dedup_by_key(|c| c.open_ts);
+        if interval == Interval::M1 {
+            return Ok(minutes);
+        }
+        // Longer bars from the minutes; a bucket not over by `settled` is the live feed's.
+        let longer = crate::candles::aggregate(minutes, interval)?;
+        // (The session's last bucket is short — 15:00–15:30 of an hour — and over all the same.)
+        Ok(longer
+            .into_iter()
+            .filter(|c| c.open_ts + interval.as_ms() <= settled)
+            .map(|c| Candle { closed: true, ..c })
+            .collect())
+    }
+
+    /// One page of a KIS chart (`tr_id` with its query), with a fresh token when the old
+    /// one is refused.
     async fn kis_page(
         &mut self,
         url: &str,
-        symbol: &str,
-        period: &str,
-        start: NaiveDate,
-        end: NaiveDate,
+        tr_id: &str,
+        query: &[(&str, String)],
     ) -> Result<Vec<serde_json::Value>> {
         let mut renewed = false;
         loop {
@@ -542,17 +645,9 @@ impl HistoryClient {
                 .header("authorization", format!("Bearer {token}"))
                 .header("appkey", app_key)
                 .header("appsecret", app_secret)
-                .header("tr_id", KIS_DAILY_TR_ID)
+                .header("tr_id", tr_id)
                 .header("custtype", self.kis.custtype.as_str())
-                .query(&[
-                    ("FID_COND_MRKT_DIV_CODE", "J"),
-                    ("FID_INPUT_ISCD", symbol),
-                    ("FID_INPUT_DATE_1", &start.format("%Y%m%d").to_string()),
-                    ("FID_INPUT_DATE_2", &end.format("%Y%m%d").to_string()),
-                    ("FID_PERIOD_DIV_CODE", period),
-                    // Adjusted prices, so splits do not show as crashes in the indicators.
-                    ("FID_ORG_ADJ_PRC", "0"),
-                ]);
+                .query(query);
             match self.send(request, url).await {
                 Ok(body) => {
                     return Ok(body
@@ -801,6 +896,47 @@ fn kis_candle(
     Ok(Some((date, candle)))
 }
 
+/// One KIS minute bar: `stck_bsop_date`, `stck_cntg_hour` (HHMMSS, Seoul), `stck_oprc`,
+/// `stck_hgpr`, `stck_lwpr`, `stck_prpr` (the close), `cntg_vol`; padding rows are `None`.
+fn kis_minute(
+    venue: &str,
+    symbol: &str,
+    row: &serde_json::Value,
+) -> std::result::Result<Option<Candle>, String> {
+    let text = |name: &str| {
+        row.get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .trim()
+    };
+    let (date_text, hour_text) = (text("stck_bsop_date"), text("stck_cntg_hour"));
+    if date_text.is_empty() || hour_text.is_empty() {
+        return Ok(None);
+    }
+    let at =
+        chrono::NaiveDateTime::parse_from_str(&format!("{date_text}{hour_text}"), "%Y%m%d%H%M%S")
+            .map_err(|e| format!("`{date_text} {hour_text}`: {e}"))?;
+    let number = |name: &str| -> std::result::Result<Decimal, String> {
+        parse_decimal(text(name)).map_err(|e| format!("`{name}` `{}`: {e}", text(name)))
+    };
+    let ts = at.and_utc().timestamp_millis() - utc_offset_ms(venue);
+    let candle = Candle {
+        venue: venue.to_string(),
+        symbol: symbol.to_string(),
+        interval: Interval::M1,
+        open_ts: bucket_start(ts, Interval::M1, utc_offset_ms(venue)),
+        open: number("stck_oprc")?,
+        high: number("stck_hgpr")?,
+        low: number("stck_lwpr")?,
+        close: number("stck_prpr")?,
+        volume: number("cntg_vol")?,
+        trades: None,
+        closed: true,
+    };
+    candle.validate().map_err(|e| e.to_string())?;
+    Ok(Some(candle))
+}
+
 /// The Seoul calendar date at `ms`.
 fn seoul_date(ms: i64) -> NaiveDate {
     chrono::DateTime::from_timestamp_millis(ms + 9 * 3_600_000)
@@ -954,7 +1090,7 @@ mod tests {
         let minutes = client
             .check(HistoryVenue::Krx, Interval::M1)
             .expect_err("an error");
-        assert!(minutes.to_string().contains("from a file"), "{minutes}");
+        assert!(minutes.to_string().contains("KIS_APP_KEY"), "{minutes}");
         let no_key = client
             .check(HistoryVenue::Krx, Interval::D1)
             .expect_err("an error");

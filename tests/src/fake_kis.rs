@@ -99,6 +99,8 @@ struct Inner {
     tokens: Vec<String>,
     /// Daily bars by symbol, oldest first.
     daily: HashMap<String, Vec<KisDay>>,
+    /// Minute bars by symbol, oldest first.
+    minutes: HashMap<String, Vec<KisMinute>>,
     /// Daily-chart requests received: their query parameters.
     chart_requests: Vec<HashMap<String, String>>,
     /// Each (symbol, date)'s regular-session open, high and low so far.
@@ -122,6 +124,30 @@ pub struct KisDay {
     pub low: String,
     pub close: String,
     pub volume: String,
+}
+
+/// One minute bar of a symbol for the daily minute chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KisMinute {
+    /// `YYYYMMDD`.
+    pub date: String,
+    /// `HHMMSS`, the minute's start (Seoul).
+    pub time: String,
+    pub open: String,
+    pub high: String,
+    pub low: String,
+    pub close: String,
+    pub volume: String,
+}
+
+impl KisMinute {
+    fn row(&self) -> Value {
+        json!({
+            "stck_bsop_date": self.date, "stck_cntg_hour": self.time, "stck_prpr": self.close,
+            "stck_oprc": self.open, "stck_hgpr": self.high, "stck_lwpr": self.low,
+            "cntg_vol": self.volume, "acml_tr_pbmn": "0"
+        })
+    }
 }
 
 impl KisDay {
@@ -159,6 +185,10 @@ impl FakeKis {
                 "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice",
                 axum::routing::get(daily_chart),
             )
+            .route(
+                "/uapi/domestic-stock/v1/quotations/inquire-time-dailychartprice",
+                axum::routing::get(minute_chart),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -194,6 +224,12 @@ impl FakeKis {
     pub fn set_daily(&self, symbol: &str, mut days: Vec<KisDay>) {
         days.sort_by(|a, b| a.date.cmp(&b.date));
         self.lock().daily.insert(symbol.to_string(), days);
+    }
+
+    /// Serves these minute bars (any order) for `symbol` on the daily minute chart.
+    pub fn set_minutes(&self, symbol: &str, mut minutes: Vec<KisMinute>) {
+        minutes.sort_by(|a, b| (&a.date, &a.time).cmp(&(&b.date, &b.time)));
+        self.lock().minutes.insert(symbol.to_string(), minutes);
     }
 
     /// Access tokens issued so far.
@@ -425,6 +461,54 @@ async fn daily_chart(
             json!({"output1": {"stck_shrn_iscd": param("FID_INPUT_ISCD")}, "output2": rows,
             "rt_cd": "0", "msg_cd": "MCA00000", "msg1": "정상처리 되었습니다."}),
         ),
+    )
+}
+
+/// `GET …/inquire-time-dailychartprice` (`FHKST03010230`): the 120 newest minute bars at or
+/// before `FID_INPUT_DATE_1` `FID_INPUT_HOUR_1`, newest first; earlier days only with
+/// `FID_PW_DATA_INCU_YN=Y`.
+async fn minute_chart(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    inner.chart_requests.push(query.clone());
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    let tr_id = headers.get("tr_id").and_then(|v| v.to_str().ok());
+    if token.is_empty() || !inner.tokens.contains(&token) || tr_id != Some("FHKST03010230") {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(
+                json!({"rt_cd": "1", "msg_cd": "EGW00123", "msg1": "기간이 만료된 token 입니다."}),
+            ),
+        );
+    }
+    let param = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let (date, hour) = (param("FID_INPUT_DATE_1"), param("FID_INPUT_HOUR_1"));
+    let past_days = param("FID_PW_DATA_INCU_YN") == "Y";
+    let rows: Vec<Value> = inner
+        .minutes
+        .get(&param("FID_INPUT_ISCD"))
+        .map(|bars| {
+            bars.iter()
+                .rev()
+                .filter(|m| (&m.date, &m.time) <= (&date, &hour))
+                .filter(|m| past_days || m.date == date)
+                .take(120)
+                .map(KisMinute::row)
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        StatusCode::OK,
+        Json(json!({"output1": {"stck_prpr": "0"}, "output2": rows,
+            "rt_cd": "0", "msg_cd": "MCA00000", "msg1": "정상처리 되었습니다."})),
     )
 }
 

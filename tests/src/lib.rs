@@ -20,7 +20,7 @@ pub mod fake_telegram;
 pub mod faults;
 pub mod fixtures;
 
-pub use fake_kis::{FakeKis, KisDay, KisTrade};
+pub use fake_kis::{FakeKis, KisDay, KisMinute, KisTrade};
 pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};
 
 /// Polls `done` every 50 ms until it holds (`true`) or `timeout` has passed (`false`,

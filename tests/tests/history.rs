@@ -22,7 +22,7 @@ use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_schema::wire::{Candle, Interval};
 use tickwatch_signals::{Output, SignalEngine};
 use tickwatch_tests::db::TestDb;
-use tickwatch_tests::{FakeKis, KisDay, KisTrade, wait_until};
+use tickwatch_tests::{FakeKis, KisDay, KisMinute, KisTrade, wait_until};
 use tokio_util::sync::CancellationToken;
 
 /// The first live day: 74200 74900 73800 74800, 16,870,156 shares.
@@ -328,4 +328,93 @@ async fn a_first_alert_loads_its_symbols_history_once() {
     tracker.wait().await;
     tickwatch_tests::delete_standard_topology(&config.broker).await;
     db.close().await.expect("close");
+}
+
+/// Two Seoul sessions of minute bars (09:00–15:29, 390 a day) in KIS's shape.
+fn two_sessions() -> Vec<KisMinute> {
+    let mut bars = Vec::new();
+    for (day, date) in ["20260303", "20260304"].iter().enumerate() {
+        for i in 0..390u32 {
+            let (h, m) = (9 + i / 60, i % 60);
+            let close = 70_000 + (day as u32) * 1_000 + i;
+            bars.push(KisMinute {
+                date: (*date).into(),
+                time: format!("{h:02}{m:02}00"),
+                open: (close - 10).to_string(),
+                high: (close + 20).to_string(),
+                low: (close - 30).to_string(),
+                close: close.to_string(),
+                volume: (100 + i).to_string(),
+            });
+        }
+    }
+    bars
+}
+
+#[tokio::test]
+async fn krx_minutes_page_back_across_days_and_build_longer_bars() {
+    let kis = FakeKis::start().await.expect("fake kis");
+    kis.set_minutes("005930", two_sessions());
+    let mut config = tickwatch_producers::history::HistoryConfig::default();
+    config.pace.krx = Duration::ZERO;
+    let kis_config = tickwatch_producers::kis::KisConfig {
+        rest_url: kis.rest_url(),
+        app_key: Some(tickwatch_producers::config::Secret::new("PSfakeappkey")),
+        app_secret: Some(tickwatch_producers::config::Secret::new("fakesecret")),
+        ..Default::default()
+    };
+    let mut client = tickwatch_producers::history::HistoryClient::new(
+        config,
+        Default::default(),
+        Default::default(),
+        kis_config,
+    )
+    .expect("client");
+    // The evening of the second day: both sessions are over.
+    let now = tickwatch_schema::history::parse_ts("2026-03-04T20:00:00+09:00").expect("ts");
+    let venue = tickwatch_producers::history::HistoryVenue::Krx;
+    let minutes = client
+        .fetch(venue, "005930", Interval::M1, 500, now)
+        .await
+        .expect("minutes");
+    assert_eq!(
+        minutes.len(),
+        500,
+        "390 of the last day and 110 of the one before"
+    );
+    let at = |text: &str| tickwatch_schema::history::parse_ts(text).expect("ts");
+    assert_eq!(minutes[0].open_ts, at("2026-03-03T13:40:00+09:00"));
+    let last = minutes.last().expect("last");
+    assert_eq!(last.open_ts, at("2026-03-04T15:29:00+09:00"));
+    assert_eq!(
+        (last.close.to_string(), last.volume.to_string()),
+        ("71389".to_string(), "489".to_string())
+    );
+    assert!(minutes.windows(2).all(|w| w[0].open_ts < w[1].open_ts));
+    let pages = kis.chart_requests().len();
+    assert_eq!(
+        pages, 5,
+        "120 a page, the fifth reaching back into the first day"
+    );
+
+    // Hours from the minutes on the Seoul day: 09:00 … 15:00 (the last one has 30 minutes).
+    let hours = client
+        .fetch(venue, "005930", Interval::H1, 7, now)
+        .await
+        .expect("hours");
+    assert_eq!(hours.len(), 7);
+    assert!(hours.iter().all(|h| h.closed));
+    assert_eq!(hours[0].open_ts, at("2026-03-04T09:00:00+09:00"));
+    assert_eq!(
+        (
+            hours[0].open.to_string(),
+            hours[0].close.to_string(),
+            hours[0].volume.to_string()
+        ),
+        (
+            "70990".to_string(),
+            "71059".to_string(),
+            (100..160).sum::<u32>().to_string()
+        )
+    );
 }
