@@ -193,6 +193,28 @@ async fn register_alert_list_and_delete(backend: Backend) {
         ("krx", "005930", "crossing_down")
     );
 
+    // Edited in Telegram: the threshold, the trigger; a change that makes no rule is refused.
+    let edited = h.say(chat, "/edit 1 threshold 66,000").await;
+    assert!(
+        edited.contains("Alert #1 changed") && edited.contains("66,000 USDT"),
+        "{edited}"
+    );
+    let every = h.say(chat, "/edit 1 every 10m").await;
+    assert!(
+        every.contains("every_time") && every.contains("cooldown 600s"),
+        "{every}"
+    );
+    let bad = h.say(chat, "/edit 2 channel 5 1").await;
+    assert!(
+        bad.contains("channel"),
+        "the error says what is wrong: {bad}"
+    );
+    let nobody = h.say(chat, "/edit 99 threshold 1").await;
+    assert!(nobody.contains("No alert rule 99"), "{nobody}");
+    let stored = rules(&h.db).await;
+    assert_eq!(stored[0].threshold.as_deref(), Some("66000"));
+    assert_eq!(stored[0].trigger, "every_time");
+
     let list = h.say_full(chat, "/alerts").await;
     assert!(
         list.text.contains("#1") && list.text.contains("#2"),

@@ -19,6 +19,8 @@ pub enum Command {
     Alerts,
     DelAlert(i64),
     Pause(i64),
+    /// `/edit <id> <what> <value…>`: one change to an alert.
+    Edit(i64, RuleChange),
     /// A rule, or (admins, no argument) notifications globally.
     Resume(Option<i64>),
     Subscribe(SubscribeArgs),
@@ -34,6 +36,24 @@ pub enum Command {
     Relay,
     Halt,
     Broadcast(String),
+}
+
+/// What `/edit` changes in a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleChange {
+    Threshold(Decimal),
+    Channel(Decimal, Decimal),
+    Pct(Decimal),
+    /// The moving rule's window, in seconds.
+    Window(u64),
+    /// Fire once.
+    Once,
+    /// Fire every time, this many seconds apart at least.
+    Every(u64),
+    /// At most once per bar of the interval.
+    Bar(Interval),
+    /// Expire this many seconds from now; `None`: never.
+    Expires(Option<u64>),
 }
 
 /// `/alert <symbol> <condition> <value…> [once|every <cooldown>|bar <interval>]`.
@@ -162,6 +182,7 @@ pub fn parse(text: &str, bot_username: &str) -> Option<Parsed<Command>> {
         "alerts" => Ok(Command::Alerts),
         "delalert" => rule_id("delalert", &tokens).map(Command::DelAlert),
         "pause" => rule_id("pause", &tokens).map(Command::Pause),
+        "edit" => parse_edit(&tokens),
         "resume" if tokens.is_empty() => Ok(Command::Resume(None)),
         "resume" => rule_id("resume", &tokens).map(|id| Command::Resume(Some(id))),
         "subscribe" => parse_subscribe(&tokens).map(Command::Subscribe),
@@ -410,6 +431,89 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
         cooldown_s,
         interval,
     })
+}
+
+/// `/edit <id> threshold 66000` · `channel 64000 66000` · `pct 5` · `window 10m` ·
+/// `once` · `every 10m` · `bar 1h` · `expires 1d|never`.
+fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
+    let wrong = |en: String, ko: String| usage("edit", Problem::new(en, ko));
+    let [id, what, values @ ..] = tokens else {
+        return Err(missing(
+            "edit",
+            "The alert id and what to change",
+            "알림 번호와 바꿀 항목",
+        ));
+    };
+    let id = rule_id("edit", &[id])?;
+    let price = |text: &str| {
+        parse_price(text).ok_or_else(|| {
+            wrong(
+                format!("`{text}` is not a number (e.g. 66000 or 0.52)"),
+                format!("`{text}`은(는) 숫자가 아닙니다 (예: 66000, 0.52)"),
+            )
+        })
+    };
+    let duration = |text: &str| {
+        parse_duration(text).ok_or_else(|| {
+            wrong(
+                format!("`{text}` is not a duration (e.g. 30s, 10m, 1h, 1d)"),
+                format!("`{text}`은(는) 기간이 아닙니다 (예: 30s, 10m, 1h, 1d)"),
+            )
+        })
+    };
+    let what = what.to_lowercase();
+    let change = match (what.as_str(), values) {
+        ("threshold" | "price" | "가격" | "기준", [value]) => {
+            RuleChange::Threshold(price(value)?)
+        }
+        ("channel" | "range" | "채널", [low, high]) => {
+            RuleChange::Channel(price(low)?, price(high)?)
+        }
+        ("pct" | "%" | "퍼센트", [value]) => {
+            RuleChange::Pct(price(value.trim_end_matches('%'))?)
+        }
+        ("window" | "기간", [value]) => RuleChange::Window(duration(value)?),
+        ("once" | "한번", []) => RuleChange::Once,
+        ("every" | "매번", [value]) => RuleChange::Every(duration(value)?),
+        ("bar" | "봉", [value]) => RuleChange::Bar(value.parse::<Interval>().map_err(|_| {
+            wrong(
+                format!("`{value}` is not an interval (1m, 5m, 15m, 1h, 4h, 1d …)"),
+                format!("`{value}`은(는) 봉 간격이 아닙니다 (1m, 5m, 15m, 1h, 4h, 1d 등)"),
+            )
+        })?),
+        ("expires" | "만료", [value])
+            if ["never", "없음"].contains(&value.to_lowercase().as_str()) =>
+        {
+            RuleChange::Expires(None)
+        }
+        ("expires" | "만료", [value]) => RuleChange::Expires(Some(duration(value)?)),
+        (
+            "threshold" | "price" | "가격" | "기준" | "channel" | "range" | "채널" | "pct" | "%"
+            | "퍼센트" | "window" | "기간" | "once" | "한번" | "every" | "매번" | "bar" | "봉"
+            | "expires" | "만료",
+            _,
+        ) => {
+            return Err(wrong(
+                format!(
+                    "`{what}` takes other values: e.g. /edit {id} threshold 66000, channel 64000 66000, every 10m, expires never"
+                ),
+                format!(
+                    "`{what}`의 값이 맞지 않습니다: 예) /edit {id} threshold 66000, channel 64000 66000, every 10m, expires never"
+                ),
+            ));
+        }
+        _ => {
+            return Err(wrong(
+                format!(
+                    "`{what}` cannot be changed; use threshold, channel, pct, window, once, every, bar or expires"
+                ),
+                format!(
+                    "`{what}`은(는) 바꿀 수 없습니다. threshold, channel, pct, window, once, every, bar, expires 중 하나를 쓰세요"
+                ),
+            ));
+        }
+    };
+    Ok(Command::Edit(id, change))
 }
 
 fn bad_duration(text: &str) -> ParseError {
@@ -729,6 +833,38 @@ mod tests {
         );
         assert_eq!(ok("/apikey revoke"), Command::ApiKey { revoke: true });
         assert_eq!(ok("/relay"), Command::Relay);
+        assert_eq!(
+            ok("/edit 3 threshold 66,000"),
+            Command::Edit(3, RuleChange::Threshold(Decimal::from(66_000)))
+        );
+        assert_eq!(
+            ok("/edit #3 채널 64000 66000"),
+            Command::Edit(
+                3,
+                RuleChange::Channel(Decimal::from(64_000), Decimal::from(66_000))
+            )
+        );
+        assert_eq!(
+            ok("/edit 3 every 10m"),
+            Command::Edit(3, RuleChange::Every(600))
+        );
+        assert_eq!(
+            ok("/edit 3 expires never"),
+            Command::Edit(3, RuleChange::Expires(None))
+        );
+        assert_eq!(
+            ok("/edit 3 bar 1h"),
+            Command::Edit(3, RuleChange::Bar(Interval::H1))
+        );
+        for bad in [
+            "/edit",
+            "/edit 3",
+            "/edit 3 colour red",
+            "/edit 3 channel 1",
+            "/edit x threshold 1",
+        ] {
+            err(bad);
+        }
         assert_eq!(ok("/relay rotate"), Command::Relay);
         assert_eq!(parse_duration("90"), Some(90));
         assert_eq!(parse_duration("10m"), Some(600));

@@ -80,6 +80,14 @@ pub const COMMANDS: &[CommandDoc] = &[
         admin: false,
     },
     CommandDoc {
+        name: "edit",
+        form: "/edit <id> threshold <n>|channel <low> <high>|pct <p>|window <dur>|once|every <dur>|bar <interval>|expires <dur>|never",
+        example: "/edit 12 threshold 66000  ·  /edit 12 every 10m",
+        en: "Change an alert",
+        ko: "알림 수정",
+        admin: false,
+    },
+    CommandDoc {
         name: "pause",
         form: "/pause <id>",
         example: "/pause 12",

@@ -197,6 +197,9 @@ texts! {
     /// `/pause` (or its button) done; `rule` is the rule's line.
     ALERT_PAUSED => en: "⏸ Alert #{id} paused; /resume {id} resumes it.\n{rule}",
         ko: "⏸ 알림 #{id} 일시정지; /resume {id} 로 재개.\n{rule}";
+    /// `/edit` done; `rule` is the rule's new line.
+    ALERT_EDITED => en: "✏️ Alert #{id} changed.\n{rule}",
+        ko: "✏️ 알림 #{id} 수정됨.\n{rule}";
     /// `/resume <id>` (or its button) done; `rule` is the rule's line.
     ALERT_RESUMED => en: "▶ Alert #{id} resumed.\n{rule}",
         ko: "▶ 알림 #{id} 재개.\n{rule}";

@@ -198,6 +198,46 @@ impl Session<'_> {
             .await
     }
 
+    /// `/edit`: one change to one of the user's alerts, validated as a whole rule.
+    pub(super) async fn edit(&self, id: i64, change: RuleChange) -> Result<()> {
+        let Some(user) = self.registered().await? else {
+            return Ok(());
+        };
+        let mut patch = RulePatch::default();
+        match change {
+            RuleChange::Threshold(t) => patch.threshold = Some(Some(t)),
+            RuleChange::Channel(low, high) => {
+                (patch.low, patch.high) = (Some(Some(low)), Some(Some(high)));
+            }
+            RuleChange::Pct(p) => patch.pct = Some(Some(p)),
+            RuleChange::Window(s) => patch.window_s = Some(Some(s)),
+            RuleChange::Once => {
+                patch.trigger = Some(Trigger::Once);
+                (patch.interval, patch.cooldown_s) = (Some(None), Some(0));
+            }
+            RuleChange::Every(s) => {
+                patch.trigger = Some(Trigger::EveryTime);
+                (patch.interval, patch.cooldown_s) = (Some(None), Some(s));
+            }
+            RuleChange::Bar(interval) => {
+                patch.trigger = Some(Trigger::OncePerBar);
+                (patch.interval, patch.cooldown_s) = (Some(Some(interval)), Some(0));
+            }
+            RuleChange::Expires(after) => {
+                patch.expires_at = Some(after.map(|s| {
+                    tickwatch_schema::db::now_ms()
+                        .saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2000) * 1000)
+                }));
+            }
+        }
+        let rule = self.ctx.services.patch_rule(user.id, id, &patch).await?;
+        let text = self.text_with(
+            &texts::ALERT_EDITED,
+            &[("id", &id), ("rule", &rule_line(&rule))],
+        );
+        self.reply(text).await
+    }
+
     pub(super) async fn set_active(&self, id: i64, active: bool) -> Result<()> {
         let Some(user) = self.registered().await? else {
             return Ok(());

@@ -11,18 +11,19 @@ use teloxide::types::{
 };
 use tickwatch_schema::db::entity::user;
 use tickwatch_schema::display::{self, Tz, format_price};
-use tickwatch_schema::rule::{AlertRule, RuleSpec};
+use tickwatch_schema::rule::{AlertRule, RuleSpec, Trigger};
 use tickwatch_schema::wire::{EventKind, validate_symbol};
 
 use super::Ctx;
 use super::parse::{
-    AlertArgs, AlertValues, Command, ParseError, SettingsArgs, SubscribeArgs, Target,
+    AlertArgs, AlertValues, Command, ParseError, RuleChange, SettingsArgs, SubscribeArgs, Target,
     UnsubscribeArgs, parse,
 };
 use super::text::{esc, fraction_pct, help, rule_line, signed_pct, time, usage};
 use super::texts::{self, Arg, Text};
 use crate::error::{Error, Result};
 use crate::services::market::{Resolution, SignalFilter, SymbolInfo, SymbolWarning};
+use crate::services::rules::RulePatch;
 use crate::services::subscriptions::NewSubscription;
 use crate::services::users::{Language, Preference, ROLE_ADMIN, Registration, preferences};
 
@@ -171,6 +172,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Alerts => "alerts",
         Command::DelAlert(_) => "delalert",
         Command::Pause(_) => "pause",
+        Command::Edit(..) => "edit",
         Command::Resume(_) => "resume",
         Command::Subscribe(_) => "subscribe",
         Command::Unsubscribe(_) => "unsubscribe",
@@ -235,6 +237,7 @@ impl Session<'_> {
             Command::Alerts => self.alerts().await,
             Command::DelAlert(id) => self.delete(id).await,
             Command::Pause(id) => self.set_active(id, false).await,
+            Command::Edit(id, change) => self.edit(id, change).await,
             Command::Resume(Some(id)) => self.set_active(id, true).await,
             Command::Resume(None) => self.resume_all().await,
             Command::Subscribe(args) => self.subscribe(args).await,
