@@ -548,7 +548,11 @@ impl HistoryClient {
         let minutes_a_bar = usize::try_from(interval.as_ms() / 60_000)
             .unwrap_or(1)
             .max(1);
-        let wanted = bars.saturating_mul(minutes_a_bar).min(MAX_BARS);
+        // One bar more than asked: the oldest built bar may lack its first minutes.
+        let wanted = bars
+            .saturating_add(usize::from(minutes_a_bar > 1))
+            .saturating_mul(minutes_a_bar)
+            .min(MAX_BARS);
         let forming = bucket_start(settled, Interval::M1, offset);
         let local = chrono::DateTime::from_timestamp_millis(settled + offset)
             .map(|t| t.naive_utc())
@@ -559,6 +563,7 @@ impl HistoryClient {
         );
         let mut minutes: Vec<Candle> = Vec::new();
         let mut oldest: Option<i64> = None;
+        let mut empty_days = 0;
         while minutes.len() < wanted {
             self.pace(HistoryVenue::Krx).await;
             let query = [
@@ -604,12 +609,29 @@ impl HistoryClient {
                     }
                 }
             }
-            // No older bar on the page: KIS has no more.
-            let Some((ts, next_date, next_hour)) = page_oldest else {
-                break;
-            };
-            oldest = Some(ts);
-            (date, hour) = (next_date, next_hour);
+            match page_oldest {
+                Some((ts, next_date, next_hour)) => {
+                    oldest = Some(ts);
+                    (date, hour) = (next_date, next_hour);
+                    empty_days = 0;
+                }
+                // Nothing older from here: a weekend or holiday, unless KIS carried on across
+                // it; step back a day at the close, and stop after ten empty ones (KIS keeps
+                // about a year).
+                None => {
+                    empty_days += 1;
+                    let Some(earlier) = NaiveDate::parse_from_str(&date, "%Y%m%d")
+                        .ok()
+                        .and_then(|d| d.pred_opt())
+                    else {
+                        break;
+                    };
+                    if empty_days > 10 {
+                        break;
+                    }
+                    (date, hour) = (earlier.format("%Y%m%d").to_string(), "153000".into());
+                }
+            }
         }
         minutes.sort_by_key(|c| c.open_ts);
         minutes.dedup_by_key(|c| c.open_ts);
@@ -618,9 +640,12 @@ impl HistoryClient {
         }
         // Longer bars from the minutes; a bucket not over by `settled` is the live feed's.
         let longer = crate::candles::aggregate(minutes, interval)?;
-        // (The session's last bucket is short — 15:00–15:30 of an hour — and over all the same.)
+        // The oldest built bar may lack its first minutes (the fetch began inside it): left
+        // out. (The session's last bucket is short — 15:00–15:30 of an hour — and over all
+        // the same.)
         Ok(longer
             .into_iter()
+            .skip(1)
             .filter(|c| c.open_ts + interval.as_ms() <= settled)
             .map(|c| Candle { closed: true, ..c })
             .collect())

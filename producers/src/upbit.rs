@@ -242,8 +242,9 @@ struct UpbitFeed {
     connected_at: i64,
 }
 
-/// The most buckets one backfill asks for (the gap's recent end).
-const MAX_BACKFILL_BARS: i64 = 1_000;
+/// The most buckets one backfill asks for (the gap's recent end): one page of Upbit's, so a
+/// backfill is one request.
+const MAX_BACKFILL_BARS: i64 = 200;
 
 impl UpbitFeed {
     fn new(config: UpbitConfig, metrics: Arc<Metrics>) -> Self {
@@ -350,9 +351,21 @@ impl UpbitFeed {
                     })
                 }));
             }
-            Ok(_) => {
+            Ok(fetched) => {
                 metrics::inc(&self.metrics.backfill_failures);
-                tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, "Upbit's REST candles lack the bucket; the feed's own candle (missing the disconnect's trades) goes out");
+                tracing::warn!(source = "upbit", market = %candle.symbol, interval = %candle.interval, %range, "Upbit's REST candles lack the bucket; the earlier ones and the feed's own candle (missing the disconnect's trades) go out");
+                // The gap's earlier buckets Upbit does have still go out, before the feed's.
+                out.extend(
+                    fetched
+                        .into_iter()
+                        .filter(|c| c.open_ts < candle.open_ts)
+                        .map(|c| {
+                            Item::Candle(Candle {
+                                venue: candle.venue.clone(),
+                                ..c
+                            })
+                        }),
+                );
                 out.push(Item::Candle(candle));
             }
             Err(e) => {

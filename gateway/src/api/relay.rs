@@ -75,7 +75,7 @@ pub async fn tradingview(
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_canonical());
-        if !peer.is_some_and(|ip| allowed.contains(&ip)) {
+        if !peer.is_some_and(|ip| allowed.iter().any(|a| a.to_canonical() == ip)) {
             return Err(Error::Forbidden(format!(
                 "{} is not an allowed sender (api.relay.allow_ips)",
                 peer.map_or("an unknown address".to_string(), |ip| ip.to_string())

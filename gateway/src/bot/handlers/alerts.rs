@@ -225,8 +225,11 @@ impl Session<'_> {
             }
             RuleChange::Expires(after) => {
                 patch.expires_at = Some(after.map(|s| {
-                    tickwatch_schema::db::now_ms()
-                        .saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2000) * 1000)
+                    let ms = i64::try_from(s)
+                        .ok()
+                        .and_then(|s| s.checked_mul(1000))
+                        .unwrap_or(i64::MAX);
+                    tickwatch_schema::db::now_ms().saturating_add(ms)
                 }));
             }
         }
