@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{EntityTrait, QueryOrder};
 use serde_json::{Value, json};
@@ -13,6 +14,7 @@ use tickwatch_gateway::config::{BotConfig, Secret};
 use tickwatch_gateway::{Services, bot};
 use tickwatch_notifier::NotifierConfig;
 use tickwatch_schema::db::entity::{alert_rule, setting};
+use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_tests::db::TestDb;
 use tickwatch_tests::{FakeTelegram, wait_until};
 use tokio_util::sync::CancellationToken;
@@ -98,10 +100,36 @@ impl Harness {
         self.reply_after(chat, before).await
     }
 
+    /// Presses a button: its answer replaces the button's message (an edit).
     async fn press(&self, chat: i64, data: &str) -> String {
-        let before = self.fake.delivered().len();
+        self.press_full(chat, data).await.text
+    }
+
+    async fn press_full(&self, chat: i64, data: &str) -> Reply {
+        let before = self.fake.edits().len();
+        let sent = self.fake.delivered().len();
         self.fake.push_callback_query(chat, chat, 1, data);
-        self.reply_after(chat, before).await.text
+        assert!(
+            self.fake
+                .wait_for_edits(before + 1, Duration::from_secs(10))
+                .await,
+            "no edit within 10 s"
+        );
+        let edit = self.fake.edits()[before].clone();
+        assert_eq!(
+            (edit.chat_id, edit.message_id),
+            (chat, 1),
+            "the button's message"
+        );
+        assert_eq!(
+            self.fake.delivered().len(),
+            sent,
+            "an edit, not a new message"
+        );
+        Reply {
+            text: visible(&edit.text),
+            markup: edit.reply_markup,
+        }
     }
 
     async fn stop(self) {
@@ -245,6 +273,48 @@ async fn register_alert_list_and_delete(backend: Backend) {
     let refused = h.press(other, "pause:2").await;
     assert!(refused.contains("No alert rule 2"), "{refused}");
     assert!(rules(&h.db).await[0].active, "untouched by the other user");
+
+    // Past 20 alerts, ▶ and ◀ turn the pages of /alerts in place.
+    let user = h
+        .services
+        .user_by_chat(chat)
+        .await
+        .expect("q")
+        .expect("user");
+    for i in 0..21 {
+        h.services
+            .create_rule(
+                user.id,
+                RuleSpec::price(
+                    "binance",
+                    "ETHUSDT",
+                    Condition::GreaterThan,
+                    Decimal::from(4_000 + i),
+                ),
+            )
+            .await
+            .expect("rule");
+    }
+    let first = h.say_full(chat, "/alerts").await;
+    assert!(first.text.contains("▶ shows the next 20"), "{}", first.text);
+    let next = buttons(&first.markup)
+        .into_iter()
+        .find(|d| d.starts_with("alerts:"))
+        .expect("a ▶ button");
+    let second = h.press_full(chat, &next).await;
+    assert!(
+        second.text.contains("4,020"),
+        "the 22nd alert on page 2: {}",
+        second.text
+    );
+    assert!(!second.text.contains("#2 "), "{}", second.text);
+    assert!(
+        buttons(&second.markup).contains(&"alerts:".to_string()),
+        "◀ back to the first page: {:?}",
+        second.markup
+    );
+    let back = h.press(chat, "alerts:").await;
+    assert!(back.contains("#2"), "{back}");
 
     assert!(
         h.fake.commands().to_string().contains("\"alert\""),

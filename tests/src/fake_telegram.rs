@@ -3,7 +3,8 @@
 //!
 //! - Serves `POST|GET /bot<token>/<method>` with JSON, form-encoded or query parameters;
 //!   method names are case-insensitive as in Telegram (teloxide sends `SendMessage`).
-//!   Methods: `getMe`, `sendMessage`, `editMessageText`, `editMessageReplyMarkup`,
+//!   Methods: `getMe`, `sendMessage`, `editMessageText` (recorded: [`FakeTelegram::edits`]),
+//!   `editMessageReplyMarkup`,
 //!   `deleteMessage`, `answerCallbackQuery`, `sendChatAction`, `setMyCommands`,
 //!   `getMyCommands`, `deleteMyCommands`, `getUpdates` (long polling with `offset`,
 //!   `limit`, `timeout`), `getWebhookInfo`, `setWebhook`, `deleteWebhook`, `close`,
@@ -67,6 +68,16 @@ pub enum Reply {
     Slow(Duration),
     /// Any status with a description, e.g. `(502, "Bad Gateway")`.
     Status(u16, String),
+}
+
+/// An accepted `editMessageText`: the message's new text and buttons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EditedMessage {
+    pub chat_id: i64,
+    pub message_id: i64,
+    /// The raw `text` parameter.
+    pub text: String,
+    pub reply_markup: Option<Value>,
 }
 
 /// One `sendMessage` call as the fake received it.
@@ -137,6 +148,8 @@ struct FakeState {
     next_update_id: i64,
     calls: Vec<Call>,
     sent: Vec<SentMessage>,
+    /// Accepted `editMessageText` calls: (chat, message id, text, reply_markup).
+    edits: Vec<EditedMessage>,
     scripts: HashMap<Scope, VecDeque<Reply>>,
     persistent: HashMap<Scope, Reply>,
     outage: Option<Reply>,
@@ -288,6 +301,25 @@ impl FakeTelegram {
             .filter(|m| m.accepted())
             .cloned()
             .collect()
+    }
+
+    /// The accepted `editMessageText` calls, in order.
+    pub fn edits(&self) -> Vec<EditedMessage> {
+        self.shared.lock().edits.clone()
+    }
+
+    /// Waits until at least `count` edits were accepted, or `timeout` passed.
+    pub async fn wait_for_edits(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.sent_changed.notified();
+            if self.shared.lock().edits.len() >= count {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// The accepted messages to one chat.
@@ -711,7 +743,20 @@ async fn handle(
             "has_main_web_app": false,
         })),
         "sendmessage" => send_message(&shared, &params, at).await,
-        "editmessagetext" => edit_message_text(&params),
+        "editmessagetext" => {
+            let response = edit_message_text(&params);
+            if response.status().is_success() {
+                let edit = EditedMessage {
+                    chat_id: int_param(&params, "chat_id").unwrap_or_default(),
+                    message_id: int_param(&params, "message_id").unwrap_or_default(),
+                    text: str_param(&params, "text").unwrap_or_default(),
+                    reply_markup: json_param(&params, "reply_markup"),
+                };
+                shared.lock().edits.push(edit);
+                shared.sent_changed.notify_waiters();
+            }
+            response
+        }
         "editmessagereplymarkup" => {
             let (Some(chat_id), Some(message_id)) = (
                 int_param(&params, "chat_id"),

@@ -21,7 +21,7 @@ pub mod faults;
 pub mod fixtures;
 
 pub use fake_kis::{FakeKis, KisDay, KisMinute, KisTrade};
-pub use fake_telegram::{FakeTelegram, RateReport, Reply, Scope, SentMessage};
+pub use fake_telegram::{EditedMessage, FakeTelegram, RateReport, Reply, Scope, SentMessage};
 
 /// Polls `done` every 50 ms until it holds (`true`) or `timeout` has passed (`false`,
 /// after one last look): tests wait for an observable fact, not for a fixed time.

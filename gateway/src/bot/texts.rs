@@ -177,8 +177,8 @@ texts! {
     YOUR_ALERTS => en: "<b>Your alerts</b>",
         ko: "<b>내 알림</b>";
     /// `/alerts`: after the rules when there are more than it lists.
-    MORE_ALERTS => en: "\n… and more: the API lists them all (showing {limit}).",
-        ko: "\n… 더 있습니다: API에서 전체를 볼 수 있습니다 ({limit}개 표시).";
+    MORE_ALERTS => en: "\n… and more: ▶ shows the next {limit}.",
+        ko: "\n… 더 있습니다: ▶ 로 다음 {limit}개를 봅니다.";
     /// `/alerts`: the heading of the signal subscriptions.
     YOUR_SUBSCRIPTIONS => en: "<b>Your signal subscriptions</b>",
         ko: "<b>내 신호 구독</b>";

@@ -138,6 +138,24 @@ impl Services {
         Ok(Page { items, next_cursor })
     }
 
+    /// The cursor (`after`) of the page of `limit` rules before the one starting at
+    /// `first_id`: `None` when that is the first page.
+    pub async fn page_before(
+        &self,
+        user_id: i64,
+        first_id: i64,
+        limit: u64,
+    ) -> Result<Option<i64>> {
+        let row = alert_rule::Entity::find()
+            .filter(alert_rule::Column::UserId.eq(user_id))
+            .filter(alert_rule::Column::Id.lt(first_id))
+            .order_by_desc(alert_rule::Column::Id)
+            .offset(limit)
+            .one(self.db())
+            .await?;
+        Ok(row.map(|r| r.id))
+    }
+
     /// How many rules the user has (active or not).
     pub async fn count_rules(&self, user_id: i64) -> Result<u64> {
         Ok(alert_rule::Entity::find()

@@ -140,14 +140,16 @@ impl Session<'_> {
         InlineKeyboardMarkup::new(rows)
     }
 
-    pub(super) async fn alerts(&self) -> Result<()> {
+    /// `/alerts`, a page of `LIST_LIMIT` after the rule `after`; ◀ ▶ turn the pages (in
+    /// place, as buttons edit their message).
+    pub(super) async fn alerts(&self, after: Option<i64>) -> Result<()> {
         let Some(user) = self.registered().await? else {
             return Ok(());
         };
         let page = self
             .ctx
             .services
-            .list_rules(user.id, None, LIST_LIMIT)
+            .list_rules(user.id, after, LIST_LIMIT)
             .await?;
         let subs = self.ctx.services.list_subscriptions(user.id).await?;
         let mut text = if page.items.is_empty() {
@@ -185,7 +187,31 @@ impl Session<'_> {
                 lines.join("\n")
             ));
         }
-        let markup = (!page.items.is_empty()).then(|| self.rule_buttons(&page.items));
+        let mut markup = (!page.items.is_empty()).then(|| self.rule_buttons(&page.items));
+        let mut turns = Vec::new();
+        if let (Some(_), Some(first)) = (after, page.items.first()) {
+            let before = self
+                .ctx
+                .services
+                .page_before(user.id, first.id, LIST_LIMIT)
+                .await?;
+            let data = format!(
+                "alerts:{}",
+                before.map(|b| b.to_string()).unwrap_or_default()
+            );
+            turns.push(InlineKeyboardButton::callback("◀", data));
+        }
+        if let Some(next) = &page.next_cursor {
+            turns.push(InlineKeyboardButton::callback(
+                "▶",
+                format!("alerts:{next}"),
+            ));
+        }
+        if let Some(markup) = markup.as_mut()
+            && !turns.is_empty()
+        {
+            markup.inline_keyboard.push(turns);
+        }
         self.reply_with(text, markup).await
     }
 

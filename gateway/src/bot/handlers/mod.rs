@@ -6,8 +6,8 @@
 use teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
 use teloxide::prelude::*;
 use teloxide::types::{
-    CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, ParseMode,
-    UpdateKind, User,
+    CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, MessageId,
+    ParseMode, UpdateKind, User,
 };
 use tickwatch_schema::db::entity::user;
 use tickwatch_schema::display::{self, Tz, format_price};
@@ -56,6 +56,8 @@ struct Session<'a> {
     lang: Language,
     /// The zone times are shown in (the user's, else their language's).
     tz: Tz,
+    /// The message a pressed button belongs to: the answer replaces it.
+    editing: Option<MessageId>,
     admin: bool,
     display_name: String,
 }
@@ -82,6 +84,7 @@ impl<'a> Session<'a> {
             user,
             lang,
             tz,
+            editing: None,
             admin,
             display_name,
         })
@@ -102,6 +105,26 @@ impl<'a> Session<'a> {
     }
 
     async fn reply_with(&self, text: String, markup: Option<InlineKeyboardMarkup>) -> Result<()> {
+        // A button's answer replaces the message it belongs to, as an app's screen would.
+        if let Some(message_id) = self.editing {
+            let mut edit = self
+                .ctx
+                .bot
+                .edit_message_text(ChatId(self.chat), message_id, text.clone())
+                .parse_mode(ParseMode::Html);
+            if let Some(markup) = markup.clone() {
+                edit = edit.reply_markup(markup);
+            }
+            match edit.await {
+                Ok(_) => return Ok(()),
+                // Pressing the same button twice leaves the message as it is.
+                Err(e) if e.to_string().contains("message is not modified") => return Ok(()),
+                // Too old or gone: a new message instead.
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not edit the message; sending a new one")
+                }
+            }
+        }
         let mut request = self
             .ctx
             .bot
@@ -234,7 +257,7 @@ impl Session<'_> {
             Command::Register => self.register().await,
             Command::Unregister => self.unregister().await,
             Command::Alert(args) => self.alert(args).await,
-            Command::Alerts => self.alerts().await,
+            Command::Alerts => self.alerts(None).await,
             Command::DelAlert(id) => self.delete(id).await,
             Command::Pause(id) => self.set_active(id, false).await,
             Command::Edit(id, change) => self.edit(id, change).await,
@@ -259,10 +282,11 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
         ctx.bot.answer_callback_query(query.id.clone()).await?;
         return Ok(());
     };
-    let session = Session::open(ctx, chat, Some(&query.from)).await?;
+    let mut session = Session::open(ctx, chat, Some(&query.from)).await?;
+    session.editing = query.message.as_ref().map(|m| m.id());
     let data = query.data.as_deref().unwrap_or_default();
     let (action, arg) = data.split_once(':').unwrap_or((data, ""));
-    // Stops the button's spinner first; the outcome comes as a message.
+    // Stops the button's spinner first; the outcome replaces the button's message.
     ctx.bot
         .answer_callback_query(query.id.clone())
         .text(session.text(&texts::BUTTON_OK))
@@ -274,6 +298,7 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
             Err(_) => Ok(()),
         },
         "pick" => session.picked(arg).await,
+        "alerts" => session.alerts(arg.parse().ok()).await,
         "forget" => session.forget().await,
         "pref" => match arg.split_once(':') {
             Some((kind, pref)) => match (kind.parse::<EventKind>(), pref.parse::<Preference>()) {
