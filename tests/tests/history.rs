@@ -181,9 +181,10 @@ async fn history_load_gives_daily_signals_on_the_first_live_day() {
         .await,
         "the signals role consumes"
     );
-    // The feed's first day is incomplete (it starts mid-session) and not published; the
-    // live day's trades come in one frame, and the next morning's trade closes it.
-    kis.trade(&[trade("20231219", "150000", "75000", 1, 1)]);
+    // The live day's trades come in one frame (its day figures built up as KIS sends them),
+    // and the next morning's trade closes it. (No trade of 2023-12-19: this fake's figures
+    // for a day come from its own trades, so a lone one would make a day candle that
+    // disagrees with the loaded one — real KIS sends the day's true figures.)
     kis.trade(&[
         trade("20231220", "090000", "74200", 1, 1),
         trade("20231220", "100000", "74900", 1, 2),
