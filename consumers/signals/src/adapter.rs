@@ -234,18 +234,7 @@ impl SignalsHandler {
                 last_open_ts: Set(notice.last_open_ts),
                 updated_at: Set(now_ms()),
             })
-            .on_conflict(
-                OnConflict::columns([
-                    signal_progress::Column::Venue,
-                    signal_progress::Column::Symbol,
-                    signal_progress::Column::Interval,
-                ])
-                .update_columns([
-                    signal_progress::Column::LastOpenTs,
-                    signal_progress::Column::UpdatedAt,
-                ])
-                .to_owned(),
-            )
+            .on_conflict(progress_upsert())
             .exec_without_returning(&self.db)
             .await
             .map_err(db_error)?;
@@ -354,18 +343,7 @@ impl SignalsHandler {
             .collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             signal_progress::Entity::insert_many(chunk.to_vec())
-                .on_conflict(
-                    OnConflict::columns([
-                        signal_progress::Column::Venue,
-                        signal_progress::Column::Symbol,
-                        signal_progress::Column::Interval,
-                    ])
-                    .update_columns([
-                        signal_progress::Column::LastOpenTs,
-                        signal_progress::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-                )
+                .on_conflict(progress_upsert())
                 .exec_without_returning(&txn)
                 .await
                 .map_err(db_error)?;
@@ -554,6 +532,20 @@ impl BatchHandler for SignalsHandler {
         }
         outcomes
     }
+}
+
+/// A series' progress row replaces the stored one.
+fn progress_upsert() -> OnConflict {
+    OnConflict::columns([
+        signal_progress::Column::Venue,
+        signal_progress::Column::Symbol,
+        signal_progress::Column::Interval,
+    ])
+    .update_columns([
+        signal_progress::Column::LastOpenTs,
+        signal_progress::Column::UpdatedAt,
+    ])
+    .to_owned()
 }
 
 /// Replays each series' stored candles, up to its progress, through a fresh engine.
