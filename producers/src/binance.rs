@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use tickwatch_schema::backoff::Backoff;
 use tickwatch_schema::history::{format_ts, parse_decimal};
 use tickwatch_schema::wire::{Candle, Interval, Message, Tick};
 use tokio_util::sync::CancellationToken;
@@ -499,9 +500,11 @@ async fn fetch_page(
     end: i64,
 ) -> Result<Vec<Vec<serde_json::Value>>> {
     let mut last_error = String::new();
+    // 1 s, 2 s, 4 s … up to 32 s between attempts: the project's one backoff.
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(32), 2.0, 0.0);
     for attempt in 0..config.rest_attempts {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         let response = http
             .get(url)

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use tickwatch_schema::backoff::Backoff;
 use tickwatch_schema::history::{format_ts, parse_decimal};
 use tickwatch_schema::wire::{Candle, Interval, Message};
 
@@ -470,7 +471,9 @@ impl HistoryClient {
         );
         let period = if interval == Interval::W1 { "W" } else { "D" };
         let offset = utc_offset_ms(&self.kis.venue);
-        let today = seoul_date(now_ms);
+        let today = chrono::DateTime::from_timestamp_millis(now_ms + offset)
+            .map(|t| t.date_naive())
+            .unwrap_or_default();
         // A day is over at the session's close (15:31 KST by default): before that, today's
         // row is the forming bar.
         let close = self
@@ -737,9 +740,12 @@ impl HistoryClient {
     /// error at once. Returns the JSON body.
     async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<serde_json::Value> {
         let mut last_error = String::new();
+        // 0.5 s, 1 s, 2 s … up to 8 s between attempts: the project's one backoff.
+        let mut backoff =
+            Backoff::new(Duration::from_millis(500), Duration::from_secs(8), 2.0, 0.0);
         for attempt in 0..self.config.attempts {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt.min(5))).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             let Some(request) = request.try_clone() else {
                 break;
@@ -960,13 +966,6 @@ fn kis_minute(
     };
     candle.validate().map_err(|e| e.to_string())?;
     Ok(Some(candle))
-}
-
-/// The Seoul calendar date at `ms`.
-fn seoul_date(ms: i64) -> NaiveDate {
-    chrono::DateTime::from_timestamp_millis(ms + 9 * 3_600_000)
-        .map(|t| t.date_naive())
-        .unwrap_or_default()
 }
 
 /// The closed candles of a history file, as the replay reads them (a daily bar of a venue

@@ -11,6 +11,7 @@ use tickwatch_broker::Publisher;
 use tickwatch_producers::history::HistoryVenue;
 use tickwatch_schema::wire::Interval;
 
+use super::symbols::percentile;
 use super::{BenchDb, DrainDb, throwaway_broker};
 use crate::config::Config;
 use crate::history::Loader;
@@ -121,8 +122,6 @@ pub async fn run(
     let (bars, own, at_pace) = result?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let p =
-        |sorted: &[Duration], q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
     crate::say!(
         "history load of {symbols} symbols × {bars} daily bars (Binance klines from a local fake; {database:?}):"
     );
@@ -138,8 +137,8 @@ pub async fn run(
         crate::say!(
             "| {name} | {:.1} s | {:.1} ms | {:.1} ms | {:.0} |",
             total.as_secs_f64(),
-            ms(p(each, 0.5)),
-            ms(p(each, 0.99)),
+            ms(percentile(each, 0.5)),
+            ms(percentile(each, 0.99)),
             *stored as f64 / total.as_secs_f64()
         );
     }

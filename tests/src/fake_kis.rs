@@ -392,6 +392,37 @@ async fn token(
     )
 }
 
+/// KIS's answer to a chart request without a token it issued (`EGW00123`), or with another
+/// `tr_id` or no `appkey`/`appsecret` (`EGW00205`); `None` when the request may go on.
+fn refused(
+    inner: &Inner,
+    headers: &axum::http::HeaderMap,
+    tr_id: &str,
+) -> Option<(StatusCode, Json<Value>)> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let error = |code: &str, message: &str| {
+        Some((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"rt_cd": "1", "msg_cd": code, "msg1": message})),
+        ))
+    };
+    let token = header("authorization")
+        .strip_prefix("Bearer ")
+        .unwrap_or_default();
+    if token.is_empty() || !inner.tokens.iter().any(|t| t == token) {
+        return error("EGW00123", "기간이 만료된 token 입니다.");
+    }
+    if header("tr_id") != tr_id || header("appkey").is_empty() || header("appsecret").is_empty() {
+        return error("EGW00205", "tr_id, appkey or appsecret is wrong");
+    }
+    None
+}
+
 async fn daily_chart(
     State(inner): State<Arc<Mutex<Inner>>>,
     headers: axum::http::HeaderMap,
@@ -399,40 +430,15 @@ async fn daily_chart(
 ) -> (StatusCode, Json<Value>) {
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
     inner.chart_requests.push(query.clone());
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    if let Some(refusal) = refused(&inner, &headers, "FHKST03010100") {
+        return refusal;
+    }
     let error = |status: StatusCode, code: &str, message: &str| {
         (
             status,
             Json(json!({"rt_cd": "1", "msg_cd": code, "msg1": message})),
         )
     };
-    let token = header("authorization")
-        .strip_prefix("Bearer ")
-        .unwrap_or_default()
-        .to_string();
-    if token.is_empty() || !inner.tokens.contains(&token) {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "EGW00123",
-            "기간이 만료된 token 입니다.",
-        );
-    }
-    if header("tr_id") != "FHKST03010100"
-        || header("appkey").is_empty()
-        || header("appsecret").is_empty()
-    {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "EGW00205",
-            "tr_id, appkey or appsecret is wrong",
-        );
-    }
     let param = |name: &str| query.get(name).cloned().unwrap_or_default();
     if param("FID_COND_MRKT_DIV_CODE") != "J" || param("FID_PERIOD_DIV_CODE") != "D" {
         return error(StatusCode::OK, "OPSQ2001", "입력값이 올바르지 않습니다.");
@@ -474,20 +480,8 @@ async fn minute_chart(
 ) -> (StatusCode, Json<Value>) {
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
     inner.chart_requests.push(query.clone());
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_string();
-    let tr_id = headers.get("tr_id").and_then(|v| v.to_str().ok());
-    if token.is_empty() || !inner.tokens.contains(&token) || tr_id != Some("FHKST03010230") {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(
-                json!({"rt_cd": "1", "msg_cd": "EGW00123", "msg1": "기간이 만료된 token 입니다."}),
-            ),
-        );
+    if let Some(refusal) = refused(&inner, &headers, "FHKST03010230") {
+        return refusal;
     }
     let param = |name: &str| query.get(name).cloned().unwrap_or_default();
     let (date, hour) = (param("FID_INPUT_DATE_1"), param("FID_INPUT_HOUR_1"));

@@ -40,10 +40,7 @@ pub fn relay_url(state: &ApiState, secret: &str) -> String {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", state.config().addr));
-    format!(
-        "{}/v1/relay/tradingview/{secret}",
-        base.trim_end_matches('/')
-    )
+    crate::services::relay::relay_url(&base, secret)
 }
 
 /// A TradingView alert's message to the URL's owner on Telegram. The body is the message

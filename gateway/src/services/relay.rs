@@ -28,6 +28,14 @@ pub struct Relayed {
     pub dedupe_key: String,
 }
 
+/// The relay URL of a secret on the API's public base (`https://alerts.example.org`).
+pub fn relay_url(base: &str, secret: &str) -> String {
+    format!(
+        "{}/v1/relay/tradingview/{secret}",
+        base.trim_end_matches('/')
+    )
+}
+
 /// A new relay secret: 24 random bytes, hex.
 fn new_secret() -> String {
     use rand::RngCore;

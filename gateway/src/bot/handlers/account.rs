@@ -140,11 +140,8 @@ impl Session<'_> {
             .config
             .relay_base_url
             .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        let url = format!(
-            "{}/v1/relay/tradingview/{secret}",
-            base.trim_end_matches('/')
-        );
+            .unwrap_or_else(|| format!("http://{}", crate::ApiConfig::default().addr));
+        let url = crate::services::relay::relay_url(&base, &secret);
         self.reply(self.text_with(&texts::RELAY_URL, &[("url", &esc(&url))]))
             .await
     }
