@@ -23,9 +23,6 @@ use tickwatch_schema::wire::{Candle, Interval, Tick};
 use crate::config::duration;
 use crate::error::{Error, Result};
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-
 /// The intervals built when none are configured.
 pub const DEFAULT_INTERVALS: [Interval; 6] = [
     Interval::M1,
@@ -36,28 +33,7 @@ pub const DEFAULT_INTERVALS: [Interval; 6] = [
     Interval::D1,
 ];
 
-/// How far east of UTC a venue's trading day starts, in milliseconds.
-pub fn utc_offset_ms(venue: &str) -> i64 {
-    match venue {
-        // Korea has no daylight saving, so a fixed offset is exact.
-        "krx" | "kospi" | "kosdaq" => 9 * HOUR_MS,
-        _ => 0,
-    }
-}
-
-/// The start (epoch ms) of the `interval` bucket holding `ts`, for a trading day that starts
-/// `offset_ms` east of UTC.
-pub fn bucket_start(ts: i64, interval: Interval, offset_ms: i64) -> i64 {
-    let len = interval.as_ms();
-    // 1970-01-05 was the first Monday after the epoch.
-    let anchor = if interval == Interval::W1 {
-        4 * DAY_MS
-    } else {
-        0
-    };
-    let local = ts + offset_ms - anchor;
-    local.div_euclid(len) * len + anchor - offset_ms
-}
+pub use tickwatch_schema::calendar::{bucket_start, utc_offset_ms};
 
 /// What to build from ticks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

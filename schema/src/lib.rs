@@ -7,6 +7,8 @@
 //! - [`rule`]: the alert rule and signal subscription models, with the one validation the
 //!   API, the bot and the alerts engine share.
 //! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
+//! - [`calendar`]: the bar calendar (a venue's trading day, weeks from Monday) that candles
+//!   and an alert's bars share.
 //! - [`backoff`]: the retry delays of reconnects and publish retries (backon's schedule).
 //! - [`decimal`]: the decimal → `f64` conversion both engines use.
 //! - [`display`]: times and prices as users read them (their time zone, ₩ and separators).
@@ -14,6 +16,7 @@
 //! - [`history`]: history files (CSV of bars), and where the shared market data is.
 
 pub mod backoff;
+pub mod calendar;
 pub mod db;
 pub mod decimal;
 pub mod display;

@@ -23,6 +23,10 @@ str_enum!(
         CrossingDown => "crossing_down",
         EnteringChannel => "entering_channel",
         ExitingChannel => "exiting_channel",
+        InsideChannel => "inside_channel",
+        OutsideChannel => "outside_channel",
+        MovingUp => "moving_up",
+        MovingDown => "moving_down",
         MovingUpPct => "moving_up_pct",
         MovingDownPct => "moving_down_pct",
     }
@@ -30,7 +34,7 @@ str_enum!(
 
 impl Condition {
     /// Parses the condition as users type it in the bot: the full name or a short form
-    /// (`>`, `<`, `cross`, `cross_up`, `x>`, `up%` …).
+    /// (`>`, `<`, `cross`, `cross_up`, `x>`, `inside`, `up`, `up%` …).
     pub fn parse_loose(text: &str) -> Result<Self> {
         let lowered = text.trim().to_ascii_lowercase();
         let by_alias = match lowered.as_str() {
@@ -41,8 +45,12 @@ impl Condition {
             "cross_down" | "crosses_down" | "x<" | "↓" => Some(Condition::CrossingDown),
             "enter" | "entering" => Some(Condition::EnteringChannel),
             "exit" | "exiting" => Some(Condition::ExitingChannel),
-            "up%" | "moving_up" => Some(Condition::MovingUpPct),
-            "down%" | "moving_down" => Some(Condition::MovingDownPct),
+            "inside" => Some(Condition::InsideChannel),
+            "outside" => Some(Condition::OutsideChannel),
+            "up" | "rise" => Some(Condition::MovingUp),
+            "down" | "fall" => Some(Condition::MovingDown),
+            "up%" => Some(Condition::MovingUpPct),
+            "down%" => Some(Condition::MovingDownPct),
             _ => None,
         };
         match by_alias {
@@ -51,12 +59,42 @@ impl Condition {
         }
     }
 
+    /// Conditions on a channel `[low, high]`.
     pub fn is_channel(self) -> bool {
-        matches!(self, Condition::EnteringChannel | Condition::ExitingChannel)
+        matches!(
+            self,
+            Condition::EnteringChannel
+                | Condition::ExitingChannel
+                | Condition::InsideChannel
+                | Condition::OutsideChannel
+        )
     }
 
+    /// Conditions on the change over a time window (`window_s`).
     pub fn is_moving(self) -> bool {
+        self.is_moving_pct() || self.is_moving_amount()
+    }
+
+    /// Moving by a percentage (`pct`).
+    pub fn is_moving_pct(self) -> bool {
         matches!(self, Condition::MovingUpPct | Condition::MovingDownPct)
+    }
+
+    /// Moving by an amount in price units (`threshold`).
+    pub fn is_moving_amount(self) -> bool {
+        matches!(self, Condition::MovingUp | Condition::MovingDown)
+    }
+
+    /// Whether the condition is a state (true or false at one price) rather than an event
+    /// between two prices.
+    pub fn is_state(self) -> bool {
+        matches!(
+            self,
+            Condition::GreaterThan
+                | Condition::LessThan
+                | Condition::InsideChannel
+                | Condition::OutsideChannel
+        ) || self.is_moving()
     }
 }
 
@@ -65,9 +103,17 @@ str_enum!(
     Trigger, "trigger" {
         Once => "once",
         OncePerBar => "once_per_bar",
+        OncePerBarClose => "once_per_bar_close",
         EveryTime => "every_time",
     }
 );
+
+impl Trigger {
+    /// Whether the trigger counts bars of the rule's `interval`.
+    pub fn needs_interval(self) -> bool {
+        matches!(self, Trigger::OncePerBar | Trigger::OncePerBarClose)
+    }
+}
 
 /// The longest cooldown, window or similar duration a rule may ask for: 30 days.
 pub const MAX_DURATION_S: u64 = 30 * 24 * 3600;
@@ -167,10 +213,10 @@ impl RuleSpec {
     pub fn validate(&self) -> Result<()> {
         validate_venue(&self.venue)?;
         validate_symbol(&self.symbol)?;
-        let (needs_threshold, needs_channel, needs_moving) = (
-            !self.condition.is_channel() && !self.condition.is_moving(),
+        let (needs_threshold, needs_channel, needs_pct) = (
+            !self.condition.is_channel() && !self.condition.is_moving_pct(),
             self.condition.is_channel(),
-            self.condition.is_moving(),
+            self.condition.is_moving_pct(),
         );
         let forbid = |field: &'static str, present: bool| -> Result<()> {
             if present {
@@ -186,6 +232,8 @@ impl RuleSpec {
             let threshold = self.threshold.ok_or_else(|| {
                 Error::invalid("threshold", format!("is required for `{}`", self.condition))
             })?;
+            // For `moving_up` / `moving_down` the threshold is the size of the move, in the
+            // symbol's price units.
             validate_price("threshold", threshold)?;
         } else {
             forbid("threshold", self.threshold.is_some())?;
@@ -209,13 +257,17 @@ impl RuleSpec {
             forbid("low", self.low.is_some())?;
             forbid("high", self.high.is_some())?;
         }
-        if needs_moving {
+        if needs_pct {
             let pct = self.pct.ok_or_else(|| {
                 Error::invalid("pct", format!("is required for `{}`", self.condition))
             })?;
             if pct <= Decimal::ZERO || pct > Decimal::from(1000) {
                 return Err(Error::invalid("pct", format!("{pct} is not in (0, 1000]")));
             }
+        } else {
+            forbid("pct", self.pct.is_some())?;
+        }
+        if self.condition.is_moving() {
             let window = self.window_s.ok_or_else(|| {
                 Error::invalid("window_s", format!("is required for `{}`", self.condition))
             })?;
@@ -226,21 +278,22 @@ impl RuleSpec {
                 ));
             }
         } else {
-            forbid("pct", self.pct.is_some())?;
             forbid("window_s", self.window_s.is_some())?;
         }
-        match self.trigger {
-            Trigger::OncePerBar if self.interval.is_none() => {
+        match (self.trigger.needs_interval(), self.interval) {
+            (true, None) => {
                 return Err(Error::invalid(
                     "interval",
-                    "is required for `once_per_bar` (e.g. \"1h\")",
+                    format!("is required for `{}` (e.g. \"1h\")", self.trigger),
                 ));
             }
-            Trigger::OncePerBar => {}
-            _ if self.interval.is_some() => {
+            (false, Some(_)) => {
                 return Err(Error::invalid(
                     "interval",
-                    format!("applies only to `once_per_bar`, not `{}`", self.trigger),
+                    format!(
+                        "applies only to `once_per_bar` and `once_per_bar_close`, not `{}`",
+                        self.trigger
+                    ),
                 ));
             }
             _ => {}
@@ -296,7 +349,7 @@ impl RuleSpec {
                     self.low.unwrap_or_default()
                 }
             }
-            c if c.is_moving() => self.pct.unwrap_or_default(),
+            c if c.is_moving_pct() => self.pct.unwrap_or_default(),
             _ => self.threshold.unwrap_or_default(),
         }
     }
@@ -308,6 +361,9 @@ impl RuleSpec {
         let mut text = format!("{} {} {}", self.venue, self.symbol, self.condition);
         if let Some(t) = self.threshold {
             text.push_str(&format!(" {}", price(t)));
+            if let Some(w) = self.window_s {
+                text.push_str(&format!(" in {w}s"));
+            }
         }
         if let (Some(l), Some(h)) = (self.low, self.high) {
             text.push_str(&format!(" [{}, {}]", price(l), price(h)));

@@ -55,6 +55,26 @@ fn every_mistake_names_its_field() {
             "invalid `interval`: is required for `once_per_bar`",
         ),
         (
+            r#"{"venue":"binance","symbol":"BTCUSDT","condition":"greater_than","threshold":"1","trigger":"once_per_bar_close"}"#,
+            "invalid `interval`: is required for `once_per_bar_close`",
+        ),
+        (
+            r#"{"venue":"binance","symbol":"BTCUSDT","condition":"greater_than","threshold":"1","interval":"1h"}"#,
+            "invalid `interval`: applies only to `once_per_bar` and `once_per_bar_close`, not `once`",
+        ),
+        (
+            r#"{"venue":"binance","symbol":"BTCUSDT","condition":"moving_up","threshold":"500"}"#,
+            "invalid `window_s`: is required for `moving_up`",
+        ),
+        (
+            r#"{"venue":"binance","symbol":"BTCUSDT","condition":"moving_down","pct":"5","window_s":60}"#,
+            "invalid `threshold`: is required for `moving_down`",
+        ),
+        (
+            r#"{"venue":"binance","symbol":"BTCUSDT","condition":"inside_channel","threshold":"5"}"#,
+            "invalid `threshold`: does not apply to `inside_channel`",
+        ),
+        (
             r#"{"venue":"binance","symbol":"BTCUSDT","condition":"greater_than","threshold":"1","trigger":"every_time","cooldown_s":99999999}"#,
             "invalid `cooldown_s`",
         ),
@@ -99,6 +119,10 @@ fn the_bot_understands_short_conditions() {
         ("CROSSING_DOWN", Condition::CrossingDown),
         ("x", Condition::Crossing),
         ("up%", Condition::MovingUpPct),
+        ("up", Condition::MovingUp),
+        ("moving_down", Condition::MovingDown),
+        ("inside", Condition::InsideChannel),
+        ("outside", Condition::OutsideChannel),
     ] {
         assert_eq!(Condition::parse_loose(text).expect(text), condition);
     }
@@ -124,4 +148,17 @@ fn channel_bounds_come_in_either_order() {
     let mut flat = rule.clone();
     flat.high = flat.low;
     assert!(flat.validate().is_ok());
+}
+
+#[test]
+fn every_tradingview_operator_and_trigger_is_accepted() {
+    for json in [
+        r#"{"venue":"binance","symbol":"BTCUSDT","condition":"inside_channel","low":"60000","high":"70000"}"#,
+        r#"{"venue":"binance","symbol":"BTCUSDT","condition":"outside_channel","low":"60000","high":"70000","trigger":"every_time","cooldown_s":60}"#,
+        r#"{"venue":"binance","symbol":"BTCUSDT","condition":"moving_up","threshold":"500","window_s":3600}"#,
+        r#"{"venue":"binance","symbol":"BTCUSDT","condition":"moving_down","threshold":"500","window_s":3600,"trigger":"once_per_bar","interval":"1h"}"#,
+        r#"{"venue":"binance","symbol":"BTCUSDT","condition":"crossing_up","threshold":"65000","trigger":"once_per_bar_close","interval":"4h"}"#,
+    ] {
+        spec(json).expect(json);
+    }
 }

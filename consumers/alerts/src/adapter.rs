@@ -24,14 +24,16 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome,
     Publisher, Topology, consume_role, consume_with, crash, headers,
 };
 use tickwatch_schema::backoff::Backoff;
-use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
+use tickwatch_schema::db::entity::{
+    alert_event, alert_price, alert_rule, candle, subscription, user,
+};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscription_from_row};
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{AlertRule, Subscription};
@@ -613,6 +615,48 @@ impl AlertsHandler {
         Ok(())
     }
 
+    /// Gives the engine the stored closes its bar-close rules compare a candle with, where
+    /// it lacks them (after a restart or a handover, or for a series new to it): the
+    /// recorder's closed candles from before the candle.
+    async fn load_bars(
+        &self,
+        decoded: &[Result<Market, HandlerError>],
+    ) -> Result<(), HandlerError> {
+        for market in decoded {
+            let Ok(Market::Candle(candle)) = market else {
+                continue;
+            };
+            let Some(wanted) = self.shared.engine().bars_wanted(candle) else {
+                continue;
+            };
+            let limit = u64::try_from(wanted).unwrap_or(u64::MAX);
+            let rows = candle::Entity::find()
+                .filter(candle::Column::Venue.eq(candle.venue.as_str()))
+                .filter(candle::Column::Symbol.eq(candle.symbol.as_str()))
+                .filter(candle::Column::Interval.eq(candle.interval.as_str()))
+                .filter(candle::Column::OpenTs.lt(candle.open_ts))
+                .order_by_desc(candle::Column::OpenTs)
+                .limit(limit)
+                .all(&self.shared.db)
+                .await
+                .map_err(db_error)?;
+            let bars: Vec<(i64, Decimal)> = rows
+                .iter()
+                .rev()
+                .filter_map(|row| Some((row.open_ts, row.close.parse().ok()?)))
+                .collect();
+            tracing::debug!(venue = %candle.venue, symbol = %candle.symbol, interval = %candle.interval, wanted, found = bars.len(), "stored closes for bar-close rules");
+            self.shared.engine().prime_bars(
+                &candle.venue,
+                &candle.symbol,
+                candle.interval,
+                &bars,
+                wanted,
+            );
+        }
+        Ok(())
+    }
+
     /// Marks a symbol in flight before the engine moves on, so a price save never sees
     /// the new price without the mark (it reads both under the engine lock).
     fn mark(&self, symbol: &(String, String)) {
@@ -636,6 +680,9 @@ impl BatchHandler for AlertsHandler {
             .collect();
         if let Err(e) = self.check_symbols(&symbols).await {
             // Held, not retried through the tiers: a symbol's messages must stay in order.
+            return vec![e.hold_in_place(RETRY_IN_PLACE)];
+        }
+        if let Err(e) = self.load_bars(&decoded).await {
             return vec![e.hold_in_place(RETRY_IN_PLACE)];
         }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());

@@ -280,7 +280,10 @@ impl RuleStream {
                 spec.threshold = Some(self.offset(market, false));
             }
             Condition::Crossing => spec.threshold = Some(self.offset(market, up)),
-            Condition::EnteringChannel | Condition::ExitingChannel => {
+            Condition::EnteringChannel
+            | Condition::ExitingChannel
+            | Condition::InsideChannel
+            | Condition::OutsideChannel => {
                 spec.threshold = None;
                 let other_side = self.rng.chance(0.5);
                 let (x, y) = (self.offset(market, up), self.offset(market, other_side));
@@ -297,6 +300,11 @@ impl RuleStream {
                 spec.threshold = None;
                 let pct = self.rng.pick(&[5_i64, 10, 20, 30, 50]).unwrap_or(10);
                 spec.pct = Some(Decimal::new(pct, 1));
+                spec.window_s = self.rng.pick(&[60_u64, 300, 900, 3_600]);
+            }
+            // Not in the mix (it stays the one the published figures were measured on).
+            Condition::MovingUp | Condition::MovingDown => {
+                spec.threshold = Some(self.offset(market, true) - self.offset(market, false));
                 spec.window_s = self.rng.pick(&[60_u64, 300, 900, 3_600]);
             }
         }

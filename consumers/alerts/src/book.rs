@@ -14,8 +14,9 @@
 //! relative (the conversion error is below 10⁻¹⁵), so no level can be missed, and a rule
 //! found by rounding alone evaluates to nothing.
 //!
-//! Moving rules live in groups by window; a group's keys are in change-percent space and a
-//! price asks the rules with a level between the group's previous change and its new one.
+//! Moving rules live in groups by window and measure (percent, or amount in price units); a
+//! group's keys are in its change space and a price asks the rules with a level between
+//! the group's previous change and its new one.
 //! A group keeps its reference price until it may change (the window's start passes the
 //! next history point, or a history slot closes) and the price band in which its change
 //! crosses no level, so most prices skip it without reading the history.
@@ -29,6 +30,10 @@
 //! tick inside all of them provably asks no rule (see [`Hot::quiet`]) and touches nothing
 //! else; the others take the full path, which recomputes the record.
 //!
+//! Bar-close rules (`once_per_bar_close`) sit in the same slots, so ids, expiry and
+//! deletion work alike, but they have no index entry: a closed candle of their interval
+//! asks them (see [`BarSeries`]), a price never does.
+//!
 //! Deleting is lazy: a dead slot keeps its index entries until the next compaction, one
 //! pass that drops them all — after the price that removed them for a small index (up to
 //! 8 192 entries), else once dead entries are half of the index (amortised O(1) per
@@ -40,7 +45,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
 use rust_decimal::Decimal;
+use tickwatch_schema::calendar::utc_offset_ms;
 use tickwatch_schema::wire::Interval;
 
 use crate::compiled::{Band, CompiledRule, NO_EXPIRY};
@@ -57,6 +65,9 @@ fn widen_down(x: f64, absolute: f64) -> f64 {
 fn widen_up(x: f64, absolute: f64) -> f64 {
     x + x.abs() * 1e-12 + absolute
 }
+
+/// The most closes a bar series keeps (a 30-day window of 1m bars).
+const MAX_BARS: usize = 43_200;
 
 /// An index up to this many entries is compacted as soon as it has a dead one.
 const SMALL_INDEX: usize = 8_192;
@@ -187,10 +198,12 @@ pub(crate) fn trade_hash(trade: Option<&str>) -> u64 {
     hasher.finish() | 1
 }
 
-/// Moving rules with one window.
+/// Moving rules with one window and one measure.
 #[derive(Debug)]
 pub(crate) struct Group {
     pub window_ms: i64,
+    /// The change is an amount in price units (`moving_up`), not a percentage.
+    pub amount: bool,
     pub level: u8,
     resolution_ms: i64,
     keys: Vec<f64>,
@@ -217,10 +230,11 @@ impl Group {
         self.reference
     }
 
-    fn new(window_ms: i64) -> Self {
+    fn new(window_ms: i64, amount: bool) -> Self {
         let level = history::level_for(window_ms);
         Group {
             window_ms,
+            amount,
             level,
             resolution_ms: history::resolution_ms(level),
             keys: Vec::new(),
@@ -239,32 +253,157 @@ impl Group {
     /// Recomputes the band around `price_f` (the change `change` against the reference)
     /// between which the change crosses none of the group's levels: widened, with margins
     /// for the `f64` inversion, and empty when the price itself is not strictly inside.
+    /// The change at `price_f` against the reference, in the group's measure.
+    fn change_at(&self, price_f: f64) -> Option<f64> {
+        let r = self.reference_f;
+        match (r > 0.0, self.amount) {
+            (false, _) => None,
+            (true, true) => Some(price_f - r),
+            (true, false) => Some((price_f - r) * 100.0 / r),
+        }
+    }
+
+    /// How far a change's `f64` error can reach: a percentage's is tiny and absolute; an
+    /// amount's is relative to the prices subtracted.
+    fn slack(&self) -> f64 {
+        if self.amount {
+            self.reference_f.abs() * 1e-11 + CHANGE_SLACK
+        } else {
+            CHANGE_SLACK
+        }
+    }
+
+    /// The price at which the change is `k`.
+    fn price_of(&self, k: f64) -> f64 {
+        if self.amount {
+            self.reference_f + k
+        } else {
+            self.reference_f * (1.0 + k / 100.0)
+        }
+    }
+
     fn rebuild_band(&mut self, change: f64, price_f: f64) {
         let reference = self.reference_f;
         (self.band_lo, self.band_hi) = (f64::INFINITY, f64::NEG_INFINITY);
         if reference <= 0.0 {
             return;
         }
-        let (lo, hi) = (
-            widen_down(change, CHANGE_SLACK),
-            widen_up(change, CHANGE_SLACK),
-        );
+        let slack = self.slack();
+        let (lo, hi) = (widen_down(change, slack), widen_up(change, slack));
         let above = partition_near(&self.keys, self.pos as usize, |k| k < lo);
         let below = partition_near(&self.keys, above, |k| k <= hi);
         self.pos = u32::try_from(above).unwrap_or(u32::MAX);
         // Ten times the query's own widening, so the inversion's rounding cannot matter.
-        let margin = |k: f64| k.abs() * 1e-11 + 10.0 * CHANGE_SLACK;
+        let margin = |k: f64| k.abs() * 1e-11 + 10.0 * slack;
         let band_hi = self.keys.get(above).map_or(f64::INFINITY, |&k| {
-            reference * (1.0 + (k - margin(k)) / 100.0) * (1.0 - 1e-12)
+            self.price_of(k - margin(k)) * (1.0 - 1e-12)
         });
         let band_lo = below
             .checked_sub(1)
             .and_then(|i| self.keys.get(i))
             .map_or(f64::NEG_INFINITY, |&k| {
-                reference * (1.0 + (k + margin(k)) / 100.0) * (1.0 + 1e-12)
+                self.price_of(k + margin(k)) * (1.0 + 1e-12)
             });
         if band_lo < price_f && price_f < band_hi {
             (self.band_lo, self.band_hi) = (band_lo, band_hi);
+        }
+    }
+}
+
+/// The closed candles of one interval of a symbol that has bar-close rules: the closes the
+/// rules compare with (the previous one, and as many as a moving rule's window spans), and
+/// the last candle evaluated with its firings (returned again on a redelivery).
+#[derive(Debug)]
+pub(crate) struct BarSeries {
+    pub interval: Interval,
+    /// `(open_ts, close)`, oldest first; the evaluated candle is the last.
+    pub closes: VecDeque<(i64, Decimal)>,
+    pub last_open: Option<i64>,
+    pub last_firings: Vec<Firing>,
+    /// How many earlier closes the store was asked for (see `AlertEngine::bars_wanted`).
+    pub asked: usize,
+}
+
+impl BarSeries {
+    fn new(interval: Interval) -> Self {
+        BarSeries {
+            interval,
+            closes: VecDeque::new(),
+            last_open: None,
+            last_firings: Vec::new(),
+            asked: 0,
+        }
+    }
+
+    /// The last close before the candle opening at `open_ts`.
+    pub fn close_before(&self, open_ts: i64) -> Option<(i64, Decimal)> {
+        self.closes
+            .iter()
+            .rev()
+            .find(|(o, _)| *o < open_ts)
+            .copied()
+    }
+
+    /// How many closes before `open_ts` the series holds.
+    pub fn count_before(&self, open_ts: i64) -> usize {
+        self.closes.iter().filter(|(o, _)| *o < open_ts).count()
+    }
+
+    /// The change of the close `price` of the candle opening at `open_ts` over `window_ms`:
+    /// against the close of the newest candle that closed at least `window_ms` before this
+    /// one (opened at or before `open_ts − window_ms`), else the oldest close held; in price
+    /// units when `amount`, else in percent.
+    pub fn change(
+        &self,
+        open_ts: i64,
+        price: Decimal,
+        window_ms: i64,
+        amount: bool,
+    ) -> Option<Decimal> {
+        let earlier = self.closes.iter().take_while(|(o, _)| *o < open_ts);
+        let cutoff = open_ts.saturating_sub(window_ms);
+        let reference = earlier
+            .clone()
+            .filter(|(o, _)| *o <= cutoff)
+            .last()
+            .or_else(|| earlier.clone().next())
+            .map(|&(_, c)| c)?;
+        if amount {
+            price.checked_sub(reference)
+        } else if reference > Decimal::ZERO {
+            price
+                .checked_sub(reference)?
+                .checked_mul(Decimal::ONE_HUNDRED)?
+                .checked_div(reference)
+        } else {
+            None
+        }
+    }
+
+    /// Takes stored closes from before what the series holds (a restart, a handover, a new
+    /// rule), keeping the order and at most `keep` of them before the newest.
+    pub fn add_earlier(&mut self, bars: &[(i64, Decimal)], keep: usize) {
+        for &(open_ts, close) in bars {
+            if self.closes.iter().any(|(o, _)| *o == open_ts) {
+                continue;
+            }
+            let at = self.closes.partition_point(|(o, _)| *o < open_ts);
+            self.closes.insert(at, (open_ts, close));
+        }
+        self.trim(keep);
+    }
+
+    /// Records the evaluated candle's close.
+    pub fn push(&mut self, open_ts: i64, close: Decimal, keep: usize) {
+        self.closes.retain(|(o, _)| *o < open_ts);
+        self.closes.push_back((open_ts, close));
+        self.last_open = Some(open_ts);
+        self.trim(keep);
+    }
+
+    fn trim(&mut self, keep: usize) {
+        while self.closes.len() > keep.saturating_add(1) {
+            self.closes.pop_front();
         }
     }
 }
@@ -326,6 +465,11 @@ pub(crate) struct Book {
     groups_added: bool,
     /// The smallest candle interval seen.
     pub candle_interval: Option<Interval>,
+    /// The slots of the bar-close rules, and the closes they are evaluated on.
+    bar_slots: Vec<u32>,
+    pub bars: Vec<BarSeries>,
+    /// How far east of UTC the venue's trading day starts (bars follow it).
+    pub offset_ms: i64,
     /// State rules held back by their trigger mode: `(eligible_ts, slot)`.
     pending: BinaryHeap<Reverse<(i64, u32)>>,
     /// `(expires_at, slot)` of rules with an expiry.
@@ -341,8 +485,6 @@ pub(crate) struct Book {
 impl Book {
     pub fn new(venue: Arc<str>, symbol: Arc<str>) -> Self {
         Book {
-            venue,
-            symbol,
             rules: Vec::new(),
             dead: Vec::new(),
             free: Vec::new(),
@@ -364,6 +506,11 @@ impl Book {
             next_expiry: i64::MAX,
             last_firings: Vec::new(),
             candle_interval: None,
+            bar_slots: Vec::new(),
+            bars: Vec::new(),
+            offset_ms: utc_offset_ms(&venue),
+            venue,
+            symbol,
         }
     }
 
@@ -377,12 +524,20 @@ impl Book {
         if bulk {
             self.bulk = true;
         }
+        if rule.at_bar_close() {
+            return self.insert_bar_close(rule);
+        }
         if rule.is_moving() {
             let window_ms = i64::from(rule.window_s).saturating_mul(1_000);
-            let group = match self.groups.iter().position(|g| g.window_ms == window_ms) {
+            let amount = rule.condition.is_moving_amount();
+            let group = match self
+                .groups
+                .iter()
+                .position(|g| g.window_ms == window_ms && g.amount == amount)
+            {
                 Some(g) => g,
                 None => {
-                    let group = Group::new(window_ms);
+                    let group = Group::new(window_ms, amount);
                     self.history.ensure(group.level);
                     self.groups.push(group);
                     self.groups.len() - 1
@@ -431,11 +586,76 @@ impl Book {
         Some(slot)
     }
 
+    /// Adds a bar-close rule: a slot, no index entry.
+    fn insert_bar_close(&mut self, mut rule: CompiledRule) -> Option<u32> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => u32::try_from(self.rules.len()).ok()?,
+        };
+        rule.set_entries(0);
+        rule.live = true;
+        let expires_at = rule.expires_at;
+        match self.rules.get_mut(slot as usize) {
+            Some(cell) => *cell = rule,
+            None => self.rules.push(rule),
+        }
+        self.bar_slots.push(slot);
+        if expires_at != NO_EXPIRY {
+            self.expiry.push(Reverse((expires_at, slot)));
+            self.next_expiry = self.next_expiry.min(expires_at);
+        }
+        Some(slot)
+    }
+
+    /// The slots of the live bar-close rules of `interval`.
+    pub fn bar_slots_of(&self, interval: Interval) -> Vec<u32> {
+        self.bar_slots
+            .iter()
+            .copied()
+            .filter(|&s| self.rule(s).is_some_and(|r| r.interval == Some(interval)))
+            .collect()
+    }
+
+    /// The series of `interval`'s closes, created if need be.
+    pub fn series(&mut self, interval: Interval) -> &mut BarSeries {
+        let at = match self.bars.iter().position(|b| b.interval == interval) {
+            Some(at) => at,
+            None => {
+                self.bars.push(BarSeries::new(interval));
+                self.bars.len() - 1
+            }
+        };
+        &mut self.bars[at]
+    }
+
+    /// How many closes before the current one the bar-close rules of `interval` use: the
+    /// previous close, or as many as a moving rule's window spans.
+    pub fn bars_needed(&self, interval: Interval) -> usize {
+        let len = interval.as_ms().max(1);
+        self.bar_slots_of(interval)
+            .iter()
+            .filter_map(|&s| self.rule(s))
+            .map(|r| {
+                if r.is_moving() {
+                    let window = i64::from(r.window_s).saturating_mul(1_000);
+                    usize::try_from((window + len - 1) / len).unwrap_or(MAX_BARS)
+                } else {
+                    1
+                }
+            })
+            .max()
+            .unwrap_or(0)
+            .min(MAX_BARS)
+    }
+
     /// Removes the rule in `slot`; returns it (its id, version and template matter).
     pub fn remove(&mut self, slot: u32, bands: &[Band]) -> Option<CompiledRule> {
         let rule = self.rules.get(slot as usize)?;
         if !rule.is_live() {
             return None;
+        }
+        if rule.at_bar_close() {
+            self.bar_slots.retain(|&s| s != slot);
         }
         if rule.needs_rearm_entries() {
             let band = bands.get(usize::from(rule.band)).copied();
@@ -602,10 +822,9 @@ impl Book {
                 group.reference_f = to_f64(reference);
                 group.until = until;
             }
-            let r = group.reference_f;
             out.push(GroupNow {
                 reference: Some(group.reference),
-                change_f: (r > 0.0).then(|| (price_f - r) * 100.0 / r),
+                change_f: group.change_at(price_f),
                 moved: reread || !(price_f > group.band_lo && price_f < group.band_hi),
                 exact: None,
             });
@@ -636,12 +855,13 @@ impl Book {
             }
             if let (Some(before), Some(change)) = (group.prev_change, now.change_f) {
                 let (lo, hi) = min_max(before, change);
+                let slack = group.slack();
                 push_range(
                     &group.keys,
                     &group.slots,
                     group.pos as usize,
-                    widen_down(lo, CHANGE_SLACK),
-                    widen_up(hi, CHANGE_SLACK),
+                    widen_down(lo, slack),
+                    widen_up(hi, slack),
                     out,
                 );
             }
@@ -670,7 +890,7 @@ impl Book {
             self.rules
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.is_live())
+                .filter(|(_, r)| r.is_live() && !r.at_bar_close())
                 .filter_map(|(slot, _)| u32::try_from(slot).ok()),
         );
     }
@@ -762,6 +982,12 @@ impl Book {
             + self.history.heap_bytes()
             + (self.pending.capacity() + self.expiry.capacity()) * size_of::<(i64, u32)>()
             + self.last_firings.capacity() * size_of::<Firing>()
+            + self.bar_slots.capacity() * 4
+            + self
+                .bars
+                .iter()
+                .map(|b| b.closes.capacity() * size_of::<(i64, Decimal)>())
+                .sum::<usize>()
             + self.venue.len()
             + self.symbol.len()
     }

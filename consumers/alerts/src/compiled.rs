@@ -14,6 +14,7 @@
 //! over a moving rule's window.
 
 use rust_decimal::Decimal;
+use tickwatch_schema::calendar::bucket_start;
 use tickwatch_schema::rule::{AlertRule, Condition, Trigger};
 use tickwatch_schema::wire::Interval;
 
@@ -151,7 +152,7 @@ impl CompiledRule {
         let spec = &rule.spec;
         let (a, b) = match spec.condition {
             c if c.is_channel() => (spec.low, spec.high),
-            c if c.is_moving() => (spec.pct, Some(Decimal::ZERO)),
+            c if c.is_moving_pct() => (spec.pct, Some(Decimal::ZERO)),
             _ => (spec.threshold, Some(Decimal::ZERO)),
         };
         let missing = |what: &str| Error::Capacity {
@@ -202,13 +203,12 @@ impl CompiledRule {
 
     /// State conditions are true or false at one price; the others are events between two.
     pub fn is_state(&self) -> bool {
-        matches!(
-            self.condition,
-            Condition::GreaterThan
-                | Condition::LessThan
-                | Condition::MovingUpPct
-                | Condition::MovingDownPct
-        )
+        self.condition.is_state()
+    }
+
+    /// Evaluated only at its interval's candle close, outside the price index.
+    pub fn at_bar_close(&self) -> bool {
+        self.trigger == Trigger::OncePerBarClose
     }
 
     fn fired_down(&self) -> bool {
@@ -230,7 +230,10 @@ impl CompiledRule {
         let (a, b) = (self.a, self.b);
         let mut levels = Levels::new();
         match self.condition {
-            Condition::GreaterThan | Condition::CrossingUp | Condition::MovingUpPct => {
+            Condition::GreaterThan
+            | Condition::CrossingUp
+            | Condition::MovingUpPct
+            | Condition::MovingUp => {
                 levels.push(a);
                 levels.push(times(a, band.below));
             }
@@ -243,19 +246,19 @@ impl CompiledRule {
                 levels.push(times(a, band.below));
                 levels.push(times(a, band.above));
             }
-            Condition::EnteringChannel => {
+            Condition::EnteringChannel | Condition::InsideChannel => {
                 levels.push(a);
                 levels.push(b);
                 levels.push(times(a, band.below));
                 levels.push(times(b, band.above));
             }
-            Condition::ExitingChannel => {
+            Condition::ExitingChannel | Condition::OutsideChannel => {
                 levels.push(a);
                 levels.push(b);
                 levels.push(times(b, band.below));
                 levels.push(times(a, band.above));
             }
-            Condition::MovingDownPct => {
+            Condition::MovingDownPct | Condition::MovingDown => {
                 levels.push(-a);
                 levels.push(-times(a, band.below));
             }
@@ -267,11 +270,11 @@ impl CompiledRule {
     pub fn fire_levels(&self) -> Levels {
         let mut levels = Levels::new();
         match self.condition {
-            Condition::EnteringChannel | Condition::ExitingChannel => {
+            c if c.is_channel() => {
                 levels.push(self.a);
                 levels.push(self.b);
             }
-            Condition::MovingDownPct => levels.push(-self.a),
+            Condition::MovingDownPct | Condition::MovingDown => levels.push(-self.a),
             _ => levels.push(self.a),
         }
         levels
@@ -293,7 +296,12 @@ impl CompiledRule {
     /// Whether the rule is waiting to re-arm, so the book must watch its re-arm levels
     /// (moving rules keep all their levels in their group).
     pub fn needs_rearm_entries(&self) -> bool {
-        self.live && self.primed && !self.armed && !self.is_moving()
+        self.live && self.primed && !self.armed && !self.is_moving() && !self.at_bar_close()
+    }
+
+    /// Whether the rule has seen a price.
+    pub fn is_primed(&self) -> bool {
+        self.primed
     }
 
     /// Evaluates the rule at price `p` (time `ts`), the symbol's previous evaluated price
@@ -315,6 +323,7 @@ impl CompiledRule {
         ts: i64,
         change: Option<Decimal>,
         band: &Band,
+        offset_ms: i64,
     ) -> Outcome {
         if ts >= self.expires_at {
             return Outcome::Expired;
@@ -326,7 +335,7 @@ impl CompiledRule {
                 return Outcome::Nothing;
             }
             let event = self.state_event(p, change);
-            return self.try_fire(event, p, ts, change, band);
+            return self.try_fire(event, p, ts, change, band, offset_ms);
         }
         if !self.armed {
             if !self.rearm_due(p, change, band) {
@@ -339,7 +348,7 @@ impl CompiledRule {
         } else {
             q.and_then(|q| self.cross_event(q, p))
         };
-        self.try_fire(event, p, ts, change, band)
+        self.try_fire(event, p, ts, change, band, offset_ms)
     }
 
     /// Takes `p` at `ts` as a price that an earlier process already evaluated (a restart's
@@ -362,7 +371,14 @@ impl CompiledRule {
     /// [`Outcome::Suppressed`] until its trigger mode allows it (at once if it already does),
     /// so the next price asks it: a state condition fires at the first real price at which
     /// it is true and allowed, never on the prime.
-    pub fn prime(&mut self, p: Decimal, ts: i64, change: Option<Decimal>, band: &Band) -> Outcome {
+    pub fn prime(
+        &mut self,
+        p: Decimal,
+        ts: i64,
+        change: Option<Decimal>,
+        band: &Band,
+        offset_ms: i64,
+    ) -> Outcome {
         if ts >= self.expires_at {
             return Outcome::Expired;
         }
@@ -371,7 +387,7 @@ impl CompiledRule {
             if !self.armed && self.rearm_due(p, change, band) {
                 self.armed = true;
             }
-            return self.hold_if_true(p, ts, change);
+            return self.hold_if_true(p, ts, change, offset_ms);
         }
         self.primed = true;
         self.armed = true;
@@ -390,23 +406,29 @@ impl CompiledRule {
                 std::cmp::Ordering::Less => {
                     if self.is_state()
                         && self.state_event(p, change).is_some()
-                        && self.gate(ts).is_ok()
+                        && self.gate(ts, offset_ms).is_ok()
                     {
                         self.disarm(p);
                     }
                 }
             }
         }
-        self.hold_if_true(p, ts, change)
+        self.hold_if_true(p, ts, change, offset_ms)
     }
 
     /// An armed state condition true at `p` waits for the next price (or for its trigger
     /// mode to allow it): the indexed book asks a rule only when something may change, and
     /// this one would fire at the next price even if no level is crossed.
-    fn hold_if_true(&self, p: Decimal, ts: i64, change: Option<Decimal>) -> Outcome {
+    fn hold_if_true(
+        &self,
+        p: Decimal,
+        ts: i64,
+        change: Option<Decimal>,
+        offset_ms: i64,
+    ) -> Outcome {
         if self.is_state() && self.armed && self.state_event(p, change).is_some() {
             Outcome::Suppressed {
-                eligible: self.gate(ts).err().unwrap_or(ts),
+                eligible: self.gate(ts, offset_ms).err().unwrap_or(ts),
             }
         } else {
             Outcome::Nothing
@@ -414,23 +436,35 @@ impl CompiledRule {
     }
 
     /// Disarms the rule as a firing would have, `p` being the price near it. The direction
-    /// only matters to `exiting_channel` (it re-arms across the bound it left): a two-way
-    /// rule is taken to have fired towards the side of its threshold — or the bound of its
-    /// channel — that `p` is nearest.
+    /// only matters to `exiting_channel` and `outside_channel` (they re-arm across the bound
+    /// they left): a two-way rule is taken to have fired towards the side of its threshold —
+    /// or the bound of its channel — that `p` is nearest.
     fn disarm(&mut self, p: Decimal) {
         let down = match self.condition {
-            Condition::LessThan | Condition::CrossingDown | Condition::MovingDownPct => true,
-            Condition::GreaterThan | Condition::CrossingUp | Condition::MovingUpPct => false,
+            Condition::LessThan
+            | Condition::CrossingDown
+            | Condition::MovingDownPct
+            | Condition::MovingDown => true,
+            Condition::GreaterThan
+            | Condition::CrossingUp
+            | Condition::MovingUpPct
+            | Condition::MovingUp => false,
             Condition::Crossing => p < self.a,
-            Condition::EnteringChannel | Condition::ExitingChannel => {
-                match (p.checked_add(p), self.a.checked_add(self.b)) {
-                    (Some(twice), Some(sum)) => twice < sum,
-                    _ => p < self.a,
-                }
-            }
+            Condition::EnteringChannel
+            | Condition::ExitingChannel
+            | Condition::InsideChannel
+            | Condition::OutsideChannel => self.nearer_low(p),
         };
         self.armed = false;
         self.fired_down = down;
+    }
+
+    /// Whether `p` is nearer the channel's low than its high.
+    fn nearer_low(&self, p: Decimal) -> bool {
+        match (p.checked_add(p), self.a.checked_add(self.b)) {
+            (Some(twice), Some(sum)) => twice < sum,
+            _ => p < self.a,
+        }
     }
 
     fn try_fire(
@@ -440,11 +474,12 @@ impl CompiledRule {
         ts: i64,
         change: Option<Decimal>,
         band: &Band,
+        offset_ms: i64,
     ) -> Outcome {
         let Some(fire) = event else {
             return Outcome::Nothing;
         };
-        match self.gate(ts) {
+        match self.gate(ts, offset_ms) {
             Ok(()) => {
                 self.record_fire(ts, fire.direction);
                 if self.rearm_due(p, change, band) {
@@ -466,20 +501,25 @@ impl CompiledRule {
         }
     }
 
-    /// Whether the trigger mode lets the rule fire at `ts`; if not, when it will.
-    pub fn gate(&self, ts: i64) -> Result<(), i64> {
+    /// Whether the trigger mode lets the rule fire at `ts`; if not, when it will. Bars are
+    /// the candles' buckets (the venue's day starts `offset_ms` east of UTC; weeks start on
+    /// Monday).
+    pub fn gate(&self, ts: i64, offset_ms: i64) -> Result<(), i64> {
         if self.last_fire == NEVER {
             return Ok(());
         }
         match self.trigger {
-            Trigger::Once => Ok(()),
+            // A bar-close rule is asked once per closed bar.
+            Trigger::Once | Trigger::OncePerBarClose => Ok(()),
             Trigger::OncePerBar => {
-                let bar_ms = self.interval.map_or(1, Interval::as_ms).max(1);
-                let fired_bar = self.last_fire.div_euclid(bar_ms);
-                if ts.div_euclid(bar_ms) != fired_bar {
+                let Some(interval) = self.interval else {
+                    return Ok(());
+                };
+                let fired_bar = bucket_start(self.last_fire, interval, offset_ms);
+                if bucket_start(ts, interval, offset_ms) != fired_bar {
                     Ok(())
                 } else {
-                    Err(fired_bar.saturating_add(1).saturating_mul(bar_ms))
+                    Err(fired_bar.saturating_add(interval.as_ms()))
                 }
             }
             Trigger::EveryTime => {
@@ -500,11 +540,32 @@ impl CompiledRule {
                 threshold: a,
             })
         };
+        let b = self.b;
+        let at = |direction, threshold| {
+            Some(Fire {
+                direction,
+                threshold,
+            })
+        };
         match self.condition {
             Condition::GreaterThan if p > a => fire(Direction::Up),
             Condition::LessThan if p < a => fire(Direction::Down),
-            Condition::MovingUpPct if change.is_some_and(|c| c >= a) => fire(Direction::Up),
-            Condition::MovingDownPct if change.is_some_and(|c| c <= -a) => fire(Direction::Down),
+            Condition::MovingUpPct | Condition::MovingUp if change.is_some_and(|c| c >= a) => {
+                fire(Direction::Up)
+            }
+            Condition::MovingDownPct | Condition::MovingDown if change.is_some_and(|c| c <= -a) => {
+                fire(Direction::Down)
+            }
+            // Inside: reported at the bound nearer the price (the way it most likely came in).
+            Condition::InsideChannel if a <= p && p <= b => {
+                if self.nearer_low(p) {
+                    at(Direction::Up, a)
+                } else {
+                    at(Direction::Down, b)
+                }
+            }
+            Condition::OutsideChannel if p < a => at(Direction::Down, a),
+            Condition::OutsideChannel if p > b => at(Direction::Up, b),
             _ => None,
         }
     }
@@ -552,11 +613,15 @@ impl CompiledRule {
             Condition::CrossingUp => under(a),
             Condition::CrossingDown => over(a),
             Condition::Crossing => under(a) || over(a),
-            Condition::EnteringChannel => under(a) || over(b),
-            Condition::ExitingChannel if self.fired_down() => p >= times(a, band.above),
-            Condition::ExitingChannel => p <= times(b, band.below),
-            Condition::MovingUpPct => change.is_some_and(|c| c < a && c <= times(a, band.below)),
-            Condition::MovingDownPct => {
+            Condition::EnteringChannel | Condition::InsideChannel => under(a) || over(b),
+            Condition::ExitingChannel | Condition::OutsideChannel if self.fired_down() => {
+                p >= times(a, band.above)
+            }
+            Condition::ExitingChannel | Condition::OutsideChannel => p <= times(b, band.below),
+            Condition::MovingUpPct | Condition::MovingUp => {
+                change.is_some_and(|c| c < a && c <= times(a, band.below))
+            }
+            Condition::MovingDownPct | Condition::MovingDown => {
                 change.is_some_and(|c| c > -a && c >= -times(a, band.below))
             }
         }

@@ -78,7 +78,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use tickwatch_schema::rule::{AlertRule, Subscription, Trigger};
-use tickwatch_schema::wire::{Candle, Control, Signal, Tick, deterministic_id};
+use tickwatch_schema::wire::{Candle, Control, Interval, Signal, Tick, deterministic_id};
 
 use crate::book::{Book, Group, GroupNow, Hot, to_f64, trade_hash};
 use crate::compiled::{Band, CompiledRule, Fire, NO_TEMPLATE, Outcome};
@@ -554,6 +554,10 @@ impl AlertEngine {
     /// (`open_ts + interval − 1`), but only for a symbol without ticks (none within
     /// `candle_silence_s` before that time) and only for the smallest interval seen for the
     /// symbol (a larger interval repeats the same closes). Open candles are ignored.
+    ///
+    /// Before that, the candle's close is the bar close of the rules of its interval with
+    /// the trigger `once_per_bar_close` (see [`evaluate_bar_close`](Self::evaluate_bar_close));
+    /// their firings come first.
     pub fn process_candle(&mut self, candle: &Candle) -> Vec<Firing> {
         if !candle.closed {
             return Vec::new();
@@ -561,6 +565,13 @@ impl AlertEngine {
         let Some(book) = self.book_of(&candle.venue, &candle.symbol) else {
             return Vec::new();
         };
+        let mut fired = self.evaluate_bar_close(book, candle);
+        fired.extend(self.candle_as_price(book, candle));
+        fired
+    }
+
+    /// A closed candle's close as a price (see [`process_candle`](Self::process_candle)).
+    fn candle_as_price(&mut self, book: usize, candle: &Candle) -> Vec<Firing> {
         let close_ts = candle
             .open_ts
             .saturating_add(candle.interval.as_ms())
@@ -884,10 +895,11 @@ impl AlertEngine {
             let change = match groups.get_mut(usize::from(rule.group)) {
                 Some(now) if rule.is_moving() => {
                     let cached = book.groups.get(usize::from(rule.group));
+                    let amount = cached.is_some_and(|g| g.amount);
                     *now.exact.get_or_insert_with(|| {
                         now.reference
                             .or_else(|| cached.map(Group::reference))
-                            .and_then(|r| exact_change(price, r))
+                            .and_then(|r| exact_change(price, r, amount))
                     })
                 }
                 _ => None,
@@ -896,9 +908,10 @@ impl AlertEngine {
                 continue;
             };
             let was_waiting = rule.needs_rearm_entries();
+            let offset = book.offset_ms;
             let outcome = match pass {
-                Pass::Live => rule.step(prev, price, ts, change, &band),
-                Pass::Prime => rule.prime(price, ts, change, &band),
+                Pass::Live => rule.step(prev, price, ts, change, &band, offset),
+                Pass::Prime => rule.prime(price, ts, change, &band, offset),
             };
             match outcome {
                 Outcome::Nothing => {}
@@ -956,6 +969,177 @@ impl AlertEngine {
         hot.set_last(price, price_f, ts, hash);
         book.refresh(hot, price_f, keys_moved, groups_quiet, groups);
         fired
+    }
+}
+
+impl AlertEngine {
+    /// Evaluates the bar-close rules of a closed candle's symbol and interval at its close
+    /// (time: the candle's last millisecond). A rule compares the close with the previous
+    /// close of the series — a crossing is between the two, a state holds at the close —
+    /// and a moving rule measures the change from the close a window earlier. A rule that
+    /// has not seen a close takes the previous one as seen (restored from the store after a
+    /// restart, see [`bars_wanted`](Self::bars_wanted)), so its first bar close can be a
+    /// crossing. The same candle again returns the same firings; an older one nothing.
+    fn evaluate_bar_close(&mut self, book: usize, candle: &Candle) -> Vec<Firing> {
+        let AlertEngine {
+            bands,
+            books,
+            ids,
+            tombstones,
+            templates,
+            expired,
+            evaluations,
+            ..
+        } = self;
+        let Some(book) = books.get_mut(book) else {
+            return Vec::new();
+        };
+        let slots = book.bar_slots_of(candle.interval);
+        if slots.is_empty() {
+            return Vec::new();
+        }
+        let keep = book.bars_needed(candle.interval);
+        let len = candle.interval.as_ms();
+        let close_ts = candle.open_ts.saturating_add(len).saturating_sub(1);
+        let series = book.series(candle.interval);
+        match series.last_open {
+            Some(open) if candle.open_ts == open => return series.last_firings.clone(),
+            Some(open) if candle.open_ts < open => return Vec::new(),
+            _ => {}
+        }
+        let previous = series.close_before(candle.open_ts);
+        expire_book(book, close_ts, bands, ids, tombstones, templates, expired);
+        let offset = book.offset_ms;
+        let mut fired = Vec::new();
+        for slot in slots {
+            let Some(series) = book.bars.iter().find(|b| b.interval == candle.interval) else {
+                break;
+            };
+            let Some(rule) = book.rules.get(slot as usize).filter(|r| r.is_live()) else {
+                continue;
+            };
+            let window_ms = i64::from(rule.window_s).saturating_mul(1_000);
+            let amount = rule.condition.is_moving_amount();
+            let moving = rule.is_moving();
+            let change_at = |open_ts: i64, close: Decimal| {
+                moving
+                    .then(|| series.change(open_ts, close, window_ms, amount))
+                    .flatten()
+            };
+            let change = change_at(candle.open_ts, candle.close);
+            let before = previous.map(|(open, close)| {
+                (
+                    open,
+                    close,
+                    open.saturating_add(len).saturating_sub(1),
+                    change_at(open, close),
+                )
+            });
+            let Some(band) = bands.get(usize::from(rule.band)).copied() else {
+                continue;
+            };
+            let Some(rule) = book.rules.get_mut(slot as usize) else {
+                continue;
+            };
+            *evaluations += 1;
+            let mut outcome = Outcome::Nothing;
+            if !rule.is_primed()
+                && let Some((_, close, ts, change)) = before
+            {
+                outcome = rule.prime(close, ts, change, &band, offset);
+            }
+            if outcome != Outcome::Expired {
+                outcome = rule.step(
+                    before.map(|(_, close, ..)| close),
+                    candle.close,
+                    close_ts,
+                    change,
+                    &band,
+                    offset,
+                );
+            }
+            match outcome {
+                Outcome::Expired => {
+                    let id = rule.id;
+                    retire(book, slot, bands, ids, tombstones, templates);
+                    expired.push(id);
+                }
+                Outcome::Fired(fire) => {
+                    let template = templates.get(rule.template as usize).cloned();
+                    fired.push(build_firing(
+                        &book.venue,
+                        &book.symbol,
+                        rule,
+                        fire,
+                        candle.close,
+                        close_ts,
+                        None,
+                        change,
+                        template,
+                    ));
+                    if rule.trigger == Trigger::Once {
+                        retire(book, slot, bands, ids, tombstones, templates);
+                    }
+                }
+                // Asked again at the next close anyway.
+                Outcome::Nothing | Outcome::Suppressed { .. } | Outcome::Deferred => {}
+            }
+        }
+        let series = book.series(candle.interval);
+        series.push(candle.open_ts, candle.close, keep);
+        series.last_firings.clone_from(&fired);
+        fired
+    }
+
+    /// How many stored closes before this candle the bar-close rules of its series would
+    /// use and the engine lacks (a restart, a handover, a rule on a series new to the
+    /// engine): the adapter reads them from the candle store and hands them to
+    /// [`prime_bars`](Self::prime_bars) before [`process_candle`](Self::process_candle).
+    /// `None` when nothing is missing, or the store was asked already.
+    pub fn bars_wanted(&self, candle: &Candle) -> Option<usize> {
+        if !candle.closed {
+            return None;
+        }
+        let book = self
+            .books
+            .get(self.book_of(&candle.venue, &candle.symbol)?)?;
+        let needed = book.bars_needed(candle.interval);
+        if needed == 0 {
+            return None;
+        }
+        let series = book.bars.iter().find(|b| b.interval == candle.interval);
+        let (held, asked) = series.map_or((0, 0), |s| (s.count_before(candle.open_ts), s.asked));
+        (held < needed && asked < needed).then_some(needed)
+    }
+
+    /// Stored closed candles of a series, `(open_ts, close)`, from before the candles the
+    /// engine evaluated (see [`bars_wanted`](Self::bars_wanted)); `asked` is how many were
+    /// asked for, so the store is not asked again for fewer.
+    pub fn prime_bars(
+        &mut self,
+        venue: &str,
+        symbol: &str,
+        interval: Interval,
+        bars: &[(i64, Decimal)],
+        asked: usize,
+    ) {
+        let Some(book) = self.book_of(venue, symbol) else {
+            return;
+        };
+        let Some(book) = self.books.get_mut(book) else {
+            return;
+        };
+        let keep = book.bars_needed(interval);
+        let series = book.series(interval);
+        let before: Vec<(i64, Decimal)> = bars
+            .iter()
+            .copied()
+            .filter(|(open, close)| {
+                series.last_open.is_none_or(|last| *open < last) && *close > Decimal::ZERO
+            })
+            .collect();
+        series.add_earlier(&before, keep);
+        series.asked = series.asked.max(asked);
     }
 }
 
@@ -1026,13 +1210,17 @@ fn expire_book(
     }
 }
 
-/// `(p − ref) × 100 / ref`, in decimal; `None` for a reference that is not a price.
-fn exact_change(price: Decimal, reference: Decimal) -> Option<Decimal> {
+/// `(p − ref) × 100 / ref` (or `p − ref` for an `amount`), in decimal; `None` for a
+/// reference that is not a price.
+fn exact_change(price: Decimal, reference: Decimal, amount: bool) -> Option<Decimal> {
     if reference <= Decimal::ZERO {
         return None;
     }
-    price
-        .checked_sub(reference)?
+    let moved = price.checked_sub(reference)?;
+    if amount {
+        return Some(moved);
+    }
+    moved
         .checked_mul(Decimal::ONE_HUNDRED)?
         .checked_div(reference)
 }
@@ -1060,6 +1248,7 @@ fn build_firing(
     };
     let channel = rule.condition.is_channel();
     let moving = rule.condition.is_moving();
+    let pct = rule.condition.is_moving_pct();
     Firing {
         id,
         rule_id: rule.id,
@@ -1072,9 +1261,10 @@ fn build_firing(
         threshold: fire.threshold,
         low: channel.then_some(rule.a),
         high: channel.then_some(rule.b),
-        pct: moving.then_some(rule.a),
+        pct: pct.then_some(rule.a),
         window_s: moving.then_some(rule.window_s),
-        change_pct: if moving { change } else { None },
+        change_pct: if pct { change } else { None },
+        change: if moving && !pct { change } else { None },
         price,
         ts,
         trigger: rule.trigger,

@@ -44,9 +44,13 @@ fn spec(condition: Condition) -> RuleSpec {
         s.low = Some(d("100"));
         s.high = Some(d("110"));
     }
-    if condition.is_moving() {
+    if condition.is_moving_pct() {
         s.threshold = None;
         s.pct = Some(d("5"));
+        s.window_s = Some(60);
+    }
+    if condition.is_moving_amount() {
+        s.threshold = Some(d("5"));
         s.window_s = Some(60);
     }
     s
@@ -324,6 +328,95 @@ fn moving_down_and_a_new_rule_reading_an_existing_history() {
     assert_eq!(only(&f).rule_id, 2);
 }
 
+#[test]
+fn inside_channel_is_a_state_that_rearms_once_outside() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::InsideChannel))));
+    let out = feed_firings(
+        &mut e,
+        T0,
+        &["105", "107", "111", "110", "95", "99.99", "100", "120"],
+    );
+    let fired: Vec<(usize, Decimal, Direction)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.first().map(|f| (i, f.threshold, f.direction)))
+        .collect();
+    // True at once (a state); 107 is still inside (no re-arm); out at 111 and back in at
+    // exactly 110 (inclusive); out at 95, in at exactly 100. Reported at the nearer bound.
+    assert_eq!(
+        fired,
+        vec![
+            (0, d("110"), Direction::Down),
+            (3, d("110"), Direction::Down),
+            (6, d("100"), Direction::Up),
+        ]
+    );
+    let f = out[0].first().expect("a firing");
+    assert_eq!((f.low, f.high), (Some(d("100")), Some(d("110"))));
+}
+
+#[test]
+fn outside_channel_fires_on_each_side_and_rearms_back_inside() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::OutsideChannel))));
+    let out = feed_firings(
+        &mut e,
+        T0,
+        &["99", "98", "100", "105", "110.01", "112", "109", "95"],
+    );
+    let fired: Vec<(usize, Decimal, Direction)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.first().map(|f| (i, f.threshold, f.direction)))
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            (0, d("100"), Direction::Down),
+            (4, d("110"), Direction::Up),
+            (7, d("100"), Direction::Down),
+        ]
+    );
+}
+
+#[test]
+fn moving_up_and_down_measure_an_amount_in_price_units() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::MovingUp))));
+    add(&mut e, rule(2, every_time(spec(Condition::MovingDown))));
+    let mut at = |price: &str, s: i64| e.process_tick(&tick_at(price, T0 + s * SEC));
+    assert!(at("100", 0).is_empty());
+    assert!(at("103", 30).is_empty());
+    // +4 against T0's 100: under the amount of 5.
+    assert!(at("104", 60).is_empty());
+    // +5 exactly fires (moved up by 5 or more).
+    let f = at("105", 61);
+    let f = only(&f);
+    assert_eq!((f.rule_id, f.change, f.change_pct), (1, Some(d("5")), None));
+    assert_eq!((f.pct, f.window_s, f.threshold), (None, Some(60), d("5")));
+    // Against 105 (T0+61): −5.5 fires the fall.
+    let f = at("99.5", 125);
+    let f = only(&f);
+    assert_eq!((f.rule_id, f.change), (2, Some(d("-5.5"))));
+    assert_eq!(f.direction, Direction::Down);
+}
+
+#[test]
+fn amount_and_percentage_rules_of_one_window_are_measured_apart() {
+    // At a price of 1 000, a move of 5 is 0.5 %: the 5 % rule must not take it for 5.
+    let mut e = plain();
+    let mut pct = every_time(spec(Condition::MovingUpPct));
+    pct.window_s = Some(60);
+    add(&mut e, rule(1, pct));
+    add(&mut e, rule(2, every_time(spec(Condition::MovingUp))));
+    assert!(e.process_tick(&tick_at("1000", T0)).is_empty());
+    let f = e.process_tick(&tick_at("1005", T0 + 10 * SEC));
+    assert_eq!(only(&f).rule_id, 2);
+    let f = e.process_tick(&tick_at("1050", T0 + 20 * SEC));
+    assert_eq!(only(&f).rule_id, 1);
+}
+
 // ---- trigger modes ----------------------------------------------------------------------
 
 #[test]
@@ -374,6 +467,60 @@ fn once_per_bar_fires_at_most_once_per_bucket() {
         .map(|(_, s)| *s)
         .collect();
     assert_eq!(fired, vec![10, 61]);
+}
+
+#[test]
+fn bars_follow_the_candles_calendar() {
+    // A weekly bar starts on Monday 00:00 UTC, as the weekly candle does: Wednesday's and
+    // Sunday's firings share a bar, Monday's is a new one.
+    let wednesday = 1_677_672_000_000; // 2023-03-01 12:00 UTC
+    let day = 86_400 * SEC;
+    let mut e = plain();
+    let mut s = spec(Condition::Crossing);
+    s.trigger = Trigger::OncePerBar;
+    s.interval = Some(Interval::W1);
+    add(&mut e, rule(1, s));
+    let ticks = [
+        ("99", wednesday),
+        ("101", wednesday + SEC),
+        ("99", wednesday + 4 * day),
+        ("101", wednesday + 4 * day + SEC),
+        ("99", wednesday + 5 * day - 12 * 3_600 * SEC + SEC),
+    ];
+    let fired: Vec<usize> = ticks
+        .iter()
+        .enumerate()
+        .filter(|(_, (p, ts))| !e.process_tick(&tick_at(p, *ts)).is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        fired,
+        vec![1, 4],
+        "Sunday is Wednesday's week; Monday starts one"
+    );
+
+    // A KRX day is the Seoul day: 14:59 UTC and 15:00 UTC are two days.
+    let mut k = plain();
+    let mut s = RuleSpec::price("krx", "005930", Condition::Crossing, d("70000"));
+    s.trigger = Trigger::OncePerBar;
+    s.interval = Some(Interval::D1);
+    add(&mut k, rule(2, s));
+    let seoul_midnight = 1_677_596_400_000; // 2023-03-01 00:00 KST
+    let krx = |price: &str, ts: i64| Tick {
+        venue: "krx".into(),
+        symbol: "005930".into(),
+        ..tick_at(price, ts)
+    };
+    assert!(
+        k.process_tick(&krx("69900", seoul_midnight - 120 * SEC))
+            .is_empty()
+    );
+    assert_eq!(
+        k.process_tick(&krx("70100", seoul_midnight - 60 * SEC))
+            .len(),
+        1
+    );
+    assert_eq!(k.process_tick(&krx("69900", seoul_midnight)).len(), 1);
 }
 
 #[test]
@@ -1109,14 +1256,15 @@ fn restart_check(seed: u64, rules: usize, before: usize, after: usize) -> usize 
             r.spec.hysteresis_pct = None;
             if r.spec.condition.is_moving() {
                 r.spec.condition = Condition::Crossing;
-                r.spec.threshold = r.spec.pct.map(|p| p * Decimal::from(100));
+                r.spec.threshold = r
+                    .spec
+                    .pct
+                    .or(r.spec.threshold)
+                    .map(|p| p * Decimal::from(100));
                 r.spec.pct = None;
                 r.spec.window_s = None;
             }
-            let state = matches!(
-                r.spec.condition,
-                Condition::GreaterThan | Condition::LessThan
-            );
+            let state = r.spec.condition.is_state();
             if state && r.spec.trigger != Trigger::Once {
                 r.spec.trigger = Trigger::EveryTime;
                 r.spec.interval = None;
@@ -1193,6 +1341,153 @@ fn candle(interval: Interval, open_ts: i64, close: &str, closed: bool) -> Candle
         trades: None,
         closed,
     }
+}
+
+fn bar_close(condition: Condition, interval: Interval) -> RuleSpec {
+    let mut s = spec(condition);
+    s.trigger = Trigger::OncePerBarClose;
+    s.interval = Some(interval);
+    s
+}
+
+const HOUR: i64 = 3_600 * SEC;
+
+#[test]
+fn a_bar_close_rule_is_evaluated_at_its_intervals_close_only() {
+    let mut e = plain();
+    add(
+        &mut e,
+        rule(1, bar_close(Condition::CrossingUp, Interval::H1)),
+    );
+    // Ticks cross 100 and back: a bar-close rule does not look at them.
+    assert!(fired_at(&mut e, T0, &["99", "101", "99.5"]).is_empty());
+    assert!(
+        e.process_candle(&candle(Interval::H1, T0, "99", true))
+            .is_empty()
+    );
+    // The forming candle and other intervals' closes are not its bar close.
+    assert!(
+        e.process_candle(&candle(Interval::H1, T0 + HOUR, "101", false))
+            .is_empty()
+    );
+    assert!(
+        e.process_candle(&candle(Interval::M1, T0 + HOUR, "101", true))
+            .is_empty()
+    );
+    let fired = e.process_candle(&candle(Interval::H1, T0 + HOUR, "101", true));
+    let f = only(&fired);
+    assert_eq!((f.rule_id, f.price, f.threshold), (1, d("101"), d("100")));
+    assert_eq!(f.ts, T0 + 2 * HOUR - 1, "at the bar's last millisecond");
+    assert_eq!(f.trigger, Trigger::OncePerBarClose);
+    // A redelivered candle gives the same firing; an older one nothing.
+    assert_eq!(
+        e.process_candle(&candle(Interval::H1, T0 + HOUR, "101", true)),
+        fired
+    );
+    assert!(
+        e.process_candle(&candle(Interval::H1, T0, "99", true))
+            .is_empty()
+    );
+    // The next close above is no new crossing; a close below and one above again is.
+    assert!(
+        e.process_candle(&candle(Interval::H1, T0 + 2 * HOUR, "102", true))
+            .is_empty()
+    );
+    assert!(
+        e.process_candle(&candle(Interval::H1, T0 + 3 * HOUR, "98", true))
+            .is_empty()
+    );
+    assert_eq!(
+        e.process_candle(&candle(Interval::H1, T0 + 4 * HOUR, "100", true))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn bar_close_states_channels_and_moves_use_the_closes() {
+    let mut e = plain();
+    add(
+        &mut e,
+        rule(1, bar_close(Condition::GreaterThan, Interval::H1)),
+    );
+    add(
+        &mut e,
+        rule(2, bar_close(Condition::OutsideChannel, Interval::H1)),
+    );
+    let mut up = bar_close(Condition::MovingUp, Interval::H1);
+    up.window_s = Some(7_200);
+    add(&mut e, rule(3, up));
+    let closes = ["100", "99", "103", "106", "104"];
+    let fired: Vec<Vec<i64>> = closes
+        .iter()
+        .zip(0_i64..)
+        .map(|(c, i)| {
+            e.process_candle(&candle(Interval::H1, T0 + i * HOUR, c, true))
+                .iter()
+                .map(|f| f.rule_id)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            // 100: not above 100, inside [100, 110]; no close to move from.
+            vec![],
+            // 99: outside (below 100).
+            vec![2],
+            // 103: above 100 (re-armed at 99); +3 over two bars from 100.
+            vec![1],
+            // 106: +7 against 99 two bars earlier.
+            vec![3],
+            // 104: +1 against 103: the move re-arms.
+            vec![],
+        ]
+    );
+}
+
+#[test]
+fn a_restart_takes_the_previous_close_from_the_store() {
+    let rules = vec![rule(1, bar_close(Condition::CrossingUp, Interval::H1))];
+    let mut e = plain();
+    e.load(rules, Vec::new());
+    let next = candle(Interval::H1, T0 + 2 * HOUR, "101", true);
+    assert_eq!(e.bars_wanted(&next), Some(1));
+    // What the store holds: earlier closes, and (the recorder being ahead) this one.
+    e.prime_bars(
+        "binance",
+        "BTCUSDT",
+        Interval::H1,
+        &[
+            (T0, d("97")),
+            (T0 + HOUR, d("99")),
+            (T0 + 2 * HOUR, d("101")),
+        ],
+        1,
+    );
+    assert_eq!(e.bars_wanted(&next), None, "asked once");
+    let fired = e.process_candle(&next);
+    assert_eq!(only(&fired).price, d("101"), "99 → 101 crossed 100");
+
+    // A rule that fired at that close before the restart does not fire it again.
+    let mut again = plain();
+    again.load(
+        vec![AlertRule {
+            last_fired_at: Some(T0 + 3 * HOUR - 1),
+            ..rule(1, bar_close(Condition::CrossingUp, Interval::H1))
+        }],
+        Vec::new(),
+    );
+    again.prime_bars(
+        "binance",
+        "BTCUSDT",
+        Interval::H1,
+        &[(T0 + HOUR, d("99"))],
+        1,
+    );
+    assert!(again.process_candle(&next).is_empty());
+    let later = candle(Interval::H1, T0 + 3 * HOUR, "102", true);
+    assert!(again.process_candle(&later).is_empty());
 }
 
 #[test]
@@ -1398,15 +1693,24 @@ fn random_rule(rng: &mut SplitMix, id: i64, version: i64) -> AlertRule {
         s.low = Some(low);
         s.high = Some(high);
     }
-    if condition.is_moving() {
+    if condition.is_moving_pct() {
         s.threshold = None;
         s.pct = rng.pick(&[Decimal::new(5, 1), Decimal::ONE, Decimal::from(2)]);
         s.window_s = rng.pick(&[2_u64, 5, 10, 60]);
     }
-    match rng.below(3) {
-        0 => s.trigger = Trigger::Once,
-        1 => {
+    if condition.is_moving_amount() {
+        s.threshold = rng.pick(&[Decimal::new(5, 1), Decimal::ONE, Decimal::from(2)]);
+        s.window_s = rng.pick(&[2_u64, 5, 10, 60]);
+    }
+    match rng.below(7) {
+        0 | 1 => s.trigger = Trigger::Once,
+        2 => {
             s.trigger = Trigger::OncePerBar;
+            s.interval = Some(Interval::M1);
+        }
+        3 => {
+            // Evaluated on candles only: prices must leave it alone in both engines.
+            s.trigger = Trigger::OncePerBarClose;
             s.interval = Some(Interval::M1);
         }
         _ => {
@@ -1621,9 +1925,12 @@ proptest! {
                 if condition.is_channel() {
                     s.low = Some(Decimal::from(t));
                     s.high = Some(Decimal::from(t + 3));
-                } else if condition.is_moving() {
+                } else if condition.is_moving_pct() {
                     s.window_s = Some(5);
                     s.pct = Some(Decimal::ONE);
+                } else if condition.is_moving_amount() {
+                    s.window_s = Some(5);
+                    s.threshold = Some(Decimal::ONE);
                 } else {
                     s.threshold = Some(Decimal::from(t));
                 }

@@ -49,10 +49,13 @@ pub struct Firing {
     /// Channel bounds (channel conditions only).
     pub low: Option<Decimal>,
     pub high: Option<Decimal>,
-    /// Moving conditions only: the rule's percentage, window, and the change measured.
+    /// Moving conditions only: the rule's percentage (`moving_*_pct`), window, and the
+    /// change measured — in percent (`change_pct`), or in price units (`change`, for
+    /// `moving_up` / `moving_down`, whose amount is the `threshold`).
     pub pct: Option<Decimal>,
     pub window_s: Option<u32>,
     pub change_pct: Option<Decimal>,
+    pub change: Option<Decimal>,
     /// The price that fired the rule and its time (epoch ms).
     pub price: Decimal,
     pub ts: i64,

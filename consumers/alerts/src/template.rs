@@ -77,8 +77,11 @@ pub fn default_template(lang: Lang, condition: Condition) -> &'static str {
         (Lang::En, c) if c.is_channel() => {
             "🔔 {{symbol}} {{condition}} [{{low}}, {{high}}]: {{price}} ({{venue}}, {{time}})"
         }
-        (Lang::En, c) if c.is_moving() => {
+        (Lang::En, c) if c.is_moving_pct() => {
             "🔔 {{symbol}} {{condition}} {{change}}% within {{window}} (alert at {{pct}}%): {{price}} ({{venue}}, {{time}})"
+        }
+        (Lang::En, c) if c.is_moving_amount() => {
+            "🔔 {{symbol}} {{condition}} {{change}} within {{window}} (alert at {{threshold}}): {{price}} ({{venue}}, {{time}})"
         }
         (Lang::En, _) => {
             "🔔 {{symbol}} {{condition}} {{threshold}}: {{price}} ({{venue}}, {{time}})"
@@ -86,8 +89,11 @@ pub fn default_template(lang: Lang, condition: Condition) -> &'static str {
         (Lang::Ko, c) if c.is_channel() => {
             "🔔 {{symbol}} [{{low}} ~ {{high}}] {{condition}}: 현재가 {{price}} ({{venue}}, {{time}})"
         }
-        (Lang::Ko, c) if c.is_moving() => {
+        (Lang::Ko, c) if c.is_moving_pct() => {
             "🔔 {{symbol}} {{window}} 동안 {{change}}% {{condition}} (기준 {{pct}}%): 현재가 {{price}} ({{venue}}, {{time}})"
+        }
+        (Lang::Ko, c) if c.is_moving_amount() => {
+            "🔔 {{symbol}} {{window}} 동안 {{change}} {{condition}} (기준 {{threshold}}): 현재가 {{price}} ({{venue}}, {{time}})"
         }
         (Lang::Ko, _) => {
             "🔔 {{symbol}} {{threshold}} {{condition}}: 현재가 {{price}} ({{venue}}, {{time}})"
@@ -123,10 +129,14 @@ pub fn condition_label(condition: Condition, direction: Direction, lang: Lang) -
         (EnteringChannel, _, Lang::Ko) => "채널 진입",
         (ExitingChannel, _, Lang::En) => "exited channel",
         (ExitingChannel, _, Lang::Ko) => "채널 이탈",
-        (MovingUpPct, _, Lang::En) => "rose",
-        (MovingUpPct, _, Lang::Ko) => "상승",
-        (MovingDownPct, _, Lang::En) => "fell",
-        (MovingDownPct, _, Lang::Ko) => "하락",
+        (InsideChannel, _, Lang::En) => "inside channel",
+        (InsideChannel, _, Lang::Ko) => "채널 안",
+        (OutsideChannel, _, Lang::En) => "outside channel",
+        (OutsideChannel, _, Lang::Ko) => "채널 밖",
+        (MovingUpPct | MovingUp, _, Lang::En) => "rose",
+        (MovingUpPct | MovingUp, _, Lang::Ko) => "상승",
+        (MovingDownPct | MovingDown, _, Lang::En) => "fell",
+        (MovingDownPct | MovingDown, _, Lang::Ko) => "하락",
     }
 }
 
@@ -211,7 +221,12 @@ pub fn render(template: &str, locale: Locale, firing: &Firing) -> String {
                 .map(|w| format_window(w, lang))
                 .unwrap_or_default(),
         ),
-        "change" => Some(firing.change_pct.map(signed_two_places).unwrap_or_default()),
+        "change" => Some(match (firing.change_pct, firing.change) {
+            (Some(pct), _) => signed_two_places(pct),
+            (None, Some(amount)) if amount.is_sign_negative() => format!("-{}", price(-amount)),
+            (None, Some(amount)) => format!("+{}", price(amount)),
+            (None, None) => String::new(),
+        }),
         _ => None,
     })
 }
@@ -307,6 +322,7 @@ mod tests {
             pct: None,
             window_s: None,
             change_pct: None,
+            change: None,
             price: "65000.50".parse().expect("decimal"),
             ts: 1_763_762_460_000,
             trigger: Trigger::Once,

@@ -24,8 +24,10 @@ use crate::services::rules::RulePatch;
 
 /// The body of `POST /v1/alerts`. `condition` decides the other fields: `threshold` for
 /// the threshold conditions, `low` and `high` (either way round) for the channels, `pct`
-/// and `window_s` for the moving ones. `interval` goes with `trigger: once_per_bar`. Any
-/// other field is refused; so is `null`, but for `expires_at`.
+/// and `window_s` for `moving_up_pct` / `moving_down_pct`, `threshold` (the amount, in
+/// price units) and `window_s` for `moving_up` / `moving_down`. `interval` goes with
+/// `trigger: once_per_bar` and `once_per_bar_close` (evaluated at the interval's candle
+/// close). Any other field is refused; so is `null`, but for `expires_at`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"venue":"binance","symbol":"BTCUSDT","condition":"crossing_up",
@@ -34,6 +36,8 @@ pub struct NewAlert {
     pub venue: Venue,
     pub symbol: Symbol,
     pub condition: Condition,
+    /// The price level; for `moving_up` / `moving_down`, the size of the move in price
+    /// units, within `window_s` seconds.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     pub threshold: Option<Price>,
@@ -43,7 +47,7 @@ pub struct NewAlert {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     pub high: Option<Price>,
-    /// The move in percent, within `window_s` seconds.
+    /// The move in percent, within `window_s` seconds (`moving_up_pct`, `moving_down_pct`).
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     pub pct: Option<Percent>,

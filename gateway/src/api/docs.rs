@@ -144,7 +144,8 @@ pub fn finish(doc: &mut Value) {
     }
 }
 
-/// Which of `threshold`, `low`/`high`, `pct`/`window_s` go with which condition.
+/// Which of `threshold`, `low`/`high`, `pct`/`window_s` go with which condition
+/// (`moving_up` / `moving_down` take the amount as `threshold`, with `window_s`).
 fn condition_fields() -> Value {
     use tickwatch_schema::rule::Condition;
     let family = |pick: fn(Condition) -> bool| -> Vec<&'static str> {
@@ -165,6 +166,14 @@ fn condition_fields() -> Value {
         },
         {
             "properties": {
+                "condition": {"enum": family(Condition::is_moving_amount)},
+                "low": false, "high": false, "pct": false,
+                "window_s": {"minimum": 1}
+            },
+            "required": ["threshold", "window_s"]
+        },
+        {
+            "properties": {
                 "condition": {"enum": family(Condition::is_channel)},
                 "threshold": false, "pct": false, "window_s": false
             },
@@ -172,7 +181,7 @@ fn condition_fields() -> Value {
         },
         {
             "properties": {
-                "condition": {"enum": family(Condition::is_moving)},
+                "condition": {"enum": family(Condition::is_moving_pct)},
                 "threshold": false, "low": false, "high": false,
                 "window_s": {"minimum": 1}
             },
@@ -181,10 +190,10 @@ fn condition_fields() -> Value {
     ]})
 }
 
-/// `interval` goes with `once_per_bar`, and only with it.
+/// `interval` goes with `once_per_bar` and `once_per_bar_close`, and only with them.
 fn trigger_fields() -> Value {
     json!({"oneOf": [
-        {"properties": {"trigger": {"const": "once_per_bar"}}, "required": ["trigger", "interval"]},
+        {"properties": {"trigger": {"enum": ["once_per_bar", "once_per_bar_close"]}}, "required": ["trigger", "interval"]},
         {"properties": {"trigger": {"enum": ["once", "every_time"]}, "interval": false}}
     ]})
 }

@@ -52,11 +52,13 @@ pub enum RuleChange {
     Every(u64),
     /// At most once per bar of the interval.
     Bar(Interval),
+    /// Evaluated at the close of each bar of the interval.
+    BarClose(Interval),
     /// Expire this many seconds from now; `None`: never.
     Expires(Option<u64>),
 }
 
-/// `/alert <symbol> <condition> <value…> [once|every <cooldown>|bar <interval>]`.
+/// `/alert <symbol> <condition> <value…> [once|every <cooldown>|bar <interval>|close <interval>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertArgs {
     /// As typed: `BTCUSDT`, `삼성전자`, `upbit:KRW-BTC`.
@@ -71,8 +73,19 @@ pub struct AlertArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertValues {
     Price(Decimal),
-    Channel { low: Decimal, high: Decimal },
-    Moving { pct: Decimal, window_s: u64 },
+    Channel {
+        low: Decimal,
+        high: Decimal,
+    },
+    Moving {
+        pct: Decimal,
+        window_s: u64,
+    },
+    /// `moving_up` / `moving_down`: a move of `amount` in price units within the window.
+    MovingBy {
+        amount: Decimal,
+        window_s: u64,
+    },
 }
 
 /// `all` or one symbol (as typed).
@@ -311,10 +324,10 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
                 "alert",
                 Problem::new(
                     format!(
-                        "`{bad}` is not a condition; use >, <, cross, cross_up, cross_down, enter, exit, up%, down% or a full name such as crossing_down"
+                        "`{bad}` is not a condition; use >, <, cross, cross_up, cross_down, enter, exit, inside, outside, up, down, up%, down% or a full name such as crossing_down"
                     ),
                     format!(
-                        "`{bad}`은(는) 조건이 아닙니다. >, <, cross, cross_up, cross_down, enter, exit, up%, down% 또는 crossing_down 같은 이름을 쓰세요"
+                        "`{bad}`은(는) 조건이 아닙니다. >, <, cross, cross_up, cross_down, enter, exit, inside, outside, up, down, up%, down% 또는 crossing_down 같은 이름을 쓰세요"
                     ),
                 ),
             ),
@@ -346,18 +359,27 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
             }
         }
     } else if condition.is_moving() {
-        let pct_text = rest
-            .next()
-            .ok_or_else(|| missing("alert", "The percentage", "퍼센트"))?;
-        let pct = parse_price(pct_text.trim_end_matches('%')).ok_or_else(|| {
-            usage(
-                "alert",
-                Problem::new(
-                    format!("`{pct_text}` is not a percentage (e.g. 5 or 2.5%)"),
-                    format!("`{pct_text}`은(는) 퍼센트가 아닙니다 (예: 5, 2.5%)"),
-                ),
-            )
+        let amount = condition.is_moving_amount();
+        let value_text = rest.next().ok_or_else(|| {
+            if amount {
+                missing("alert", "The amount of the move", "변동 폭")
+            } else {
+                missing("alert", "The percentage", "퍼센트")
+            }
         })?;
+        let value = if amount {
+            parse_price(value_text).ok_or_else(|| bad_price(value_text))?
+        } else {
+            parse_price(value_text.trim_end_matches('%')).ok_or_else(|| {
+                usage(
+                    "alert",
+                    Problem::new(
+                        format!("`{value_text}` is not a percentage (e.g. 5 or 2.5%)"),
+                        format!("`{value_text}`은(는) 퍼센트가 아닙니다 (예: 5, 2.5%)"),
+                    ),
+                )
+            })?
+        };
         if rest.peek().is_some_and(|t| t.eq_ignore_ascii_case("in")) {
             rest.next();
         }
@@ -365,7 +387,17 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
             .next()
             .ok_or_else(|| missing("alert", "The window (e.g. 1h)", "기간 (예: 1h)"))?;
         let window_s = parse_duration(window_text).ok_or_else(|| bad_duration(window_text))?;
-        AlertValues::Moving { pct, window_s }
+        if amount {
+            AlertValues::MovingBy {
+                amount: value,
+                window_s,
+            }
+        } else {
+            AlertValues::Moving {
+                pct: value,
+                window_s,
+            }
+        }
     } else {
         let price_text = rest
             .next()
@@ -382,8 +414,13 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
                     cooldown_s = parse_duration(cool).ok_or_else(|| bad_duration(cool))?;
                 }
             }
-            "bar" | "per_bar" | "once_per_bar" => {
-                trigger = Trigger::OncePerBar;
+            word @ ("bar" | "per_bar" | "once_per_bar" | "close" | "bar_close"
+            | "once_per_bar_close" | "종가" | "봉마감") => {
+                trigger = if matches!(word, "bar" | "per_bar" | "once_per_bar") {
+                    Trigger::OncePerBar
+                } else {
+                    Trigger::OncePerBarClose
+                };
                 let text = rest.next().ok_or_else(|| {
                     missing("alert", "The bar interval (e.g. 1h)", "봉 간격 (예: 1h)")
                 })?;
@@ -404,10 +441,10 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
                     "alert",
                     Problem::new(
                         format!(
-                            "`{word}` is not how often: use once, every <cooldown> (e.g. every 10m) or bar <interval>"
+                            "`{word}` is not how often: use once, every <cooldown> (e.g. every 10m), bar <interval> or close <interval> (at the bar's close)"
                         ),
                         format!(
-                            "`{word}`은(는) 반복 방식이 아닙니다: once, every <쿨다운> (예: every 10m), bar <간격>"
+                            "`{word}`은(는) 반복 방식이 아닙니다: once, every <쿨다운> (예: every 10m), bar <간격>, close <간격> (봉 마감 시)"
                         ),
                     ),
                 ));
@@ -434,7 +471,7 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
 }
 
 /// `/edit <id> threshold 66000` · `channel 64000 66000` · `pct 5` · `window 10m` ·
-/// `once` · `every 10m` · `bar 1h` · `expires 1d|never`.
+/// `once` · `every 10m` · `bar 1h` · `close 1h` · `expires 1d|never`.
 fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
     let wrong = |en: String, ko: String| usage("edit", Problem::new(en, ko));
     let [id, what, values @ ..] = tokens else {
@@ -475,12 +512,19 @@ fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
         ("window" | "기간", [value]) => RuleChange::Window(duration(value)?),
         ("once" | "한번", []) => RuleChange::Once,
         ("every" | "매번", [value]) => RuleChange::Every(duration(value)?),
-        ("bar" | "봉", [value]) => RuleChange::Bar(value.parse::<Interval>().map_err(|_| {
-            wrong(
-                format!("`{value}` is not an interval (1m, 5m, 15m, 1h, 4h, 1d …)"),
-                format!("`{value}`은(는) 봉 간격이 아닙니다 (1m, 5m, 15m, 1h, 4h, 1d 등)"),
-            )
-        })?),
+        ("bar" | "봉" | "close" | "종가" | "봉마감", [value]) => {
+            let interval = value.parse::<Interval>().map_err(|_| {
+                wrong(
+                    format!("`{value}` is not an interval (1m, 5m, 15m, 1h, 4h, 1d …)"),
+                    format!("`{value}`은(는) 봉 간격이 아닙니다 (1m, 5m, 15m, 1h, 4h, 1d 등)"),
+                )
+            })?;
+            if matches!(what.as_str(), "bar" | "봉") {
+                RuleChange::Bar(interval)
+            } else {
+                RuleChange::BarClose(interval)
+            }
+        }
         ("expires" | "만료", [value])
             if ["never", "없음"].contains(&value.to_lowercase().as_str()) =>
         {
@@ -490,7 +534,7 @@ fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
         (
             "threshold" | "price" | "가격" | "기준" | "channel" | "range" | "채널" | "pct" | "%"
             | "퍼센트" | "window" | "기간" | "once" | "한번" | "every" | "매번" | "bar" | "봉"
-            | "expires" | "만료",
+            | "close" | "종가" | "봉마감" | "expires" | "만료",
             _,
         ) => {
             return Err(wrong(
@@ -505,10 +549,10 @@ fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
         _ => {
             return Err(wrong(
                 format!(
-                    "`{what}` cannot be changed; use threshold, channel, pct, window, once, every, bar or expires"
+                    "`{what}` cannot be changed; use threshold, channel, pct, window, once, every, bar, close or expires"
                 ),
                 format!(
-                    "`{what}`은(는) 바꿀 수 없습니다. threshold, channel, pct, window, once, every, bar, expires 중 하나를 쓰세요"
+                    "`{what}`은(는) 바꿀 수 없습니다. threshold, channel, pct, window, once, every, bar, close, expires 중 하나를 쓰세요"
                 ),
             ));
         }
@@ -739,6 +783,30 @@ mod tests {
             (a.trigger, a.interval),
             (Trigger::OncePerBar, Some(Interval::M15))
         );
+
+        let Command::Alert(a) = ok("/alert BTCUSDT down 2,000 in 1h every 10m") else {
+            panic!("alert")
+        };
+        assert_eq!(a.condition, Condition::MovingDown);
+        assert_eq!(
+            a.values,
+            AlertValues::MovingBy {
+                amount: Decimal::from(2_000),
+                window_s: 3_600
+            }
+        );
+        let Command::Alert(a) = ok("/alert 삼성전자 outside 70000 75000 close 1d") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            (a.symbol.as_str(), a.condition, a.trigger, a.interval),
+            (
+                "삼성전자",
+                Condition::OutsideChannel,
+                Trigger::OncePerBarClose,
+                Some(Interval::D1)
+            )
+        );
     }
 
     #[test]
@@ -855,6 +923,10 @@ mod tests {
         assert_eq!(
             ok("/edit 3 bar 1h"),
             Command::Edit(3, RuleChange::Bar(Interval::H1))
+        );
+        assert_eq!(
+            ok("/edit 3 close 4h"),
+            Command::Edit(3, RuleChange::BarClose(Interval::H4))
         );
         for bad in [
             "/edit",

@@ -57,8 +57,8 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "alert",
-        form: "/alert <symbol> <condition> <price> [once|every <cooldown>|bar <interval>]",
-        example: "/alert BTCUSDT > 65000  ·  /alert 삼성전자 crossing_down 70000 once  ·  /alert ETHUSDT cross_up 4000 every 1h  ·  /alert BTCUSDT enter 60000 62000  ·  /alert BTCUSDT up% 5 1h",
+        form: "/alert <symbol> <condition> <price> [once|every <cooldown>|bar <interval>|close <interval>]",
+        example: "/alert BTCUSDT > 65000  ·  /alert 삼성전자 crossing_down 70000 once  ·  /alert ETHUSDT cross_up 4000 every 1h  ·  /alert BTCUSDT enter 60000 62000  ·  /alert BTCUSDT outside 60000 62000  ·  /alert BTCUSDT up% 5 1h  ·  /alert BTCUSDT down 2000 in 1h  ·  /alert 005930 cross_up 75000 close 1d",
         en: "Set a price alert",
         ko: "가격 알림 설정",
         admin: false,
@@ -81,7 +81,7 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "edit",
-        form: "/edit <id> threshold <n>|channel <low> <high>|pct <p>|window <dur>|once|every <dur>|bar <interval>|expires <dur>|never",
+        form: "/edit <id> threshold <n>|channel <low> <high>|pct <p>|window <dur>|once|every <dur>|bar <interval>|close <interval>|expires <dur>|never",
         example: "/edit 12 threshold 66000  ·  /edit 12 every 10m",
         en: "Change an alert",
         ko: "알림 수정",

@@ -78,6 +78,10 @@ impl Session<'_> {
                 spec.pct = Some(pct);
                 spec.window_s = Some(window_s);
             }
+            AlertValues::MovingBy { amount, window_s } => {
+                spec.threshold = Some(amount);
+                spec.window_s = Some(window_s);
+            }
         }
         spec.trigger = args.trigger;
         spec.cooldown_s = args.cooldown_s;
@@ -247,6 +251,10 @@ impl Session<'_> {
             }
             RuleChange::Bar(interval) => {
                 patch.trigger = Some(Trigger::OncePerBar);
+                (patch.interval, patch.cooldown_s) = (Some(Some(interval)), Some(0));
+            }
+            RuleChange::BarClose(interval) => {
+                patch.trigger = Some(Trigger::OncePerBarClose);
                 (patch.interval, patch.cooldown_s) = (Some(Some(interval)), Some(0));
             }
             RuleChange::Expires(after) => {
