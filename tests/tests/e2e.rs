@@ -822,3 +822,110 @@ async fn a_rule_created_during_the_start_up_load_is_not_missed() {
     broker.close();
     db.close().await.expect("close");
 }
+
+/// A bar-close alert (`crossing_up 3000`, once per 1h bar close) on a symbol the alerts role
+/// has never seen: the previous close comes from the candle store, a tick through the level
+/// does not fire it, and the closed hourly candle above it does — once, into the user's
+/// chat, at the candle's close price.
+#[tokio::test]
+async fn a_bar_close_alert_fires_at_the_candle_close_with_the_stored_previous_close() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for backend in ["sqlite", "postgres"] {
+        let fake = FakeTelegram::start().await.expect("fake telegram");
+        let db = if backend == "sqlite" {
+            TestDb::sqlite().await
+        } else {
+            TestDb::postgres().await
+        }
+        .expect("db");
+        let (broker, topology) = broker_with_topology("barclose").await;
+        let services = Services::new(db.conn.clone(), Some(broker.clone()));
+        let user = user_in_chat(&services, "dana").await;
+        let mut at_close = eth_crossing_3000();
+        at_close.trigger = tickwatch_schema::rule::Trigger::OncePerBarClose;
+        at_close.interval = Some(tickwatch_schema::wire::Interval::H1);
+        services.create_rule(user.id, at_close).await.expect("rule");
+        services.close().await;
+
+        let hour = 3_600_000;
+        let this_hour = tickwatch_schema::db::now_ms() / hour * hour;
+        let bar = |open_ts: i64, close: &str| tickwatch_schema::wire::Candle {
+            venue: "binance".into(),
+            symbol: "ETHUSDT".into(),
+            interval: tickwatch_schema::wire::Interval::H1,
+            open_ts,
+            open: close.parse().expect("d"),
+            high: close.parse().expect("d"),
+            low: close.parse().expect("d"),
+            close: close.parse().expect("d"),
+            volume: Decimal::ONE,
+            trades: None,
+            closed: true,
+        };
+        // What the recorder stored before: the hour before last closed under the level.
+        tickwatch_recorder::store::upsert_candles(&db.conn, &[bar(this_hour - 2 * hour, "2990")])
+            .await
+            .expect("stored candle");
+
+        let notifier_config = tickwatch_notifier::NotifierConfig {
+            telegram_bot_token: Some(tickwatch_notifier::Secret::new("1:TEST")),
+            telegram_api_url: fake.url(),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let notifier = tokio::spawn({
+            let (b, d, c, s) = (
+                broker.clone(),
+                db.conn.clone(),
+                notifier_config.clone(),
+                stop.clone(),
+            );
+            async move { tickwatch_notifier::adapter::run(&b, d, &c, s).await }
+        });
+        let alerts = tokio::spawn({
+            let (b, d, s) = (broker.clone(), db.conn.clone(), stop.clone());
+            async move { tickwatch_alerts::adapter::run(&b, d, &Default::default(), s).await }
+        });
+        let publisher = Publisher::start(&broker, "test");
+        for tick in [eth_tick("2995", "a"), eth_tick("3005", "b")] {
+            publisher
+                .publish(Exchange::Market, &tick)
+                .await
+                .expect("tick");
+        }
+        publisher
+            .publish(Exchange::Market, &bar(this_hour - hour, "3010"))
+            .await
+            .expect("candle");
+        assert!(
+            wait_until(Duration::from_secs(30), async || {
+                !fake.delivered_to(CHAT).is_empty()
+            })
+            .await,
+            "the bar close reached the user ({backend})"
+        );
+        let texts: Vec<String> = fake
+            .delivered_to(CHAT)
+            .into_iter()
+            .map(|m| m.visible_text.unwrap_or_default())
+            .collect();
+        assert!(
+            texts[0].contains("3,010"),
+            "at the close's price, not the tick's ({backend}): {texts:?}"
+        );
+        let events = alert_event::Entity::find()
+            .all(&db.conn)
+            .await
+            .expect("events");
+        assert_eq!(events.len(), 1, "the ticks fired nothing ({backend})");
+        assert_eq!(events[0].ts, this_hour - 1, "at the bar's last millisecond");
+
+        stop.cancel();
+        alerts.await.expect("join").expect("clean");
+        notifier.await.expect("join").expect("clean");
+        publisher.close().await;
+        topology.delete(&broker).await.expect("delete");
+        broker.close();
+        db.close().await.expect("close");
+    }
+}
