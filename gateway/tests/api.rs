@@ -247,6 +247,9 @@ async fn validation_and_problems(backend: Backend) {
         (with("treshold", json!("1")), "treshold"),
         (with("symbol", json!("btcusdt")), "symbol"),
         (with("trigger", json!("once_per_bar")), "interval"),
+        (with("trigger", json!("once_per_bar_close")), "interval"),
+        (with("condition", json!("moving_up")), "window_s"),
+        (with("condition", json!("inside_channel")), "threshold"),
         (missing, "condition"),
     ] {
         let response = server
@@ -325,6 +328,25 @@ async fn validation_and_problems(backend: Backend) {
         (&rule["low"], &rule["high"], &rule["cooldown_s"]),
         (&json!("60000"), &json!("70000"), &json!(60))
     );
+    // Every TradingView operator and trigger.
+    for body in [
+        json!({"venue":"binance","symbol":"BTCUSDT","condition":"inside_channel",
+            "low":"60000","high":"70000"}),
+        json!({"venue":"binance","symbol":"BTCUSDT","condition":"outside_channel",
+            "low":"60000","high":"70000","trigger":"every_time","cooldown_s":600}),
+        json!({"venue":"binance","symbol":"BTCUSDT","condition":"moving_down",
+            "threshold":"2000","window_s":3600}),
+        json!({"venue":"krx","symbol":"005930","condition":"crossing_up",
+            "threshold":"75000","trigger":"once_per_bar_close","interval":"1d"}),
+    ] {
+        let (status, rule) = server
+            .json(Method::POST, "/v1/alerts", Some(&key), Some(body.clone()))
+            .await;
+        assert_eq!(status, 201, "{body} → {rule}");
+        for (field, value) in body.as_object().expect("object") {
+            assert_eq!(&rule[field], value, "{field} of {rule}");
+        }
+    }
     let (status, expired) = server
         .json(
             Method::POST,
