@@ -457,7 +457,22 @@ pub struct Notification {
     /// Optional: when the market event behind this notification happened (epoch ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_ts: Option<i64>,
+    /// Optional: inline buttons under the message, in rows (an alert's pause, delete and
+    /// snooze); a press comes back to the bot as its `data`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Vec<Button>>,
 }
+
+/// An inline button of a [`Notification`]: its label and the callback data Telegram hands
+/// back to the bot when it is pressed (1 to 64 bytes, as Telegram allows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub text: String,
+    pub data: String,
+}
+
+/// Telegram's limit on a button's callback data.
+pub const MAX_BUTTON_DATA_BYTES: usize = 64;
 
 fn default_event_kind() -> EventKind {
     EventKind::Alert
@@ -647,6 +662,20 @@ impl Message for Notification {
         }
         if let Some(ts) = self.origin_ts {
             validate_ts("origin_ts", ts)?;
+        }
+        if self.buttons.len() > 8 || self.buttons.iter().any(|row| row.len() > 8) {
+            return Err(Error::invalid("buttons", "at most 8 rows of 8"));
+        }
+        for button in self.buttons.iter().flatten() {
+            if button.text.trim().is_empty() {
+                return Err(Error::invalid("buttons", "a button's text is empty"));
+            }
+            if button.data.is_empty() || button.data.len() > MAX_BUTTON_DATA_BYTES {
+                return Err(Error::invalid(
+                    "buttons",
+                    format!("a button's data must be 1 to {MAX_BUTTON_DATA_BYTES} bytes"),
+                ));
+            }
         }
         Ok(())
     }

@@ -291,10 +291,16 @@ proptest! {
         parse_mode in proptest::option::of(proptest::sample::select(ParseMode::ALL.to_vec())),
         kind in proptest::sample::select(EventKind::ALL.to_vec()),
         origin_ts in proptest::option::of(ts()),
+        buttons in proptest::collection::vec(
+            proptest::collection::vec(("[!-~가-힣]{1,20}", "[!-~]{1,64}"), 1..4), 0..3),
     ) {
+        let buttons = buttons
+            .into_iter()
+            .map(|row| row.into_iter().map(|(text, data)| wire::Button { text, data }).collect())
+            .collect();
         let notification = Notification {
             id: uuid::Uuid::from_u128(id), channel: Channel::Telegram, chat_id, text, parse_mode,
-            dedupe_key, kind, origin_ts,
+            dedupe_key, kind, origin_ts, buttons,
         };
         let encoded = wire::encode(&notification).expect("valid notification encodes");
         let back: Notification = wire::decode(&encoded.body).expect("decodes");

@@ -51,6 +51,7 @@ impl BurstPlan {
                     dedupe_key: format!("bench:{}:{i}", self.run),
                     kind: EventKind::Alert,
                     origin_ts: None,
+                    buttons: Vec::new(),
                 }
             })
             .collect()

@@ -4,8 +4,9 @@
 //! - Serves `POST|GET /bot<token>/<method>` with JSON, form-encoded or query parameters;
 //!   method names are case-insensitive as in Telegram (teloxide sends `SendMessage`).
 //!   Methods: `getMe`, `sendMessage`, `editMessageText` (recorded: [`FakeTelegram::edits`]),
-//!   `editMessageReplyMarkup`,
-//!   `deleteMessage`, `answerCallbackQuery`, `sendChatAction`, `setMyCommands`,
+//!   `editMessageReplyMarkup` ([`FakeTelegram::markup_edits`]), `answerCallbackQuery`
+//!   ([`FakeTelegram::callback_answers`]),
+//!   `deleteMessage`, `sendChatAction`, `setMyCommands`,
 //!   `getMyCommands`, `deleteMyCommands`, `getUpdates` (long polling with `offset`,
 //!   `limit`, `timeout`), `getWebhookInfo`, `setWebhook`, `deleteWebhook`, `close`,
 //!   `logOut`; parameters as JSON, a form, or multipart text fields.
@@ -150,6 +151,10 @@ struct FakeState {
     sent: Vec<SentMessage>,
     /// Accepted `editMessageText` calls: (chat, message id, text, reply_markup).
     edits: Vec<EditedMessage>,
+    /// Accepted `editMessageReplyMarkup` calls (their `text` is empty).
+    markup_edits: Vec<EditedMessage>,
+    /// `answerCallbackQuery` calls: (query id, the notice's text).
+    answers: Vec<(String, Option<String>)>,
     scripts: HashMap<Scope, VecDeque<Reply>>,
     persistent: HashMap<Scope, Reply>,
     outage: Option<Reply>,
@@ -306,6 +311,30 @@ impl FakeTelegram {
     /// The accepted `editMessageText` calls, in order.
     pub fn edits(&self) -> Vec<EditedMessage> {
         self.shared.lock().edits.clone()
+    }
+
+    /// The accepted `editMessageReplyMarkup` calls, in order (`text` is empty).
+    pub fn markup_edits(&self) -> Vec<EditedMessage> {
+        self.shared.lock().markup_edits.clone()
+    }
+
+    /// The `answerCallbackQuery` calls: the query id and the notice shown, in order.
+    pub fn callback_answers(&self) -> Vec<(String, Option<String>)> {
+        self.shared.lock().answers.clone()
+    }
+
+    /// Waits until at least `count` button markups were changed, or `timeout` passed.
+    pub async fn wait_for_markup_edits(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.sent_changed.notified();
+            if self.shared.lock().markup_edits.len() >= count {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Waits until at least `count` edits were accepted, or `timeout` passed.
@@ -764,18 +793,28 @@ async fn handle(
             ) else {
                 return error(400, "Bad Request: message to edit not found");
             };
+            let markup = json_param(&params, "reply_markup");
             let mut message = message_json(message_id, chat_id, "…", bot_user_json());
-            if let Some(markup) = json_param(&params, "reply_markup") {
+            if let Some(markup) = markup.clone() {
                 message["reply_markup"] = markup;
             }
+            shared.lock().markup_edits.push(EditedMessage {
+                chat_id,
+                message_id,
+                text: String::new(),
+                reply_markup: markup,
+            });
+            shared.sent_changed.notify_waiters();
             ok(message)
         }
-        "deletemessage"
-        | "answercallbackquery"
-        | "sendchataction"
-        | "deletemycommands"
-        | "close"
-        | "logout" => ok(json!(true)),
+        "answercallbackquery" => {
+            let id = str_param(&params, "callback_query_id").unwrap_or_default();
+            shared.lock().answers.push((id, str_param(&params, "text")));
+            ok(json!(true))
+        }
+        "deletemessage" | "sendchataction" | "deletemycommands" | "close" | "logout" => {
+            ok(json!(true))
+        }
         "deletewebhook" | "setwebhook" => ok(json!(true)),
         "setmycommands" => {
             let commands = json_param(&params, "commands").unwrap_or_else(|| json!([]));

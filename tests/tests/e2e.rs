@@ -10,7 +10,7 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 use tickwatch::config::Config;
 use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
 use tickwatch_gateway::Services;
-use tickwatch_schema::db::entity::{alert_event, candle, signal};
+use tickwatch_schema::db::entity::{alert_event, alert_rule, candle, signal};
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_schema::wire::Tick;
@@ -326,6 +326,128 @@ async fn a_bot_users_alert_fires_once_into_their_chat() {
             .expect("events"),
         1
     );
+    // A `once` rule that fired is off: its notification offers deleting it only.
+    let buttons = |m: &tickwatch_tests::fake_telegram::SentMessage| -> Vec<String> {
+        m.reply_markup
+            .as_ref()
+            .and_then(|k| k["inline_keyboard"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+            .filter_map(|b| b["callback_data"].as_str().map(str::to_string))
+            .collect()
+    };
+    let rules = alert_rule::Entity::find()
+        .all(&db.conn)
+        .await
+        .expect("rules");
+    assert_eq!(buttons(&alerts[0]), vec![format!("ndel:{}", rules[0].id)]);
+
+    // An every-time rule's notification: pause, delete, snooze — and they work in place.
+    say("/alert BTCUSDT < 64500 every 1m").await;
+    let rule_id = alert_rule::Entity::find()
+        .all(&db.conn)
+        .await
+        .expect("rules")
+        .iter()
+        .map(|r| r.id)
+        .max()
+        .expect("the new rule");
+    let before = fake.delivered_to(user_chat).len();
+    // The rule reaches the alerts role as a control message, beside the market's queue:
+    // ticks go on until one finds it (a state rule: the first one it sees fires it).
+    let mut fell = false;
+    for n in 0..60 {
+        publisher
+            .publish(Exchange::Market, &tick("64400", &format!("fall{n}")))
+            .await
+            .expect("tick");
+        fell = wait_until(Duration::from_millis(500), async || {
+            fake.delivered_to(user_chat)
+                .iter()
+                .skip(before)
+                .any(|m| m.text.contains("64,500"))
+        })
+        .await;
+        if fell {
+            break;
+        }
+    }
+    assert!(fell, "the fall reached the chat");
+    let fell = fake
+        .delivered_to(user_chat)
+        .into_iter()
+        .skip(before)
+        .find(|m| m.text.contains("64,500"))
+        .expect("the notification");
+    assert_eq!(
+        buttons(&fell),
+        ["npause", "ndel", "nsnooze"].map(|a| format!("{a}:{rule_id}"))
+    );
+    let message_id = fell.message_id.expect("delivered");
+    let press = async |data: &str| -> (String, Vec<String>) {
+        let edits = fake.markup_edits().len();
+        fake.push_callback_query(user_chat, user_chat, message_id, data);
+        assert!(
+            fake.wait_for_markup_edits(edits + 1, Duration::from_secs(20))
+                .await,
+            "{data} changed the buttons in place"
+        );
+        let notice = fake
+            .callback_answers()
+            .last()
+            .and_then(|(_, text)| text.clone())
+            .unwrap_or_default();
+        let markup = fake.markup_edits().last().cloned().expect("an edit");
+        assert_eq!(
+            markup.message_id, message_id,
+            "the notification's own buttons"
+        );
+        let now = tickwatch_tests::fake_telegram::SentMessage {
+            reply_markup: markup.reply_markup,
+            ..fell.clone()
+        };
+        (notice, buttons(&now))
+    };
+    let stored = async || {
+        alert_rule::Entity::find_by_id(rule_id)
+            .one(&db.conn)
+            .await
+            .expect("read")
+    };
+    let (notice, now) = press(&format!("nsnooze:{rule_id}")).await;
+    assert!(notice.contains("snoozed until"), "{notice}");
+    assert_eq!(now, ["nresume", "ndel"].map(|a| format!("{a}:{rule_id}")));
+    let snoozed = stored().await.expect("kept");
+    assert!(!snoozed.active && snoozed.snoozed_until.is_some());
+    // The hour passes: the bot's sweep resumes it (run here at that time).
+    let services = Services::new(db.conn.clone(), None);
+    let in_two_hours = tickwatch_schema::db::now_ms() + 7_200_000;
+    assert_eq!(
+        services.resume_snoozed(in_two_hours).await.expect("sweep"),
+        1
+    );
+    let resumed = stored().await.expect("kept");
+    assert!(resumed.active && resumed.snoozed_until.is_none());
+
+    let (notice, now) = press(&format!("npause:{rule_id}")).await;
+    assert!(notice.contains("paused"), "{notice}");
+    assert_eq!(now, ["nresume", "ndel"].map(|a| format!("{a}:{rule_id}")));
+    assert!(!stored().await.expect("kept").active);
+    let (notice, now) = press(&format!("nresume:{rule_id}")).await;
+    assert!(notice.contains("resumed"), "{notice}");
+    assert_eq!(now.len(), 3);
+    let (notice, now) = press(&format!("ndel:{rule_id}")).await;
+    assert!(notice.contains("deleted"), "{notice}");
+    assert!(
+        now.is_empty(),
+        "no buttons left on a deleted alert's notification"
+    );
+    assert!(stored().await.is_none());
+    let (notice, _) = press(&format!("npause:{rule_id}")).await;
+    assert!(notice.contains("no longer exists"), "{notice}");
+    // The notification's text was never replaced.
+    assert!(fake.edits().iter().all(|e| e.message_id != message_id));
 
     publisher.close().await;
     shutdown.cancel();

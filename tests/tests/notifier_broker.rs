@@ -386,6 +386,7 @@ fn notification(chat_id: i64, text: &str) -> Notification {
         dedupe_key: format!("test:{id}"),
         kind: EventKind::Alert,
         origin_ts: None,
+        buttons: Vec::new(),
     }
 }
 

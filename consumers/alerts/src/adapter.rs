@@ -248,6 +248,10 @@ impl Shared {
                     .await?,
             );
             if let Some(chat_id) = chat_id {
+                let lang = self
+                    .route(firing.user_id)
+                    .await
+                    .map_or(Lang::En, |r| r.locale.lang);
                 let notification = Notification {
                     id: firing.id,
                     channel: Channel::Telegram,
@@ -257,6 +261,7 @@ impl Shared {
                     dedupe_key: firing.dedupe_key(),
                     kind: EventKind::Alert,
                     origin_ts: origin,
+                    buttons: template::alert_buttons(lang, firing.rule_id, firing.disable_rule),
                 };
                 confirms.push(
                     self.publisher
@@ -424,6 +429,7 @@ impl Shared {
                 dedupe_key: hit.dedupe_key(),
                 kind: EventKind::Signal,
                 origin_ts: origin,
+                buttons: Vec::new(),
             };
             confirms.push(self.publisher.send(Exchange::Notify, &notification).await?);
         }
@@ -1024,8 +1030,14 @@ async fn publish_stored(
             .one(shared_db)
             .await?
             .filter(|u| u.active)
-            .and_then(|u| u.telegram_chat_id);
-        if let Some(chat_id) = chat {
+            .and_then(|u| Some((u.telegram_chat_id?, Lang::from_code(&u.language))));
+        if let Some((chat_id, lang)) = chat {
+            // Whether the rule was a `once` one that this firing turned off is not stored
+            // with the event: a rule no longer active gets the delete button only.
+            let active = alert_rule::Entity::find_by_id(event.rule_id)
+                .one(shared_db)
+                .await?
+                .is_some_and(|r| r.active);
             let notification = Notification {
                 id,
                 channel: Channel::Telegram,
@@ -1035,6 +1047,7 @@ async fn publish_stored(
                 dedupe_key: format!("alert:{id}"),
                 kind: EventKind::Alert,
                 origin_ts: None,
+                buttons: template::alert_buttons(lang, event.rule_id, !active),
             };
             publisher.publish(Exchange::Notify, &notification).await?;
         }

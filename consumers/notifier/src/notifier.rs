@@ -190,6 +190,7 @@ impl Notifier {
                     text: notification.text.clone(),
                     parse_mode: notification.parse_mode,
                     disable_notification: silent,
+                    buttons: notification.buttons.clone(),
                 });
                 record::settle(
                     db,
@@ -246,6 +247,12 @@ impl Notifier {
                 text: part.clone(),
                 parse_mode: notification.parse_mode,
                 disable_notification: silent,
+                // Under the last part, where a reader ends up.
+                buttons: if index + 1 == count {
+                    notification.buttons.clone()
+                } else {
+                    Vec::new()
+                },
             };
             let record_key = part_key.as_deref().unwrap_or(key);
             match self.deliver(telegram, &message, key, record_key).await? {

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use teloxide::Bot;
 use teloxide::payloads::SendMessage;
-use teloxide::types::{ChatId, ParseMode as TgParseMode};
-use tickwatch_schema::wire::ParseMode;
+use teloxide::types::{
+    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode as TgParseMode,
+};
+use tickwatch_schema::wire::{Button, ParseMode};
 
 use crate::Error;
 use crate::config::NotifierConfig;
@@ -29,6 +31,8 @@ pub struct OutgoingMessage {
     pub parse_mode: Option<ParseMode>,
     /// Deliver without sound (the user's `silent` preference).
     pub disable_notification: bool,
+    /// Inline buttons under the message (rows).
+    pub buttons: Vec<Vec<Button>>,
 }
 
 /// What became of one send.
@@ -153,6 +157,13 @@ impl TelegramSender {
         });
         if message.disable_notification {
             payload.disable_notification = Some(true);
+        }
+        if !message.buttons.is_empty() {
+            let rows = message.buttons.iter().map(|row| {
+                row.iter()
+                    .map(|b| InlineKeyboardButton::callback(b.text.clone(), b.data.clone()))
+            });
+            payload.reply_markup = Some(InlineKeyboardMarkup::new(rows).into());
         }
         let outcome = match self.call("sendMessage", &payload).await {
             Ok((status, body)) => classify(status, &body),

@@ -40,6 +40,7 @@ fn notification(chat_id: i64, text: &str, kind: EventKind) -> Notification {
         dedupe_key: format!("test:{id}"),
         kind,
         origin_ts: None,
+        buttons: Vec::new(),
     }
 }
 
@@ -239,6 +240,7 @@ async fn server_errors_are_transient_then_delivered() {
         text: "hi".into(),
         parse_mode: None,
         disable_notification: false,
+        buttons: Vec::new(),
     };
     for _ in 0..3 {
         let outcome = sender.send(&message).await;
@@ -717,6 +719,7 @@ async fn errors_never_show_the_token() {
             text: "x".into(),
             parse_mode: None,
             disable_notification: false,
+            buttons: Vec::new(),
         })
         .await;
     let SendOutcome::Transient(error) = outcome else {

@@ -144,6 +144,27 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
             }
         }
     });
+    // Snoozed alerts resume when their hour is up (any number of bots may run this).
+    let snoozes = tokio::spawn({
+        let services = ctx.services.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(SNOOZE_CHECK) => {}
+                }
+                match services
+                    .resume_snoozed(tickwatch_schema::db::now_ms())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rules = n, "snoozed alerts resumed"),
+                    Err(e) => tracing::warn!(error = %e, "could not resume the snoozed alerts"),
+                }
+            }
+        }
+    });
     let (dispatch, workers) = spawn_workers(&ctx, ctx.config.workers);
     let result = match ctx.config.mode {
         BotMode::Polling => poll(&ctx, dispatch, &shutdown).await,
@@ -154,8 +175,12 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
         let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
     }
     resume.abort();
+    snoozes.abort();
     result
 }
+
+/// How often the bot looks for snoozed alerts whose time is up.
+const SNOOZE_CHECK: Duration = Duration::from_secs(15);
 
 /// The bot's username (`getMe`); `None` if shut down while Telegram was unreachable.
 async fn whoami(bot: &Bot, shutdown: &CancellationToken) -> Result<Option<String>> {

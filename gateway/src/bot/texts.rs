@@ -346,11 +346,42 @@ texts! {
     HELP_INTRO => en: "<b>tickwatch</b> — price alerts and market signals.\n",
         ko: "<b>tickwatch</b> — 가격 알림과 시장 신호.\n";
     /// `/help`: after the commands.
-    HELP_FOOTER => en: "\nConditions: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit up% down% (or the full names, e.g. crossing_down).\nType a name such as <code>삼성</code>, <code>samsung</code> or <code>btc</code> to find a symbol.",
-        ko: "\n조건: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit up% down% (또는 crossing_down 같은 전체 이름).\n<code>삼성</code>, <code>samsung</code>, <code>btc</code> 처럼 이름을 보내면 종목을 찾습니다.";
+    HELP_FOOTER => en: "\nConditions: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit inside outside up down up% down% (or the full names, e.g. crossing_down). <code>close 1h</code> checks at each hourly close.\nType a name such as <code>삼성</code>, <code>samsung</code> or <code>btc</code> to find a symbol.",
+        ko: "\n조건: <code>&gt;</code> <code>&lt;</code> cross cross_up cross_down enter exit inside outside up down up% down% (또는 crossing_down 같은 전체 이름). <code>close 1h</code> 는 1시간 봉 마감마다 확인합니다.\n<code>삼성</code>, <code>samsung</code>, <code>btc</code> 처럼 이름을 보내면 종목을 찾습니다.";
     /// The short answer to any button press (the outcome follows as a message).
     BUTTON_OK => en: "OK",
         ko: "확인";
+
+    // The buttons under an alert's notification (the alerts role sends the first ones,
+    // `tickwatch_alerts::template::alert_buttons`, with the same labels). Their answers are
+    // short notices (plain text); the notification itself stays.
+    /// The button pausing the alert that fired.
+    NOTICE_PAUSE_BUTTON => en: "⏸ Pause",
+        ko: "⏸ 일시정지";
+    /// The button resuming it.
+    NOTICE_RESUME_BUTTON => en: "▶ Resume",
+        ko: "▶ 재개";
+    /// The button deleting it.
+    NOTICE_DELETE_BUTTON => en: "🗑 Delete",
+        ko: "🗑 삭제";
+    /// The button snoozing it for an hour.
+    NOTICE_SNOOZE_BUTTON => en: "😴 1h",
+        ko: "😴 1시간";
+    /// Paused from its notification.
+    NOTICE_PAUSED => en: "⏸ Alert #{id} paused",
+        ko: "⏸ 알림 #{id} 일시정지됨";
+    /// Resumed from its notification.
+    NOTICE_RESUMED => en: "▶ Alert #{id} resumed",
+        ko: "▶ 알림 #{id} 재개됨";
+    /// Deleted from its notification.
+    NOTICE_DELETED => en: "🗑 Alert #{id} deleted",
+        ko: "🗑 알림 #{id} 삭제됨";
+    /// Snoozed from its notification; `time` is when it resumes.
+    NOTICE_SNOOZED => en: "😴 Alert #{id} snoozed until {time}",
+        ko: "😴 알림 #{id} {time}까지 일시정지";
+    /// A notification's button on an alert that is gone.
+    NOTICE_GONE => en: "Alert #{id} no longer exists",
+        ko: "알림 #{id}은(는) 더 이상 없습니다";
 }
 
 #[cfg(test)]

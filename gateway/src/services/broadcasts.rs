@@ -110,6 +110,7 @@ impl Services {
                     dedupe_key: format!("{KEY_PREFIX}{id}:{chat_id}"),
                     kind: EventKind::System,
                     origin_ts: None,
+                    buttons: Vec::new(),
                 };
                 confirms.push(publisher.send(Exchange::Notify, &notification).await?);
             }

@@ -116,6 +116,7 @@ impl Services {
                     dedupe_key: alert.dedupe_key(*chat_id),
                     kind: EventKind::System,
                     origin_ts: None,
+                    buttons: Vec::new(),
                 };
                 confirms.push(publisher.send(Exchange::Notify, &notification).await?);
             }

@@ -129,6 +129,7 @@ impl Services {
             dedupe_key: dedupe_key.clone(),
             kind: EventKind::Alert,
             origin_ts: Some(now),
+            buttons: Vec::new(),
         };
         let confirm = publisher.send(Exchange::Notify, &notification).await?;
         match tokio::time::timeout(self.inner.announce_timeout, confirm.wait()).await {

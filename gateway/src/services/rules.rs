@@ -219,9 +219,78 @@ impl Services {
         .await
     }
 
+    /// Snoozes one of the user's rules until `until` (epoch ms): it is paused, and resumes
+    /// by itself then ([`resume_snoozed`](Self::resume_snoozed)). Snoozing a snoozed rule
+    /// moves its time; a rule paused by hand stays paused.
+    pub async fn snooze_rule(&self, user_id: i64, rule_id: i64, until: i64) -> Result<AlertRule> {
+        let row = self.owned_rule_row(user_id, rule_id).await?;
+        if !row.active && row.snoozed_until.is_none() {
+            return Err(Error::Conflict(format!(
+                "alert {rule_id} is paused; resume it first"
+            )));
+        }
+        self.update_rule(user_id, rule_id, Some(until), |current| {
+            Ok((current.spec.clone(), false))
+        })
+        .await
+    }
+
+    /// Resumes the snoozed rules whose time has come (of every user), each announced as
+    /// any resume is; returns how many. Safe with several processes running it: each row
+    /// changes once, under its version. A rule that expired meanwhile stays paused.
+    pub async fn resume_snoozed(&self, now: i64) -> Result<usize> {
+        let due = alert_rule::Entity::find()
+            .filter(alert_rule::Column::Active.eq(false))
+            .filter(alert_rule::Column::SnoozedUntil.lte(now))
+            .all(self.db())
+            .await?;
+        let mut resumed = 0;
+        for row in due {
+            let expired = row.expires_at.is_some_and(|at| at <= now);
+            let update = alert_rule::ActiveModel {
+                active: Set(!expired),
+                snoozed_until: Set(None),
+                version: Set(row.version + 1),
+                updated_at: Set(now_ms()),
+                ..Default::default()
+            };
+            let result = alert_rule::Entity::update_many()
+                .set(update)
+                .filter(alert_rule::Column::Id.eq(row.id))
+                .filter(alert_rule::Column::Version.eq(row.version))
+                .exec(self.db())
+                .await?;
+            if result.rows_affected == 1 && !expired {
+                let rule = AlertRule {
+                    active: true,
+                    version: row.version + 1,
+                    ..to_rule(&row)?
+                };
+                self.announce(&Control::RuleUpserted { rule }).await;
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
     /// Reads the row, computes the new spec and flag, and writes them if nobody changed the
-    /// row meanwhile (else reads again); announces the result.
+    /// row meanwhile (else reads again); announces the result. Pausing or resuming ends a
+    /// snooze.
     async fn update_owned<F>(&self, user_id: i64, rule_id: i64, change: F) -> Result<AlertRule>
+    where
+        F: Fn(&AlertRule) -> Result<(RuleSpec, bool)>,
+    {
+        self.update_rule(user_id, rule_id, None, change).await
+    }
+
+    /// [`update_owned`](Self::update_owned), with `snooze_until` set for a snooze.
+    async fn update_rule<F>(
+        &self,
+        user_id: i64,
+        rule_id: i64,
+        snooze_until: Option<i64>,
+        change: F,
+    ) -> Result<AlertRule>
     where
         F: Fn(&AlertRule) -> Result<(RuleSpec, bool)>,
     {
@@ -231,6 +300,11 @@ impl Services {
             let (spec, active) = change(&current)?;
             let mut update = <alert_rule::ActiveModel as Default>::default();
             rule_spec_columns(&spec, &mut update);
+            if snooze_until.is_some() {
+                update.snoozed_until = Set(snooze_until);
+            } else if active != current.active {
+                update.snoozed_until = Set(None);
+            }
             update.active = Set(active);
             update.version = Set(row.version + 1);
             update.updated_at = Set(now_ms());

@@ -286,6 +286,9 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
     session.editing = query.message.as_ref().map(|m| m.id());
     let data = query.data.as_deref().unwrap_or_default();
     let (action, arg) = data.split_once(':').unwrap_or((data, ""));
+    if let Some(action) = NoticeAction::parse(action) {
+        return session.notice_button(query, action, arg).await;
+    }
     // Stops the button's spinner first; the outcome replaces the button's message.
     ctx.bot
         .answer_callback_query(query.id.clone())
@@ -322,7 +325,133 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
     }
 }
 
+/// What a button under an alert's notification asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoticeAction {
+    Pause,
+    Resume,
+    Delete,
+    Snooze,
+}
+
+/// How long the snooze button puts an alert to sleep.
+const SNOOZE_MS: i64 = 3_600_000;
+
+impl NoticeAction {
+    fn parse(action: &str) -> Option<NoticeAction> {
+        match action {
+            "npause" => Some(NoticeAction::Pause),
+            "nresume" => Some(NoticeAction::Resume),
+            "ndel" => Some(NoticeAction::Delete),
+            "nsnooze" => Some(NoticeAction::Snooze),
+            _ => None,
+        }
+    }
+}
+
 impl Session<'_> {
+    /// A button under an alert's notification: acts on the rule, says what it did in a
+    /// short notice, and changes the buttons in place — the notification's text stays, so
+    /// the alert can still be read.
+    async fn notice_button(
+        &self,
+        query: &CallbackQuery,
+        action: NoticeAction,
+        arg: &str,
+    ) -> Result<()> {
+        let answer = |text: String| {
+            self.ctx
+                .bot
+                .answer_callback_query(query.id.clone())
+                .text(text)
+        };
+        let (Ok(id), Some(user)) = (arg.parse::<i64>(), self.user.as_ref().filter(|u| u.active))
+        else {
+            answer(self.text(&texts::REGISTER_FIRST)).await?;
+            return Ok(());
+        };
+        let services = &self.ctx.services;
+        let until = tickwatch_schema::db::now_ms().saturating_add(SNOOZE_MS);
+        let done = match action {
+            NoticeAction::Pause => services.set_rule_active(user.id, id, false).await,
+            NoticeAction::Resume => services.set_rule_active(user.id, id, true).await,
+            NoticeAction::Delete => services.delete_rule(user.id, id).await,
+            NoticeAction::Snooze => services.snooze_rule(user.id, id, until).await,
+        };
+        let rule = match done {
+            Ok(rule) => rule,
+            Err(Error::NotFound(_)) => {
+                answer(self.text_with(&texts::NOTICE_GONE, &[("id", &id)])).await?;
+                return self.set_notice_buttons(query, Vec::new()).await;
+            }
+            Err(Error::Invalid { reason, .. }) => {
+                answer(format!("⚠️ {reason}")).await?;
+                return Ok(());
+            }
+            Err(Error::Conflict(detail) | Error::Forbidden(detail) | Error::BadRequest(detail)) => {
+                answer(format!("⚠️ {detail}")).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                answer(self.text(&texts::INTERNAL_ERROR)).await?;
+                return Err(e);
+            }
+        };
+        let notice = match action {
+            NoticeAction::Pause => self.text_with(&texts::NOTICE_PAUSED, &[("id", &id)]),
+            NoticeAction::Resume => self.text_with(&texts::NOTICE_RESUMED, &[("id", &id)]),
+            NoticeAction::Delete => self.text_with(&texts::NOTICE_DELETED, &[("id", &id)]),
+            NoticeAction::Snooze => self.text_with(
+                &texts::NOTICE_SNOOZED,
+                &[("id", &id), ("time", &display::format_time(until, self.tz))],
+            ),
+        };
+        answer(notice).await?;
+        let button = |label: &Text, action: &str| {
+            InlineKeyboardButton::callback(self.text(label), format!("{action}:{id}"))
+        };
+        let buttons = match action {
+            NoticeAction::Delete => Vec::new(),
+            _ if rule.active => vec![
+                button(&texts::NOTICE_PAUSE_BUTTON, "npause"),
+                button(&texts::NOTICE_DELETE_BUTTON, "ndel"),
+                button(&texts::NOTICE_SNOOZE_BUTTON, "nsnooze"),
+            ],
+            _ => vec![
+                button(&texts::NOTICE_RESUME_BUTTON, "nresume"),
+                button(&texts::NOTICE_DELETE_BUTTON, "ndel"),
+            ],
+        };
+        self.set_notice_buttons(query, buttons).await
+    }
+
+    /// Replaces the buttons of the notification a button belongs to (none: removes them).
+    async fn set_notice_buttons(
+        &self,
+        query: &CallbackQuery,
+        buttons: Vec<InlineKeyboardButton>,
+    ) -> Result<()> {
+        let Some(message) = query.message.as_ref() else {
+            return Ok(());
+        };
+        let rows = if buttons.is_empty() {
+            Vec::new()
+        } else {
+            vec![buttons]
+        };
+        let edit = self
+            .ctx
+            .bot
+            .edit_message_reply_markup(ChatId(self.chat), message.id())
+            .reply_markup(InlineKeyboardMarkup::new(rows));
+        // Pressing twice may ask for the buttons it already has: Telegram says "not
+        // modified", which changes nothing here.
+        if let Err(e) = edit.await {
+            tracing::debug!(error = %e, chat = self.chat, "notification buttons not changed");
+        }
+        Ok(())
+    }
+
     /// A search result's button: how to set an alert on it, with its price if known.
     async fn picked(&self, arg: &str) -> Result<()> {
         let Some((venue, symbol)) = arg.split_once(':') else {

@@ -27,6 +27,8 @@ pub struct Model {
     pub updated_at: i64,
     pub fired_count: i64,
     pub last_fired_at: Option<i64>,
+    /// A snoozed rule (inactive) resumes by itself at this time (epoch ms).
+    pub snoozed_until: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
