@@ -10,6 +10,9 @@ Writes, under consumers/signals/tests/fixtures/:
   TA-Lib's own output for each indicator the engine computes, one column each; an empty
   cell where TA-Lib gives no value (NaN). TA-Lib runs on the window alone, so a test
   feeding the same bars from the first row must reproduce every value.
+- indicators_alt/<name>.csv: the same windows with TA-Lib's output at other parameters
+  than the signals engine's defaults (the periods users give expression alerts, such as
+  `rsi(7,1h)` or `macd(5,35,5,4h)`), one column each, named with the parameters.
 - windows/<name>.csv: plain slices of the history files (no TA-Lib) on which a signal
   must fire, or must not; the Rust tests say why each window qualifies.
 - README.md: what was generated, from which files, with which TA-Lib.
@@ -82,6 +85,24 @@ COLUMNS = [
     "sma20", "ema20", "rsi14", "macd", "macd_signal", "macd_hist",
     "bb_upper", "bb_mid", "bb_lower", "atr14", "vol_sma20", "sma50", "sma200",
     "max252", "min252",
+]
+
+
+# Other parameters than the defaults: (column, function of (o, h, l, c, v)).
+ALT_COLUMNS = [
+    ("sma7", lambda o, h, l, c, v: talib.SMA(c, 7)),
+    ("ema9", lambda o, h, l, c, v: talib.EMA(c, 9)),
+    ("ema50", lambda o, h, l, c, v: talib.EMA(c, 50)),
+    ("rsi7", lambda o, h, l, c, v: talib.RSI(c, 7)),
+    ("rsi21", lambda o, h, l, c, v: talib.RSI(c, 21)),
+    ("macd_5_35_5", lambda o, h, l, c, v: talib.MACD(c, 5, 35, 5)[0]),
+    ("macd_signal_5_35_5", lambda o, h, l, c, v: talib.MACD(c, 5, 35, 5)[1]),
+    ("macd_hist_5_35_5", lambda o, h, l, c, v: talib.MACD(c, 5, 35, 5)[2]),
+    ("bb_upper_10_1.5", lambda o, h, l, c, v: talib.BBANDS(c, 10, 1.5, 1.5, 0)[0]),
+    ("bb_mid_10_1.5", lambda o, h, l, c, v: talib.BBANDS(c, 10, 1.5, 1.5, 0)[1]),
+    ("bb_lower_10_1.5", lambda o, h, l, c, v: talib.BBANDS(c, 10, 1.5, 1.5, 0)[2]),
+    ("atr7", lambda o, h, l, c, v: talib.ATR(h, l, c, 7)),
+    ("vol_sma5", lambda o, h, l, c, v: talib.SMA(v, 5)),
 ]
 
 
@@ -184,6 +205,8 @@ def main():
         f.write("Input columns are copied verbatim from the history files in `shared/data` "
                 "(see its SOURCES.md); indicator columns are TA-Lib's output on the window "
                 "alone, written with Python's `repr` (round-trip exact); empty = no value.\n\n")
+        f.write("`indicators_alt/` holds the same windows as `indicators/`, with TA-Lib's "
+                "output at other parameters (the column names give them).\n\n")
         f.write("| file | source | first | last | rows | why |\n|---|---|---|---|---|---|\n")
         for path, source, first, last, n, why in notes:
             f.write(f"| {path} | {source} | {first} | {last} | {n} | {why} |\n")
@@ -196,6 +219,11 @@ def emit_indicators(name, rows):
         out.append(list(r) + [fmt(col[i]) for col in values])
     write_csv(os.path.join(OUT, "indicators", f"{name}.csv"),
               ["ts", "open", "high", "low", "close", "volume"] + COLUMNS, out)
+    o, h, l, c, v = (np.array([float(r[i]) for r in rows]) for i in range(1, 6))
+    alt = [f(o, h, l, c, v) for _, f in ALT_COLUMNS]
+    out = [list(r) + [fmt(col[i]) for col in alt] for i, r in enumerate(rows)]
+    write_csv(os.path.join(OUT, "indicators_alt", f"{name}.csv"),
+              ["ts", "open", "high", "low", "close", "volume"] + [n for n, _ in ALT_COLUMNS], out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 //! - [`names`]: every exchange, queue and routing-key name, under one prefix.
 //! - [`rule`]: the alert rule and signal subscription models, with the one validation the
 //!   API, the bot and the alerts engine share.
+//! - [`expr`]: the expression of an indicator or multi-condition rule
+//!   (`rsi(14,1h) < 30 and close(1d) > sma(200,1d)`), parsed into clauses.
 //! - [`db`]: sea-orm entities and migrations for SQLite and PostgreSQL.
 //! - [`calendar`]: the bar calendar (a venue's trading day, weeks from Monday) that candles
 //!   and an alert's bars share.
@@ -21,6 +23,7 @@ pub mod db;
 pub mod decimal;
 pub mod display;
 pub mod error;
+pub mod expr;
 pub mod history;
 pub mod names;
 pub mod rule;

@@ -29,6 +29,7 @@ str_enum!(
         MovingDown => "moving_down",
         MovingUpPct => "moving_up_pct",
         MovingDownPct => "moving_down_pct",
+        Expression => "expression",
     }
 );
 
@@ -83,6 +84,11 @@ impl Condition {
     /// Moving by an amount in price units (`threshold`).
     pub fn is_moving_amount(self) -> bool {
         matches!(self, Condition::MovingUp | Condition::MovingDown)
+    }
+
+    /// An indicator or multi-condition rule: its `expression` decides, at bar close.
+    pub fn is_expression(self) -> bool {
+        self == Condition::Expression
     }
 
     /// Whether the condition is a state (true or false at one price) rather than an event
@@ -171,6 +177,10 @@ pub struct RuleSpec {
     /// The message, with placeholders such as `{{symbol}}` and `{{price}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// For `condition: expression`: indicator and multi-condition clauses joined by `and`
+    /// (see [`crate::expr`]), e.g. `rsi(14,1h) < 30 and close(1d) > sma(200,1d)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
 }
 
 fn default_trigger() -> Trigger {
@@ -195,6 +205,24 @@ impl RuleSpec {
             expires_at: None,
             hysteresis_pct: None,
             template: None,
+            expression: None,
+        }
+    }
+
+    /// An indicator or multi-condition rule: `expression` at bar close, once.
+    pub fn expression(venue: &str, symbol: &str, expression: &str) -> Self {
+        RuleSpec {
+            threshold: None,
+            expression: Some(expression.to_string()),
+            ..RuleSpec::price(venue, symbol, Condition::Expression, Decimal::ZERO)
+        }
+    }
+
+    /// The parsed expression of an `expression` rule (`None` for a price rule).
+    pub fn parsed_expression(&self) -> Result<Option<crate::expr::Expression>> {
+        match (&self.expression, self.condition.is_expression()) {
+            (Some(text), true) => crate::expr::Expression::parse(text, self.interval).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -213,8 +241,9 @@ impl RuleSpec {
     pub fn validate(&self) -> Result<()> {
         validate_venue(&self.venue)?;
         validate_symbol(&self.symbol)?;
+        let expression = self.condition.is_expression();
         let (needs_threshold, needs_channel, needs_pct) = (
-            !self.condition.is_channel() && !self.condition.is_moving_pct(),
+            !self.condition.is_channel() && !self.condition.is_moving_pct() && !expression,
             self.condition.is_channel(),
             self.condition.is_moving_pct(),
         );
@@ -280,14 +309,32 @@ impl RuleSpec {
         } else {
             forbid("window_s", self.window_s.is_some())?;
         }
+        if expression {
+            let text = self.expression.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "expression",
+                    "is required for `expression`, e.g. \"rsi(14,1h) < 30\"",
+                )
+            })?;
+            crate::expr::Expression::parse(text, self.interval)?;
+            if self.trigger == Trigger::OncePerBar {
+                return Err(Error::invalid(
+                    "trigger",
+                    "an expression is evaluated at bar close: use `once_per_bar_close` (or `once`, `every_time`)",
+                ));
+            }
+        } else {
+            forbid("expression", self.expression.is_some())?;
+        }
         match (self.trigger.needs_interval(), self.interval) {
-            (true, None) => {
+            (true, None) if !expression => {
                 return Err(Error::invalid(
                     "interval",
                     format!("is required for `{}` (e.g. \"1h\")", self.trigger),
                 ));
             }
-            (false, Some(_)) => {
+            // An expression's interval is its operands' default, whatever the trigger.
+            (false, Some(_)) if !expression => {
                 return Err(Error::invalid(
                     "interval",
                     format!(
@@ -359,6 +406,9 @@ impl RuleSpec {
     /// The rule on one line, its prices written by `price` (the bot shows `₩74,800`).
     pub fn describe(&self, price: impl Fn(Decimal) -> String) -> String {
         let mut text = format!("{} {} {}", self.venue, self.symbol, self.condition);
+        if let Some(expression) = &self.expression {
+            text.push_str(&format!(" {expression}"));
+        }
         if let Some(t) = self.threshold {
             text.push_str(&format!(" {}", price(t)));
             if let Some(w) = self.window_s {

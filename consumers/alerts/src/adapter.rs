@@ -38,7 +38,7 @@ use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscripti
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{AlertRule, Subscription};
 use tickwatch_schema::wire::{
-    Candle, Channel, Control, EventKind, MessageKind, Notification, Signal, Tick,
+    Candle, Channel, Control, EventKind, Interval, MessageKind, Notification, Signal, Tick,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -116,6 +116,23 @@ struct Shared {
 
 /// How long a delivery that failed after the engine processed it waits before retrying.
 const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
+
+/// A stored candle row as a closed candle (`None` if a number does not read).
+fn stored_candle(row: &candle::Model, interval: Interval) -> Option<Candle> {
+    Some(Candle {
+        venue: row.venue.clone(),
+        symbol: row.symbol.clone(),
+        interval,
+        open_ts: row.open_ts,
+        open: row.open.parse().ok()?,
+        high: row.high.parse().ok()?,
+        low: row.low.parse().ok()?,
+        close: row.close.parse().ok()?,
+        volume: row.volume.parse().ok()?,
+        trades: row.trades.and_then(|t| u64::try_from(t).ok()),
+        closed: true,
+    })
+}
 
 fn db_error(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(format!("database: {e}"))
@@ -621,10 +638,10 @@ impl AlertsHandler {
         Ok(())
     }
 
-    /// Gives the engine the stored closes its bar-close rules compare a candle with, where
-    /// it lacks them (after a restart or a handover, or for a series new to it): the
-    /// recorder's closed candles from before the candle.
-    async fn load_bars(
+    /// Gives the engine the stored candles its bar-close and expression rules need before
+    /// a candle, where it lacks them (after a restart or a handover, or for a rule new to
+    /// it): the recorder's closed candles — of the candle's own interval, those before it.
+    async fn load_history(
         &self,
         decoded: &[Result<Market, HandlerError>],
     ) -> Result<(), HandlerError> {
@@ -632,33 +649,35 @@ impl AlertsHandler {
             let Ok(Market::Candle(candle)) = market else {
                 continue;
             };
-            let Some(wanted) = self.shared.engine().bars_wanted(candle) else {
-                continue;
-            };
-            let limit = u64::try_from(wanted).unwrap_or(u64::MAX);
-            let rows = candle::Entity::find()
-                .filter(candle::Column::Venue.eq(candle.venue.as_str()))
-                .filter(candle::Column::Symbol.eq(candle.symbol.as_str()))
-                .filter(candle::Column::Interval.eq(candle.interval.as_str()))
-                .filter(candle::Column::OpenTs.lt(candle.open_ts))
-                .order_by_desc(candle::Column::OpenTs)
-                .limit(limit)
-                .all(&self.shared.db)
-                .await
-                .map_err(db_error)?;
-            let bars: Vec<(i64, Decimal)> = rows
-                .iter()
-                .rev()
-                .filter_map(|row| Some((row.open_ts, row.close.parse().ok()?)))
-                .collect();
-            tracing::debug!(venue = %candle.venue, symbol = %candle.symbol, interval = %candle.interval, wanted, found = bars.len(), "stored closes for bar-close rules");
-            self.shared.engine().prime_bars(
-                &candle.venue,
-                &candle.symbol,
-                candle.interval,
-                &bars,
-                wanted,
-            );
+            let wanted = self.shared.engine().history_wanted(candle);
+            for (interval, count) in wanted {
+                let mut query = candle::Entity::find()
+                    .filter(candle::Column::Venue.eq(candle.venue.as_str()))
+                    .filter(candle::Column::Symbol.eq(candle.symbol.as_str()))
+                    .filter(candle::Column::Interval.eq(interval.as_str()));
+                if interval == candle.interval {
+                    query = query.filter(candle::Column::OpenTs.lt(candle.open_ts));
+                }
+                let rows = query
+                    .order_by_desc(candle::Column::OpenTs)
+                    .limit(u64::try_from(count).unwrap_or(u64::MAX))
+                    .all(&self.shared.db)
+                    .await
+                    .map_err(db_error)?;
+                let stored: Vec<Candle> = rows
+                    .iter()
+                    .rev()
+                    .filter_map(|row| stored_candle(row, interval))
+                    .collect();
+                tracing::debug!(venue = %candle.venue, symbol = %candle.symbol, %interval, count, found = stored.len(), "stored candles for bar-close and expression rules");
+                self.shared.engine().prime_history(
+                    &candle.venue,
+                    &candle.symbol,
+                    interval,
+                    &stored,
+                    count,
+                );
+            }
         }
         Ok(())
     }
@@ -688,7 +707,7 @@ impl BatchHandler for AlertsHandler {
             // Held, not retried through the tiers: a symbol's messages must stay in order.
             return vec![e.hold_in_place(RETRY_IN_PLACE)];
         }
-        if let Err(e) = self.load_bars(&decoded).await {
+        if let Err(e) = self.load_history(&decoded).await {
             return vec![e.hold_in_place(RETRY_IN_PLACE)];
         }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());

@@ -303,6 +303,10 @@ impl RuleStream {
                 spec.window_s = self.rng.pick(&[60_u64, 300, 900, 3_600]);
             }
             // Not in the mix (it stays the one the published figures were measured on).
+            Condition::Expression => {
+                spec.threshold = None;
+                spec.expression = Some("rsi(14,1m) < 30".into());
+            }
             Condition::MovingUp | Condition::MovingDown => {
                 spec.threshold = Some(self.offset(market, true) - self.offset(market, false));
                 spec.window_s = self.rng.pick(&[60_u64, 300, 900, 3_600]);

@@ -54,6 +54,7 @@ use tickwatch_schema::wire::Interval;
 use crate::compiled::{Band, CompiledRule, NO_EXPIRY};
 use crate::firing::Firing;
 use crate::history::{self, History};
+use crate::indicator::{ExprRule, IndicatorSeries};
 
 pub(crate) use tickwatch_schema::decimal::to_f64;
 
@@ -468,6 +469,9 @@ pub(crate) struct Book {
     /// The slots of the bar-close rules, and the closes they are evaluated on.
     bar_slots: Vec<u32>,
     pub bars: Vec<BarSeries>,
+    /// Expression rules' clauses by slot, and the indicator series they read.
+    pub exprs: rustc_hash::FxHashMap<u32, ExprRule>,
+    pub indicators: Vec<IndicatorSeries>,
     /// How far east of UTC the venue's trading day starts (bars follow it).
     pub offset_ms: i64,
     /// State rules held back by their trigger mode: `(eligible_ts, slot)`.
@@ -508,6 +512,8 @@ impl Book {
             candle_interval: None,
             bar_slots: Vec::new(),
             bars: Vec::new(),
+            exprs: rustc_hash::FxHashMap::default(),
+            indicators: Vec::new(),
             offset_ms: utc_offset_ms(&venue),
             venue,
             symbol,
@@ -628,13 +634,30 @@ impl Book {
         &mut self.bars[at]
     }
 
+    /// Gives the expression rule in `slot` its clauses, and starts the series they read.
+    pub fn attach_expression(&mut self, slot: u32, expr: ExprRule) {
+        for (series, interval) in expr.series() {
+            let at = match self.indicators.iter().position(|s| s.interval == interval) {
+                Some(at) => at,
+                None => {
+                    self.indicators.push(IndicatorSeries::new(interval));
+                    self.indicators.len() - 1
+                }
+            };
+            self.indicators[at].acquire(series);
+        }
+        self.exprs.insert(slot, expr);
+    }
+
     /// How many closes before the current one the bar-close rules of `interval` use: the
-    /// previous close, or as many as a moving rule's window spans.
+    /// previous close, or as many as a moving rule's window spans (expression rules read
+    /// their indicator series instead).
     pub fn bars_needed(&self, interval: Interval) -> usize {
         let len = interval.as_ms().max(1);
         self.bar_slots_of(interval)
             .iter()
             .filter_map(|&s| self.rule(s))
+            .filter(|r| !r.condition.is_expression())
             .map(|r| {
                 if r.is_moving() {
                     let window = i64::from(r.window_s).saturating_mul(1_000);
@@ -656,6 +679,16 @@ impl Book {
         }
         if rule.at_bar_close() {
             self.bar_slots.retain(|&s| s != slot);
+        }
+        if let Some(expr) = self.exprs.remove(&slot) {
+            for (series, interval) in expr.series() {
+                if let Some(at) = self.indicators.iter().position(|s| s.interval == interval) {
+                    self.indicators[at].release(series);
+                    if self.indicators[at].is_unused() {
+                        self.indicators.swap_remove(at);
+                    }
+                }
+            }
         }
         if rule.needs_rearm_entries() {
             let band = bands.get(usize::from(rule.band)).copied();
@@ -983,6 +1016,11 @@ impl Book {
             + (self.pending.capacity() + self.expiry.capacity()) * size_of::<(i64, u32)>()
             + self.last_firings.capacity() * size_of::<Firing>()
             + self.bar_slots.capacity() * 4
+            + self
+                .indicators
+                .iter()
+                .map(IndicatorSeries::heap_bytes)
+                .sum::<usize>()
             + self
                 .bars
                 .iter()

@@ -151,6 +151,7 @@ impl CompiledRule {
     pub fn compile(rule: &AlertRule, band: u16, template: u32) -> Result<CompiledRule> {
         let spec = &rule.spec;
         let (a, b) = match spec.condition {
+            c if c.is_expression() => (Some(Decimal::ZERO), Some(Decimal::ZERO)),
             c if c.is_channel() => (spec.low, spec.high),
             c if c.is_moving_pct() => (spec.pct, Some(Decimal::ZERO)),
             _ => (spec.threshold, Some(Decimal::ZERO)),
@@ -184,7 +185,14 @@ impl CompiledRule {
             group: NO_GROUP,
             condition: spec.condition,
             trigger: spec.trigger,
-            interval: spec.interval,
+            // An expression is evaluated at its interval's close: the rule's, else the
+            // shortest it reads.
+            interval: spec.interval.or_else(|| {
+                spec.parsed_expression()
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.interval())
+            }),
             live: true,
             primed: false,
             armed: false,
@@ -208,7 +216,41 @@ impl CompiledRule {
 
     /// Evaluated only at its interval's candle close, outside the price index.
     pub fn at_bar_close(&self) -> bool {
-        self.trigger == Trigger::OncePerBarClose
+        self.trigger == Trigger::OncePerBarClose || self.condition.is_expression()
+    }
+
+    /// An expression rule's step at a bar close, `truth` being whether all its clauses hold.
+    /// It fires when true, armed and allowed by its trigger mode, and re-arms at a close
+    /// where it is false. Its first evaluation after a load takes a rule that has fired
+    /// before (`last_fire` restored) and is still true as having fired: a restart does not
+    /// repeat it.
+    pub fn step_expression(&mut self, truth: bool, ts: i64, offset_ms: i64) -> Outcome {
+        if ts >= self.expires_at {
+            return Outcome::Expired;
+        }
+        if !self.primed {
+            self.primed = true;
+            self.armed = !(truth && self.last_fire != NEVER && self.last_fire <= ts);
+        }
+        if !self.armed {
+            if !truth {
+                self.armed = true;
+            }
+            return Outcome::Nothing;
+        }
+        if !truth {
+            return Outcome::Nothing;
+        }
+        match self.gate(ts, offset_ms) {
+            Ok(()) => {
+                self.record_fire(ts, Direction::Up);
+                Outcome::Fired(Fire {
+                    direction: Direction::Up,
+                    threshold: Decimal::ZERO,
+                })
+            }
+            Err(_) => Outcome::Nothing,
+        }
     }
 
     fn fired_down(&self) -> bool {
@@ -262,6 +304,8 @@ impl CompiledRule {
                 levels.push(-a);
                 levels.push(-times(a, band.below));
             }
+            // Evaluated at bar close, never through the price index.
+            Condition::Expression => {}
         }
         levels
     }
@@ -454,6 +498,7 @@ impl CompiledRule {
             | Condition::ExitingChannel
             | Condition::InsideChannel
             | Condition::OutsideChannel => self.nearer_low(p),
+            Condition::Expression => false,
         };
         self.armed = false;
         self.fired_down = down;
@@ -624,6 +669,7 @@ impl CompiledRule {
             Condition::MovingDownPct | Condition::MovingDown => {
                 change.is_some_and(|c| c > -a && c >= -times(a, band.below))
             }
+            Condition::Expression => false,
         }
     }
 }

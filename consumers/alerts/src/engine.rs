@@ -77,6 +77,7 @@
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use tickwatch_schema::expr::Series;
 use tickwatch_schema::rule::{AlertRule, Subscription, Trigger};
 use tickwatch_schema::wire::{Candle, Control, Interval, Signal, Tick, deterministic_id};
 
@@ -85,6 +86,7 @@ use crate::compiled::{Band, CompiledRule, Fire, NO_TEMPLATE, Outcome};
 use crate::config::AlertsConfig;
 use crate::error::{Error, Result};
 use crate::firing::{Firing, SubscriptionHit};
+use crate::indicator::{Bar, ExprRule};
 use crate::subscriptions::SubscriptionBook;
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -424,6 +426,11 @@ impl AlertEngine {
                 },
             };
         };
+        if let Ok(Some(expression)) = rule.spec.parsed_expression()
+            && let Some(b) = self.books.get_mut(book)
+        {
+            b.attach_expression(slot, ExprRule::new(expression.clauses));
+        }
         self.ids.insert(
             rule.id,
             RuleAt {
@@ -565,6 +572,14 @@ impl AlertEngine {
         let Some(book) = self.book_of(&candle.venue, &candle.symbol) else {
             return Vec::new();
         };
+        if let Some(b) = self.books.get_mut(book)
+            && let Some(series) = b
+                .indicators
+                .iter_mut()
+                .find(|s| s.interval == candle.interval)
+        {
+            series.push(Bar::of(candle));
+        }
         let mut fired = self.evaluate_bar_close(book, candle);
         fired.extend(self.candle_as_price(book, candle));
         fired
@@ -1012,6 +1027,51 @@ impl AlertEngine {
         let offset = book.offset_ms;
         let mut fired = Vec::new();
         for slot in slots {
+            if let Some(expr) = book.exprs.get_mut(&slot) {
+                let indicators = &book.indicators;
+                let read = |s: Series, i: Interval| {
+                    indicators
+                        .iter()
+                        .find(|x| x.interval == i)
+                        .and_then(|x| x.value(s))
+                };
+                let Some(truth) = expr.evaluate(read) else {
+                    continue;
+                };
+                let detail = truth.then(|| expr.describe(read));
+                let Some(rule) = book.rules.get_mut(slot as usize).filter(|r| r.is_live()) else {
+                    continue;
+                };
+                *evaluations += 1;
+                match rule.step_expression(truth, close_ts, offset) {
+                    Outcome::Expired => {
+                        let id = rule.id;
+                        retire(book, slot, bands, ids, tombstones, templates);
+                        expired.push(id);
+                    }
+                    Outcome::Fired(fire) => {
+                        let template = templates.get(rule.template as usize).cloned();
+                        let mut firing = build_firing(
+                            &book.venue,
+                            &book.symbol,
+                            rule,
+                            fire,
+                            candle.close,
+                            close_ts,
+                            None,
+                            None,
+                            template,
+                        );
+                        firing.expression = detail;
+                        fired.push(firing);
+                        if rule.trigger == Trigger::Once {
+                            retire(book, slot, bands, ids, tombstones, templates);
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             let Some(series) = book.bars.iter().find(|b| b.interval == candle.interval) else {
                 break;
             };
@@ -1091,36 +1151,55 @@ impl AlertEngine {
         fired
     }
 
-    /// How many stored closes before this candle the bar-close rules of its series would
-    /// use and the engine lacks (a restart, a handover, a rule on a series new to the
-    /// engine): the adapter reads them from the candle store and hands them to
-    /// [`prime_bars`](Self::prime_bars) before [`process_candle`](Self::process_candle).
-    /// `None` when nothing is missing, or the store was asked already.
-    pub fn bars_wanted(&self, candle: &Candle) -> Option<usize> {
+    /// The stored closed candles this candle's symbol lacks, per interval, `(interval,
+    /// how many)`: the closes its bar-close rules compare the candle with, and the bars its
+    /// expression rules' indicators warm up on (any interval they read) — after a restart,
+    /// a handover, or for a rule new to the engine. The adapter reads the newest that many
+    /// from the candle store — for the candle's own interval, those that opened before it —
+    /// and hands them to [`prime_history`](Self::prime_history) before
+    /// [`process_candle`](Self::process_candle). Each series asks once for a given need.
+    pub fn history_wanted(&self, candle: &Candle) -> Vec<(Interval, usize)> {
+        let mut wanted: Vec<(Interval, usize)> = Vec::new();
         if !candle.closed {
-            return None;
+            return wanted;
         }
-        let book = self
-            .books
-            .get(self.book_of(&candle.venue, &candle.symbol)?)?;
-        let needed = book.bars_needed(candle.interval);
-        if needed == 0 {
-            return None;
+        let Some(book) = self
+            .book_of(&candle.venue, &candle.symbol)
+            .and_then(|b| self.books.get(b))
+        else {
+            return wanted;
+        };
+        let closes = book.bars_needed(candle.interval);
+        if closes > 0 {
+            let series = book.bars.iter().find(|b| b.interval == candle.interval);
+            let (held, asked) =
+                series.map_or((0, 0), |s| (s.count_before(candle.open_ts), s.asked));
+            if held < closes && asked < closes {
+                wanted.push((candle.interval, closes));
+            }
         }
-        let series = book.bars.iter().find(|b| b.interval == candle.interval);
-        let (held, asked) = series.map_or((0, 0), |s| (s.count_before(candle.open_ts), s.asked));
-        (held < needed && asked < needed).then_some(needed)
+        for series in &book.indicators {
+            let needed = series.bars_needed();
+            if series.bars_held() < needed && series.asked < needed {
+                match wanted.iter_mut().find(|(i, _)| *i == series.interval) {
+                    Some((_, n)) => *n = (*n).max(needed),
+                    None => wanted.push((series.interval, needed)),
+                }
+            }
+        }
+        wanted
     }
 
-    /// Stored closed candles of a series, `(open_ts, close)`, from before the candles the
-    /// engine evaluated (see [`bars_wanted`](Self::bars_wanted)); `asked` is how many were
-    /// asked for, so the store is not asked again for fewer.
-    pub fn prime_bars(
+    /// Stored closed candles of one series of a symbol, oldest or newest first (see
+    /// [`history_wanted`](Self::history_wanted)); `asked` is how many were asked for, so the
+    /// store is not asked again for as many. Candles not older than what the engine
+    /// evaluated for bar-close rules are left out there.
+    pub fn prime_history(
         &mut self,
         venue: &str,
         symbol: &str,
         interval: Interval,
-        bars: &[(i64, Decimal)],
+        candles: &[Candle],
         asked: usize,
     ) {
         let Some(book) = self.book_of(venue, symbol) else {
@@ -1130,16 +1209,32 @@ impl AlertEngine {
             return;
         };
         let keep = book.bars_needed(interval);
-        let series = book.series(interval);
-        let before: Vec<(i64, Decimal)> = bars
-            .iter()
-            .copied()
-            .filter(|(open, close)| {
-                series.last_open.is_none_or(|last| *open < last) && *close > Decimal::ZERO
-            })
-            .collect();
-        series.add_earlier(&before, keep);
-        series.asked = series.asked.max(asked);
+        if keep > 0 {
+            let series = book.series(interval);
+            let closes: Vec<(i64, Decimal)> = candles
+                .iter()
+                .filter(|c| {
+                    series.last_open.is_none_or(|last| c.open_ts < last) && c.close > Decimal::ZERO
+                })
+                .map(|c| (c.open_ts, c.close))
+                .collect();
+            series.add_earlier(&closes, keep);
+            series.asked = series.asked.max(asked);
+        }
+        if let Some(series) = book.indicators.iter_mut().find(|s| s.interval == interval) {
+            let bars: Vec<Bar> = candles.iter().map(Bar::of).collect();
+            series.add_history(&bars);
+            series.asked = series.asked.max(asked);
+            let indicators = &book.indicators;
+            for expr in book.exprs.values_mut() {
+                expr.seed_previous(|s, i| {
+                    indicators
+                        .iter()
+                        .find(|x| x.interval == i)
+                        .and_then(|x| x.value(s))
+                });
+            }
+        }
     }
 }
 
@@ -1265,6 +1360,7 @@ fn build_firing(
         window_s: moving.then_some(rule.window_s),
         change_pct: if pct { change } else { None },
         change: if moving && !pct { change } else { None },
+        expression: None,
         price,
         ts,
         trigger: rule.trigger,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
+use tickwatch_schema::expr::Series;
 use tickwatch_schema::rule::{AlertRule, Condition, RuleSpec, Subscription, Trigger};
 use tickwatch_schema::wire::{
     AlertTriggered, Candle, Control, Grade, Interval, Signal, SignalKind, Tick, deterministic_id,
@@ -1452,20 +1453,15 @@ fn a_restart_takes_the_previous_close_from_the_store() {
     let mut e = plain();
     e.load(rules, Vec::new());
     let next = candle(Interval::H1, T0 + 2 * HOUR, "101", true);
-    assert_eq!(e.bars_wanted(&next), Some(1));
+    assert_eq!(e.history_wanted(&next), vec![(Interval::H1, 1)]);
     // What the store holds: earlier closes, and (the recorder being ahead) this one.
-    e.prime_bars(
-        "binance",
-        "BTCUSDT",
-        Interval::H1,
-        &[
-            (T0, d("97")),
-            (T0 + HOUR, d("99")),
-            (T0 + 2 * HOUR, d("101")),
-        ],
-        1,
-    );
-    assert_eq!(e.bars_wanted(&next), None, "asked once");
+    let stored = [
+        candle(Interval::H1, T0, "97", true),
+        candle(Interval::H1, T0 + HOUR, "99", true),
+        candle(Interval::H1, T0 + 2 * HOUR, "101", true),
+    ];
+    e.prime_history("binance", "BTCUSDT", Interval::H1, &stored, 1);
+    assert!(e.history_wanted(&next).is_empty(), "asked once");
     let fired = e.process_candle(&next);
     assert_eq!(only(&fired).price, d("101"), "99 → 101 crossed 100");
 
@@ -1478,13 +1474,7 @@ fn a_restart_takes_the_previous_close_from_the_store() {
         }],
         Vec::new(),
     );
-    again.prime_bars(
-        "binance",
-        "BTCUSDT",
-        Interval::H1,
-        &[(T0 + HOUR, d("99"))],
-        1,
-    );
+    again.prime_history("binance", "BTCUSDT", Interval::H1, &stored[1..2], 1);
     assert!(again.process_candle(&next).is_empty());
     let later = candle(Interval::H1, T0 + 3 * HOUR, "102", true);
     assert!(again.process_candle(&later).is_empty());
@@ -2109,4 +2099,199 @@ fn a_symbol_handed_back_is_reset_to_the_stored_state_and_goes_on_as_the_other_in
             assert!(!stale.process_tick(&tick).is_empty());
         }
     }
+}
+
+// ---- expression rules (indicators, several conditions) -----------------------------------
+
+/// The 4h fixture bars with TA-Lib's columns: `(candle, column → value)`.
+fn talib_4h() -> Vec<(Candle, HashMap<String, f64>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../signals/tests/fixtures/indicators/btcusdt_4h.csv");
+    let text = std::fs::read_to_string(path).expect("the fixture");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            let open_ts = chrono::DateTime::parse_from_rfc3339(cells[0])
+                .expect("a time")
+                .timestamp_millis();
+            let candle = Candle {
+                venue: "binance".into(),
+                symbol: "BTCUSDT".into(),
+                interval: Interval::H4,
+                open_ts,
+                open: d(cells[1]),
+                high: d(cells[2]),
+                low: d(cells[3]),
+                close: d(cells[4]),
+                volume: d(cells[5]),
+                trades: None,
+                closed: true,
+            };
+            let values = header[6..]
+                .iter()
+                .zip(&cells[6..])
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(h, c)| (h.to_string(), c.parse::<f64>().expect("value")))
+                .collect();
+            (candle, values)
+        })
+        .collect()
+}
+
+fn expression_rule(id: i64, expression: &str, trigger: Trigger) -> AlertRule {
+    let mut s = RuleSpec::expression("binance", "BTCUSDT", expression);
+    s.trigger = trigger;
+    rule(id, s)
+}
+
+/// Feeds the fixture through the engine; the open times at which each rule fired.
+fn fired_bars(rules: Vec<AlertRule>) -> HashMap<i64, Vec<i64>> {
+    let mut e = plain();
+    e.load(rules, Vec::new());
+    let mut fired: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (candle, _) in talib_4h() {
+        for f in e.process_candle(&candle) {
+            assert_eq!(f.ts, candle.open_ts + Interval::H4.as_ms() - 1);
+            fired.entry(f.rule_id).or_default().push(candle.open_ts);
+        }
+    }
+    fired
+}
+
+#[test]
+fn expression_rules_fire_where_ta_lib_says_their_clauses_hold() {
+    let bars = talib_4h();
+    let v = |values: &HashMap<String, f64>, k: &str| values.get(k).copied();
+    // What TA-Lib's own values say, with the engine's semantics: a state fires when true
+    // and re-arms when false; a crossing compares with the previous bar's values.
+    let mut expected: HashMap<i64, Vec<i64>> = HashMap::new();
+    let (mut armed_1, mut armed_2, mut before) = (true, true, None::<(f64, f64)>);
+    for (candle, values) in &bars {
+        if let Some(rsi) = v(values, "rsi14") {
+            let truth = rsi < 30.0;
+            if truth && armed_1 {
+                expected.entry(1).or_default().push(candle.open_ts);
+            }
+            armed_1 = !truth;
+        }
+        if let (Some(rsi), Some(lower)) = (v(values, "rsi14"), v(values, "bb_lower")) {
+            let close = tickwatch_schema::decimal::to_f64(candle.close);
+            let truth = rsi < 40.0 && close < lower;
+            if truth && armed_2 {
+                expected.entry(2).or_default().push(candle.open_ts);
+            }
+            armed_2 = !truth;
+        }
+        if let (Some(line), Some(signal)) = (v(values, "macd"), v(values, "macd_signal")) {
+            if let Some((pl, ps)) = before
+                && pl < ps
+                && line >= signal
+            {
+                expected.entry(3).or_default().push(candle.open_ts);
+            }
+            before = Some((line, signal));
+        }
+    }
+    assert!(expected.values().all(|f| !f.is_empty()), "{expected:?}");
+    let fired = fired_bars(vec![
+        expression_rule(1, "rsi(14,4h) < 30", Trigger::EveryTime),
+        expression_rule(
+            2,
+            "rsi(14,4h) < 40 and close(4h) < bb_lower(20,2,4h)",
+            Trigger::EveryTime,
+        ),
+        expression_rule(
+            3,
+            "macd(12,26,9,4h) x> macd_signal(12,26,9,4h)",
+            Trigger::EveryTime,
+        ),
+    ]);
+    assert_eq!(fired, expected);
+}
+
+#[test]
+fn expression_rules_share_indicators_and_warm_up_from_the_store() {
+    let bars = talib_4h();
+    let (history, live) = bars.split_at(200);
+    let rules = vec![
+        expression_rule(1, "rsi(14,4h) < 30", Trigger::EveryTime),
+        expression_rule(2, "rsi(14,4h) > 70", Trigger::EveryTime),
+    ];
+    // One engine sees every bar; another starts at bar 200 with the store's bars.
+    let mut whole = plain();
+    whole.load(rules.clone(), Vec::new());
+    for (candle, _) in history {
+        whole.process_candle(candle);
+    }
+    let mut restarted = plain();
+    restarted.load(rules, Vec::new());
+    let first = &live[0].0;
+    let wanted = restarted.history_wanted(first);
+    assert_eq!(wanted, vec![(Interval::H4, Series::Rsi(14).warm_up_bars())]);
+    let stored: Vec<Candle> = history.iter().map(|(c, _)| c.clone()).collect();
+    restarted.prime_history("binance", "BTCUSDT", Interval::H4, &stored, wanted[0].1);
+    assert!(restarted.history_wanted(first).is_empty());
+    // Both rules read one RSI(14) calculator.
+    for (candle, _) in live {
+        let (a, b) = (
+            whole.process_candle(candle),
+            restarted.process_candle(candle),
+        );
+        assert_eq!(seen(a.clone()), seen(b), "bar {}", candle.open_ts);
+        for f in a {
+            let text = f.expression.as_deref().unwrap_or_default();
+            assert!(text.starts_with("rsi(14,4h) "), "{text}");
+            assert_eq!(f.condition, Condition::Expression);
+        }
+    }
+}
+
+#[test]
+fn an_expression_rule_that_fired_is_not_repeated_by_a_restart() {
+    // A state still true after a restart fires again only once it was false in between.
+    let bars = talib_4h();
+    let rules = vec![
+        expression_rule(1, "rsi(14,4h) < 45", Trigger::EveryTime),
+        // A crossing right after the restart is one, as without it.
+        expression_rule(2, "close(4h) x> ema(9,4h)", Trigger::EveryTime),
+    ];
+    let mut a = plain();
+    a.load(rules.clone(), Vec::new());
+    let mut last = None;
+    let mut split = None;
+    let mut last_cross = None;
+    for (i, (candle, values)) in bars.iter().enumerate() {
+        for f in a.process_candle(candle) {
+            match f.rule_id {
+                1 => last = Some(f.ts),
+                _ => last_cross = Some(f.ts),
+            }
+        }
+        // Restart right after a firing, while still true.
+        if last.is_some() && values.get("rsi14").is_some_and(|r| *r < 45.0) && i > 150 {
+            split = Some(i);
+            break;
+        }
+    }
+    let split = split.expect("a bar where it holds");
+    let mut b = plain();
+    b.load(
+        rules.iter().map(|r| AlertRule {
+            last_fired_at: if r.id == 1 { last } else { last_cross },
+            ..r.clone()
+        }),
+        Vec::new(),
+    );
+    let stored: Vec<Candle> = bars[..=split].iter().map(|(c, _)| c.clone()).collect();
+    b.prime_history("binance", "BTCUSDT", Interval::H4, &stored, 1_000);
+    let mut crossings = 0;
+    for (candle, _) in &bars[split + 1..] {
+        let (x, y) = (a.process_candle(candle), b.process_candle(candle));
+        crossings += x.iter().filter(|f| f.rule_id == 2).count();
+        assert_eq!(seen(x), seen(y), "bar {}", candle.open_ts);
+    }
+    assert!(crossings > 3, "{crossings}");
 }

@@ -56,6 +56,9 @@ pub struct Firing {
     pub window_s: Option<u32>,
     pub change_pct: Option<Decimal>,
     pub change: Option<Decimal>,
+    /// Expression rules: the clauses with the values they read, e.g.
+    /// `rsi(14,1h) 28.41 < 30`.
+    pub expression: Option<String>,
     /// The price that fired the rule and its time (epoch ms).
     pub price: Decimal,
     pub ts: i64,

@@ -17,7 +17,9 @@
 //!   tick which changes nothing skip even that; `history` (private) keeps the bounded price
 //!   history the moving-percentage rules read; `symbol_key` (private): the inline
 //!   venue-and-symbol key of the symbol table. The other tables are `rustc-hash` maps and
-//!   a `slab` of templates.
+//!   a `slab` of templates. Bar-close and expression rules sit in the book's slots without
+//!   index entries; `indicator` (private) holds the indicator series expression rules
+//!   read (the signals engine's calculators) and their clauses.
 //! - `subscriptions` (private): the signal-subscription index; [`firing`]: what the engine
 //!   returns, and the wire `AlertTriggered` of a firing.
 //! - [`events`]: what the role reports — each event logs and counts itself; the metric
@@ -42,6 +44,7 @@ pub mod error;
 pub mod events;
 pub mod firing;
 mod history;
+mod indicator;
 mod subscriptions;
 mod symbol_key;
 pub mod template;

@@ -74,6 +74,12 @@ impl Locale {
 /// The default template of a condition in a language.
 pub fn default_template(lang: Lang, condition: Condition) -> &'static str {
     match (lang, condition) {
+        (Lang::En, Condition::Expression) => {
+            "🔔 {{symbol}} {{condition}}: {{expression}} — close {{price}} ({{venue}}, {{time}})"
+        }
+        (Lang::Ko, Condition::Expression) => {
+            "🔔 {{symbol}} {{condition}}: {{expression}} — 종가 {{price}} ({{venue}}, {{time}})"
+        }
         (Lang::En, c) if c.is_channel() => {
             "🔔 {{symbol}} {{condition}} [{{low}}, {{high}}]: {{price}} ({{venue}}, {{time}})"
         }
@@ -137,6 +143,8 @@ pub fn condition_label(condition: Condition, direction: Direction, lang: Lang) -
         (MovingUpPct | MovingUp, _, Lang::Ko) => "상승",
         (MovingDownPct | MovingDown, _, Lang::En) => "fell",
         (MovingDownPct | MovingDown, _, Lang::Ko) => "하락",
+        (Expression, _, Lang::En) => "conditions met",
+        (Expression, _, Lang::Ko) => "조건 충족",
     }
 }
 
@@ -234,6 +242,7 @@ pub fn render(template: &str, locale: Locale, firing: &Firing) -> String {
         "direction" => Some(firing.direction.as_str().into()),
         "time" => Some(display::format_time(firing.ts, locale.tz)),
         "rule_id" => Some(firing.rule_id.to_string()),
+        "expression" => Some(firing.expression.as_deref().unwrap_or_default().to_string()),
         "low" => opt(firing.low),
         "high" => opt(firing.high),
         "pct" => Some(firing.pct.map(|p| p.to_string()).unwrap_or_default()),
@@ -345,6 +354,7 @@ mod tests {
             window_s: None,
             change_pct: None,
             change: None,
+            expression: None,
             price: "65000.50".parse().expect("decimal"),
             ts: 1_763_762_460_000,
             trigger: Trigger::Once,

@@ -15,8 +15,8 @@ use tickwatch_schema::wire::Interval;
 use utoipa::{IntoParams, ToSchema};
 
 use super::fields::{
-    Expiry, Hysteresis, IdCursor, PageLimit, Percent, Price, Seconds, Symbol, Template, TimeCursor,
-    Venue, patch, present,
+    Expiry, ExpressionText, Hysteresis, IdCursor, PageLimit, Percent, Price, Seconds, Symbol,
+    Template, TimeCursor, Venue, patch, present,
 };
 use super::{ApiState, Auth, JsonBody, Params, path_id};
 use crate::error::Result;
@@ -76,6 +76,15 @@ pub struct NewAlert {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     pub template: Option<Template>,
+    /// For `condition: expression`: up to 5 clauses joined by `and`, each
+    /// `<left> <operator> <right>` — operands `close`, `volume`, `rsi(n,i)`, `sma(n,i)`,
+    /// `ema(n,i)`, `macd(f,s,g,i)` (`macd_signal`, `macd_hist`), `bb_upper|bb_middle|bb_lower(n,k,i)`,
+    /// `atr(n,i)`, `volume_sma(n,i)` or a number; operators `>`, `<`, `x>`, `x<`, `x`, and
+    /// `inside` / `outside` with a band `bb(n,k,i)`. Evaluated at the close of the
+    /// shortest interval it reads (or the rule's `interval`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub expression: Option<ExpressionText>,
 }
 
 impl NewAlert {
@@ -96,6 +105,7 @@ impl NewAlert {
             expires_at: self.expires_at.map(|e| e.0),
             hysteresis_pct: self.hysteresis_pct.map(|h| h.0),
             template: self.template.map(|t| t.0),
+            expression: self.expression.map(|e| e.0),
         }
         .normalized()
     }
@@ -151,6 +161,9 @@ pub struct AlertPatch {
     #[serde(default, deserialize_with = "patch")]
     #[schema(value_type = Option<Template>)]
     pub template: Option<Option<Template>>,
+    #[serde(default, deserialize_with = "patch")]
+    #[schema(value_type = Option<ExpressionText>)]
+    pub expression: Option<Option<ExpressionText>>,
     /// `false` pauses the rule, `true` resumes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
@@ -177,6 +190,7 @@ impl From<AlertPatch> for RulePatch {
             expires_at: inner(p.expires_at, |x| x.0),
             hysteresis_pct: inner(p.hysteresis_pct, |x| x.0),
             template: inner(p.template, |x| x.0),
+            expression: inner(p.expression, |x| x.0),
             active: p.active,
         }
     }
@@ -350,10 +364,12 @@ pub async fn create(
         .await?;
     let (venue, symbol) = (rule.spec.venue.clone(), rule.spec.symbol.clone());
     let warnings = services.symbol_warnings(&venue, &symbol).await;
+    let waiting = services.expression_warnings(&rule.spec).await;
     let mut out = AlertOut::from(rule);
     out.warnings = warnings
         .into_iter()
         .map(|w| w.message(&venue, &symbol))
+        .chain(waiting)
         .collect();
     Ok((StatusCode::CREATED, Json(out)))
 }

@@ -159,15 +159,15 @@ fn condition_fields() -> Value {
     json!({"oneOf": [
         {
             "properties": {
-                "condition": {"enum": family(|c| !c.is_channel() && !c.is_moving())},
-                "low": false, "high": false, "pct": false, "window_s": false
+                "condition": {"enum": family(|c| !c.is_channel() && !c.is_moving() && !c.is_expression())},
+                "low": false, "high": false, "pct": false, "window_s": false, "expression": false
             },
             "required": ["threshold"]
         },
         {
             "properties": {
                 "condition": {"enum": family(Condition::is_moving_amount)},
-                "low": false, "high": false, "pct": false,
+                "low": false, "high": false, "pct": false, "expression": false,
                 "window_s": {"minimum": 1}
             },
             "required": ["threshold", "window_s"]
@@ -175,26 +175,35 @@ fn condition_fields() -> Value {
         {
             "properties": {
                 "condition": {"enum": family(Condition::is_channel)},
-                "threshold": false, "pct": false, "window_s": false
+                "threshold": false, "pct": false, "window_s": false, "expression": false
             },
             "required": ["low", "high"]
         },
         {
             "properties": {
                 "condition": {"enum": family(Condition::is_moving_pct)},
-                "threshold": false, "low": false, "high": false,
+                "threshold": false, "low": false, "high": false, "expression": false,
                 "window_s": {"minimum": 1}
             },
             "required": ["pct", "window_s"]
+        },
+        {
+            "properties": {
+                "condition": {"const": "expression"},
+                "threshold": false, "low": false, "high": false, "pct": false, "window_s": false
+            },
+            "required": ["expression"]
         }
     ]})
 }
 
-/// `interval` goes with `once_per_bar` and `once_per_bar_close`, and only with them.
+/// `interval` goes with `once_per_bar` and `once_per_bar_close`, and only with them — but
+/// for an expression, where it is its operands' default interval.
 fn trigger_fields() -> Value {
-    json!({"oneOf": [
+    json!({"anyOf": [
         {"properties": {"trigger": {"enum": ["once_per_bar", "once_per_bar_close"]}}, "required": ["trigger", "interval"]},
-        {"properties": {"trigger": {"enum": ["once", "every_time"]}, "interval": false}}
+        {"properties": {"trigger": {"enum": ["once", "every_time"]}, "interval": false}},
+        {"properties": {"condition": {"const": "expression"}, "trigger": {"enum": ["once", "every_time", "once_per_bar_close"]}}, "required": ["condition"]}
     ]})
 }
 

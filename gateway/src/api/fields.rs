@@ -2,7 +2,7 @@
 //! documents itself (utoipa) from the same pattern or bounds, so a client generated from
 //! the document, a fuzzer and the server agree on what is accepted.
 //!
-//! - Strings with a pattern: [`Venue`], [`Symbol`], [`Template`], and the decimals
+//! - Strings with a pattern: [`Venue`], [`Symbol`], [`Template`], [`ExpressionText`], and the decimals
 //!   [`Price`], [`Percent`], [`Hysteresis`] (decimal strings, never JSON numbers).
 //! - Whole numbers that also accept a whole JSON float (`5.0`): JSON Schema counts it as an
 //!   integer, so a client may send it. [`Seconds`], [`EpochMs`], [`ChatId`].
@@ -92,6 +92,16 @@ pattern_field!(
     r"^([1-9][0-9]{0,14}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9][0-9]{0,11})$",
     "a positive decimal string (not a JSON number)",
     "`\"65000.5\"`"
+);
+
+pattern_field!(
+    /// An expression rule's clauses (`rsi(14,1h) < 30 and close(1d) > sma(200,1d)`): printable
+    /// ASCII, at most 500 characters here; the grammar is checked with the rule
+    /// (`tickwatch_schema::expr`), and a mistake is a 422 saying what was expected.
+    ExpressionText(String),
+    r"^[ -~]{1,500}$",
+    "indicator clauses joined by `and` (printable ASCII, at most 500 characters)",
+    "`\"rsi(14,1h) < 30 and close(1d) > sma(200,1d)\"`"
 );
 
 pattern_field!(

@@ -86,6 +86,8 @@ pub enum AlertValues {
         amount: Decimal,
         window_s: u64,
     },
+    /// Indicator and multi-condition clauses, as typed (checked with the rule).
+    Expression(String),
 }
 
 /// `all` or one symbol (as typed).
@@ -312,8 +314,13 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
         return Err(missing("alert", "The symbol", "종목"));
     }
     // The symbol may be several words (`samsung electronics`): it ends where the first
-    // condition begins.
-    let Some(at) = (1..tokens.len()).find(|&i| Condition::parse_loose(tokens[i]).is_ok()) else {
+    // condition begins — or the first operand of an expression (`rsi(14,1h) < 30`).
+    let first_condition = (1..tokens.len()).find(|&i| Condition::parse_loose(tokens[i]).is_ok());
+    let first_operand = (1..tokens.len()).find(|&i| starts_operand(tokens[i]));
+    if let Some(at) = first_operand.filter(|&o| first_condition.is_none_or(|c| o < c)) {
+        return parse_expression_alert(tokens[..at].join(" "), &tokens[at..]);
+    }
+    let Some(at) = first_condition else {
         return Err(match tokens.get(1) {
             None => missing(
                 "alert",
@@ -404,6 +411,22 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
             .ok_or_else(|| missing("alert", "The price", "가격"))?;
         AlertValues::Price(parse_price(price_text).ok_or_else(|| bad_price(price_text))?)
     };
+    let (trigger, cooldown_s, interval) = parse_how_often(rest)?;
+    Ok(AlertArgs {
+        symbol,
+        condition,
+        values,
+        trigger,
+        cooldown_s,
+        interval,
+    })
+}
+
+/// The optional end of `/alert`: `once`, `every [<cooldown>]`, `bar <interval>` or
+/// `close <interval>`; nothing may follow.
+fn parse_how_often<'a>(
+    mut rest: impl Iterator<Item = &'a str>,
+) -> Parsed<(Trigger, u64, Option<Interval>)> {
     let (mut trigger, mut cooldown_s, mut interval) = (Trigger::Once, 0, None);
     if let Some(word) = rest.next() {
         match word.to_lowercase().as_str() {
@@ -460,10 +483,77 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
             ),
         ));
     }
+    Ok((trigger, cooldown_s, interval))
+}
+
+/// Whether a token begins an operand of an expression: a price or volume word, or an
+/// indicator call such as `rsi(14,1h)`.
+fn starts_operand(token: &str) -> bool {
+    let lower = token.to_ascii_lowercase();
+    let name = lower.split('(').next().unwrap_or_default();
+    let bar_word = matches!(
+        name,
+        "close" | "open" | "high" | "low" | "volume" | "vol" | "price"
+    );
+    let indicator = matches!(
+        name,
+        "rsi"
+            | "sma"
+            | "ma"
+            | "ema"
+            | "atr"
+            | "volume_sma"
+            | "vol_sma"
+            | "vsma"
+            | "macd"
+            | "macd_signal"
+            | "macd_hist"
+            | "bb"
+            | "bb_upper"
+            | "bb_middle"
+            | "bb_lower"
+    );
+    bar_word || (indicator && lower.contains('('))
+}
+
+/// `/alert <symbol> <expression> [how often]`: the expression runs up to the how-often
+/// words at the end (`every 1h`, `close 4h`, `once`); it is checked with the rule.
+fn parse_expression_alert(symbol: String, tokens: &[&str]) -> Parsed<AlertArgs> {
+    // A call typed with spaces (`rsi(14, 1h)`) is one unit.
+    let mut units: Vec<String> = Vec::new();
+    let mut depth = 0i32;
+    for token in tokens {
+        match units.last_mut() {
+            Some(last) if depth > 0 => {
+                last.push(' ');
+                last.push_str(token);
+            }
+            _ => units.push((*token).to_string()),
+        }
+        depth += token.matches('(').count() as i32 - token.matches(')').count() as i32;
+    }
+    let n = units.len();
+    let lower = |i: usize| units.get(i).map(|u| u.to_lowercase()).unwrap_or_default();
+    let with_argument = n >= 2
+        && match lower(n - 2).as_str() {
+            "every" | "매번" | "always" => parse_duration(&units[n - 1]).is_some(),
+            "bar" | "per_bar" | "once_per_bar" | "close" | "bar_close" | "once_per_bar_close"
+            | "종가" | "봉마감" => units[n - 1].parse::<Interval>().is_ok(),
+            _ => false,
+        };
+    let alone = n >= 1
+        && matches!(
+            lower(n - 1).as_str(),
+            "once" | "한번" | "every" | "매번" | "always"
+        );
+    let how_often = if with_argument { 2 } else { usize::from(alone) };
+    let expression = units[..n - how_often].join(" ");
+    let (trigger, cooldown_s, interval) =
+        parse_how_often(units[n - how_often..].iter().map(String::as_str))?;
     Ok(AlertArgs {
         symbol,
-        condition,
-        values,
+        condition: Condition::Expression,
+        values: AlertValues::Expression(expression),
         trigger,
         cooldown_s,
         interval,
@@ -782,6 +872,33 @@ mod tests {
         assert_eq!(
             (a.trigger, a.interval),
             (Trigger::OncePerBar, Some(Interval::M15))
+        );
+
+        let Command::Alert(a) = ok("/alert BTCUSDT rsi(14, 1h) < 30") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            (a.symbol.as_str(), a.condition, a.trigger),
+            ("BTCUSDT", Condition::Expression, Trigger::Once)
+        );
+        assert_eq!(a.values, AlertValues::Expression("rsi(14, 1h) < 30".into()));
+        let Command::Alert(a) =
+            ok("/alert 삼성전자 close x> sma(200,1d) and rsi(14,1d) < 70 every 1d")
+        else {
+            panic!("alert")
+        };
+        assert_eq!(a.symbol, "삼성전자");
+        assert_eq!(
+            a.values,
+            AlertValues::Expression("close x> sma(200,1d) and rsi(14,1d) < 70".into())
+        );
+        assert_eq!((a.trigger, a.cooldown_s), (Trigger::EveryTime, 86_400));
+        let Command::Alert(a) = ok("/alert BTCUSDT close(4h) outside bb(20,2,4h) close 4h") else {
+            panic!("alert")
+        };
+        assert_eq!(
+            (a.trigger, a.interval),
+            (Trigger::OncePerBarClose, Some(Interval::H4))
         );
 
         let Command::Alert(a) = ok("/alert BTCUSDT down 2,000 in 1h every 10m") else {

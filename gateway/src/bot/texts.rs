@@ -170,6 +170,10 @@ texts! {
     /// After ALERT_SET: no price of the symbol has arrived yet.
     ALERT_WARN_NO_DATA => en: "⚠️ No price of {symbol} has arrived yet: no source may publish it. The alert waits until one does.",
         ko: "⚠️ 아직 {symbol} 의 시세가 들어오지 않았습니다: 이 종목을 보내는 소스가 없을 수 있습니다. 시세가 들어오면 알림이 동작합니다.";
+    /// An expression alert that cannot be evaluated yet; `detail` says which indicator
+    /// lacks stored candles and how to load them.
+    ALERT_WARN_HISTORY => en: "⏳ Not evaluable yet: {detail}",
+        ko: "⏳ 아직 평가할 수 없습니다 (저장된 봉 부족): {detail}";
     /// `/alerts` with no rules.
     NO_ALERTS => en: "You have no alerts yet. Example: <code>/alert BTCUSDT &gt; 65000</code>",
         ko: "아직 알림이 없습니다. 예: <code>/alert 삼성전자 &gt; 70000</code>";

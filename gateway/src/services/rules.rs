@@ -12,7 +12,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition as Where, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
-use tickwatch_schema::db::entity::{alert_event, alert_rule};
+use tickwatch_schema::db::entity::{alert_event, alert_rule, candle};
 use tickwatch_schema::db::{new_rule_row, now_ms, rule_from_row, rule_spec_columns};
 use tickwatch_schema::rule::{AlertRule, Condition, RuleSpec, Trigger};
 use tickwatch_schema::wire::{Control, Interval};
@@ -43,6 +43,7 @@ pub struct RulePatch {
     pub expires_at: Option<Option<i64>>,
     pub hysteresis_pct: Option<Option<Decimal>>,
     pub template: Option<Option<String>>,
+    pub expression: Option<Option<String>>,
     /// Pause (`false`) or resume (`true`).
     pub active: Option<bool>,
 }
@@ -78,6 +79,7 @@ impl RulePatch {
         set(&mut out.expires_at, &self.expires_at);
         set(&mut out.hysteresis_pct, &self.hysteresis_pct);
         set(&mut out.template, &self.template);
+        set(&mut out.expression, &self.expression);
         out
     }
 }
@@ -217,6 +219,44 @@ impl Services {
             Ok((current.spec.clone(), active))
         })
         .await
+    }
+
+    /// Why an expression rule cannot be evaluated yet: an indicator whose interval has
+    /// fewer closed candles stored than its first value needs (the engine warms up on the
+    /// stored candles, so with enough it is evaluable at once). Best effort, like the
+    /// symbol warnings: a failure answers none.
+    pub async fn expression_warnings(&self, spec: &RuleSpec) -> Vec<String> {
+        let Ok(Some(expression)) = spec.parsed_expression() else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        let mut needs: Vec<(Interval, usize, String)> = Vec::new();
+        for (series, interval) in expression.series() {
+            let bars = series.bars_to_first_value();
+            let name = tickwatch_schema::expr::Operand::Series(series, interval).to_string();
+            match needs.iter_mut().find(|(i, ..)| *i == interval) {
+                Some(need) if need.1 >= bars => {}
+                Some(need) => (need.1, need.2) = (bars, name),
+                None => needs.push((interval, bars, name)),
+            }
+        }
+        for (interval, bars, series) in needs {
+            let stored = candle::Entity::find()
+                .filter(candle::Column::Venue.eq(spec.venue.as_str()))
+                .filter(candle::Column::Symbol.eq(spec.symbol.as_str()))
+                .filter(candle::Column::Interval.eq(interval.as_str()))
+                .count(self.db())
+                .await;
+            match stored {
+                Ok(stored) if (stored as usize) < bars => warnings.push(format!(
+                    "{series} has no value until {bars} closed {interval} candles of {}:{} are stored ({stored} are): the rule waits for them — `tickwatch history load {} {} --interval {interval}` loads them now",
+                    spec.venue, spec.symbol, spec.venue, spec.symbol
+                )),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not count the stored candles"),
+            }
+        }
+        warnings
     }
 
     /// Snoozes one of the user's rules until `until` (epoch ms): it is paused, and resumes

@@ -114,6 +114,7 @@ pub fn rule_from_row(row: &entity::alert_rule::Model) -> Result<AlertRule> {
         expires_at: row.expires_at,
         hysteresis_pct: stored_decimal("hysteresis_pct", row.hysteresis_pct.as_deref())?,
         template: row.template.clone(),
+        expression: row.expression.clone(),
     };
     Ok(AlertRule {
         id: row.id,
@@ -189,6 +190,7 @@ pub fn rule_spec_columns(spec: &RuleSpec, row: &mut entity::alert_rule::ActiveMo
     row.expires_at = Set(spec.expires_at);
     row.hysteresis_pct = Set(text(spec.hysteresis_pct));
     row.template = Set(spec.template.clone());
+    row.expression = Set(spec.expression.clone());
 }
 
 /// A stored subscription row as the shared model.

@@ -82,6 +82,10 @@ impl Session<'_> {
                 spec.threshold = Some(amount);
                 spec.window_s = Some(window_s);
             }
+            AlertValues::Expression(text) => {
+                spec.threshold = None;
+                spec.expression = Some(text);
+            }
         }
         spec.trigger = args.trigger;
         spec.cooldown_s = args.cooldown_s;
@@ -113,6 +117,12 @@ impl Session<'_> {
             };
             text.push('\n');
             text.push_str(&self.text_with(warning, &[("symbol", &esc(&symbol))]));
+        }
+        for detail in self.ctx.services.expression_warnings(&rule.spec).await {
+            text.push('\n');
+            text.push_str(
+                &self.text_with(&texts::ALERT_WARN_HISTORY, &[("detail", &esc(&detail))]),
+            );
         }
         self.reply(text).await
     }

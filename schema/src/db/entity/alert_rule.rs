@@ -29,6 +29,8 @@ pub struct Model {
     pub last_fired_at: Option<i64>,
     /// A snoozed rule (inactive) resumes by itself at this time (epoch ms).
     pub snoozed_until: Option<i64>,
+    /// The clauses of an `expression` rule.
+    pub expression: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,7 +8,7 @@ mod m20261122_000004_alert_prices;
 mod m20261207_000005_symbol_universe;
 mod m20261207_000006_user_time_zone;
 mod m20261207_000007_relay_token;
-mod m20261207_000008_rule_snooze;
+mod m20261207_000008_rule_snooze_expression;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -24,7 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000005_symbol_universe::Migration),
             Box::new(m20261207_000006_user_time_zone::Migration),
             Box::new(m20261207_000007_relay_token::Migration),
-            Box::new(m20261207_000008_rule_snooze::Migration),
+            Box::new(m20261207_000008_rule_snooze_expression::Migration),
         ]
     }
 }
