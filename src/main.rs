@@ -332,6 +332,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5_000_000)]
         ticks: usize,
     },
+    /// Indicator and multi-condition alert rules evaluated at a 1m close of every symbol.
+    Expressions {
+        #[arg(long, default_value_t = 100_000)]
+        rules: usize,
+        #[arg(long, default_value_t = 1_000)]
+        symbols: usize,
+    },
     /// `produce csv --speed max` into the broker against raw lapin publishing.
     Csv {
         /// A history file (e.g. `$TICKWATCH_DATA_DIR/BTCUSDT_1m.csv`).
@@ -585,6 +592,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ticks,
                 },
         } => bench::alerts(rules, symbols, ticks),
+        Command::Bench {
+            what: BenchCommand::Expressions { rules, symbols },
+        } => bench::expressions(rules, symbols),
         Command::Bench {
             what: BenchCommand::Csv { path },
         } => bench::csv(&config, &path).await,

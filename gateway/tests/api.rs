@@ -250,6 +250,7 @@ async fn validation_and_problems(backend: Backend) {
         (with("trigger", json!("once_per_bar_close")), "interval"),
         (with("condition", json!("moving_up")), "window_s"),
         (with("condition", json!("inside_channel")), "threshold"),
+        (with("condition", json!("expression")), "threshold"),
         (missing, "condition"),
     ] {
         let response = server
@@ -328,6 +329,47 @@ async fn validation_and_problems(backend: Backend) {
         (&rule["low"], &rule["high"], &rule["cooldown_s"]),
         (&json!("60000"), &json!("70000"), &json!(60))
     );
+    // Indicator and multi-condition rules: stored as written, with a warning while the
+    // candle store is too short to evaluate them; a mistake names what was expected.
+    let expression = json!({"venue":"binance","symbol":"BTCUSDT","condition":"expression",
+        "expression":"rsi(14,1h) < 30 and close x> sma(200,1d)","trigger":"every_time",
+        "cooldown_s":3600});
+    let (status, rule) = server
+        .json(
+            Method::POST,
+            "/v1/alerts",
+            Some(&key),
+            Some(expression.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    assert_eq!(rule["expression"], expression["expression"]);
+    let warnings = rule["warnings"].to_string();
+    assert!(
+        warnings.contains("rsi(14,1h) has no value until 15 closed 1h candles")
+            && warnings.contains("sma(200,1d) has no value until 200 closed 1d candles"),
+        "{rule}"
+    );
+    for (text, needle) in [
+        ("rsi(14,1h) < 30 and", "not `<left> <operator> <right>`"),
+        ("rsi(14) < 30", "needs an interval"),
+        ("close(1h) inside 3", "takes a band"),
+    ] {
+        let mut body = expression.clone();
+        body["expression"] = json!(text);
+        let (status, problem) = server
+            .json(Method::POST, "/v1/alerts", Some(&key), Some(body))
+            .await;
+        assert_eq!(status, 422, "{text}: {problem}");
+        assert_eq!(problem["field"], "expression");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(needle)),
+            "{text}: {problem}"
+        );
+    }
+
     // Every TradingView operator and trigger.
     for body in [
         json!({"venue":"binance","symbol":"BTCUSDT","condition":"inside_channel",

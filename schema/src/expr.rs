@@ -226,6 +226,16 @@ impl Expression {
     pub fn parse(text: &str, default_interval: Option<Interval>) -> Result<Expression> {
         let lowered = text.replace("&&", " and ");
         let tokens = tokenize(&lowered);
+        // Without the rule's interval, an operand without one takes the expression's, when
+        // all the intervals written agree (`rsi(14,1h) < 30 and volume > 0`).
+        let mut written: Vec<Interval> =
+            tokens.iter().filter_map(|t| explicit_interval(t)).collect();
+        written.sort_unstable();
+        written.dedup();
+        let default_interval = default_interval.or(match written.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        });
         let mut clauses = Vec::new();
         for part in tokens.split(|t| t.eq_ignore_ascii_case("and")) {
             clauses.push(parse_clause(part, default_interval)?);

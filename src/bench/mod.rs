@@ -185,6 +185,18 @@ pub fn alerts(rules: usize, symbols: usize, ticks: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `tickwatch bench expressions`: indicator and multi-condition rules at a 1m close.
+pub fn expressions(rules: usize, symbols: usize) -> anyhow::Result<()> {
+    let config = tickwatch_alerts::bench::ExpressionBenchConfig {
+        rules,
+        symbols,
+        ..Default::default()
+    };
+    let report = tickwatch_alerts::bench::run_expressions(&config)?;
+    crate::say!("expression alerts bench (pure engine, one core):\n{report}");
+    Ok(())
+}
+
 /// The configured broker under a throwaway `twbench-…` prefix (connected), and the
 /// standard topology under that prefix (not applied yet).
 async fn throwaway_broker(config: &Config) -> anyhow::Result<(Broker, Topology)> {

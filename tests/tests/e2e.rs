@@ -967,6 +967,13 @@ async fn a_bar_close_alert_fires_at_the_candle_close_with_the_stored_previous_cl
         at_close.trigger = tickwatch_schema::rule::Trigger::OncePerBarClose;
         at_close.interval = Some(tickwatch_schema::wire::Interval::H1);
         services.create_rule(user.id, at_close).await.expect("rule");
+        // An indicator rule on the same closes: the SMA warms up on the stored candle.
+        let above_average =
+            RuleSpec::expression("binance", "ETHUSDT", "close(1h) > sma(2,1h) and volume > 0");
+        services
+            .create_rule(user.id, above_average)
+            .await
+            .expect("expression rule");
         services.close().await;
 
         let hour = 3_600_000;
@@ -1021,7 +1028,7 @@ async fn a_bar_close_alert_fires_at_the_candle_close_with_the_stored_previous_cl
             .expect("candle");
         assert!(
             wait_until(Duration::from_secs(30), async || {
-                !fake.delivered_to(CHAT).is_empty()
+                fake.delivered_to(CHAT).len() >= 2
             })
             .await,
             "the bar close reached the user ({backend})"
@@ -1032,15 +1039,24 @@ async fn a_bar_close_alert_fires_at_the_candle_close_with_the_stored_previous_cl
             .map(|m| m.visible_text.unwrap_or_default())
             .collect();
         assert!(
-            texts[0].contains("3,010"),
+            texts.iter().all(|t| t.contains("3,010")),
             "at the close's price, not the tick's ({backend}): {texts:?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("close(1h) 3010 > sma(2,1h) 3000")),
+            "the expression with the values it read ({backend}): {texts:?}"
         );
         let events = alert_event::Entity::find()
             .all(&db.conn)
             .await
             .expect("events");
-        assert_eq!(events.len(), 1, "the ticks fired nothing ({backend})");
-        assert_eq!(events[0].ts, this_hour - 1, "at the bar's last millisecond");
+        assert_eq!(events.len(), 2, "the ticks fired nothing ({backend})");
+        assert!(
+            events.iter().all(|e| e.ts == this_hour - 1),
+            "at the bar's last millisecond"
+        );
 
         stop.cancel();
         alerts.await.expect("join").expect("clean");

@@ -686,3 +686,181 @@ mod tests {
         assert!(report.naive_agrees, "{report}");
     }
 }
+
+/// `tickwatch bench expressions`: indicator and multi-condition rules evaluated at a 1m
+/// close — every symbol's candle of one minute, through the pure engine on one core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpressionBenchConfig {
+    pub rules: usize,
+    pub symbols: usize,
+    /// Bars each symbol is warmed up on before the measured closes.
+    pub warm_up_bars: usize,
+    /// Minutes measured (each one closes a candle of every symbol).
+    pub closes: usize,
+    pub seed: u64,
+}
+
+impl Default for ExpressionBenchConfig {
+    fn default() -> Self {
+        ExpressionBenchConfig {
+            rules: 100_000,
+            symbols: 1_000,
+            warm_up_bars: 300,
+            closes: 60,
+            seed: 42,
+        }
+    }
+}
+
+/// What [`run_expressions`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpressionReport {
+    pub rules: usize,
+    pub symbols: usize,
+    /// Calculators the engine keeps (distinct symbol, interval, indicator and parameters).
+    pub calculators: usize,
+    pub build: Duration,
+    pub closes: usize,
+    /// Time to evaluate one minute's closes of every symbol: median and worst.
+    pub close_p50: Duration,
+    pub close_max: Duration,
+    pub firings: usize,
+}
+
+impl ExpressionReport {
+    /// The goal: a 1m close of every symbol in ≤ 100 ms.
+    pub fn meets_goal(&self) -> bool {
+        self.close_max <= Duration::from_millis(100)
+    }
+}
+
+impl fmt::Display for ExpressionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  {} expression rules over {} symbols, {} shared calculators; built in {:.2?}",
+            self.rules, self.symbols, self.calculators, self.build
+        )?;
+        writeln!(
+            f,
+            "  a 1m close of every symbol: p50 {:.2?}, worst {:.2?} over {} closes ({} firings)",
+            self.close_p50, self.close_max, self.closes, self.firings
+        )?;
+        write!(
+            f,
+            "  goal (≤ 100 ms per close of all symbols): {}",
+            if self.meets_goal() { "met" } else { "NOT met" }
+        )
+    }
+}
+
+/// The rules: a mix of what users set (oversold RSI, price over an average, MACD
+/// crossings, Bollinger breakouts, volume surges, two conditions), at a few parameters.
+fn expression_text(rng: &mut SplitMix) -> String {
+    let period = rng.pick(&[7_u32, 14, 21]).unwrap_or(14);
+    let level = rng.pick(&[25_u32, 30, 35, 65, 70]).unwrap_or(30);
+    let average = rng.pick(&[20_u32, 50, 100]).unwrap_or(50);
+    match rng.below(6) {
+        0 => format!("rsi({period},1m) < {level}"),
+        1 => format!("close x> sma({average},1m)"),
+        2 => "macd_hist(12,26,9,1m) x> 0".to_string(),
+        3 => "close outside bb(20,2,1m)".to_string(),
+        4 => "volume > volume_sma(20,1m)".to_string(),
+        _ => format!("rsi({period},1m) < {level} and close > ema({average},1m)"),
+    }
+}
+
+/// Runs the expression benchmark.
+pub fn run_expressions(config: &ExpressionBenchConfig) -> Result<ExpressionReport> {
+    use tickwatch_schema::wire::Candle;
+
+    let mut rng = SplitMix::new(config.seed);
+    let symbols: Vec<String> = (0..config.symbols.max(1))
+        .map(|i| format!("SYM{i:05}"))
+        .collect();
+    let started = Instant::now();
+    let rules: Vec<AlertRule> = (0..config.rules)
+        .map(|i| {
+            let symbol = &symbols[i % symbols.len()];
+            let mut spec = RuleSpec::expression(VENUE, symbol, &expression_text(&mut rng));
+            spec.trigger = Trigger::EveryTime;
+            AlertRule {
+                id: i as i64 + 1,
+                user_id: 1,
+                spec,
+                active: true,
+                version: 1,
+                created_at: 0,
+                last_fired_at: None,
+            }
+        })
+        .collect();
+    let mut engine = AlertEngine::new(AlertsConfig::default())?;
+    let report = engine.load(rules, Vec::new());
+    if let Some((id, error)) = report.rejected.first() {
+        return Err(crate::Error::Capacity {
+            rule_id: *id,
+            reason: error.to_string(),
+        });
+    }
+    let build = started.elapsed();
+    let calculators = engine.indicator_calculators();
+
+    let minute = 60_000_i64;
+    let mut prices: Vec<f64> = (0..symbols.len())
+        .map(|_| 10.0 + rng.unit() * 1_000.0)
+        .collect();
+    let mut candle_at = |rng: &mut SplitMix, s: usize, bar: usize| {
+        let open = prices[s];
+        let close = (open * (1.0 + rng.normal() * 0.002)).max(0.01);
+        prices[s] = close;
+        let (hi, lo) = (open.max(close) * 1.001, open.min(close) * 0.999);
+        let dec = |x: f64| {
+            Decimal::from_f64_retain(x)
+                .unwrap_or(Decimal::ONE)
+                .round_dp(4)
+        };
+        Candle {
+            venue: VENUE.into(),
+            symbol: symbols[s].clone(),
+            interval: Interval::M1,
+            open_ts: 1_700_000_000_000 + bar as i64 * minute,
+            open: dec(open),
+            high: dec(hi),
+            low: dec(lo),
+            close: dec(close),
+            volume: dec(100.0 + rng.unit() * 100.0),
+            trades: None,
+            closed: true,
+        }
+    };
+    for bar in 0..config.warm_up_bars {
+        for s in 0..symbols.len() {
+            let candle = candle_at(&mut rng, s, bar);
+            engine.process_candle(&candle);
+        }
+    }
+    let mut times = Vec::with_capacity(config.closes);
+    let mut firings = 0;
+    for close in 0..config.closes {
+        let candles: Vec<Candle> = (0..symbols.len())
+            .map(|s| candle_at(&mut rng, s, config.warm_up_bars + close))
+            .collect();
+        let started = Instant::now();
+        for candle in &candles {
+            firings += engine.process_candle(candle).len();
+        }
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    Ok(ExpressionReport {
+        rules: config.rules,
+        symbols: symbols.len(),
+        calculators,
+        build,
+        closes: times.len(),
+        close_p50: times.get(times.len() / 2).copied().unwrap_or_default(),
+        close_max: times.last().copied().unwrap_or_default(),
+        firings,
+    })
+}

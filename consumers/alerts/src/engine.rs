@@ -761,6 +761,16 @@ impl AlertEngine {
         std::mem::take(&mut self.expired)
     }
 
+    /// Indicator calculators held for expression rules (each distinct symbol, interval,
+    /// indicator and parameters once).
+    pub fn indicator_calculators(&self) -> usize {
+        self.books
+            .iter()
+            .flat_map(|b| b.indicators.iter())
+            .map(|s| s.calculators())
+            .sum()
+    }
+
     /// How many rule evaluations the engine has made (the naive loop makes one per rule of
     /// the symbol per tick; the index, one per rule a price move can affect).
     pub fn evaluations(&self) -> u64 {

@@ -204,6 +204,11 @@ impl IndicatorSeries {
         self.trim();
     }
 
+    /// How many calculators it runs.
+    pub fn calculators(&self) -> usize {
+        self.calcs.len()
+    }
+
     pub fn is_unused(&self) -> bool {
         self.calcs.is_empty()
     }

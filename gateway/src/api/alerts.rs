@@ -246,6 +246,9 @@ pub struct AlertOut {
     pub hysteresis_pct: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The clauses of an `expression` rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
     pub active: bool,
     /// Why the rule may never fire (a delisted symbol, no price of it yet); only in the
     /// answer to a create.
@@ -275,6 +278,7 @@ impl From<AlertRule> for AlertOut {
             expires_at: spec.expires_at,
             hysteresis_pct: text(spec.hysteresis_pct),
             template: spec.template,
+            expression: spec.expression,
             active: rule.active,
             warnings: Vec::new(),
             created_at: rule.created_at,

@@ -58,7 +58,7 @@ pub const COMMANDS: &[CommandDoc] = &[
     CommandDoc {
         name: "alert",
         form: "/alert <symbol> <condition> <price> [once|every <cooldown>|bar <interval>|close <interval>]",
-        example: "/alert BTCUSDT > 65000  ·  /alert 삼성전자 crossing_down 70000 once  ·  /alert ETHUSDT cross_up 4000 every 1h  ·  /alert BTCUSDT enter 60000 62000  ·  /alert BTCUSDT outside 60000 62000  ·  /alert BTCUSDT up% 5 1h  ·  /alert BTCUSDT down 2000 in 1h  ·  /alert 005930 cross_up 75000 close 1d",
+        example: "/alert BTCUSDT > 65000  ·  /alert 삼성전자 crossing_down 70000 once  ·  /alert ETHUSDT cross_up 4000 every 1h  ·  /alert BTCUSDT enter 60000 62000  ·  /alert BTCUSDT outside 60000 62000  ·  /alert BTCUSDT up% 5 1h  ·  /alert BTCUSDT down 2000 in 1h  ·  /alert 005930 cross_up 75000 close 1d  ·  /alert BTCUSDT rsi(14,1h) < 30  ·  /alert 005930 close x> sma(200,1d) and rsi(14,1d) < 70",
         en: "Set a price alert",
         ko: "가격 알림 설정",
         admin: false,
