@@ -363,6 +363,10 @@ async fn bad_input_says_what_is_wrong_and_the_right_form() {
         ("/price", vec!["symbol is missing"]),
         ("/frobnicate", vec!["no /frobnicate", "/help"]),
         ("/resume", vec!["Which alert"]),
+        (
+            "/alert binance:BTCUSDT rsi(14) < 30",
+            vec!["cannot be read", "needs an interval", "rsi(14,1h)"],
+        ),
     ] {
         let reply = h.say(chat, text).await;
         for needle in needles {
@@ -374,6 +378,19 @@ async fn bad_input_says_what_is_wrong_and_the_right_form() {
         .say(chat, "/alert upbit:KRW-BTC cross_up 100000000 every 1h")
         .await;
     assert!(set.contains("#1"), "{set}");
+    // An indicator alert: stored, and told it waits for candles (none are stored here).
+    let set = h
+        .say(
+            chat,
+            "/alert binance:BTCUSDT rsi(14, 1h) < 30 and close > ema(50,1h)",
+        )
+        .await;
+    assert!(
+        set.contains("#2")
+            && set.contains("rsi(14,1h) < 30 and close(1h) > ema(50,1h)")
+            && set.contains("Not evaluable yet"),
+        "{set}"
+    );
     let help = h.say(chat, "/help").await;
     for command in [
         "/alert",

@@ -317,6 +317,8 @@ impl RuleSpec {
                 )
             })?;
             crate::expr::Expression::parse(text, self.interval)?;
+            // An expression re-arms at a close where its clauses stop holding: no band.
+            forbid("hysteresis_pct", self.hysteresis_pct.is_some())?;
             if self.trigger == Trigger::OncePerBar {
                 return Err(Error::invalid(
                     "trigger",

@@ -54,6 +54,8 @@ pub enum RuleChange {
     Bar(Interval),
     /// Evaluated at the close of each bar of the interval.
     BarClose(Interval),
+    /// An expression rule's new clauses.
+    Expression(String),
     /// Expire this many seconds from now; `None`: never.
     Expires(Option<u64>),
 }
@@ -590,6 +592,7 @@ fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
     };
     let what = what.to_lowercase();
     let change = match (what.as_str(), values) {
+        ("expression" | "expr" | "조건식", [_, ..]) => RuleChange::Expression(values.join(" ")),
         ("threshold" | "price" | "가격" | "기준", [value]) => {
             RuleChange::Threshold(price(value)?)
         }
@@ -624,7 +627,7 @@ fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
         (
             "threshold" | "price" | "가격" | "기준" | "channel" | "range" | "채널" | "pct" | "%"
             | "퍼센트" | "window" | "기간" | "once" | "한번" | "every" | "매번" | "bar" | "봉"
-            | "close" | "종가" | "봉마감" | "expires" | "만료",
+            | "close" | "종가" | "봉마감" | "expires" | "만료" | "expression" | "expr" | "조건식",
             _,
         ) => {
             return Err(wrong(
@@ -639,10 +642,10 @@ fn parse_edit(tokens: &[&str]) -> Parsed<Command> {
         _ => {
             return Err(wrong(
                 format!(
-                    "`{what}` cannot be changed; use threshold, channel, pct, window, once, every, bar, close or expires"
+                    "`{what}` cannot be changed; use threshold, channel, pct, window, once, every, bar, close, expression or expires"
                 ),
                 format!(
-                    "`{what}`은(는) 바꿀 수 없습니다. threshold, channel, pct, window, once, every, bar, close, expires 중 하나를 쓰세요"
+                    "`{what}`은(는) 바꿀 수 없습니다. threshold, channel, pct, window, once, every, bar, close, expression, expires 중 하나를 쓰세요"
                 ),
             ));
         }
@@ -1044,6 +1047,10 @@ mod tests {
         assert_eq!(
             ok("/edit 3 close 4h"),
             Command::Edit(3, RuleChange::BarClose(Interval::H4))
+        );
+        assert_eq!(
+            ok("/edit 3 expression rsi(14, 1h) < 25"),
+            Command::Edit(3, RuleChange::Expression("rsi(14, 1h) < 25".into()))
         );
         for bad in [
             "/edit",

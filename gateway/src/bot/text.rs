@@ -81,7 +81,7 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "edit",
-        form: "/edit <id> threshold <n>|channel <low> <high>|pct <p>|window <dur>|once|every <dur>|bar <interval>|close <interval>|expires <dur>|never",
+        form: "/edit <id> threshold <n>|channel <low> <high>|pct <p>|window <dur>|once|every <dur>|bar <interval>|close <interval>|expression <clauses>|expires <dur>|never",
         example: "/edit 12 threshold 66000  ·  /edit 12 every 10m",
         en: "Change an alert",
         ko: "알림 수정",

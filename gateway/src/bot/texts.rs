@@ -170,6 +170,9 @@ texts! {
     /// After ALERT_SET: no price of the symbol has arrived yet.
     ALERT_WARN_NO_DATA => en: "⚠️ No price of {symbol} has arrived yet: no source may publish it. The alert waits until one does.",
         ko: "⚠️ 아직 {symbol} 의 시세가 들어오지 않았습니다: 이 종목을 보내는 소스가 없을 수 있습니다. 시세가 들어오면 알림이 동작합니다.";
+    /// A mistake in an expression alert's clauses: `reason` is the grammar's message.
+    INVALID_EXPRESSION => en: "⚠️ The conditions cannot be read: {reason}\nForm: <code>&lt;left&gt; &lt;operator&gt; &lt;right&gt;</code>, up to 5 joined by <code>and</code> — operands close, volume, rsi(14,1h), sma(200,1d), ema(50,4h), macd(12,26,9,1h), bb(20,2,4h), atr(14,1d) or a number; operators <code>&gt;</code> <code>&lt;</code> x&gt; x&lt; x inside outside.",
+        ko: "⚠️ 조건식을 읽을 수 없습니다: {reason}\n형식: <code>&lt;왼쪽&gt; &lt;연산자&gt; &lt;오른쪽&gt;</code>, <code>and</code> 로 최대 5개 — 값: close, volume, rsi(14,1h), sma(200,1d), ema(50,4h), macd(12,26,9,1h), bb(20,2,4h), atr(14,1d) 또는 숫자; 연산자: <code>&gt;</code> <code>&lt;</code> x&gt;(상향 돌파) x&lt;(하향 돌파) x inside(밴드 안) outside(밴드 밖).";
     /// An expression alert that cannot be evaluated yet; `detail` says which indicator
     /// lacks stored candles and how to load them.
     ALERT_WARN_HISTORY => en: "⏳ Not evaluable yet: {detail}",

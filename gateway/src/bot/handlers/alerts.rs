@@ -84,7 +84,10 @@ impl Session<'_> {
             }
             AlertValues::Expression(text) => {
                 spec.threshold = None;
-                spec.expression = Some(text);
+                // Stored as the bot reads it back (`rsi(14,1h) < 30`); a mistake is kept as
+                // typed, for the rule's validation to name.
+                let canonical = tickwatch_schema::expr::Expression::parse(&text, args.interval);
+                spec.expression = Some(canonical.map_or(text, |e| e.to_string()));
             }
         }
         spec.trigger = args.trigger;
@@ -263,6 +266,7 @@ impl Session<'_> {
                 patch.trigger = Some(Trigger::OncePerBar);
                 (patch.interval, patch.cooldown_s) = (Some(Some(interval)), Some(0));
             }
+            RuleChange::Expression(text) => patch.expression = Some(Some(text)),
             RuleChange::BarClose(interval) => {
                 patch.trigger = Some(Trigger::OncePerBarClose);
                 (patch.interval, patch.cooldown_s) = (Some(Some(interval)), Some(0));

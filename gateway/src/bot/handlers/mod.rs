@@ -163,6 +163,11 @@ impl<'a> Session<'a> {
     /// command's usage.
     async fn reply_error(&self, err: Error, command: &str) -> Result<()> {
         let body = match &err {
+            // The grammar's own message is English: the form it expects follows in the
+            // user's language.
+            Error::Invalid { field, reason } if field == "expression" => {
+                self.text_with(&texts::INVALID_EXPRESSION, &[("reason", &esc(reason))])
+            }
             Error::Invalid { field, reason } => self.text_with(
                 &texts::INVALID,
                 &[("field", &esc(field)), ("reason", &esc(reason))],
