@@ -332,7 +332,7 @@ async fn validation_and_problems(backend: Backend) {
     // Indicator and multi-condition rules: stored as written, with a warning while the
     // candle store is too short to evaluate them; a mistake names what was expected.
     let expression = json!({"venue":"binance","symbol":"BTCUSDT","condition":"expression",
-        "expression":"rsi(14,1h) < 30 and close x> sma(200,1d)","trigger":"every_time",
+        "expression":"rsi(14,1h) < 30 and close(1d) x> sma(200,1d)","trigger":"every_time",
         "cooldown_s":3600});
     let (status, rule) = server
         .json(
@@ -350,10 +350,11 @@ async fn validation_and_problems(backend: Backend) {
             && warnings.contains("sma(200,1d) has no value until 200 closed 1d candles"),
         "{rule}"
     );
+    // The API takes the canonical form (every interval written), which its schema states.
     for (text, needle) in [
-        ("rsi(14,1h) < 30 and", "not `<left> <operator> <right>`"),
-        ("rsi(14) < 30", "needs an interval"),
-        ("close(1h) inside 3", "takes a band"),
+        ("rsi(14,1h) < 30 and", "up to five clauses"),
+        ("rsi(14) < 30", "explicit intervals"),
+        ("close(1h) inside 3", "a band"),
     ] {
         let mut body = expression.clone();
         body["expression"] = json!(text);

@@ -502,11 +502,8 @@ fn parse_operand(text: &str, default_interval: Option<Interval>) -> Result<Opera
                 period(1, "slow period")?,
                 period(2, "signal period")?,
             );
-            if fast >= slow {
-                return Err(invalid(format!(
-                    "`{text}`: the fast period must be shorter than the slow one"
-                )));
-            }
+            // TA-Lib swaps a fast period longer than the slow one; so does this.
+            let (fast, slow) = (fast.min(slow), fast.max(slow));
             series(match name.as_str() {
                 "macd" => Series::MacdLine(fast, slow, signal),
                 "macd_signal" => Series::MacdSignal(fast, slow, signal),
@@ -588,7 +585,6 @@ mod tests {
             ("rsi(14,1h) << 30", "not `<left> <operator> <right>`"),
             ("rsi(14,1h)", "not `<left> <operator> <right>`"),
             ("foo(1,1h) > 3", "not a number or an indicator"),
-            ("macd(26,12,9,1h) > 0", "shorter than the slow"),
             ("close(1h) inside 30", "takes a band"),
             (
                 "close(1h) > bb(20,2,1h)",

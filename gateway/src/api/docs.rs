@@ -190,7 +190,8 @@ fn condition_fields() -> Value {
         {
             "properties": {
                 "condition": {"const": "expression"},
-                "threshold": false, "low": false, "high": false, "pct": false, "window_s": false
+                "threshold": false, "low": false, "high": false, "pct": false, "window_s": false,
+                "hysteresis_pct": false
             },
             "required": ["expression"]
         }
@@ -201,7 +202,8 @@ fn condition_fields() -> Value {
 /// for an expression, where it is its operands' default interval.
 fn trigger_fields() -> Value {
     json!({"anyOf": [
-        {"properties": {"trigger": {"enum": ["once_per_bar", "once_per_bar_close"]}}, "required": ["trigger", "interval"]},
+        {"properties": {"trigger": {"const": "once_per_bar_close"}}, "required": ["trigger", "interval"]},
+        {"properties": {"trigger": {"const": "once_per_bar"}, "condition": {"not": {"const": "expression"}}}, "required": ["trigger", "interval"]},
         {"properties": {"trigger": {"enum": ["once", "every_time"]}, "interval": false}},
         {"properties": {"condition": {"const": "expression"}, "trigger": {"enum": ["once", "every_time", "once_per_bar_close"]}}, "required": ["condition"]}
     ]})
