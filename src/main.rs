@@ -115,6 +115,11 @@ enum Command {
         #[arg(long)]
         interval: Option<Interval>,
     },
+    /// Paper trading (모의매매): a strategy following signals, with virtual money.
+    Paper {
+        #[command(subcommand)]
+        action: PaperCommand,
+    },
     /// Users: add, list, remove.
     User {
         #[command(subcommand)]
@@ -233,6 +238,23 @@ enum DlqCommand {
         /// Confirms that the messages are to be dropped.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PaperCommand {
+    /// Replays history files through the signals engine and the paper engine; prints every
+    /// trade and the summary.
+    Backtest {
+        /// The strategy, TOML or JSON (see consumers/paper/README.md).
+        #[arg(long)]
+        strategy: PathBuf,
+        /// History files (CSV of bars), replayed together in time.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The venue of the files, when their names do not say it (`krx`, `binance` …).
+        #[arg(long)]
+        venue: Option<String>,
     },
 }
 
@@ -691,6 +713,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             venue,
             interval,
         } => ops::indicators(&path, venue.as_deref(), symbol.as_deref(), interval),
+        Command::Paper {
+            action:
+                PaperCommand::Backtest {
+                    strategy,
+                    files,
+                    venue,
+                },
+        } => ops::paper_backtest(&config, &strategy, &files, venue.as_deref()),
         Command::Scan {
             path,
             kinds,

@@ -238,6 +238,72 @@ pub fn scan(
     Ok(())
 }
 
+/// `tickwatch paper backtest --strategy <file> <history files…>`: the files through the
+/// signals engine and the paper engine (the live role's two engines), the trades, and the
+/// strategy's summary.
+pub fn paper_backtest(
+    config: &Config,
+    strategy: &std::path::Path,
+    paths: &[std::path::PathBuf],
+    venue: Option<&str>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(strategy)
+        .with_context(|| format!("reading the strategy {}", strategy.display()))?;
+    let strategy: tickwatch_paper::Strategy = if strategy.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text)?
+    } else {
+        toml::from_str(&text)?
+    };
+    strategy.validate()?;
+    anyhow::ensure!(!paths.is_empty(), "give at least one history file");
+    let mut candles = Vec::new();
+    for path in paths {
+        for candle in history(path, venue, None, None)? {
+            candles.push(candle?);
+        }
+    }
+    // Several symbols replay together, in time (each file is in time order already).
+    candles.sort_by_key(|c| c.open_ts);
+    let starting = strategy.starting_balance;
+    let currency = strategy.currency.clone();
+    let result = tickwatch_paper::backtest::run(vec![strategy], &candles, &config.signals)?;
+    for t in &result.trades {
+        crate::say!(
+            "{} {} {} {} → {} {} ({:?}, {} bars): {} {} ({}%)",
+            t.venue,
+            t.symbol,
+            tickwatch_schema::history::format_ts(t.entry_ts),
+            t.entry_price,
+            tickwatch_schema::history::format_ts(t.exit_ts),
+            t.exit_price,
+            t.exit_reason,
+            t.bars,
+            t.pnl.round_dp(2),
+            currency,
+            t.return_pct.round_dp(2),
+        );
+    }
+    let s = tickwatch_paper::summarize(&result.trades, starting);
+    crate::say!(
+        "{} candles, {} signals; {} trades ({} skipped for cash): win rate {}%, average return {}%, profit factor {}, max drawdown {}%, net {} {} ({}%), exposure {}%",
+        result.candles,
+        result.signals,
+        s.trades,
+        result.skipped,
+        s.win_rate_pct,
+        s.average_return_pct.round_dp(2),
+        s.profit_factor
+            .map_or("—".to_string(), |p| p.round_dp(2).to_string()),
+        s.max_drawdown_pct,
+        s.net_profit.round_dp(2),
+        currency,
+        s.total_return_pct,
+        s.exposure_pct,
+    );
+    Ok(())
+}
+
 /// `tickwatch user add|list|remove`, `tickwatch apikey create`.
 pub mod users {
     use tickwatch_gateway::services::users::{Language, NewUser};

@@ -1,0 +1,460 @@
+//! [`PaperEngine`]: signals and candles in, simulated trades out. Pure: no I/O, no clock.
+//!
+//! # How a trade is simulated (long only, one position per strategy and symbol)
+//!
+//! - **Entry.** A followed signal on a symbol the strategy holds no position in (and has no
+//!   entry pending for) buys at the open of the symbol's next candle of the signal's
+//!   interval (the first one opening at or after the signal's time). A signal carrying
+//!   `exit = next_open` (the closing-price setup, 종가 매매) buys at the signal's price —
+//!   its bar's close — and sells at the next candle's open, as its convention says.
+//! - **Size.** A fixed amount, or a percentage of equity (cash plus the open positions at
+//!   their last close), never more than the cash after the buy's commission; whole shares
+//!   on KRX, eight decimals elsewhere. An entry that buys nothing is skipped.
+//! - **Fills.** Buys fill `slippage` above the reference price, rounded up to the venue's
+//!   tick; sells `slippage` below, rounded down. Commission on both sides, the sell tax on
+//!   sells.
+//! - **Exits**, checked on every candle from the entry candle on, in this order:
+//!   1. the stop — the higher of the stop-loss (`entry × (1 − sl)`) and the trailing stop
+//!      (`highest high before this candle × (1 − trail)`): a candle opening at or below it
+//!      sells at its open (a gap through the stop), else one whose low reaches it sells at
+//!      the stop;
+//!   2. the take-profit (`entry × (1 + tp)`): at the open if the candle opens at or above
+//!      it, else at the take-profit if its high reaches it (when a candle's range holds both,
+//!      the stop is taken first: the conservative reading of a bar);
+//!   3. `max_bars`: at the close of the position's Nth candle;
+//!   4. a bearish signal of the symbol (`exit_on_opposite`): at the next candle's open.
+//!
+//!   The trailing stop moves with each candle's high after that candle is checked.
+//!
+//! A redelivered signal (same id) or candle (not newer than the symbol's last) changes
+//! nothing, so a replay gives the same trades.
+
+use std::collections::{BTreeMap, HashSet};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tickwatch_schema::wire::{Candle, Interval, Signal, SignalDirection};
+
+use crate::error::Result;
+use crate::strategy::{Sizing, Strategy};
+use crate::ticks;
+
+/// Why a position was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    StopLoss,
+    TrailingStop,
+    TakeProfit,
+    MaxBars,
+    OppositeSignal,
+    /// The signal's own `exit = next_open`.
+    NextOpen,
+}
+
+/// A finished simulated trade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trade {
+    pub strategy_id: i64,
+    pub venue: String,
+    pub symbol: String,
+    /// The signal it followed.
+    pub signal_id: String,
+    pub signal_kind: String,
+    pub quantity: Decimal,
+    /// When and at what price it bought and sold (epoch ms of the fill: a candle's open,
+    /// or a close's last millisecond).
+    pub entry_ts: i64,
+    pub entry_price: Decimal,
+    pub exit_ts: i64,
+    pub exit_price: Decimal,
+    pub exit_reason: ExitReason,
+    /// Commission and tax, both sides.
+    pub fees: Decimal,
+    /// What it made after fees, and as a share of what it cost (percent).
+    pub pnl: Decimal,
+    pub return_pct: Decimal,
+    /// Candles the position was held over.
+    pub bars: u32,
+}
+
+/// What the engine says happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaperOutput {
+    Opened {
+        strategy_id: i64,
+        venue: String,
+        symbol: String,
+        quantity: Decimal,
+        price: Decimal,
+        ts: i64,
+        signal_id: String,
+    },
+    Closed(Trade),
+    /// A followed signal that bought nothing (too little cash for one unit).
+    Skipped {
+        strategy_id: i64,
+        signal_id: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    signal_id: String,
+    kind: String,
+    interval: Interval,
+    after_ts: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Position {
+    signal_id: String,
+    kind: String,
+    interval: Interval,
+    quantity: Decimal,
+    entry_ts: i64,
+    entry_price: Decimal,
+    entry_fee: Decimal,
+    highest: Decimal,
+    bars: u32,
+    /// Sell at the next candle's open (a `next_open` signal, or a bearish one).
+    exit_next_open: Option<ExitReason>,
+}
+
+#[derive(Debug, Clone)]
+struct Book {
+    strategy: Strategy,
+    cash: Decimal,
+    pending: BTreeMap<(String, String), Pending>,
+    positions: BTreeMap<(String, String), Position>,
+}
+
+/// Every strategy's cash, pending entries and positions, driven by signals and candles.
+#[derive(Debug, Clone, Default)]
+pub struct PaperEngine {
+    books: Vec<Book>,
+    last_close: BTreeMap<(String, String), Decimal>,
+    last_candle: BTreeMap<(String, String, Interval), i64>,
+    seen_signals: HashSet<String>,
+}
+
+impl PaperEngine {
+    /// An engine running `strategies` (each validated).
+    pub fn new(strategies: Vec<Strategy>) -> Result<Self> {
+        let mut engine = PaperEngine::default();
+        for strategy in strategies {
+            strategy.validate()?;
+            engine.books.push(Book {
+                cash: strategy.starting_balance,
+                strategy,
+                pending: BTreeMap::new(),
+                positions: BTreeMap::new(),
+            });
+        }
+        Ok(engine)
+    }
+
+    /// A strategy's cash.
+    pub fn cash(&self, strategy_id: i64) -> Option<Decimal> {
+        self.books
+            .iter()
+            .find(|b| b.strategy.id == strategy_id)
+            .map(|b| b.cash)
+    }
+
+    /// A strategy's equity: cash plus its positions at their symbols' last close.
+    pub fn equity(&self, strategy_id: i64) -> Option<Decimal> {
+        let book = self.books.iter().find(|b| b.strategy.id == strategy_id)?;
+        Some(book.cash + self.holdings(book))
+    }
+
+    /// How many positions a strategy holds.
+    pub fn open_positions(&self, strategy_id: i64) -> usize {
+        self.books
+            .iter()
+            .find(|b| b.strategy.id == strategy_id)
+            .map_or(0, |b| b.positions.len())
+    }
+
+    fn holdings(&self, book: &Book) -> Decimal {
+        book.positions
+            .iter()
+            .map(|(key, p)| p.quantity * self.last_close.get(key).copied().unwrap_or(p.entry_price))
+            .sum()
+    }
+
+    /// A signal: opens (or schedules) entries of the strategies that follow it, and marks
+    /// positions for a bearish exit.
+    pub fn on_signal(&mut self, signal: &Signal) -> Vec<PaperOutput> {
+        if !self.seen_signals.insert(signal.id.to_string()) {
+            return Vec::new();
+        }
+        let key = (signal.venue.clone(), signal.symbol.clone());
+        let mut out = Vec::new();
+        let holdings: Vec<Decimal> = self.books.iter().map(|b| self.holdings(b)).collect();
+        for (book, holding) in self.books.iter_mut().zip(holdings) {
+            if signal.kind.direction() == SignalDirection::Bearish {
+                if book.strategy.exit_on_opposite
+                    && let Some(position) = book.positions.get_mut(&key)
+                    && position.exit_next_open.is_none()
+                {
+                    position.exit_next_open = Some(ExitReason::OppositeSignal);
+                }
+                continue;
+            }
+            if !book.strategy.follows(signal)
+                || book.positions.contains_key(&key)
+                || book.pending.contains_key(&key)
+            {
+                continue;
+            }
+            let next_open =
+                signal.details.get("exit").and_then(|v| v.as_str()) == Some("next_open");
+            if next_open {
+                // Bought at the signal's close, sold at the next open.
+                let ts = signal.ts.saturating_sub(1);
+                match buy(book, holding, &signal.venue, signal.price) {
+                    Some((quantity, price, fee)) => {
+                        book.positions.insert(
+                            key.clone(),
+                            Position {
+                                signal_id: signal.id.to_string(),
+                                kind: signal.kind.to_string(),
+                                interval: signal.interval,
+                                quantity,
+                                entry_ts: ts,
+                                entry_price: price,
+                                entry_fee: fee,
+                                highest: price,
+                                bars: 0,
+                                exit_next_open: Some(ExitReason::NextOpen),
+                            },
+                        );
+                        out.push(PaperOutput::Opened {
+                            strategy_id: book.strategy.id,
+                            venue: key.0.clone(),
+                            symbol: key.1.clone(),
+                            quantity,
+                            price,
+                            ts,
+                            signal_id: signal.id.to_string(),
+                        });
+                    }
+                    None => out.push(skipped(book, signal)),
+                }
+                continue;
+            }
+            book.pending.insert(
+                key.clone(),
+                Pending {
+                    signal_id: signal.id.to_string(),
+                    kind: signal.kind.to_string(),
+                    interval: signal.interval,
+                    after_ts: signal.ts,
+                },
+            );
+        }
+        out
+    }
+
+    /// A closed candle: fills pending entries at its open, then checks every position of
+    /// its symbol and interval for an exit.
+    pub fn on_candle(&mut self, candle: &Candle) -> Vec<PaperOutput> {
+        if !candle.closed {
+            return Vec::new();
+        }
+        let series = (candle.venue.clone(), candle.symbol.clone(), candle.interval);
+        if self
+            .last_candle
+            .get(&series)
+            .is_some_and(|&last| candle.open_ts <= last)
+        {
+            return Vec::new();
+        }
+        self.last_candle.insert(series, candle.open_ts);
+        let key = (candle.venue.clone(), candle.symbol.clone());
+        let mut out = Vec::new();
+        let holdings: Vec<Decimal> = self.books.iter().map(|b| self.holdings(b)).collect();
+        for (book, holding) in self.books.iter_mut().zip(holdings) {
+            // A position from an earlier candle first: it may sell at this open.
+            if book
+                .positions
+                .get(&key)
+                .is_some_and(|p| p.interval == candle.interval)
+                && let Some(trade) = check_exit(book, &key, candle)
+            {
+                out.push(PaperOutput::Closed(trade));
+            }
+            let due = book
+                .pending
+                .get(&key)
+                .is_some_and(|p| p.interval == candle.interval && candle.open_ts >= p.after_ts);
+            if due && let Some(pending) = book.pending.remove(&key) {
+                match buy(book, holding, &candle.venue, candle.open) {
+                    Some((quantity, price, fee)) => {
+                        book.positions.insert(
+                            key.clone(),
+                            Position {
+                                signal_id: pending.signal_id.clone(),
+                                kind: pending.kind,
+                                interval: candle.interval,
+                                quantity,
+                                entry_ts: candle.open_ts,
+                                entry_price: price,
+                                entry_fee: fee,
+                                highest: price,
+                                bars: 0,
+                                exit_next_open: None,
+                            },
+                        );
+                        out.push(PaperOutput::Opened {
+                            strategy_id: book.strategy.id,
+                            venue: key.0.clone(),
+                            symbol: key.1.clone(),
+                            quantity,
+                            price,
+                            ts: candle.open_ts,
+                            signal_id: pending.signal_id,
+                        });
+                        // The entry candle's own range after the open.
+                        if let Some(trade) = check_exit(book, &key, candle) {
+                            out.push(PaperOutput::Closed(trade));
+                        }
+                    }
+                    None => out.push(PaperOutput::Skipped {
+                        strategy_id: book.strategy.id,
+                        signal_id: pending.signal_id,
+                        reason: "too little cash for one unit".into(),
+                    }),
+                }
+            }
+        }
+        self.last_close.insert(key, candle.close);
+        out
+    }
+}
+
+fn skipped(book: &Book, signal: &Signal) -> PaperOutput {
+    PaperOutput::Skipped {
+        strategy_id: book.strategy.id,
+        signal_id: signal.id.to_string(),
+        reason: "too little cash for one unit".into(),
+    }
+}
+
+fn pct(x: Decimal) -> Decimal {
+    x / Decimal::ONE_HUNDRED
+}
+
+/// Buys at `reference` for `book`: `(quantity, fill price, commission)`, cash taken; `None`
+/// when it buys nothing.
+fn buy(
+    book: &mut Book,
+    holding: Decimal,
+    venue: &str,
+    reference: Decimal,
+) -> Option<(Decimal, Decimal, Decimal)> {
+    let fees = book.strategy.fees_on(venue);
+    let price = ticks::buy_price(venue, reference * (Decimal::ONE + pct(fees.slippage_pct)));
+    let wanted = match book.strategy.sizing {
+        Sizing::Fixed(amount) => amount,
+        Sizing::PctEquity(share) => (book.cash + holding) * pct(share),
+    };
+    // Never more than the cash, commission included.
+    let affordable = book.cash / (Decimal::ONE + pct(fees.commission_pct));
+    let quantity = ticks::quantity(venue, wanted.min(affordable), price);
+    if quantity <= Decimal::ZERO {
+        return None;
+    }
+    let cost = quantity * price;
+    let fee = cost * pct(fees.commission_pct);
+    book.cash -= cost + fee;
+    Some((quantity, price, fee))
+}
+
+/// Checks one position against one candle (see the module documentation); sells it when
+/// an exit is reached.
+fn check_exit(book: &mut Book, key: &(String, String), candle: &Candle) -> Option<Trade> {
+    let strategy = &book.strategy;
+    let position = book.positions.get_mut(key)?;
+    position.bars += 1;
+    let exit = if let Some(reason) = position.exit_next_open {
+        Some((candle.open, candle.open_ts, reason))
+    } else {
+        let fixed = strategy.stop_loss_pct.map(|sl| {
+            (
+                position.entry_price * (Decimal::ONE - pct(sl)),
+                ExitReason::StopLoss,
+            )
+        });
+        let trailing = strategy.trailing_stop_pct.map(|tr| {
+            (
+                position.highest * (Decimal::ONE - pct(tr)),
+                ExitReason::TrailingStop,
+            )
+        });
+        let stop = match (fixed, trailing) {
+            (Some(f), Some(t)) => Some(if t.0 > f.0 { t } else { f }),
+            (f, t) => f.or(t),
+        };
+        let take = strategy
+            .take_profit_pct
+            .map(|tp| position.entry_price * (Decimal::ONE + pct(tp)));
+        let entry_candle = candle.open_ts == position.entry_ts;
+        if let Some((level, reason)) = stop
+            && (candle.open <= level && !entry_candle)
+        {
+            Some((candle.open, candle.open_ts, reason))
+        } else if let Some((level, reason)) = stop
+            && candle.low <= level
+        {
+            Some((level, candle.open_ts, reason))
+        } else if let Some(level) = take
+            && candle.open >= level
+            && !entry_candle
+        {
+            Some((candle.open, candle.open_ts, ExitReason::TakeProfit))
+        } else if let Some(level) = take
+            && candle.high >= level
+        {
+            Some((level, candle.open_ts, ExitReason::TakeProfit))
+        } else if strategy.max_bars.is_some_and(|n| position.bars >= n) {
+            let close_ts = candle.open_ts + candle.interval.as_ms() - 1;
+            Some((candle.close, close_ts, ExitReason::MaxBars))
+        } else {
+            None
+        }
+    };
+    position.highest = position.highest.max(candle.high);
+    let (reference, ts, reason) = exit?;
+    let position = book.positions.remove(key)?;
+    let fees = book.strategy.fees_on(&key.0);
+    let price = ticks::sell_price(&key.0, reference * (Decimal::ONE - pct(fees.slippage_pct)));
+    let proceeds = position.quantity * price;
+    let exit_fee = proceeds * pct(fees.commission_pct + fees.sell_tax_pct);
+    book.cash += proceeds - exit_fee;
+    let cost = position.quantity * position.entry_price + position.entry_fee;
+    let pnl = proceeds - exit_fee - cost;
+    Some(Trade {
+        strategy_id: book.strategy.id,
+        venue: key.0.clone(),
+        symbol: key.1.clone(),
+        signal_id: position.signal_id,
+        signal_kind: position.kind,
+        quantity: position.quantity,
+        entry_ts: position.entry_ts,
+        entry_price: position.entry_price,
+        exit_ts: ts,
+        exit_price: price,
+        exit_reason: reason,
+        fees: position.entry_fee + exit_fee,
+        pnl,
+        return_pct: if cost > Decimal::ZERO {
+            (pnl / cost * Decimal::ONE_HUNDRED).round_dp(4)
+        } else {
+            Decimal::ZERO
+        },
+        bars: position.bars,
+    })
+}
