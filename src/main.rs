@@ -354,6 +354,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5_000_000)]
         ticks: usize,
     },
+    /// A paper-trading backtest of many symbols' real-data bars, every kind followed.
+    Paper {
+        #[arg(long, env = "TICKWATCH_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        symbols: usize,
+        #[arg(long, default_value_t = 1_000)]
+        bars: usize,
+    },
     /// Indicator and multi-condition alert rules evaluated at a 1m close of every symbol.
     Expressions {
         #[arg(long, default_value_t = 100_000)]
@@ -617,6 +626,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Expressions { rules, symbols },
         } => bench::expressions(rules, symbols),
+        Command::Bench {
+            what:
+                BenchCommand::Paper {
+                    data_dir,
+                    symbols,
+                    bars,
+                },
+        } => bench::paper(&config, &data_dir, symbols, bars),
         Command::Bench {
             what: BenchCommand::Csv { path },
         } => bench::csv(&config, &path).await,

@@ -185,6 +185,66 @@ pub fn alerts(rules: usize, symbols: usize, ticks: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `tickwatch bench paper`: a backtest of `symbols` × `bars` real-data bars (the signals
+/// bench's universe) with one strategy following every bullish and neutral kind — the
+/// signals engine and the paper engine together, candles per second on one core — beside
+/// the signals engine alone on the same candles.
+pub fn paper(
+    config: &Config,
+    data_dir: &std::path::Path,
+    symbols: usize,
+    bars: usize,
+) -> anyhow::Result<()> {
+    use tickwatch_schema::wire::{SignalDirection, SignalKind};
+    let sources = tickwatch_signals::bench::load_sources(data_dir)?;
+    let candles = tickwatch_signals::bench::build_universe(&sources, symbols, bars);
+    let kinds: Vec<SignalKind> = SignalKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| k.direction() != SignalDirection::Bearish)
+        .collect();
+    let strategy = tickwatch_paper::Strategy {
+        id: 1,
+        name: "every kind".into(),
+        kinds,
+        min_grade: tickwatch_schema::wire::Grade::D,
+        venues: Vec::new(),
+        symbols: Vec::new(),
+        starting_balance: rust_decimal::Decimal::from(1_000_000_000),
+        currency: "USD".into(),
+        sizing: tickwatch_paper::Sizing::PctEquity(rust_decimal::Decimal::ONE),
+        take_profit_pct: Some(rust_decimal::Decimal::from(10)),
+        stop_loss_pct: Some(rust_decimal::Decimal::from(5)),
+        trailing_stop_pct: Some(rust_decimal::Decimal::from(8)),
+        max_bars: Some(20),
+        exit_on_opposite: true,
+        fees: None,
+    };
+    let mut signals_config = config.signals.clone();
+    signals_config.enabled = SignalKind::ALL.to_vec();
+    let started = std::time::Instant::now();
+    let result = tickwatch_paper::backtest::run(vec![strategy], &candles, &signals_config)?;
+    let both = started.elapsed();
+    let started = std::time::Instant::now();
+    let signals = tickwatch_signals::scan(candles.iter().cloned().map(Ok), &signals_config, &[])?;
+    let alone = started.elapsed();
+    let rate = |d: std::time::Duration| candles.len() as f64 / d.as_secs_f64().max(1e-9);
+    crate::say!(
+        "paper bench (backtest, one core): {} symbols × {} bars = {} candles, {} signals, {} trades\n  signals + paper engines: {:.0} candles/s ({:.2?})\n  signals engine alone:    {:.0} candles/s ({:.2?}, {} signals)",
+        symbols,
+        bars,
+        candles.len(),
+        result.signals,
+        result.trades.len(),
+        rate(both),
+        both,
+        rate(alone),
+        alone,
+        signals.len()
+    );
+    Ok(())
+}
+
 /// `tickwatch bench expressions`: indicator and multi-condition rules at a 1m close.
 pub fn expressions(rules: usize, symbols: usize) -> anyhow::Result<()> {
     let config = tickwatch_alerts::bench::ExpressionBenchConfig {

@@ -177,6 +177,16 @@ impl PaperEngine {
             .map_or(0, |b| b.positions.len())
     }
 
+    /// The value of a book's positions, when its sizing needs it (a share of equity).
+    fn holdings_for_sizing(&self, index: usize) -> Decimal {
+        match self.books.get(index) {
+            Some(book) if matches!(book.strategy.sizing, Sizing::PctEquity(_)) => {
+                self.holdings(book)
+            }
+            _ => Decimal::ZERO,
+        }
+    }
+
     fn holdings(&self, book: &Book) -> Decimal {
         book.positions
             .iter()
@@ -192,8 +202,9 @@ impl PaperEngine {
         }
         let key = (signal.venue.clone(), signal.symbol.clone());
         let mut out = Vec::new();
-        let holdings: Vec<Decimal> = self.books.iter().map(|b| self.holdings(b)).collect();
-        for (book, holding) in self.books.iter_mut().zip(holdings) {
+        for index in 0..self.books.len() {
+            let holding = self.holdings_for_sizing(index);
+            let book = &mut self.books[index];
             if signal.kind.direction() == SignalDirection::Bearish {
                 if book.strategy.exit_on_opposite
                     && let Some(position) = book.positions.get_mut(&key)
@@ -275,8 +286,8 @@ impl PaperEngine {
         self.last_candle.insert(series, candle.open_ts);
         let key = (candle.venue.clone(), candle.symbol.clone());
         let mut out = Vec::new();
-        let holdings: Vec<Decimal> = self.books.iter().map(|b| self.holdings(b)).collect();
-        for (book, holding) in self.books.iter_mut().zip(holdings) {
+        for index in 0..self.books.len() {
+            let book = &mut self.books[index];
             // A position from an earlier candle first: it may sell at this open.
             if book
                 .positions
@@ -290,7 +301,12 @@ impl PaperEngine {
                 .pending
                 .get(&key)
                 .is_some_and(|p| p.interval == candle.interval && candle.open_ts >= p.after_ts);
-            if due && let Some(pending) = book.pending.remove(&key) {
+            if due {
+                let holding = self.holdings_for_sizing(index);
+                let book = &mut self.books[index];
+                let Some(pending) = book.pending.remove(&key) else {
+                    continue;
+                };
                 match buy(book, holding, &candle.venue, candle.open) {
                     Some((quantity, price, fee)) => {
                         book.positions.insert(
