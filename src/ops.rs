@@ -263,8 +263,9 @@ pub fn paper_backtest(
             candles.push(candle?);
         }
     }
-    // Several symbols replay together, in time (each file is in time order already).
-    candles.sort_by_key(|c| c.open_ts);
+    // Several files replay together, in the order their candles close (a day's candle
+    // after that day's hours), as the broker delivers them live.
+    candles.sort_by_key(|c| c.open_ts.saturating_add(c.interval.as_ms()));
     let starting = strategy.starting_balance;
     let currency = strategy.currency.clone();
     let result = tickwatch_paper::backtest::run(vec![strategy], &candles, &config.signals)?;

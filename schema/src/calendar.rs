@@ -11,13 +11,15 @@ use crate::wire::Interval;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
+/// Whether a venue name is the Korea Exchange (`krx`, or one of its markets).
+pub fn is_krx(venue: &str) -> bool {
+    matches!(venue, "krx" | "kospi" | "kosdaq")
+}
+
 /// How far east of UTC a venue's trading day starts, in milliseconds.
 pub fn utc_offset_ms(venue: &str) -> i64 {
-    match venue {
-        // Korea has no daylight saving, so a fixed offset is exact.
-        "krx" | "kospi" | "kosdaq" => 9 * HOUR_MS,
-        _ => 0,
-    }
+    // Korea has no daylight saving, so a fixed offset is exact.
+    if is_krx(venue) { 9 * HOUR_MS } else { 0 }
 }
 
 /// The start (epoch ms) of the `interval` bucket holding `ts`, for a trading day that starts

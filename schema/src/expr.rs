@@ -33,6 +33,9 @@ use crate::wire::Interval;
 pub const MAX_CLAUSES: usize = 5;
 /// The longest period an indicator may ask for.
 pub const MAX_PERIOD: u32 = 1_000;
+/// The most bars a smoothed indicator warms up on (it needs its first value at most,
+/// which is below this).
+const MAX_WARM_UP: usize = 5_000;
 
 /// A value of a bar series, computed at each closed bar of its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,7 +85,7 @@ impl Series {
             | Series::Atr(_)
             | Series::MacdLine(..)
             | Series::MacdSignal(..)
-            | Series::MacdHist(..) => (first * 5).max(first + 100),
+            | Series::MacdHist(..) => (first * 5).max(first + 100).min(MAX_WARM_UP),
             _ => first,
         }
     }
@@ -488,7 +491,16 @@ fn parse_operand(text: &str, default_interval: Option<Interval>) -> Result<Opera
         "high" => arity(0).and_then(|()| series(Series::High)),
         "low" => arity(0).and_then(|()| series(Series::Low)),
         "volume" | "vol" => arity(0).and_then(|()| series(Series::Volume)),
-        "rsi" => arity(1).and_then(|()| series(Series::Rsi(period(0, "period")?))),
+        "rsi" => {
+            arity(1)?;
+            let p = period(0, "period")?;
+            if p < 2 {
+                return Err(invalid(format!(
+                    "`{text}`: RSI needs a period of at least 2"
+                )));
+            }
+            series(Series::Rsi(p))
+        }
         "sma" | "ma" => arity(1).and_then(|()| series(Series::Sma(period(0, "period")?))),
         "ema" => arity(1).and_then(|()| series(Series::Ema(period(0, "period")?))),
         "atr" => arity(1).and_then(|()| series(Series::Atr(period(0, "period")?))),
@@ -581,6 +593,7 @@ mod tests {
         for (text, needle) in [
             ("rsi(14) < 30", "needs an interval"),
             ("rsi(0,1h) < 30", "from 1 to 1000"),
+            ("rsi(1,1h) < 30", "at least 2"),
             ("rsi(14,1h) ~ 30", "not an operator"),
             ("rsi(14,1h) << 30", "not `<left> <operator> <right>`"),
             ("rsi(14,1h)", "not `<left> <operator> <right>`"),

@@ -226,13 +226,19 @@ impl RuleSpec {
         }
     }
 
-    /// The same rule with a channel's bounds in order: clients may give `low` and `high`
-    /// either way round (a schema cannot compare two fields, so the API takes both).
+    /// The same rule with a channel's bounds in order — clients may give `low` and `high`
+    /// either way round (a schema cannot compare two fields, so the API takes both) — and
+    /// an expression in its canonical form (`rsi(14,1h) < 30`, every interval written), as
+    /// the API's schema states it; one that does not parse stays as it is, for the
+    /// validation to name.
     pub fn normalized(mut self) -> Self {
         if let (Some(low), Some(high)) = (self.low, self.high)
             && low > high
         {
             (self.low, self.high) = (Some(high), Some(low));
+        }
+        if let Ok(Some(expression)) = self.parsed_expression() {
+            self.expression = Some(expression.to_string());
         }
         self
     }

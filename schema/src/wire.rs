@@ -474,6 +474,47 @@ pub struct Button {
 /// Telegram's limit on a button's callback data.
 pub const MAX_BUTTON_DATA_BYTES: usize = 64;
 
+/// What a button under an alert's notification does to the rule; its callback data is
+/// `<action>:<rule id>` (the alerts role sends the buttons, the bot answers them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAction {
+    Pause,
+    Resume,
+    Delete,
+    /// Pause for an hour.
+    Snooze,
+}
+
+impl AlertAction {
+    fn name(self) -> &'static str {
+        match self {
+            AlertAction::Pause => "npause",
+            AlertAction::Resume => "nresume",
+            AlertAction::Delete => "ndel",
+            AlertAction::Snooze => "nsnooze",
+        }
+    }
+
+    /// The callback data of this action on `rule_id`.
+    pub fn data(self, rule_id: i64) -> String {
+        format!("{}:{rule_id}", self.name())
+    }
+
+    /// Reads callback data; `None` when it is not an alert action (the id may be bad).
+    pub fn parse(data: &str) -> Option<(AlertAction, Option<i64>)> {
+        let (name, id) = data.split_once(':').unwrap_or((data, ""));
+        let action = [
+            AlertAction::Pause,
+            AlertAction::Resume,
+            AlertAction::Delete,
+            AlertAction::Snooze,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)?;
+        Some((action, id.parse().ok()))
+    }
+}
+
 fn default_event_kind() -> EventKind {
     EventKind::Alert
 }

@@ -420,23 +420,29 @@ async fn a_bot_users_alert_fires_once_into_their_chat() {
     assert_eq!(now, ["nresume", "ndel"].map(|a| format!("{a}:{rule_id}")));
     let snoozed = stored().await.expect("kept");
     assert!(!snoozed.active && snoozed.snoozed_until.is_some());
-    // The hour passes: the bot's sweep resumes it (run here at that time).
     let services = Services::new(db.conn.clone(), None);
     let in_two_hours = tickwatch_schema::db::now_ms() + 7_200_000;
+    // Paused by hand while snoozed: the snooze ends, and the hour passing resumes nothing.
+    let (notice, now) = press(&format!("npause:{rule_id}")).await;
+    assert!(notice.contains("paused"), "{notice}");
+    assert_eq!(now, ["nresume", "ndel"].map(|a| format!("{a}:{rule_id}")));
+    let paused = stored().await.expect("kept");
+    assert!(!paused.active && paused.snoozed_until.is_none());
+    assert_eq!(
+        services.resume_snoozed(in_two_hours).await.expect("sweep"),
+        0
+    );
+    let (notice, now) = press(&format!("nresume:{rule_id}")).await;
+    assert!(notice.contains("resumed"), "{notice}");
+    assert_eq!(now.len(), 3);
+    // Snoozed again, the hour passes: the bot's sweep resumes it (run here at that time).
+    press(&format!("nsnooze:{rule_id}")).await;
     assert_eq!(
         services.resume_snoozed(in_two_hours).await.expect("sweep"),
         1
     );
     let resumed = stored().await.expect("kept");
     assert!(resumed.active && resumed.snoozed_until.is_none());
-
-    let (notice, now) = press(&format!("npause:{rule_id}")).await;
-    assert!(notice.contains("paused"), "{notice}");
-    assert_eq!(now, ["nresume", "ndel"].map(|a| format!("{a}:{rule_id}")));
-    assert!(!stored().await.expect("kept").active);
-    let (notice, now) = press(&format!("nresume:{rule_id}")).await;
-    assert!(notice.contains("resumed"), "{notice}");
-    assert_eq!(now.len(), 3);
     let (notice, now) = press(&format!("ndel:{rule_id}")).await;
     assert!(notice.contains("deleted"), "{notice}");
     assert!(

@@ -24,21 +24,19 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, TransactionTrait,
 };
 use tickwatch_broker::{
     BatchHandler, Broker, ConsumeOptions, Handled, Handler, HandlerError, Incoming, Outcome,
     Publisher, Topology, consume_role, consume_with, crash, headers,
 };
 use tickwatch_schema::backoff::Backoff;
-use tickwatch_schema::db::entity::{
-    alert_event, alert_price, alert_rule, candle, subscription, user,
-};
+use tickwatch_schema::db::entity::{alert_event, alert_price, alert_rule, subscription, user};
 use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscription_from_row};
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{AlertRule, Subscription};
 use tickwatch_schema::wire::{
-    Candle, Channel, Control, EventKind, Interval, MessageKind, Notification, Signal, Tick,
+    Candle, Channel, Control, EventKind, MessageKind, Notification, Signal, Tick,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -116,23 +114,6 @@ struct Shared {
 
 /// How long a delivery that failed after the engine processed it waits before retrying.
 const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
-
-/// A stored candle row as a closed candle (`None` if a number does not read).
-fn stored_candle(row: &candle::Model, interval: Interval) -> Option<Candle> {
-    Some(Candle {
-        venue: row.venue.clone(),
-        symbol: row.symbol.clone(),
-        interval,
-        open_ts: row.open_ts,
-        open: row.open.parse().ok()?,
-        high: row.high.parse().ok()?,
-        low: row.low.parse().ok()?,
-        close: row.close.parse().ok()?,
-        volume: row.volume.parse().ok()?,
-        trades: row.trades.and_then(|t| u64::try_from(t).ok()),
-        closed: true,
-    })
-}
 
 fn db_error(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(format!("database: {e}"))
@@ -651,24 +632,25 @@ impl AlertsHandler {
             };
             let wanted = self.shared.engine().history_wanted(candle);
             for (interval, count) in wanted {
-                let mut query = candle::Entity::find()
-                    .filter(candle::Column::Venue.eq(candle.venue.as_str()))
-                    .filter(candle::Column::Symbol.eq(candle.symbol.as_str()))
-                    .filter(candle::Column::Interval.eq(interval.as_str()));
-                if interval == candle.interval {
-                    query = query.filter(candle::Column::OpenTs.lt(candle.open_ts));
-                }
-                let rows = query
-                    .order_by_desc(candle::Column::OpenTs)
-                    .limit(u64::try_from(count).unwrap_or(u64::MAX))
-                    .all(&self.shared.db)
-                    .await
-                    .map_err(db_error)?;
-                let stored: Vec<Candle> = rows
-                    .iter()
-                    .rev()
-                    .filter_map(|row| stored_candle(row, interval))
-                    .collect();
+                // Only what had closed by this candle's close: its own interval's candles
+                // before it, another interval's that closed by then (a backlog must not
+                // read the future).
+                let until = if interval == candle.interval {
+                    candle.open_ts.saturating_sub(1)
+                } else {
+                    let closes = candle.open_ts.saturating_add(candle.interval.as_ms());
+                    closes.saturating_sub(interval.as_ms())
+                };
+                let stored = tickwatch_recorder::store::recent_candles(
+                    &self.shared.db,
+                    &candle.venue,
+                    &candle.symbol,
+                    interval,
+                    Some(until),
+                    u64::try_from(count).unwrap_or(u64::MAX),
+                )
+                .await
+                .map_err(db_error)?;
                 tracing::debug!(venue = %candle.venue, symbol = %candle.symbol, %interval, count, found = stored.len(), "stored candles for bar-close and expression rules");
                 self.shared.engine().prime_history(
                     &candle.venue,

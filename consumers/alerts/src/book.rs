@@ -321,7 +321,7 @@ pub(crate) struct BarSeries {
     pub closes: VecDeque<(i64, Decimal)>,
     pub last_open: Option<i64>,
     pub last_firings: Vec<Firing>,
-    /// How many earlier closes the store was asked for (see `AlertEngine::bars_wanted`).
+    /// How many earlier closes the store was asked for (see `AlertEngine::history_wanted`).
     pub asked: usize,
 }
 
@@ -384,13 +384,11 @@ impl BarSeries {
     /// Takes stored closes from before what the series holds (a restart, a handover, a new
     /// rule), keeping the order and at most `keep` of them before the newest.
     pub fn add_earlier(&mut self, bars: &[(i64, Decimal)], keep: usize) {
-        for &(open_ts, close) in bars {
-            if self.closes.iter().any(|(o, _)| *o == open_ts) {
-                continue;
-            }
-            let at = self.closes.partition_point(|(o, _)| *o < open_ts);
-            self.closes.insert(at, (open_ts, close));
-        }
+        // The closes held first: after a stable sort the dedup keeps them.
+        let mut merged: Vec<(i64, Decimal)> = self.closes.iter().chain(bars).copied().collect();
+        merged.sort_by_key(|(o, _)| *o);
+        merged.dedup_by_key(|(o, _)| *o);
+        self.closes = merged.into();
         self.trim(keep);
     }
 
@@ -403,8 +401,14 @@ impl BarSeries {
     }
 
     fn trim(&mut self, keep: usize) {
+        let before = self.closes.len();
         while self.closes.len() > keep.saturating_add(1) {
             self.closes.pop_front();
+        }
+        // Closes dropped (a wider window's rule went): a rule needing them again asks the
+        // store again. A store that had fewer than asked is not asked again meanwhile.
+        if self.closes.len() < before {
+            self.asked = self.asked.min(self.closes.len().saturating_sub(1));
         }
     }
 }
@@ -700,6 +704,12 @@ impl Book {
         rule.live = false;
         let removed = rule.clone();
         self.stale += removed.entries();
+        if removed.entries() == 0 {
+            // No index entry points at it (a bar-close or expression rule): free at once.
+            // An expiry queued for it checks the slot's occupant when it comes due.
+            self.free.push(slot);
+            return Some(removed);
+        }
         self.dead.push(slot);
         Some(removed)
     }

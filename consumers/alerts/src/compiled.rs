@@ -221,16 +221,23 @@ impl CompiledRule {
 
     /// An expression rule's step at a bar close, `truth` being whether all its clauses hold.
     /// It fires when true, armed and allowed by its trigger mode, and re-arms at a close
-    /// where it is false. Its first evaluation after a load takes a rule that has fired
-    /// before (`last_fire` restored) and is still true as having fired: a restart does not
-    /// repeat it.
-    pub fn step_expression(&mut self, truth: bool, ts: i64, offset_ms: i64) -> Outcome {
+    /// where it is false. At its first evaluation after a load (a restart, a handover, an
+    /// edit) it starts armed unless it is true and `fired_in_run` — its restored last
+    /// firing is at or after the previous close, or the clauses already held there — so a
+    /// restart repeats no firing of a state that stayed true, and misses no crossing.
+    pub fn step_expression(
+        &mut self,
+        truth: bool,
+        fired_in_run: bool,
+        ts: i64,
+        offset_ms: i64,
+    ) -> Outcome {
         if ts >= self.expires_at {
             return Outcome::Expired;
         }
         if !self.primed {
             self.primed = true;
-            self.armed = !(truth && self.last_fire != NEVER && self.last_fire <= ts);
+            self.armed = !(truth && fired_in_run);
         }
         if !self.armed {
             if !truth {

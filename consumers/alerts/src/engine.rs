@@ -82,7 +82,7 @@ use tickwatch_schema::rule::{AlertRule, Subscription, Trigger};
 use tickwatch_schema::wire::{Candle, Control, Interval, Signal, Tick, deterministic_id};
 
 use crate::book::{Book, Group, GroupNow, Hot, to_f64, trade_hash};
-use crate::compiled::{Band, CompiledRule, Fire, NO_TEMPLATE, Outcome};
+use crate::compiled::{Band, CompiledRule, Fire, NEVER, NO_TEMPLATE, Outcome};
 use crate::config::AlertsConfig;
 use crate::error::{Error, Result};
 use crate::firing::{Firing, SubscriptionHit};
@@ -914,7 +914,9 @@ impl AlertEngine {
             let Some(rule) = book.rules.get_mut(slot as usize) else {
                 continue;
             };
-            if !rule.is_live() {
+            // A queue entry left by a slot's earlier rule may name a bar-close rule now:
+            // prices never evaluate those.
+            if !rule.is_live() || rule.at_bar_close() {
                 continue;
             }
             let change = match groups.get_mut(usize::from(rule.group)) {
@@ -1003,7 +1005,7 @@ impl AlertEngine {
     /// close of the series — a crossing is between the two, a state holds at the close —
     /// and a moving rule measures the change from the close a window earlier. A rule that
     /// has not seen a close takes the previous one as seen (restored from the store after a
-    /// restart, see [`bars_wanted`](Self::bars_wanted)), so its first bar close can be a
+    /// restart, see [`history_wanted`](Self::history_wanted)), so its first bar close can be a
     /// crossing. The same candle again returns the same firings; an older one nothing.
     fn evaluate_bar_close(&mut self, book: usize, candle: &Candle) -> Vec<Firing> {
         let AlertEngine {
@@ -1045,6 +1047,11 @@ impl AlertEngine {
                         .find(|x| x.interval == i)
                         .and_then(|x| x.value(s))
                 };
+                let first = book
+                    .rules
+                    .get(slot as usize)
+                    .is_some_and(|r| !r.is_primed());
+                let held_before = if first { expr.previous_truth() } else { None };
                 let Some(truth) = expr.evaluate(read) else {
                     continue;
                 };
@@ -1053,7 +1060,10 @@ impl AlertEngine {
                     continue;
                 };
                 *evaluations += 1;
-                match rule.step_expression(truth, close_ts, offset) {
+                let fired_in_run = rule.last_fire != NEVER
+                    && (rule.last_fire >= close_ts.saturating_sub(len)
+                        || held_before == Some(true));
+                match rule.step_expression(truth, fired_in_run, close_ts, offset) {
                     Outcome::Expired => {
                         let id = rule.id;
                         retire(book, slot, bands, ids, tombstones, templates);

@@ -2295,3 +2295,39 @@ fn an_expression_rule_that_fired_is_not_repeated_by_a_restart() {
     }
     assert!(crossings > 3, "{crossings}");
 }
+
+#[test]
+fn a_crossing_on_the_first_close_after_a_restart_fires() {
+    let bars = talib_4h();
+    let rules = vec![expression_rule(
+        1,
+        "close(4h) x> ema(9,4h)",
+        Trigger::EveryTime,
+    )];
+    let mut a = plain();
+    a.load(rules.clone(), Vec::new());
+    let mut firings: Vec<(usize, i64)> = Vec::new();
+    for (i, (candle, _)) in bars.iter().enumerate() {
+        for f in a.process_candle(candle) {
+            firings.push((i, f.ts));
+        }
+    }
+    // Restarts right before each crossing after the first: the restarted engine, warmed up
+    // on the stored bars and knowing the last firing, fires it.
+    assert!(firings.len() > 5, "{firings:?}");
+    for pair in firings.windows(2).skip(1) {
+        let [(_, last_ts), (at, ts)] = [pair[0], pair[1]];
+        let mut b = plain();
+        b.load(
+            rules.iter().map(|r| AlertRule {
+                last_fired_at: Some(last_ts),
+                ..r.clone()
+            }),
+            Vec::new(),
+        );
+        let stored: Vec<Candle> = bars[..at].iter().map(|(c, _)| c.clone()).collect();
+        b.prime_history("binance", "BTCUSDT", Interval::H4, &stored, 1_000);
+        let fired = b.process_candle(&bars[at].0);
+        assert_eq!(only(&fired).ts, ts, "the crossing at bar {at}");
+    }
+}

@@ -84,6 +84,12 @@ impl CalcKey {
             CalcKey::Ema(p) => Calc::Ema(Ema::new(n(p))),
             CalcKey::Atr(p) => Calc::Atr(Atr::new(n(p))),
             CalcKey::VolumeSma(p) => Calc::VolumeSma(Sma::new(n(p))),
+            // Equal periods: both averages are the same one, so TA-Lib's MACD is 0 from the
+            // first value on (the calculator itself wants the slow period longer).
+            CalcKey::Macd(a, b, c) if a == b => Calc::Zero {
+                seen: 0,
+                first: n(b) + n(c) - 1,
+            },
             CalcKey::Macd(a, b, c) => Calc::Macd(Macd::new(n(a), n(b), n(c))),
             CalcKey::Bollinger(p, k) => Calc::Bollinger(Bollinger::new(n(p), f64::from(k) / 100.0)),
         }
@@ -100,6 +106,11 @@ enum Calc {
     VolumeSma(Sma),
     Macd(Macd),
     Bollinger(Bollinger),
+    /// A series that is 0 from its `first` bar on.
+    Zero {
+        seen: usize,
+        first: usize,
+    },
 }
 
 impl Calc {
@@ -113,6 +124,7 @@ impl Calc {
             Calc::VolumeSma(c) => drop(c.update(bar.volume)),
             Calc::Macd(c) => drop(c.update(bar.close)),
             Calc::Bollinger(c) => drop(c.update(bar.close)),
+            Calc::Zero { seen, .. } => *seen += 1,
         }
     }
 
@@ -137,6 +149,7 @@ impl Calc {
             (Calc::Bollinger(c), Series::BbUpper(..)) => bands(c.value()).map(|v| v.upper),
             (Calc::Bollinger(c), Series::BbLower(..)) => bands(c.value()).map(|v| v.lower),
             (Calc::Bollinger(c), _) => bands(c.value()).map(|v| v.middle),
+            (Calc::Zero { seen, first }, _) => (*seen >= *first).then_some(0.0),
         }
     }
 }
@@ -242,13 +255,10 @@ impl IndicatorSeries {
     /// Takes stored bars from before or among those held (deduplicated by open time) and
     /// recomputes every calculator over the merged bars.
     pub fn add_history(&mut self, stored: &[Bar]) {
-        let mut merged: Vec<Bar> = self.bars.iter().copied().collect();
-        for bar in stored {
-            if !merged.iter().any(|b| b.open_ts == bar.open_ts) {
-                merged.push(*bar);
-            }
-        }
+        // The bars held first: after a stable sort the dedup keeps them.
+        let mut merged: Vec<Bar> = self.bars.iter().chain(stored).copied().collect();
         merged.sort_by_key(|b| b.open_ts);
+        merged.dedup_by_key(|b| b.open_ts);
         self.bars = merged.into();
         for slot in &mut self.calcs {
             slot.calc = slot.key.calc();
@@ -268,8 +278,14 @@ impl IndicatorSeries {
 
     fn trim(&mut self) {
         let keep = self.bars_needed();
+        let before = self.bars.len();
         while self.bars.len() > keep {
             self.bars.pop_front();
+        }
+        // Bars dropped (a calculator went): one coming back asks the store again. A store
+        // that had fewer than asked is not asked again meanwhile.
+        if self.bars.len() < before {
+            self.asked = self.asked.min(self.bars.len());
         }
     }
 
@@ -351,6 +367,24 @@ impl ExprRule {
                 _ => None,
             })
             .collect();
+        Some(all)
+    }
+
+    /// Whether all clauses held at the previous evaluation, from what they read then; a
+    /// crossing is taken as not held (one at that close fired then, and says so by the
+    /// rule's last firing). `None` when a side's value is not known (no previous read, or
+    /// a band).
+    pub fn previous_truth(&self) -> Option<bool> {
+        let mut all = true;
+        for (clause, before) in self.clauses.iter().zip(&self.previous) {
+            let (l, r) = (*before)?;
+            all &= match clause.op {
+                Op::GreaterThan => l > r,
+                Op::LessThan => l < r,
+                Op::CrossingUp | Op::CrossingDown | Op::Crossing => false,
+                Op::Inside | Op::Outside => return None,
+            };
+        }
         Some(all)
     }
 

@@ -17,7 +17,7 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 use tickwatch_schema::display::{self, Tz, format_price};
 use tickwatch_schema::rule::Condition;
-use tickwatch_schema::wire::{Button, Signal, SignalKind};
+use tickwatch_schema::wire::{AlertAction, Button, Signal, SignalKind};
 
 use crate::firing::{Direction, Firing};
 
@@ -208,23 +208,23 @@ fn signed_two_places(value: Decimal) -> String {
 
 /// The buttons under an alert's notification: pause the rule, delete it, snooze it for an
 /// hour (a `once` rule that fired is already off: delete only). The bot answers their
-/// `n…:<rule id>` data and edits the buttons in place.
+/// [`AlertAction`] data and edits the buttons in place.
 pub fn alert_buttons(lang: Lang, rule_id: i64, once: bool) -> Vec<Vec<Button>> {
-    let button = |en: &str, ko: &str, action: &str| Button {
+    let button = |en: &str, ko: &str, action: AlertAction| Button {
         text: match lang {
             Lang::En => en.to_string(),
             Lang::Ko => ko.to_string(),
         },
-        data: format!("{action}:{rule_id}"),
+        data: action.data(rule_id),
     };
-    let delete = button("🗑 Delete", "🗑 삭제", "ndel");
+    let delete = button("🗑 Delete", "🗑 삭제", AlertAction::Delete);
     if once {
         return vec![vec![delete]];
     }
     vec![vec![
-        button("⏸ Pause", "⏸ 일시정지", "npause"),
+        button("⏸ Pause", "⏸ 일시정지", AlertAction::Pause),
         delete,
-        button("😴 1h", "😴 1시간", "nsnooze"),
+        button("😴 1h", "😴 1시간", AlertAction::Snooze),
     ]]
 }
 

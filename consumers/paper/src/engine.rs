@@ -14,15 +14,16 @@
 //!   tick; sells `slippage` below, rounded down. Commission on both sides, the sell tax on
 //!   sells.
 //! - **Exits**, checked on every candle from the entry candle on, in this order:
-//!   1. the stop — the higher of the stop-loss (`entry × (1 − sl)`) and the trailing stop
-//!      (`highest high before this candle × (1 − trail)`): a candle opening at or below it
-//!      sells at its open (a gap through the stop), else one whose low reaches it sells at
-//!      the stop;
-//!   2. the take-profit (`entry × (1 + tp)`): at the open if the candle opens at or above
-//!      it, else at the take-profit if its high reaches it (when a candle's range holds both,
-//!      the stop is taken first: the conservative reading of a bar);
-//!   3. `max_bars`: at the close of the position's Nth candle;
-//!   4. a bearish signal of the symbol (`exit_on_opposite`): at the next candle's open.
+//!   1. a sell due at this open — the signal's `exit = next_open`, or a bearish signal of
+//!      the symbol the candle before (`exit_on_opposite`): at the open;
+//!   2. a gap: a candle opening at or below the stop sells at its open, one opening at or
+//!      above the take-profit sells at its open. The stop is the higher of the stop-loss
+//!      (`entry × (1 − sl)`) and the trailing stop (`highest high before this candle ×
+//!      (1 − trail)`); the take-profit is `entry × (1 + tp)`;
+//!   3. within the candle's range: the stop if its low reaches it, else the take-profit if
+//!      its high reaches it, each at its level (a range holding both takes the stop: the
+//!      conservative reading of a bar);
+//!   4. `max_bars`: at the close of the position's Nth candle.
 //!
 //!   The trailing stop moves with each candle's high after that candle is checked.
 //!
@@ -417,20 +418,23 @@ fn check_exit(book: &mut Book, key: &(String, String), candle: &Candle) -> Optio
         let take = strategy
             .take_profit_pct
             .map(|tp| position.entry_price * (Decimal::ONE + pct(tp)));
-        let entry_candle = candle.open_ts == position.entry_ts;
+        // The open comes first: a gap through either level fills there, whatever the
+        // candle's range did later (the entry candle opened at the entry itself).
+        let gap = candle.open_ts != position.entry_ts;
         if let Some((level, reason)) = stop
-            && (candle.open <= level && !entry_candle)
+            && gap
+            && candle.open <= level
         {
             Some((candle.open, candle.open_ts, reason))
+        } else if let Some(level) = take
+            && gap
+            && candle.open >= level
+        {
+            Some((candle.open, candle.open_ts, ExitReason::TakeProfit))
         } else if let Some((level, reason)) = stop
             && candle.low <= level
         {
             Some((level, candle.open_ts, reason))
-        } else if let Some(level) = take
-            && candle.open >= level
-            && !entry_candle
-        {
-            Some((candle.open, candle.open_ts, ExitReason::TakeProfit))
         } else if let Some(level) = take
             && candle.high >= level
         {

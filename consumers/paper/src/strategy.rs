@@ -37,7 +37,7 @@ impl Fees {
     pub fn for_venue(venue: &str) -> Fees {
         let pct = |text: &str| text.parse::<Decimal>().unwrap_or_default();
         match venue {
-            "krx" | "kospi" | "kosdaq" => Fees {
+            v if tickwatch_schema::calendar::is_krx(v) => Fees {
                 commission_pct: pct("0.015"),
                 sell_tax_pct: pct("0.18"),
                 slippage_pct: Decimal::ZERO,

@@ -2,6 +2,7 @@
 //! a quantity in whole shares (KRX) or eight decimals (crypto).
 
 use rust_decimal::{Decimal, RoundingStrategy};
+use tickwatch_schema::calendar::is_krx;
 
 /// The KRX tick size of a price (the 2023 unified table, KOSPI and KOSDAQ alike).
 pub fn krx_tick(price: Decimal) -> Decimal {
@@ -22,10 +23,6 @@ pub fn krx_tick(price: Decimal) -> Decimal {
         1_000
     };
     Decimal::from(tick)
-}
-
-fn is_krx(venue: &str) -> bool {
-    matches!(venue, "krx" | "kospi" | "kosdaq")
 }
 
 /// A buy's fill price: up to the next tick (a buyer pays at least the price).

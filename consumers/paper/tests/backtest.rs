@@ -77,10 +77,10 @@ fn independent(bars: &[Candle], signals: &[Signal]) -> Vec<Plain> {
             let first = i == entry;
             exit = if !first && bar.open <= stop {
                 Some((i, bar.open, ExitReason::StopLoss))
-            } else if bar.low <= stop {
-                Some((i, stop, ExitReason::StopLoss))
             } else if !first && bar.open >= take {
                 Some((i, bar.open, ExitReason::TakeProfit))
+            } else if bar.low <= stop {
+                Some((i, stop, ExitReason::StopLoss))
             } else if bar.high >= take {
                 Some((i, take, ExitReason::TakeProfit))
             } else if held + 1 >= 20 {

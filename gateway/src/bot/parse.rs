@@ -424,6 +424,25 @@ fn parse_alert(tokens: &[&str]) -> Parsed<AlertArgs> {
     })
 }
 
+/// The words that say how often an alert fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HowOften {
+    Once,
+    Every,
+    Bar,
+    BarClose,
+}
+
+fn how_often(word: &str) -> Option<HowOften> {
+    Some(match word.to_lowercase().as_str() {
+        "once" | "한번" => HowOften::Once,
+        "every" | "매번" | "always" => HowOften::Every,
+        "bar" | "per_bar" | "once_per_bar" => HowOften::Bar,
+        "close" | "bar_close" | "once_per_bar_close" | "종가" | "봉마감" => HowOften::BarClose,
+        _ => return None,
+    })
+}
+
 /// The optional end of `/alert`: `once`, `every [<cooldown>]`, `bar <interval>` or
 /// `close <interval>`; nothing may follow.
 fn parse_how_often<'a>(
@@ -431,17 +450,16 @@ fn parse_how_often<'a>(
 ) -> Parsed<(Trigger, u64, Option<Interval>)> {
     let (mut trigger, mut cooldown_s, mut interval) = (Trigger::Once, 0, None);
     if let Some(word) = rest.next() {
-        match word.to_lowercase().as_str() {
-            "once" | "한번" => {}
-            "every" | "매번" | "always" => {
+        match how_often(word) {
+            Some(HowOften::Once) => {}
+            Some(HowOften::Every) => {
                 trigger = Trigger::EveryTime;
                 if let Some(cool) = rest.next() {
                     cooldown_s = parse_duration(cool).ok_or_else(|| bad_duration(cool))?;
                 }
             }
-            word @ ("bar" | "per_bar" | "once_per_bar" | "close" | "bar_close"
-            | "once_per_bar_close" | "종가" | "봉마감") => {
-                trigger = if matches!(word, "bar" | "per_bar" | "once_per_bar") {
+            Some(bar @ (HowOften::Bar | HowOften::BarClose)) => {
+                trigger = if bar == HowOften::Bar {
                     Trigger::OncePerBar
                 } else {
                     Trigger::OncePerBarClose
@@ -461,7 +479,7 @@ fn parse_how_often<'a>(
                     )
                 })?);
             }
-            _ => {
+            None => {
                 return Err(usage(
                     "alert",
                     Problem::new(
@@ -535,19 +553,14 @@ fn parse_expression_alert(symbol: String, tokens: &[&str]) -> Parsed<AlertArgs> 
         depth += token.matches('(').count() as i32 - token.matches(')').count() as i32;
     }
     let n = units.len();
-    let lower = |i: usize| units.get(i).map(|u| u.to_lowercase()).unwrap_or_default();
+    let word = |i: usize| units.get(i).and_then(|u| how_often(u));
     let with_argument = n >= 2
-        && match lower(n - 2).as_str() {
-            "every" | "매번" | "always" => parse_duration(&units[n - 1]).is_some(),
-            "bar" | "per_bar" | "once_per_bar" | "close" | "bar_close" | "once_per_bar_close"
-            | "종가" | "봉마감" => units[n - 1].parse::<Interval>().is_ok(),
+        && match word(n - 2) {
+            Some(HowOften::Every) => parse_duration(&units[n - 1]).is_some(),
+            Some(HowOften::Bar | HowOften::BarClose) => units[n - 1].parse::<Interval>().is_ok(),
             _ => false,
         };
-    let alone = n >= 1
-        && matches!(
-            lower(n - 1).as_str(),
-            "once" | "한번" | "every" | "매번" | "always"
-        );
+    let alone = n >= 1 && matches!(word(n - 1), Some(HowOften::Once | HowOften::Every));
     let how_often = if with_argument { 2 } else { usize::from(alone) };
     let expression = units[..n - how_often].join(" ");
     let (trigger, cooldown_s, interval) =

@@ -20,6 +20,14 @@ use tickwatch_schema::wire::{Control, Interval};
 use super::{Before, Page, Services, time_cursor};
 use crate::error::{Error, Result};
 
+/// What a change does to a rule's snooze.
+#[derive(Debug, Clone, Copy)]
+enum Snooze {
+    Keep,
+    End,
+    Until(i64),
+}
+
 /// The most rules one user may have; protects a small server from one runaway script.
 pub const MAX_RULES_PER_USER: u64 = 1_000;
 /// Optimistic-update attempts before a change is reported as a conflict.
@@ -189,7 +197,7 @@ impl Services {
         patch: &RulePatch,
     ) -> Result<AlertRule> {
         let now = now_ms();
-        self.update_owned(user_id, rule_id, |current| {
+        self.update_owned(user_id, rule_id, patch.active.is_some(), |current| {
             let active = patch.active.unwrap_or(current.active);
             if !patch.changes_spec() {
                 check_resumable(&current.spec, active, current.active, now)?;
@@ -214,7 +222,7 @@ impl Services {
         active: bool,
     ) -> Result<AlertRule> {
         let now = now_ms();
-        self.update_owned(user_id, rule_id, |current| {
+        self.update_owned(user_id, rule_id, true, |current| {
             check_resumable(&current.spec, active, current.active, now)?;
             Ok((current.spec.clone(), active))
         })
@@ -263,13 +271,7 @@ impl Services {
     /// by itself then ([`resume_snoozed`](Self::resume_snoozed)). Snoozing a snoozed rule
     /// moves its time; a rule paused by hand stays paused.
     pub async fn snooze_rule(&self, user_id: i64, rule_id: i64, until: i64) -> Result<AlertRule> {
-        let row = self.owned_rule_row(user_id, rule_id).await?;
-        if !row.active && row.snoozed_until.is_none() {
-            return Err(Error::Conflict(format!(
-                "alert {rule_id} is paused; resume it first"
-            )));
-        }
-        self.update_rule(user_id, rule_id, Some(until), |current| {
+        self.update_rule(user_id, rule_id, Snooze::Until(until), |current| {
             Ok((current.spec.clone(), false))
         })
         .await
@@ -314,21 +316,32 @@ impl Services {
     }
 
     /// Reads the row, computes the new spec and flag, and writes them if nobody changed the
-    /// row meanwhile (else reads again); announces the result. Pausing or resuming ends a
-    /// snooze.
-    async fn update_owned<F>(&self, user_id: i64, rule_id: i64, change: F) -> Result<AlertRule>
+    /// row meanwhile (else reads again); announces the result. A change that says whether
+    /// the rule is active (`ends_snooze`: a pause or a resume) ends a snooze.
+    async fn update_owned<F>(
+        &self,
+        user_id: i64,
+        rule_id: i64,
+        ends_snooze: bool,
+        change: F,
+    ) -> Result<AlertRule>
     where
         F: Fn(&AlertRule) -> Result<(RuleSpec, bool)>,
     {
-        self.update_rule(user_id, rule_id, None, change).await
+        let snooze = if ends_snooze {
+            Snooze::End
+        } else {
+            Snooze::Keep
+        };
+        self.update_rule(user_id, rule_id, snooze, change).await
     }
 
-    /// [`update_owned`](Self::update_owned), with `snooze_until` set for a snooze.
+    /// [`update_owned`](Self::update_owned), saying what becomes of a snooze.
     async fn update_rule<F>(
         &self,
         user_id: i64,
         rule_id: i64,
-        snooze_until: Option<i64>,
+        snooze: Snooze,
         change: F,
     ) -> Result<AlertRule>
     where
@@ -340,10 +353,16 @@ impl Services {
             let (spec, active) = change(&current)?;
             let mut update = <alert_rule::ActiveModel as Default>::default();
             rule_spec_columns(&spec, &mut update);
-            if snooze_until.is_some() {
-                update.snoozed_until = Set(snooze_until);
-            } else if active != current.active {
-                update.snoozed_until = Set(None);
+            match snooze {
+                // Only an active or snoozed rule snoozes: one paused by hand stays paused.
+                Snooze::Until(_) if !row.active && row.snoozed_until.is_none() => {
+                    return Err(Error::Conflict(format!(
+                        "alert {rule_id} is paused; resume it first"
+                    )));
+                }
+                Snooze::Until(until) => update.snoozed_until = Set(Some(until)),
+                Snooze::End => update.snoozed_until = Set(None),
+                Snooze::Keep => {}
             }
             update.active = Set(active);
             update.version = Set(row.version + 1);

@@ -84,16 +84,18 @@ impl Session<'_> {
             }
             AlertValues::Expression(text) => {
                 spec.threshold = None;
-                // Stored as the bot reads it back (`rsi(14,1h) < 30`); a mistake is kept as
-                // typed, for the rule's validation to name.
-                let canonical = tickwatch_schema::expr::Expression::parse(&text, args.interval);
-                spec.expression = Some(canonical.map_or(text, |e| e.to_string()));
+                spec.expression = Some(text);
             }
         }
         spec.trigger = args.trigger;
         spec.cooldown_s = args.cooldown_s;
         spec.interval = args.interval;
-        let rule = self.ctx.services.create_rule(user.id, spec).await?;
+        // An expression is stored canonical (`rsi(14,1h) < 30`), as the API reads it back.
+        let rule = self
+            .ctx
+            .services
+            .create_rule(user.id, spec.normalized())
+            .await?;
         let name = if info.name != info.symbol {
             format!(" — {}", esc(&info.name))
         } else {

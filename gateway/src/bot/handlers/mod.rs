@@ -12,7 +12,7 @@ use teloxide::types::{
 use tickwatch_schema::db::entity::user;
 use tickwatch_schema::display::{self, Tz, format_price};
 use tickwatch_schema::rule::{AlertRule, RuleSpec, Trigger};
-use tickwatch_schema::wire::{EventKind, validate_symbol};
+use tickwatch_schema::wire::{AlertAction, EventKind, validate_symbol};
 
 use super::Ctx;
 use super::parse::{
@@ -290,10 +290,10 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
     let mut session = Session::open(ctx, chat, Some(&query.from)).await?;
     session.editing = query.message.as_ref().map(|m| m.id());
     let data = query.data.as_deref().unwrap_or_default();
-    let (action, arg) = data.split_once(':').unwrap_or((data, ""));
-    if let Some(action) = NoticeAction::parse(action) {
-        return session.notice_button(query, action, arg).await;
+    if let Some((action, rule_id)) = AlertAction::parse(data) {
+        return session.notice_button(query, action, rule_id).await;
     }
+    let (action, arg) = data.split_once(':').unwrap_or((data, ""));
     // Stops the button's spinner first; the outcome replaces the button's message.
     ctx.bot
         .answer_callback_query(query.id.clone())
@@ -330,29 +330,8 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
     }
 }
 
-/// What a button under an alert's notification asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NoticeAction {
-    Pause,
-    Resume,
-    Delete,
-    Snooze,
-}
-
 /// How long the snooze button puts an alert to sleep.
 const SNOOZE_MS: i64 = 3_600_000;
-
-impl NoticeAction {
-    fn parse(action: &str) -> Option<NoticeAction> {
-        match action {
-            "npause" => Some(NoticeAction::Pause),
-            "nresume" => Some(NoticeAction::Resume),
-            "ndel" => Some(NoticeAction::Delete),
-            "nsnooze" => Some(NoticeAction::Snooze),
-            _ => None,
-        }
-    }
-}
 
 impl Session<'_> {
     /// A button under an alert's notification: acts on the rule, says what it did in a
@@ -361,8 +340,8 @@ impl Session<'_> {
     async fn notice_button(
         &self,
         query: &CallbackQuery,
-        action: NoticeAction,
-        arg: &str,
+        action: AlertAction,
+        rule_id: Option<i64>,
     ) -> Result<()> {
         let answer = |text: String| {
             self.ctx
@@ -370,18 +349,22 @@ impl Session<'_> {
                 .answer_callback_query(query.id.clone())
                 .text(text)
         };
-        let (Ok(id), Some(user)) = (arg.parse::<i64>(), self.user.as_ref().filter(|u| u.active))
-        else {
+        let Some(user) = self.user.as_ref().filter(|u| u.active) else {
             answer(self.text(&texts::REGISTER_FIRST)).await?;
+            return Ok(());
+        };
+        let Some(id) = rule_id else {
+            // Not data the alerts role sends: nothing to act on.
+            self.ctx.bot.answer_callback_query(query.id.clone()).await?;
             return Ok(());
         };
         let services = &self.ctx.services;
         let until = tickwatch_schema::db::now_ms().saturating_add(SNOOZE_MS);
         let done = match action {
-            NoticeAction::Pause => services.set_rule_active(user.id, id, false).await,
-            NoticeAction::Resume => services.set_rule_active(user.id, id, true).await,
-            NoticeAction::Delete => services.delete_rule(user.id, id).await,
-            NoticeAction::Snooze => services.snooze_rule(user.id, id, until).await,
+            AlertAction::Pause => services.set_rule_active(user.id, id, false).await,
+            AlertAction::Resume => services.set_rule_active(user.id, id, true).await,
+            AlertAction::Delete => services.delete_rule(user.id, id).await,
+            AlertAction::Snooze => services.snooze_rule(user.id, id, until).await,
         };
         let rule = match done {
             Ok(rule) => rule,
@@ -403,28 +386,28 @@ impl Session<'_> {
             }
         };
         let notice = match action {
-            NoticeAction::Pause => self.text_with(&texts::NOTICE_PAUSED, &[("id", &id)]),
-            NoticeAction::Resume => self.text_with(&texts::NOTICE_RESUMED, &[("id", &id)]),
-            NoticeAction::Delete => self.text_with(&texts::NOTICE_DELETED, &[("id", &id)]),
-            NoticeAction::Snooze => self.text_with(
+            AlertAction::Pause => self.text_with(&texts::NOTICE_PAUSED, &[("id", &id)]),
+            AlertAction::Resume => self.text_with(&texts::NOTICE_RESUMED, &[("id", &id)]),
+            AlertAction::Delete => self.text_with(&texts::NOTICE_DELETED, &[("id", &id)]),
+            AlertAction::Snooze => self.text_with(
                 &texts::NOTICE_SNOOZED,
                 &[("id", &id), ("time", &display::format_time(until, self.tz))],
             ),
         };
         answer(notice).await?;
-        let button = |label: &Text, action: &str| {
-            InlineKeyboardButton::callback(self.text(label), format!("{action}:{id}"))
+        let button = |label: &Text, action: AlertAction| {
+            InlineKeyboardButton::callback(self.text(label), action.data(id))
         };
         let buttons = match action {
-            NoticeAction::Delete => Vec::new(),
+            AlertAction::Delete => Vec::new(),
             _ if rule.active => vec![
-                button(&texts::NOTICE_PAUSE_BUTTON, "npause"),
-                button(&texts::NOTICE_DELETE_BUTTON, "ndel"),
-                button(&texts::NOTICE_SNOOZE_BUTTON, "nsnooze"),
+                button(&texts::NOTICE_PAUSE_BUTTON, AlertAction::Pause),
+                button(&texts::NOTICE_DELETE_BUTTON, AlertAction::Delete),
+                button(&texts::NOTICE_SNOOZE_BUTTON, AlertAction::Snooze),
             ],
             _ => vec![
-                button(&texts::NOTICE_RESUME_BUTTON, "nresume"),
-                button(&texts::NOTICE_DELETE_BUTTON, "ndel"),
+                button(&texts::NOTICE_RESUME_BUTTON, AlertAction::Resume),
+                button(&texts::NOTICE_DELETE_BUTTON, AlertAction::Delete),
             ],
         };
         self.set_notice_buttons(query, buttons).await

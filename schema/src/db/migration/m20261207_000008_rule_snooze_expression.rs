@@ -2,7 +2,7 @@
 //! - `snoozed_until`: when a snoozed rule (inactive) resumes by itself (epoch ms); pausing or
 //!   resuming a rule by hand clears it;
 //! - `expression`: the clauses of an indicator or multi-condition rule
-//!   (`condition = 'expression'`), as the user wrote them.
+//!   (`condition = 'expression'`), in canonical form.
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(Debug, DeriveMigrationName)]
@@ -25,10 +25,26 @@ impl MigrationTrait for Migration {
                 .add_column(text_null("expression"))
                 .to_owned(),
         )
+        .await?;
+        // The bots' sweep for snoozes whose time is up reads by it.
+        m.create_index(
+            Index::create()
+                .name("idx_alert_rules_snoozed_until")
+                .table("alert_rules")
+                .col("snoozed_until")
+                .to_owned(),
+        )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop()
+                .name("idx_alert_rules_snoozed_until")
+                .table("alert_rules")
+                .to_owned(),
+        )
+        .await?;
         for column in ["expression", "snoozed_until"] {
             m.alter_table(
                 Table::alter()
