@@ -1039,105 +1039,18 @@ impl AlertEngine {
         let offset = book.offset_ms;
         let mut fired = Vec::new();
         for slot in slots {
-            if let Some(expr) = book.exprs.get_mut(&slot) {
-                let indicators = &book.indicators;
-                let read = |s: Series, i: Interval| {
-                    indicators
-                        .iter()
-                        .find(|x| x.interval == i)
-                        .and_then(|x| x.value(s))
-                };
-                let first = book
-                    .rules
-                    .get(slot as usize)
-                    .is_some_and(|r| !r.is_primed());
-                let held_before = if first { expr.previous_truth() } else { None };
-                let Some(truth) = expr.evaluate(read) else {
-                    continue;
-                };
-                let detail = truth.then(|| expr.describe(read));
-                let Some(rule) = book.rules.get_mut(slot as usize).filter(|r| r.is_live()) else {
-                    continue;
-                };
-                *evaluations += 1;
-                let fired_in_run = rule.last_fire != NEVER
-                    && (rule.last_fire >= close_ts.saturating_sub(len)
-                        || held_before == Some(true));
-                match rule.step_expression(truth, fired_in_run, close_ts, offset) {
-                    Outcome::Expired => {
-                        let id = rule.id;
-                        retire(book, slot, bands, ids, tombstones, templates);
-                        expired.push(id);
-                    }
-                    Outcome::Fired(fire) => {
-                        let template = templates.get(rule.template as usize).cloned();
-                        let mut firing = build_firing(
-                            &book.venue,
-                            &book.symbol,
-                            rule,
-                            fire,
-                            candle.close,
-                            close_ts,
-                            None,
-                            None,
-                            template,
-                        );
-                        firing.expression = detail;
-                        fired.push(firing);
-                        if rule.trigger == Trigger::Once {
-                            retire(book, slot, bands, ids, tombstones, templates);
-                        }
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            let Some(series) = book.bars.iter().find(|b| b.interval == candle.interval) else {
-                break;
+            let stepped = if book.exprs.contains_key(&slot) {
+                step_expression_rule(book, slot, close_ts, len, offset)
+            } else {
+                step_bar_rule(book, slot, candle, previous, bands)
             };
-            let Some(rule) = book.rules.get(slot as usize).filter(|r| r.is_live()) else {
-                continue;
-            };
-            let window_ms = i64::from(rule.window_s).saturating_mul(1_000);
-            let amount = rule.condition.is_moving_amount();
-            let moving = rule.is_moving();
-            let change_at = |open_ts: i64, close: Decimal| {
-                moving
-                    .then(|| series.change(open_ts, close, window_ms, amount))
-                    .flatten()
-            };
-            let change = change_at(candle.open_ts, candle.close);
-            let before = previous.map(|(open, close)| {
-                (
-                    open,
-                    close,
-                    open.saturating_add(len).saturating_sub(1),
-                    change_at(open, close),
-                )
-            });
-            let Some(band) = bands.get(usize::from(rule.band)).copied() else {
-                continue;
-            };
-            let Some(rule) = book.rules.get_mut(slot as usize) else {
+            let Some((outcome, change, detail)) = stepped else {
                 continue;
             };
             *evaluations += 1;
-            let mut outcome = Outcome::Nothing;
-            if !rule.is_primed()
-                && let Some((_, close, ts, change)) = before
-            {
-                outcome = rule.prime(close, ts, change, &band, offset);
-            }
-            if outcome != Outcome::Expired {
-                outcome = rule.step(
-                    before.map(|(_, close, ..)| close),
-                    candle.close,
-                    close_ts,
-                    change,
-                    &band,
-                    offset,
-                );
-            }
+            let Some(rule) = book.rules.get(slot as usize) else {
+                continue;
+            };
             match outcome {
                 Outcome::Expired => {
                     let id = rule.id;
@@ -1146,7 +1059,7 @@ impl AlertEngine {
                 }
                 Outcome::Fired(fire) => {
                     let template = templates.get(rule.template as usize).cloned();
-                    fired.push(build_firing(
+                    let mut firing = build_firing(
                         &book.venue,
                         &book.symbol,
                         rule,
@@ -1156,7 +1069,9 @@ impl AlertEngine {
                         None,
                         change,
                         template,
-                    ));
+                    );
+                    firing.expression = detail;
+                    fired.push(firing);
                     if rule.trigger == Trigger::Once {
                         retire(book, slot, bands, ids, tombstones, templates);
                     }
@@ -1256,6 +1171,92 @@ impl AlertEngine {
             }
         }
     }
+}
+
+/// What stepping a bar-close or expression rule gave: the outcome, a moving rule's change,
+/// and an expression's clauses with their values (for a firing).
+type Stepped = (Outcome, Option<Decimal>, Option<String>);
+
+/// Steps the expression rule in `slot` at a close (see [`CompiledRule::step_expression`]);
+/// `None` when a side has no value yet or the slot holds no live rule.
+fn step_expression_rule(
+    book: &mut Book,
+    slot: u32,
+    close_ts: i64,
+    len: i64,
+    offset: i64,
+) -> Option<Stepped> {
+    let expr = book.exprs.get_mut(&slot)?;
+    let indicators = &book.indicators;
+    let read = |s: Series, i: Interval| {
+        indicators
+            .iter()
+            .find(|x| x.interval == i)
+            .and_then(|x| x.value(s))
+    };
+    let first = book
+        .rules
+        .get(slot as usize)
+        .is_some_and(|r| !r.is_primed());
+    let held_before = if first { expr.previous_truth() } else { None };
+    let truth = expr.evaluate(read)?;
+    let detail = truth.then(|| expr.describe(read));
+    let rule = book.rules.get_mut(slot as usize).filter(|r| r.is_live())?;
+    let fired_in_run = rule.last_fire != NEVER
+        && (rule.last_fire >= close_ts.saturating_sub(len) || held_before == Some(true));
+    let outcome = rule.step_expression(truth, fired_in_run, close_ts, offset);
+    Some((outcome, None, detail))
+}
+
+/// Steps the bar-close price rule in `slot` at `candle`'s close, `previous` being the
+/// series' close before it: a rule that has not seen a close takes that one as seen.
+fn step_bar_rule(
+    book: &mut Book,
+    slot: u32,
+    candle: &Candle,
+    previous: Option<(i64, Decimal)>,
+    bands: &[Band],
+) -> Option<Stepped> {
+    let len = candle.interval.as_ms();
+    let close_ts = candle.open_ts.saturating_add(len).saturating_sub(1);
+    let offset = book.offset_ms;
+    let series = book.bars.iter().find(|b| b.interval == candle.interval)?;
+    let rule = book.rules.get(slot as usize).filter(|r| r.is_live())?;
+    let window_ms = i64::from(rule.window_s).saturating_mul(1_000);
+    let amount = rule.condition.is_moving_amount();
+    let moving = rule.is_moving();
+    let change_at = |open_ts: i64, close: Decimal| {
+        moving
+            .then(|| series.change(open_ts, close, window_ms, amount))
+            .flatten()
+    };
+    let change = change_at(candle.open_ts, candle.close);
+    let before = previous.map(|(open, close)| {
+        (
+            close,
+            open.saturating_add(len).saturating_sub(1),
+            change_at(open, close),
+        )
+    });
+    let band = bands.get(usize::from(rule.band)).copied()?;
+    let rule = book.rules.get_mut(slot as usize)?;
+    let mut outcome = Outcome::Nothing;
+    if !rule.is_primed()
+        && let Some((close, ts, change)) = before
+    {
+        outcome = rule.prime(close, ts, change, &band, offset);
+    }
+    if outcome != Outcome::Expired {
+        outcome = rule.step(
+            before.map(|(close, ..)| close),
+            candle.close,
+            close_ts,
+            change,
+            &band,
+            offset,
+        );
+    }
+    Some((outcome, change, None))
 }
 
 /// Where a live rule sits in the engine.
