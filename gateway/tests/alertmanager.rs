@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tickwatch_broker::{Broker, Topology};
 use tickwatch_gateway::config::Secret;
 use tickwatch_gateway::services::users::{Language, NewUser};
 use tickwatch_gateway::{ApiConfig, Services};
@@ -17,7 +16,7 @@ use tickwatch_notifier::NotifierConfig;
 use tickwatch_tests::{FakeTelegram, wait_until};
 use tokio_util::sync::CancellationToken;
 
-use common::{Backend, Server, broker_config, database};
+use common::{Backend, Server, broker_with_topology, database};
 
 const SECRET: &str = "alertmanager-shared-secret-0123";
 const PATH: &str = "/v1/admin/alertmanager";
@@ -56,24 +55,10 @@ fn post(status: &str, alerts: Vec<Value>) -> Value {
     })
 }
 
-/// The texts a chat received, in order.
-fn texts(fake: &FakeTelegram, chat: i64) -> Vec<String> {
-    fake.delivered()
-        .into_iter()
-        .filter(|m| m.chat_id == chat)
-        .filter_map(|m| m.visible_text)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanagers_alerts_reach_every_admin_once_per_status() {
     let db = database(Backend::Sqlite).await;
-    let config = broker_config("am");
-    let broker = Broker::connect(config.clone(), "am")
-        .await
-        .expect("RabbitMQ on 127.0.0.1:5672");
-    let topology = Topology::standard(&config).expect("topology");
-    topology.apply(&broker).await.expect("topology applied");
+    let (broker, topology) = broker_with_topology("am").await;
     let services = Services::new(db.conn.clone(), Some(broker.clone()));
     for (name, chat, admin, language) in [
         ("root", Some(EN_ADMIN), true, Language::En),
@@ -127,20 +112,20 @@ async fn alertmanagers_alerts_reach_every_admin_once_per_status() {
     assert_eq!((status, body.clone()), (202, json!({"notifications": 2})));
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            !texts(&fake, EN_ADMIN).is_empty() && !texts(&fake, KO_ADMIN).is_empty()
+            !fake.texts_to(EN_ADMIN).is_empty() && !fake.texts_to(KO_ADMIN).is_empty()
         })
         .await,
         "the admins were told: {:?}",
         fake.delivered()
     );
     assert_eq!(
-        texts(&fake, EN_ADMIN),
+        fake.texts_to(EN_ADMIN),
         [
             "🔥 FIRING: TickwatchRoleDown (critical)\nTickwatchRoleDown on alerts-0\nRunbook: https://example.org/runbooks/TickwatchRoleDown"
         ]
     );
     assert_eq!(
-        texts(&fake, KO_ADMIN),
+        fake.texts_to(KO_ADMIN),
         [
             "🔥 발생: TickwatchRoleDown (critical)\nTickwatchRoleDown on alerts-0\n런북: https://example.org/runbooks/TickwatchRoleDown"
         ]
@@ -163,7 +148,7 @@ async fn alertmanagers_alerts_reach_every_admin_once_per_status() {
     assert_eq!(status, 202);
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            texts(&fake, EN_ADMIN).len() >= 2 && texts(&fake, KO_ADMIN).len() >= 2
+            fake.texts_to(EN_ADMIN).len() >= 2 && fake.texts_to(KO_ADMIN).len() >= 2
         })
         .await
     );
@@ -187,12 +172,12 @@ async fn alertmanagers_alerts_reach_every_admin_once_per_status() {
     assert_eq!((status, body), (202, json!({"notifications": 6})));
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            texts(&fake, EN_ADMIN).len() >= 5 && texts(&fake, KO_ADMIN).len() >= 5
+            fake.texts_to(EN_ADMIN).len() >= 5 && fake.texts_to(KO_ADMIN).len() >= 5
         })
         .await
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let en = texts(&fake, EN_ADMIN);
+    let en = fake.texts_to(EN_ADMIN);
     assert_eq!(en.len(), 5, "{en:#?}");
     assert!(
         en[1].starts_with("✅ RESOLVED: TickwatchRoleDown (critical)"),
@@ -208,10 +193,10 @@ async fn alertmanagers_alerts_reach_every_admin_once_per_status() {
             "{text}"
         );
     }
-    let ko = texts(&fake, KO_ADMIN);
+    let ko = fake.texts_to(KO_ADMIN);
     assert_eq!(ko.len(), 5, "{ko:#?}");
     assert!(ko[1].starts_with("✅ 해결: TickwatchRoleDown"), "{ko:#?}");
-    assert!(texts(&fake, USER).is_empty(), "only admins hear of it");
+    assert!(fake.texts_to(USER).is_empty(), "only admins hear of it");
 
     // Refused: no secret, a wrong one, and bodies that are not Alertmanager's.
     for key in [None, Some("wrong-secret-of-the-same-length!")] {

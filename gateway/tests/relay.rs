@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use reqwest::Method;
-use tickwatch_broker::{Broker, Topology};
 use tickwatch_gateway::config::RelayConfig;
 use tickwatch_gateway::services::users::{Language, NewUser};
 use tickwatch_gateway::{ApiConfig, Services};
@@ -17,27 +16,14 @@ use tickwatch_notifier::NotifierConfig;
 use tickwatch_tests::{FakeTelegram, wait_until};
 use tokio_util::sync::CancellationToken;
 
-use common::{Backend, Server, broker_config, database};
+use common::{Backend, Server, broker_with_topology, database};
 
 const TRADER: i64 = 7_301;
-
-fn texts(fake: &FakeTelegram, chat: i64) -> Vec<String> {
-    fake.delivered()
-        .into_iter()
-        .filter(|m| m.chat_id == chat)
-        .filter_map(|m| m.visible_text)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tradingview_posts_reach_the_users_telegram_once() {
     let db = database(Backend::Sqlite).await;
-    let config = broker_config("relay");
-    let broker = Broker::connect(config.clone(), "relay")
-        .await
-        .expect("RabbitMQ on 127.0.0.1:5672");
-    let topology = Topology::standard(&config).expect("topology");
-    topology.apply(&broker).await.expect("topology applied");
+    let (broker, topology) = broker_with_topology("relay").await;
     let services = Services::new(db.conn.clone(), Some(broker.clone()));
     let trader = services
         .create_user(NewUser {
@@ -122,7 +108,7 @@ async fn tradingview_posts_reach_the_users_telegram_once() {
     );
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            texts(&fake, TRADER).len() >= 2
+            fake.texts_to(TRADER).len() >= 2
         })
         .await,
         "both reached the chat: {:?}",
@@ -131,7 +117,7 @@ async fn tradingview_posts_reach_the_users_telegram_once() {
     // Time for a wrongly sent repeat to arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        texts(&fake, TRADER),
+        fake.texts_to(TRADER),
         [plain, "ETH RSI(14) below 30"],
         "one message each, the JSON's message as its text"
     );

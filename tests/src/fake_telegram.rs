@@ -325,10 +325,23 @@ impl FakeTelegram {
 
     /// Waits until at least `count` button markups were changed, or `timeout` passed.
     pub async fn wait_for_markup_edits(&self, count: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |state| state.markup_edits.len() >= count)
+            .await
+    }
+
+    /// Waits until at least `count` edits were accepted, or `timeout` passed.
+    pub async fn wait_for_edits(&self, count: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |state| state.edits.len() >= count)
+            .await
+    }
+
+    /// Waits until `done` holds of the recorded calls (checked at each send or edit), or
+    /// `timeout` passed; returns whether it held.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&FakeState) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.sent_changed.notified();
-            if self.shared.lock().markup_edits.len() >= count {
+            if done(&self.shared.lock()) {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -337,18 +350,12 @@ impl FakeTelegram {
         }
     }
 
-    /// Waits until at least `count` edits were accepted, or `timeout` passed.
-    pub async fn wait_for_edits(&self, count: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.sent_changed.notified();
-            if self.shared.lock().edits.len() >= count {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return false;
-            }
-        }
+    /// What one chat's user reads: the visible texts of its accepted messages, in order.
+    pub fn texts_to(&self, chat_id: i64) -> Vec<String> {
+        self.delivered_to(chat_id)
+            .into_iter()
+            .filter_map(|m| m.visible_text)
+            .collect()
     }
 
     /// The accepted messages to one chat.
@@ -362,24 +369,10 @@ impl FakeTelegram {
     /// Waits until at least `count` messages were accepted, or `timeout` passed; returns
     /// whether the count was reached.
     pub async fn wait_for_delivered(&self, count: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.sent_changed.notified();
-            if self
-                .shared
-                .lock()
-                .sent
-                .iter()
-                .filter(|m| m.accepted())
-                .count()
-                >= count
-            {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return false;
-            }
-        }
+        self.wait_until(timeout, |state| {
+            state.sent.iter().filter(|m| m.accepted()).count() >= count
+        })
+        .await
     }
 
     /// The commands the bot registered with `setMyCommands`.

@@ -86,7 +86,7 @@ use crate::compiled::{Band, CompiledRule, Fire, NEVER, NO_TEMPLATE, Outcome};
 use crate::config::AlertsConfig;
 use crate::error::{Error, Result};
 use crate::firing::{Firing, SubscriptionHit};
-use crate::indicator::{Bar, ExprRule};
+use crate::indicator::{self, Bar, ExprRule};
 use crate::subscriptions::SubscriptionBook;
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -1162,12 +1162,7 @@ impl AlertEngine {
             series.asked = series.asked.max(asked);
             let indicators = &book.indicators;
             for expr in book.exprs.values_mut() {
-                expr.seed_previous(|s, i| {
-                    indicators
-                        .iter()
-                        .find(|x| x.interval == i)
-                        .and_then(|x| x.value(s))
-                });
+                expr.seed_previous(|s, i| indicator::read(indicators, s, i));
             }
         }
     }
@@ -1188,12 +1183,7 @@ fn step_expression_rule(
 ) -> Option<Stepped> {
     let expr = book.exprs.get_mut(&slot)?;
     let indicators = &book.indicators;
-    let read = |s: Series, i: Interval| {
-        indicators
-            .iter()
-            .find(|x| x.interval == i)
-            .and_then(|x| x.value(s))
-    };
+    let read = |s: Series, i: Interval| indicator::read(indicators, s, i);
     let first = book
         .rules
         .get(slot as usize)

@@ -295,6 +295,18 @@ impl IndicatorSeries {
     }
 }
 
+/// The current value of `series` on `interval` among a symbol's indicator series.
+pub(crate) fn read(
+    indicators: &[IndicatorSeries],
+    series: Series,
+    interval: Interval,
+) -> Option<f64> {
+    indicators
+        .iter()
+        .find(|x| x.interval == interval)
+        .and_then(|x| x.value(series))
+}
+
 /// What an operand reads now: a value, or a band.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Reading {

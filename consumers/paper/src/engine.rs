@@ -223,49 +223,20 @@ impl PaperEngine {
             }
             let next_open =
                 signal.details.get("exit").and_then(|v| v.as_str()) == Some("next_open");
+            let entry = Pending {
+                signal_id: signal.id.to_string(),
+                kind: signal.kind.to_string(),
+                interval: signal.interval,
+                after_ts: signal.ts,
+            };
             if next_open {
                 // Bought at the signal's close, sold at the next open.
                 let ts = signal.ts.saturating_sub(1);
-                match buy(book, holding, &signal.venue, signal.price) {
-                    Some((quantity, price, fee)) => {
-                        book.positions.insert(
-                            key.clone(),
-                            Position {
-                                signal_id: signal.id.to_string(),
-                                kind: signal.kind.to_string(),
-                                interval: signal.interval,
-                                quantity,
-                                entry_ts: ts,
-                                entry_price: price,
-                                entry_fee: fee,
-                                highest: price,
-                                bars: 0,
-                                exit_next_open: Some(ExitReason::NextOpen),
-                            },
-                        );
-                        out.push(PaperOutput::Opened {
-                            strategy_id: book.strategy.id,
-                            venue: key.0.clone(),
-                            symbol: key.1.clone(),
-                            quantity,
-                            price,
-                            ts,
-                            signal_id: signal.id.to_string(),
-                        });
-                    }
-                    None => out.push(skipped(book, signal)),
-                }
+                let opened = enter(book, holding, &key, entry, signal.price, ts, true);
+                out.push(opened);
                 continue;
             }
-            book.pending.insert(
-                key.clone(),
-                Pending {
-                    signal_id: signal.id.to_string(),
-                    kind: signal.kind.to_string(),
-                    interval: signal.interval,
-                    after_ts: signal.ts,
-                },
-            );
+            book.pending.insert(key.clone(), entry);
         }
         out
     }
@@ -308,42 +279,20 @@ impl PaperEngine {
                 let Some(pending) = book.pending.remove(&key) else {
                     continue;
                 };
-                match buy(book, holding, &candle.venue, candle.open) {
-                    Some((quantity, price, fee)) => {
-                        book.positions.insert(
-                            key.clone(),
-                            Position {
-                                signal_id: pending.signal_id.clone(),
-                                kind: pending.kind,
-                                interval: candle.interval,
-                                quantity,
-                                entry_ts: candle.open_ts,
-                                entry_price: price,
-                                entry_fee: fee,
-                                highest: price,
-                                bars: 0,
-                                exit_next_open: None,
-                            },
-                        );
-                        out.push(PaperOutput::Opened {
-                            strategy_id: book.strategy.id,
-                            venue: key.0.clone(),
-                            symbol: key.1.clone(),
-                            quantity,
-                            price,
-                            ts: candle.open_ts,
-                            signal_id: pending.signal_id,
-                        });
-                        // The entry candle's own range after the open.
-                        if let Some(trade) = check_exit(book, &key, candle) {
-                            out.push(PaperOutput::Closed(trade));
-                        }
-                    }
-                    None => out.push(PaperOutput::Skipped {
-                        strategy_id: book.strategy.id,
-                        signal_id: pending.signal_id,
-                        reason: "too little cash for one unit".into(),
-                    }),
+                let opened = enter(
+                    book,
+                    holding,
+                    &key,
+                    pending,
+                    candle.open,
+                    candle.open_ts,
+                    false,
+                );
+                let entered = matches!(opened, PaperOutput::Opened { .. });
+                out.push(opened);
+                // The entry candle's own range after the open.
+                if entered && let Some(trade) = check_exit(book, &key, candle) {
+                    out.push(PaperOutput::Closed(trade));
                 }
             }
         }
@@ -352,11 +301,47 @@ impl PaperEngine {
     }
 }
 
-fn skipped(book: &Book, signal: &Signal) -> PaperOutput {
-    PaperOutput::Skipped {
+/// Buys for `entry` at `reference` (time `ts`) and opens the position — to be sold at the
+/// next open when `exit_next_open` — or says why it bought nothing.
+fn enter(
+    book: &mut Book,
+    holding: Decimal,
+    key: &(String, String),
+    entry: Pending,
+    reference: Decimal,
+    ts: i64,
+    exit_next_open: bool,
+) -> PaperOutput {
+    let Some((quantity, price, fee)) = buy(book, holding, &key.0, reference) else {
+        return PaperOutput::Skipped {
+            strategy_id: book.strategy.id,
+            signal_id: entry.signal_id,
+            reason: "too little cash for one unit".into(),
+        };
+    };
+    book.positions.insert(
+        key.clone(),
+        Position {
+            signal_id: entry.signal_id.clone(),
+            kind: entry.kind,
+            interval: entry.interval,
+            quantity,
+            entry_ts: ts,
+            entry_price: price,
+            entry_fee: fee,
+            highest: price,
+            bars: 0,
+            exit_next_open: exit_next_open.then_some(ExitReason::NextOpen),
+        },
+    );
+    PaperOutput::Opened {
         strategy_id: book.strategy.id,
-        signal_id: signal.id.to_string(),
-        reason: "too little cash for one unit".into(),
+        venue: key.0.clone(),
+        symbol: key.1.clone(),
+        quantity,
+        price,
+        ts,
+        signal_id: entry.signal_id,
     }
 }
 

@@ -88,7 +88,7 @@ pub struct NewAlert {
 }
 
 impl NewAlert {
-    /// The rule this asks for (not yet validated as a whole).
+    /// The rule this asks for (the service normalizes and validates it as a whole).
     pub fn into_spec(self) -> RuleSpec {
         RuleSpec {
             venue: self.venue.0,
@@ -107,7 +107,6 @@ impl NewAlert {
             template: self.template.map(|t| t.0),
             expression: self.expression.map(|e| e.0),
         }
-        .normalized()
     }
 }
 

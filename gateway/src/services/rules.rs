@@ -97,11 +97,12 @@ fn to_rule(row: &alert_rule::Model) -> Result<AlertRule> {
 }
 
 impl Services {
-    /// Stores a new rule of `user_id` (validated, version 1) and announces it. It is active
-    /// unless its expiry has passed already: then it is stored expired (inactive), as it
-    /// would be a moment later anyway.
+    /// Stores a new rule of `user_id` (normalized, validated, version 1) and announces it.
+    /// It is active unless its expiry has passed already: then it is stored expired
+    /// (inactive), as it would be a moment later anyway.
     pub async fn create_rule(&self, user_id: i64, spec: RuleSpec) -> Result<AlertRule> {
         let now = now_ms();
+        let spec = spec.normalized();
         spec.validate()?;
         let active = spec.expires_at.is_none_or(|at| at > now);
         let count = alert_rule::Entity::find()

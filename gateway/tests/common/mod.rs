@@ -52,6 +52,18 @@ pub fn broker_config(tag: &str) -> BrokerConfig {
     }
 }
 
+/// A broker on the test prefix of `tag`, with the standard topology applied (delete it at
+/// the end).
+pub async fn broker_with_topology(tag: &str) -> (Broker, Topology) {
+    let config = broker_config(tag);
+    let broker = Broker::connect(config.clone(), tag)
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672");
+    let topology = Topology::standard(&config).expect("topology");
+    topology.apply(&broker).await.expect("topology applied");
+    (broker, topology)
+}
+
 /// An API served on 127.0.0.1:<free port> until dropped (or `stop`).
 pub struct Server {
     pub base: String,

@@ -90,12 +90,7 @@ impl Session<'_> {
         spec.trigger = args.trigger;
         spec.cooldown_s = args.cooldown_s;
         spec.interval = args.interval;
-        // An expression is stored canonical (`rsi(14,1h) < 30`), as the API reads it back.
-        let rule = self
-            .ctx
-            .services
-            .create_rule(user.id, spec.normalized())
-            .await?;
+        let rule = self.ctx.services.create_rule(user.id, spec).await?;
         let name = if info.name != info.symbol {
             format!(" — {}", esc(&info.name))
         } else {
