@@ -29,6 +29,8 @@ pub enum Role {
     Alerts,
     Recorder,
     Notifier,
+    /// Paper trading: the users' paper strategies on signals and candles.
+    Paper,
 }
 
 impl Role {
@@ -39,6 +41,7 @@ impl Role {
             Role::Alerts => "alerts",
             Role::Recorder => "recorder",
             Role::Notifier => "notifier",
+            Role::Paper => "paper",
         }
     }
 }
@@ -246,6 +249,11 @@ pub fn start_role(
             let cfg = config.notifier.clone();
             roles.spawn("notifier", async move {
                 Ok(tickwatch_notifier::adapter::run(&broker, db, &cfg, shutdown).await?)
+            });
+        }
+        Role::Paper => {
+            roles.spawn("paper", async move {
+                Ok(tickwatch_paper::adapter::run(&broker, db, shutdown).await?)
             });
         }
     }
@@ -571,7 +579,13 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         crate::demo::ensure(config, &services).await?;
     }
     load_history_on_first_alert(roles, config, &services, &broker)?;
-    for role in [Role::Recorder, Role::Signals, Role::Alerts, Role::Notifier] {
+    for role in [
+        Role::Recorder,
+        Role::Signals,
+        Role::Alerts,
+        Role::Notifier,
+        Role::Paper,
+    ] {
         start_role(roles, role, config, &broker, &db);
     }
     start_api(roles, config, &services).await?;

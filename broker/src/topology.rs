@@ -162,6 +162,12 @@ pub fn standard_sources(queue: WorkQueue) -> Vec<(Exchange, &'static str)> {
         ],
         WorkQueue::NotifyTelegram => vec![(Exchange::Notify, routing::TELEGRAM)],
         WorkQueue::NotifySystem => vec![(Exchange::Notify, routing::TELEGRAM_SYSTEM)],
+        // The candles trigger (and the signals stand for) going through the series in the
+        // database (see tickwatch-paper's adapter).
+        WorkQueue::Paper => vec![
+            (Exchange::Market, routing::ALL_CANDLES),
+            (Exchange::Signals, routing::ALL_SIGNALS),
+        ],
     }
 }
 

@@ -58,15 +58,18 @@ pub enum WorkQueue {
     /// Telegram notifications of kind `system` (operators' alerts, broadcasts): a queue of
     /// their own, so an admin's halt of the others does not hold them.
     NotifySystem,
+    /// Paper trading: signals and candles through the paper strategies.
+    Paper,
 }
 
 impl WorkQueue {
-    pub const ALL: [WorkQueue; 5] = [
+    pub const ALL: [WorkQueue; 6] = [
         WorkQueue::Signals,
         WorkQueue::Alerts,
         WorkQueue::Recorder,
         WorkQueue::NotifyTelegram,
         WorkQueue::NotifySystem,
+        WorkQueue::Paper,
     ];
 
     fn suffix(self) -> &'static str {
@@ -76,6 +79,7 @@ impl WorkQueue {
             WorkQueue::Recorder => "recorder.q",
             WorkQueue::NotifyTelegram => "notify.telegram.q",
             WorkQueue::NotifySystem => "notify.system.q",
+            WorkQueue::Paper => "paper.q",
         }
     }
 
@@ -86,6 +90,7 @@ impl WorkQueue {
             WorkQueue::Alerts => "alerts",
             WorkQueue::Recorder => "recorder",
             WorkQueue::NotifyTelegram | WorkQueue::NotifySystem => "notifier",
+            WorkQueue::Paper => "paper",
         }
     }
 }

@@ -352,6 +352,7 @@ str_enum!(
         Alert => "alert",
         Signal => "signal",
         System => "system",
+        Paper => "paper",
     }
 );
 

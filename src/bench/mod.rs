@@ -219,6 +219,7 @@ pub fn paper(
         max_bars: Some(20),
         exit_on_opposite: true,
         fees: None,
+        since_ts: 0,
     };
     let mut signals_config = config.signals.clone();
     signals_config.enabled = SignalKind::ALL.to_vec();

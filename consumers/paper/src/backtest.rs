@@ -1,7 +1,8 @@
 //! A backtest: history files through the signals engine and the [`PaperEngine`] — the live
 //! role's own two engines, in the order the broker delivers them live: each candle to the
 //! paper engine (fills at its open, exits in its range), then to the signals engine, whose
-//! signals go to the paper engine (entries at the next candle).
+//! signals go to the paper engine (entries at the next candle), a candle's signals in the
+//! order of their kinds.
 
 use tickwatch_schema::wire::Candle;
 use tickwatch_signals::{Output, SignalEngine, SignalsConfig};
@@ -58,11 +59,19 @@ pub fn run(
     for candle in candles {
         result.candles += 1;
         take(paper.on_candle(candle), &mut result);
-        for output in signal_engine.process(candle) {
-            if let Output::Signal(signal) = output {
-                result.signals += 1;
-                take(paper.on_signal(&signal), &mut result);
-            }
+        let mut signals: Vec<_> = signal_engine
+            .process(candle)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Signal(signal) => Some(signal),
+                _ => None,
+            })
+            .collect();
+        // A candle's signals in one order, the live role's (it reads them from the store).
+        signals.sort_by_key(|s| s.kind);
+        for signal in signals {
+            result.signals += 1;
+            take(paper.on_signal(&signal), &mut result);
         }
     }
     Ok(result)

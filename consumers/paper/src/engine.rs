@@ -28,7 +28,12 @@
 //!   The trailing stop moves with each candle's high after that candle is checked.
 //!
 //! A redelivered signal (same id) or candle (not newer than the symbol's last) changes
-//! nothing, so a replay gives the same trades.
+//! nothing, so a replay gives the same trades. A preliminary signal (`details.preliminary`,
+//! the scan of a forming candle) is never followed: its closed candle's signal is.
+//!
+//! The live role keeps each strategy's [`Account`] in the database and restores it with
+//! [`PaperEngine::set_strategy`]; [`PaperEngine::entries_at`] reads what a candle or a
+//! signal changed.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -59,9 +64,11 @@ pub struct Trade {
     pub strategy_id: i64,
     pub venue: String,
     pub symbol: String,
-    /// The signal it followed.
+    /// The signal it followed, and its interval and time.
     pub signal_id: String,
     pub signal_kind: String,
+    pub interval: Interval,
+    pub signal_ts: i64,
     pub quantity: Decimal,
     /// When and at what price it bought and sold (epoch ms of the fill: a candle's open,
     /// or a close's last millisecond).
@@ -95,9 +102,50 @@ pub enum PaperOutput {
     /// A followed signal that bought nothing (too little cash for one unit).
     Skipped {
         strategy_id: i64,
+        venue: String,
+        symbol: String,
         signal_id: String,
+        kind: String,
+        interval: Interval,
+        signal_ts: i64,
         reason: String,
     },
+}
+
+/// A strategy's account as the live role stores it: its cash and the entries it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Account {
+    pub cash: Decimal,
+    pub entries: Vec<Entry>,
+}
+
+/// An entry a strategy holds on a symbol: pending (waiting for the next open) or open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub venue: String,
+    pub symbol: String,
+    pub signal_id: String,
+    pub kind: String,
+    pub interval: Interval,
+    /// The followed signal's time.
+    pub signal_ts: i64,
+    /// `None`: pending.
+    pub open: Option<OpenPosition>,
+}
+
+/// An open position's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPosition {
+    pub quantity: Decimal,
+    pub entry_ts: i64,
+    pub entry_price: Decimal,
+    pub entry_fee: Decimal,
+    /// The highest high since the entry.
+    pub highest: Decimal,
+    pub bars: u32,
+    pub exit_next_open: Option<ExitReason>,
+    /// The symbol's last close (what the position is valued at).
+    pub mark: Decimal,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +161,7 @@ struct Position {
     signal_id: String,
     kind: String,
     interval: Interval,
+    signal_ts: i64,
     quantity: Decimal,
     entry_ts: i64,
     entry_price: Decimal,
@@ -141,19 +190,137 @@ pub struct PaperEngine {
 }
 
 impl PaperEngine {
-    /// An engine running `strategies` (each validated).
+    /// An engine running `strategies` (each validated), from their starting balances.
     pub fn new(strategies: Vec<Strategy>) -> Result<Self> {
         let mut engine = PaperEngine::default();
         for strategy in strategies {
-            strategy.validate()?;
-            engine.books.push(Book {
-                cash: strategy.starting_balance,
-                strategy,
-                pending: BTreeMap::new(),
-                positions: BTreeMap::new(),
-            });
+            engine.set_strategy(strategy, None)?;
         }
         Ok(engine)
+    }
+
+    /// Adds a strategy — from `account` when given (a restart), else from its starting
+    /// balance — or changes the rules of one it runs (its account stays as it is).
+    pub fn set_strategy(&mut self, strategy: Strategy, account: Option<Account>) -> Result<()> {
+        strategy.validate()?;
+        if let Some(book) = self.books.iter_mut().find(|b| b.strategy.id == strategy.id) {
+            book.strategy = strategy;
+            return Ok(());
+        }
+        let mut book = Book {
+            cash: strategy.starting_balance,
+            strategy,
+            pending: BTreeMap::new(),
+            positions: BTreeMap::new(),
+        };
+        if let Some(account) = account {
+            book.cash = account.cash;
+            for entry in account.entries {
+                let key = (entry.venue, entry.symbol);
+                match entry.open {
+                    None => {
+                        book.pending.insert(
+                            key,
+                            Pending {
+                                signal_id: entry.signal_id,
+                                kind: entry.kind,
+                                interval: entry.interval,
+                                after_ts: entry.signal_ts,
+                            },
+                        );
+                    }
+                    Some(open) => {
+                        self.last_close.entry(key.clone()).or_insert(open.mark);
+                        book.positions.insert(
+                            key,
+                            Position {
+                                signal_id: entry.signal_id,
+                                kind: entry.kind,
+                                interval: entry.interval,
+                                signal_ts: entry.signal_ts,
+                                quantity: open.quantity,
+                                entry_ts: open.entry_ts,
+                                entry_price: open.entry_price,
+                                entry_fee: open.entry_fee,
+                                highest: open.highest,
+                                bars: open.bars,
+                                exit_next_open: open.exit_next_open,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.books.push(book);
+        Ok(())
+    }
+
+    /// Stops running a strategy (its open positions are dropped with it).
+    pub fn remove_strategy(&mut self, strategy_id: i64) {
+        self.books.retain(|b| b.strategy.id != strategy_id);
+    }
+
+    /// The strategies it runs, with their rules.
+    pub fn strategies(&self) -> impl Iterator<Item = &Strategy> {
+        self.books.iter().map(|b| &b.strategy)
+    }
+
+    /// Whether a candle or signal of this symbol can matter: a strategy may follow its
+    /// signals, or holds an entry on it.
+    pub fn interested(&self, venue: &str, symbol: &str) -> bool {
+        let key = (venue.to_string(), symbol.to_string());
+        self.books.iter().any(|b| {
+            let s = &b.strategy;
+            (s.venues.is_empty() || s.venues.iter().any(|v| v == venue))
+                && (s.symbols.is_empty() || s.symbols.iter().any(|x| x == symbol))
+                || b.pending.contains_key(&key)
+                || b.positions.contains_key(&key)
+        })
+    }
+
+    /// The entry (pending or open) a strategy holds on a symbol, if any.
+    pub fn entry_at(&self, strategy_id: i64, venue: &str, symbol: &str) -> Option<Entry> {
+        let book = self.books.iter().find(|b| b.strategy.id == strategy_id)?;
+        let key = (venue.to_string(), symbol.to_string());
+        if let Some(p) = book.positions.get(&key) {
+            return Some(Entry {
+                venue: key.0.clone(),
+                symbol: key.1.clone(),
+                signal_id: p.signal_id.clone(),
+                kind: p.kind.clone(),
+                interval: p.interval,
+                signal_ts: p.signal_ts,
+                open: Some(OpenPosition {
+                    quantity: p.quantity,
+                    entry_ts: p.entry_ts,
+                    entry_price: p.entry_price,
+                    entry_fee: p.entry_fee,
+                    highest: p.highest,
+                    bars: p.bars,
+                    exit_next_open: p.exit_next_open,
+                    mark: self.last_close.get(&key).copied().unwrap_or(p.entry_price),
+                }),
+            });
+        }
+        book.pending.get(&key).map(|p| Entry {
+            venue: key.0.clone(),
+            symbol: key.1.clone(),
+            signal_id: p.signal_id.clone(),
+            kind: p.kind.clone(),
+            interval: p.interval,
+            signal_ts: p.after_ts,
+            open: None,
+        })
+    }
+
+    /// The strategies holding an entry on a symbol.
+    pub fn holders(&self, venue: &str, symbol: &str) -> Vec<i64> {
+        let key = (venue.to_string(), symbol.to_string());
+        self.books
+            .iter()
+            .filter(|b| b.pending.contains_key(&key) || b.positions.contains_key(&key))
+            .map(|b| b.strategy.id)
+            .collect()
     }
 
     /// A strategy's cash.
@@ -198,7 +365,7 @@ impl PaperEngine {
     /// A signal: opens (or schedules) entries of the strategies that follow it, and marks
     /// positions for a bearish exit.
     pub fn on_signal(&mut self, signal: &Signal) -> Vec<PaperOutput> {
-        if !self.seen_signals.insert(signal.id.to_string()) {
+        if is_preliminary(signal) || !self.seen_signals.insert(signal.id.to_string()) {
             return Vec::new();
         }
         let key = (signal.venue.clone(), signal.symbol.clone());
@@ -315,7 +482,12 @@ fn enter(
     let Some((quantity, price, fee)) = buy(book, holding, &key.0, reference) else {
         return PaperOutput::Skipped {
             strategy_id: book.strategy.id,
+            venue: key.0.clone(),
+            symbol: key.1.clone(),
             signal_id: entry.signal_id,
+            kind: entry.kind,
+            interval: entry.interval,
+            signal_ts: entry.after_ts,
             reason: "too little cash for one unit".into(),
         };
     };
@@ -325,6 +497,7 @@ fn enter(
             signal_id: entry.signal_id.clone(),
             kind: entry.kind,
             interval: entry.interval,
+            signal_ts: entry.after_ts,
             quantity,
             entry_ts: ts,
             entry_price: price,
@@ -343,6 +516,10 @@ fn enter(
         ts,
         signal_id: entry.signal_id,
     }
+}
+
+fn is_preliminary(signal: &Signal) -> bool {
+    signal.details.get("preliminary").and_then(|v| v.as_bool()) == Some(true)
 }
 
 fn pct(x: Decimal) -> Decimal {
@@ -447,6 +624,8 @@ fn check_exit(book: &mut Book, key: &(String, String), candle: &Candle) -> Optio
         symbol: key.1.clone(),
         signal_id: position.signal_id,
         signal_kind: position.kind,
+        interval: position.interval,
+        signal_ts: position.signal_ts,
         quantity: position.quantity,
         entry_ts: position.entry_ts,
         entry_price: position.entry_price,

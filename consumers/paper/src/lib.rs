@@ -9,15 +9,20 @@
 //! - [`ticks`]: the venue's tick size and quantity steps.
 //! - [`stats`]: the summary of a strategy's trades.
 //! - [`backtest`]: history through the signals engine and the same paper engine.
+//! - [`store`]: strategies, accounts, trades, equity and progress in the database.
+//! - [`adapter`]: the live `paper` role on `tw.paper.q`, going through each series in the
+//!   backtest's order, its state stored before the acknowledgement.
 
+pub mod adapter;
 pub mod backtest;
 pub mod engine;
 pub mod error;
 pub mod stats;
+pub mod store;
 pub mod strategy;
 pub mod ticks;
 
-pub use engine::{ExitReason, PaperEngine, PaperOutput, Trade};
+pub use engine::{Account, Entry, ExitReason, OpenPosition, PaperEngine, PaperOutput, Trade};
 pub use error::{Error, Result};
 pub use stats::{Summary, summarize};
 pub use strategy::{Fees, Sizing, Strategy};

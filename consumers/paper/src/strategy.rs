@@ -91,6 +91,10 @@ pub struct Strategy {
     /// `None`: the venue's defaults ([`Fees::for_venue`]).
     #[serde(default)]
     pub fees: Option<Fees>,
+    /// Signals before this time (epoch ms) are not followed: a live strategy follows
+    /// signals from its creation (or the last change of what it follows) on.
+    #[serde(default)]
+    pub since_ts: i64,
 }
 
 fn weakest() -> Grade {
@@ -160,6 +164,7 @@ impl Strategy {
     /// Whether a signal is one this strategy follows.
     pub fn follows(&self, signal: &Signal) -> bool {
         self.kinds.contains(&signal.kind)
+            && signal.ts >= self.since_ts
             && signal.grade.meets(self.min_grade)
             && (self.venues.is_empty() || self.venues.contains(&signal.venue))
             && (self.symbols.is_empty() || self.symbols.contains(&signal.symbol))

@@ -42,6 +42,7 @@ fn strategy(kind: SignalKind) -> Strategy {
         max_bars: Some(20),
         exit_on_opposite: false,
         fees: None,
+        since_ts: 0,
     }
 }
 

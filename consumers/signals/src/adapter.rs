@@ -99,7 +99,7 @@ fn signal_row(s: &Signal) -> signal::ActiveModel {
 }
 
 /// A stored signal as the wire message it was.
-fn signal_from_row(row: &signal::Model) -> Option<Signal> {
+pub fn signal_from_row(row: &signal::Model) -> Option<Signal> {
     Some(Signal {
         id: row.id.parse().ok()?,
         kind: row.kind.parse().ok()?,
