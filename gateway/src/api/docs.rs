@@ -56,6 +56,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "alerts", description = "The caller's price alert rules"),
         (name = "subscriptions", description = "The caller's signal subscriptions"),
+        (name = "paper", description = "The caller's paper strategies (모의매매): rules, positions, trades, equity and statistics"),
         (name = "signals", description = "Recorded signals and their outcomes"),
         (name = "market", description = "Symbols and prices"),
         (name = "stream", description = "Live events. WebSocket: send `{\"op\":\"subscribe\",\"topics\":[…]}` / `unsubscribe` / `ping`; \

@@ -195,7 +195,7 @@ impl Visitor<'_> for WholeNumber {
     }
 }
 
-fn whole_in<'de, D: Deserializer<'de>>(d: D, min: i128, max: i128) -> Result<i128, D::Error> {
+pub fn whole_in<'de, D: Deserializer<'de>>(d: D, min: i128, max: i128) -> Result<i128, D::Error> {
     let n = d.deserialize_any(WholeNumber)?;
     if n < min || n > max {
         return Err(de::Error::custom(format!(

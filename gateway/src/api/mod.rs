@@ -6,7 +6,7 @@
 //! parameters, a problem+json `default` — is added to the document once, in
 //! [`docs::finish`]. Request bodies are typed ([`JsonBody`]): serde parses them (an error
 //! names its field) and utoipa documents the very same types ([`fields`]). Handlers live by
-//! resource: `alerts`, `subscriptions`, `market` (signals, stats, symbols, prices), `admin`,
+//! resource: `alerts`, `subscriptions`, `paper` (paper strategies), `market` (signals, stats, symbols, prices), `admin`,
 //! [`alertmanager`] (Alertmanager's webhook, behind its own shared secret),
 //! `ops` (health, readiness, metrics, the document and its page) and [`stream`] (WebSocket
 //! and SSE).
@@ -18,6 +18,7 @@ pub mod docs;
 pub mod fields;
 pub mod market;
 pub mod ops;
+pub mod paper;
 pub mod problem;
 pub mod ratelimit;
 pub mod relay;
@@ -140,6 +141,12 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(alerts::events))
         .routes(routes!(subscriptions::list, subscriptions::create))
         .routes(routes!(subscriptions::get_one, subscriptions::remove))
+        .routes(routes!(paper::list, paper::create))
+        .routes(routes!(paper::get_one, paper::update, paper::remove))
+        .routes(routes!(paper::positions))
+        .routes(routes!(paper::trades))
+        .routes(routes!(paper::equity))
+        .routes(routes!(paper::summary))
         .routes(routes!(market::signals))
         .routes(routes!(market::signal_stats))
         .routes(routes!(market::symbols))

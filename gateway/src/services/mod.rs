@@ -18,6 +18,7 @@
 pub mod broadcasts;
 pub mod market;
 pub mod operators;
+pub mod paper;
 pub mod relay;
 pub mod rules;
 pub mod subscriptions;
