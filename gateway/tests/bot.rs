@@ -875,3 +875,117 @@ async fn webhook_mode_registers_itself_and_answers_posted_updates() {
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     db.close().await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn paper_strategies_set_up_by_buttons_shown_paused_and_deleted() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let chat = 1201;
+    h.say(chat, "/register").await;
+    let none = h.say_full(chat, "/paper").await;
+    assert!(none.text.contains("No paper strategy yet"), "{}", none.text);
+    assert_eq!(buttons(&none.markup), ["pn:"]);
+
+    // Four taps: signal, market, size, exits.
+    let kinds = h.press_full(chat, "pn:").await;
+    assert!(kinds.text.contains("(1/4)"), "{}", kinds.text);
+    let offered = buttons(&kinds.markup);
+    assert!(
+        offered.contains(&"pn:vcp_breakout".to_string()),
+        "{offered:?}"
+    );
+    assert!(
+        !offered.contains(&"pn:death_cross".to_string()),
+        "long only: {offered:?}"
+    );
+    let venues = h.press_full(chat, "pn:vcp_breakout").await;
+    assert!(venues.text.contains("(2/4)") && venues.text.contains("vcp_breakout"));
+    assert!(buttons(&venues.markup).contains(&"pn:vcp_breakout:krx".to_string()));
+    let sizes = h.press_full(chat, "pn:vcp_breakout:krx").await;
+    assert!(sizes.text.contains("10,000,000 KRW"), "{}", sizes.text);
+    assert_eq!(
+        buttons(&sizes.markup),
+        [
+            "pn:vcp_breakout:krx:10",
+            "pn:vcp_breakout:krx:20",
+            "pn:vcp_breakout:krx:50"
+        ]
+    );
+    let exits = h.press_full(chat, "pn:vcp_breakout:krx:20").await;
+    assert!(exits.text.contains("(4/4)"), "{}", exits.text);
+    assert_eq!(buttons(&exits.markup).len(), 4);
+    let created = h.press(chat, "pn:vcp_breakout:krx:20:a").await;
+    assert!(created.contains("Paper strategy #1"), "{created}");
+    let user = h
+        .services
+        .user_by_chat(chat)
+        .await
+        .expect("read")
+        .expect("registered");
+    let stored = h
+        .services
+        .list_paper_strategies(user.id)
+        .await
+        .expect("strategies");
+    assert_eq!(stored.len(), 1);
+    let s = &stored[0].strategy;
+    assert_eq!(s.kinds, [tickwatch_schema::wire::SignalKind::VcpBreakout]);
+    assert_eq!(s.venues, ["krx"]);
+    assert_eq!(
+        (s.currency.as_str(), s.starting_balance),
+        ("KRW", Decimal::from(10_000_000))
+    );
+    assert_eq!(
+        s.sizing,
+        tickwatch_paper::Sizing::PctEquity(Decimal::from(20))
+    );
+    assert_eq!(
+        (s.take_profit_pct, s.stop_loss_pct),
+        (Some(Decimal::from(10)), Some(Decimal::from(5)))
+    );
+
+    let shown = h.say_full(chat, "/paper 1").await;
+    assert!(
+        shown.text.contains("#1 vcp_breakout · KRX")
+            && shown.text.contains("equity 10,000,000 KRW")
+            && shown.text.contains("Trades 0"),
+        "{}",
+        shown.text
+    );
+    assert_eq!(buttons(&shown.markup), ["pz:1", "pd:1", "pl:"]);
+    let listed = h.say(chat, "/paper").await;
+    assert!(
+        listed.contains("#1") && listed.contains("0 open"),
+        "{listed}"
+    );
+
+    let paused = h.press(chat, "pz:1").await;
+    assert!(paused.contains("paused"), "{paused}");
+    assert!(
+        !h.services
+            .list_paper_strategies(user.id)
+            .await
+            .expect("read")[0]
+            .active
+    );
+    let resumed = h.say(chat, "/paper resume 1").await;
+    assert!(resumed.contains("resumed"), "{resumed}");
+
+    // Someone else's strategy is not there for them.
+    let other = 1202;
+    h.say(other, "/register").await;
+    let theirs = h.say(other, "/paper 1").await;
+    assert!(theirs.contains("No paper strategy 1 of yours"), "{theirs}");
+    let wrong = h.say(chat, "/paper sell").await;
+    assert!(wrong.contains("/paper"), "{wrong}");
+    let quiet = h.say(chat, "/settings paper silent").await;
+    assert!(quiet.contains("paper"), "{quiet}");
+
+    let deleted = h.say(chat, "/paper delete 1").await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    assert!(
+        h.say(chat, "/paper")
+            .await
+            .contains("No paper strategy yet")
+    );
+    h.stop().await;
+}

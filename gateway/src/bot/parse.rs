@@ -36,6 +36,22 @@ pub enum Command {
     Relay,
     Halt,
     Broadcast(String),
+    /// `/paper …`: paper strategies.
+    Paper(PaperArgs),
+}
+
+/// What `/paper` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaperArgs {
+    /// `/paper`: every strategy with its equity.
+    List,
+    /// `/paper new`: a new strategy, guided by buttons.
+    New,
+    /// `/paper <id>`: one strategy's account, statistics and positions.
+    Show(i64),
+    Pause(i64),
+    Resume(i64),
+    Delete(i64),
 }
 
 /// What `/edit` changes in a rule.
@@ -238,8 +254,44 @@ pub fn parse(text: &str, bot_username: &str) -> Option<Parsed<Command>> {
         "halt" => Ok(Command::Halt),
         "broadcast" if args.is_empty() => Err(missing("broadcast", "The message", "메시지")),
         "broadcast" => Ok(Command::Broadcast(args.to_string())),
+        "paper" | "모의매매" => parse_paper(&tokens).map(Command::Paper),
         _ => Err(ParseError::Unknown(name.to_string())),
     })
+}
+
+fn parse_paper(tokens: &[&str]) -> Parsed<PaperArgs> {
+    let id = |text: &str| {
+        text.trim_start_matches('#')
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                usage(
+                    "paper",
+                    Problem::new(
+                        format!("`{text}` is not a strategy number (see /paper)"),
+                        format!("`{text}`은(는) 전략 번호가 아닙니다 (/paper 참고)"),
+                    ),
+                )
+            })
+    };
+    let lowered: Vec<String> = tokens.iter().map(|t| t.to_lowercase()).collect();
+    let words: Vec<&str> = lowered.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        [] => Ok(PaperArgs::List),
+        ["new" | "새로" | "만들기"] => Ok(PaperArgs::New),
+        ["pause" | "중지", n] => id(n).map(PaperArgs::Pause),
+        ["resume" | "재개", n] => id(n).map(PaperArgs::Resume),
+        ["delete" | "del" | "삭제", n] => id(n).map(PaperArgs::Delete),
+        [n] => id(n).map(PaperArgs::Show),
+        [first, ..] => Err(usage(
+            "paper",
+            Problem::new(
+                format!("`{first}` is not a /paper form"),
+                format!("`{first}`은(는) /paper 형식이 아닙니다"),
+            ),
+        )),
+    }
 }
 
 fn rule_id(command: &'static str, tokens: &[&str]) -> Parsed<i64> {
@@ -790,13 +842,14 @@ fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
                 "alert" | "alerts" | "알림" => EventKind::Alert,
                 "signal" | "signals" | "신호" => EventKind::Signal,
                 "system" | "시스템" => EventKind::System,
+                "paper" | "모의매매" => EventKind::Paper,
                 _ => {
                     return Err(wrong(
                         format!(
-                            "`{kind}` is not a kind of event; use alert, signal, system, lang or tz"
+                            "`{kind}` is not a kind of event; use alert, signal, system, paper, lang or tz"
                         ),
                         format!(
-                            "`{kind}`은(는) 이벤트 종류가 아닙니다. alert, signal, system, lang 또는 tz"
+                            "`{kind}`은(는) 이벤트 종류가 아닙니다. alert, signal, system, paper, lang 또는 tz"
                         ),
                     ));
                 }

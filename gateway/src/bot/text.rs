@@ -145,10 +145,18 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "settings",
-        form: "/settings [alert|signal|system on|silent|off] [lang ko|en] [tz <zone>|auto]",
+        form: "/settings [alert|signal|system|paper on|silent|off] [lang ko|en] [tz <zone>|auto]",
         example: "/settings alert silent  ·  /settings lang ko  ·  /settings tz Asia/Seoul",
         en: "Notification settings, language and time zone",
         ko: "알림 설정, 언어와 시간대",
+        admin: false,
+    },
+    CommandDoc {
+        name: "paper",
+        form: "/paper [new | <id> | pause <id> | resume <id> | delete <id>]",
+        example: "/paper new  ·  /paper 3",
+        en: "Paper trading: follow signals with virtual money — strategies, open positions, P&L",
+        ko: "모의매매: 가상 자금으로 신호 따라가기 — 전략, 보유 포지션, 손익",
         admin: false,
     },
     CommandDoc {

@@ -389,6 +389,97 @@ texts! {
     /// A notification's button on an alert that is gone.
     NOTICE_GONE => en: "Alert #{id} no longer exists",
         ko: "알림 #{id}은(는) 더 이상 없습니다";
+
+    // Paper trading (`/paper`).
+
+    /// `/paper` with no strategy yet.
+    PAPER_NONE => en: "🧪 No paper strategy yet. A paper strategy follows signals with virtual money, with fees, and tells you each simulated trade.
+/paper new — set one up in four taps.",
+        ko: "🧪 모의매매 전략이 아직 없습니다. 모의매매 전략은 가상 자금으로 신호를 따라 사고팔며 (수수료 포함) 매매마다 알려 드립니다.
+/paper new — 네 번 눌러 만들기.";
+    /// `/paper`: the title above one line per strategy.
+    PAPER_LIST => en: "🧪 <b>Paper strategies</b>",
+        ko: "🧪 <b>모의매매 전략</b>";
+    /// `/paper`: one strategy's line.
+    PAPER_LINE => en: "{state} <b>#{id}</b> {name} — equity {equity} ({ret}) · {open} open · {trades} trades",
+        ko: "{state} <b>#{id}</b> {name} — 평가금액 {equity} ({ret}) · 보유 {open} · 매매 {trades}회";
+    /// `/paper <id>`: a strategy's account and statistics.
+    PAPER_SHOW => en: "🧪 <b>#{id} {name}</b> {state}
+Follows: {kinds} · grade {grade}+ · {venues}
+Start {start} → equity <b>{equity}</b> ({ret}), cash {cash}
+Trades {trades} · win rate {win}% · avg {avg}% · profit factor {pf} · max drawdown {mdd}%",
+        ko: "🧪 <b>#{id} {name}</b> {state}
+따라가는 신호: {kinds} · {grade}등급 이상 · {venues}
+시작 {start} → 평가금액 <b>{equity}</b> ({ret}), 현금 {cash}
+매매 {trades}회 · 승률 {win}% · 평균 {avg}% · 손익비 {pf} · 최대 낙폭 {mdd}%";
+    /// `/paper <id>`: the heading of its open positions.
+    PAPER_POSITIONS => en: "Open positions:",
+        ko: "보유 포지션:";
+    /// `/paper <id>`: one open position.
+    PAPER_POSITION => en: "• {symbol} {qty} @ {entry} → {mark} ({ret})",
+        ko: "• {symbol} {qty} @ {entry} → {mark} ({ret})";
+    /// `/paper <id>`: an entry waiting for the next open.
+    PAPER_PENDING => en: "• {symbol}: buys at the next open ({kind})",
+        ko: "• {symbol}: 다음 시가에 매수 ({kind})";
+    /// A strategy that is running.
+    PAPER_RUNNING => en: "▶ running",
+        ko: "▶ 실행 중";
+    /// A paused strategy.
+    PAPER_PAUSED => en: "⏸ paused",
+        ko: "⏸ 일시 중지";
+    /// Any venue.
+    PAPER_ANY_VENUE => en: "any market",
+        ko: "모든 시장";
+    /// Buttons.
+    PAPER_NEW_BUTTON => en: "➕ New strategy",
+        ko: "➕ 새 전략";
+    PAPER_PAUSE_BUTTON => en: "⏸ Pause",
+        ko: "⏸ 중지";
+    PAPER_RESUME_BUTTON => en: "▶ Resume",
+        ko: "▶ 재개";
+    PAPER_DELETE_BUTTON => en: "🗑 Delete",
+        ko: "🗑 삭제";
+    PAPER_BACK_BUTTON => en: "⬅ All strategies",
+        ko: "⬅ 전체 전략";
+    /// `/paper new`, step 1.
+    PAPER_NEW_KIND => en: "🧪 New paper strategy (1/4): which signal should it follow?",
+        ko: "🧪 새 모의매매 전략 (1/4): 어떤 신호를 따라갈까요?";
+    /// `/paper new`, step 2.
+    PAPER_NEW_VENUE => en: "🧪 New paper strategy (2/4): <b>{kind}</b> on which market?",
+        ko: "🧪 새 모의매매 전략 (2/4): <b>{kind}</b> — 어느 시장에서?";
+    /// `/paper new`, step 3.
+    PAPER_NEW_SIZE => en: "🧪 New paper strategy (3/4): <b>{kind}</b> on {venue}, starting with {balance}. How much per trade?",
+        ko: "🧪 새 모의매매 전략 (3/4): <b>{kind}</b>, {venue}, 시작 자금 {balance}. 한 번에 얼마나 살까요?";
+    /// `/paper new`, step 4.
+    PAPER_NEW_EXIT => en: "🧪 New paper strategy (4/4): when should it sell?",
+        ko: "🧪 새 모의매매 전략 (4/4): 언제 팔까요?";
+    /// Size buttons: a share of equity.
+    PAPER_SIZE_PCT => en: "{pct}% of equity",
+        ko: "자산의 {pct}%";
+    /// Exit buttons.
+    PAPER_EXIT_TIGHT => en: "+10% / −5%",
+        ko: "익절 10% / 손절 5%";
+    PAPER_EXIT_WIDE => en: "+20% / −10%",
+        ko: "익절 20% / 손절 10%";
+    PAPER_EXIT_TRAIL => en: "Trailing stop 8%",
+        ko: "트레일링 스탑 8%";
+    PAPER_EXIT_BARS => en: "After 20 bars (or −10%)",
+        ko: "20봉 후 (또는 손절 10%)";
+    /// `/paper new` done.
+    PAPER_CREATED => en: "✅ Paper strategy #{id} <b>{name}</b> created: it follows signals from now on and tells you each simulated trade (/settings paper silent|off to quiet it).
+/paper {id} shows how it does.",
+        ko: "✅ 모의매매 전략 #{id} <b>{name}</b> 생성: 지금부터 신호를 따라가며 모의 매매마다 알려 드립니다 (/settings paper silent|off 로 조용히).
+/paper {id} 에서 성과를 볼 수 있습니다.";
+    /// A strategy number that is not one of the user's.
+    PAPER_NOT_FOUND => en: "⚠️ No {what} of yours. /paper lists yours.",
+        ko: "⚠️ 해당 모의매매 전략이 없습니다 ({what}). /paper 에서 목록을 보세요.";
+    /// Paused, resumed, deleted.
+    PAPER_PAUSED_DONE => en: "⏸ Paper strategy #{id} paused: no new entries; open positions still sell by its rules.",
+        ko: "⏸ 모의매매 전략 #{id} 중지: 새로 사지 않으며, 보유 포지션은 규칙대로 매도합니다.";
+    PAPER_RESUMED_DONE => en: "▶ Paper strategy #{id} resumed: it follows signals from now on.",
+        ko: "▶ 모의매매 전략 #{id} 재개: 지금부터 신호를 따라갑니다.";
+    PAPER_DELETED => en: "🗑 Paper strategy #{id} deleted with its trades.",
+        ko: "🗑 모의매매 전략 #{id}와 매매 기록을 삭제했습니다.";
 }
 
 #[cfg(test)]

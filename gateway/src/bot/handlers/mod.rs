@@ -16,8 +16,8 @@ use tickwatch_schema::wire::{AlertAction, EventKind, validate_symbol};
 
 use super::Ctx;
 use super::parse::{
-    AlertArgs, AlertValues, Command, ParseError, RuleChange, SettingsArgs, SubscribeArgs, Target,
-    UnsubscribeArgs, parse,
+    AlertArgs, AlertValues, Command, PaperArgs, ParseError, RuleChange, SettingsArgs,
+    SubscribeArgs, Target, UnsubscribeArgs, parse,
 };
 use super::text::{esc, fraction_pct, help, rule_line, signed_pct, time, usage};
 use super::texts::{self, Arg, Text};
@@ -31,6 +31,7 @@ mod account;
 mod admin;
 mod alerts;
 mod market;
+mod paper;
 
 /// Rules listed by `/alerts` (more are in the API).
 const LIST_LIMIT: u64 = 20;
@@ -172,6 +173,9 @@ impl<'a> Session<'a> {
                 &texts::INVALID,
                 &[("field", &esc(field)), ("reason", &esc(reason))],
             ),
+            Error::NotFound(what) if what.starts_with("paper strategy") => {
+                self.text_with(&texts::PAPER_NOT_FOUND, &[("what", &esc(what))])
+            }
             Error::NotFound(what) => self.text_with(&texts::NOT_FOUND, &[("what", &esc(what))]),
             Error::Conflict(detail) | Error::Forbidden(detail) | Error::BadRequest(detail) => {
                 format!("⚠️ {}", esc(detail))
@@ -212,6 +216,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Relay => "relay",
         Command::Halt => "halt",
         Command::Broadcast(_) => "broadcast",
+        Command::Paper(_) => "paper",
     }
 }
 
@@ -278,6 +283,7 @@ impl Session<'_> {
             Command::Relay => self.relay().await,
             Command::Halt => self.halt().await,
             Command::Broadcast(text) => self.broadcast(text).await,
+            Command::Paper(args) => self.paper(args).await,
         }
     }
 }
@@ -317,6 +323,20 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
             },
             None => Ok(()),
         },
+        "pn" => session.paper_new(arg).await,
+        "pp" | "pz" | "pr" | "pd" => match arg.parse::<i64>() {
+            Ok(id) => {
+                let args = match action {
+                    "pp" => PaperArgs::Show(id),
+                    "pz" => PaperArgs::Pause(id),
+                    "pr" => PaperArgs::Resume(id),
+                    _ => PaperArgs::Delete(id),
+                };
+                session.paper(args).await
+            }
+            Err(_) => Ok(()),
+        },
+        "pl" => session.paper(PaperArgs::List).await,
         "lang" => match arg.parse::<Language>() {
             Ok(lang) => session.settings(SettingsArgs::Language(lang)).await,
             Err(_) => Ok(()),
