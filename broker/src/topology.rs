@@ -658,8 +658,14 @@ mod tests {
             to_exchange: false,
             key: "telegram.system".into(),
         }));
-        // Five work queues, each with three retry tiers and a DLQ.
-        assert_eq!(topology.queues.len(), 5 * 5);
+        // Six work queues, each with three retry tiers and a DLQ.
+        assert_eq!(topology.queues.len(), 6 * 5);
+        assert!(topology.bindings.contains(&BindingDecl {
+            source: "tw.signals".into(),
+            destination: "tw.paper.q".into(),
+            to_exchange: false,
+            key: "signal.#".into(),
+        }));
     }
 
     #[test]

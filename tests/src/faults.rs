@@ -308,7 +308,7 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SuiteError + '_ 
     move |e| SuiteError::Setup(format!("{what}: {e}"))
 }
 
-const ROLES: [&str; 4] = ["recorder", "signals", "alerts", "notifier"];
+const ROLES: [&str; 5] = ["recorder", "signals", "alerts", "notifier", "paper"];
 /// The roles the scale-out run starts twice, and their shards.
 const SCALED: [&str; 2] = ["alerts", "signals"];
 const SHARDS: usize = 8;
