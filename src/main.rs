@@ -448,7 +448,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         step_secs: u64,
         /// The roles that run (alerts and notifier at least): to see what the others cost.
-        #[arg(long, value_delimiter = ',', default_values = ["recorder", "signals", "alerts", "notifier"])]
+        #[arg(long, value_delimiter = ',', default_values = ["recorder", "signals", "alerts", "notifier", "paper"])]
         roles: Vec<tickwatch::app::Role>,
     },
     /// The signals role over its shards: one instance, then several splitting them.
