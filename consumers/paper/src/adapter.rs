@@ -295,10 +295,14 @@ impl PaperHandler {
                 .filter(signal::Column::Ts.lte(last + len))
                 .all(self.db())
                 .await?;
-            let mut by_candle: HashMap<i64, Vec<Signal>> = HashMap::new();
+            // With when each came out: what a strategy's start is compared with.
+            let mut by_candle: HashMap<i64, Vec<(Signal, i64)>> = HashMap::new();
             for row in &stored {
                 if let Some(signal) = tickwatch_signals::adapter::signal_from_row(row) {
-                    by_candle.entry(signal.ts - len).or_default().push(signal);
+                    by_candle
+                        .entry(signal.ts - len)
+                        .or_default()
+                        .push((signal, row.created_at));
                 }
             }
             for row in &rows {
@@ -316,15 +320,17 @@ impl PaperHandler {
         &self,
         state: &mut State,
         candle: &Candle,
-        signals: Option<Vec<Signal>>,
+        signals: Option<Vec<(Signal, i64)>>,
         progress: &mut Progress,
     ) {
         let series = (candle.venue.clone(), candle.symbol.clone(), candle.interval);
         progress.outputs.extend(state.engine.on_candle(candle));
         let mut signals = signals.unwrap_or_default();
-        signals.sort_by_key(|s| s.kind);
-        for signal in &signals {
-            progress.outputs.extend(state.engine.on_signal(signal));
+        signals.sort_by_key(|(s, _)| s.kind);
+        for (signal, seen_at) in &signals {
+            progress
+                .outputs
+                .extend(state.engine.on_signal_seen(signal, *seen_at));
         }
         let close_ts = candle.open_ts + candle.interval.as_ms();
         let at = progress

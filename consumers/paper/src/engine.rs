@@ -365,6 +365,14 @@ impl PaperEngine {
     /// A signal: opens (or schedules) entries of the strategies that follow it, and marks
     /// positions for a bearish exit.
     pub fn on_signal(&mut self, signal: &Signal) -> Vec<PaperOutput> {
+        self.on_signal_seen(signal, signal.ts)
+    }
+
+    /// [`on_signal`](Self::on_signal) for a signal that came out at `seen_at` (what a
+    /// strategy's `since_ts` is compared with: live, when the signals role stored it — a
+    /// replay of old candles gives signals with old times, and a strategy created today
+    /// follows them).
+    pub fn on_signal_seen(&mut self, signal: &Signal, seen_at: i64) -> Vec<PaperOutput> {
         if is_preliminary(signal) || !self.seen_signals.insert(signal.id.to_string()) {
             return Vec::new();
         }
@@ -382,7 +390,7 @@ impl PaperEngine {
                 }
                 continue;
             }
-            if !book.strategy.follows(signal)
+            if !book.strategy.follows(signal, seen_at)
                 || book.positions.contains_key(&key)
                 || book.pending.contains_key(&key)
             {

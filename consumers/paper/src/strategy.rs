@@ -91,8 +91,9 @@ pub struct Strategy {
     /// `None`: the venue's defaults ([`Fees::for_venue`]).
     #[serde(default)]
     pub fees: Option<Fees>,
-    /// Signals before this time (epoch ms) are not followed: a live strategy follows
-    /// signals from its creation (or the last change of what it follows) on.
+    /// Signals that came out before this time (epoch ms) are not followed: a live strategy
+    /// follows the signals produced from its creation (or the last change of what it
+    /// follows) on, whatever market time they carry (a replay's are old).
     #[serde(default)]
     pub since_ts: i64,
 }
@@ -161,10 +162,10 @@ impl Strategy {
         Ok(())
     }
 
-    /// Whether a signal is one this strategy follows.
-    pub fn follows(&self, signal: &Signal) -> bool {
+    /// Whether a signal that came out at `seen_at` is one this strategy follows.
+    pub fn follows(&self, signal: &Signal, seen_at: i64) -> bool {
         self.kinds.contains(&signal.kind)
-            && signal.ts >= self.since_ts
+            && seen_at >= self.since_ts
             && signal.grade.meets(self.min_grade)
             && (self.venues.is_empty() || self.venues.contains(&signal.venue))
             && (self.symbols.is_empty() || self.symbols.contains(&signal.symbol))
@@ -173,5 +174,58 @@ impl Strategy {
     /// The fees on `venue`.
     pub fn fees_on(&self, venue: &str) -> Fees {
         self.fees.unwrap_or_else(|| Fees::for_venue(venue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strategy_follows_what_came_out_after_its_start() {
+        let signal: Signal = serde_json::from_value(serde_json::json!({
+            "id": "0193a000-0000-7000-8000-000000000001", "kind": "golden_cross",
+            "venue": "krx", "symbol": "005930", "interval": "1d", "ts": 1_600_000_000_000_i64,
+            "price": "60000", "score": 70, "grade": "B", "details": {}
+        }))
+        .expect("a signal");
+        let strategy = Strategy {
+            id: 1,
+            name: "s".into(),
+            kinds: vec![SignalKind::GoldenCross],
+            min_grade: Grade::C,
+            venues: vec!["krx".into()],
+            symbols: Vec::new(),
+            starting_balance: Decimal::ONE_THOUSAND,
+            currency: "KRW".into(),
+            sizing: Sizing::Fixed(Decimal::ONE_HUNDRED),
+            take_profit_pct: None,
+            stop_loss_pct: None,
+            trailing_stop_pct: None,
+            max_bars: None,
+            exit_on_opposite: false,
+            fees: None,
+            since_ts: 1_700_000_000_000,
+        };
+        // An old candle's signal that came out now (a replay) is followed; one that came
+        // out before the strategy's start is not.
+        assert!(strategy.follows(&signal, 1_700_000_000_001));
+        assert!(!strategy.follows(&signal, 1_699_999_999_999));
+        let weaker = Signal {
+            grade: Grade::D,
+            ..signal.clone()
+        };
+        assert!(
+            !strategy.follows(&weaker, 1_700_000_000_001),
+            "below the grade"
+        );
+        let elsewhere = Signal {
+            venue: "upbit".into(),
+            ..signal
+        };
+        assert!(
+            !strategy.follows(&elsewhere, 1_700_000_000_001),
+            "another venue"
+        );
     }
 }

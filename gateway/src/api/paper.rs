@@ -463,7 +463,8 @@ pub struct StrategyOut {
     pub active: bool,
     /// The cash now (the rest of the equity is in open positions).
     pub cash: String,
-    /// Signals from this time on are followed (epoch ms).
+    /// Signals that come out from this time on are followed (epoch ms; a replay of old
+    /// candles gives signals with old market times, and they are followed).
     pub follows_since: i64,
     pub created_at: i64,
     pub updated_at: i64,
