@@ -462,6 +462,34 @@ pub struct Notification {
     /// snooze); a press comes back to the bot as its `data`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buttons: Vec<Vec<Button>>,
+    /// Optional: a chart to send with the text (`sendPhoto`, the text as its caption), drawn
+    /// by the notifier from the stored candles when the user has charts on; when it cannot
+    /// be drawn in time, the text goes out alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRequest>,
+}
+
+/// What a notification's chart shows: the last `bars` candles of a series, the level an
+/// alert crossed, the time of the candle a signal or firing came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartRequest {
+    pub venue: String,
+    pub symbol: String,
+    pub interval: Interval,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    pub level: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker_ts: Option<i64>,
+    #[serde(default = "default_chart_bars")]
+    pub bars: u16,
+}
+
+fn default_chart_bars() -> u16 {
+    60
 }
 
 /// An inline button of a [`Notification`]: its label and the callback data Telegram hands

@@ -300,7 +300,7 @@ proptest! {
             .collect();
         let notification = Notification {
             id: uuid::Uuid::from_u128(id), channel: Channel::Telegram, chat_id, text, parse_mode,
-            dedupe_key, kind, origin_ts, buttons,
+            dedupe_key, kind, origin_ts, buttons, chart: None,
         };
         let encoded = wire::encode(&notification).expect("valid notification encodes");
         let back: Notification = wire::decode(&encoded.body).expect("decodes");

@@ -52,6 +52,7 @@ impl BurstPlan {
                     kind: EventKind::Alert,
                     origin_ts: None,
                     buttons: Vec::new(),
+                    chart: None,
                 }
             })
             .collect()

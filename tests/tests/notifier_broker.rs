@@ -387,6 +387,7 @@ fn notification(chat_id: i64, text: &str) -> Notification {
         kind: EventKind::Alert,
         origin_ts: None,
         buttons: Vec::new(),
+        chart: None,
     }
 }
 

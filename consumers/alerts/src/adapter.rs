@@ -36,7 +36,8 @@ use tickwatch_schema::db::{ROWS_PER_STATEMENT, now_ms, rule_from_row, subscripti
 use tickwatch_schema::names::{Exchange, WorkQueue};
 use tickwatch_schema::rule::{AlertRule, Subscription};
 use tickwatch_schema::wire::{
-    Candle, Channel, Control, EventKind, MessageKind, Notification, Signal, Tick,
+    Candle, Channel, ChartRequest, Control, EventKind, Interval, MessageKind, Notification, Signal,
+    Tick,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -114,6 +115,11 @@ struct Shared {
 
 /// How long a delivery that failed after the engine processed it waits before retrying.
 const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
+
+/// The candles a notification's chart shows: this many, of the rule's interval, or of this
+/// one for a rule without an interval.
+pub const CHART_BARS: u16 = 60;
+pub const CHART_INTERVAL: Interval = Interval::H1;
 
 fn db_error(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(format!("database: {e}"))
@@ -260,6 +266,7 @@ impl Shared {
                     kind: EventKind::Alert,
                     origin_ts: origin,
                     buttons: template::alert_buttons(lang, firing.rule_id, firing.disable_rule),
+                    chart: Some(firing.chart()),
                 };
                 confirms.push(
                     self.publisher
@@ -428,6 +435,14 @@ impl Shared {
                 kind: EventKind::Signal,
                 origin_ts: origin,
                 buttons: Vec::new(),
+                chart: Some(ChartRequest {
+                    venue: signal.venue.clone(),
+                    symbol: signal.symbol.clone(),
+                    interval: signal.interval,
+                    level: None,
+                    marker_ts: Some(signal.ts),
+                    bars: CHART_BARS,
+                }),
             };
             confirms.push(self.publisher.send(Exchange::Notify, &notification).await?);
         }
@@ -1049,6 +1064,14 @@ async fn publish_stored(
                 kind: EventKind::Alert,
                 origin_ts: None,
                 buttons: template::alert_buttons(lang, event.rule_id, !active),
+                chart: Some(ChartRequest {
+                    venue: event.venue.clone(),
+                    symbol: event.symbol.clone(),
+                    interval: CHART_INTERVAL,
+                    level: event.threshold.parse().ok(),
+                    marker_ts: Some(event.ts),
+                    bars: CHART_BARS,
+                }),
             };
             publisher.publish(Exchange::Notify, &notification).await?;
         }

@@ -1374,6 +1374,7 @@ fn build_firing(
         expression: None,
         price,
         ts,
+        interval: rule.interval,
         trigger: rule.trigger,
         disable_rule: rule.trigger == Trigger::Once,
         template,

@@ -62,6 +62,8 @@ pub struct Firing {
     /// The price that fired the rule and its time (epoch ms).
     pub price: Decimal,
     pub ts: i64,
+    /// The rule's interval (bar rules, expressions): what its chart shows.
+    pub interval: Option<tickwatch_schema::wire::Interval>,
     pub trigger: Trigger,
     /// `once` rules: disable the rule in the same transaction that stores this event (the
     /// engine has already dropped it from the book).
@@ -92,6 +94,19 @@ impl Firing {
     }
 
     /// The notification's dedupe key (the notifier sends a key once).
+    /// The chart its notification carries: the rule's interval (hourly candles for a
+    /// rule without one), the level crossed, the firing's candle.
+    pub fn chart(&self) -> tickwatch_schema::wire::ChartRequest {
+        tickwatch_schema::wire::ChartRequest {
+            venue: self.venue.to_string(),
+            symbol: self.symbol.to_string(),
+            interval: self.interval.unwrap_or(crate::adapter::CHART_INTERVAL),
+            level: (self.expression.is_none()).then_some(self.threshold),
+            marker_ts: Some(self.ts),
+            bars: crate::adapter::CHART_BARS,
+        }
+    }
+
     pub fn dedupe_key(&self) -> String {
         format!("alert:{}", self.id)
     }

@@ -357,6 +357,7 @@ mod tests {
             expression: None,
             price: "65000.50".parse().expect("decimal"),
             ts: 1_763_762_460_000,
+            interval: None,
             trigger: Trigger::Once,
             disable_rule: true,
             template: None,

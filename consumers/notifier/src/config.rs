@@ -46,6 +46,9 @@ pub struct NotifierConfig {
     /// Whether an admin's halt also holds `system` notifications (operators' alerts,
     /// broadcasts). Off by default: the operators' own alarms get through a halt.
     pub halt_holds_system: bool,
+    /// How long a notification's chart may take (reading its candles and drawing them);
+    /// past that the text goes out alone. 0: no charts.
+    pub chart_budget_ms: u64,
 }
 
 impl Default for NotifierConfig {
@@ -61,6 +64,7 @@ impl Default for NotifierConfig {
             limits: RateLimits::default(),
             breaker: BreakerConfig::default(),
             halt_holds_system: false,
+            chart_budget_ms: 300,
         }
     }
 }
@@ -124,6 +128,12 @@ impl NotifierConfig {
                     self.telegram_api_url
                 ));
             }
+        }
+        if self.chart_budget_ms > 10_000 {
+            return bad(format!(
+                "notifier.chart_budget_ms: {} is over 10000 (a chart must never hold an alert up)",
+                self.chart_budget_ms
+            ));
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms must be positive".into());

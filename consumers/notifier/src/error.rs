@@ -31,6 +31,9 @@ pub enum Error {
     /// Telegram refused this message (e.g. a MarkdownV2 parse error): poison.
     #[error("telegram rejected the message: {0}")]
     Rejected(String),
+    /// A notification's chart could not be drawn (the text goes out alone).
+    #[error("chart: {0}")]
+    Chart(String),
 }
 
 impl Error {
@@ -43,13 +46,13 @@ impl Error {
             | Error::CircuitOpen
             | Error::InFlight(_) => true,
             Error::Broker(e) => e.is_retryable(),
-            Error::Invalid(_) | Error::Config(_) | Error::Rejected(_) => false,
+            Error::Invalid(_) | Error::Config(_) | Error::Rejected(_) | Error::Chart(_) => false,
         }
     }
 
     /// A short reason for dead-letter headers and metrics.
     /// Every value of [`Error::reason`].
-    pub const REASONS: [&'static str; 9] = [
+    pub const REASONS: [&'static str; 10] = [
         "invalid",
         "config",
         "db",
@@ -59,6 +62,7 @@ impl Error {
         "in_flight",
         "rejected",
         "broker",
+        "chart",
     ];
 
     pub fn reason(&self) -> &'static str {
@@ -72,6 +76,7 @@ impl Error {
             Error::InFlight(_) => "in_flight",
             Error::Rejected(_) => "rejected",
             Error::Broker(_) => "broker",
+            Error::Chart(_) => "chart",
         }
     }
 }

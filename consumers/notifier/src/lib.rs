@@ -21,6 +21,7 @@
 
 pub mod adapter;
 pub mod breaker;
+pub mod chart;
 pub mod config;
 mod error;
 pub mod events;

@@ -209,7 +209,7 @@ struct Atom {
     open_after: Vec<Open>,
 }
 
-fn utf16_len(text: &str) -> usize {
+pub fn utf16_len(text: &str) -> usize {
     text.encode_utf16().count()
 }
 

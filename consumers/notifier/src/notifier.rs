@@ -66,7 +66,12 @@ struct Inner {
     /// How long a transient failure is retried in place before the retry tiers.
     transient_hold: Duration,
     request_timeout: Duration,
+    chart_budget: Duration,
 }
+
+/// Telegram's limit on a photo's caption (UTF-16 code units): a longer text goes without
+/// its chart.
+pub const MAX_CAPTION_LEN: usize = 1_024;
 
 struct BreakerCell {
     breaker: CircuitBreaker,
@@ -115,6 +120,7 @@ impl Notifier {
                 in_flight: Mutex::new(HashSet::new()),
                 transient_hold: config.transient_hold(),
                 request_timeout: config.request_timeout(),
+                chart_budget: Duration::from_millis(config.chart_budget_ms),
             }),
         }
     }
@@ -182,6 +188,7 @@ impl Notifier {
             });
         }
         let silent = preference == Preference::Silent;
+        let photo = self.chart(notification, user.as_ref()).await;
 
         let telegram = match &self.inner.sender {
             Sender::Log(log) => {
@@ -191,6 +198,7 @@ impl Notifier {
                     parse_mode: notification.parse_mode,
                     disable_notification: silent,
                     buttons: notification.buttons.clone(),
+                    photo,
                 });
                 record::settle(
                     db,
@@ -253,9 +261,25 @@ impl Notifier {
                 } else {
                     Vec::new()
                 },
+                // A chart only goes with a text that fits its caption: one part.
+                photo: if count == 1 { photo.clone() } else { None },
             };
             let record_key = part_key.as_deref().unwrap_or(key);
-            match self.deliver(telegram, &message, key, record_key).await? {
+            let mut outcome = self.deliver(telegram, &message, key, record_key).await?;
+            if message.photo.is_some() && matches!(outcome, SendOutcome::Rejected(_)) {
+                // Refused for the picture (a photo Telegram does not take): the text alone.
+                tracing::warn!(
+                    chat_id = notification.chat_id,
+                    dedupe_key = key,
+                    "Telegram refused the chart; sending the text alone"
+                );
+                let text_only = OutgoingMessage {
+                    photo: None,
+                    ..message.clone()
+                };
+                outcome = self.deliver(telegram, &text_only, key, record_key).await?;
+            }
+            match outcome {
                 SendOutcome::Delivered { message_id } => {
                     // First thing after Telegram accepted: the crash window is this write.
                     recorded &= self.record_sent(record_key).await;
@@ -292,6 +316,61 @@ impl Notifier {
             message_ids,
             recorded,
         })
+    }
+
+    /// The chart of a notification that asks for one, when the user has charts on and the
+    /// text fits a caption: its candles read and drawn within the chart budget, else
+    /// `None` (the text goes out alone; a chart never holds an alert up).
+    async fn chart(
+        &self,
+        notification: &Notification,
+        user: Option<&tickwatch_schema::db::entity::user::Model>,
+    ) -> Option<Arc<Vec<u8>>> {
+        let request = notification.chart.clone()?;
+        let budget = self.inner.chart_budget;
+        if budget.is_zero()
+            || user.is_some_and(|u| !record::charts_on(&u.prefs))
+            || markdown::utf16_len(&notification.text) > MAX_CAPTION_LEN
+        {
+            return None;
+        }
+        let tz = user.map_or(tickwatch_schema::display::Tz::UTC, |u| {
+            tickwatch_schema::display::user_time_zone(&u.language, u.time_zone.as_deref())
+        });
+        let db = self.inner.db.clone();
+        let work = async move {
+            let bars = u64::from(request.bars).clamp(2, crate::chart::MAX_BARS as u64);
+            let candles = tickwatch_recorder::store::recent_candles(
+                &db,
+                &request.venue,
+                &request.symbol,
+                request.interval,
+                // Up to the candle it came from (a signal's time is its candle's close,
+                // which is the next candle's open).
+                request.marker_ts.map(|ts| ts - 1),
+                bars,
+            )
+            .await
+            .map_err(|e| Error::Chart(e.to_string()))?;
+            tokio::task::spawn_blocking(move || crate::chart::render(&request, &candles, tz))
+                .await
+                .map_err(|e| Error::Chart(e.to_string()))?
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(budget, work).await {
+            Ok(Ok(png)) => {
+                tracing::debug!(bytes = png.len(), took = ?started.elapsed(), "chart drawn");
+                Some(Arc::new(png))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, dedupe_key = %notification.dedupe_key, "no chart; the text goes alone");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(budget = ?budget, dedupe_key = %notification.dedupe_key, "the chart took longer than its budget; the text goes alone");
+                None
+            }
+        }
     }
 
     fn claim(&self, key: &str) -> Result<Claim<'_>, Error> {

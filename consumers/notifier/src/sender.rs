@@ -33,6 +33,9 @@ pub struct OutgoingMessage {
     pub disable_notification: bool,
     /// Inline buttons under the message (rows).
     pub buttons: Vec<Vec<Button>>,
+    /// A PNG sent with the text as its caption (`sendPhoto`); the text must then fit a
+    /// caption (1,024 characters).
+    pub photo: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// What became of one send.
@@ -165,7 +168,11 @@ impl TelegramSender {
             });
             payload.reply_markup = Some(InlineKeyboardMarkup::new(rows).into());
         }
-        let outcome = match self.call("sendMessage", &payload).await {
+        let answer = match &message.photo {
+            None => self.call("sendMessage", &payload).await,
+            Some(png) => self.call_photo(&payload, png).await,
+        };
+        let outcome = match answer {
             Ok((status, body)) => classify(status, &body),
             Err(error) => SendOutcome::Transient(error),
         };
@@ -194,6 +201,50 @@ impl TelegramSender {
             .client()
             .post(url)
             .json(payload)
+            .send()
+            .await
+            .map_err(|e| self.redact(&network_error(e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.redact(&network_error(e)))?;
+        Ok((status, body))
+    }
+
+    /// `sendPhoto` as `multipart/form-data`: the message's fields as text parts (the text
+    /// as the caption), the PNG as a file part.
+    async fn call_photo(&self, message: &SendMessage, png: &[u8]) -> Result<(u16, String), String> {
+        use reqwest::multipart::{Form, Part};
+        let mut form = Form::new()
+            .text("chat_id", message.chat_id.to_string())
+            .text("caption", message.text.clone());
+        if let Some(mode) = message.parse_mode {
+            let mode = match mode {
+                TgParseMode::Html => "HTML",
+                _ => "MarkdownV2",
+            };
+            form = form.text("parse_mode", mode);
+        }
+        if message.disable_notification == Some(true) {
+            form = form.text("disable_notification", "true");
+        }
+        if let Some(markup) = &message.reply_markup {
+            let json = serde_json::to_string(markup).map_err(|e| e.to_string())?;
+            form = form.text("reply_markup", json);
+        }
+        let file = Part::bytes(png.to_vec())
+            .file_name("chart.png")
+            .mime_str("image/png")
+            .map_err(|e| e.to_string())?;
+        form = form.part("photo", file);
+        let token = self.bot.token();
+        let url = format!("{}/bot{token}/sendPhoto", self.base_url);
+        let response = self
+            .bot
+            .client()
+            .post(url)
+            .multipart(form)
             .send()
             .await
             .map_err(|e| self.redact(&network_error(e)))?;
@@ -317,8 +368,12 @@ impl LogSender {
             target: "tickwatch::notifier",
             chat_id = message.chat_id,
             silent = message.disable_notification,
-            "NOT SENT (no TELEGRAM_BOT_TOKEN) chat={} text={}",
+            "NOT SENT (no TELEGRAM_BOT_TOKEN) chat={}{} text={}",
             message.chat_id,
+            message
+                .photo
+                .as_ref()
+                .map_or(String::new(), |p| format!(" chart={} bytes", p.len())),
             message.text
         );
     }

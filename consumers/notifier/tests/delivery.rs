@@ -41,6 +41,7 @@ fn notification(chat_id: i64, text: &str, kind: EventKind) -> Notification {
         kind,
         origin_ts: None,
         buttons: Vec::new(),
+        chart: None,
     }
 }
 
@@ -241,6 +242,7 @@ async fn server_errors_are_transient_then_delivered() {
         parse_mode: None,
         disable_notification: false,
         buttons: Vec::new(),
+        photo: None,
     };
     for _ in 0..3 {
         let outcome = sender.send(&message).await;
@@ -720,6 +722,7 @@ async fn errors_never_show_the_token() {
             parse_mode: None,
             disable_notification: false,
             buttons: Vec::new(),
+            photo: None,
         })
         .await;
     let SendOutcome::Transient(error) = outcome else {

@@ -494,6 +494,7 @@ impl PaperHandler {
                     kind: EventKind::Paper,
                     origin_ts: None,
                     buttons: Vec::new(),
+                    chart: None,
                 })
             };
             if !row.opened_published {

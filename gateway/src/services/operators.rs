@@ -117,6 +117,7 @@ impl Services {
                     kind: EventKind::System,
                     origin_ts: None,
                     buttons: Vec::new(),
+                    chart: None,
                 };
                 confirms.push(publisher.send(Exchange::Notify, &notification).await?);
             }

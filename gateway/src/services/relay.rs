@@ -130,6 +130,7 @@ impl Services {
             kind: EventKind::Alert,
             origin_ts: Some(now),
             buttons: Vec::new(),
+            chart: None,
         };
         let confirm = publisher.send(Exchange::Notify, &notification).await?;
         match tokio::time::timeout(self.inner.announce_timeout, confirm.wait()).await {
