@@ -12,21 +12,25 @@
 //! produced). A series the signals role does not follow (no progress of its) takes the
 //! candles from the messages. A candle the signals role has not finished yet is held in
 //! place for up to [`HOLD_AT_MOST`] (it usually finishes in milliseconds); past that the
-//! series catches up at its next message or at the sweep every [`SWEEP_EVERY`], and holds
-//! stop for a minute (the signals role is down or far behind).
+//! series catches up at its next message, or at the sweep of series behind that a batch
+//! makes at most every [`SWEEP_EVERY`], and holds stop for a minute (the signals role is
+//! down or far behind). The role works only when messages come: with the markets closed,
+//! a series left behind waits for the next one.
 //!
 //! # Guarantees
 //! - Acknowledged only after the batch's state (entries, trades, cash, equity, progress)
 //!   is committed; a redelivered message finds its series done and changes nothing.
 //! - One signal opens at most one entry per strategy: the progress says it was gone
 //!   through, and the entries table is unique per strategy and signal.
-//! - A write that fails reloads every strategy from the database before the next batch
-//!   (the engine must not run ahead of what is stored); the messages are retried.
+//! - A batch that fails — or never finishes (the runtime's timeout, a panic) — reloads every
+//!   strategy from the database before the next batch (the engine must not run ahead of
+//!   what is stored); so does a new consumer session (another instance may have gone on
+//!   meanwhile). The messages are retried.
 //! - The opening and closing messages are an outbox on the entry rows: published after
-//!   the commit, marked when confirmed, published again after a failure or a restart
-//!   (the notifier sends a dedupe key once).
-//! - A strategy created or changed through the API or the bot is picked up within
-//!   [`REFRESH_EVERY`], or at once by a batch holding a signal.
+//!   the commit, marked when confirmed, published again by a later batch after a failure
+//!   or a restart (the notifier sends a dedupe key once).
+//! - A strategy created or changed through the API or the bot is picked up by the next
+//!   batch (each checks the strategies' versions).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -51,7 +55,7 @@ use tickwatch_schema::wire::{
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{PaperEngine, PaperOutput};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::{self, Changes, status};
 
 /// How long a candle waits, held in place, for the signals role to finish it.
@@ -59,12 +63,13 @@ pub const HOLD_AT_MOST: Duration = Duration::from_secs(3);
 const HOLD_STEP: Duration = Duration::from_millis(50);
 /// After a hold ran out, how long candles are not held (the signals role is behind).
 const NO_HOLDS_AFTER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the stored strategies are checked for changes.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// How often series behind the signals role are caught up without a message.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Candles read from the store at once when a series catches up.
 const CANDLES_PER_READ: u64 = 500;
+/// The most reads one series' catch-up makes in a batch: a long way behind (a restart
+/// after downtime) goes on at the next message rather than in one huge transaction.
+const READS_PER_CATCH_UP: usize = 4;
 
 /// A series: venue, symbol, interval.
 type SeriesKey = (String, String, Interval);
@@ -83,6 +88,13 @@ struct State {
     cursors: HashMap<SeriesKey, i64>,
     /// `false`: read every strategy and the progress from the store before the next batch.
     loaded: bool,
+    /// A batch is under way: if it never finishes (its future dropped by the runtime's
+    /// timeout, or a panic), the engine may be past what is stored, so the next batch
+    /// reloads.
+    unsettled: bool,
+    /// The consumer session of the last batch: a new one (a reconnect, a standby made
+    /// active) may find the store moved on by another instance, so it reloads.
+    session: Option<u64>,
     refreshed_at: Option<Instant>,
     swept_at: Option<Instant>,
     /// Opening or closing messages may be stored unpublished.
@@ -163,6 +175,8 @@ impl PaperHandler {
                     versions: HashMap::new(),
                     cursors: HashMap::new(),
                     loaded: false,
+                    unsettled: false,
+                    session: None,
                     refreshed_at: None,
                     swept_at: None,
                     outbox: true,
@@ -215,15 +229,9 @@ impl PaperHandler {
 
     /// Loads what changed in the stored strategies (all of them again: their accounts in
     /// the store are exactly the engine's after every committed batch).
-    async fn refresh(&self, state: &mut State, now: bool) -> Result<()> {
+    async fn refresh(&self, state: &mut State) -> Result<()> {
         if !state.loaded {
             return self.load(state).await;
-        }
-        let due = state
-            .refreshed_at
-            .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
-        if !now && !due {
-            return Ok(());
         }
         let versions = store::strategy_versions(self.db()).await?;
         state.refreshed_at = Some(Instant::now());
@@ -273,7 +281,9 @@ impl PaperHandler {
     ) -> Result<()> {
         let (venue, symbol, interval) = series;
         let len = interval.as_ms();
-        while start < until {
+        let mut reads = 0;
+        while start < until && reads < READS_PER_CATCH_UP {
+            reads += 1;
             let rows = candle::Entity::find()
                 .filter(candle::Column::Venue.eq(venue.as_str()))
                 .filter(candle::Column::Symbol.eq(symbol.as_str()))
@@ -306,9 +316,15 @@ impl PaperHandler {
                 }
             }
             for row in &rows {
-                let candle = tickwatch_recorder::store::candle_from_row(row)
-                    .map_err(|e| Error::Stored(e.to_string()))?;
-                self.step(state, &candle, by_candle.remove(&candle.open_ts), progress);
+                match tickwatch_recorder::store::candle_from_row(row) {
+                    Ok(candle) => {
+                        self.step(state, &candle, by_candle.remove(&candle.open_ts), progress)
+                    }
+                    // One unreadable stored candle must not stop the series for good.
+                    Err(e) => {
+                        tracing::error!(venue = %venue, symbol = %symbol, open_ts = row.open_ts, error = %e, "stored candle unreadable; skipped")
+                    }
+                }
             }
             start = last;
         }
@@ -332,7 +348,8 @@ impl PaperHandler {
                 .outputs
                 .extend(state.engine.on_signal_seen(signal, *seen_at));
         }
-        let close_ts = candle.open_ts + candle.interval.as_ms();
+        // The candle's last millisecond: a daily candle's close is the next day's start.
+        let close_ts = candle.open_ts + candle.interval.as_ms() - 1;
         let at = progress
             .symbols
             .entry((candle.venue.clone(), candle.symbol.clone()))
@@ -557,12 +574,12 @@ impl PaperHandler {
         triggers: &[(usize, Trigger, Option<Instant>)],
         outcomes: &mut Vec<Outcome>,
     ) -> Result<()> {
-        let has_signal = triggers
-            .iter()
-            .any(|(_, t, _)| matches!(t, Trigger::Signal(..)));
-        self.refresh(state, has_signal).await?;
+        // Every batch: a strategy created or resumed a moment ago must be in the engine
+        // before the signals stored after its start are gone through (one small read).
+        self.refresh(state).await?;
         // What the batch's messages point at.
-        let mut wanted: BTreeMap<SeriesKey, i64> = BTreeMap::new();
+        // Per series: the earliest and the latest candle the messages point at.
+        let mut wanted: BTreeMap<SeriesKey, (i64, i64)> = BTreeMap::new();
         let mut direct: BTreeMap<SeriesKey, Vec<Candle>> = BTreeMap::new();
         for (_, trigger, _) in triggers {
             let (key, ts) = match trigger {
@@ -577,17 +594,18 @@ impl PaperHandler {
             if !state.engine.interested(&key.0, &key.1) {
                 continue;
             }
-            let at = wanted.entry(key).or_insert(ts);
-            *at = (*at).max(ts);
+            let at = wanted.entry(key).or_insert((ts, ts));
+            *at = (at.0.min(ts), at.1.max(ts));
         }
         let series: BTreeSet<SeriesKey> = wanted.keys().cloned().collect();
         let progress_of = self.signals_progress(&series).await?;
         let mut progress = Progress::default();
-        for (key, target) in &wanted {
+        for (key, (earliest, _)) in &wanted {
             let cursor = state.cursors.get(key).copied();
             match progress_of.get(key) {
                 Some(&until) => {
-                    let start = cursor.unwrap_or(target - 1);
+                    // A series not gone through yet starts at the first candle asked for.
+                    let start = cursor.unwrap_or(earliest - 1);
                     self.catch_up(state, key, start, until, &mut progress)
                         .await?;
                 }
@@ -622,8 +640,8 @@ impl PaperHandler {
             state.outbox = true;
         }
         // A candle the signals role has not finished waits for it a little.
-        let holding = state.no_holds_until.is_none_or(|t| Instant::now() >= t);
         for (index, trigger, held_since) in triggers {
+            let holding = state.no_holds_until.is_none_or(|t| Instant::now() >= t);
             if let Trigger::Candle(c) = trigger
                 && holding
                 && let Some(&until) =
@@ -635,7 +653,7 @@ impl PaperHandler {
                     outcomes.push(Ok(Handled::Hold(HOLD_STEP)));
                     break;
                 }
-                tracing::warn!(venue = %c.venue, symbol = %c.symbol, interval = %c.interval, "the signals role has not finished this candle; the series catches up later");
+                tracing::warn!(venue = %c.venue, symbol = %c.symbol, interval = %c.interval, "the signals role has not finished this candle; the series catches up at its next message");
                 state.no_holds_until = Some(Instant::now() + NO_HOLDS_AFTER_TIMEOUT);
             }
         }
@@ -657,7 +675,16 @@ impl BatchHandler for PaperHandler {
             }
         }
         let mut state = self.shared.state.lock().await;
-        if let Err(e) = self.run_batch(&mut state, &triggers, &mut outcomes).await {
+        let session = batch.first().map(|m| m.session);
+        if state.unsettled || (session.is_some() && state.session != session) {
+            state.loaded = false;
+        }
+        state.session = session;
+        state.unsettled = true;
+        let result = self.run_batch(&mut state, &triggers, &mut outcomes).await;
+        // Reached only when the batch ran to its end (stored, or failed and told so).
+        state.unsettled = false;
+        if let Err(e) = result {
             // The engine may have moved past what is stored: read it all again.
             state.loaded = false;
             let error = HandlerError::classify(e.is_retryable(), &e);

@@ -32,7 +32,7 @@
 //! the scan of a forming candle) is never followed: its closed candle's signal is.
 //!
 //! The live role keeps each strategy's [`Account`] in the database and restores it with
-//! [`PaperEngine::set_strategy`]; [`PaperEngine::entries_at`] reads what a candle or a
+//! [`PaperEngine::set_strategy`]; [`PaperEngine::entry_at`] reads what a candle or a
 //! signal changed.
 
 use std::collections::{BTreeMap, HashSet};
@@ -194,6 +194,12 @@ impl PaperEngine {
     pub fn new(strategies: Vec<Strategy>) -> Result<Self> {
         let mut engine = PaperEngine::default();
         for strategy in strategies {
+            if engine.books.iter().any(|b| b.strategy.id == strategy.id) {
+                return Err(crate::error::Error::invalid(
+                    "id",
+                    format!("two strategies have the id {}", strategy.id),
+                ));
+            }
             engine.set_strategy(strategy, None)?;
         }
         Ok(engine)
@@ -217,6 +223,13 @@ impl PaperEngine {
             book.cash = account.cash;
             for entry in account.entries {
                 let key = (entry.venue, entry.symbol);
+                // One entry per symbol: an open position wins over a pending entry, and a
+                // second of a kind is left out (the store never holds one).
+                if book.positions.contains_key(&key)
+                    || (entry.open.is_none() && book.pending.contains_key(&key))
+                {
+                    continue;
+                }
                 match entry.open {
                     None => {
                         book.pending.insert(
@@ -230,6 +243,7 @@ impl PaperEngine {
                         );
                     }
                     Some(open) => {
+                        book.pending.remove(&key);
                         self.last_close.entry(key.clone()).or_insert(open.mark);
                         book.positions.insert(
                             key,

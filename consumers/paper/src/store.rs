@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tickwatch_schema::db::entity::{paper_equity, paper_position, paper_progress, paper_strategy};
 use tickwatch_schema::db::now_ms;
@@ -88,10 +88,13 @@ pub async fn load_strategies(
         .await?;
     let mut entries: HashMap<i64, Vec<Entry>> = HashMap::new();
     for row in &held {
-        entries
-            .entry(row.strategy_id)
-            .or_default()
-            .push(entry_from_row(row)?);
+        match entry_from_row(row) {
+            Ok(entry) => entries.entry(row.strategy_id).or_default().push(entry),
+            // One unreadable row must not stop every strategy.
+            Err(e) => {
+                tracing::error!(strategy = row.strategy_id, entry = row.id, error = %e, "stored paper entry unreadable; left out")
+            }
+        }
     }
     rows.into_iter()
         .map(|row| {
@@ -270,15 +273,22 @@ pub async fn write(db: &impl ConnectionTrait, changes: &Changes) -> Result<()> {
         paper_position::Column::MarkPrice,
         paper_position::Column::UpdatedAt,
     ];
+    // Only an entry still held moves on; a closed or skipped one stays as it ended.
+    let held_only = || {
+        Expr::col((paper_position::Entity, paper_position::Column::Status))
+            .is_in([status::PENDING, status::OPEN])
+    };
     for (strategy_id, entry) in &changes.held {
         paper_position::Entity::insert(held_row(*strategy_id, entry, now))
             .on_conflict(
                 OnConflict::columns(key)
                     .update_columns(state_columns)
+                    .action_and_where(held_only())
                     .to_owned(),
             )
             .exec_without_returning(db)
-            .await?;
+            .await
+            .or_else(ignore_not_inserted)?;
     }
     for trade in &changes.closed {
         paper_position::Entity::insert(closed_row(trade, now))
@@ -306,8 +316,21 @@ pub async fn write(db: &impl ConnectionTrait, changes: &Changes) -> Result<()> {
     for (strategy_id, entry, reason) in &changes.skipped {
         let mut row = base_row(*strategy_id, entry, status::SKIPPED, now);
         row.note = Set(Some(reason.clone()));
+        // A pending entry stored by an earlier batch becomes the skipped one.
         paper_position::Entity::insert(row)
-            .on_conflict(OnConflict::columns(key).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::columns(key)
+                    .update_columns([
+                        paper_position::Column::Status,
+                        paper_position::Column::Note,
+                        paper_position::Column::UpdatedAt,
+                    ])
+                    .action_and_where(
+                        Expr::col((paper_position::Entity, paper_position::Column::Status))
+                            .eq(status::PENDING),
+                    )
+                    .to_owned(),
+            )
             .exec_without_returning(db)
             .await
             .or_else(ignore_not_inserted)?;

@@ -179,12 +179,25 @@ impl Services {
         let row = self.own_strategy(user_id, id).await?;
         let mut strategy =
             store::strategy_from_row(&row).map_err(|e| Error::Data(e.to_string()))?;
-        let before = (
-            strategy.kinds.clone(),
-            strategy.min_grade,
-            strategy.venues.clone(),
-            strategy.symbols.clone(),
-        );
+        // What it follows, as sets: the same kinds in another order change nothing.
+        let follows = |s: &Strategy| {
+            (
+                s.kinds
+                    .iter()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>(),
+                s.min_grade,
+                s.venues
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>(),
+                s.symbols
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>(),
+            )
+        };
+        let before = follows(&strategy);
         if let Some(name) = patch.name {
             strategy.name = name;
         }
@@ -223,12 +236,7 @@ impl Services {
         }
         strategy.since_ts = 0;
         strategy.validate().map_err(invalid)?;
-        let after = (
-            strategy.kinds.clone(),
-            strategy.min_grade,
-            strategy.venues.clone(),
-            strategy.symbols.clone(),
-        );
+        let after = follows(&strategy);
         let now = now_ms();
         let active = patch.active.unwrap_or(row.active);
         // Resuming, or following something else, starts from now.
