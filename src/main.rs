@@ -363,6 +363,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000)]
         bars: usize,
     },
+    /// A notification's chart: the last candles of real data drawn as the notifier draws
+    /// them (PNG 800×450), one core.
+    Chart {
+        #[arg(long, env = "TICKWATCH_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        charts: usize,
+        #[arg(long, default_value_t = 60)]
+        bars: u16,
+    },
     /// Indicator and multi-condition alert rules evaluated at a 1m close of every symbol.
     Expressions {
         #[arg(long, default_value_t = 100_000)]
@@ -634,6 +644,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     bars,
                 },
         } => bench::paper(&config, &data_dir, symbols, bars),
+        Command::Bench {
+            what:
+                BenchCommand::Chart {
+                    data_dir,
+                    charts,
+                    bars,
+                },
+        } => bench::chart(&data_dir, charts, bars),
         Command::Bench {
             what: BenchCommand::Csv { path },
         } => bench::csv(&config, &path).await,

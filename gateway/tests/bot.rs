@@ -989,3 +989,27 @@ async fn paper_strategies_set_up_by_buttons_shown_paused_and_deleted() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn charts_are_turned_off_and_on_in_settings() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let chat = 1301;
+    h.say(chat, "/register").await;
+    let shown = h.say_full(chat, "/settings").await;
+    assert!(shown.text.contains("charts: on"), "{}", shown.text);
+    assert!(buttons(&shown.markup).contains(&"charts:off".to_string()));
+    let off = h.say(chat, "/settings charts off").await;
+    assert!(off.contains("charts: off"), "{off}");
+    let user = h
+        .services
+        .user_by_chat(chat)
+        .await
+        .expect("read")
+        .expect("user");
+    assert!(!tickwatch_schema::db::charts_on(&user.prefs));
+    let on = h.press(chat, "charts:on").await;
+    assert!(on.contains("charts: on"), "{on}");
+    let wrong = h.say(chat, "/settings charts maybe").await;
+    assert!(wrong.contains("on or off"), "{wrong}");
+    h.stop().await;
+}

@@ -189,6 +189,57 @@ pub fn alerts(rules: usize, symbols: usize, ticks: usize) -> anyhow::Result<()> 
 /// bench's universe) with one strategy following every bullish and neutral kind — the
 /// signals engine and the paper engine together, candles per second on one core — beside
 /// the signals engine alone on the same candles.
+/// Draws `charts` charts of `bars` real BTCUSDT 4-hour candles (a different window each
+/// time), as the notifier draws a notification's: the time per chart and the PNG's size.
+pub fn chart(data_dir: &std::path::Path, charts: usize, bars: u16) -> anyhow::Result<()> {
+    use tickwatch_schema::history::HistoryReader;
+    use tickwatch_schema::wire::{ChartRequest, Interval};
+    let path = data_dir.join("BTCUSDT_4h.csv");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let candles: Vec<_> =
+        HistoryReader::new(text.as_bytes(), "BTCUSDT_4h.csv", "binance", "BTCUSDT", Interval::H4)?
+            .collect::<Result<_, _>>()?;
+    let n = usize::from(bars);
+    anyhow::ensure!(candles.len() > n, "the file has {} bars", candles.len());
+    let mut times = Vec::with_capacity(charts);
+    let mut sizes = Vec::with_capacity(charts);
+    for i in 0..charts {
+        let start = (i * 7) % (candles.len() - n);
+        let window = &candles[start..start + n];
+        let request = ChartRequest {
+            venue: "binance".into(),
+            symbol: "BTCUSDT".into(),
+            interval: Interval::H4,
+            level: Some(window[n - 1].close),
+            marker_ts: Some(window[n - 1].open_ts),
+            bars,
+        };
+        let started = std::time::Instant::now();
+        let png = tickwatch_notifier::chart::render(
+            &request,
+            window,
+            tickwatch_schema::display::KOREAN_DEFAULT,
+        )?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        sizes.push(png.len());
+    }
+    times.sort_by(f64::total_cmp);
+    sizes.sort_unstable();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    crate::say!(
+        "chart bench (one core): {charts} charts of {bars} real 4h candles, PNG {}×{}\n  per chart: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n  size: median {:.1} KB, max {:.1} KB",
+        tickwatch_notifier::chart::WIDTH,
+        tickwatch_notifier::chart::HEIGHT,
+        at(0.5),
+        at(0.99),
+        times[times.len() - 1],
+        sizes[sizes.len() / 2] as f64 / 1024.0,
+        sizes[sizes.len() - 1] as f64 / 1024.0
+    );
+    Ok(())
+}
+
 pub fn paper(
     config: &Config,
     data_dir: &std::path::Path,

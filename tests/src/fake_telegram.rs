@@ -3,7 +3,8 @@
 //!
 //! - Serves `POST|GET /bot<token>/<method>` with JSON, form-encoded or query parameters;
 //!   method names are case-insensitive as in Telegram (teloxide sends `SendMessage`).
-//!   Methods: `getMe`, `sendMessage`, `editMessageText` (recorded: [`FakeTelegram::edits`]),
+//!   Methods: `getMe`, `sendMessage`, `sendPhoto` (multipart; the file kept byte for byte,
+//!   the caption as the message's text), `editMessageText` (recorded: [`FakeTelegram::edits`]),
 //!   `editMessageReplyMarkup` ([`FakeTelegram::markup_edits`]), `answerCallbackQuery`
 //!   ([`FakeTelegram::callback_answers`]),
 //!   `deleteMessage`, `sendChatAction`, `setMyCommands`,
@@ -100,6 +101,8 @@ pub struct SentMessage {
     pub message_id: Option<i64>,
     /// The error description when not accepted.
     pub error: Option<String>,
+    /// `sendPhoto`: the uploaded file's bytes (its caption is `text`).
+    pub photo: Option<Vec<u8>>,
 }
 
 impl SentMessage {
@@ -764,7 +767,18 @@ async fn handle(
             "can_connect_to_business": false,
             "has_main_web_app": false,
         })),
-        "sendmessage" => send_message(&shared, &params, at).await,
+        "sendmessage" => send_message(&shared, &params, at, None).await,
+        "sendphoto" => {
+            // The photo as uploaded (multipart), byte for byte.
+            let photo = multipart_boundary(&headers)
+                .and_then(|boundary| multipart_file(&body, &boundary, "photo"));
+            match photo {
+                Some(bytes) if !bytes.is_empty() => {
+                    send_message(&shared, &params, at, Some(bytes)).await
+                }
+                _ => error(400, "Bad Request: there is no photo in the request"),
+            }
+        }
         "editmessagetext" => {
             let response = edit_message_text(&params);
             if response.status().is_success() {
@@ -843,6 +857,18 @@ fn edit_message_text(params: &Map<String, Value>) -> Response {
     ok(message)
 }
 
+/// A photo's caption: empty, or a text of at most 1,024 characters once parsed.
+fn check_caption(text: &str, parse_mode: Option<&str>) -> Result<String, String> {
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let visible = check_text(text, parse_mode)?;
+    if visible.encode_utf16().count() > 1024 {
+        return Err("Bad Request: message caption is too long".into());
+    }
+    Ok(visible)
+}
+
 /// The visible text, or Telegram's 400 description.
 fn check_text(text: &str, parse_mode: Option<&str>) -> Result<String, String> {
     let visible = match parse_mode {
@@ -863,13 +889,65 @@ fn check_text(text: &str, parse_mode: Option<&str>) -> Result<String, String> {
     Ok(visible)
 }
 
-async fn send_message(shared: &Shared, params: &Map<String, Value>, at: Instant) -> Response {
+/// The boundary of a `multipart/form-data` body.
+fn multipart_boundary(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return None;
+    }
+    content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
+}
+
+/// The bytes of the multipart part named `name` (a file's contents are binary: the text
+/// fields' parser would not keep them).
+fn multipart_file(body: &[u8], boundary: &str, name: &str) -> Option<Vec<u8>> {
+    let delimiter = format!("\r\n--{boundary}").into_bytes();
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    // The first delimiter has no line break before it.
+    let first = format!("--{boundary}").into_bytes();
+    let mut rest = &body[find(body, &first)? + first.len()..];
+    loop {
+        let end = find(rest, &delimiter).unwrap_or(rest.len());
+        let part = &rest[..end];
+        if let Some(split) = find(part, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&part[..split]);
+            let named = head
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("name="))
+                .any(|n| n.trim_matches('"') == name);
+            if named {
+                return Some(part[split + 4..].to_vec());
+            }
+        }
+        if end == rest.len() {
+            return None;
+        }
+        rest = &rest[end + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            return None;
+        }
+    }
+}
+
+async fn send_message(
+    shared: &Shared,
+    params: &Map<String, Value>,
+    at: Instant,
+    photo: Option<Vec<u8>>,
+) -> Response {
     let Some(chat_id) = int_param(params, "chat_id") else {
         return error(400, "Bad Request: chat not found");
     };
+    let text_param = if photo.is_some() { "caption" } else { "text" };
     let mut record = SentMessage {
         chat_id,
-        text: str_param(params, "text").unwrap_or_default(),
+        text: str_param(params, text_param).unwrap_or_default(),
         visible_text: None,
         parse_mode: str_param(params, "parse_mode"),
         disable_notification: bool_param(params, "disable_notification"),
@@ -878,6 +956,7 @@ async fn send_message(shared: &Shared, params: &Map<String, Value>, at: Instant)
         status: 200,
         message_id: None,
         error: None,
+        photo,
     };
     let (reply, early) = {
         let mut state = shared.lock();
@@ -920,7 +999,12 @@ async fn send_message(shared: &Shared, params: &Map<String, Value>, at: Instant)
             record.error = Some(description.clone());
             error(status, &description)
         } else {
-            match check_text(&record.text, record.parse_mode.as_deref()) {
+            let checked = if record.photo.is_some() {
+                check_caption(&record.text, record.parse_mode.as_deref())
+            } else {
+                check_text(&record.text, record.parse_mode.as_deref())
+            };
+            match checked {
                 Err(description) => {
                     record.status = 400;
                     record.error = Some(description.clone());

@@ -329,7 +329,7 @@ impl Notifier {
         let request = notification.chart.clone()?;
         let budget = self.inner.chart_budget;
         if budget.is_zero()
-            || user.is_some_and(|u| !record::charts_on(&u.prefs))
+            || user.is_some_and(|u| !tickwatch_schema::db::charts_on(&u.prefs))
             || markdown::utf16_len(&notification.text) > MAX_CAPTION_LEN
         {
             return None;

@@ -53,18 +53,6 @@ pub fn preference(prefs: &str, kind: EventKind) -> Preference {
     }
 }
 
-/// Whether a user wants charts with their notifications (`prefs.charts`, on unless `off`).
-pub fn charts_on(prefs: &str) -> bool {
-    serde_json::from_str::<HashMap<String, serde_json::Value>>(prefs)
-        .ok()
-        .and_then(|map| {
-            map.get("charts")
-                .and_then(|v| v.as_str())
-                .map(|v| v != "off")
-        })
-        .unwrap_or(true)
-}
-
 /// What to store for a notification (or one part of a split one).
 #[derive(Debug, Clone)]
 pub(crate) struct Row<'a> {

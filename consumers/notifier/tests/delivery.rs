@@ -772,3 +772,112 @@ async fn burst_keeps_every_limit() {
     // run amortises.
     assert!(report.ratio < 1.35, "{report}");
 }
+
+/// Stores the first `n` real BTCUSDT 4-hour candles.
+async fn store_real_hours(db: &TestDb, n: usize) -> Vec<tickwatch_schema::wire::Candle> {
+    use tickwatch_schema::history::{HistoryReader, data_file};
+    use tickwatch_schema::wire::Interval;
+    let path = data_file("BTCUSDT_4h.csv").expect("TICKWATCH_DATA_DIR holds the shared data");
+    let text = std::fs::read_to_string(&path).expect("history file");
+    let candles: Vec<_> = HistoryReader::new(
+        text.as_bytes(),
+        "BTCUSDT_4h.csv",
+        "binance",
+        "BTCUSDT",
+        Interval::H4,
+    )
+    .expect("header")
+    .take(n)
+    .map(|c| c.expect("bar"))
+    .collect();
+    tickwatch_recorder::store::upsert_candles(&db.conn, &candles)
+        .await
+        .expect("stored");
+    candles
+}
+
+fn with_chart(chat_id: i64, text: &str, marker_ts: i64) -> Notification {
+    let mut n = notification(chat_id, text, EventKind::Alert);
+    n.parse_mode = None;
+    n.chart = Some(tickwatch_schema::wire::ChartRequest {
+        venue: "binance".into(),
+        symbol: "BTCUSDT".into(),
+        interval: tickwatch_schema::wire::Interval::H4,
+        level: Some("16800".parse().expect("decimal")),
+        marker_ts: Some(marker_ts),
+        bars: 60,
+    });
+    n
+}
+
+#[tokio::test]
+async fn an_alert_with_a_chart_goes_as_a_photo_with_its_text_as_caption() {
+    let (fake, db, notifier) = setup().await;
+    let candles = store_real_hours(&db, 120).await;
+    let at = candles[100].open_ts + 4 * 3_600_000;
+    add_user(&db, 61, "{}").await;
+    add_user(&db, 62, r#"{"charts":"off"}"#).await;
+
+    let n = with_chart(61, "BTCUSDT crossed 16,800.00 USDT", at);
+    let outcome = notifier.handle(&n).await.expect("delivered");
+    assert!(
+        matches!(outcome, Outcome::Sent { recorded: true, .. }),
+        "{outcome:?}"
+    );
+    let sent = fake.delivered_to(61);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].visible_text.as_deref(),
+        Some("BTCUSDT crossed 16,800.00 USDT")
+    );
+    let png = sent[0].photo.as_ref().expect("a photo");
+    assert!(png.len() < 200 * 1024, "{} bytes", png.len());
+    let reader = png::Decoder::new(std::io::Cursor::new(png.as_slice()))
+        .read_info()
+        .expect("a PNG Telegram can decode");
+    assert_eq!((reader.info().width, reader.info().height), (800, 450));
+    // Once per key, photo or not.
+    let again = notifier.handle(&n).await.expect("a duplicate");
+    assert!(matches!(again, Outcome::Duplicate { .. }), "{again:?}");
+    assert_eq!(fake.delivered_to(61).len(), 1);
+
+    // Charts off: the text alone.
+    notifier
+        .handle(&with_chart(62, "BTCUSDT crossed", at))
+        .await
+        .expect("delivered");
+    assert!(fake.delivered_to(62)[0].photo.is_none());
+    // No candles of the series: the text alone, at once.
+    let mut other = with_chart(61, "ETHUSDT crossed", at);
+    other.chart.as_mut().expect("chart").symbol = "ETHUSDT".into();
+    notifier.handle(&other).await.expect("delivered");
+    let last = fake.delivered_to(61).pop().expect("sent");
+    assert_eq!(
+        (last.text.as_str(), last.photo.is_none()),
+        ("ETHUSDT crossed", true)
+    );
+    // A text too long for a caption: the text alone.
+    let long = "x".repeat(1_100);
+    notifier
+        .handle(&with_chart(61, &long, at))
+        .await
+        .expect("delivered");
+    assert!(fake.delivered_to(61).pop().expect("sent").photo.is_none());
+    // Telegram refusing the photo: the text goes alone instead.
+    fake.script(
+        Scope::Chat(61),
+        [Reply::Status(
+            400,
+            "Bad Request: PHOTO_INVALID_DIMENSIONS".into(),
+        )],
+    );
+    notifier
+        .handle(&with_chart(61, "retry as text", at))
+        .await
+        .expect("delivered");
+    let last = fake.delivered_to(61).pop().expect("sent");
+    assert_eq!(
+        (last.text.as_str(), last.photo.is_none()),
+        ("retry as text", true)
+    );
+}

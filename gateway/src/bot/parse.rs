@@ -140,6 +140,8 @@ pub enum SettingsArgs {
     Language(Language),
     /// `None`: the language's zone again (Asia/Seoul for Korean, UTC for English).
     TimeZone(Option<tickwatch_schema::display::Tz>),
+    /// Charts with alert and signal notifications: on or off.
+    Charts(bool),
 }
 
 /// What is wrong with a command, in both languages.
@@ -808,6 +810,16 @@ fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
     let wrong = |en: String, ko: String| usage("settings", Problem::new(en, ko));
     match tokens {
         [] => Ok(SettingsArgs::Show),
+        [key, value] if matches!(key.to_lowercase().as_str(), "charts" | "chart" | "차트") => {
+            match value.to_lowercase().as_str() {
+                "on" | "켜기" => Ok(SettingsArgs::Charts(true)),
+                "off" | "끄기" => Ok(SettingsArgs::Charts(false)),
+                _ => Err(wrong(
+                    format!("`{value}`: charts are on or off"),
+                    format!("`{value}`: 차트는 on 또는 off"),
+                )),
+            }
+        }
         [key, value] if matches!(key.to_lowercase().as_str(), "lang" | "language" | "언어") => {
             value
                 .parse::<Language>()

@@ -599,6 +599,28 @@ impl Services {
         Ok(preferences(&text))
     }
 
+    /// Turns the charts sent with notifications on or off (`prefs.charts`); the stored
+    /// preferences after the change.
+    pub async fn set_charts(&self, user_id: i64, on: bool) -> Result<String> {
+        let row = self.user(user_id).await?;
+        let mut stored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&row.prefs).unwrap_or_default();
+        stored.insert(
+            tickwatch_schema::db::PREF_CHARTS.to_string(),
+            if on { "on" } else { "off" }.into(),
+        );
+        let text = serde_json::Value::Object(stored).to_string();
+        user::Entity::update_many()
+            .set(user::ActiveModel {
+                prefs: Set(text.clone()),
+                ..Default::default()
+            })
+            .filter(user::Column::Id.eq(user_id))
+            .exec(self.db())
+            .await?;
+        Ok(text)
+    }
+
     /// Users, and how many are active.
     pub async fn count_users(&self) -> Result<(u64, u64)> {
         let all = user::Entity::find().count(self.db()).await?;

@@ -21,6 +21,21 @@ pub use sea_orm;
 /// `settings` key: `"true"` while an admin holds every notification in the queue.
 pub const SETTING_NOTIFICATIONS_HALTED: &str = "notifications_halted";
 
+/// `users.prefs` key: `"off"` stops the charts sent with notifications (on otherwise).
+pub const PREF_CHARTS: &str = "charts";
+
+/// Whether a user's `prefs` JSON has charts on (anything but `"charts": "off"`).
+pub fn charts_on(prefs: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(prefs)
+        .ok()
+        .and_then(|map| {
+            map.get(PREF_CHARTS)
+                .and_then(|v| v.as_str())
+                .map(|v| v != "off")
+        })
+        .unwrap_or(true)
+}
+
 /// Rows per multi-row `INSERT`: on PostgreSQL through sqlx a statement's cost grows faster
 /// than its parameters (256 candle rows took 47 ms in one statement, 5 ms as four of 64),
 /// so bulk writes go in statements of this many rows.

@@ -58,6 +58,7 @@ impl Session<'_> {
     pub(super) fn settings_markup(
         &self,
         prefs: &std::collections::BTreeMap<EventKind, Preference>,
+        charts: bool,
     ) -> InlineKeyboardMarkup {
         let mut rows: Vec<Vec<InlineKeyboardButton>> = prefs
             .iter()
@@ -74,6 +75,11 @@ impl Session<'_> {
                     .collect()
             })
             .collect();
+        let mark = |on: bool| if on == charts { "✓ " } else { "" };
+        rows.push(vec![
+            InlineKeyboardButton::callback(format!("{}charts: on", mark(true)), "charts:on"),
+            InlineKeyboardButton::callback(format!("{}charts: off", mark(false)), "charts:off"),
+        ]);
         rows.push(vec![
             InlineKeyboardButton::callback("English", "lang:en"),
             InlineKeyboardButton::callback("한국어", "lang:ko"),
@@ -84,13 +90,18 @@ impl Session<'_> {
     pub(super) fn settings_text(
         &self,
         prefs: &std::collections::BTreeMap<EventKind, Preference>,
+        charts: bool,
         lang: Language,
         zone: Tz,
     ) -> String {
-        let lines: Vec<String> = prefs
+        let mut lines: Vec<String> = prefs
             .iter()
             .map(|(kind, p)| format!("• {kind}: <b>{}</b>", p.as_str()))
             .collect();
+        lines.push(format!(
+            "• charts: <b>{}</b>",
+            if charts { "on" } else { "off" }
+        ));
         let now = display::format_time_short(tickwatch_schema::db::now_ms(), zone);
         let zone = format!("{} ({now})", zone.name());
         // In `lang`, not the session's: `/settings lang` answers in the new language.
@@ -103,7 +114,13 @@ impl Session<'_> {
         };
         let services = &self.ctx.services;
         let chosen = user.time_zone.clone();
+        let mut charts = tickwatch_schema::db::charts_on(&user.prefs);
         let (prefs, lang, chosen) = match args {
+            SettingsArgs::Charts(on) => {
+                let stored = services.set_charts(user.id, on).await?;
+                charts = tickwatch_schema::db::charts_on(&stored);
+                (preferences(&stored), self.lang, chosen)
+            }
             SettingsArgs::Show => (preferences(&user.prefs), self.lang, chosen),
             SettingsArgs::Preference(kind, pref) => (
                 services.set_preference(user.id, kind, pref).await?,
@@ -123,8 +140,8 @@ impl Session<'_> {
         // The zone as it now stands: a language change moves a default zone with it.
         let zone = display::user_time_zone(lang.as_str(), chosen.as_deref());
         self.reply_with(
-            self.settings_text(&prefs, lang, zone),
-            Some(self.settings_markup(&prefs)),
+            self.settings_text(&prefs, charts, lang, zone),
+            Some(self.settings_markup(&prefs, charts)),
         )
         .await
     }

@@ -337,6 +337,7 @@ async fn handle_callback(ctx: &Ctx, query: &CallbackQuery) -> Result<()> {
             Err(_) => Ok(()),
         },
         "pl" => session.paper(PaperArgs::List).await,
+        "charts" => session.settings(SettingsArgs::Charts(arg == "on")).await,
         "lang" => match arg.parse::<Language>() {
             Ok(lang) => session.settings(SettingsArgs::Language(lang)).await,
             Err(_) => Ok(()),
