@@ -991,7 +991,7 @@ async fn paper_strategies_set_up_by_buttons_shown_paused_and_deleted() {
 }
 
 #[tokio::test]
-async fn charts_are_turned_off_and_on_in_settings() {
+async fn charts_and_the_daily_digest_in_settings() {
     let h = Harness::start(Backend::Sqlite).await;
     let chat = 1301;
     h.say(chat, "/register").await;
@@ -1011,5 +1011,13 @@ async fn charts_are_turned_off_and_on_in_settings() {
     assert!(on.contains("charts: on"), "{on}");
     let wrong = h.say(chat, "/settings charts maybe").await;
     assert!(wrong.contains("on or off"), "{wrong}");
+    let digest = h.say(chat, "/settings digest 7:30").await;
+    assert!(digest.contains("digest: 07:30"), "{digest}");
+    let user = h.services.user_by_chat(chat).await.expect("read").expect("user");
+    assert_eq!(user.digest_at.as_deref(), Some("07:30"));
+    assert!(h.say(chat, "/settings").await.contains("digest: 07:30"));
+    assert!(h.say(chat, "/settings digest off").await.contains("digest: off"));
+    let bad = h.say(chat, "/settings digest noon").await;
+    assert!(bad.contains("HH:MM"), "{bad}");
     h.stop().await;
 }

@@ -195,11 +195,16 @@ pub fn chart(data_dir: &std::path::Path, charts: usize, bars: u16) -> anyhow::Re
     use tickwatch_schema::history::HistoryReader;
     use tickwatch_schema::wire::{ChartRequest, Interval};
     let path = data_dir.join("BTCUSDT_4h.csv");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let candles: Vec<_> =
-        HistoryReader::new(text.as_bytes(), "BTCUSDT_4h.csv", "binance", "BTCUSDT", Interval::H4)?
-            .collect::<Result<_, _>>()?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let candles: Vec<_> = HistoryReader::new(
+        text.as_bytes(),
+        "BTCUSDT_4h.csv",
+        "binance",
+        "BTCUSDT",
+        Interval::H4,
+    )?
+    .collect::<Result<_, _>>()?;
     let n = usize::from(bars);
     anyhow::ensure!(candles.len() > n, "the file has {} bars", candles.len());
     let mut times = Vec::with_capacity(charts);

@@ -165,6 +165,31 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
             }
         }
     });
+    // The daily digests that are due (any number of bots may run this: the store claims
+    // each user's day once).
+    let digests = tokio::spawn({
+        let services = ctx.services.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            if services.broker().is_none() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(DIGEST_CHECK) => {}
+                }
+                match services
+                    .send_due_digests(tickwatch_schema::db::now_ms())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(digests = n, "daily digests sent"),
+                    Err(e) => tracing::warn!(error = %e, "could not send the daily digests"),
+                }
+            }
+        }
+    });
     let (dispatch, workers) = spawn_workers(&ctx, ctx.config.workers);
     let result = match ctx.config.mode {
         BotMode::Polling => poll(&ctx, dispatch, &shutdown).await,
@@ -176,8 +201,12 @@ pub async fn run(config: BotConfig, services: Services, shutdown: CancellationTo
     }
     resume.abort();
     snoozes.abort();
+    digests.abort();
     result
 }
+
+/// How often the bot looks for daily digests that are due.
+const DIGEST_CHECK: Duration = Duration::from_secs(30);
 
 /// How often the bot looks for snoozed alerts whose time is up.
 const SNOOZE_CHECK: Duration = Duration::from_secs(15);

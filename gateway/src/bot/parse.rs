@@ -142,6 +142,8 @@ pub enum SettingsArgs {
     TimeZone(Option<tickwatch_schema::display::Tz>),
     /// Charts with alert and signal notifications: on or off.
     Charts(bool),
+    /// The daily digest at a local time (`HH:MM`), or off (`None`).
+    Digest(Option<String>),
 }
 
 /// What is wrong with a command, in both languages.
@@ -810,6 +812,24 @@ fn parse_settings(tokens: &[&str]) -> Parsed<SettingsArgs> {
     let wrong = |en: String, ko: String| usage("settings", Problem::new(en, ko));
     match tokens {
         [] => Ok(SettingsArgs::Show),
+        [key, value] if matches!(key.to_lowercase().as_str(), "digest" | "요약") => {
+            match value.to_lowercase().as_str() {
+                "off" | "끄기" => Ok(SettingsArgs::Digest(None)),
+                "on" | "켜기" => Ok(SettingsArgs::Digest(Some(
+                    crate::services::digest::DEFAULT_DIGEST_AT.to_string(),
+                ))),
+                _ => crate::services::digest::parse_time_of_day(value)
+                    .map(|at| SettingsArgs::Digest(Some(at)))
+                    .ok_or_else(|| {
+                        wrong(
+                            format!(
+                                "`{value}`: the digest's time is HH:MM (e.g. 18:00), on or off"
+                            ),
+                            format!("`{value}`: 요약 시각은 HH:MM (예: 18:00), on 또는 off"),
+                        )
+                    }),
+            }
+        }
         [key, value] if matches!(key.to_lowercase().as_str(), "charts" | "chart" | "차트") => {
             match value.to_lowercase().as_str() {
                 "on" | "켜기" => Ok(SettingsArgs::Charts(true)),

@@ -145,7 +145,7 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "settings",
-        form: "/settings [alert|signal|system|paper on|silent|off] [charts on|off] [lang ko|en] [tz <zone>|auto]",
+        form: "/settings [alert|signal|system|paper on|silent|off] [charts on|off] [digest HH:MM|off] [lang ko|en] [tz <zone>|auto]",
         example: "/settings alert silent  ·  /settings lang ko  ·  /settings tz Asia/Seoul",
         en: "Notification settings, language and time zone",
         ko: "알림 설정, 언어와 시간대",

@@ -16,6 +16,7 @@
 //! - [`system`]: global halt/resume, system statistics, the DLQ summary.
 
 pub mod broadcasts;
+pub mod digest;
 pub mod market;
 pub mod operators;
 pub mod paper;

@@ -102,6 +102,13 @@ impl Session<'_> {
             "• charts: <b>{}</b>",
             if charts { "on" } else { "off" }
         ));
+        lines.push(format!(
+            "• digest: <b>{}</b>",
+            self.user
+                .as_ref()
+                .and_then(|u| u.digest_at.clone())
+                .unwrap_or_else(|| "off".into())
+        ));
         let now = display::format_time_short(tickwatch_schema::db::now_ms(), zone);
         let zone = format!("{} ({now})", zone.name());
         // In `lang`, not the session's: `/settings lang` answers in the new language.
@@ -116,6 +123,14 @@ impl Session<'_> {
         let chosen = user.time_zone.clone();
         let mut charts = tickwatch_schema::db::charts_on(&user.prefs);
         let (prefs, lang, chosen) = match args {
+            SettingsArgs::Digest(at) => {
+                services.set_digest(user.id, at.clone()).await?;
+                let note = match &at {
+                    Some(at) => format!("📰 digest: {at}"),
+                    None => "📰 digest: off".to_string(),
+                };
+                return self.reply(note).await;
+            }
             SettingsArgs::Charts(on) => {
                 let stored = services.set_charts(user.id, on).await?;
                 charts = tickwatch_schema::db::charts_on(&stored);

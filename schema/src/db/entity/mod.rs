@@ -4,6 +4,7 @@ pub mod alert_price;
 pub mod alert_rule;
 pub mod api_key;
 pub mod candle;
+pub mod digest;
 pub mod latest_price;
 pub mod notification;
 pub mod paper_equity;

@@ -28,6 +28,8 @@ pub struct Model {
     /// SHA-256 (hex) of the secret in the user's TradingView relay URL.
     #[sea_orm(unique)]
     pub relay_token_hash: Option<String>,
+    /// When (local `HH:MM`) the user gets the daily digest; `None`: no digest.
+    pub digest_at: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

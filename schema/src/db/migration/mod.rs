@@ -10,6 +10,7 @@ mod m20261207_000006_user_time_zone;
 mod m20261207_000007_relay_token;
 mod m20261207_000008_rule_snooze_expression;
 mod m20261207_000009_paper;
+mod m20261207_000010_digest;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000007_relay_token::Migration),
             Box::new(m20261207_000008_rule_snooze_expression::Migration),
             Box::new(m20261207_000009_paper::Migration),
+            Box::new(m20261207_000010_digest::Migration),
         ]
     }
 }
