@@ -1013,10 +1013,19 @@ async fn charts_and_the_daily_digest_in_settings() {
     assert!(wrong.contains("on or off"), "{wrong}");
     let digest = h.say(chat, "/settings digest 7:30").await;
     assert!(digest.contains("digest: 07:30"), "{digest}");
-    let user = h.services.user_by_chat(chat).await.expect("read").expect("user");
+    let user = h
+        .services
+        .user_by_chat(chat)
+        .await
+        .expect("read")
+        .expect("user");
     assert_eq!(user.digest_at.as_deref(), Some("07:30"));
     assert!(h.say(chat, "/settings").await.contains("digest: 07:30"));
-    assert!(h.say(chat, "/settings digest off").await.contains("digest: off"));
+    assert!(
+        h.say(chat, "/settings digest off")
+            .await
+            .contains("digest: off")
+    );
     let bad = h.say(chat, "/settings digest noon").await;
     assert!(bad.contains("HH:MM"), "{bad}");
     h.stop().await;
