@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, EntityTrait};
-use tickwatch_broker::{
-    ConsumeOptions, Handled, Handler, Incoming, Outcome, Topology, consume_with,
-};
 use tickwatch_gateway::Services;
 use tickwatch_schema::db::entity::{alert_event, digest, signal, subscription, user};
 use tickwatch_schema::db::now_ms;
@@ -21,43 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use common::{Backend, broker_with_topology, database};
 
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Notification>>>);
-
-impl Handler for Collect {
-    async fn handle(&mut self, message: &Incoming) -> Outcome {
-        let n: Notification = message.decode()?;
-        self.0.lock().expect("lock").push(n);
-        Ok(Handled::Done)
-    }
-}
-
 async fn digest_once_a_day(backend: Backend) {
     let db = database(backend).await;
     let (broker, topology) = broker_with_topology("digest").await;
     let stop = CancellationToken::new();
-    let mut listen = Topology::default();
-    let name = format!("{}.listen.digest", broker.config().prefix);
-    let spec = listen
-        .add_private_queue(
-            broker.config(),
-            &name,
-            &[(
-                broker.names().exchange(Exchange::Notify),
-                "telegram".to_string(),
-            )],
-        )
-        .expect("queue");
-    let got = Collect::default();
-    tokio::spawn({
-        let (b, c, s) = (broker.clone(), got.clone(), stop.clone());
-        let options = ConsumeOptions {
-            declare: Some(Arc::new(listen)),
-            ..Default::default()
-        };
-        async move { consume_with(&b, &spec, c, s, options).await }
-    });
-    common::wait_component(&broker, &name).await;
+    let got: tickwatch_tests::broker::Heard<Notification> =
+        tickwatch_tests::broker::listen(&broker, Exchange::Notify, "telegram", &stop).await;
 
     let services = Services::new(db.conn.clone(), Some(broker.clone()));
     let now = now_ms();
@@ -159,17 +124,8 @@ async fn digest_once_a_day(backend: Backend) {
         services.send_due_digests(now + 60_000).await.expect("step"),
         0
     );
-    assert!(
-        tickwatch_tests::wait_until(Duration::from_secs(10), async || got
-            .0
-            .lock()
-            .expect("lock")
-            .len()
-            >= 2)
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let notes = got.0.lock().expect("lock").clone();
+    assert!(tickwatch_tests::wait_until(Duration::from_secs(10), async || got.len() >= 2).await);
+    let notes = got.all();
     let mut keys: Vec<&str> = notes.iter().map(|n| n.dedupe_key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();

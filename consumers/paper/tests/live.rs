@@ -6,15 +6,12 @@
 //! nothing twice; each opening and closing reaches `tw.notify` once, for the owner's chat.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use tickwatch_broker::{
-    Broker, ConsumeOptions, Handled, Handler, Incoming, Outcome, Publisher, Topology, consume_with,
-};
+use tickwatch_broker::{Broker, Publisher, Topology};
 use tickwatch_paper::store::{self, status};
 use tickwatch_paper::{Sizing, Strategy, Trade, backtest};
 use tickwatch_schema::db::entity::{
@@ -74,53 +71,6 @@ fn strategies() -> Vec<Strategy> {
         ..base.clone()
     };
     vec![base, breakout]
-}
-
-/// Collects the notifications published to `tw.notify`.
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Notification>>>);
-
-impl Handler for Collect {
-    async fn handle(&mut self, message: &Incoming) -> Outcome {
-        let n: Notification = message.decode()?;
-        self.0.lock().expect("lock").push(n);
-        Ok(Handled::Done)
-    }
-}
-
-async fn listen(broker: &Broker, stop: &CancellationToken) -> Collect {
-    let mut topology = Topology::default();
-    let name = format!("{}.listen.notify", broker.config().prefix);
-    let spec = topology
-        .add_private_queue(
-            broker.config(),
-            &name,
-            &[(
-                broker.names().exchange(Exchange::Notify),
-                "telegram".to_string(),
-            )],
-        )
-        .expect("queue");
-    let collect = Collect::default();
-    tokio::spawn({
-        let (b, c, s) = (broker.clone(), collect.clone(), stop.clone());
-        let options = ConsumeOptions {
-            declare: Some(Arc::new(topology)),
-            ..Default::default()
-        };
-        async move { consume_with(&b, &spec, c, s, options).await }
-    });
-    let component = format!("consumer:{name}");
-    assert!(
-        tickwatch_tests::wait_until(Duration::from_secs(15), async || broker
-            .health()
-            .snapshot()
-            .get(&component)
-            .is_some_and(|c| c.up))
-        .await,
-        "the listener consumes"
-    );
-    collect
 }
 
 /// The fields a user sees of a trade.
@@ -203,7 +153,8 @@ async fn live_equals_backtest(db: TestDb) {
     let topology = Topology::standard(&config).expect("topology");
     topology.apply(&broker).await.expect("apply");
     let stop = CancellationToken::new();
-    let notes = listen(&broker, &stop).await;
+    let notes: tickwatch_tests::broker::Heard<Notification> =
+        tickwatch_tests::broker::listen(&broker, Exchange::Notify, "telegram", &stop).await;
     let signals = tokio::spawn({
         let (b, d, s) = (broker.clone(), conn.clone(), stop.clone());
         async move { tickwatch_signals::adapter::run(&b, d, &SignalsConfig::default(), s).await }
@@ -333,11 +284,9 @@ async fn live_equals_backtest(db: TestDb) {
         .filter(|r| r.status == status::OPEN || r.status == status::CLOSED)
         .count();
     let wanted = opened + rows.len();
-    let told = tickwatch_tests::wait_until(Duration::from_secs(30), async || {
-        notes.0.lock().expect("lock").len() >= wanted
-    })
-    .await;
-    let notes = notes.0.lock().expect("lock").clone();
+    let told =
+        tickwatch_tests::wait_until(Duration::from_secs(30), async || notes.len() >= wanted).await;
+    let notes = notes.all();
     assert!(told, "{} of {wanted} messages", notes.len());
     let mut dedupe: Vec<&str> = notes.iter().map(|n| n.dedupe_key.as_str()).collect();
     dedupe.sort_unstable();
