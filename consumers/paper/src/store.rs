@@ -306,6 +306,11 @@ pub async fn write(db: &impl ConnectionTrait, changes: &Changes) -> Result<()> {
                         paper_position::Column::Fees,
                         paper_position::Column::Pnl,
                         paper_position::Column::ReturnPct,
+                        // What only an open position has is cleared: a closed row is the
+                        // same whether it was stored open before or not.
+                        paper_position::Column::Highest,
+                        paper_position::Column::ExitNextOpen,
+                        paper_position::Column::MarkPrice,
                         paper_position::Column::UpdatedAt,
                     ])
                     .to_owned(),

@@ -177,6 +177,11 @@ async fn rows_move_forward_only(db: TestDb) {
     .expect("late");
     let row = only_row().await;
     assert_eq!(row.status, status::CLOSED);
+    assert_eq!(
+        (&row.highest, &row.mark_price, &row.exit_next_open),
+        (&None, &None, &None),
+        "what only an open position has is cleared"
+    );
     assert_eq!(store::trade_from_row(&row).expect("a trade"), trade);
     db.close().await.expect("cleanup");
 }

@@ -10,7 +10,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionTrait,
 };
 use tickwatch_paper::store::{self, status};
 use tickwatch_paper::{Fees, Sizing, Strategy, Summary, summarize};
@@ -279,20 +279,23 @@ impl Services {
     /// Removes a strategy with its positions, trades and equity.
     pub async fn delete_paper_strategy(&self, user_id: i64, id: i64) -> Result<()> {
         self.own_strategy(user_id, id).await?;
-        // Children first: SQLite may run without foreign keys enforced.
+        // One transaction, children first: SQLite may run without foreign keys enforced,
+        // and the paper role must not find half a strategy.
+        let txn = self.db().begin().await?;
         paper_position::Entity::delete_many()
             .filter(paper_position::Column::StrategyId.eq(id))
-            .exec(self.db())
+            .exec(&txn)
             .await?;
         paper_equity::Entity::delete_many()
             .filter(paper_equity::Column::StrategyId.eq(id))
-            .exec(self.db())
+            .exec(&txn)
             .await?;
         paper_strategy::Entity::delete_many()
             .filter(paper_strategy::Column::Id.eq(id))
             .filter(paper_strategy::Column::UserId.eq(user_id))
-            .exec(self.db())
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(())
     }
 
