@@ -915,6 +915,9 @@ async fn paper_strategies_set_up_by_buttons_shown_paused_and_deleted() {
     assert_eq!(buttons(&exits.markup).len(), 4);
     let created = h.press(chat, "pn:vcp_breakout:krx:20:a").await;
     assert!(created.contains("Paper strategy #1"), "{created}");
+    // The last button pressed again: still one strategy.
+    let again = h.press(chat, "pn:vcp_breakout:krx:20:a").await;
+    assert!(again.contains("Paper strategy #1"), "{again}");
     let user = h
         .services
         .user_by_chat(chat)

@@ -309,11 +309,33 @@ impl Session<'_> {
                     fees: None,
                     since_ts: 0,
                 };
-                let view = self
+                // The last button pressed twice (a slow network, an impatient thumb) makes
+                // one strategy: the same one made in the last half minute is the answer.
+                let now = tickwatch_schema::db::now_ms();
+                let existing = self
                     .ctx
                     .services
-                    .create_paper_strategy(user.id, strategy)
-                    .await?;
+                    .list_paper_strategies(user.id)
+                    .await?
+                    .into_iter()
+                    .find(|v| {
+                        now - v.created_at < 30_000
+                            && v.strategy.name == strategy.name
+                            && v.strategy.sizing == strategy.sizing
+                            && v.strategy.take_profit_pct == strategy.take_profit_pct
+                            && v.strategy.stop_loss_pct == strategy.stop_loss_pct
+                            && v.strategy.trailing_stop_pct == strategy.trailing_stop_pct
+                            && v.strategy.max_bars == strategy.max_bars
+                    });
+                let view = match existing {
+                    Some(view) => view,
+                    None => {
+                        self.ctx
+                            .services
+                            .create_paper_strategy(user.id, strategy)
+                            .await?
+                    }
+                };
                 let id = view.strategy.id;
                 self.reply_with(
                     self.text_with(
