@@ -194,13 +194,18 @@ impl TelegramSender {
         method: &str,
         payload: &impl serde::Serialize,
     ) -> Result<(u16, String), String> {
+        self.post_to(method, |request| request.json(payload)).await
+    }
+
+    /// POSTs to a Bot API method with the body `body` puts on the request.
+    async fn post_to(
+        &self,
+        method: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<(u16, String), String> {
         let token = self.bot.token();
         let url = format!("{}/bot{token}/{method}", self.base_url);
-        let response = self
-            .bot
-            .client()
-            .post(url)
-            .json(payload)
+        let response = body(self.bot.client().post(url))
             .send()
             .await
             .map_err(|e| self.redact(&network_error(e)))?;
@@ -238,22 +243,8 @@ impl TelegramSender {
             .mime_str("image/png")
             .map_err(|e| e.to_string())?;
         form = form.part("photo", file);
-        let token = self.bot.token();
-        let url = format!("{}/bot{token}/sendPhoto", self.base_url);
-        let response = self
-            .bot
-            .client()
-            .post(url)
-            .multipart(form)
-            .send()
+        self.post_to("sendPhoto", |request| request.multipart(form))
             .await
-            .map_err(|e| self.redact(&network_error(e)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.redact(&network_error(e)))?;
-        Ok((status, body))
     }
 
     fn redact(&self, text: &str) -> String {

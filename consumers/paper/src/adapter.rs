@@ -95,7 +95,6 @@ struct State {
     /// The consumer session of the last batch: a new one (a reconnect, a standby made
     /// active) may find the store moved on by another instance, so it reloads.
     session: Option<u64>,
-    refreshed_at: Option<Instant>,
     swept_at: Option<Instant>,
     /// Opening or closing messages may be stored unpublished.
     outbox: bool,
@@ -177,7 +176,6 @@ impl PaperHandler {
                     loaded: false,
                     unsettled: false,
                     session: None,
-                    refreshed_at: None,
                     swept_at: None,
                     outbox: true,
                     no_holds_until: None,
@@ -218,7 +216,6 @@ impl PaperHandler {
         state.versions = versions;
         state.cursors = store::load_progress(self.db()).await?;
         state.loaded = true;
-        state.refreshed_at = Some(Instant::now());
         tracing::info!(
             strategies = state.owners.len(),
             series = state.cursors.len(),
@@ -234,7 +231,6 @@ impl PaperHandler {
             return self.load(state).await;
         }
         let versions = store::strategy_versions(self.db()).await?;
-        state.refreshed_at = Some(Instant::now());
         if versions != state.versions {
             self.load(state).await?;
         }

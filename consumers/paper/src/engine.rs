@@ -274,11 +274,6 @@ impl PaperEngine {
         self.books.retain(|b| b.strategy.id != strategy_id);
     }
 
-    /// The strategies it runs, with their rules.
-    pub fn strategies(&self) -> impl Iterator<Item = &Strategy> {
-        self.books.iter().map(|b| &b.strategy)
-    }
-
     /// Whether a candle or signal of this symbol can matter: a strategy may follow its
     /// signals, or holds an entry on it.
     pub fn interested(&self, venue: &str, symbol: &str) -> bool {

@@ -561,17 +561,8 @@ impl Services {
                 ),
             );
         }
-        let mut rows = query.all(self.db()).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(time_cursor(last.ts, &last.id)),
-            _ => None,
-        };
-        Ok(Page {
-            items: rows,
-            next_cursor,
-        })
+        let rows = query.all(self.db()).await?;
+        Ok(Page::of(rows, limit, |r| time_cursor(r.ts, &r.id)))
     }
 
     /// Outcome statistics per signal kind, aggregated in the database.

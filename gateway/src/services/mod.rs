@@ -45,6 +45,20 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` rows read (one more than asked tells whether a next
+    /// page exists): the first `limit`, and the last one's cursor when there is more.
+    pub fn of(mut rows: Vec<T>, limit: u64, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = rows.last().filter(|_| more).map(cursor);
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
 /// The database, the broker (optional: the CLI's user commands need none) and the control
 /// publisher; cheap to clone.
 #[derive(Clone)]

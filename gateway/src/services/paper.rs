@@ -332,17 +332,8 @@ impl Services {
         if let Some(before) = before {
             query = query.filter(paper_position::Column::Id.lt(before));
         }
-        let mut rows = query.all(self.db()).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(last.id.to_string()),
-            _ => None,
-        };
-        Ok(Page {
-            items: rows,
-            next_cursor,
-        })
+        let rows = query.all(self.db()).await?;
+        Ok(Page::of(rows, limit, |r| r.id.to_string()))
     }
 
     /// A strategy's equity at the end of each market day it traded, oldest first.

@@ -138,15 +138,13 @@ impl Services {
         if let Some(after) = after {
             query = query.filter(alert_rule::Column::Id.gt(after));
         }
-        let mut rows = query.all(self.db()).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(last.id.to_string()),
-            _ => None,
-        };
-        let items = rows.iter().map(to_rule).collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, next_cursor })
+        let rows = query.all(self.db()).await?;
+        let page = Page::of(rows, limit, |r| r.id.to_string());
+        let items = page.items.iter().map(to_rule).collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// The cursor (`after`) of the page of `limit` rules before the one starting at
@@ -448,17 +446,8 @@ impl Services {
                 ),
             );
         }
-        let mut rows = query.all(self.db()).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(time_cursor(last.ts, &last.id)),
-            _ => None,
-        };
-        Ok(Page {
-            items: rows,
-            next_cursor,
-        })
+        let rows = query.all(self.db()).await?;
+        Ok(Page::of(rows, limit, |r| time_cursor(r.ts, &r.id)))
     }
 }
 
