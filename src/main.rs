@@ -363,6 +363,11 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000)]
         bars: usize,
     },
+    /// The web dashboard's cost to the API: API latency alone and beside page loads.
+    Web {
+        #[arg(long, default_value_t = 5_000)]
+        requests: usize,
+    },
     /// A notification's chart: the last candles of real data drawn as the notifier draws
     /// them (PNG 800×450), one core.
     Chart {
@@ -578,6 +583,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Broker { messages },
         } => bench::broker(&config, messages).await,
+        Command::Bench {
+            what: BenchCommand::Web { requests },
+        } => bench::web(requests).await,
         Command::Bench {
             what: BenchCommand::Symbols { count, rounds },
         } => bench::symbols::run(&config, count, rounds).await,

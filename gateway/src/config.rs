@@ -282,7 +282,7 @@ pub struct BotConfig {
     pub webhook: WebhookConfig,
     /// Updates handled at once (one chat's updates always in order).
     pub workers: usize,
-    /// Where the HTTP API is reached from outside, for `/relay`'s URL (in the `tickwatch`
+    /// Where the HTTP API is reached from outside, for the URLs of `/relay` and `/web` (in the `tickwatch`
     /// binary: `api.relay.public_url`, else the API's listen address).
     #[serde(skip)]
     pub relay_base_url: Option<String>,

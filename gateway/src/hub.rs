@@ -1,5 +1,5 @@
 //! The live-stream hub of one API process: one private broker queue bound to `tick.#`,
-//! `signal.#` and `alert.#` feeds a bounded tokio broadcast channel that every open stream
+//! `candle.#`, `signal.#` and `alert.#` feeds a bounded tokio broadcast channel that every open stream
 //! reads. A stream that falls `buffer` events behind is closed by its handler with a
 //! reason — nothing is ever buffered without bound, neither here nor on the broker (the
 //! private queue has a length cap and a short TTL: live data goes stale fast).
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tickwatch_broker::topology::{Arg, Topology};
 use tickwatch_broker::{Broker, ConsumeOptions, Handler, Incoming, consume_with};
 use tickwatch_schema::names::{Exchange, routing};
-use tickwatch_schema::wire::{AlertTriggered, MessageKind, Signal, Tick};
+use tickwatch_schema::wire::{AlertTriggered, Candle, MessageKind, Signal, Tick};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Tick(Tick),
+    Candle(Candle),
     Signal(Signal),
     Alert(AlertTriggered),
 }
@@ -30,6 +31,7 @@ impl StreamEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             StreamEvent::Tick(_) => "tick",
+            StreamEvent::Candle(_) => "candle",
             StreamEvent::Signal(_) => "signal",
             StreamEvent::Alert(_) => "alert",
         }
@@ -38,6 +40,7 @@ impl StreamEvent {
     pub fn symbol(&self) -> &str {
         match self {
             StreamEvent::Tick(t) => &t.symbol,
+            StreamEvent::Candle(c) => &c.symbol,
             StreamEvent::Signal(s) => &s.symbol,
             StreamEvent::Alert(a) => &a.symbol,
         }
@@ -47,6 +50,7 @@ impl StreamEvent {
     pub fn data(&self) -> serde_json::Value {
         let value = match self {
             StreamEvent::Tick(t) => serde_json::to_value(t),
+            StreamEvent::Candle(c) => serde_json::to_value(c),
             StreamEvent::Signal(s) => serde_json::to_value(s),
             StreamEvent::Alert(a) => serde_json::to_value(a),
         };
@@ -121,6 +125,7 @@ impl Hub {
         let standard = Topology::standard(broker.config())?;
         let sources = [
             (Exchange::Market, routing::ALL_TICKS),
+            (Exchange::Market, routing::ALL_CANDLES),
             (Exchange::Signals, routing::ALL_SIGNALS),
             (Exchange::Alerts, routing::ALL_ALERTS),
         ];
@@ -165,6 +170,7 @@ impl Handler for Feed {
     async fn handle(&mut self, message: &Incoming) -> tickwatch_broker::Outcome {
         let event = match message.message_kind() {
             Some(MessageKind::Tick) => StreamEvent::Tick(message.decode::<Tick>()?),
+            Some(MessageKind::Candle) => StreamEvent::Candle(message.decode::<Candle>()?),
             Some(MessageKind::Signal) => StreamEvent::Signal(message.decode::<Signal>()?),
             Some(MessageKind::Alert) => StreamEvent::Alert(message.decode::<AlertTriggered>()?),
             _ => return Ok(tickwatch_broker::Handled::Done),

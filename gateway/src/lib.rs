@@ -1,5 +1,5 @@
-//! tickwatch-gateway: the two doors users come in by — the HTTP API (axum) and the
-//! Telegram bot (teloxide) — over one service layer.
+//! tickwatch-gateway: the doors users come in by — the HTTP API (axum) with the web
+//! dashboard it serves, and the Telegram bot (teloxide) — over one service layer.
 //!
 //! How the modules fit:
 //! - [`services`]: [`Services`], the one place that reads and changes rules,
@@ -10,7 +10,8 @@
 //!   `apikey` commands call it too.
 //! - [`api`]: [`api::ApiState`], [`api::router`] and [`api::serve`] — `/v1` endpoints with
 //!   API-key auth and a per-key rate limit (governor), problem+json errors, health/readiness/metrics,
-//!   the OpenAPI document generated from the handlers, and live streams.
+//!   the OpenAPI document generated from the handlers, and live streams. [`api::web`]
+//!   serves the dashboard (`gateway/web/`, compiled in) and its session sign-in.
 //! - [`hub`]: the live-stream fan-out: one private broker queue per API process into a
 //!   bounded broadcast channel.
 //! - [`bot`]: [`bot::run`] — the Telegram bot's commands (long polling or webhook), Korean

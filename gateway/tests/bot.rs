@@ -638,6 +638,24 @@ async fn korean_users_settings_keys_and_paused_notice() {
             .id
     );
 
+    // /web: a one-time sign-in link to the dashboard, its token in the URL's fragment.
+    let web = h.say(chat, "/web").await;
+    let link = web
+        .split_whitespace()
+        .find_map(|w| w.split_once("/#login="))
+        .map(|(_, token)| token.to_string())
+        .unwrap_or_else(|| panic!("a sign-in link: {web}"));
+    let session = h
+        .services
+        .sign_in_with_link(&link)
+        .await
+        .expect("the link signs in");
+    assert_eq!(session.user_id, caller.user_id);
+    assert!(
+        h.services.sign_in_with_link(&link).await.is_err(),
+        "a link works once"
+    );
+
     // The notifier paused this user (the bot was blocked): /start says so.
     h.services
         .deactivate_user(caller.user_id, "the bot was blocked")

@@ -869,3 +869,105 @@ async fn seed_alert_rules(
     }
     Ok(())
 }
+
+/// The web dashboard's cost to the API: `GET /v1/alerts` latency with nobody loading the
+/// page, and while a browser-like client loads the page and its assets over and over —
+/// alternating, in rounds, so drift hits both alike. SQLite in a temporary directory, no
+/// broker; the API in this process on a free port.
+pub async fn web(requests: usize) -> anyhow::Result<()> {
+    use tickwatch_gateway::services::users::NewUser;
+    let dir = std::env::temp_dir().join(format!(
+        "tickwatch-bench-web-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let db = tickwatch_schema::db::connect(&url).await?;
+    tickwatch_schema::db::migrate_up(&db).await?;
+    let services = tickwatch_gateway::Services::new(db, None);
+    let user = services
+        .create_user(NewUser {
+            name: "bench".into(),
+            ..Default::default()
+        })
+        .await?;
+    let key = services.create_api_key(user.id).await?.key;
+    let config = tickwatch_gateway::ApiConfig {
+        rate_limit: tickwatch_gateway::config::RateLimitConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let state = tickwatch_gateway::api::ApiState::new(services, config, None)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(tickwatch_gateway::api::serve(
+        state,
+        listener,
+        shutdown.clone(),
+    ));
+    let client = reqwest::Client::new();
+    let api = |n: usize| {
+        let (client, key, url) = (client.clone(), key.clone(), format!("{base}/v1/alerts"));
+        async move {
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let started = std::time::Instant::now();
+                let response = client.get(&url).bearer_auth(&key).send().await?;
+                anyhow::ensure!(response.status().is_success(), "{}", response.status());
+                response.bytes().await?;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(times)
+        }
+    };
+    let page = ["/", "/app.js", "/app.css", "/vendor/lightweight-charts.js"];
+    api(200).await?; // warm-up
+    let (mut alone, mut beside, mut loads) = (Vec::new(), Vec::new(), Vec::new());
+    let rounds = 10;
+    for _ in 0..rounds {
+        alone.extend(api(requests / rounds).await?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let loader = {
+            let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                while !stop.is_cancelled() {
+                    let started = std::time::Instant::now();
+                    for path in page {
+                        let response = client.get(format!("{base}{path}")).send().await?;
+                        anyhow::ensure!(response.status().is_success(), "{path}");
+                        response.bytes().await?;
+                    }
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                anyhow::Ok(times)
+            })
+        };
+        beside.extend(api(requests / rounds).await?);
+        stop.cancel();
+        loads.extend(loader.await??);
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let at = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    crate::say!(
+        "web bench: GET /v1/alerts ({} requests each way, SQLite, one client)\n  alone:                 p50 {:.3} ms, p99 {:.3} ms\n  beside page loads:     p50 {:.3} ms, p99 {:.3} ms\n  page + assets ({} KB): p50 {:.2} ms, p99 {:.2} ms per load ({} loads)",
+        alone.len(),
+        at(&mut alone, 0.5),
+        at(&mut alone, 0.99),
+        at(&mut beside, 0.5),
+        at(&mut beside, 0.99),
+        (tickwatch_gateway::api::web::PAGE_BYTES as f64 / 1024.0).round(),
+        at(&mut loads, 0.5),
+        at(&mut loads, 0.99),
+        loads.len()
+    );
+    Ok(())
+}

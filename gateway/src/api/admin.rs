@@ -107,6 +107,23 @@ pub struct MeOut {
     pub id: i64,
     pub name: String,
     pub admin: bool,
+    /// `en` or `ko`: the language of the user's messages (and of the dashboard).
+    pub language: String,
+    /// The IANA time zone the user reads times in (`Asia/Seoul`).
+    pub time_zone: String,
+}
+
+/// The user as `/v1/me` shows them.
+pub(crate) async fn me_of(services: &crate::Services, user_id: i64) -> Result<MeOut> {
+    let user = services.user(user_id).await?;
+    let zone = tickwatch_schema::display::user_time_zone(&user.language, user.time_zone.as_deref());
+    Ok(MeOut {
+        id: user.id,
+        name: user.name,
+        admin: user.role == crate::services::users::ROLE_ADMIN,
+        language: user.language,
+        time_zone: zone.name().to_string(),
+    })
 }
 
 /// Every user.
@@ -144,12 +161,8 @@ pub struct DlqList {
     responses(
         (status = 200, description = "The caller", body = MeOut),
     ))]
-pub async fn me(Auth(caller): Auth) -> Json<MeOut> {
-    Json(MeOut {
-        id: caller.user_id,
-        name: caller.name,
-        admin: caller.admin,
-    })
+pub async fn me(State(state): State<ApiState>, Auth(caller): Auth) -> Result<Json<MeOut>> {
+    me_of(state.services(), caller.user_id).await.map(Json)
 }
 
 /// Every user (admins).

@@ -60,10 +60,11 @@ impl Modify for BearerAuth {
         (name = "signals", description = "Recorded signals and their outcomes"),
         (name = "market", description = "Symbols and prices"),
         (name = "stream", description = "Live events. WebSocket: send `{\"op\":\"subscribe\",\"topics\":[…]}` / `unsubscribe` / `ping`; \
-            receive `subscribed`, `tick`/`signal`/`alert` (`{type, topic, data}`), `heartbeat`, `pong`, `error`. \
-            Topics: `ticks:<SYMBOL>`, `ticks:*`, `signals:<SYMBOL>`, `signals:*`, `alerts:mine`. \
+            receive `subscribed`, `tick`/`candle`/`signal`/`alert` (`{type, topic, data}`; a candle built from ticks also has `from_ticks: true`), `heartbeat`, `pong`, `error`. \
+            Topics: `ticks:<SYMBOL>`, `ticks:*`, `signals:<SYMBOL>`, `signals:*`, `candles:<SYMBOL>:<interval>`, `alerts:mine`. \
             A client that falls behind is closed with code 1008 and a `slow consumer` reason; SSE ends with a `close` event."),
         (name = "users", description = "The caller"),
+        (name = "session", description = "The web dashboard's sign-in: a one-time link or an API key becomes an HttpOnly, SameSite=Strict session cookie (`tw_session`) that every endpoint taking an API key also takes"),
         (name = "relay", description = "The TradingView relay: a user's webhook URL whose posts go to their Telegram"),
         (name = "admin", description = "Users, keys and the system (admins only)"),
         (name = "ops", description = "Health, readiness, metrics and this document"),

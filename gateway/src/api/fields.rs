@@ -87,6 +87,22 @@ pattern_field!(
 );
 
 pattern_field!(
+    /// A one-time sign-in link's token, as the bot's `/web` gives it.
+    LinkToken(String),
+    "^twl_[0-9a-f]{64}$",
+    "a sign-in token from the bot's /web",
+    "`twl_…`"
+);
+
+pattern_field!(
+    /// An API key, as `/apikey` or `tickwatch apikey create` gives it.
+    ApiKeyText(String),
+    "^tw_[0-9a-f]{40}$",
+    "a tickwatch API key",
+    "`tw_…`"
+);
+
+pattern_field!(
     /// A price: a positive decimal string, at most 15 digits before the point and 12 after.
     Price(Decimal),
     r"^([1-9][0-9]{0,14}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9][0-9]{0,11})$",

@@ -24,6 +24,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod stream;
 pub mod subscriptions;
+pub mod web;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -151,6 +152,9 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(market::signal_stats))
         .routes(routes!(market::symbols))
         .routes(routes!(market::price))
+        .routes(routes!(web::candles))
+        .routes(routes!(web::notifications))
+        .routes(routes!(web::session_state, web::sign_in, web::sign_out))
         .routes(routes!(stream::stream))
         .routes(routes!(stream::sse_only))
         .routes(routes!(admin::list_users, admin::create_user))
@@ -181,6 +185,7 @@ pub fn router(state: ApiState) -> Router {
     let (router, _) = api_routes().split_for_parts();
     let limit = state.config().max_body_bytes;
     router
+        .merge(web::pages())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(record_metrics))
@@ -264,15 +269,37 @@ impl FromRequestParts<ApiState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self> {
-        let token =
-            bearer(&parts.headers).ok_or_else(|| Error::Unauthorized("no API key".into()))?;
-        authorize(state, token).await.map(Auth)
+        authorize_request(state, &parts.headers, None)
+            .await
+            .map(Auth)
     }
+}
+
+/// Authenticates a request by its bearer key, else `key` (a stream's `access_token`), else
+/// its session cookie (the web dashboard's), and takes a token from the caller's
+/// rate-limit bucket.
+pub(crate) async fn authorize_request(
+    state: &ApiState,
+    headers: &HeaderMap,
+    key: Option<&str>,
+) -> Result<Caller> {
+    if let Some(key) = bearer(headers).or(key) {
+        return authorize(state, key).await;
+    }
+    let Some(session) = web::session_cookie(headers) else {
+        return Err(Error::Unauthorized("no API key".into()));
+    };
+    let caller = state.services().authenticate_session(session).await?;
+    take_budget(state, caller)
 }
 
 /// Authenticates a key and takes a token from its rate-limit bucket.
 pub(crate) async fn authorize(state: &ApiState, key: &str) -> Result<Caller> {
     let caller = state.services().authenticate(key).await?;
+    take_budget(state, caller)
+}
+
+fn take_budget(state: &ApiState, caller: Caller) -> Result<Caller> {
     state
         .inner
         .limiter

@@ -2,18 +2,26 @@
 //! upgrade request) or else as Server-Sent Events (`GET /v1/stream/sse` is SSE only).
 //!
 //! **Topics**: `ticks:<SYMBOL>` or `ticks:*`, `signals:<SYMBOL>` or `signals:*`,
-//! `alerts:mine` (the caller's fired alerts) and, for admins, `alerts:*`. The first ones come
+//! `candles:<SYMBOL>:<interval>`, `alerts:mine` (the caller's fired alerts) and, for admins,
+//! `alerts:*`.
+//!
+//! **Candles**: a `candles:` topic carries the candles the producers publish (closed ones,
+//! and a forming one where a producer sends it) and, between them, the forming candle of
+//! the current bar as this stream builds it from the symbol's ticks since it subscribed —
+//! sent with `"from_ticks": true` beside `data`, on every tick. Its open, high, low and
+//! volume cover only the ticks this stream saw: a client merges it into the bar it has
+//! (the dashboard keeps the bar's open, widens its high and low, takes the close). The first ones come
 //! from `?topics=a,b`; on a WebSocket the client may change them at any time.
 //!
 //! **WebSocket protocol** (JSON text frames):
 //! - client → server: `{"op":"subscribe","topics":[…]}`, `{"op":"unsubscribe","topics":[…]}`,
 //!   `{"op":"ping"}`;
 //! - server → client: `{"type":"subscribed","topics":[…]}` after each change,
-//!   `{"type":"tick"|"signal"|"alert","topic":"ticks:BTCUSDT","data":{…wire message…}}`,
+//!   `{"type":"tick"|"candle"|"signal"|"alert","topic":"ticks:BTCUSDT","data":{…wire message…}}`,
 //!   `{"type":"heartbeat","ts":…}` every `heartbeat_s`, `{"type":"pong"}`,
 //!   `{"type":"error","detail":"…"}` for a bad request (the stream stays open).
 //!
-//! **SSE**: events named `subscribed`, `tick`, `signal`, `alert`, `heartbeat`, and `close`
+//! **SSE**: events named `subscribed`, `tick`, `candle`, `signal`, `alert`, `heartbeat`, and `close`
 //! (`{"reason":…}`) right before the server ends the stream.
 //!
 //! **Slow clients**: the hub keeps the last `stream.buffer` events. A client that falls
@@ -22,9 +30,9 @@
 //! an SSE `close` event — and may reconnect. Shutting down closes streams with 1001.
 //!
 //! Browsers cannot set headers on a WebSocket: the API key may also come as
-//! `?access_token=`.
+//! `?access_token=`, and the web dashboard's session cookie is accepted as everywhere.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -37,12 +45,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tickwatch_schema::calendar::{bucket_start, utc_offset_ms};
+use tickwatch_schema::wire::{Candle, Interval, Tick};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
 use super::problem::Problem;
-use super::{ApiState, Params, authorize, bearer};
+use super::{ApiState, Params, authorize_request};
 use crate::error::{Error, Result};
 use crate::hub::{ClientSlot, StreamEvent};
 use crate::services::users::Caller;
@@ -57,10 +67,11 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Comma-separated topics: `ticks:BTCUSDT`, `ticks:*`, `signals:*`, `alerts:mine`
-    /// (`alerts:*` for admins); at most `stream.max_topics`.
+    /// Comma-separated topics: `ticks:BTCUSDT`, `ticks:*`, `signals:*`,
+    /// `candles:BTCUSDT:1m`, `alerts:mine` (`alerts:*` for admins); at most
+    /// `stream.max_topics`.
     #[param(
-        pattern = "^$|^((ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|alerts:(mine|\\*))(,((ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|alerts:(mine|\\*))){0,31}$"
+        pattern = "^$|^((ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|candles:[A-Za-z0-9._/:-]{1,32}:(1m|3m|5m|15m|30m|1h|2h|4h|6h|12h|1d|1w)|alerts:(mine|\\*))(,((ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|candles:[A-Za-z0-9._/:-]{1,32}:(1m|3m|5m|15m|30m|1h|2h|4h|6h|12h|1d|1w)|alerts:(mine|\\*))){0,31}$"
     )]
     pub topics: Option<String>,
     /// The API key, for clients that cannot send `Authorization` (browser WebSockets).
@@ -72,12 +83,13 @@ pub struct StreamQuery {
 enum Topic {
     Ticks(Option<String>),
     Signals(Option<String>),
+    Candles(String, Interval),
     AlertsMine,
     AlertsAll,
 }
 
 /// One topic, as the document's pattern for `topics` spells it.
-pub const TOPIC_PATTERN: &str = "(ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|alerts:(mine|\\*)";
+pub const TOPIC_PATTERN: &str = "(ticks|signals):([A-Za-z0-9._/:-]{1,32}|\\*)|candles:[A-Za-z0-9._/:-]{1,32}:(1m|3m|5m|15m|30m|1h|2h|4h|6h|12h|1d|1w)|alerts:(mine|\\*)";
 
 impl Topic {
     fn parse(text: &str, caller: &Caller) -> Result<Topic> {
@@ -85,7 +97,7 @@ impl Topic {
             Error::invalid(
                 "topics",
                 format!(
-                    "`{text}` is not a topic; use ticks:<SYMBOL>, ticks:*, signals:<SYMBOL>, signals:* or alerts:mine"
+                    "`{text}` is not a topic; use ticks:<SYMBOL>, ticks:*, signals:<SYMBOL>, signals:*, candles:<SYMBOL>:<interval> or alerts:mine"
                 ),
             )
         };
@@ -105,6 +117,15 @@ impl Topic {
         match family {
             "ticks" => Ok(Topic::Ticks(symbol(rest)?)),
             "signals" => Ok(Topic::Signals(symbol(rest)?)),
+            "candles" => {
+                // The symbol may hold `:` itself; the interval is what follows the last one.
+                let (name, interval) = rest.rsplit_once(':').ok_or_else(bad)?;
+                let interval = interval.parse::<Interval>().map_err(|_| bad())?;
+                match symbol(name)? {
+                    Some(name) => Ok(Topic::Candles(name, interval)),
+                    None => Err(bad()),
+                }
+            }
             "alerts" if rest == "mine" => Ok(Topic::AlertsMine),
             "alerts" if rest == "*" && caller.admin => Ok(Topic::AlertsAll),
             "alerts" if rest == "*" => Err(Error::Forbidden(
@@ -119,6 +140,7 @@ impl Topic {
         match self {
             Topic::Ticks(s) => format!("ticks:{}", sym(s)),
             Topic::Signals(s) => format!("signals:{}", sym(s)),
+            Topic::Candles(s, interval) => format!("candles:{s}:{}", interval.as_str()),
             Topic::AlertsMine => "alerts:mine".into(),
             Topic::AlertsAll => "alerts:*".into(),
         }
@@ -171,7 +193,7 @@ impl Topics {
         self.set.iter().map(Topic::name).collect()
     }
 
-    /// The event's topic when this stream wants it.
+    /// The event's topic when this stream wants it (a candle: the candle as it came).
     fn wants(&self, event: &StreamEvent) -> Option<String> {
         let wanted = |family: fn(Option<String>) -> Topic, symbol: &str| {
             self.set.contains(&family(None)) || self.set.contains(&family(Some(symbol.into())))
@@ -179,6 +201,10 @@ impl Topics {
         match event {
             StreamEvent::Tick(t) => {
                 wanted(Topic::Ticks, &t.symbol).then(|| format!("ticks:{}", t.symbol))
+            }
+            StreamEvent::Candle(c) => {
+                let topic = Topic::Candles(c.symbol.clone(), c.interval);
+                self.set.contains(&topic).then(|| topic.name())
             }
             StreamEvent::Signal(s) => {
                 wanted(Topic::Signals, &s.symbol).then(|| format!("signals:{}", s.symbol))
@@ -197,10 +223,142 @@ impl Topics {
             }
         }
     }
+
+    /// The candle intervals this stream follows for `symbol`.
+    fn candle_intervals(&self, symbol: &str) -> Vec<Interval> {
+        self.set
+            .iter()
+            .filter_map(|t| match t {
+                Topic::Candles(s, interval) if s == symbol => Some(*interval),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
-fn message(event: &StreamEvent, topic: &str) -> String {
-    json!({"type": event.kind(), "topic": topic, "data": event.data()}).to_string()
+/// One message for a client: its type, topic and data, and whether it is a candle built
+/// from ticks.
+#[derive(Debug, Clone, PartialEq)]
+struct Out {
+    kind: &'static str,
+    topic: String,
+    data: serde_json::Value,
+    from_ticks: bool,
+}
+
+impl Out {
+    fn websocket_text(&self) -> String {
+        let mut text = json!({"type": self.kind, "topic": self.topic, "data": self.data});
+        if self.from_ticks {
+            text["from_ticks"] = json!(true);
+        }
+        text.to_string()
+    }
+
+    fn sse_data(&self) -> String {
+        let mut text = json!({"topic": self.topic, "data": self.data});
+        if self.from_ticks {
+            text["from_ticks"] = json!(true);
+        }
+        text.to_string()
+    }
+}
+
+/// What one stream sends: its topics, and the forming candles it builds from ticks.
+#[derive(Debug)]
+struct Streamer {
+    topics: Topics,
+    /// (venue, symbol, interval) → the current bar as this stream's ticks made it.
+    forming: BTreeMap<(String, String, Interval), Candle>,
+}
+
+impl Streamer {
+    fn new(topics: Topics) -> Self {
+        Streamer {
+            topics,
+            forming: BTreeMap::new(),
+        }
+    }
+
+    /// The messages one event makes for this stream.
+    fn outputs(&mut self, event: &StreamEvent) -> Vec<Out> {
+        let mut outs = Vec::new();
+        if let Some(topic) = self.topics.wants(event) {
+            outs.push(Out {
+                kind: event.kind(),
+                topic,
+                data: event.data(),
+                from_ticks: false,
+            });
+        }
+        match event {
+            StreamEvent::Tick(tick) => {
+                for interval in self.topics.candle_intervals(&tick.symbol) {
+                    if let Some(candle) = self.on_tick(tick, interval) {
+                        outs.push(Out {
+                            kind: "candle",
+                            topic: Topic::Candles(tick.symbol.clone(), interval).name(),
+                            data: serde_json::to_value(candle).unwrap_or_default(),
+                            from_ticks: true,
+                        });
+                    }
+                }
+            }
+            // A closed bar is the producer's word; the next tick starts the next bar.
+            StreamEvent::Candle(c) if c.closed => {
+                let key = (c.venue.clone(), c.symbol.clone(), c.interval);
+                if self
+                    .forming
+                    .get(&key)
+                    .is_some_and(|f| f.open_ts <= c.open_ts)
+                {
+                    self.forming.remove(&key);
+                }
+            }
+            _ => {}
+        }
+        // Unfollowed series are forgotten (unsubscribing must not leave state behind).
+        let topics = &self.topics;
+        self.forming.retain(|(_, symbol, interval), _| {
+            topics
+                .set
+                .contains(&Topic::Candles(symbol.clone(), *interval))
+        });
+        outs
+    }
+
+    /// The forming bar of `interval` after `tick`; `None` for a tick of an earlier bar.
+    fn on_tick(&mut self, tick: &Tick, interval: Interval) -> Option<&Candle> {
+        let start = bucket_start(tick.ts, interval, utc_offset_ms(&tick.venue));
+        let key = (tick.venue.clone(), tick.symbol.clone(), interval);
+        let fresh = || Candle {
+            venue: tick.venue.clone(),
+            symbol: tick.symbol.clone(),
+            interval,
+            open_ts: start,
+            open: tick.price,
+            high: tick.price,
+            low: tick.price,
+            close: tick.price,
+            volume: tick.qty,
+            trades: Some(1),
+            closed: false,
+        };
+        match self.forming.get_mut(&key) {
+            Some(bar) if bar.open_ts == start => {
+                bar.high = bar.high.max(tick.price);
+                bar.low = bar.low.min(tick.price);
+                bar.close = tick.price;
+                bar.volume += tick.qty;
+                bar.trades = bar.trades.map(|n| n + 1);
+            }
+            Some(bar) if bar.open_ts > start => return None,
+            _ => {
+                self.forming.insert(key.clone(), fresh());
+            }
+        }
+        self.forming.get(&key)
+    }
 }
 
 /// `?topics=a,b` as the document's pattern has it: no spaces, no empty topic.
@@ -227,11 +385,7 @@ async fn open(
     headers: &HeaderMap,
     q: StreamQuery,
 ) -> Result<(Topics, ClientSlot, Receiver<Arc<StreamEvent>>)> {
-    let key = bearer(headers)
-        .map(str::to_string)
-        .or(q.access_token)
-        .ok_or_else(|| Error::Unauthorized("no API key".into()))?;
-    let caller = authorize(state, &key).await?;
+    let caller = authorize_request(state, headers, q.access_token.as_deref()).await?;
     let mut topics = Topics::new(caller, state.config().stream.max_topics);
     topics.add(&split_topics(q.topics.as_deref()))?;
     let (slot, rx) = state.hub().join()?;
@@ -313,7 +467,7 @@ struct ClientOp {
 
 async fn run_websocket(
     socket: WebSocket,
-    mut topics: Topics,
+    topics: Topics,
     _slot: ClientSlot,
     mut rx: Receiver<Arc<StreamEvent>>,
     closing: CancellationToken,
@@ -339,7 +493,8 @@ async fn run_websocket(
             }
         };
     }
-    send!(json!({"type": "subscribed", "topics": topics.names()}).to_string());
+    let mut streamer = Streamer::new(topics);
+    send!(json!({"type": "subscribed", "topics": streamer.topics.names()}).to_string());
     let mut heartbeat = tokio::time::interval(config.heartbeat());
     heartbeat.tick().await;
     loop {
@@ -352,8 +507,8 @@ async fn run_websocket(
                 Some(Ok(Message::Text(text))) => {
                     let reply = match serde_json::from_str::<ClientOp>(text.as_str()) {
                         Ok(op) => match op.op.as_str() {
-                            "subscribe" => topics.add(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": topics.names()})),
-                            "unsubscribe" => topics.remove(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": topics.names()})),
+                            "subscribe" => streamer.topics.add(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": streamer.topics.names()})),
+                            "unsubscribe" => streamer.topics.remove(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": streamer.topics.names()})),
                             "ping" => Ok(json!({"type": "pong"})),
                             other => Err(Error::invalid("op", format!("`{other}` is not subscribe, unsubscribe or ping"))),
                         },
@@ -367,8 +522,8 @@ async fn run_websocket(
             },
             event = rx.recv() => match event {
                 Ok(event) => {
-                    if let Some(topic) = topics.wants(&event) {
-                        send!(message(&event, &topic));
+                    for out in streamer.outputs(&event) {
+                        send!(out.websocket_text());
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -413,7 +568,9 @@ async fn close(
 
 /// What the SSE stream carries between polls.
 struct SseState {
-    topics: Topics,
+    streamer: Streamer,
+    /// Messages of one event not sent yet (a tick can make several).
+    pending: std::collections::VecDeque<Out>,
     _slot: ClientSlot,
     rx: Receiver<Arc<StreamEvent>>,
     heartbeat: tokio::time::Interval,
@@ -432,7 +589,8 @@ fn sse(
     let mut heartbeat = tokio::time::interval(config.heartbeat());
     heartbeat.reset();
     let start = SseState {
-        topics,
+        streamer: Streamer::new(topics),
+        pending: Default::default(),
         _slot: slot,
         rx,
         heartbeat,
@@ -446,10 +604,16 @@ fn sse(
         }
         if !st.greeted {
             st.greeted = true;
-            let data = json!({"topics": st.topics.names()}).to_string();
+            let data = json!({"topics": st.streamer.topics.names()}).to_string();
             return Some((Ok(Event::default().event("subscribed").data(data)), st));
         }
         loop {
+            if let Some(out) = st.pending.pop_front() {
+                return Some((
+                    Ok(Event::default().event(out.kind).data(out.sse_data())),
+                    st,
+                ));
+            }
             tokio::select! {
                 _ = st.closing.cancelled() => {
                     st.done = true;
@@ -458,10 +622,8 @@ fn sse(
                 }
                 event = st.rx.recv() => match event {
                     Ok(event) => {
-                        if let Some(topic) = st.topics.wants(&event) {
-                            let data = json!({"topic": topic, "data": event.data()}).to_string();
-                            return Some((Ok(Event::default().event(event.kind()).data(data)), st));
-                        }
+                        let outs = st.streamer.outputs(&event);
+                        st.pending.extend(outs);
                     }
                     Err(RecvError::Lagged(missed)) => {
                         crate::events::StreamClientTooSlow { missed }.emit();
@@ -488,7 +650,7 @@ mod tests {
     use super::*;
     use rust_decimal::Decimal;
     use tickwatch_schema::rule::Condition;
-    use tickwatch_schema::wire::{AlertTriggered, Tick};
+    use tickwatch_schema::wire::AlertTriggered;
 
     fn caller(admin: bool) -> Caller {
         Caller {
@@ -545,5 +707,60 @@ mod tests {
             topics.add(&["signals:ETHUSDT".into()]).is_err(),
             "over the limit"
         );
+    }
+
+    #[test]
+    fn a_candle_topic_builds_the_bar_from_ticks_and_forgets_it_when_left() {
+        let mut topics = Topics::new(caller(false), 4);
+        topics
+            .add(&["candles:btcusdt:1h".into()])
+            .expect("a candle topic");
+        assert_eq!(topics.names(), vec!["candles:BTCUSDT:1h"]);
+        assert!(topics.add(&["candles:*:1h".into()]).is_err(), "one symbol");
+        assert!(topics.add(&["candles:BTCUSDT:2d".into()]).is_err());
+        let mut streamer = Streamer::new(topics);
+        let tick = |price: i64, ts: i64| {
+            StreamEvent::Tick(Tick {
+                venue: "binance".into(),
+                symbol: "BTCUSDT".into(),
+                price: Decimal::from(price),
+                qty: Decimal::ONE,
+                ts,
+                trade_id: None,
+            })
+        };
+        let hour = 1_763_762_400_000; // 22:00 UTC
+        let bar = |outs: Vec<Out>| {
+            assert_eq!(outs.len(), 1, "{outs:?}");
+            assert!(outs[0].from_ticks);
+            let d = &outs[0].data;
+            (
+                d["open_ts"].as_i64().unwrap_or_default(),
+                format!("{} {} {} {}", d["open"], d["high"], d["low"], d["close"]),
+            )
+        };
+        assert_eq!(
+            bar(streamer.outputs(&tick(10, hour + 5))),
+            (hour, r#""10" "10" "10" "10""#.into())
+        );
+        assert_eq!(
+            bar(streamer.outputs(&tick(12, hour + 6))),
+            (hour, r#""10" "12" "10" "12""#.into())
+        );
+        assert_eq!(
+            bar(streamer.outputs(&tick(9, hour + 3_600_000))),
+            (hour + 3_600_000, r#""9" "9" "9" "9""#.into()),
+            "the next hour starts a bar"
+        );
+        assert!(
+            streamer.outputs(&tick(11, hour + 7)).is_empty(),
+            "a late tick of the bar before"
+        );
+        streamer
+            .topics
+            .remove(&["candles:BTCUSDT:1h".into()])
+            .expect("left");
+        assert!(streamer.outputs(&tick(11, hour + 3_600_001)).is_empty());
+        assert!(streamer.forming.is_empty());
     }
 }

@@ -34,6 +34,8 @@ pub enum Command {
     },
     /// `/relay`: a new TradingView relay URL (`/relay rotate` says so explicitly).
     Relay,
+    /// `/web`: a one-time sign-in link to the web dashboard.
+    Web,
     Halt,
     Broadcast(String),
     /// `/paper …`: paper strategies.
@@ -252,6 +254,16 @@ pub fn parse(text: &str, bot_username: &str) -> Option<Parsed<Command>> {
                 Problem::new(
                     format!("`{other}` is not an option; use /relay"),
                     format!("`{other}`은(는) 옵션이 아닙니다. /relay 를 쓰세요"),
+                ),
+            )),
+        },
+        "web" | "웹" => match tokens.as_slice() {
+            [] => Ok(Command::Web),
+            [other, ..] => Err(usage(
+                "web",
+                Problem::new(
+                    format!("`{other}` is not an option; use /web"),
+                    format!("`{other}`은(는) 옵션이 아닙니다. /web 을 쓰세요"),
                 ),
             )),
         },
@@ -1119,6 +1131,8 @@ mod tests {
         );
         assert_eq!(ok("/apikey revoke"), Command::ApiKey { revoke: true });
         assert_eq!(ok("/relay"), Command::Relay);
+        assert_eq!(ok("/web"), Command::Web);
+        assert_eq!(ok("/웹"), Command::Web);
         assert_eq!(
             ok("/edit 3 threshold 66,000"),
             Command::Edit(3, RuleChange::Threshold(Decimal::from(66_000)))

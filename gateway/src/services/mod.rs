@@ -14,6 +14,7 @@
 //!   their outcome statistics.
 //! - [`universe`]: importing a venue's whole symbol list (Binance, Upbit, KIS master files).
 //! - [`system`]: global halt/resume, system statistics, the DLQ summary.
+//! - [`web`]: the dashboard's sign-in links and sessions, candle history, notifications.
 
 pub mod broadcasts;
 pub mod digest;
@@ -26,6 +27,7 @@ pub mod subscriptions;
 pub mod system;
 pub mod universe;
 pub mod users;
+pub mod web;
 
 use crate::events::ControlAnnounced;
 use std::sync::Arc;

@@ -178,6 +178,24 @@ impl Session<'_> {
             .await
     }
 
+    /// A one-time sign-in link to the web dashboard. The token is in the URL's fragment,
+    /// which no server, proxy log or link preview sees.
+    pub(super) async fn web_link(&self) -> Result<()> {
+        let Some(user) = self.registered().await? else {
+            return Ok(());
+        };
+        let token = self.ctx.services.create_web_link(user.id).await?;
+        let base = self
+            .ctx
+            .config
+            .relay_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", crate::ApiConfig::default().addr));
+        let url = format!("{}/#login={token}", base.trim_end_matches('/'));
+        self.reply(self.text_with(&texts::WEB_LINK, &[("url", &esc(&url))]))
+            .await
+    }
+
     pub(super) async fn api_key(&self, revoke: bool) -> Result<()> {
         let Some(user) = self.registered().await? else {
             return Ok(());

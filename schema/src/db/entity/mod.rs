@@ -18,3 +18,4 @@ pub mod signal_progress;
 pub mod subscription;
 pub mod symbol;
 pub mod user;
+pub mod web_session;

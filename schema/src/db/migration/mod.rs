@@ -11,6 +11,7 @@ mod m20261207_000007_relay_token;
 mod m20261207_000008_rule_snooze_expression;
 mod m20261207_000009_paper;
 mod m20261207_000010_digest;
+mod m20261207_000011_web_sessions;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000008_rule_snooze_expression::Migration),
             Box::new(m20261207_000009_paper::Migration),
             Box::new(m20261207_000010_digest::Migration),
+            Box::new(m20261207_000011_web_sessions::Migration),
         ]
     }
 }
