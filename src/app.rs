@@ -589,6 +589,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         start_role(roles, role, config, &broker, &db);
     }
     start_api(roles, config, &services).await?;
+    tracing::info!(
+        url = %format!("http://{}/", config.api.addr),
+        sign_in = "`tickwatch user login-link demo` (or /web to the bot)",
+        "web dashboard"
+    );
     if config.bot.token.is_some() {
         start_bot(roles, config, &services);
     } else {

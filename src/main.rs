@@ -332,6 +332,12 @@ enum UserCommand {
         #[arg(long, conflicts_with = "user")]
         demo: bool,
     },
+    /// A one-time sign-in link to the web dashboard (10 minutes, works once), as the bot's
+    /// `/web` gives it; `tickwatch user login-link demo` for the demo user of `tickwatch run`.
+    LoginLink {
+        /// Id, name or `chat:<telegram chat id>`.
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -744,6 +750,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             UserCommand::Remove { user, demo } => {
                 ops::users::remove(&config, user.as_deref(), demo).await
             }
+            UserCommand::LoginLink { user } => ops::users::login_link(&config, &user).await,
         },
         Command::Apikey {
             action: ApikeyCommand::Create { user },

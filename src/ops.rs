@@ -414,6 +414,25 @@ pub mod users {
         Ok(())
     }
 
+    pub async fn login_link(config: &Config, user: &str) -> anyhow::Result<()> {
+        let services = services(config).await?;
+        let found = services.find_user(user).await?;
+        let token = services.create_web_link(found.id).await?;
+        services.close().await;
+        let base = config
+            .api
+            .relay
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.api.addr));
+        crate::say!(
+            "Sign-in link to the dashboard for {} (works once, within 10 minutes):\n{}/#login={token}",
+            found.name,
+            base.trim_end_matches('/')
+        );
+        Ok(())
+    }
+
     pub async fn apikey(config: &Config, user: &str) -> anyhow::Result<()> {
         let services = services(config).await?;
         let found = services.find_user(user).await?;

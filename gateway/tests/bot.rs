@@ -655,6 +655,15 @@ async fn korean_users_settings_keys_and_paused_notice() {
         h.services.sign_in_with_link(&link).await.is_err(),
         "a link works once"
     );
+    let out = h.say(chat, "/web signout").await;
+    assert!(out.contains("1 session"), "{out}");
+    assert!(
+        h.services
+            .authenticate_session(&session.token)
+            .await
+            .is_err(),
+        "signed out everywhere"
+    );
 
     // The notifier paused this user (the bot was blocked): /start says so.
     h.services

@@ -140,6 +140,25 @@ async fn signing_in_gives_a_strict_session_cookie_on(backend: Backend) {
     let (status, _) = with_cookie(&server, Method::GET, "/v1/alerts", &cookie).await;
     assert_eq!(status, 200);
 
+    // With the cookie, a change from another origin (a sibling subdomain, another port)
+    // is refused; from the page's own origin it is made.
+    let host = server.base.trim_start_matches("http://").to_string();
+    let alert = json!({"venue": "binance", "symbol": "BTCUSDT", "condition": "crossing_up", "threshold": "65000"});
+    for (origin, expected) in [
+        ("http://evil.example.org".to_string(), 403),
+        (format!("http://{host}"), 201),
+    ] {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/alerts"))
+            .header(COOKIE, &cookie)
+            .header("Origin", &origin)
+            .json(&alert)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), expected, "from {origin}");
+    }
+
     // Signing out ends the session and clears the cookie.
     let response = reqwest::Client::new()
         .delete(server.url("/v1/session"))
@@ -153,9 +172,17 @@ async fn signing_in_gives_a_strict_session_cookie_on(backend: Backend) {
     let (status, _) = with_cookie(&server, Method::GET, "/v1/me", &cookie).await;
     assert_eq!(status, 401);
 
-    // An API key signs in too; a bad one, or both at once, does not.
+    // An API key signs in too, for as long as the key lives; a bad one, or both at once,
+    // does not.
     let response = sign_in(&server, json!({ "api_key": key })).await;
     assert_eq!(response.status().as_u16(), 201);
+    let (from_key, _) = session_cookie(&response);
+    let (status, _) = with_cookie(&server, Method::GET, "/v1/me", &from_key).await;
+    assert_eq!(status, 200);
+    services.revoke_api_keys(user_id).await.expect("revoked");
+    let (status, _) = with_cookie(&server, Method::GET, "/v1/me", &from_key).await;
+    assert_eq!(status, 401, "the key's session ended with it");
+    let key = services.create_api_key(user_id).await.expect("key").key;
     let unknown = format!("tw_{}", "0".repeat(40));
     assert_eq!(
         sign_in(&server, json!({ "api_key": unknown }))
@@ -214,8 +241,17 @@ async fn the_page_is_served_from_the_binary() {
                 .contains("script-src 'self'"),
             "{path}"
         );
+        let etag = headers["etag"].to_str().expect("text").to_string();
         let body = response.text().await.expect("body");
         assert!(body.contains(needle), "{path} lacks {needle}");
+        // Revalidated, not downloaded again.
+        let again = reqwest::Client::new()
+            .get(server.url(path))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(again.status().as_u16(), 304, "{path}");
     }
     // Anything else is still the API's problem+json 404.
     let (status, body) = server.json(Method::GET, "/nothing.js", None, None).await;

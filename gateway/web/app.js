@@ -26,12 +26,15 @@
       time: 'Time', grade: 'Grade', price: 'Price', no_signals: 'No signals for this symbol yet.',
       paper: 'Paper trading', strategy: 'Strategy', equity: 'Equity', return: 'Return', trades: 'Trades',
       win_rate: 'Win rate', open_positions: 'Open', no_paper: 'No paper strategies (the bot: /paper new).',
+      positions: 'Open positions', quantity: 'Quantity', entry: 'Entry', mark: 'Mark', pnl: 'Unrealised P&L',
+      no_positions: 'No open positions.',
       save: 'Save', active: 'active', paused: 'paused', edit: 'Edit', pause: 'Pause', resume: 'Resume',
       delete: 'Delete', events: 'Events', confirm_move: 'Move alert #{id} ({field}) from {from} to {to}?',
       confirm_delete: 'Delete alert #{id}?', alert_created: 'Alert #{id} created', alert_saved: 'Alert #{id} saved',
       alert_deleted: 'Alert #{id} deleted', alert_fired: '🔔 {symbol} {condition} {threshold} — {price}',
       link_failed: 'That sign-in link is used up or expired: send /web to the bot for a new one.',
       pick_symbol: 'Pick a symbol first.', grade_of: 'grade {grade}, score {score}',
+      switch_account: 'You are signed in as {name}. Sign in with this link instead (it may be another account)?',
       cond_greater_than: 'above', cond_less_than: 'below', cond_crossing: 'crossing', cond_crossing_up: 'crossing up',
       cond_crossing_down: 'crossing down', cond_entering_channel: 'entering channel',
       cond_exiting_channel: 'exiting channel', cond_inside_channel: 'inside channel',
@@ -56,6 +59,8 @@
       time: '시각', grade: '등급', price: '가격', no_signals: '이 종목의 시그널이 아직 없습니다.',
       paper: '모의매매', strategy: '전략', equity: '평가금액', return: '수익률', trades: '거래',
       win_rate: '승률', open_positions: '보유', no_paper: '모의매매 전략이 없습니다 (봇: /paper new).',
+      positions: '보유 종목', quantity: '수량', entry: '매수가', mark: '현재가', pnl: '평가손익',
+      no_positions: '보유 종목이 없습니다.',
       save: '저장', active: '활성', paused: '일시정지', edit: '수정', pause: '정지', resume: '재개',
       delete: '삭제', events: '내역', confirm_move: '알림 #{id}({field})을(를) {from}에서 {to}(으)로 옮길까요?',
       confirm_delete: '알림 #{id}을(를) 삭제할까요?', alert_created: '알림 #{id}을(를) 만들었습니다',
@@ -63,6 +68,7 @@
       alert_fired: '🔔 {symbol} {condition} {threshold} — {price}',
       link_failed: '로그인 링크가 이미 쓰였거나 만료되었습니다. 봇에 /web 을 다시 보내세요.',
       pick_symbol: '먼저 종목을 고르세요.', grade_of: '{grade}등급, 점수 {score}',
+      switch_account: '{name}(으)로 로그인되어 있습니다. 이 링크로 다시 로그인할까요 (다른 계정일 수 있습니다)?',
       cond_greater_than: '이상', cond_less_than: '이하', cond_crossing: '교차', cond_crossing_up: '상향 돌파',
       cond_crossing_down: '하향 돌파', cond_entering_channel: '채널 진입', cond_exiting_channel: '채널 이탈',
       cond_inside_channel: '채널 안', cond_outside_channel: '채널 밖', cond_moving_up: '상승폭',
@@ -116,6 +122,7 @@
   }
 
   // ---- formats -----------------------------------------------------------------------
+  const daily = () => S.interval === '1d' || S.interval === '1w';
   let zoneParts = null;
   function zoneOffset(ms) {
     // How far the user's zone is ahead of UTC at `ms`: the chart draws times as UTC, so
@@ -130,14 +137,18 @@
     const local = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute, +p.second);
     return local - (ms - (((ms % 1000) + 1000) % 1000));
   }
-  const chartTime = (ms) => Math.floor((ms + zoneOffset(ms)) / 1000);
+  // Daily and weekly bars are the venue's days (a KRX day is a Seoul day): dated by the
+  // venue's offset; shorter bars read in the user's zone.
+  const venueOffset = (sym) => (sym && ['krx', 'kospi', 'kosdaq'].includes(sym.venue) ? 9 * 3600e3 : 0);
+  const chartTime = (ms) => Math.floor((ms + (daily() ? venueOffset(S.sym) : zoneOffset(ms))) / 1000);
   const fmtTime = (ms) => new Intl.DateTimeFormat(S.lang === 'ko' ? 'ko-KR' : 'en-GB', {
     timeZone: S.tz, dateStyle: 'short', timeStyle: 'short' }).format(new Date(ms));
-  const isKrw = (sym) => !!sym && (['krx', 'kospi', 'kosdaq'].includes(sym.venue) || sym.symbol.startsWith('KRW-'));
-  function fmtPrice(value) {
+  const isKrw = (sym) => !!sym && (['krx', 'kospi', 'kosdaq'].includes(sym.venue) || String(sym.symbol).startsWith('KRW-'));
+  function fmtPrice(value, sym = S.sym) {
+    // In the format of the market of `sym` (anything with `venue` and `symbol`).
     const p = Number(value);
     if (!Number.isFinite(p)) return String(value);
-    const krw = isKrw(S.sym);
+    const krw = isKrw(sym);
     const max = krw ? (p >= 100 ? 0 : 4) : (p >= 1000 ? 2 : p >= 1 ? 4 : 8);
     const min = krw ? 0 : Math.min(2, max);
     return new Intl.NumberFormat(S.lang === 'ko' ? 'ko-KR' : 'en-US',
@@ -197,7 +208,17 @@
   class ApiError extends Error {
     constructor(status, detail) { super(detail); this.status = status; }
   }
+  let busy = 0;
+  const setBusy = (delta) => { busy += delta; document.body.dataset.busy = String(busy); };
   async function api(method, path, body) {
+    setBusy(1);
+    try {
+      return await request(method, path, body);
+    } finally {
+      setBusy(-1);
+    }
+  }
+  async function request(method, path, body) {
     const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
@@ -345,8 +366,6 @@
     return S.lang === 'ko' ? { up: '#d32f2f', down: '#1565c0' } : { up: '#26a69a', down: '#ef5350' };
   }
 
-  const daily = () => S.interval === '1d' || S.interval === '1w';
-
   function makeChart() {
     if (chart) chart.remove();
     const box = $('chart');
@@ -360,7 +379,7 @@
       timeScale: { borderColor: '#e3e6eb', timeVisible: !daily(), secondsVisible: false },
       localization: {
         locale: S.lang === 'ko' ? 'ko-KR' : 'en-US',
-        priceFormatter: fmtPrice,
+        priceFormatter: (price) => fmtPrice(price),
         // Times are already in the user's zone (see chartTime): formatted as UTC.
         timeFormatter: (time) => new Intl.DateTimeFormat(S.lang === 'ko' ? 'ko-KR' : 'en-GB', daily()
           ? { timeZone: 'UTC', dateStyle: 'medium' }
@@ -400,15 +419,23 @@
     open_ts: c.open_ts, open: +c.open, high: +c.high, low: +c.low, close: +c.close, volume: +c.volume,
   });
 
+  let loadSeq = 0;
   async function loadSymbol(info) {
+    // Only the last load draws: a symbol or interval changed meanwhile wins.
+    const seq = ++loadSeq;
     S.sym = info;
     localStorage.setItem('tw.symbol', JSON.stringify({ venue: info.venue, symbol: info.symbol }));
     $('chart-name').textContent = displayName(info);
     $('chart-symbol').textContent = `${info.symbol} · ${info.venue}`;
-    $('af-symbol').value = `${info.symbol} (${info.venue})`;
-    const history = await api('GET', `/v1/candles?${q({ venue: info.venue, symbol: info.symbol, interval: S.interval, limit: 500 })}`)
-      .catch(() => ({ items: [] }));
-    if (S.sym !== info) return;
+    if (!$('af-id').value) $('af-symbol').value = `${info.symbol} (${info.venue})`;
+    let history;
+    try {
+      history = await api('GET', `/v1/candles?${q({ venue: info.venue, symbol: info.symbol, interval: S.interval, limit: 500 })}`);
+    } catch (err) {
+      toast(err.message);
+      return;
+    }
+    if (seq !== loadSeq) return;
     S.bars = history.items.map(numeric);
     S.base = new Map(S.bars.map((b) => [b.open_ts, b]));
     S.precision = pricePrecision(history.items);
@@ -420,7 +447,7 @@
     showLast();
     drawAlertLines();
     subscribe();
-    await loadSignals();
+    await loadSignals(seq);
   }
 
   function pricePrecision(items) {
@@ -449,21 +476,34 @@
     if (!S.sym || c.symbol !== S.sym.symbol || c.venue !== S.sym.venue || c.interval !== S.interval) return;
     let bar = numeric(c);
     const last = S.bars[S.bars.length - 1];
-    if (last && bar.open_ts < last.open_ts) return;
+    // The bar of the same time if shown (a producer's closed bar often comes after the
+    // first trade of the next one).
+    let at = S.bars.length - 1;
+    while (at >= 0 && S.bars[at].open_ts > bar.open_ts) at -= 1;
+    const same = at >= 0 && S.bars[at].open_ts === bar.open_ts;
     if (fromTicks) {
+      if (last && bar.open_ts < last.open_ts) return;
       // Built from the ticks the stream saw: keep the bar's open, widen it, take the close.
-      const base = S.base.get(bar.open_ts);
+      const base = S.base.get(bar.open_ts) || (same ? S.bars[at] : null);
       if (base) {
         bar = { open_ts: bar.open_ts, open: base.open, high: Math.max(base.high, bar.high),
           low: Math.min(base.low, bar.low), close: bar.close, volume: Math.max(base.volume, bar.volume) };
       }
     } else {
       S.base.set(bar.open_ts, bar);
+      if (last && bar.open_ts < last.open_ts && !same) return;
     }
-    if (last && last.open_ts === bar.open_ts) S.bars[S.bars.length - 1] = bar;
+    const older = last && bar.open_ts < last.open_ts;
+    if (same) S.bars[at] = bar;
     else S.bars.push(bar);
-    candleSeries.update(toCandle(bar));
-    volumeSeries.update(toVolume(bar));
+    try {
+      candleSeries.update(toCandle(bar), older);
+      volumeSeries.update(toVolume(bar), older);
+    } catch (err) {
+      // A time the chart cannot take in place (a clock change in the user's zone): redraw.
+      candleSeries.setData(S.bars.map(toCandle));
+      volumeSeries.setData(S.bars.map(toVolume));
+    }
     $('chart-empty').hidden = true;
     showLast();
   }
@@ -603,7 +643,13 @@
 
   // ---- alerts ------------------------------------------------------------------------
   async function loadAlerts() {
-    const page = await api('GET', '/v1/alerts?limit=500').catch(() => ({ items: [] }));
+    let page;
+    try {
+      page = await api('GET', '/v1/alerts?limit=500');
+    } catch (err) {
+      toast(err.message);
+      return;
+    }
     S.alerts = page.items;
     renderAlerts();
     drawAlertLines();
@@ -612,10 +658,10 @@
 
   function levelText(a) {
     if (a.condition === 'expression') return a.expression || '';
-    if (CHANNEL_CONDITIONS.has(a.condition)) return `${fmtPrice(a.low)} – ${fmtPrice(a.high)}`;
+    if (CHANNEL_CONDITIONS.has(a.condition)) return `${fmtPrice(a.low, a)} – ${fmtPrice(a.high, a)}`;
     if (a.pct) return `${a.pct}% / ${a.window_s}s`;
-    if (a.window_s) return `${fmtPrice(a.threshold)} / ${a.window_s}s`;
-    return a.threshold ? fmtPrice(a.threshold) : '';
+    if (a.window_s) return `${fmtPrice(a.threshold, a)} / ${a.window_s}s`;
+    return a.threshold ? fmtPrice(a.threshold, a) : '';
   }
 
   function renderAlerts() {
@@ -772,7 +818,7 @@
   function renderEvents() {
     const items = S.events.slice(0, 50).map((ev) => el('li', {},
       el('time', {}, fmtTime(ev.ts)),
-      `#${ev.rule_id} ${ev.symbol} ${condLabel(ev.condition)} ${fmtPrice(ev.threshold)} → ${fmtPrice(ev.price)}`));
+      `#${ev.rule_id} ${ev.symbol} ${condLabel(ev.condition)} ${fmtPrice(ev.threshold, ev)} → ${fmtPrice(ev.price, ev)}`));
     $('events').replaceChildren(...items);
     $('events-empty').hidden = items.length > 0;
   }
@@ -794,20 +840,28 @@
   }
 
   async function loadNotifications() {
-    const page = await api('GET', '/v1/notifications?limit=30').catch(() => ({ items: [] }));
+    const page = await api('GET', '/v1/notifications?limit=30').catch(() => null);
+    if (!page) return;
     const items = page.items.map((n) => el('li', {}, el('time', {}, fmtTime(n.created_at)), plain(n.text)));
     $('notifications').replaceChildren(...items);
     $('notifications-empty').hidden = items.length > 0;
   }
 
-  async function loadSignals() {
+  async function loadSignals(seq) {
     if (!S.sym) return;
     const sym = S.sym;
-    const [page, stats] = await Promise.all([
-      api('GET', `/v1/signals?${q({ symbol: sym.symbol, limit: 200 })}`).catch(() => ({ items: [] })),
-      api('GET', `/v1/signals/stats?${q({ symbol: sym.symbol })}`).catch(() => ({ kinds: [] })),
-    ]);
-    if (S.sym !== sym) return;
+    let page;
+    let stats;
+    try {
+      [page, stats] = await Promise.all([
+        api('GET', `/v1/signals?${q({ symbol: sym.symbol, limit: 200 })}`),
+        api('GET', `/v1/signals/stats?${q({ symbol: sym.symbol })}`),
+      ]);
+    } catch (err) {
+      toast(err.message);
+      return;
+    }
+    if (seq !== loadSeq) return;
     S.signals = page.items.filter((s) => s.venue === sym.venue);
     drawMarkers();
     renderSignals();
@@ -834,7 +888,8 @@
   }
 
   async function loadPaper() {
-    const list = await api('GET', '/v1/paper/strategies').catch(() => ({ items: [] }));
+    const list = await api('GET', '/v1/paper/strategies').catch(() => null);
+    if (!list) return;
     const summaries = await Promise.all(list.items.map((s) =>
       api('GET', `/v1/paper/strategies/${s.id}/summary`).catch(() => null)));
     const money = (x, currency) => `${new Intl.NumberFormat(S.lang === 'ko' ? 'ko-KR' : 'en-US',
@@ -852,6 +907,16 @@
     });
     $('paper-table').tBodies[0].replaceChildren(...rows);
     $('paper-empty').hidden = rows.length > 0;
+    const held = await Promise.all(list.items.map((s) =>
+      api('GET', `/v1/paper/strategies/${s.id}/positions`).catch(() => ({ items: [] }))));
+    const positions = list.items.flatMap((s, i) => held[i].items
+      .filter((p) => p.status === 'open')
+      .map((p) => el('tr', {},
+        el('td', {}, s.name), el('td', {}, `${p.symbol} · ${p.venue}`), el('td', {}, p.quantity || ''),
+        el('td', {}, p.entry_price ? fmtPrice(p.entry_price, p) : ''), el('td', {}, p.mark_price ? fmtPrice(p.mark_price, p) : ''),
+        el('td', { class: signClass(Number(p.unrealized_pnl)) }, p.unrealized_pnl ? money(p.unrealized_pnl, s.currency) : ''))));
+    $('positions-table').tBodies[0].replaceChildren(...positions);
+    $('positions-empty').hidden = positions.length > 0;
   }
 
   // ---- the live stream ---------------------------------------------------------------
@@ -859,7 +924,11 @@
   let wsTries = 0;
   let wsTimer = null;
   let lastHeard = 0;
+  let lastHeartbeat = 0;
+  let heartbeatGap = 15000;
+  let opened = false;
   let topics = [];
+  let alertsTimer = null;
 
   const wantedTopics = () => (S.sym
     ? [`candles:${S.sym.symbol}:${S.interval}`, `signals:${S.sym.symbol}`, 'alerts:mine']
@@ -878,7 +947,14 @@
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const socket = new WebSocket(`${scheme}://${location.host}/v1/stream?topics=${encodeURIComponent(topics.join(','))}`);
     ws = socket;
-    socket.onopen = () => { wsTries = 0; lastHeard = Date.now(); setLive('live'); };
+    socket.onopen = () => {
+      wsTries = 0;
+      lastHeard = Date.now();
+      setLive('live');
+      // After a drop, what closed meanwhile comes from the API again.
+      if (opened && S.sym) loadSymbol(S.sym);
+      opened = true;
+    };
     socket.onmessage = (e) => { lastHeard = Date.now(); onMessage(JSON.parse(e.data)); };
     socket.onclose = () => {
       if (ws !== socket) return;
@@ -888,7 +964,14 @@
       setLive('reconnecting');
       const wait = Math.min(30000, 1000 * 2 ** wsTries) * (0.75 + Math.random() / 2);
       wsTries += 1;
-      wsTimer = setTimeout(openStream, wait);
+      wsTimer = setTimeout(async () => {
+        // Refused again and again: perhaps the session ended.
+        if (wsTries >= 3) {
+          const state = await api('GET', '/v1/session').catch(() => null);
+          if (state && !state.signed_in) { showSignIn(); return; }
+        }
+        if (S.me) openStream();
+      }, wait);
     };
   }
 
@@ -904,7 +987,7 @@
 
   // A stream silent for three heartbeats is dead whatever the socket says.
   setInterval(() => {
-    if (ws && ws.readyState === WebSocket.OPEN && Date.now() - lastHeard > 45000) ws.close();
+    if (ws && ws.readyState === WebSocket.OPEN && Date.now() - lastHeard > 3 * heartbeatGap) ws.close();
   }, 5000);
 
   function subscribe() {
@@ -927,13 +1010,21 @@
       const a = m.data;
       S.events.unshift({ ...a, condition: a.condition });
       renderEvents();
-      toast(t('alert_fired', { symbol: a.symbol, condition: condLabel(a.condition), threshold: fmtPrice(a.threshold), price: fmtPrice(a.price) }));
-      loadAlerts();
-      setTimeout(loadNotifications, 1500);
+      toast(t('alert_fired', { symbol: a.symbol, condition: condLabel(a.condition), threshold: fmtPrice(a.threshold, a), price: fmtPrice(a.price, a) }));
+      // A burst of firings reloads once.
+      clearTimeout(alertsTimer);
+      alertsTimer = setTimeout(() => { loadAlerts(); loadNotifications(); }, 1500);
     } else if (m.type === 'error') {
       toast(m.detail);
     } else if (m.type === 'subscribed') {
       topics = m.topics;
+      // A change asked for while the socket was opening is sent now.
+      const want = wantedTopics();
+      if (want.some((x) => !topics.includes(x)) || topics.some((x) => !want.includes(x))) subscribe();
+    } else if (m.type === 'heartbeat') {
+      const now = Date.now();
+      if (lastHeartbeat) heartbeatGap = Math.max(5000, now - lastHeartbeat);
+      lastHeartbeat = now;
     }
   }
 
@@ -952,9 +1043,14 @@
     setLive('offline');
     $('interval').value = S.interval;
     const link = /^#login=([A-Za-z0-9_]+)$/.exec(location.hash);
+    const state = await api('GET', '/v1/session').catch(() => ({ signed_in: false }));
     if (link) {
       // The token leaves the address bar and the history before it is used.
       history.replaceState(null, '', location.pathname + location.search);
+      // A link someone else sent must not switch accounts unnoticed.
+      if (state.signed_in && !(await confirmBox(t('switch_account', { name: state.user.name })))) {
+        return signedIn(state.user);
+      }
       try {
         const out = await api('POST', '/v1/session', { link: link[1] });
         return signedIn(out.user);
@@ -962,7 +1058,6 @@
         return showSignIn(t('link_failed'));
       }
     }
-    const state = await api('GET', '/v1/session').catch(() => ({ signed_in: false }));
     if (state.signed_in) return signedIn(state.user);
     return showSignIn();
   }

@@ -51,6 +51,7 @@ impl Modify for BearerAuth {
         super::fields::Symbol,
         super::fields::Venue,
         super::market::SymbolLimit,
+        super::web::CandleLimit,
         tickwatch_schema::wire::SignalKind,
     )),
     tags(

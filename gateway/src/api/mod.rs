@@ -33,7 +33,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -269,7 +269,9 @@ impl FromRequestParts<ApiState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self> {
-        authorize_request(state, &parts.headers, None)
+        // A change must come from the page's own origin when the cookie is its credential.
+        let changes = !matches!(parts.method, Method::GET | Method::HEAD);
+        authorize_request(state, &parts.headers, None, changes)
             .await
             .map(Auth)
     }
@@ -277,11 +279,14 @@ impl FromRequestParts<ApiState> for Auth {
 
 /// Authenticates a request by its bearer key, else `key` (a stream's `access_token`), else
 /// its session cookie (the web dashboard's), and takes a token from the caller's
-/// rate-limit bucket.
+/// rate-limit bucket. With the cookie and `same_origin_only`, a browser request from
+/// another origin is refused: `SameSite=Strict` keeps other sites out, but not a sibling
+/// subdomain or another port of the same host.
 pub(crate) async fn authorize_request(
     state: &ApiState,
     headers: &HeaderMap,
     key: Option<&str>,
+    same_origin_only: bool,
 ) -> Result<Caller> {
     if let Some(key) = bearer(headers).or(key) {
         return authorize(state, key).await;
@@ -289,6 +294,11 @@ pub(crate) async fn authorize_request(
     let Some(session) = web::session_cookie(headers) else {
         return Err(Error::Unauthorized("no API key".into()));
     };
+    if same_origin_only && !web::same_origin(headers) {
+        return Err(Error::Forbidden(
+            "a request with the session cookie must come from the dashboard's own origin".into(),
+        ));
+    }
     let caller = state.services().authenticate_session(session).await?;
     take_budget(state, caller)
 }

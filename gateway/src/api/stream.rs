@@ -270,6 +270,9 @@ struct Streamer {
     topics: Topics,
     /// (venue, symbol, interval) → the current bar as this stream's ticks made it.
     forming: BTreeMap<(String, String, Interval), Candle>,
+    /// (venue, symbol, interval) → the latest bar a producer closed: ticks of it or before
+    /// (late trades, KRX's after-hours trades) build nothing.
+    closed_through: BTreeMap<(String, String, Interval), i64>,
 }
 
 impl Streamer {
@@ -277,7 +280,22 @@ impl Streamer {
         Streamer {
             topics,
             forming: BTreeMap::new(),
+            closed_through: BTreeMap::new(),
         }
+    }
+
+    /// Leaves topics, and forgets the bars built for them.
+    fn unsubscribe(&mut self, names: &[String]) -> Result<()> {
+        self.topics.remove(names)?;
+        let topics = &self.topics;
+        let follows = |symbol: &String, interval: &Interval| {
+            topics
+                .set
+                .contains(&Topic::Candles(symbol.clone(), *interval))
+        };
+        self.forming.retain(|(_, s, i), _| follows(s, i));
+        self.closed_through.retain(|(_, s, i), _| follows(s, i));
+        Ok(())
     }
 
     /// The messages one event makes for this stream.
@@ -305,7 +323,13 @@ impl Streamer {
                 }
             }
             // A closed bar is the producer's word; the next tick starts the next bar.
-            StreamEvent::Candle(c) if c.closed => {
+            StreamEvent::Candle(c)
+                if c.closed
+                    && self
+                        .topics
+                        .set
+                        .contains(&Topic::Candles(c.symbol.clone(), c.interval)) =>
+            {
                 let key = (c.venue.clone(), c.symbol.clone(), c.interval);
                 if self
                     .forming
@@ -314,16 +338,11 @@ impl Streamer {
                 {
                     self.forming.remove(&key);
                 }
+                let through = self.closed_through.entry(key).or_insert(c.open_ts);
+                *through = (*through).max(c.open_ts);
             }
             _ => {}
         }
-        // Unfollowed series are forgotten (unsubscribing must not leave state behind).
-        let topics = &self.topics;
-        self.forming.retain(|(_, symbol, interval), _| {
-            topics
-                .set
-                .contains(&Topic::Candles(symbol.clone(), *interval))
-        });
         outs
     }
 
@@ -331,6 +350,9 @@ impl Streamer {
     fn on_tick(&mut self, tick: &Tick, interval: Interval) -> Option<&Candle> {
         let start = bucket_start(tick.ts, interval, utc_offset_ms(&tick.venue));
         let key = (tick.venue.clone(), tick.symbol.clone(), interval);
+        if self.closed_through.get(&key).is_some_and(|&t| start <= t) {
+            return None;
+        }
         let fresh = || Candle {
             venue: tick.venue.clone(),
             symbol: tick.symbol.clone(),
@@ -385,7 +407,7 @@ async fn open(
     headers: &HeaderMap,
     q: StreamQuery,
 ) -> Result<(Topics, ClientSlot, Receiver<Arc<StreamEvent>>)> {
-    let caller = authorize_request(state, headers, q.access_token.as_deref()).await?;
+    let caller = authorize_request(state, headers, q.access_token.as_deref(), true).await?;
     let mut topics = Topics::new(caller, state.config().stream.max_topics);
     topics.add(&split_topics(q.topics.as_deref()))?;
     let (slot, rx) = state.hub().join()?;
@@ -395,7 +417,7 @@ async fn open(
 /// One Server-Sent Event as a client reads it: its name and its data (JSON text).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SseEvent {
-    /// `subscribed`, `tick`, `signal`, `alert`, `heartbeat` or `close`.
+    /// `subscribed`, `tick`, `candle`, `signal`, `alert`, `heartbeat` or `close`.
     pub event: String,
     /// The event's JSON, as text.
     pub data: String,
@@ -508,7 +530,7 @@ async fn run_websocket(
                     let reply = match serde_json::from_str::<ClientOp>(text.as_str()) {
                         Ok(op) => match op.op.as_str() {
                             "subscribe" => streamer.topics.add(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": streamer.topics.names()})),
-                            "unsubscribe" => streamer.topics.remove(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": streamer.topics.names()})),
+                            "unsubscribe" => streamer.unsubscribe(&tidy(op.topics)).map(|()| json!({"type": "subscribed", "topics": streamer.topics.names()})),
                             "ping" => Ok(json!({"type": "pong"})),
                             other => Err(Error::invalid("op", format!("`{other}` is not subscribe, unsubscribe or ping"))),
                         },
@@ -756,11 +778,33 @@ mod tests {
             streamer.outputs(&tick(11, hour + 7)).is_empty(),
             "a late tick of the bar before"
         );
+        // A producer's closed bar: a late tick of it builds nothing.
+        let closed = StreamEvent::Candle(Candle {
+            venue: "binance".into(),
+            symbol: "BTCUSDT".into(),
+            interval: Interval::H1,
+            open_ts: hour + 3_600_000,
+            open: Decimal::from(9),
+            high: Decimal::from(9),
+            low: Decimal::from(9),
+            close: Decimal::from(9),
+            volume: Decimal::ONE,
+            trades: None,
+            closed: true,
+        });
+        assert_eq!(streamer.outputs(&closed).len(), 1, "passed on");
+        assert!(
+            streamer.outputs(&tick(8, hour + 3_600_009)).is_empty(),
+            "a trade of a closed bar"
+        );
+        assert_eq!(
+            bar(streamer.outputs(&tick(8, hour + 7_200_000))),
+            (hour + 7_200_000, r#""8" "8" "8" "8""#.into())
+        );
         streamer
-            .topics
-            .remove(&["candles:BTCUSDT:1h".into()])
+            .unsubscribe(&["candles:BTCUSDT:1h".into()])
             .expect("left");
         assert!(streamer.outputs(&tick(11, hour + 3_600_001)).is_empty());
-        assert!(streamer.forming.is_empty());
+        assert!(streamer.forming.is_empty() && streamer.closed_through.is_empty());
     }
 }

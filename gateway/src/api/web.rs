@@ -8,8 +8,12 @@
 //! `POST /v1/session`. An API key typed into the page is exchanged the same way, so the page
 //! keeps no key. The answer sets the cookie `tw_session`: `HttpOnly` (no script reads it),
 //! `SameSite=Strict` (no other site's page or form sends it), `Path=/`, expiring with the
-//! session (7 days), and `Secure` when the API's public URL is `https`. Every endpoint that
-//! takes an API key takes the cookie too.
+//! session (7 days), and — when the API's public URL is `https` — `Secure` and named
+//! `__Host-tw_session`. Every endpoint that takes an API key takes the cookie too; with the
+//! cookie, a change (any method but GET) and a stream must come from the page's own origin
+//! (`Origin`), which `SameSite` alone does not ensure for a sibling subdomain or port.
+//! A session made from an API key ends when the key is revoked; `/web signout` ends every
+//! session of a user; a user keeps at most 20.
 
 use axum::Json;
 use axum::Router;
@@ -33,6 +37,9 @@ use crate::services::web::{CandleOut, MAX_CANDLES, NewSession, NotificationOut, 
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "tw_session";
+/// Its name when `Secure`: the `__Host-` prefix makes browsers refuse it from a sibling
+/// domain or with a `Domain`, so no other site can plant one that shadows it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-tw_session";
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -51,57 +58,92 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
      img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
+/// The page and its assets (path, content type, body).
+const ASSETS: [(&str, &str, &str); 5] = [
+    ("/", "text/html; charset=utf-8", INDEX_HTML),
+    ("/app.js", "text/javascript; charset=utf-8", APP_JS),
+    ("/app.css", "text/css; charset=utf-8", APP_CSS),
+    (
+        "/vendor/lightweight-charts.js",
+        "text/javascript; charset=utf-8",
+        CHARTS_JS,
+    ),
+    (
+        "/vendor/LICENSE-lightweight-charts",
+        "text/plain; charset=utf-8",
+        CHARTS_LICENSE,
+    ),
+];
+
 /// The page and its assets: plain routes, outside the API's document.
 pub fn pages() -> Router<ApiState> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/app.css",
-            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
-        )
-        .route(
-            "/vendor/lightweight-charts.js",
-            get(|| async { asset("text/javascript; charset=utf-8", CHARTS_JS) }),
-        )
-        .route(
-            "/vendor/LICENSE-lightweight-charts",
-            get(|| async { asset("text/plain; charset=utf-8", CHARTS_LICENSE) }),
-        )
+    ASSETS
+        .into_iter()
+        .fold(Router::new(), |router, (path, content_type, body)| {
+            // A strong validator from the content: a browser revalidates (`no-cache`, so a
+            // new binary's page is never mixed with an old script) and gets a 304.
+            let etag = format!("\"{}\"", &crate::services::users::hash_key(body)[..16]);
+            router.route(
+                path,
+                get(move |headers: HeaderMap| async move {
+                    asset(&headers, content_type, body, &etag)
+                }),
+            )
+        })
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(headers: &HeaderMap, content_type: &str, body: &'static str, etag: &str) -> Response {
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let common = [
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+        (header::ETAG, etag.to_string()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        (header::REFERRER_POLICY, "no-referrer".to_string()),
+        (header::CONTENT_SECURITY_POLICY, PAGE_POLICY.to_string()),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
     (
-        [
-            (header::CONTENT_TYPE, content_type),
-            // Revalidated each time: a new binary's page is never mixed with an old script.
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
-        ],
+        common,
+        [(header::CONTENT_TYPE, content_type.to_string())],
         body,
     )
         .into_response()
 }
 
-/// The session cookie's token in a request, if any.
+/// The session cookie's token in a request, if any (the `__Host-` one first).
 pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
+    let named = |wanted: &str| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, value)| value.trim())
+            .filter(|value| !value.is_empty())
+    };
+    named(SECURE_SESSION_COOKIE).or_else(|| named(SESSION_COOKIE))
+}
+
+/// Whether a browser says the request comes from the page's own origin: `Origin`'s host
+/// is the `Host` it was sent to, or, without `Origin`, `Sec-Fetch-Site` is `same-origin`
+/// or `none`. A client that sends neither is no browser (and no forgery).
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = text(header::ORIGIN) {
+        let authority = origin.split_once("://").map(|(_, rest)| rest);
+        return authority.is_some() && authority == text(header::HOST);
+    }
+    match text(header::HeaderName::from_static("sec-fetch-site")) {
+        Some(site) => site == "same-origin" || site == "none",
+        None => true,
+    }
 }
 
 /// How to sign in: a one-time link's token or an API key, exactly one.
@@ -150,8 +192,13 @@ fn cookie(state: &ApiState, value: &str, max_age_s: i64) -> HeaderValue {
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
+    let name = if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    };
     let text = format!(
-        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
+        "{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -177,7 +224,11 @@ pub async fn sign_in(
         expires_at,
     } = match body {
         SessionIn::Link(LinkToken(link)) => services.sign_in_with_link(&link).await?,
-        SessionIn::ApiKey(ApiKeyText(key)) => services.sign_in_with_key(&key).await?,
+        // The key's own rate limit counts sign-ins too.
+        SessionIn::ApiKey(ApiKeyText(key)) => {
+            let caller = super::authorize(&state, &key).await?;
+            services.sign_in_with_key(&caller).await?
+        }
     };
     let user = super::admin::me_of(services, user_id).await?;
     let cookie = cookie(&state, &token, SESSION_TTL_MS / 1000);

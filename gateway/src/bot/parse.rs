@@ -34,8 +34,11 @@ pub enum Command {
     },
     /// `/relay`: a new TradingView relay URL (`/relay rotate` says so explicitly).
     Relay,
-    /// `/web`: a one-time sign-in link to the web dashboard.
-    Web,
+    /// `/web`: a one-time sign-in link to the web dashboard; `/web signout` ends every
+    /// browser session.
+    Web {
+        sign_out: bool,
+    },
     Halt,
     Broadcast(String),
     /// `/paper …`: paper strategies.
@@ -258,12 +261,15 @@ pub fn parse(text: &str, bot_username: &str) -> Option<Parsed<Command>> {
             )),
         },
         "web" | "웹" => match tokens.as_slice() {
-            [] => Ok(Command::Web),
+            [] => Ok(Command::Web { sign_out: false }),
+            [t] if ["signout", "logout", "로그아웃"].contains(&t.to_lowercase().as_str()) => {
+                Ok(Command::Web { sign_out: true })
+            }
             [other, ..] => Err(usage(
                 "web",
                 Problem::new(
-                    format!("`{other}` is not an option; use /web"),
-                    format!("`{other}`은(는) 옵션이 아닙니다. /web 을 쓰세요"),
+                    format!("`{other}` is not an option; use /web or /web signout"),
+                    format!("`{other}`은(는) 옵션이 아닙니다. /web 또는 /web signout"),
                 ),
             )),
         },
@@ -1131,8 +1137,9 @@ mod tests {
         );
         assert_eq!(ok("/apikey revoke"), Command::ApiKey { revoke: true });
         assert_eq!(ok("/relay"), Command::Relay);
-        assert_eq!(ok("/web"), Command::Web);
-        assert_eq!(ok("/웹"), Command::Web);
+        assert_eq!(ok("/web"), Command::Web { sign_out: false });
+        assert_eq!(ok("/웹"), Command::Web { sign_out: false });
+        assert_eq!(ok("/web signout"), Command::Web { sign_out: true });
         assert_eq!(
             ok("/edit 3 threshold 66,000"),
             Command::Edit(3, RuleChange::Threshold(Decimal::from(66_000)))

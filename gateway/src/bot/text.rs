@@ -177,7 +177,7 @@ pub const COMMANDS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: "web",
-        form: "/web",
+        form: "/web [signout]",
         example: "/web",
         en: "A sign-in link to the web dashboard (charts, alerts, signals, paper trading); it works once, for 10 minutes",
         ko: "웹 대시보드 로그인 링크 (차트, 알림, 시그널, 모의매매); 10분 안에 한 번만 쓸 수 있습니다",

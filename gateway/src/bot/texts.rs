@@ -153,8 +153,11 @@ texts! {
     RELAY_URL => en: "📡 Your TradingView relay URL — shown only now:\n<code>{url}</code>\nIn TradingView's alert dialog: Notifications → Webhook URL, paste it. The alert's message (text, or JSON with a <code>message</code>) comes to this chat. /relay again makes a new URL and the old one stops working.",
         ko: "📡 TradingView 중계 URL — 지금만 표시됩니다:\n<code>{url}</code>\nTradingView 알림 창의 알림(Notifications) → 웹훅 URL에 붙여 넣으세요. 알림 메시지(텍스트, 또는 <code>message</code>가 있는 JSON)가 이 채팅으로 옵니다. /relay 를 다시 쓰면 새 URL이 만들어지고 이전 URL은 더 이상 동작하지 않습니다.";
     /// `/web`: the one-time sign-in link.
-    WEB_LINK => en: "🖥 Your sign-in link to the dashboard — it works once, within 10 minutes, and only for you:\n{url}\nOpen it in your browser; the session then lasts 7 days. /web again gives a new link.",
-        ko: "🖥 대시보드 로그인 링크 — 10분 안에 한 번만, 본인만 쓰세요:\n{url}\n브라우저에서 여세요. 로그인은 7일 동안 유지됩니다. /web 을 다시 쓰면 새 링크를 드립니다.";
+    WEB_LINK => en: "🖥 Your sign-in link to the dashboard — it works once, within 10 minutes, and only for you:\n{url}\nOpen it in your browser; the session then lasts 7 days. /web again gives a new link; /web signout signs every browser out.",
+        ko: "🖥 대시보드 로그인 링크 — 10분 안에 한 번만, 본인만 쓰세요:\n{url}\n브라우저에서 여세요. 로그인은 7일 동안 유지됩니다. /web 을 다시 쓰면 새 링크를 드립니다. /web signout 은 모든 브라우저에서 로그아웃합니다.";
+    /// `/web signout`.
+    WEB_SIGNED_OUT => en: "🖥 Signed out of the dashboard everywhere ({count} session(s) ended).",
+        ko: "🖥 모든 브라우저에서 대시보드 로그아웃했습니다 (세션 {count}개 종료).";
     /// `/apikey`: the key, shown this once.
     NEW_API_KEY => en: "🔑 Your new API key — shown only now, keep it safe:\n<code>{key}</code>\nSend it as <code>Authorization: Bearer …</code>. /apikey revoke revokes all your keys.",
         ko: "🔑 새 API 키 — 지금 한 번만 표시됩니다. 안전하게 보관하세요:\n<code>{key}</code>\n<code>Authorization: Bearer …</code> 헤더로 보내세요. /apikey revoke 로 모든 키를 폐기합니다.";

@@ -8,9 +8,12 @@
 
 use rand::RngCore;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, Condition as Where, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition as Where, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use serde::Serialize;
-use tickwatch_schema::db::entity::{candle, notification, user, web_session};
+use tickwatch_schema::db::entity::{api_key, candle, notification, user, web_session};
 use tickwatch_schema::db::now_ms;
 use tickwatch_schema::wire::Interval;
 use utoipa::ToSchema;
@@ -25,6 +28,8 @@ pub const LINK_TTL_MS: i64 = 10 * 60 * 1000;
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// The most candles one request returns.
 pub const MAX_CANDLES: u64 = 1000;
+/// The most browser sessions a user keeps; a new one beyond ends the oldest.
+pub const MAX_SESSIONS_PER_USER: u64 = 20;
 
 const KIND_LINK: &str = "link";
 const KIND_SESSION: &str = "session";
@@ -77,7 +82,7 @@ impl Services {
     pub async fn create_web_link(&self, user_id: i64) -> Result<String> {
         self.user(user_id).await?;
         let token = new_token(LINK_PREFIX);
-        self.store_web_token(&token, KIND_LINK, user_id, LINK_TTL_MS)
+        self.store_web_token(&token, KIND_LINK, user_id, None, LINK_TTL_MS)
             .await?;
         Ok(token)
     }
@@ -110,20 +115,41 @@ impl Services {
         if used.rows_affected != 1 {
             return Err(refused());
         }
-        self.create_session(row.user_id).await
+        self.start_session(row.user_id, None).await
     }
 
-    /// Exchanges an API key for a session, so the page never keeps the key.
-    pub async fn sign_in_with_key(&self, key: &str) -> Result<NewSession> {
-        let caller = self.authenticate(key).await?;
-        self.create_session(caller.user_id).await
+    /// A session for a caller authenticated by an API key (so the page never keeps the
+    /// key): it ends when the key is revoked.
+    pub async fn sign_in_with_key(&self, caller: &Caller) -> Result<NewSession> {
+        self.start_session(caller.user_id, Some(caller.key_id))
+            .await
     }
 
-    async fn create_session(&self, user_id: i64) -> Result<NewSession> {
+    async fn start_session(&self, user_id: i64, api_key_id: Option<i64>) -> Result<NewSession> {
         let token = new_token(SESSION_PREFIX);
         let expires_at = self
-            .store_web_token(&token, KIND_SESSION, user_id, SESSION_TTL_MS)
+            .store_web_token(&token, KIND_SESSION, user_id, api_key_id, SESSION_TTL_MS)
             .await?;
+        // Past the most a user keeps, the oldest sessions end (a few rows: the cap holds).
+        let ids: Vec<i64> = web_session::Entity::find()
+            .select_only()
+            .column(web_session::Column::Id)
+            .filter(web_session::Column::UserId.eq(user_id))
+            .filter(web_session::Column::Kind.eq(KIND_SESSION))
+            .order_by_desc(web_session::Column::Id)
+            .into_tuple()
+            .all(self.db())
+            .await?;
+        let beyond: Vec<i64> = ids
+            .into_iter()
+            .skip(MAX_SESSIONS_PER_USER as usize)
+            .collect();
+        if !beyond.is_empty() {
+            web_session::Entity::delete_many()
+                .filter(web_session::Column::Id.is_in(beyond))
+                .exec(self.db())
+                .await?;
+        }
         Ok(NewSession {
             token,
             user_id,
@@ -131,11 +157,28 @@ impl Services {
         })
     }
 
+    /// Ends every browser session and unused sign-in link of the user (`/web signout`);
+    /// returns how many sessions ended.
+    pub async fn sign_out_everywhere(&self, user_id: i64) -> Result<u64> {
+        let sessions = web_session::Entity::find()
+            .filter(web_session::Column::UserId.eq(user_id))
+            .filter(web_session::Column::Kind.eq(KIND_SESSION))
+            .filter(web_session::Column::ExpiresAt.gt(now_ms()))
+            .count(self.db())
+            .await?;
+        web_session::Entity::delete_many()
+            .filter(web_session::Column::UserId.eq(user_id))
+            .exec(self.db())
+            .await?;
+        Ok(sessions)
+    }
+
     async fn store_web_token(
         &self,
         token: &str,
         kind: &str,
         user_id: i64,
+        api_key_id: Option<i64>,
         ttl_ms: i64,
     ) -> Result<i64> {
         let now = now_ms();
@@ -149,6 +192,7 @@ impl Services {
             token_hash: Set(hash_key(token)),
             kind: Set(kind.to_string()),
             user_id: Set(user_id),
+            api_key_id: Set(api_key_id),
             created_at: Set(now),
             expires_at: Set(expires_at),
             ..Default::default()
@@ -175,6 +219,15 @@ impl Services {
         else {
             return Err(refused());
         };
+        // A session made from a key ends with the key.
+        if let Some(key_id) = row.api_key_id
+            && api_key::Entity::find_by_id(key_id)
+                .one(self.db())
+                .await?
+                .is_none()
+        {
+            return Err(refused());
+        }
         let Some(owner) = user::Entity::find_by_id(row.user_id).one(self.db()).await? else {
             return Err(refused());
         };

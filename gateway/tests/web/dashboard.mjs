@@ -117,7 +117,8 @@ try {
 
   step('phone width');
   await page.setViewportSize({ width: 390, height: 844 });
-  await page.waitForTimeout(300);
+  await page.waitForFunction(() => [...document.querySelectorAll('#chart canvas')]
+    .every((c) => c.getBoundingClientRect().right <= window.innerWidth));
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 1) problems.push(`the page is ${overflow}px wider than a phone`);
   await page.screenshot({ path: path.join(process.env.TW_SCREENSHOTS, 'dashboard-phone.png'), fullPage: true });
@@ -125,6 +126,8 @@ try {
   step('English, then sign out');
   await page.locator('#lang').click();
   const heading = await page.locator('[data-i18n="my_alerts"]').textContent();
+  // What the switch reloads is answered before the session ends (or it would be a 401).
+  await page.waitForFunction(() => document.body.dataset.busy === '0');
   await page.locator('#signout').click();
   await page.locator('#signin').waitFor({ state: 'visible' });
 

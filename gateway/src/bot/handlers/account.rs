@@ -180,10 +180,16 @@ impl Session<'_> {
 
     /// A one-time sign-in link to the web dashboard. The token is in the URL's fragment,
     /// which no server, proxy log or link preview sees.
-    pub(super) async fn web_link(&self) -> Result<()> {
+    pub(super) async fn web(&self, sign_out: bool) -> Result<()> {
         let Some(user) = self.registered().await? else {
             return Ok(());
         };
+        if sign_out {
+            let count = self.ctx.services.sign_out_everywhere(user.id).await?;
+            return self
+                .reply(self.text_with(&texts::WEB_SIGNED_OUT, &[("count", &count)]))
+                .await;
+        }
         let token = self.ctx.services.create_web_link(user.id).await?;
         let base = self
             .ctx

@@ -11,6 +11,8 @@ pub struct Model {
     pub token_hash: String,
     pub kind: String,
     pub user_id: i64,
+    /// The API key a session was made from (it ends with the key); `None` for a link's.
+    pub api_key_id: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
 }
