@@ -373,6 +373,9 @@ enum BenchCommand {
     Web {
         #[arg(long, default_value_t = 5_000)]
         requests: usize,
+        /// Page loads a second beside the API requests; 0: back to back.
+        #[arg(long, default_value_t = 20)]
+        page_loads: u32,
     },
     /// A notification's chart: the last candles of real data drawn as the notifier draws
     /// them (PNG 800×450), one core.
@@ -590,8 +593,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what: BenchCommand::Broker { messages },
         } => bench::broker(&config, messages).await,
         Command::Bench {
-            what: BenchCommand::Web { requests },
-        } => bench::web(requests).await,
+            what:
+                BenchCommand::Web {
+                    requests,
+                    page_loads,
+                },
+        } => bench::web(requests, page_loads).await,
         Command::Bench {
             what: BenchCommand::Symbols { count, rounds },
         } => bench::symbols::run(&config, count, rounds).await,

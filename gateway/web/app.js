@@ -83,6 +83,14 @@
       kind_orb_breakout: '시초 범위 돌파', kind_vwap_reclaim: 'VWAP 회복',
     },
   };
+  // A marker's label: short, so a busy chart stays readable (the whole kind and its grade
+  // show on hover).
+  const SHORT = {
+    rsi_oversold: 'RSI', rsi_overbought: 'RSI', macd_bullish_cross: 'MACD', macd_bearish_cross: 'MACD',
+    golden_cross: 'GC', death_cross: 'DC', bb_breakout_up: 'BB', bb_breakout_down: 'BB', bb_squeeze: 'SQZ',
+    volume_surge: 'VOL', new_52w_high: '52W', vcp_setup: 'VCP', vcp_breakout: 'VCP', closing_price_setup: 'CP',
+    gap_up: 'GAP', orb_breakout: 'ORB', vwap_reclaim: 'VWAP',
+  };
   const BEARISH = new Set(['rsi_overbought', 'macd_bearish_cross', 'death_cross', 'bb_breakout_down']);
   const LEVEL_CONDITIONS = new Set(['greater_than', 'less_than', 'crossing', 'crossing_up', 'crossing_down']);
   const CHANNEL_CONDITIONS = new Set(['entering_channel', 'exiting_channel', 'inside_channel', 'outside_channel']);
@@ -530,7 +538,7 @@
       const bearish = BEARISH.has(s.kind);
       list.push({
         time: chartTime(bar.open_ts), position: bearish ? 'aboveBar' : 'belowBar',
-        color: bearish ? down : up, shape: bearish ? 'arrowDown' : 'arrowUp', text: `${kindLabel(s.kind)} ${s.grade}`,
+        color: bearish ? down : up, shape: bearish ? 'arrowDown' : 'arrowUp', text: SHORT[s.kind] || s.kind,
       });
     }
     list.sort((a, b) => a.time - b.time);

@@ -871,10 +871,11 @@ async fn seed_alert_rules(
 }
 
 /// The web dashboard's cost to the API: `GET /v1/alerts` latency with nobody loading the
-/// page, and while a browser-like client loads the page and its assets over and over —
-/// alternating, in rounds, so drift hits both alike. SQLite in a temporary directory, no
-/// broker; the API in this process on a free port.
-pub async fn web(requests: usize) -> anyhow::Result<()> {
+/// page, and while browsers load the page and its assets `page_loads` times a second (0:
+/// back to back, a stress rather than a use) — alternating, in rounds, so drift hits both
+/// alike. SQLite in a temporary directory, no broker; the API in this process on a free
+/// port.
+pub async fn web(requests: usize, page_loads: u32) -> anyhow::Result<()> {
     use tickwatch_gateway::services::users::NewUser;
     let dir = std::env::temp_dir().join(format!(
         "tickwatch-bench-web-{}",
@@ -934,7 +935,15 @@ pub async fn web(requests: usize) -> anyhow::Result<()> {
             let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut times = Vec::new();
+                let mut pace = (page_loads > 0).then(|| {
+                    tokio::time::interval(std::time::Duration::from_secs_f64(
+                        1.0 / f64::from(page_loads),
+                    ))
+                });
                 while !stop.is_cancelled() {
+                    if let Some(pace) = pace.as_mut() {
+                        pace.tick().await;
+                    }
                     let started = std::time::Instant::now();
                     for path in page {
                         let response = client.get(format!("{base}{path}")).send().await?;
@@ -958,10 +967,15 @@ pub async fn web(requests: usize) -> anyhow::Result<()> {
         v[((v.len() - 1) as f64 * q).round() as usize]
     };
     crate::say!(
-        "web bench: GET /v1/alerts ({} requests each way, SQLite, one client)\n  alone:                 p50 {:.3} ms, p99 {:.3} ms\n  beside page loads:     p50 {:.3} ms, p99 {:.3} ms\n  page + assets ({} KB): p50 {:.2} ms, p99 {:.2} ms per load ({} loads)",
+        "web bench: GET /v1/alerts ({} requests each way, SQLite, one client)\n  alone:                 p50 {:.3} ms, p99 {:.3} ms\n  beside page loads ({}): p50 {:.3} ms, p99 {:.3} ms\n  page + assets ({} KB): p50 {:.2} ms, p99 {:.2} ms per load ({} loads)",
         alone.len(),
         at(&mut alone, 0.5),
         at(&mut alone, 0.99),
+        if page_loads == 0 {
+            "back to back".to_string()
+        } else {
+            format!("{page_loads}/s")
+        },
         at(&mut beside, 0.5),
         at(&mut beside, 0.99),
         (tickwatch_gateway::api::web::PAGE_BYTES as f64 / 1024.0).round(),
