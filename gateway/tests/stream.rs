@@ -19,7 +19,7 @@ use tickwatch_schema::wire::{AlertTriggered, Tick};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use common::{Backend, Server, broker_config, database, user_with_key};
+use common::{Backend, Server, broker_config, connect, database, next_json, user_with_key};
 
 fn tick(symbol: &str, n: i64) -> Tick {
     Tick {
@@ -43,37 +43,6 @@ fn alert(user_id: i64) -> AlertTriggered {
         threshold: Decimal::from(65_000),
         price: Decimal::from(65_001),
         ts: 1_763_762_400_000,
-    }
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &Server, key: &str, topics: &str) -> Ws {
-    let url = format!(
-        "{}/v1/stream?topics={topics}&access_token={key}",
-        server.base.replace("http://", "ws://")
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("the WebSocket opens");
-    ws
-}
-
-/// The next JSON text message, skipping heartbeats.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("stream open")
-            .expect("frame");
-        if let Message::Text(text) = frame {
-            let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
-            if value["type"] != "heartbeat" {
-                return value;
-            }
-        }
     }
 }
 

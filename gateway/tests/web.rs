@@ -8,7 +8,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use reqwest::Method;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use rust_decimal::Decimal;
@@ -22,9 +21,8 @@ use tickwatch_schema::history::{HistoryReader, data_file};
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::wire::{Candle, Interval, Tick};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_tungstenite::tungstenite::Message;
 
-use common::{Backend, Server, broker_config, database, user_with_key};
+use common::{Backend, Server, broker_config, connect, database, next_json, user_with_key};
 
 /// Samsung Electronics' recorded daily candles (real data, `005930_1d.csv`).
 fn samsung_daily() -> Vec<Candle> {
@@ -367,26 +365,6 @@ fn tick(price: Decimal, n: u64) -> Tick {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next JSON text message, skipping heartbeats.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("stream open")
-            .expect("frame");
-        if let Message::Text(text) = frame {
-            let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
-            if value["type"] != "heartbeat" {
-                return value;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_candle_topic_builds_the_forming_bar_from_ticks() {
     let db = database(Backend::Sqlite).await;
@@ -397,13 +375,7 @@ async fn the_candle_topic_builds_the_forming_bar_from_ticks() {
     let server = Server::start(services.clone(), ApiConfig::default()).await;
     let (_, key) = user_with_key(&services, "jun", false).await;
     common::wait_component(&broker, ".stream.").await;
-    let url = format!(
-        "{}/v1/stream?topics=candles:005930:1d&access_token={key}",
-        server.base.replace("http://", "ws://")
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("the WebSocket opens");
+    let mut ws = connect(&server, &key, "candles:005930:1d").await;
     assert_eq!(next_json(&mut ws).await["type"], "subscribed");
 
     let publisher = Publisher::start(&broker, "test-publisher");

@@ -442,6 +442,25 @@ impl PartialSchema for ChatId {
 
 impl ToSchema for ChatId {}
 
+/// The schema of a serde enum of newtype variants (`rename_all`, `deny_unknown_fields`): an
+/// object with exactly one of the `(key, value)` pairs, nothing else — what serde reads.
+pub fn one_key_of(variants: &[(&str, RefOr<Schema>)], description: &str) -> RefOr<Schema> {
+    use utoipa::openapi::schema::{AdditionalProperties, OneOfBuilder};
+    variants
+        .iter()
+        .fold(OneOfBuilder::new(), |one_of, (key, value)| {
+            one_of.item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Object))
+                    .property(*key, value.clone())
+                    .required(*key)
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+            )
+        })
+        .description(Some(description))
+        .into()
+}
+
 /// An optional field that may be left out but not sent as `null` (`deserialize_with`).
 pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where

@@ -216,22 +216,13 @@ pub enum SizingIn {
 
 impl PartialSchema for SizingIn {
     fn schema() -> RefOr<Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, OneOfBuilder};
-        // An object with exactly one of the two keys (what serde reads), nothing else.
-        let only = |key: &str, value: RefOr<Schema>| {
-            ObjectBuilder::new()
-                .schema_type(SchemaType::new(Type::Object))
-                .property(key, value)
-                .required(key)
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        };
-        OneOfBuilder::new()
-            .item(only("fixed", Price::schema()))
-            .item(only("pct_equity", Percent100::schema()))
-            .description(Some(
-                "A fixed amount of the strategy's currency per entry, or a percentage of its equity",
-            ))
-            .into()
+        super::fields::one_key_of(
+            &[
+                ("fixed", Price::schema()),
+                ("pct_equity", Percent100::schema()),
+            ],
+            "A fixed amount of the strategy's currency per entry, or a percentage of its equity",
+        )
     }
 }
 

@@ -23,9 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tickwatch_schema::wire::Interval;
-use utoipa::openapi::schema::{
-    AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type,
-};
 use utoipa::openapi::{KnownFormat, RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
@@ -158,20 +155,13 @@ pub enum SessionIn {
 
 impl PartialSchema for SessionIn {
     fn schema() -> RefOr<Schema> {
-        let only = |key: &str, value: RefOr<Schema>| {
-            ObjectBuilder::new()
-                .schema_type(SchemaType::new(Type::Object))
-                .property(key, value)
-                .required(key)
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        };
-        OneOfBuilder::new()
-            .item(only("link", LinkToken::schema()))
-            .item(only("api_key", ApiKeyText::schema()))
-            .description(Some(
-                "A one-time sign-in link's token (from the bot's /web), or an API key",
-            ))
-            .into()
+        super::fields::one_key_of(
+            &[
+                ("link", LinkToken::schema()),
+                ("api_key", ApiKeyText::schema()),
+            ],
+            "A one-time sign-in link's token (from the bot's /web), or an API key",
+        )
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
 use tickwatch_broker::topology::{ExchangeDecl, Topology, WorkQueueSpec};
@@ -16,6 +17,7 @@ use tickwatch_gateway::{ApiConfig, Services};
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::wire::Control;
 use tickwatch_tests::db::TestDb;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// Which database a test runs on.
@@ -283,5 +285,38 @@ pub async fn delete_standard_topology(broker: &Broker) {
     let topology = Topology::standard(broker.config()).expect("standard topology");
     if let Err(e) = topology.delete(broker).await {
         eprintln!("cleanup of {}: {e}", broker.names().prefix());
+    }
+}
+
+/// A live-stream WebSocket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `/v1/stream` with `topics`, authenticated by `key`.
+pub async fn connect(server: &Server, key: &str, topics: &str) -> Ws {
+    let url = format!(
+        "{}/v1/stream?topics={topics}&access_token={key}",
+        server.base.replace("http://", "ws://")
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the WebSocket opens");
+    ws
+}
+
+/// The next JSON text message, skipping heartbeats.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("stream open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+            if value["type"] != "heartbeat" {
+                return value;
+            }
+        }
     }
 }

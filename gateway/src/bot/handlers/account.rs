@@ -167,15 +167,18 @@ impl Session<'_> {
             return Ok(());
         };
         let secret = self.ctx.services.rotate_relay_token(user.id).await?;
-        let base = self
-            .ctx
+        let url = crate::services::relay::relay_url(&self.public_url(), &secret);
+        self.reply(self.text_with(&texts::RELAY_URL, &[("url", &esc(&url))]))
+            .await
+    }
+
+    /// Where users reach the HTTP API (and the dashboard) from outside.
+    fn public_url(&self) -> String {
+        self.ctx
             .config
             .relay_base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", crate::ApiConfig::default().addr));
-        let url = crate::services::relay::relay_url(&base, &secret);
-        self.reply(self.text_with(&texts::RELAY_URL, &[("url", &esc(&url))]))
-            .await
+            .unwrap_or_else(|| format!("http://{}", crate::ApiConfig::default().addr))
     }
 
     /// A one-time sign-in link to the web dashboard. The token is in the URL's fragment,
@@ -191,13 +194,7 @@ impl Session<'_> {
                 .await;
         }
         let token = self.ctx.services.create_web_link(user.id).await?;
-        let base = self
-            .ctx
-            .config
-            .relay_base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", crate::ApiConfig::default().addr));
-        let url = format!("{}/#login={token}", base.trim_end_matches('/'));
+        let url = format!("{}/#login={token}", self.public_url().trim_end_matches('/'));
         self.reply(self.text_with(&texts::WEB_LINK, &[("url", &esc(&url))]))
             .await
     }
