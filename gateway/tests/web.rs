@@ -209,6 +209,71 @@ async fn signing_in_gives_a_strict_session_cookie_postgres() {
 }
 
 #[tokio::test]
+async fn signing_out_closes_the_sessions_stream() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let db = database(Backend::Sqlite).await;
+    let services = Services::new(db.conn.clone(), None);
+    let config = ApiConfig {
+        stream: tickwatch_gateway::config::StreamConfig {
+            heartbeat_s: 1,
+            ..Default::default()
+        },
+        ..ApiConfig::default()
+    };
+    let server = Server::start(services.clone(), config).await;
+    let (user_id, _) = user_with_key(&services, "sora", false).await;
+    let link = services.create_web_link(user_id).await.expect("link");
+    let (cookie, _) = session_cookie(&sign_in(&server, json!({ "link": link })).await);
+    let host = server.base.trim_start_matches("http://").to_string();
+    let open = |origin: String| {
+        let mut request = format!("ws://{host}/v1/stream?topics=alerts:mine")
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Cookie", cookie.parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header"));
+        tokio_tungstenite::connect_async(request)
+    };
+    assert!(
+        open("http://evil.example.org".into()).await.is_err(),
+        "another origin's page gets no stream"
+    );
+    let (mut ws, _) = open(format!("http://{host}"))
+        .await
+        .expect("the page's stream");
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+
+    let response = reqwest::Client::new()
+        .delete(server.url("/v1/session"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 204);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = futures_util::StreamExt::next(&mut ws).await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = frame {
+                return frame.map(|f| f.reason.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within a few heartbeats");
+    assert!(
+        closed
+            .as_deref()
+            .is_some_and(|r| r.contains("session ended")),
+        "{closed:?}"
+    );
+    server.stop().await;
+    db.close().await.expect("cleanup");
+}
+
+#[tokio::test]
 async fn the_page_is_served_from_the_binary() {
     let db = database(Backend::Sqlite).await;
     let server = Server::start(Services::new(db.conn.clone(), None), ApiConfig::default()).await;

@@ -30,7 +30,9 @@
 //! an SSE `close` event — and may reconnect. Shutting down closes streams with 1001.
 //!
 //! Browsers cannot set headers on a WebSocket: the API key may also come as
-//! `?access_token=`, and the web dashboard's session cookie is accepted as everywhere.
+//! `?access_token=`, and the web dashboard's session cookie is accepted as everywhere (from
+//! the page's own origin only). A stream opened with the cookie is checked at every
+//! heartbeat and closed (1008, `the session ended`) once the session is over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -52,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
 use super::problem::Problem;
-use super::{ApiState, Params, authorize_request};
+use super::{ApiState, Params, authorize_request, bearer};
 use crate::error::{Error, Result};
 use crate::hub::{ClientSlot, StreamEvent};
 use crate::services::users::Caller;
@@ -153,6 +155,22 @@ struct Topics {
     caller: Caller,
     set: BTreeSet<Topic>,
     max: usize,
+    /// When the web dashboard's session cookie opened the stream: the session, checked at
+    /// every heartbeat, so signing out (or `/web signout`) closes the stream too.
+    session: Option<SessionCheck>,
+}
+
+/// A session to check again.
+#[derive(Clone)]
+struct SessionCheck {
+    services: crate::Services,
+    token: String,
+}
+
+impl std::fmt::Debug for SessionCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionCheck(…)")
+    }
 }
 
 impl Topics {
@@ -161,6 +179,19 @@ impl Topics {
             caller,
             set: BTreeSet::new(),
             max,
+            session: None,
+        }
+    }
+
+    /// Whether the stream may go on: always for a key; for a session, while it lasts (a
+    /// database that cannot answer now is no reason to close).
+    async fn still_signed_in(&self) -> bool {
+        match &self.session {
+            None => true,
+            Some(check) => !matches!(
+                check.services.authenticate_session(&check.token).await,
+                Err(Error::Unauthorized(_))
+            ),
         }
     }
 
@@ -409,6 +440,12 @@ async fn open(
 ) -> Result<(Topics, ClientSlot, Receiver<Arc<StreamEvent>>)> {
     let caller = authorize_request(state, headers, q.access_token.as_deref(), true).await?;
     let mut topics = Topics::new(caller, state.config().stream.max_topics);
+    if bearer(headers).is_none() && q.access_token.is_none() {
+        topics.session = super::web::session_cookie(headers).map(|token| SessionCheck {
+            services: state.services().clone(),
+            token: token.to_string(),
+        });
+    }
     topics.add(&split_topics(q.topics.as_deref()))?;
     let (slot, rx) = state.hub().join()?;
     Ok((topics, slot, rx))
@@ -560,6 +597,10 @@ async fn run_websocket(
                 }
             },
             _ = heartbeat.tick() => {
+                if !streamer.topics.still_signed_in().await {
+                    let _ = close(&mut sink, CLOSE_POLICY, "the session ended; sign in again").await;
+                    return;
+                }
                 send!(json!({"type": "heartbeat", "ts": tickwatch_schema::db::now_ms()}).to_string());
             }
         }
@@ -656,6 +697,11 @@ fn sse(
                     Err(RecvError::Closed) => return None,
                 },
                 _ = st.heartbeat.tick() => {
+                    if !st.streamer.topics.still_signed_in().await {
+                        st.done = true;
+                        let data = json!({"reason": "the session ended; sign in again"}).to_string();
+                        return Some((Ok(Event::default().event("close").data(data)), st));
+                    }
                     let data = json!({"ts": tickwatch_schema::db::now_ms()}).to_string();
                     return Some((Ok(Event::default().event("heartbeat").data(data)), st));
                 }
