@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tickwatch_broker::{Broker, Publisher};
 use tickwatch_gateway::services::users::{Language, NewUser};
 use tickwatch_gateway::{ApiConfig, Services};
-use tickwatch_schema::db::entity::{candle, notification, signal};
+use tickwatch_schema::db::entity::{notification, signal};
 use tickwatch_schema::history::{HistoryReader, data_file};
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::wire::{Candle, Interval, Tick};
@@ -35,25 +35,11 @@ fn samsung_daily() -> Vec<Candle> {
         .collect()
 }
 
+/// Stores candles as the recorder role does.
 async fn record(services: &Services, candles: &[Candle]) {
-    for chunk in candles.chunks(200) {
-        candle::Entity::insert_many(chunk.iter().map(|c| candle::ActiveModel {
-            venue: Set(c.venue.clone()),
-            symbol: Set(c.symbol.clone()),
-            interval: Set(c.interval.as_str().to_string()),
-            open_ts: Set(c.open_ts),
-            open: Set(c.open.to_string()),
-            high: Set(c.high.to_string()),
-            low: Set(c.low.to_string()),
-            close: Set(c.close.to_string()),
-            volume: Set(c.volume.to_string()),
-            trades: Set(c.trades.map(|n| n as i64)),
-            ..Default::default()
-        }))
-        .exec(services.db())
+    tickwatch_recorder::store::upsert_candles(services.db(), candles)
         .await
         .expect("candles recorded");
-    }
 }
 
 /// The `tw_session=…` pair of a response's `Set-Cookie`, and the whole header.
