@@ -829,3 +829,99 @@ async fn a_private_queue_drops_poison_and_is_declared_again_after_a_reconnect() 
     publisher.close().await;
     fx.cleanup().await;
 }
+
+/// The checkpoint runs beside the batches: a slow one does not hold up the next message,
+/// and one that fails leaves the acknowledgements waiting until it succeeds.
+#[tokio::test]
+async fn a_slow_or_failing_checkpoint_holds_the_acks_not_the_next_batch() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tickwatch_broker::{Checkpoint, ConsumeOptions, consume_with};
+
+    let fx = Fixture::new("checkpoint").await;
+    let handler = Recording::new(|_, _| Ok(()));
+    let (calls, running) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (release, released) = tokio::sync::watch::channel(false);
+    let checkpoint = Checkpoint(Arc::new({
+        let (calls, running) = (calls.clone(), running.clone());
+        move || {
+            let (calls, running, mut released) = (calls.clone(), running.clone(), released.clone());
+            Box::pin(async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                running.store(true, Ordering::SeqCst);
+                // The first save waits until the test lets it go; the second fails.
+                if n == 1 {
+                    let _ = released.wait_for(|go| *go).await;
+                }
+                running.store(false, Ordering::SeqCst);
+                if n == 2 {
+                    return Err("the database is away".to_string());
+                }
+                Ok(())
+            })
+        }
+    }));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (b, q, h, s) = (
+            fx.broker.clone(),
+            fx.queue.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        let options = ConsumeOptions {
+            checkpoint: Some(checkpoint),
+            ..ConsumeOptions::default()
+        };
+        async move { consume_with(&b, &q, h, s, options).await }
+    });
+    let publisher = Publisher::start(&fx.broker, "test");
+    publisher
+        .publish(Exchange::Market, &tick("AAA", 1))
+        .await
+        .expect("published");
+    assert!(
+        wait_until(WAIT, || running.load(Ordering::SeqCst)).await,
+        "the first message's checkpoint started"
+    );
+    publisher
+        .publish(Exchange::Market, &tick("AAA", 2))
+        .await
+        .expect("published");
+    assert!(
+        wait_until(WAIT, || handler.calls().len() == 2).await,
+        "the next message is handled while the checkpoint runs"
+    );
+    assert!(
+        running.load(Ordering::SeqCst),
+        "the checkpoint is still running"
+    );
+    release.send(true).expect("release");
+    // The second checkpoint fails; the one after it, a second later, acknowledges.
+    assert!(
+        wait_until(WAIT, || calls.load(Ordering::SeqCst) >= 3).await,
+        "a failed checkpoint is tried again"
+    );
+    shutdown.cancel();
+    task.await.expect("join").expect("consumer ends cleanly");
+    assert_eq!(handler.calls().len(), 2, "each message handled once");
+    // Nothing came back to the queue when the consumer's channel closed: both acknowledged.
+    let channel = fx.broker.channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            fx.queue.name.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("passive declare");
+    assert_eq!(queue.message_count(), 0, "both acknowledged");
+    publisher.close().await;
+    fx.cleanup().await;
+}

@@ -304,7 +304,9 @@ impl<H: Handler> BatchHandler for H {
 /// Makes durable what a handler keeps in memory (an engine's last prices), run before
 /// every acknowledgement: a message is acknowledged only once the state it produced is
 /// stored, so a restart resumes from a state that includes every acknowledged message.
-/// An error leaves the deliveries unacknowledged (tried again at the next flush).
+/// An error leaves the deliveries unacknowledged (tried again at the next flush). It runs
+/// beside the batches that follow (one checkpoint at a time per session), so it must save
+/// only state whose messages are finished — what a running batch has begun may not be.
 #[derive(Clone)]
 pub struct Checkpoint(pub Arc<dyn Fn() -> CheckpointFuture + Send + Sync>);
 

@@ -125,10 +125,14 @@ pub(super) async fn run<H: BatchHandler>(
                     }
                     return Err(e);
                 }
-                state.ack_finished(flush_after).await?;
+                state.ack_finished(flush_after);
             }
-            _ = sleep_until(state.flush_at), if state.flush_at.is_some() => {
-                state.acks.flush(&ctx).await?;
+            flushed = state.acks.flushed(), if state.acks.flushing() => {
+                flushed?;
+                state.ack_finished(flush_after);
+            }
+            _ = sleep_until(state.flush_at), if state.flush_at.is_some() && !state.acks.flushing() => {
+                state.acks.start_flush(&ctx);
                 state.flush_at = (state.acks.count > 0).then(|| tokio::time::Instant::now() + flush_after);
             }
             _ = sleep_until(next_due), if next_due.is_some() && !paused => {}
@@ -169,7 +173,7 @@ pub(super) async fn run<H: BatchHandler>(
                     let _ = state.settle(done);
                 }
             }
-            state.ack_finished(flush_after).await?;
+            state.ack_finished(flush_after);
             if state.acks.flush(&ctx).await? {
                 for slot in state.window.iter().filter(|s| s.finished) {
                     slot.acker.ack(BasicAckOptions { multiple: false }).await?;
@@ -342,21 +346,20 @@ impl<H: BatchHandler> State<H> {
         Ok(())
     }
 
-    /// Acknowledges the finished prefix of the window (a cumulative ack must not cover a
-    /// delivery still running or held before it).
-    async fn ack_finished(&mut self, flush_after: Duration) -> Result<()> {
+    /// Queues the finished prefix of the window for acknowledgement (a cumulative ack must
+    /// not cover a delivery still running or held before it): flushed now once there are
+    /// enough, else within `flush_after`.
+    fn ack_finished(&mut self, flush_after: Duration) {
         while self.window.front().is_some_and(|s| s.finished) {
             if let Some(slot) = self.window.pop_front() {
                 self.acks.add(slot.acker);
             }
         }
-        if self.acks.count >= ack_batch_size(&self.ctx) {
-            self.acks.flush(&self.ctx).await?;
+        if self.acks.count >= ack_batch_size(&self.ctx) && self.acks.start_flush(&self.ctx) {
             self.flush_at = None;
         } else if self.acks.count > 0 && self.flush_at.is_none() {
             self.flush_at = Some(tokio::time::Instant::now() + flush_after);
         }
-        Ok(())
     }
 }
 

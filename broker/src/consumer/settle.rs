@@ -2,25 +2,40 @@
 //! DLQ with the reason), and acknowledgements of finished deliveries, cumulative and after
 //! the consumer's checkpoint.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
+use tokio::task::JoinSet;
 
 use super::{Checkpoint, Ctx, DeadReason, Incoming, now_ms};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::publisher::OutgoingMessage;
 use crate::{events, headers};
 
 /// Finished deliveries not yet acknowledged: the newest one's acker acks them all.
+///
+/// A flush — the checkpoint, then the cumulative ack — runs as a task beside the batches,
+/// one at a time: a checkpoint that commits to a database (milliseconds of fsync) does not
+/// hold up the next batch. Whatever finishes meanwhile waits for the next flush.
 #[derive(Default)]
 pub(super) struct AckBatch {
     last: Option<Acker>,
     pub(super) count: usize,
     /// After a failed checkpoint, the next is not tried before this.
     checkpoint_after: Option<Instant>,
+    /// The flush running, if one is.
+    flushing: JoinSet<Result<Flushed>>,
+}
+
+/// How a flush ended.
+enum Flushed {
+    Acked,
+    /// The checkpoint failed: the deliveries (the acker and how many) are not acknowledged.
+    NotSaved(Acker, usize),
 }
 
 impl AckBatch {
@@ -29,9 +44,55 @@ impl AckBatch {
         self.count += 1;
     }
 
-    /// Acknowledges the batch once the checkpoint, if any, succeeded; false when it did
-    /// not (the batch stays, for the next flush).
+    pub(super) fn flushing(&self) -> bool {
+        !self.flushing.is_empty()
+    }
+
+    /// Starts a flush of what is finished, unless one runs, there is nothing, or a failed
+    /// checkpoint is waiting out its pause; true if it started.
+    pub(super) fn start_flush(&mut self, ctx: &Arc<Ctx>) -> bool {
+        if self.flushing() || self.checkpoint_after.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        let Some(acker) = self.last.take() else {
+            return false;
+        };
+        let count = std::mem::take(&mut self.count);
+        let ctx = ctx.clone();
+        self.flushing.spawn(async move {
+            if !checkpoint(&ctx).await {
+                return Ok(Flushed::NotSaved(acker, count));
+            }
+            acker.ack(BasicAckOptions { multiple: true }).await?;
+            metrics::counter!(crate::events::MESSAGES_ACKED, "queue" => ctx.queue.name.clone())
+                .increment(count as u64);
+            Ok(Flushed::Acked)
+        });
+        true
+    }
+
+    /// Waits for the running flush to end (pending forever when none runs). Deliveries
+    /// whose checkpoint failed go back to wait for a later flush, one second on.
+    pub(super) async fn flushed(&mut self) -> Result<()> {
+        let Some(joined) = self.flushing.join_next().await else {
+            return std::future::pending().await;
+        };
+        let flushed = joined.map_err(|e| Error::Dlq(format!("acknowledging failed: {e}")))?;
+        if let Flushed::NotSaved(acker, count) = flushed? {
+            // A later acker, if any, acknowledges these too.
+            self.last.get_or_insert(acker);
+            self.count += count;
+            self.checkpoint_after = Some(Instant::now() + Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the batch once the checkpoint, if any, succeeded (after the running
+    /// flush, if one runs); false when it did not (the batch stays, for the next flush).
     pub(super) async fn flush(&mut self, ctx: &Ctx) -> Result<bool> {
+        while self.flushing() {
+            self.flushed().await?;
+        }
         if self.last.is_none() {
             return Ok(true);
         }
