@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use lapin::options::{
-    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
@@ -133,6 +133,9 @@ pub struct Topology {
     pub exchanges: Vec<ExchangeDecl>,
     pub queues: Vec<QueueDecl>,
     pub bindings: Vec<BindingDecl>,
+    /// Bindings an earlier version declared and this one does not: removed when applied,
+    /// so a broker set up by that version stops routing along them.
+    pub retired_bindings: Vec<BindingDecl>,
     pub work_queues: Vec<WorkQueueSpec>,
 }
 
@@ -156,10 +159,9 @@ pub fn standard_sources(queue: WorkQueue) -> Vec<(Exchange, &'static str)> {
             (Exchange::Market, routing::ALL_CANDLES),
             (Exchange::Signals, routing::ALL_SIGNALS),
         ],
-        WorkQueue::Recorder => vec![
-            (Exchange::Market, routing::ALL_CANDLES),
-            (Exchange::Market, routing::ALL_TICKS),
-        ],
+        // Not the ticks: a second quorum queue for every tick doubled the broker's work per
+        // tick for one price per symbol, which the alerts role saves at its checkpoint.
+        WorkQueue::Recorder => vec![(Exchange::Market, routing::ALL_CANDLES)],
         WorkQueue::NotifyTelegram => vec![(Exchange::Notify, routing::TELEGRAM)],
         WorkQueue::NotifySystem => vec![(Exchange::Notify, routing::TELEGRAM_SYSTEM)],
         // The candles trigger (and the signals stand for) going through the series in the
@@ -168,6 +170,14 @@ pub fn standard_sources(queue: WorkQueue) -> Vec<(Exchange, &'static str)> {
             (Exchange::Market, routing::ALL_CANDLES),
             (Exchange::Signals, routing::ALL_SIGNALS),
         ],
+    }
+}
+
+/// The sources a standard work queue bound in an earlier version and no longer does.
+fn retired_sources(queue: WorkQueue) -> Vec<(Exchange, &'static str)> {
+    match queue {
+        WorkQueue::Recorder => vec![(Exchange::Market, routing::ALL_TICKS)],
+        _ => Vec::new(),
     }
 }
 
@@ -190,6 +200,19 @@ impl Topology {
                 .collect();
             let shards = config.shards.get(queue.role()).copied().unwrap_or(1);
             topology.add_work_queue(config, &names.queue(queue), &sources, shards)?;
+            for (exchange, key) in retired_sources(queue) {
+                let (destination, to_exchange) = if shards <= 1 {
+                    (names.queue(queue), false)
+                } else {
+                    (Names::shard_exchange(&names.queue(queue)), true)
+                };
+                topology.retired_bindings.push(BindingDecl {
+                    source: names.exchange(exchange),
+                    destination,
+                    to_exchange,
+                    key: key.to_string(),
+                });
+            }
         }
         Ok(topology)
     }
@@ -404,6 +427,29 @@ impl Topology {
                         binding.source.as_str().into(),
                         binding.key.as_str().into(),
                         QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        // Removing a binding that is not there is not an error.
+        for binding in &self.retired_bindings {
+            if binding.to_exchange {
+                channel
+                    .exchange_unbind(
+                        binding.destination.as_str().into(),
+                        binding.source.as_str().into(),
+                        binding.key.as_str().into(),
+                        ExchangeUnbindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            } else {
+                channel
+                    .queue_unbind(
+                        binding.destination.as_str().into(),
+                        binding.source.as_str().into(),
+                        binding.key.as_str().into(),
                         FieldTable::default(),
                     )
                     .await?;

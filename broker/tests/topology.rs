@@ -124,3 +124,45 @@ async fn a_queue_with_other_arguments_is_reported_with_the_difference_and_a_fix(
     old.delete(&broker).await.expect("delete");
     broker.close();
 }
+
+#[tokio::test]
+async fn a_broker_set_up_when_the_recorder_took_ticks_no_longer_sends_it_any() {
+    for shards in [1, 2] {
+        let mut config = common::config("retired");
+        if shards > 1 {
+            config.shards.insert("recorder".into(), shards);
+        }
+        let prefix = config.prefix.clone();
+        let broker = Broker::connect(config.clone(), &prefix)
+            .await
+            .expect("broker");
+        let new = Topology::standard(&config).expect("topology");
+        assert_eq!(new.retired_bindings.len(), 1, "{:?}", new.retired_bindings);
+        let tick_line = |b: &tickwatch_broker::topology::BindingDecl| {
+            format!("\"{}\" -> \"{}\" [\"{}\"]", b.source, b.destination, b.key)
+        };
+        let retired = tick_line(&new.retired_bindings[0]);
+        assert!(retired.contains("tick.#"), "{retired}");
+        assert!(
+            !new.bindings.iter().any(|b| tick_line(b) == retired),
+            "the standard topology does not bind the recorder to the ticks"
+        );
+        // What the earlier version declared.
+        let mut old = new.clone();
+        old.bindings.append(&mut old.retired_bindings);
+        old.apply(&broker).await.expect("old apply");
+        let (_, bindings) = snapshot(&broker, &prefix).await;
+        assert!(bindings.contains(&retired), "{bindings:?}");
+
+        new.apply(&broker).await.expect("apply");
+        let (_, bindings) = snapshot(&broker, &prefix).await;
+        assert!(!bindings.contains(&retired), "removed: {bindings:?}");
+        for b in &new.bindings {
+            assert!(bindings.contains(&tick_line(b)), "kept: {}", tick_line(b));
+        }
+        // Removing it again, when it is not there, is no error.
+        new.apply(&broker).await.expect("apply again");
+        new.delete(&broker).await.expect("delete");
+        broker.close();
+    }
+}

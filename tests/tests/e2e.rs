@@ -10,7 +10,7 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 use tickwatch::config::Config;
 use tickwatch_broker::{Broker, BrokerConfig, Publisher, Topology};
 use tickwatch_gateway::Services;
-use tickwatch_schema::db::entity::{alert_event, alert_rule, candle, signal};
+use tickwatch_schema::db::entity::{alert_event, alert_rule, candle, latest_price, signal};
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::rule::{Condition, RuleSpec};
 use tickwatch_schema::wire::Tick;
@@ -325,6 +325,28 @@ async fn a_bot_users_alert_fires_once_into_their_chat() {
             .await
             .expect("events"),
         1
+    );
+    // The alerts role's checkpoint marks the event published and records the tick's price
+    // as the market's latest (the recorder is not sent ticks).
+    let checkpointed = wait_until(Duration::from_secs(10), async || {
+        let event = alert_event::Entity::find()
+            .one(&db.conn)
+            .await
+            .ok()
+            .flatten();
+        let price =
+            latest_price::Entity::find_by_id(("binance".to_string(), "BTCUSDT".to_string()))
+                .one(&db.conn)
+                .await
+                .ok()
+                .flatten();
+        event.is_some_and(|e| e.published)
+            && price.is_some_and(|p| p.price.parse::<Decimal>().ok() == crossing.price.into())
+    })
+    .await;
+    assert!(
+        checkpointed,
+        "the event marked published and the latest price 65010"
     );
     // A `once` rule that fired is off: its notification offers deleting it only.
     let buttons = |m: &tickwatch_tests::fake_telegram::SentMessage| -> Vec<String> {
@@ -831,10 +853,15 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
         .last_insert_id;
 
     let publisher = Publisher::start(&broker, "test");
-    let swept =
-        tickwatch_alerts::adapter::sweep_outbox(&db.conn, &publisher, 90_000, &Default::default())
-            .await
-            .expect("sweep");
+    let swept = tickwatch_alerts::adapter::sweep_outbox(
+        &db.conn,
+        &publisher,
+        90_000,
+        &Default::default(),
+        &Default::default(),
+    )
+    .await
+    .expect("sweep");
     assert_eq!(swept, 1, "only the abandoned firing");
     let published = |id: String| {
         let conn = db.conn.clone();
@@ -852,10 +879,15 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
         !published(recent).await,
         "a live handler may still publish it"
     );
-    let again =
-        tickwatch_alerts::adapter::sweep_outbox(&db.conn, &publisher, 90_000, &Default::default())
-            .await
-            .expect("sweep");
+    let again = tickwatch_alerts::adapter::sweep_outbox(
+        &db.conn,
+        &publisher,
+        90_000,
+        &Default::default(),
+        &Default::default(),
+    )
+    .await
+    .expect("sweep");
     assert_eq!(again, 0, "published once");
 
     publisher.close().await;

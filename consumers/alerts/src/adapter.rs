@@ -10,11 +10,13 @@
 //! Exactly once: a firing's id derives from the rule and the triggering tick. It is stored
 //! (`alert_events`, unique id) together with the rule's firing record — and, for a `once`
 //! rule, its deactivation — in one transaction; then the alert and the notification are
-//! published (the notification's dedupe key is the firing id), then the event is marked
-//! published. A redelivered tick yields the same ids: storing changes nothing and an event
-//! already published is not published again. If the process dies between storing and
-//! publishing, the outbox sweep publishes every stored event not marked published — at
-//! start and every few seconds — so a firing is never lost either.
+//! published (the notification's dedupe key is the firing id), and the next checkpoint
+//! marks the event published, in the transaction that saves the prices (a commit of its
+//! own would hold up every batch with a firing). A redelivered tick yields the same ids:
+//! storing changes nothing and an event already published is not published again. If the
+//! process dies between storing and publishing, the outbox sweep publishes every stored
+//! event not marked published — at start and every few seconds — so a firing is never lost
+//! either; if it dies before the mark, the notifier sends the dedupe key once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -101,6 +103,9 @@ struct Shared {
     in_flight: Mutex<HashMap<(String, String), Instant>>,
     /// The last saved price time of each symbol (only changed ones are written again).
     saved: tokio::sync::Mutex<HashMap<(String, String), i64>>,
+    /// Events published and not yet marked so in the database: the next checkpoint marks
+    /// them. Until then a redelivery, the sweep and a new session take them as published.
+    unmarked: Mutex<HashSet<String>>,
     /// What the engine gave for messages held in place, by message: it is past them, so
     /// running them again must reuse it.
     held: Mutex<HashMap<String, Evaluated>>,
@@ -128,6 +133,10 @@ fn db_error(e: impl std::fmt::Display) -> HandlerError {
 impl Shared {
     fn engine(&self) -> std::sync::MutexGuard<'_, AlertEngine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unmarked(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unmarked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn route(&self, user_id: i64) -> Result<Route, sea_orm::DbErr> {
@@ -241,7 +250,8 @@ impl Shared {
         for (((firing, (text, chat_id)), origin), span) in
             firings.iter().zip(texts).zip(origins).zip(spans)
         {
-            if published.contains(&firing.id.to_string()) {
+            let id = firing.id.to_string();
+            if published.contains(&id) || self.unmarked().contains(&id) {
                 continue; // a redelivery after everything was done but the ack
             }
             span.in_scope(|| AlertFired(firing).emit());
@@ -275,12 +285,12 @@ impl Shared {
                         .await?,
                 );
             }
-            done.push(firing.id.to_string());
+            done.push(id);
         }
         for confirm in confirms {
             confirm.wait().await?;
         }
-        mark_published(&self.db, done).await.map_err(db_error)?;
+        self.unmarked().extend(done);
         for rule_id in disabled {
             self.announce_rule(rule_id).await;
         }
@@ -454,11 +464,13 @@ async fn mark_published(db: &impl ConnectionTrait, ids: Vec<String>) -> Result<(
     if ids.is_empty() {
         return Ok(());
     }
-    alert_event::Entity::update_many()
-        .col_expr(alert_event::Column::Published, Expr::value(true))
-        .filter(alert_event::Column::Id.is_in(ids))
-        .exec(db)
-        .await?;
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        alert_event::Entity::update_many()
+            .col_expr(alert_event::Column::Published, Expr::value(true))
+            .filter(alert_event::Column::Id.is_in(chunk.iter().cloned()))
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -620,7 +632,8 @@ impl AlertsHandler {
         }
         let symbols: HashSet<(String, String)> =
             unchecked.iter().map(|(key, _)| key.clone()).collect();
-        publish_left_over(&self.shared.db, &self.shared.publisher, &symbols)
+        let unmarked = self.shared.unmarked().clone();
+        publish_left_over(&self.shared.db, &self.shared.publisher, &symbols, &unmarked)
             .await
             .map_err(|e| HandlerError::Transient(e.to_string()))?;
         let mut checked = self
@@ -905,7 +918,10 @@ impl Snapshot {
 /// consumer's checkpoint, run before every acknowledgement, so a restart is primed with a
 /// price no older than the last acknowledged tick (a fall acknowledged but not saved would
 /// make the restarted engine miss the next crossing). Symbols still in flight are left out:
-/// a restart primed with their price would skip firings never stored.
+/// a restart primed with their price would skip firings never stored. In the same
+/// transaction: the events published since the last save are marked so, and the prices are
+/// the market's latest prices too (`latest_prices`, read by `/price` and the API; the
+/// recorder adds closed candles' closes, and ticks are not sent to it).
 async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
     let mut saved = shared.saved.lock().await;
     let prices = {
@@ -916,12 +932,17 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
         prices
     };
     let mut changed = Vec::new();
+    let mut latest = Vec::new();
     let mut keys = Vec::new();
+    // In key order, as every writer of these rows does (no deadlock between them).
+    let mut prices = prices;
+    prices.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     for (venue, symbol, price, ts) in prices {
         let key = (venue, symbol);
         if saved.get(&key) == Some(&ts) {
             continue;
         }
+        latest.push((key.0.clone(), key.1.clone(), price, ts));
         changed.push(alert_price::ActiveModel {
             venue: Set(key.0.clone()),
             symbol: Set(key.1.clone()),
@@ -930,9 +951,12 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
         });
         keys.push((key, ts));
     }
-    if changed.is_empty() {
+    let marks: Vec<String> = shared.unmarked().iter().cloned().collect();
+    if changed.is_empty() && marks.is_empty() {
         return Ok(());
     }
+    let txn = shared.db.begin().await?;
+    mark_published(&txn, marks.clone()).await?;
     for chunk in changed.chunks(ROWS_PER_STATEMENT) {
         alert_price::Entity::insert_many(chunk.to_vec())
             .on_conflict(
@@ -946,8 +970,19 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
                     )
                     .to_owned(),
             )
-            .exec_without_returning(&shared.db)
+            .exec_without_returning(&txn)
             .await?;
+    }
+    tickwatch_recorder::store::upsert_latest_prices(&txn, &latest)
+        .await
+        .map_err(|e| match e {
+            tickwatch_recorder::Error::Db(e) => e,
+            other => sea_orm::DbErr::Custom(other.to_string()),
+        })?;
+    txn.commit().await?;
+    let mut unmarked = shared.unmarked();
+    for id in &marks {
+        unmarked.remove(id);
     }
     saved.extend(keys);
     Ok(())
@@ -967,12 +1002,14 @@ fn checkpoint(shared: &Arc<Shared>) -> tickwatch_broker::consumer::Checkpoint {
 }
 
 /// Publishes stored events not marked published (a crash between storing and publishing),
-/// except those of `busy` symbols, whose handler here is still at work on them.
+/// except those of `busy` symbols, whose handler here is still at work on them, and those
+/// `unmarked` (published here, their mark not yet written).
 pub async fn sweep_outbox(
     shared_db: &DatabaseConnection,
     publisher: &Publisher,
     older_than_ms: i64,
     busy: &HashSet<(String, String)>,
+    unmarked: &HashSet<String>,
 ) -> Result<usize, Error> {
     let cutoff = now_ms() - older_than_ms;
     let pending = alert_event::Entity::find()
@@ -984,6 +1021,7 @@ pub async fn sweep_outbox(
         .await?
         .into_iter()
         .filter(|e| !busy.contains(&(e.venue.clone(), e.symbol.clone())))
+        .filter(|e| !unmarked.contains(&e.id))
         .collect();
     publish_stored(shared_db, publisher, pending).await
 }
@@ -997,6 +1035,7 @@ async fn publish_left_over(
     shared_db: &DatabaseConnection,
     publisher: &Publisher,
     symbols: &HashSet<(String, String)>,
+    unmarked: &HashSet<String>,
 ) -> Result<usize, Error> {
     let pending = alert_event::Entity::find()
         .filter(alert_event::Column::Published.eq(false))
@@ -1007,6 +1046,7 @@ async fn publish_left_over(
         .await?
         .into_iter()
         .filter(|e| symbols.contains(&(e.venue.clone(), e.symbol.clone())))
+        .filter(|e| !unmarked.contains(&e.id))
         .collect();
     publish_stored(shared_db, publisher, pending).await
 }
@@ -1234,6 +1274,7 @@ pub async fn run_with_hooks(
         routes: Mutex::new(HashMap::new()),
         in_flight: Mutex::new(HashMap::new()),
         saved: tokio::sync::Mutex::new(HashMap::new()),
+        unmarked: Mutex::new(HashSet::new()),
         held: Mutex::new(HashMap::new()),
         checked: Mutex::new(HashMap::new()),
         hooks,
@@ -1293,8 +1334,15 @@ pub async fn run_with_hooks(
                         .filter(|(_, since)| since.elapsed() < stale)
                         .map(|(key, _)| key.clone())
                         .collect();
-                    if let Err(e) =
-                        sweep_outbox(&shared.db, &shared.publisher, SWEEP_AFTER_MS, &busy).await
+                    let unmarked = shared.unmarked().clone();
+                    if let Err(e) = sweep_outbox(
+                        &shared.db,
+                        &shared.publisher,
+                        SWEEP_AFTER_MS,
+                        &busy,
+                        &unmarked,
+                    )
+                    .await
                     {
                         tracing::warn!(error = %e, "outbox sweep failed; will retry");
                     }

@@ -1,7 +1,10 @@
 //! The `recorder` role: consumes `tw.recorder.q` in batches and writes each batch in one
-//! transaction — its closed candles, and the latest price of each symbol it saw (ticks
-//! and candle closes, the newest per symbol; never back in time) — before the batch is
-//! acknowledged. A redelivered batch writes the same rows again, which changes nothing.
+//! transaction — its closed candles, and the latest price of each symbol it saw (candle
+//! closes, the newest per symbol; never back in time) — before the batch is acknowledged.
+//! A redelivered batch writes the same rows again, which changes nothing. Ticks are not
+//! routed here (the alerts role saves each symbol's tick price at its checkpoint); one that
+//! comes anyway — left in the queue by an earlier version, or replayed from the DLQ — counts
+//! as a price.
 
 use std::collections::HashMap;
 

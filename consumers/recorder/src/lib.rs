@@ -2,9 +2,9 @@
 //!
 //! - [`store`]: database access for candles and latest prices (upserts, so a redelivered
 //!   message changes nothing; reads for the signals warm-up, `/price` and the API).
-//! - [`adapter`]: the `recorder` role on `tw.recorder.q`: each batch of deliveries — its
-//!   closed candles and the newest price per symbol — written in one transaction before the
-//!   batch is acknowledged.
+//! - [`adapter`]: the `recorder` role on `tw.recorder.q` (candles): each batch of
+//!   deliveries — its closed candles and the newest close per symbol — written in one
+//!   transaction before the batch is acknowledged.
 
 pub mod adapter;
 pub mod store;

@@ -61,7 +61,9 @@ pub async fn upsert_candles(db: &impl ConnectionTrait, candles: &[Candle]) -> Re
     Ok(written)
 }
 
-/// Sets the latest price of each symbol.
+/// Sets the latest price of each symbol. The rows are written in (venue, symbol) order:
+/// the recorder and the alerts role's checkpoint both write these rows in a transaction,
+/// and the same order for every writer keeps them from deadlocking.
 pub async fn upsert_latest_prices(
     db: &impl ConnectionTrait,
     prices: &[(String, String, Decimal, i64)],
@@ -69,6 +71,8 @@ pub async fn upsert_latest_prices(
     if prices.is_empty() {
         return Ok(());
     }
+    let mut prices = prices.to_vec();
+    prices.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let row =
         |(venue, symbol, price, ts): &(String, String, Decimal, i64)| latest_price::ActiveModel {
             venue: Set(venue.clone()),
