@@ -68,10 +68,11 @@ pub async fn topology(config: &Config, action: TopologyAction) -> anyhow::Result
             topology.apply(&broker).await?;
             broker.close();
             crate::say!(
-                "topology applied: {} exchanges, {} queues, {} bindings",
+                "topology applied: {} exchanges, {} queues, {} bindings ({} retired ones removed where present)",
                 topology.exchanges.len(),
                 topology.queues.len(),
-                topology.bindings.len()
+                topology.bindings.len(),
+                topology.retired_bindings.len()
             );
         }
         TopologyAction::Export => {

@@ -128,7 +128,13 @@ pub(super) async fn run<H: BatchHandler>(
                 state.ack_finished(flush_after);
             }
             flushed = state.acks.flushed(), if state.acks.flushing() => {
-                flushed?;
+                if let Err(e) = flushed {
+                    // As for a batch: a lost channel lets the running batch finish.
+                    if e.is_retryable() {
+                        break End::Broken(e.to_string());
+                    }
+                    return Err(e);
+                }
                 state.ack_finished(flush_after);
             }
             _ = sleep_until(state.flush_at), if state.flush_at.is_some() && !state.acks.flushing() => {

@@ -2,8 +2,11 @@
 //! DLQ with the reason), and acknowledgements of finished deliveries, cumulative and after
 //! the consumer's checkpoint.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -114,12 +117,17 @@ impl AckBatch {
     }
 }
 
-/// Runs the consumer's checkpoint; true when there is none or it succeeded.
+/// Runs the consumer's checkpoint; true when there is none or it succeeded. A panic in it
+/// is a failed checkpoint.
 async fn checkpoint(ctx: &Ctx) -> bool {
     let Some(Checkpoint(save)) = &ctx.options.checkpoint else {
         return true;
     };
-    match save().await {
+    let saved = match AssertUnwindSafe(save()).catch_unwind().await {
+        Ok(saved) => saved,
+        Err(panic) => Err(format!("the checkpoint panicked: {}", panic_text(&panic))),
+    };
+    match saved {
         Ok(()) => true,
         Err(error) => {
             events::CheckpointFailed {

@@ -96,11 +96,10 @@ struct Shared {
     db: DatabaseConnection,
     publisher: Publisher,
     routes: Mutex<HashMap<i64, Route>>,
-    /// Symbols whose latest evaluated price has not finished its delivery yet: their price
-    /// is not saved (a restart primed with it would skip firings never stored).
-    /// With when the mark was set: one left behind by a delivery that never finished (a
-    /// message dead-lettered after all) stops shielding its events from the sweep.
-    in_flight: Mutex<HashMap<(String, String), Instant>>,
+    /// Symbols whose latest evaluated price has not finished its delivery yet: that price
+    /// is not saved (a restart primed with it would skip firings never stored), the last
+    /// finished one is.
+    in_flight: Mutex<HashMap<(String, String), InFlight>>,
     /// The last saved price time of each symbol (only changed ones are written again).
     saved: tokio::sync::Mutex<HashMap<(String, String), i64>>,
     /// Events published and not yet marked so in the database: the next checkpoint marks
@@ -125,6 +124,17 @@ const RETRY_IN_PLACE: Duration = Duration::from_secs(2);
 /// one for a rule without an interval.
 pub const CHART_BARS: u16 = 60;
 pub const CHART_INTERVAL: Interval = Interval::H1;
+
+/// A symbol in flight (see `Shared::in_flight`).
+struct InFlight {
+    /// When it was last marked: a mark left behind by a delivery that never finished (a
+    /// message dead-lettered after all) stops shielding its events from the sweep.
+    since: Instant,
+    /// The engine's price before the first unfinished delivery: the last finished one,
+    /// which the checkpoint saves meanwhile (a symbol in every batch would else never be
+    /// saved while its ticks are acknowledged).
+    finished: Option<(Decimal, i64)>,
+}
 
 fn db_error(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(format!("database: {e}"))
@@ -168,7 +178,8 @@ impl Shared {
     }
 
     /// Stores a batch's firings in one transaction, publishes them and the signal
-    /// subscriptions' notifications with pipelined confirms, marks the firings published.
+    /// subscriptions' notifications with pipelined confirms, and leaves the firings to the
+    /// next checkpoint to mark published (`Shared::unmarked`).
     ///
     /// Each firing and hit comes with its message's origin time and span: its publishes
     /// belong to that message's trace, and the batch's one transaction to the first's.
@@ -227,7 +238,16 @@ impl Shared {
             ));
         }
         // A firing stored just now is unpublished; only one stored before (a redelivery)
-        // may have been published already, so only those are looked up.
+        // may have been published already, so only those are looked up. The ids published
+        // and not yet marked are read first: a checkpoint may mark one meanwhile.
+        let unmarked: HashSet<String> = {
+            let unmarked = self.unmarked();
+            firings
+                .iter()
+                .map(|f| f.id.to_string())
+                .filter(|id| unmarked.contains(id))
+                .collect()
+        };
         let earlier: Vec<String> = firings
             .iter()
             .map(|f| f.id.to_string())
@@ -251,7 +271,7 @@ impl Shared {
             firings.iter().zip(texts).zip(origins).zip(spans)
         {
             let id = firing.id.to_string();
-            if published.contains(&id) || self.unmarked().contains(&id) {
+            if published.contains(&id) || unmarked.contains(&id) {
                 continue; // a redelivery after everything was done but the ack
             }
             span.in_scope(|| AlertFired(firing).emit());
@@ -542,7 +562,7 @@ impl AlertsHandler {
         match market {
             Market::Tick(tick) => {
                 let symbol = (tick.venue.clone(), tick.symbol.clone());
-                self.mark(&symbol);
+                self.mark(engine, &symbol);
                 let firings =
                     tracing::info_span!(parent: &message.span, "process", symbol = %tick.symbol)
                         .in_scope(|| engine.process_tick(&tick));
@@ -550,7 +570,7 @@ impl AlertsHandler {
             }
             Market::Candle(candle) => {
                 let symbol = (candle.venue.clone(), candle.symbol.clone());
-                self.mark(&symbol);
+                self.mark(engine, &symbol);
                 let firings =
                     tracing::info_span!(parent: &message.span, "process", symbol = %candle.symbol)
                         .in_scope(|| engine.process_candle(&candle));
@@ -693,13 +713,20 @@ impl AlertsHandler {
     }
 
     /// Marks a symbol in flight before the engine moves on, so a price save never sees
-    /// the new price without the mark (it reads both under the engine lock).
-    fn mark(&self, symbol: &(String, String)) {
+    /// the new price without the mark (it reads both under the engine lock); the first
+    /// mark keeps the price the engine had, the last finished one.
+    fn mark(&self, engine: &AlertEngine, symbol: &(String, String)) {
+        let now = Instant::now();
         self.shared
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(symbol.clone(), Instant::now());
+            .entry(symbol.clone())
+            .and_modify(|mark| mark.since = now)
+            .or_insert_with(|| InFlight {
+                since: now,
+                finished: engine.last_price(&symbol.0, &symbol.1),
+            });
     }
 }
 
@@ -927,9 +954,7 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
     let prices = {
         let engine = shared.engine();
         let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mut prices = engine.last_prices();
-        prices.retain(|(v, s, _, _)| !in_flight.contains_key(&(v.clone(), s.clone())));
-        prices
+        savable(engine.last_prices(), &in_flight)
     };
     let mut changed = Vec::new();
     let mut latest = Vec::new();
@@ -986,6 +1011,23 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
     }
     saved.extend(keys);
     Ok(())
+}
+
+/// Of the engine's last prices, those a checkpoint may save: a symbol in flight gives its
+/// last finished price, or nothing before its first delivery finished.
+fn savable(
+    prices: Vec<(String, String, Decimal, i64)>,
+    in_flight: &HashMap<(String, String), InFlight>,
+) -> Vec<(String, String, Decimal, i64)> {
+    prices
+        .into_iter()
+        .filter_map(|(venue, symbol, price, ts)| {
+            match in_flight.get(&(venue.clone(), symbol.clone())) {
+                None => Some((venue, symbol, price, ts)),
+                Some(mark) => mark.finished.map(|(price, ts)| (venue, symbol, price, ts)),
+            }
+        })
+        .collect()
 }
 
 /// [`save_prices`] as the consumer's checkpoint.
@@ -1331,7 +1373,7 @@ pub async fn run_with_hooks(
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .iter()
-                        .filter(|(_, since)| since.elapsed() < stale)
+                        .filter(|(_, mark)| mark.since.elapsed() < stale)
                         .map(|(key, _)| key.clone())
                         .collect();
                     let unmarked = shared.unmarked().clone();
@@ -1345,6 +1387,13 @@ pub async fn run_with_hooks(
                     .await
                     {
                         tracing::warn!(error = %e, "outbox sweep failed; will retry");
+                    }
+                    // Marks a checkpoint did not write (no acknowledgement came after them:
+                    // the session broke, or the queue went to another instance).
+                    if !shared.unmarked().is_empty()
+                        && let Err(e) = save_prices(&shared).await
+                    {
+                        tracing::warn!(error = %e, "could not mark published alerts; will retry");
                     }
                     if let Err(e) = retire_expired(&shared, &mut unsaved_expiries).await {
                         tracing::warn!(error = %e, "could not retire expired rules");
@@ -1366,6 +1415,52 @@ pub async fn run_with_hooks(
     stop.cancel();
     tasks.close();
     tasks.wait().await;
+    if !shared.unmarked().is_empty()
+        && let Err(e) = save_prices(&shared).await
+    {
+        tracing::warn!(error = %e, "could not mark published alerts at shutdown; the sweep of the next start publishes them again, the notifier sends each once");
+    }
     publisher.close().await;
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(symbol: &str, price: i64, ts: i64) -> (String, String, Decimal, i64) {
+        ("binance".into(), symbol.into(), Decimal::from(price), ts)
+    }
+
+    #[test]
+    fn a_symbol_in_flight_is_saved_at_its_last_finished_price() {
+        let key = |s: &str| ("binance".to_string(), s.to_string());
+        let in_flight = HashMap::from([
+            (
+                key("HOT"),
+                InFlight {
+                    since: Instant::now(),
+                    finished: Some((Decimal::from(101), 20)),
+                },
+            ),
+            (
+                key("NEW"),
+                InFlight {
+                    since: Instant::now(),
+                    finished: None,
+                },
+            ),
+        ]);
+        let engine = vec![
+            price("HOT", 99, 30),
+            price("NEW", 5, 30),
+            price("CALM", 7, 10),
+        ];
+        assert_eq!(
+            savable(engine, &in_flight),
+            vec![price("HOT", 101, 20), price("CALM", 7, 10)],
+            "the hot symbol's acknowledged price, not the one its running batch has reached; \
+             nothing for a symbol whose first delivery runs"
+        );
+    }
 }
