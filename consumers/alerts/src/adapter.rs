@@ -944,8 +944,9 @@ impl Snapshot {
 /// Saves the last evaluated price of each symbol that changed since the last save: the
 /// consumer's checkpoint, run before every acknowledgement, so a restart is primed with a
 /// price no older than the last acknowledged tick (a fall acknowledged but not saved would
-/// make the restarted engine miss the next crossing). Symbols still in flight are left out:
-/// a restart primed with their price would skip firings never stored. In the same
+/// make the restarted engine miss the next crossing). A symbol still in flight is saved at
+/// its last finished price: a restart primed with its newer one would skip firings never
+/// stored (see [`savable`]). In the same
 /// transaction: the events published since the last save are marked so, and the prices are
 /// the market's latest prices too (`latest_prices`, read by `/price` and the API; the
 /// recorder adds closed candles' closes, and ticks are not sent to it).
