@@ -2,7 +2,8 @@
 //! (the default) and PostgreSQL (the local server, a fresh database per test).
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, QueryFilter,
 };
 use tickwatch_schema::db::{self, entity};
 use tickwatch_schema::rule::{Condition, RuleSpec};
@@ -199,4 +200,45 @@ async fn the_latest_price_never_goes_back_in_time() {
         assert_eq!(row.price, "120");
         test_db.close().await.expect("close");
     }
+}
+
+/// Whether this connection to PostgreSQL is encrypted (`pg_stat_ssl`).
+async fn encrypted(conn: &DatabaseConnection) -> bool {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get::<bool>("", "ssl").expect("ssl")
+}
+
+#[tokio::test]
+async fn a_server_on_this_machine_is_reached_without_tls_unless_the_url_asks() {
+    let url = std::env::var("TICKWATCH_TEST_PG_URL")
+        .unwrap_or_else(|_| tickwatch_tests::db::DEFAULT_PG_ADMIN_URL.to_string());
+    let plain = db::connect(&url).await.expect("connect");
+    assert!(!encrypted(&plain).await, "{url}: TLS on loopback");
+    let server_has_tls = plain
+        .query_one_raw(sea_orm::Statement::from_string(
+            plain.get_database_backend(),
+            "SHOW ssl",
+        ))
+        .await
+        .expect("query")
+        .and_then(|row| row.try_get::<String>("", "ssl").ok())
+        .is_some_and(|on| on == "on");
+    plain.close().await.expect("close");
+    if !server_has_tls {
+        eprintln!("the local PostgreSQL has ssl off: the sslmode=require half is skipped");
+        return;
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let asked = db::connect(&format!("{url}{separator}sslmode=require"))
+        .await
+        .expect("connect with TLS");
+    assert!(encrypted(&asked).await, "sslmode=require is honoured");
+    asked.close().await.expect("close");
 }
