@@ -953,18 +953,42 @@ impl Snapshot {
 async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
     let mut saved = shared.saved.lock().await;
     let prices = {
-        let engine = shared.engine();
+        let mut engine = shared.engine();
         let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        savable(engine.last_prices(), &in_flight)
+        let changed = engine.take_changed_prices();
+        // A symbol in flight saves its last finished price now, its newest one later.
+        for (venue, symbol, _, _) in &changed {
+            if in_flight.contains_key(&(venue.clone(), symbol.clone())) {
+                engine.relist_price(venue, symbol);
+            }
+        }
+        savable(changed, &in_flight)
     };
+    let result = write_prices(shared, &mut saved, &prices).await;
+    if result.is_err() {
+        // Given again by the next save, at the engine's price then.
+        let mut engine = shared.engine();
+        for (venue, symbol, _, _) in &prices {
+            engine.relist_price(venue, symbol);
+        }
+    }
+    result
+}
+
+/// The transaction of [`save_prices`]: the marks and the prices not saved yet.
+async fn write_prices(
+    shared: &Shared,
+    saved: &mut HashMap<(String, String), i64>,
+    prices: &[(String, String, Decimal, i64)],
+) -> Result<(), sea_orm::DbErr> {
     let mut changed = Vec::new();
     let mut latest = Vec::new();
     let mut keys = Vec::new();
     // In key order, as every writer of these rows does (no deadlock between them).
-    let mut prices = prices;
+    let mut prices: Vec<&(String, String, Decimal, i64)> = prices.iter().collect();
     prices.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    for (venue, symbol, price, ts) in prices {
-        let key = (venue, symbol);
+    for &(ref venue, ref symbol, price, ts) in prices {
+        let key = (venue.clone(), symbol.clone());
         if saved.get(&key) == Some(&ts) {
             continue;
         }

@@ -111,6 +111,9 @@ pub(crate) struct Hot {
     pub has_fresh: bool,
     /// The book's `last_firings` is not empty.
     pub cached: bool,
+    /// The last price changed since the engine last handed the changed prices out (the
+    /// book is on the engine's list of them).
+    pub changed: bool,
 }
 
 impl Default for Hot {
@@ -133,6 +136,7 @@ impl Default for Hot {
             has_last: false,
             has_fresh: false,
             cached: false,
+            changed: false,
         }
     }
 }
@@ -178,12 +182,16 @@ impl Hot {
         self.has_last && ts == self.last_ts && trade == self.last_trade && price == self.last_price
     }
 
-    pub fn set_last(&mut self, price: Decimal, price_f: f64, ts: i64, trade: u64) {
+    /// Sets the last price; true when it is the first change since the changed prices were
+    /// last handed out (the caller lists the book).
+    #[must_use]
+    pub fn set_last(&mut self, price: Decimal, price_f: f64, ts: i64, trade: u64) -> bool {
         self.last_price = price;
         self.last_f = price_f;
         self.last_ts = ts;
         self.last_trade = trade;
         self.has_last = true;
+        !std::mem::replace(&mut self.changed, true)
     }
 }
 

@@ -53,8 +53,9 @@
 //!   `once_per_bar` counts that bar as fired. An upsert of a live rule keeps the later of
 //!   the two (its row may predate a firing made here since); an upsert without it starts
 //!   the rule afresh, as before.
-//! - **The last evaluated price** of each symbol: [`AlertEngine::last_prices`], saved by
-//!   the adapter before every acknowledgement, and [`AlertEngine::prime`] after the load.
+//! - **The last evaluated price** of each symbol: [`AlertEngine::take_changed_prices`] (those
+//!   that moved since the last call; [`AlertEngine::last_prices`] gives all), saved by the
+//!   adapter before every acknowledgement, and [`AlertEngine::prime`] after the load.
 //!   The rules take that price as evaluated, so the next real price is compared with it: a
 //!   crossing in between fires (a rule merely loaded would take its first price as no
 //!   cross). Nothing fires on the prime; a true state condition fires at the next real price
@@ -199,6 +200,8 @@ pub struct AlertEngine {
     evaluations: u64,
     /// Prices that took the fast path (provably nothing to evaluate).
     quiet_prices: u64,
+    /// Books whose last price changed since [`take_changed_prices`](Self::take_changed_prices).
+    changed: Vec<usize>,
 }
 
 impl AlertEngine {
@@ -222,6 +225,7 @@ impl AlertEngine {
             scratch: Scratch::default(),
             evaluations: 0,
             quiet_prices: 0,
+            changed: Vec::new(),
         })
     }
 
@@ -708,6 +712,42 @@ impl AlertEngine {
         rejected
     }
 
+    /// The last evaluated price of each symbol whose price changed since the previous call,
+    /// as [`last_prices`](Self::last_prices) gives it: what the adapter's checkpoint saves,
+    /// at a cost of what moved rather than of every symbol held.
+    pub fn take_changed_prices(&mut self) -> Vec<(String, String, Decimal, i64)> {
+        let mut prices = Vec::with_capacity(self.changed.len());
+        for book in std::mem::take(&mut self.changed) {
+            let (Some(b), Some(hot)) = (self.books.get(book), self.hot.get_mut(book)) else {
+                continue;
+            };
+            // A book listed twice (its state was reset meanwhile) gives its price once.
+            if std::mem::take(&mut hot.changed) && hot.has_last {
+                prices.push((
+                    b.venue.to_string(),
+                    b.symbol.to_string(),
+                    hot.last_price,
+                    hot.last_ts,
+                ));
+            }
+        }
+        prices
+    }
+
+    /// Lists a symbol's last price as changed again (a save of it failed or had to wait), so
+    /// the next [`take_changed_prices`](Self::take_changed_prices) gives it.
+    pub fn relist_price(&mut self, venue: &str, symbol: &str) {
+        let Some(book) = self.book_of(venue, symbol) else {
+            return;
+        };
+        if let Some(hot) = self.hot.get_mut(book)
+            && hot.has_last
+            && !std::mem::replace(&mut hot.changed, true)
+        {
+            self.changed.push(book);
+        }
+    }
+
     /// The last evaluated price of every symbol that has one: `(venue, symbol, price, ts)`.
     /// The adapter saves these (periodically and at shutdown) for [`prime`](Self::prime)
     /// after a restart. Save a symbol's price only once the firings of that price are
@@ -833,7 +873,9 @@ impl AlertEngine {
         let price_f = to_f64(price);
         if mode == Mode::Indexed && hot.quiet(price_f, ts) {
             // The fast path: no rule can change (see `Hot::quiet`).
-            hot.set_last(price, price_f, ts, hash);
+            if hot.set_last(price, price_f, ts, hash) {
+                self.changed.push(book);
+            }
             self.quiet_prices += 1;
             if hot.cached {
                 hot.cached = false;
@@ -867,8 +909,10 @@ impl AlertEngine {
             expired,
             scratch,
             evaluations,
+            changed,
             ..
         } = self;
+        let book_index = book;
         let (Some(book), Some(hot)) = (books.get_mut(book), hot.get_mut(book)) else {
             return Vec::new();
         };
@@ -993,7 +1037,9 @@ impl AlertEngine {
 
         book.last_firings.clone_from(&fired);
         book.maybe_compact();
-        hot.set_last(price, price_f, ts, hash);
+        if hot.set_last(price, price_f, ts, hash) {
+            changed.push(book_index);
+        }
         book.refresh(hot, price_f, keys_moved, groups_quiet, groups);
         fired
     }

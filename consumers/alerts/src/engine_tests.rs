@@ -3,7 +3,7 @@
 //! with the last evaluated prices), and the indexed engine against the naive evaluator on
 //! random scenarios.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -2329,5 +2329,85 @@ fn a_crossing_on_the_first_close_after_a_restart_fires() {
         b.prime_history("binance", "BTCUSDT", Interval::H4, &stored, 1_000);
         let fired = b.process_candle(&bars[at].0);
         assert_eq!(only(&fired).ts, ts, "the crossing at bar {at}");
+    }
+}
+
+#[test]
+fn the_changed_prices_are_each_moved_symbol_once_until_listed_again() {
+    let mut e = plain();
+    add(&mut e, rule(1, every_time(spec(Condition::CrossingUp))));
+    assert!(e.take_changed_prices().is_empty());
+    assert!(e.process_tick(&tick_at("99", T0)).is_empty());
+    assert!(e.process_tick(&tick_at("99.5", T0 + 1)).is_empty());
+    let changed = e.take_changed_prices();
+    assert_eq!(changed, e.last_prices());
+    assert_eq!(changed[0].2, d("99.5"));
+    assert!(e.take_changed_prices().is_empty(), "given once");
+    // The evaluated path lists it too (a crossing), and a redelivery does not.
+    assert_eq!(e.process_tick(&tick_at("101", T0 + 2)).len(), 1);
+    assert_eq!(e.take_changed_prices()[0].2, d("101"));
+    assert!(e.process_tick(&tick_at("101", T0 + 2)).len() <= 1);
+    assert!(e.take_changed_prices().is_empty());
+    // Listed again (a failed save): given again, at the price of then.
+    e.relist_price("binance", "BTCUSDT");
+    e.relist_price("binance", "BTCUSDT");
+    assert!(e.process_tick(&tick_at("102", T0 + 3)).is_empty());
+    assert_eq!(e.take_changed_prices(), e.last_prices());
+    // A symbol reset meanwhile (listed, then forgotten, then primed) is given once.
+    assert!(e.process_tick(&tick_at("103", T0 + 4)).is_empty());
+    let rules = vec![rule(1, every_time(spec(Condition::CrossingUp)))];
+    e.reset_symbol("binance", "BTCUSDT", &rules, Some((d("104"), T0 + 5)));
+    let changed = e.take_changed_prices();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].2, d("104"));
+    // Unknown symbols and symbols without a price are not listed.
+    e.relist_price("binance", "NOSUCH");
+    assert!(e.take_changed_prices().is_empty());
+}
+
+/// The changed prices, taken at any moments and applied to a copy, always give what
+/// `last_prices` (the plain reference: every symbol, every time) gives.
+#[test]
+fn the_changed_prices_keep_a_copy_equal_to_all_the_last_prices() {
+    let symbols = ["AAA", "BBB", "CCC", "DDD"];
+    let mut e = plain();
+    let mut id = 0;
+    for symbol in symbols {
+        for level in ["95", "100", "105"] {
+            id += 1;
+            let mut s = every_time(RuleSpec::price(
+                "binance",
+                symbol,
+                Condition::CrossingUp,
+                d(level),
+            ));
+            s.cooldown_s = 0;
+            add(&mut e, rule(id, s));
+        }
+    }
+    let mut copy: BTreeMap<(String, String), (Decimal, i64)> = BTreeMap::new();
+    let mut rng = SplitMix::new(42);
+    let mut next = move |n: u64| rng.below(n);
+    for step in 0..5_000_i64 {
+        let symbol = symbols[next(symbols.len() as u64) as usize];
+        let price = Decimal::new(9_000 + next(2_000) as i64, 2);
+        let mut tick = tick_at("1", T0 + step);
+        tick.symbol = symbol.into();
+        tick.price = price;
+        e.process_tick(&tick);
+        if next(7) == 0 {
+            if next(3) == 0 {
+                e.relist_price("binance", symbols[next(symbols.len() as u64) as usize]);
+            }
+            for (venue, symbol, price, ts) in e.take_changed_prices() {
+                copy.insert((venue, symbol), (price, ts));
+            }
+            let all: BTreeMap<(String, String), (Decimal, i64)> = e
+                .last_prices()
+                .into_iter()
+                .map(|(v, s, p, t)| ((v, s), (p, t)))
+                .collect();
+            assert_eq!(copy, all, "after step {step}");
+        }
     }
 }
