@@ -90,30 +90,17 @@ impl AckBatch {
         Ok(())
     }
 
-    /// Acknowledges the batch once the checkpoint, if any, succeeded (after the running
-    /// flush, if one runs); false when it did not (the batch stays, for the next flush).
-    pub(super) async fn flush(&mut self, ctx: &Ctx) -> Result<bool> {
+    /// The last flush (shutdown, pause): waits for the running one, then flushes what is
+    /// left and waits for it too. False when something stays unacknowledged (its
+    /// checkpoint failed or is waiting out its pause).
+    pub(super) async fn flush(&mut self, ctx: &Arc<Ctx>) -> Result<bool> {
         while self.flushing() {
             self.flushed().await?;
         }
-        if self.last.is_none() {
-            return Ok(true);
+        if self.start_flush(ctx) {
+            self.flushed().await?;
         }
-        if self.checkpoint_after.is_some_and(|at| Instant::now() < at) {
-            return Ok(false);
-        }
-        if !checkpoint(ctx).await {
-            self.checkpoint_after = Some(Instant::now() + Duration::from_secs(1));
-            return Ok(false);
-        }
-        self.checkpoint_after = None;
-        if let Some(acker) = self.last.take() {
-            let n = std::mem::take(&mut self.count);
-            acker.ack(BasicAckOptions { multiple: true }).await?;
-            metrics::counter!(crate::events::MESSAGES_ACKED, "queue" => ctx.queue.name.clone())
-                .increment(n as u64);
-        }
-        Ok(true)
+        Ok(self.last.is_none())
     }
 }
 
