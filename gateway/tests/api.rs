@@ -1048,6 +1048,16 @@ async fn openapi_describes_every_route_exactly() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // The web page's cookie is declared, and taken wherever a key is.
+    let session = &doc["components"]["securitySchemes"]["session"];
+    assert_eq!(
+        (&session["type"], &session["in"], &session["name"]),
+        (&json!("apiKey"), &json!("cookie"), &json!("tw_session"))
+    );
+    assert_eq!(
+        doc["paths"]["/v1/alerts"]["get"]["security"],
+        json!([{"bearer": []}, {"session": []}])
+    );
     let ids: Vec<&str> = doc["paths"]
         .as_object()
         .expect("paths")

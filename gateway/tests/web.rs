@@ -67,6 +67,15 @@ async fn with_cookie(server: &Server, method: Method, path: &str, cookie: &str) 
     (status, body)
 }
 
+async fn sign_out(server: &Server, cookie: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .delete(server.url("/v1/session"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .expect("request")
+}
+
 async fn sign_in(server: &Server, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(server.url("/v1/session"))
@@ -144,12 +153,7 @@ async fn signing_in_gives_a_strict_session_cookie_on(backend: Backend) {
     }
 
     // Signing out ends the session and clears the cookie.
-    let response = reqwest::Client::new()
-        .delete(server.url("/v1/session"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .expect("request");
+    let response = sign_out(&server, &cookie).await;
     assert_eq!(response.status().as_u16(), 204);
     let (_, cleared) = session_cookie(&response);
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
@@ -232,12 +236,7 @@ async fn signing_out_closes_the_sessions_stream() {
         .expect("the page's stream");
     assert_eq!(next_json(&mut ws).await["type"], "subscribed");
 
-    let response = reqwest::Client::new()
-        .delete(server.url("/v1/session"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .expect("request");
+    let response = sign_out(&server, &cookie).await;
     assert_eq!(response.status().as_u16(), 204);
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(frame) = futures_util::StreamExt::next(&mut ws).await {

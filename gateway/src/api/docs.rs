@@ -1,7 +1,8 @@
-//! The OpenAPI document's frame — title, tags, the bearer scheme — and, in [`finish`], what
-//! every operation shares, declared once instead of on each handler: a problem+json
-//! `default` for 5xx; 401 and 429 for an authenticated operation; 400, 413, 415 and 422 for
-//! one with a body; 422 for one with parameters; 404 for one with an id in its path.
+//! The OpenAPI document's frame — title, tags, the bearer and session-cookie schemes — and,
+//! in [`finish`], what every operation shares, declared once instead of on each handler:
+//! the session cookie beside the bearer key; a problem+json `default` for 5xx; 401 and 429
+//! for an authenticated operation; 400, 413, 415 and 422 for one with a body; 422 for one
+//! with parameters; 404 for one with an id in its path.
 //! [`finish`] also adds the rules the types alone cannot say (which fields go with which
 //! condition and trigger of a rule), and [`for_server`] the limits that come from the
 //! configuration (page sizes, topics per stream).
@@ -10,14 +11,14 @@
 //! `api::api_routes`, so this module names no handler.
 
 use serde_json::{Value, json};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::ApiConfig;
 
-struct BearerAuth;
+struct SecuritySchemes;
 
-impl Modify for BearerAuth {
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -31,6 +32,15 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::web::SESSION_COOKIE,
+                "The web page's session, from `POST /v1/session` (`__Host-tw_session` when \
+                 served over HTTPS). A request that changes something must come from the \
+                 server's own origin (`Origin`).",
+            ))),
+        );
     }
 }
 
@@ -42,7 +52,7 @@ impl Modify for BearerAuth {
             Errors are `application/problem+json`; validation errors are 422 and name the field in `field`. \
             Every `/v1` endpoint needs `Authorization: Bearer <api key>` and is rate limited per key (429 with `Retry-After`).",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&SecuritySchemes),
     // Parameter types are referenced from operations but not collected with them.
     components(schemas(
         super::fields::PageLimit,
@@ -91,6 +101,12 @@ pub fn finish(doc: &mut Value) {
             continue;
         };
         for operation in item.values_mut() {
+            // The web page's session cookie is taken wherever an API key is.
+            if let Some(security) = operation.get_mut("security").and_then(Value::as_array_mut)
+                && security.contains(&json!({"bearer": []}))
+            {
+                security.push(json!({"session": []}));
+            }
             let secured = operation
                 .get("security")
                 .and_then(Value::as_array)
