@@ -755,6 +755,17 @@ async fn inject(
             rabbitmqctl("stop_app").await?;
             tokio::time::sleep(Duration::from_secs(5)).await;
             rabbitmqctl("start_app").await?;
+            // RabbitMQ 3.10 sometimes comes back from start_app without the supervisor of
+            // quorum queues' at-least-once dead-lettering; every later run would then fail
+            // to declare its queues. Restart the application again until it is there.
+            for _ in 0..3 {
+                if dead_letter_supervisor_running().await? {
+                    break;
+                }
+                notes.push("broker came back without rabbit_fifo_dlx_sup: restarted again".into());
+                rabbitmqctl("stop_app").await?;
+                rabbitmqctl("start_app").await?;
+            }
         }
         Fault::DatabaseOutage => {
             let name = database_name(&db.url);
@@ -824,6 +835,17 @@ async fn rabbitmqctl(command: &str) -> Result<(), SuiteError> {
             "rabbitmqctl {command}: {status}"
         )))
     }
+}
+
+/// Whether the broker runs `rabbit_fifo_dlx_sup` (`whereis` answers a pid, not `undefined`).
+async fn dead_letter_supervisor_running() -> Result<bool, SuiteError> {
+    let output = Command::new("rabbitmqctl")
+        .args(["eval", "whereis(rabbit_fifo_dlx_sup)."])
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .map_err(setup("rabbitmqctl eval"))?;
+    Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).contains('<'))
 }
 
 fn database_name(url: &str) -> String {
