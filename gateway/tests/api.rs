@@ -1325,3 +1325,107 @@ async fn admins_see_queue_depths_and_dead_letters() {
     broker.close();
     db.close().await.expect("cleanup");
 }
+
+/// Creations racing for a user's last place: exactly one gets it, the others a 409, and
+/// the limit holds (the count and the insert run in one transaction that holds the user's
+/// row).
+async fn the_last_place_goes_to_one_request(backend: Backend) {
+    use sea_orm::PaginatorTrait;
+    use tickwatch_gateway::services::{
+        paper::MAX_PAPER_STRATEGIES_PER_USER, rules::MAX_RULES_PER_USER,
+    };
+    use tickwatch_schema::db::entity::{alert_rule, paper_strategy};
+    let db = database(backend).await;
+    let mut config = ApiConfig::default();
+    config.rate_limit = RateLimitConfig {
+        enabled: false,
+        ..Default::default()
+    };
+    let server = Server::start(Services::new(db.conn.clone(), None), config).await;
+    let (_, key) = user_with_key(&server.services, "racer", false).await;
+    let strategy = json!({"name":"race","kinds":["golden_cross"],"starting_balance":"1000000",
+                          "currency":"KRW","sizing":{"fixed":"100000"}});
+    for (path, body, limit) in [
+        ("/v1/alerts", rule_body(), MAX_RULES_PER_USER),
+        (
+            "/v1/paper/strategies",
+            strategy,
+            MAX_PAPER_STRATEGIES_PER_USER,
+        ),
+    ] {
+        let (status, created) = server
+            .json(Method::POST, path, Some(&key), Some(body.clone()))
+            .await;
+        assert_eq!(status, 201, "{path}: {created}");
+        // Copies of the created row fill every place but the last.
+        for _ in 1..limit - 1 {
+            if path == "/v1/alerts" {
+                let row = alert_rule::Entity::find()
+                    .one(&db.conn)
+                    .await
+                    .expect("read");
+                let mut copy: alert_rule::ActiveModel = row.expect("a rule").into();
+                copy.not_set(alert_rule::Column::Id);
+                copy.insert(&db.conn).await.expect("copy");
+            } else {
+                let row = paper_strategy::Entity::find()
+                    .one(&db.conn)
+                    .await
+                    .expect("read");
+                let mut copy: paper_strategy::ActiveModel = row.expect("a strategy").into();
+                copy.not_set(paper_strategy::Column::Id);
+                copy.insert(&db.conn).await.expect("copy");
+            }
+        }
+        let racers = (0..16).map(|_| {
+            let (http, url, key, body) = (
+                server.http.clone(),
+                server.url(path),
+                key.clone(),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                response.status().as_u16()
+            })
+        });
+        let statuses: Vec<u16> = futures_util::future::join_all(racers)
+            .await
+            .into_iter()
+            .map(|joined| joined.expect("racer"))
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            1,
+            "{path}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 201 || *s == 409),
+            "{path}: {statuses:?}"
+        );
+        let count = if path == "/v1/alerts" {
+            alert_rule::Entity::find().count(&db.conn).await
+        } else {
+            paper_strategy::Entity::find().count(&db.conn).await
+        };
+        assert_eq!(count.expect("count"), limit, "{path}");
+    }
+    server.stop().await;
+    db.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_place_goes_to_one_request_sqlite() {
+    the_last_place_goes_to_one_request(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_place_goes_to_one_request_postgres() {
+    the_last_place_goes_to_one_request(Backend::Postgres).await;
+}

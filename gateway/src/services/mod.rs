@@ -33,8 +33,13 @@ use crate::events::ControlAnnounced;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
 use tickwatch_broker::{Broker, Publisher};
+use tickwatch_schema::db::entity::user;
 use tickwatch_schema::names::Exchange;
 use tickwatch_schema::wire::Control;
 
@@ -157,6 +162,20 @@ impl Services {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.inner.db
+    }
+
+    /// A transaction that holds the user's row: a per-user limit counted in it stays true
+    /// until its insert commits, so two requests at once cannot both take the last place.
+    /// The update that changes nothing locks the row on PostgreSQL and takes the write lock
+    /// on SQLite.
+    pub(crate) async fn lock_user(&self, user_id: i64) -> Result<DatabaseTransaction> {
+        let txn = self.db().begin().await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::Id, Expr::col(user::Column::Id))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
+        Ok(txn)
     }
 
     /// The cached symbol list and whether it is fresh, and the cache's generation (for

@@ -123,9 +123,10 @@ impl Services {
         strategy.id = 0;
         strategy.since_ts = 0;
         strategy.validate().map_err(invalid)?;
+        let txn = self.lock_user(user_id).await?;
         let count = paper_strategy::Entity::find()
             .filter(paper_strategy::Column::UserId.eq(user_id))
-            .count(self.db())
+            .count(&txn)
             .await?;
         if count >= MAX_PAPER_STRATEGIES_PER_USER {
             return Err(Error::Conflict(format!(
@@ -147,8 +148,9 @@ impl Services {
             updated_at: Set(now),
             ..Default::default()
         }
-        .insert(self.db())
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         to_view(&row)
     }
 

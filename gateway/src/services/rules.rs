@@ -105,9 +105,10 @@ impl Services {
         let spec = spec.normalized();
         spec.validate()?;
         let active = spec.expires_at.is_none_or(|at| at > now);
+        let txn = self.lock_user(user_id).await?;
         let count = alert_rule::Entity::find()
             .filter(alert_rule::Column::UserId.eq(user_id))
-            .count(self.db())
+            .count(&txn)
             .await?;
         if count >= MAX_RULES_PER_USER {
             return Err(Error::Conflict(format!(
@@ -115,8 +116,9 @@ impl Services {
             )));
         }
         let stored = new_rule_row(user_id, &spec, active, now)
-            .insert(self.db())
+            .insert(&txn)
             .await?;
+        txn.commit().await?;
         let rule = to_rule(&stored)?;
         self.announce(&Control::RuleUpserted { rule: rule.clone() })
             .await;
