@@ -1326,6 +1326,22 @@ async fn admins_see_queue_depths_and_dead_letters() {
     db.close().await.expect("cleanup");
 }
 
+/// Inserts `copies` copies of the first row of `E`, each with a new `id`.
+async fn copy_first_row<E>(db: &sea_orm::DatabaseConnection, id: E::Column, copies: u64)
+where
+    E: EntityTrait,
+    E::Model: sea_orm::IntoActiveModel<E::ActiveModel>,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + sea_orm::ActiveModelBehavior + Send,
+{
+    use sea_orm::IntoActiveModel;
+    let row = E::find().one(db).await.expect("read").expect("a row");
+    for _ in 0..copies {
+        let mut copy = row.clone().into_active_model();
+        copy.not_set(id);
+        copy.insert(db).await.expect("copy");
+    }
+}
+
 /// Creations racing for a user's last place: exactly one gets it, the others a 409, and
 /// the limit holds (the count and the insert run in one transaction that holds the user's
 /// row).
@@ -1358,24 +1374,15 @@ async fn the_last_place_goes_to_one_request(backend: Backend) {
             .await;
         assert_eq!(status, 201, "{path}: {created}");
         // Copies of the created row fill every place but the last.
-        for _ in 1..limit - 1 {
-            if path == "/v1/alerts" {
-                let row = alert_rule::Entity::find()
-                    .one(&db.conn)
-                    .await
-                    .expect("read");
-                let mut copy: alert_rule::ActiveModel = row.expect("a rule").into();
-                copy.not_set(alert_rule::Column::Id);
-                copy.insert(&db.conn).await.expect("copy");
-            } else {
-                let row = paper_strategy::Entity::find()
-                    .one(&db.conn)
-                    .await
-                    .expect("read");
-                let mut copy: paper_strategy::ActiveModel = row.expect("a strategy").into();
-                copy.not_set(paper_strategy::Column::Id);
-                copy.insert(&db.conn).await.expect("copy");
-            }
+        if path == "/v1/alerts" {
+            copy_first_row::<alert_rule::Entity>(&db.conn, alert_rule::Column::Id, limit - 2).await;
+        } else {
+            copy_first_row::<paper_strategy::Entity>(
+                &db.conn,
+                paper_strategy::Column::Id,
+                limit - 2,
+            )
+            .await;
         }
         let racers = (0..16).map(|_| {
             let (http, url, key, body) = (

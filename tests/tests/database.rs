@@ -202,17 +202,26 @@ async fn the_latest_price_never_goes_back_in_time() {
     }
 }
 
+/// The column `ssl` of the one row `sql` gives.
+async fn ssl_column<T: sea_orm::TryGetable>(conn: &DatabaseConnection, sql: &str) -> T {
+    conn.query_one_raw(sea_orm::Statement::from_string(
+        conn.get_database_backend(),
+        sql,
+    ))
+    .await
+    .expect("query")
+    .expect("a row")
+    .try_get::<T>("", "ssl")
+    .expect("ssl")
+}
+
 /// Whether this connection to PostgreSQL is encrypted (`pg_stat_ssl`).
 async fn encrypted(conn: &DatabaseConnection) -> bool {
-    let row = conn
-        .query_one_raw(sea_orm::Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        ))
-        .await
-        .expect("query")
-        .expect("a row");
-    row.try_get::<bool>("", "ssl").expect("ssl")
+    ssl_column(
+        conn,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -221,15 +230,7 @@ async fn a_server_on_this_machine_is_reached_without_tls_unless_the_url_asks() {
         .unwrap_or_else(|_| tickwatch_tests::db::DEFAULT_PG_ADMIN_URL.to_string());
     let plain = db::connect(&url).await.expect("connect");
     assert!(!encrypted(&plain).await, "{url}: TLS on loopback");
-    let server_has_tls = plain
-        .query_one_raw(sea_orm::Statement::from_string(
-            plain.get_database_backend(),
-            "SHOW ssl",
-        ))
-        .await
-        .expect("query")
-        .and_then(|row| row.try_get::<String>("", "ssl").ok())
-        .is_some_and(|on| on == "on");
+    let server_has_tls = ssl_column::<String>(&plain, "SHOW ssl").await == "on";
     plain.close().await.expect("close");
     if !server_has_tls {
         eprintln!("the local PostgreSQL has ssl off: the sslmode=require half is skipped");
