@@ -100,8 +100,9 @@ struct Shared {
     /// is not saved (a restart primed with it would skip firings never stored), the last
     /// finished one is.
     in_flight: Mutex<HashMap<(String, String), InFlight>>,
-    /// The last saved price time of each symbol (only changed ones are written again).
-    saved: tokio::sync::Mutex<HashMap<(String, String), i64>>,
+    /// The last saved price of each symbol and its time (only changed ones are written
+    /// again: a second price at the same time is a change).
+    saved: tokio::sync::Mutex<HashMap<(String, String), (Decimal, i64)>>,
     /// Events published and not yet marked so in the database: the next checkpoint marks
     /// them. Until then a redelivery, the sweep and a new session take them as published.
     unmarked: Mutex<HashSet<String>>,
@@ -964,34 +965,64 @@ async fn save_prices(shared: &Shared) -> Result<(), sea_orm::DbErr> {
         }
         savable(changed, &in_flight)
     };
+    // Given again by the next save, at the engine's price then, unless this one commits
+    // (it may fail, panic, or be cancelled with its flush task).
+    let mut relist = Relist {
+        shared,
+        prices: &prices,
+        committed: false,
+    };
     let result = write_prices(shared, &mut saved, &prices).await;
-    if result.is_err() {
-        // Given again by the next save, at the engine's price then.
-        let mut engine = shared.engine();
-        for (venue, symbol, _, _) in &prices {
-            engine.relist_price(venue, symbol);
+    relist.committed = result.is_ok();
+    result
+}
+
+/// Of `prices`, those not saved as they are (a new time, or a new price at the same time:
+/// the engine evaluates both), in key order — as every writer of these rows writes them, so
+/// none deadlocks another.
+fn unsaved<'a>(
+    prices: &'a [(String, String, Decimal, i64)],
+    saved: &HashMap<(String, String), (Decimal, i64)>,
+) -> Vec<&'a (String, String, Decimal, i64)> {
+    let mut unsaved: Vec<&(String, String, Decimal, i64)> = prices
+        .iter()
+        .filter(|(venue, symbol, price, ts)| {
+            saved.get(&(venue.clone(), symbol.clone())) != Some(&(*price, *ts))
+        })
+        .collect();
+    unsaved.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    unsaved
+}
+
+/// Puts taken prices back on the engine's list when dropped uncommitted.
+struct Relist<'a> {
+    shared: &'a Shared,
+    prices: &'a [(String, String, Decimal, i64)],
+    committed: bool,
+}
+
+impl Drop for Relist<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let mut engine = self.shared.engine();
+            for (venue, symbol, _, _) in self.prices {
+                engine.relist_price(venue, symbol);
+            }
         }
     }
-    result
 }
 
 /// The transaction of [`save_prices`]: the marks and the prices not saved yet.
 async fn write_prices(
     shared: &Shared,
-    saved: &mut HashMap<(String, String), i64>,
+    saved: &mut HashMap<(String, String), (Decimal, i64)>,
     prices: &[(String, String, Decimal, i64)],
 ) -> Result<(), sea_orm::DbErr> {
     let mut changed = Vec::new();
     let mut latest = Vec::new();
     let mut keys = Vec::new();
-    // In key order, as every writer of these rows does (no deadlock between them).
-    let mut prices: Vec<&(String, String, Decimal, i64)> = prices.iter().collect();
-    prices.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    for &(ref venue, ref symbol, price, ts) in prices {
+    for &(ref venue, ref symbol, price, ts) in unsaved(prices, saved) {
         let key = (venue.clone(), symbol.clone());
-        if saved.get(&key) == Some(&ts) {
-            continue;
-        }
         latest.push((key.0.clone(), key.1.clone(), price, ts));
         changed.push(alert_price::ActiveModel {
             venue: Set(key.0.clone()),
@@ -999,7 +1030,7 @@ async fn write_prices(
             price: Set(price.to_string()),
             ts: Set(ts),
         });
-        keys.push((key, ts));
+        keys.push((key, (price, ts)));
     }
     let marks: Vec<String> = shared.unmarked().iter().cloned().collect();
     if changed.is_empty() && marks.is_empty() {
@@ -1455,6 +1486,27 @@ mod tests {
 
     fn price(symbol: &str, price: i64, ts: i64) -> (String, String, Decimal, i64) {
         ("binance".into(), symbol.into(), Decimal::from(price), ts)
+    }
+
+    #[test]
+    fn a_second_price_at_the_same_time_is_saved_too() {
+        let saved = HashMap::from([
+            (
+                ("binance".to_string(), "B".to_string()),
+                (Decimal::from(100), 10),
+            ),
+            (
+                ("binance".to_string(), "A".to_string()),
+                (Decimal::from(50), 10),
+            ),
+        ]);
+        let prices = vec![price("B", 101, 10), price("A", 50, 10), price("C", 7, 3)];
+        let names: Vec<&str> = unsaved(&prices, &saved)
+            .iter()
+            .map(|p| p.1.as_str())
+            .collect();
+        // B moved at the same time, C is new, A is saved as it is; in key order.
+        assert_eq!(names, ["B", "C"]);
     }
 
     #[test]
