@@ -67,9 +67,9 @@ pub async fn connect_pool(url: &str, pool_size: u32) -> Result<DatabaseConnectio
         });
     // TLS to a server on this machine protects nothing and costs every query its
     // encryption (a tenth of the pipeline's CPU in a profile): on a loopback address or a
-    // Unix socket the connection is plain, unless `sslmode` (URL or `PGSSLMODE`) says.
-    let ssl_mode_given =
-        url.to_ascii_lowercase().contains("sslmode=") || std::env::var_os("PGSSLMODE").is_some();
+    // Unix socket the connection is plain, unless `sslmode` (URL — sqlx also reads
+    // `ssl-mode` — or `PGSSLMODE`) says.
+    let ssl_mode_given = names_ssl_mode(url) || std::env::var_os("PGSSLMODE").is_some();
     if !ssl_mode_given {
         options.map_sqlx_postgres_opts(|o| {
             if o.get_socket().is_some() || is_local_host(o.get_host()) {
@@ -80,6 +80,12 @@ pub async fn connect_pool(url: &str, pool_size: u32) -> Result<DatabaseConnectio
         });
     }
     Ok(Database::connect(options).await?)
+}
+
+/// Whether a database URL sets the TLS mode (`sslmode`, or sqlx's `ssl-mode`).
+fn names_ssl_mode(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.contains("sslmode=") || lower.contains("ssl-mode=")
 }
 
 /// Whether `host` is this machine: `localhost`, a loopback address, or a socket directory.
@@ -248,6 +254,15 @@ pub fn subscription_from_row(row: &entity::subscription::Model) -> Result<Subscr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_names_its_tls_mode_in_either_spelling() {
+        assert!(names_ssl_mode("postgres://u@localhost/db?sslmode=require"));
+        assert!(names_ssl_mode(
+            "postgres://u@localhost/db?SSL-MODE=verify-full"
+        ));
+        assert!(!names_ssl_mode("postgres://u@localhost/db"));
+    }
 
     #[test]
     fn only_this_machine_is_local() {
