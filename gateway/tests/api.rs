@@ -1384,29 +1384,7 @@ async fn the_last_place_goes_to_one_request(backend: Backend) {
             )
             .await;
         }
-        let racers = (0..16).map(|_| {
-            let (http, url, key, body) = (
-                server.http.clone(),
-                server.url(path),
-                key.clone(),
-                body.clone(),
-            );
-            tokio::spawn(async move {
-                let response = http
-                    .post(url)
-                    .bearer_auth(key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("request");
-                response.status().as_u16()
-            })
-        });
-        let statuses: Vec<u16> = futures_util::future::join_all(racers)
-            .await
-            .into_iter()
-            .map(|joined| joined.expect("racer"))
-            .collect();
+        let statuses = race(&server, &key, path, &body).await;
         assert_eq!(
             statuses.iter().filter(|s| **s == 201).count(),
             1,
@@ -1423,8 +1401,52 @@ async fn the_last_place_goes_to_one_request(backend: Backend) {
         };
         assert_eq!(count.expect("count"), limit, "{path}");
     }
+    // The same subscription asked for 16 times at once is made once, then changed.
+    let subscription = json!({"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"});
+    let statuses = race(&server, &key, "/v1/subscriptions", &subscription).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 200),
+        "{statuses:?}"
+    );
+    let rows = tickwatch_schema::db::entity::subscription::Entity::find()
+        .count(&db.conn)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
     server.stop().await;
     db.close().await.expect("close");
+}
+
+/// The statuses of 16 identical POSTs sent at once, each from its own task.
+async fn race(server: &Server, key: &str, path: &str, body: &Value) -> Vec<u16> {
+    let racers = (0..16).map(|_| {
+        let (http, url, key, body) = (
+            server.http.clone(),
+            server.url(path),
+            key.to_string(),
+            body.clone(),
+        );
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            response.status().as_u16()
+        })
+    });
+    futures_util::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("racer"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -51,6 +51,9 @@ impl Services {
         if let Some(symbol) = &new.symbol {
             validate_symbol(symbol)?;
         }
+        // The lookup, the count and the write under the user's row: two requests at once
+        // neither make two of one subscription nor pass the limit together.
+        let txn = self.lock_user(user_id).await?;
         let mut query = subscription::Entity::find()
             .filter(subscription::Column::UserId.eq(user_id))
             .filter(subscription::Column::Kind.eq(new.kind.as_str()));
@@ -58,7 +61,7 @@ impl Services {
             Some(s) => query.filter(subscription::Column::Symbol.eq(s.as_str())),
             None => query.filter(subscription::Column::Symbol.is_null()),
         };
-        if let Some(existing) = query.one(self.db()).await? {
+        if let Some(existing) = query.one(&txn).await? {
             let result = subscription::Entity::update_many()
                 .set(subscription::ActiveModel {
                     min_grade: Set(new.min_grade.as_str().to_string()),
@@ -68,13 +71,14 @@ impl Services {
                 })
                 .filter(subscription::Column::Id.eq(existing.id))
                 .filter(subscription::Column::Version.eq(existing.version))
-                .exec(self.db())
+                .exec(&txn)
                 .await?;
             if result.rows_affected != 1 {
                 return Err(Error::Conflict(
                     "the subscription changed meanwhile; try again".into(),
                 ));
             }
+            txn.commit().await?;
             let view = SubscriptionView {
                 subscription: Subscription {
                     id: existing.id,
@@ -95,7 +99,7 @@ impl Services {
         }
         let count = subscription::Entity::find()
             .filter(subscription::Column::UserId.eq(user_id))
-            .count(self.db())
+            .count(&txn)
             .await?;
         if count >= MAX_SUBSCRIPTIONS_PER_USER {
             return Err(Error::Conflict(format!(
@@ -112,8 +116,9 @@ impl Services {
             created_at: Set(now_ms()),
             ..Default::default()
         }
-        .insert(self.db())
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         let view = to_view(&stored)?;
         self.announce(&Control::SubscriptionUpserted {
             subscription: view.subscription.clone(),
