@@ -1385,15 +1385,7 @@ async fn the_last_place_goes_to_one_request(backend: Backend) {
             .await;
         }
         let statuses = race(&server, &key, path, &body).await;
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 201).count(),
-            1,
-            "{path}: {statuses:?}"
-        );
-        assert!(
-            statuses.iter().all(|s| *s == 201 || *s == 409),
-            "{path}: {statuses:?}"
-        );
+        one_created_the_rest(&statuses, 409, path);
         let count = if path == "/v1/alerts" {
             alert_rule::Entity::find().count(&db.conn).await
         } else {
@@ -1404,15 +1396,7 @@ async fn the_last_place_goes_to_one_request(backend: Backend) {
     // The same subscription asked for 16 times at once is made once, then changed.
     let subscription = json!({"kind":"rsi_oversold","symbol":"BTCUSDT","min_grade":"B"});
     let statuses = race(&server, &key, "/v1/subscriptions", &subscription).await;
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| *s == 201 || *s == 200),
-        "{statuses:?}"
-    );
+    one_created_the_rest(&statuses, 200, "/v1/subscriptions");
     let rows = tickwatch_schema::db::entity::subscription::Entity::find()
         .count(&db.conn)
         .await
@@ -1420,6 +1404,19 @@ async fn the_last_place_goes_to_one_request(backend: Backend) {
     assert_eq!(rows, 1);
     server.stop().await;
     db.close().await.expect("close");
+}
+
+/// Exactly one of the racers got 201, every other `rest`.
+fn one_created_the_rest(statuses: &[u16], rest: u16, path: &str) {
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{path}: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == rest),
+        "{path}: {statuses:?}"
+    );
 }
 
 /// The statuses of 16 identical POSTs sent at once, each from its own task.

@@ -853,16 +853,18 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
         .last_insert_id;
 
     let publisher = Publisher::start(&broker, "test");
-    let swept = tickwatch_alerts::adapter::sweep_outbox(
-        &db.conn,
-        &publisher,
-        90_000,
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    .expect("sweep");
-    assert_eq!(swept, 1, "only the abandoned firing");
+    let sweep = || async {
+        tickwatch_alerts::adapter::sweep_outbox(
+            &db.conn,
+            &publisher,
+            90_000,
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+        .expect("sweep")
+    };
+    assert_eq!(sweep().await, 1, "only the abandoned firing");
     let published = |id: String| {
         let conn = db.conn.clone();
         async move {
@@ -879,16 +881,7 @@ async fn the_outbox_sweep_publishes_abandoned_firings_once() {
         !published(recent).await,
         "a live handler may still publish it"
     );
-    let again = tickwatch_alerts::adapter::sweep_outbox(
-        &db.conn,
-        &publisher,
-        90_000,
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    .expect("sweep");
-    assert_eq!(again, 0, "published once");
+    assert_eq!(sweep().await, 0, "published once");
 
     publisher.close().await;
     services.close().await;
